@@ -1,0 +1,82 @@
+"""Command line: argument parsing only; the work is done by the API modules."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .errors import HwsimError
+
+
+def _add_input_args(p):
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--input", metavar="X.npy",
+                       help="input array: float values are quantized by the model's input quantizer, "
+                            "integers are taken as input codes; [N, ...] or a single sample")
+    group.add_argument("--dataset", metavar="D.npz", help="an .npz with 'x' (inputs) and 'y' (labels): adds accuracy")
+    p.add_argument("--limit", type=int, metavar="N", help="use only the first N samples")
+    p.add_argument("--batch-size", type=int, default=512, metavar="N", help="samples per engine batch (default 512)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hwsim", description="Hardware-accurate integer inference simulator.")
+    parser.add_argument("--version", action="version", version=f"hwsim {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("run", help="run a model bit-exactly and estimate energy per inference",
+                       description="Run MODEL.qnn on the integer engine and cost it with a tech table. With no "
+                                   "input, runs the sample input stored in the model (or a deterministic "
+                                   "synthetic one, said so in the report).")
+    p.add_argument("model", metavar="MODEL.qnn")
+    p.add_argument("--hw", required=True, metavar="HW.yaml",
+                   help="tech table: a path, or a shipped name such as tsmc90 / generic45")
+    _add_input_args(p)
+    p.add_argument("--output", metavar="Y.npy", help="save the model's output tensor (its integer codes)")
+    p.add_argument("--json", metavar="REPORT.json", help="write the report as JSON (docs/report-schema.md)")
+
+    p = sub.add_parser("validate", help="compare the integer engine with a float64 reference, layer by layer",
+                       description="Exit status 0 only when every layer is bit-exact (or within --tolerance-lsb).")
+    p.add_argument("model", metavar="MODEL.qnn")
+    _add_input_args(p)
+    p.add_argument("--tolerance-lsb", type=int, default=0, metavar="N",
+                   help="accept differences up to N output LSBs (default 0: bit-exact)")
+    p.add_argument("--json", metavar="REPORT.json", help="write the comparison as JSON")
+
+    p = sub.add_parser("inspect", help="show a model's layers, encodings, shapes and storage",
+                       description="Print the graph stored in MODEL.qnn.")
+    p.add_argument("model", metavar="MODEL.qnn")
+    p.add_argument("--json", metavar="OUT.json", help="write the summary as JSON")
+    return parser
+
+
+def _version():
+    from . import __version__
+    return __version__
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from . import commands
+    try:
+        return {"run": commands.run, "validate": commands.validate, "inspect": commands.inspect}[args.command](args)
+    except HwsimError as exc:
+        print(f"hwsim: error: {exc.line()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hwsim: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("hwsim: error: out of memory (try a smaller --batch-size or --limit)", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug in hwsim: still one line, with a way to get the details
+        if os.environ.get("HWSIM_DEBUG"):
+            raise
+        print(f"hwsim: internal error: {type(exc).__name__}: {exc} (set HWSIM_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

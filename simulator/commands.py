@@ -1,0 +1,120 @@
+"""The three commands: load -> engine -> counts -> cost -> report. Each returns the process exit status."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+from . import report
+from .engine import Engine, check_input_shape, quantize_input, run_batched
+from .errors import HwsimError
+from .fileio import atomic_save_npy, atomic_write_text, load_npy, load_npz
+from .qnn.model_io import load_model
+
+
+def load_inputs(model, args) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Input codes [N, ...], labels or None, and a sentence saying where the input came from."""
+    labels = None
+    if getattr(args, "input", None):
+        x = load_npy(args.input)
+        where = f"{args.input}"
+        source = args.input
+    elif getattr(args, "dataset", None):
+        data = load_npz(args.dataset)
+        for key in ("x", "y"):
+            if key not in data:
+                raise HwsimError(f"missing array {key!r} (found {sorted(data)})", source=args.dataset, field=key)
+        x, labels = data["x"], data["y"]
+        where = f"dataset {args.dataset}"
+        source = args.dataset
+    elif model.sample_input is not None:
+        x = model.sample_input
+        where = f"the sample input stored in the model ({x.shape[0]} sample(s))"
+        source = model.source
+    else:
+        lo, hi = model.input_enc.code_range()
+        x = np.random.default_rng(0).integers(lo, hi + 1, size=(1,) + tuple(model.input_shape))
+        where = "a deterministic synthetic input (uniform random codes, seed 0): the model stores no sample"
+        source = "synthetic input"
+    try:
+        codes = check_input_shape(model, quantize_input(model, np.asarray(x)))
+    except HwsimError as exc:
+        raise HwsimError(exc.message, source=source, field="x" if labels is not None else exc.field) from None
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or labels.shape[0] != codes.shape[0] or not np.issubdtype(labels.dtype, np.integer):
+            raise HwsimError(f"labels must be {codes.shape[0]} integers, got shape {list(labels.shape)} "
+                             f"of {labels.dtype}", source=source, field="y")
+    limit = getattr(args, "limit", None)
+    if limit is not None:
+        if limit < 1:
+            raise HwsimError(f"must be positive, got {limit}", field="--limit")
+        codes = codes[:limit]
+        labels = None if labels is None else labels[:limit]
+    return codes, labels, where
+
+
+def _check_batch_size(args):
+    if args.batch_size < 1:
+        raise HwsimError(f"must be positive, got {args.batch_size}", field="--batch-size")
+
+
+def accuracy(model, output_codes, labels) -> float:
+    values = model.layers[-1].out_enc.decode(output_codes).reshape(len(output_codes), -1)
+    return float(np.mean(np.argmax(values, axis=1) == labels))
+
+
+def run(args) -> int:
+    from .hw.energy import estimate_energy
+    from .hw.techtable import load_techtable, resolve_hw_path
+
+    t0 = time.perf_counter()
+    hw_path = resolve_hw_path(args.hw)
+    table = load_techtable(hw_path)
+    model = load_model(args.model)
+    _check_batch_size(args)
+    codes, labels, where = load_inputs(model, args)
+    engine = Engine(model)
+    engine.run(codes[:1])  # JIT compile (or load the cache) outside the timed run
+    result = run_batched(engine, codes, args.batch_size)
+    energy = estimate_energy(result.trace, table)
+    acc = None if labels is None else accuracy(model, result.output, labels)
+    rep = report.run_report(model, result, energy, table, hw_path, where, acc,
+                            wall_s=time.perf_counter() - t0)
+    if args.output:
+        atomic_save_npy(args.output, report.output_array(model, result.output))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(rep, indent=2) + "\n")
+    print(report.format_run(rep))
+    return 0
+
+
+def validate(args) -> int:
+    from .validate import compare
+
+    model = load_model(args.model)
+    _check_batch_size(args)
+    if args.tolerance_lsb < 0:
+        raise HwsimError(f"must be >= 0, got {args.tolerance_lsb}", field="--tolerance-lsb")
+    codes, labels, where = load_inputs(model, args)
+    engine = Engine(model)
+    result = compare(engine, codes, args.tolerance_lsb, min(args.batch_size, 256))
+    rep = {"model": args.model, "input": where, "samples": int(codes.shape[0]), **result.to_dict()}
+    if labels is not None:
+        out = run_batched(engine, codes, args.batch_size).output
+        rep["accuracy"] = accuracy(model, out, labels)
+    if args.json:
+        atomic_write_text(args.json, json.dumps(rep, indent=2) + "\n")
+    print(report.format_validation(rep))
+    return 0 if result.passed else 1
+
+
+def inspect(args) -> int:
+    model = load_model(args.model)
+    rep = report.inspect_report(model, args.model)
+    if args.json:
+        atomic_write_text(args.json, json.dumps(rep, indent=2) + "\n")
+    print(report.format_inspect(rep))
+    return 0

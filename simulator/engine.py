@@ -1,0 +1,331 @@
+"""The bit-exact integer engine: runs a Model on integer codes and records exact event counts.
+
+Per conv / dense layer the datapath is (DESIGN.md):
+  decode inputs (uniform: code - zp, ENQ: CE left shift, KNQ: CK centroid mux, binary: sign bits)
+  -> MAC PE (or XNOR-popcount PE) into a declared accumulator (wrap / saturate, overflow count), bias preloaded
+  -> requantizer (declared mode) -> clip/ReLU in the output's value domain
+  -> encoder (uniform clamp + zp, ENQ: QE, KNQ: QK, binary: sign).
+The engine knows nothing of energy; it hands a Trace of counts to the cost model.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .encodings import BinaryAct, BinaryW, CodebookW, EnqAct, KnqAct, UniformAct
+from .errors import HwsimError
+from .graph import MAC_OPS, Layer, Model, default_pad_code
+from .kernels import mac, popcount
+from .trace import LayerCounts, Trace
+from .units import pooling
+from .units.codebook_lut import lut_decode
+from .units.requantizer import requantize
+from .units.residual_add import residual_add
+from .units.rounding import round_float
+
+
+def quantize_input(model: Model, x: np.ndarray) -> np.ndarray:
+    """The model's input quantizer: float array -> input codes (integer arrays are taken as codes)."""
+    enc = model.input_enc
+    if np.issubdtype(x.dtype, np.integer):
+        lo, hi = enc.code_range()
+        if x.size and (x.min() < lo or x.max() > hi):
+            raise HwsimError(f"integer input taken as codes, but values lie outside [{lo}, {hi}]", field="input")
+        return x.astype(np.int64)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise HwsimError(f"input must be a float or integer array, got dtype {x.dtype}", field="input")
+    if not np.all(np.isfinite(x)):
+        raise HwsimError("input contains NaN or infinity", field="input")
+    if isinstance(enc, BinaryAct):
+        return (x < 0).astype(np.int64)
+    v = x.astype(np.float64) / enc.scale  # a true division, as ONNX QuantizeLinear
+    v = round_float(v, model.input_rounding)
+    return enc.encode(np.clip(v, -2.0 ** 40, 2.0 ** 40).astype(np.int64))
+
+
+def check_input_shape(model: Model, codes: np.ndarray) -> np.ndarray:
+    shape = tuple(model.input_shape)
+    if tuple(codes.shape) == shape:
+        codes = codes[None]
+    if tuple(codes.shape[1:]) != shape:
+        raise HwsimError(f"input shape {list(codes.shape)} does not match the model's [N, {', '.join(map(str, shape))}]",
+                         field="input")
+    return codes
+
+
+# --------------------------------------------------------------------------------------------- layer plans
+
+@dataclass
+class MacPlan:
+    """What a MAC layer needs at run time, prepared once from the model (weights decoded, multipliers)."""
+    w_values: np.ndarray            # integer operand values
+    w_bits: np.ndarray | None       # sign bits for the XNOR path
+    multiplier: np.ndarray          # s_in * s_w[c] / s_out (or the file's explicit multiplier)
+    pad_value: int
+    bias: np.ndarray | None
+
+
+def decode_weights(lay: Layer) -> np.ndarray:
+    enc = lay.weight_enc
+    if isinstance(enc, CodebookW):
+        co = lay.weight.shape[0]
+        return lut_decode(lay.weight.astype(np.int64), lay.codebook.astype(np.int64), enc.groups(co))
+    return enc.decode(lay.weight)
+
+
+def layer_multiplier(lay: Layer) -> np.ndarray:
+    """Real value of one accumulator unit in output value units, per output channel."""
+    co = lay.out_shape[0]
+    explicit = lay.attr("multiplier")
+    if explicit is not None:
+        return np.broadcast_to(np.asarray(explicit, dtype=np.float64), (co,)).copy()
+    s_in = lay.in_encs[0].value_scale
+    return s_in * lay.weight_enc.channel_scales(co) / lay.out_enc.value_scale
+
+
+def make_plan(lay: Layer) -> MacPlan:
+    w_values = decode_weights(lay)
+    in_enc = lay.in_encs[0]
+    pad_code = lay.attr("pad_code")
+    if pad_code is None:
+        pad_code = default_pad_code(in_enc)
+    pad_value = int(in_enc.decode(np.array([pad_code]))[0]) if lay.op == "conv2d" else 0
+    bias = None if lay.bias is None else lay.bias.astype(np.int64)
+    plan = MacPlan(w_values, None, layer_multiplier(lay), pad_value, bias)
+    if lay.is_xnor:
+        plan.w_bits = lay.weight.astype(np.uint8)
+        bound = lay.weight[0].size + (0 if bias is None else int(np.abs(bias).max()))
+        if bound >= 1 << (lay.attr("acc_bits") - 1):
+            raise HwsimError(f"accumulator of {lay.attr('acc_bits')} bits cannot hold the binary dot product "
+                             f"(up to {bound})", field=f"layers.{lay.name}.attrs.acc_bits")
+    return plan
+
+
+# --------------------------------------------------------------------------------------------- engine
+
+@dataclass
+class RunResult:
+    output: np.ndarray                 # codes of the model's output tensor [N, ...]
+    tensors: dict                      # codes of every tensor by name (when keep_all)
+    trace: Trace
+    functional_s: float = 0.0
+
+
+@dataclass
+class Engine:
+    model: Model
+    plans: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.model.check()
+        for lay in self.model.layers:
+            if lay.op in MAC_OPS:
+                try:
+                    self.plans[lay.name] = make_plan(lay)
+                except HwsimError as exc:
+                    raise HwsimError(exc.message, source=self.model.source, field=exc.field) from None
+
+    def run(self, codes: np.ndarray, keep_all: bool = False) -> RunResult:
+        """Run a batch of input codes [N, *input_shape] through the model."""
+        model = self.model
+        codes = check_input_shape(model, np.asarray(codes))
+        n = codes.shape[0]
+        tensors = {"input": codes.astype(np.int64)}
+        consumers = _last_use(model)
+        trace = Trace(batch=n, dram_input_bits=codes.size * model.input_enc.storage_bits)
+        start = time.perf_counter()
+        for i, lay in enumerate(model.layers):
+            counts = LayerCounts(lay.name, lay.op, batch=n)
+            inputs = [tensors[name] for name in lay.inputs]
+            tensors[lay.name] = RUNNERS[lay.op](self, lay, inputs, counts)
+            _count_traffic(lay, inputs, tensors[lay.name], counts)
+            trace.layers.append(counts)
+            if not keep_all:
+                for name in lay.inputs:
+                    if consumers[name] == i and name != model.output_name:
+                        del tensors[name]
+        elapsed = time.perf_counter() - start
+        out = tensors[model.output_name]
+        trace.dram_output_bits = out.size * model.layers[-1].out_enc.storage_bits
+        return RunResult(out, tensors, trace, elapsed)
+
+    # ----------------------------------------------------------------------------------- per op
+
+    def _mac(self, lay, inputs, counts):
+        plan = self.plans[lay.name]
+        in_enc, out_enc, w_enc = lay.in_encs[0], lay.out_enc, lay.weight_enc
+        x_codes = inputs[0]
+        n = x_codes.shape[0]
+        out_elems = n * math.prod(lay.out_shape)
+        k = lay.weight[0].size
+        acc_bits, policy = lay.attr("acc_bits"), lay.attr("overflow")
+        counts.acc_bits = acc_bits
+        if lay.is_xnor:
+            if lay.op == "conv2d":
+                acc = popcount.xnor_conv2d(x_codes.astype(np.uint8), plan.w_bits, tuple(lay.attr("stride")),
+                                           tuple(lay.attr("padding")), lay.attr("groups"), lay.attr("binary_pad"))
+                words = popcount.popcount_words_per_output(lay.weight.shape[1], *lay.weight.shape[2:])
+            else:
+                acc = popcount.xnor_dense(x_codes.astype(np.uint8), plan.w_bits)
+                words = popcount.popcount_words_per_output(k, 1, 1)
+            acc = acc.astype(np.int64)
+            if plan.bias is not None:
+                acc += plan.bias.reshape((1, -1) + (1,) * (acc.ndim - 2))
+            counts.binary_macs = out_elems * k
+            counts.popcount_words = out_elems * words
+        else:
+            x_values = in_enc.decode(x_codes)
+            if lay.op == "conv2d":
+                acc, overflows = mac.conv2d_acc(x_values, plan.w_values, plan.bias, tuple(lay.attr("stride")),
+                                                tuple(lay.attr("padding")), lay.attr("groups"), plan.pad_value,
+                                                acc_bits, policy)
+            else:
+                acc, overflows = mac.dense_acc(x_values, plan.w_values, plan.bias, acc_bits, policy)
+            counts.overflows = int(overflows)
+            counts.macs[(in_enc.operand_bits, w_enc.operand_bits)] += out_elems * k
+            _count_decode(in_enc, x_codes.size, counts)
+        if isinstance(w_enc, CodebookW):
+            counts.lut_reads = n * lay.weight.size  # each weight index decoded once per inference
+            counts.lut_entries = lay.codebook.shape[1]
+            counts.lut_width_bits = w_enc.table_bits
+        if isinstance(out_enc, BinaryAct):
+            # Positive scales: the sign of the real output is the sign of the accumulator (bias is the threshold).
+            return out_enc.encode(acc)
+        values = requantize(acc, plan.multiplier, lay.attr("requant"), channel_axis=1)
+        counts.requants = out_elems
+        return self._encode(lay, values, counts)
+
+    def _encode(self, lay, values, counts):
+        clip = lay.attr("clip")
+        if clip is not None:
+            values = np.clip(values, clip[0], clip[1])
+            counts.compares += 2 * values.size
+        _count_encode(lay.out_enc, values.size, counts)
+        return lay.out_enc.encode(values)
+
+    def _maxpool(self, lay, inputs, counts):
+        # Every activation encoding is monotone in its code, so the max of codes is the code of the max:
+        # the pool unit compares stored codes, with no converter.
+        x = inputs[0]
+        pad = lay.in_encs[0].code_range()[0]
+        out, compares = pooling.maxpool(x, tuple(lay.attr("kernel")), tuple(lay.attr("stride")),
+                                        tuple(lay.attr("padding")), pad)
+        counts.compares = int(compares)
+        return out
+
+    def _avgpool(self, lay, inputs, counts):
+        enc = lay.in_encs[0]
+        x = enc.decode(inputs[0])
+        _count_decode(enc, inputs[0].size, counts)
+        pad_value = int(enc.decode(np.array([default_pad_code(enc)]))[0])
+        out, adds = pooling.avgpool(x, tuple(lay.attr("kernel")), tuple(lay.attr("stride")),
+                                    tuple(lay.attr("padding")), lay.attr("rounding"),
+                                    lay.attr("count_include_pad"), pad_value)
+        counts.adds = int(adds)
+        _count_encode(enc, out.size, counts)
+        return enc.encode(out)
+
+    def _clip(self, lay, inputs, counts):
+        enc = lay.in_encs[0]
+        lo, hi = (0, None) if lay.op == "relu" else (lay.attr("min"), lay.attr("max"))
+        x = enc.decode(inputs[0])
+        _count_decode(enc, inputs[0].size, counts)
+        counts.compares = (1 if lay.op == "relu" else 2) * x.size
+        _count_encode(enc, x.size, counts)
+        return enc.encode(np.clip(x, lo, hi))
+
+    def _reshape(self, lay, inputs, counts):
+        x = inputs[0]
+        return x.reshape((x.shape[0],) + tuple(lay.out_shape))
+
+    def _concat(self, lay, inputs, counts):
+        return np.concatenate(inputs, axis=1)
+
+    def _add(self, lay, inputs, counts):
+        values = [enc.decode(x) for enc, x in zip(lay.in_encs, inputs)]
+        for enc, x in zip(lay.in_encs, inputs):
+            _count_decode(enc, x.size, counts)
+        scales = [enc.value_scale for enc in lay.in_encs]
+        value_bits = max(max(abs(lo), abs(hi)).bit_length() for lo, hi in (e.value_range() for e in lay.in_encs))
+        out = residual_add(values, scales, lay.out_enc.value_scale, lay.attr("requant"), value_bits)
+        counts.adds = out.size
+        counts.requants = out.size
+        return self._encode(lay, out, counts)
+
+
+RUNNERS = {"conv2d": Engine._mac, "dense": Engine._mac, "maxpool": Engine._maxpool, "avgpool": Engine._avgpool,
+           "relu": Engine._clip, "clip": Engine._clip, "flatten": Engine._reshape, "reshape": Engine._reshape,
+           "concat": Engine._concat, "add": Engine._add}
+
+
+def _last_use(model: Model) -> dict:
+    last = {}
+    for i, lay in enumerate(model.layers):
+        for name in lay.inputs:
+            last[name] = i
+    return last
+
+
+def _count_decode(enc, n, counts):
+    if isinstance(enc, EnqAct):
+        counts.ce += n
+    elif isinstance(enc, KnqAct):
+        counts.ck += n
+
+
+def _count_encode(enc, n, counts):
+    if isinstance(enc, EnqAct):
+        counts.qe += n
+    elif isinstance(enc, KnqAct):
+        counts.qk += n
+        counts.qk_comparators = len(enc.thresholds)
+
+
+def _count_traffic(lay: Layer, inputs, output, counts: LayerCounts):
+    """Compulsory traffic: each weight, input and output moved once; reshapes and concats are free views."""
+    if lay.op in ("flatten", "reshape", "concat"):
+        return
+    n = output.shape[0]
+    for name, enc, x in zip(lay.inputs, lay.in_encs, inputs):
+        counts.input_bits[name] = x.size * enc.storage_bits
+    counts.output_bits[lay.name] = output.size * lay.out_enc.storage_bits
+    if lay.weight is not None:
+        counts.weight_bits[f"{lay.name}.weight"] = n * lay.weight.size * lay.weight_enc.storage_bits
+        if lay.bias is not None:
+            counts.weight_bits[f"{lay.name}.bias"] = n * lay.bias.size * lay.bias_bits
+        if lay.codebook is not None:
+            counts.weight_bits[f"{lay.name}.codebook"] = n * lay.codebook.size * lay.weight_enc.table_bits
+
+
+def run_batched(engine: Engine, codes: np.ndarray, batch_size: int = 512):
+    """Run a large set in batches (bounded memory); returns outputs and the summed trace."""
+    codes = check_input_shape(engine.model, np.asarray(codes))
+    outputs, total, functional_s = [], None, 0.0
+    for start in range(0, codes.shape[0], batch_size):
+        res = engine.run(codes[start:start + batch_size])
+        outputs.append(res.output)
+        functional_s += res.functional_s
+        total = res.trace if total is None else _merge(total, res.trace)
+    return RunResult(np.concatenate(outputs), {}, total, functional_s)
+
+
+def _merge(a: Trace, b: Trace) -> Trace:
+    for la, lb in zip(a.layers, b.layers):
+        for key, value in lb.__dict__.items():
+            if key in ("name", "op", "acc_bits", "popcount_word_bits", "lut_entries", "lut_width_bits",
+                       "qk_comparators"):
+                continue
+            current = getattr(la, key)
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    current[k] = current.get(k, 0) + v
+            else:
+                setattr(la, key, current + value)
+    a.batch += b.batch
+    a.dram_input_bits += b.dram_input_bits
+    a.dram_output_bits += b.dram_output_bits
+    return a

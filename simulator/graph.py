@@ -1,0 +1,393 @@
+"""The model graph: layers in topological order, their integer parameters and encodings, and shape checks.
+
+Tensors are named by the layer that produces them; the model input is named "input". Shapes are per sample
+(no batch axis): [C, H, W] for feature maps, [K] for vectors. The batch axis is added by the engine.
+`Model.check()` validates everything a file can get wrong and infers every tensor's shape and encoding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .encodings import BinaryAct, BinaryW, CodebookW, KnqAct, UniformAct, int_range
+from .errors import HwsimError
+
+MAC_OPS = ("conv2d", "dense")
+PASS_OPS = ("maxpool", "avgpool", "relu", "clip", "flatten", "reshape", "concat")
+OPS = MAC_OPS + PASS_OPS + ("add",)
+REQUANT_MODES = ("float32", "float64", "fixed_double", "fixed_single", "shift")
+ROUNDINGS = ("floor", "half_up", "half_even", "half_away", "trunc")
+BINARY_PAD_MODES = ("+1", "-1", "zero")
+
+# Attributes each op accepts, with defaults. Anything else in a file is an error (catches typos).
+ATTR_DEFAULTS = {
+    "conv2d": {"stride": [1, 1], "padding": [0, 0, 0, 0], "groups": 1, "pad_code": None, "binary_pad": "+1",
+               "acc_bits": 32, "overflow": "wrap", "requant": "float64", "multiplier": None, "clip": None},
+    "dense": {"acc_bits": 32, "overflow": "wrap", "requant": "float64", "multiplier": None, "clip": None},
+    "maxpool": {"kernel": [2, 2], "stride": None, "padding": [0, 0, 0, 0]},
+    "avgpool": {"kernel": [2, 2], "stride": None, "padding": [0, 0, 0, 0], "rounding": "half_even",
+                "count_include_pad": True, "global": False},
+    "relu": {},
+    "clip": {"min": None, "max": None},
+    "add": {"requant": "float64", "clip": None},
+    "flatten": {},
+    "reshape": {"shape": None},
+    "concat": {},
+}
+
+
+@dataclass
+class Layer:
+    name: str
+    op: str
+    inputs: list
+    attrs: dict = field(default_factory=dict)
+    out_enc: object = None          # activation encoding of the output (None: same as the input)
+    weight: np.ndarray | None = None       # weight codes, [Co, Ci/groups, KH, KW] or [Co, K]
+    weight_enc: object = None
+    codebook: np.ndarray | None = None     # [groups, entries] signed fixed-point table (codebook weights)
+    bias: np.ndarray | None = None         # int64 [Co], in accumulator units (s_in * s_w[c])
+    bias_bits: int = 32
+    # Filled by Model.check():
+    in_shapes: list = field(default_factory=list)
+    out_shape: tuple = ()
+    in_encs: list = field(default_factory=list)
+
+    def attr(self, key):
+        return self.attrs.get(key, ATTR_DEFAULTS[self.op].get(key))
+
+    @property
+    def is_xnor(self):
+        """Binary weights on binary activations run on the XNOR-popcount PE."""
+        return (self.op in MAC_OPS and isinstance(self.weight_enc, BinaryW)
+                and bool(self.in_encs) and isinstance(self.in_encs[0], BinaryAct))
+
+
+@dataclass
+class Model:
+    name: str
+    input_shape: tuple
+    input_enc: object
+    layers: list
+    input_rounding: str = "half_even"      # how a float input is rounded by the input quantizer
+    sample_input: np.ndarray | None = None  # codes [N, *input_shape], run when no input is given
+    metadata: dict = field(default_factory=dict)
+    source: str = "model"                   # file name used in error messages
+
+    @property
+    def output_name(self):
+        return self.layers[-1].name
+
+    def layer(self, name):
+        for lay in self.layers:
+            if lay.name == name:
+                return lay
+        raise KeyError(name)
+
+    def encodings(self):
+        """Encoding of every tensor by name (after check())."""
+        encs = {"input": self.input_enc}
+        for lay in self.layers:
+            encs[lay.name] = lay.out_enc
+        return encs
+
+    def shapes(self):
+        shapes = {"input": tuple(self.input_shape)}
+        for lay in self.layers:
+            shapes[lay.name] = lay.out_shape
+        return shapes
+
+    def check(self):
+        """Validate the whole graph and infer shapes; raises HwsimError naming the file and field."""
+        try:
+            _check_model(self)
+        except HwsimError as exc:
+            if exc.source is None:
+                raise HwsimError(exc.message, source=self.source, field=exc.field) from None
+            raise
+        return self
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+def _fail(msg, fld):
+    raise HwsimError(msg, field=fld)
+
+
+def _int_list(value, n, fld, lo=0):
+    if (not isinstance(value, (list, tuple)) or len(value) != n
+            or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo for v in value)):
+        _fail(f"must be a list of {n} integers >= {lo}, got {value!r}", fld)
+    return [int(v) for v in value]
+
+
+def _check_model(model: Model):
+    if not isinstance(model.name, str):
+        _fail("must be a string", "name")
+    shape = _int_list(list(model.input_shape), len(model.input_shape), "input.shape", lo=1)
+    if len(shape) not in (1, 3):
+        _fail(f"must be [C, H, W] or [K], got {shape}", "input.shape")
+    if not isinstance(model.input_enc, (UniformAct, BinaryAct)):
+        _fail("the model input must be uniform or binary", "input.encoding")
+    if model.input_rounding not in ROUNDINGS:
+        _fail(f"must be one of {ROUNDINGS}", "input.rounding")
+    if not model.layers:
+        _fail("the model has no layers", "layers")
+    if model.sample_input is not None:
+        if tuple(model.sample_input.shape[1:]) != tuple(shape):
+            _fail(f"shape {list(model.sample_input.shape)} does not match input shape {shape}", "sample_input")
+        lo, hi = model.input_enc.code_range()
+        if model.sample_input.size and (model.sample_input.min() < lo or model.sample_input.max() > hi):
+            _fail(f"codes outside the input encoding's range [{lo}, {hi}]", "sample_input")
+    shapes = {"input": tuple(shape)}
+    encs = {"input": model.input_enc}
+    for i, lay in enumerate(model.layers):
+        where = f"layers[{i}]"
+        if not isinstance(lay.name, str) or not lay.name or lay.name in shapes:
+            _fail(f"layer name {lay.name!r} is empty or not unique", f"{where}.name")
+        where = f"layers.{lay.name}"
+        if lay.op not in OPS:
+            _fail(f"unknown op {lay.op!r}; supported: {', '.join(OPS)}", f"{where}.op")
+        unknown = set(lay.attrs) - set(ATTR_DEFAULTS[lay.op])
+        if unknown:
+            _fail(f"unknown attribute(s) {sorted(unknown)} for {lay.op}; allowed: {sorted(ATTR_DEFAULTS[lay.op])}",
+                  f"{where}.attrs")
+        if not isinstance(lay.inputs, (list, tuple)) or not lay.inputs:
+            _fail("must list at least one input tensor", f"{where}.inputs")
+        for name in lay.inputs:
+            if name not in shapes:
+                _fail(f"input {name!r} is not the model input or an earlier layer", f"{where}.inputs")
+        n_in = {"add": 2, "concat": None}.get(lay.op, 1)
+        if n_in is not None and len(lay.inputs) != n_in:
+            _fail(f"{lay.op} takes {n_in} input(s), got {len(lay.inputs)}", f"{where}.inputs")
+        lay.in_shapes = [shapes[n] for n in lay.inputs]
+        lay.in_encs = [encs[n] for n in lay.inputs]
+        CHECKS[lay.op](lay, where)
+        if lay.out_enc is None:
+            _fail("output encoding is required", f"{where}.encoding")
+        shapes[lay.name] = lay.out_shape
+        encs[lay.name] = lay.out_enc
+
+
+def _check_params_absent(lay, where):
+    for key in ("weight", "bias", "codebook"):
+        if getattr(lay, key) is not None:
+            _fail(f"{lay.op} takes no {key}", f"{where}.{key}")
+
+
+def _inherit_encoding(lay, where):
+    if lay.out_enc is None:
+        lay.out_enc = lay.in_encs[0]
+    elif lay.out_enc != lay.in_encs[0]:
+        _fail(f"{lay.op} keeps its input's encoding; a different output encoding needs a requantizing layer",
+              f"{where}.encoding")
+
+
+def _check_requant(lay, where):
+    mode = lay.attr("requant")
+    if mode not in REQUANT_MODES:
+        _fail(f"unknown requantization mode {mode!r}; supported: {', '.join(REQUANT_MODES)}", f"{where}.attrs.requant")
+    clip = lay.attr("clip")
+    if clip is not None:
+        lo, hi = _int_list(clip, 2, f"{where}.attrs.clip", lo=-(1 << 31))
+        if lo > hi:
+            _fail(f"min {lo} > max {hi}", f"{where}.attrs.clip")
+
+
+def _check_mac(lay, where):
+    inp, in_enc = lay.in_shapes[0], lay.in_encs[0]
+    if lay.weight is None or lay.weight_enc is None:
+        _fail(f"{lay.op} needs a weight tensor and a weight encoding", f"{where}.weight")
+    w = lay.weight
+    acc_bits = lay.attr("acc_bits")
+    _int_list([acc_bits], 1, f"{where}.attrs.acc_bits", lo=2)
+    if acc_bits > 64:
+        _fail(f"must be <= 64, got {acc_bits}", f"{where}.attrs.acc_bits")
+    if lay.attr("overflow") not in ("wrap", "saturate"):
+        _fail(f"must be 'wrap' or 'saturate', got {lay.attr('overflow')!r}", f"{where}.attrs.overflow")
+    if lay.op == "conv2d":
+        if len(inp) != 3:
+            _fail(f"conv2d needs a [C, H, W] input, got {list(inp)} from {lay.inputs[0]!r}", f"{where}.inputs")
+        if w.ndim != 4:
+            _fail(f"conv2d weight must be [Co, Ci/groups, KH, KW], got {list(w.shape)}", f"{where}.weight.shape")
+        co, cig, kh, kw = w.shape
+        groups = _int_list([lay.attr("groups")], 1, f"{where}.attrs.groups", lo=1)[0]
+        sh, sw = _int_list(lay.attr("stride"), 2, f"{where}.attrs.stride", lo=1)
+        pt, pl, pb, pr = _int_list(lay.attr("padding"), 4, f"{where}.attrs.padding")
+        c, h, wd = inp
+        if c % groups or co % groups or cig * groups != c:
+            _fail(f"weight expects {cig} x {groups} groups = {cig * groups} input channels, but {lay.inputs[0]!r} "
+                  f"has {c} (output channels {co})", f"{where}.weight.shape")
+        ho, wo = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
+        if h + pt + pb < kh or wd + pl + pr < kw or ho < 1 or wo < 1:
+            _fail(f"kernel {kh}x{kw} does not fit the padded input {h + pt + pb}x{wd + pl + pr}", f"{where}.weight.shape")
+        if max(pt, pb) >= kh or max(pl, pr) >= kw:
+            _fail(f"padding {[pt, pl, pb, pr]} must be smaller than the kernel {kh}x{kw}", f"{where}.attrs.padding")
+        pad_code = lay.attr("pad_code")
+        if pad_code is not None:
+            lo, hi = in_enc.code_range()
+            _int_list([pad_code], 1, f"{where}.attrs.pad_code", lo=lo)
+            if pad_code > hi:
+                _fail(f"must be a code of the input encoding in [{lo}, {hi}], got {pad_code}", f"{where}.attrs.pad_code")
+        if lay.attr("binary_pad") not in BINARY_PAD_MODES:
+            _fail(f"must be one of {BINARY_PAD_MODES}", f"{where}.attrs.binary_pad")
+        lay.out_shape = (co, ho, wo)
+    else:
+        if len(inp) != 1:
+            _fail(f"dense needs a flat [K] input, got {list(inp)} from {lay.inputs[0]!r} (add a flatten layer)",
+                  f"{where}.inputs")
+        if w.ndim != 2:
+            _fail(f"dense weight must be [Co, K], got {list(w.shape)}", f"{where}.weight.shape")
+        co, k = w.shape
+        if k != inp[0]:
+            _fail(f"weight expects {k} inputs but {lay.inputs[0]!r} gives {inp[0]}", f"{where}.weight.shape")
+        lay.out_shape = (co,)
+    if co < 1:
+        _fail("needs at least one output channel", f"{where}.weight.shape")
+    _check_weight_codes(lay, where, co)
+    if lay.bias is not None:
+        _int_list([lay.bias_bits], 1, f"{where}.bias_bits", lo=1)
+        if lay.bias.shape != (co,):
+            _fail(f"bias shape {list(lay.bias.shape)} must be [{co}]", f"{where}.bias.shape")
+    if lay.out_enc is None:
+        _fail("output encoding is required", f"{where}.encoding")
+    _check_requant(lay, where)
+    if lay.attr("requant") in ("fixed_double", "fixed_single") and acc_bits > 32:
+        _fail(f"{lay.attr('requant')} requantization takes a 32-bit accumulator, acc_bits is {acc_bits}",
+              f"{where}.attrs.acc_bits")
+    mult = lay.attr("multiplier")
+    if mult is not None:
+        if not isinstance(mult, (list, tuple)) or len(mult) not in (1, co) or any(
+                isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or m <= 0 for m in mult):
+            _fail(f"must be a list of 1 or {co} positive numbers", f"{where}.attrs.multiplier")
+    if isinstance(in_enc, BinaryAct) is False and isinstance(lay.out_enc, BinaryAct) and lay.attr("clip"):
+        _fail("a binary output takes no clip", f"{where}.attrs.clip")
+
+
+def _check_weight_codes(lay, where, co):
+    enc, w = lay.weight_enc, lay.weight
+    if w.size == 0:
+        _fail("weight tensor is empty", f"{where}.weight.shape")
+    lo, hi = int_range(enc.storage_bits, enc.storage_signed)
+    if w.min() < lo or w.max() > hi:
+        _fail(f"codes outside [{lo}, {hi}] for {enc.storage_bits}-bit {enc.kind} weights", f"{where}.weight")
+    try:
+        enc.channel_scales(co)
+    except HwsimError as exc:
+        _fail(exc.message, f"{where}.weight_encoding.{exc.field}")
+    if enc.kind == "ternary" and (w.min() < -1 or w.max() > 1):
+        _fail("ternary codes must be -1, 0 or +1", f"{where}.weight")
+    if isinstance(enc, CodebookW):
+        cb = lay.codebook
+        groups = enc.n_groups(co)
+        if cb is None or cb.ndim != 2:
+            _fail("codebook weights need a [groups, entries] table", f"{where}.codebook")
+        if cb.shape[0] != groups or not 1 <= cb.shape[1] <= (1 << enc.index_bits):
+            _fail(f"table shape {list(cb.shape)} must be [{groups}, 1..{1 << enc.index_bits}]", f"{where}.codebook.shape")
+        tlo, thi = int_range(enc.table_bits, True)
+        if cb.min() < tlo or cb.max() > thi:
+            _fail(f"entries outside [{tlo}, {thi}] for {enc.table_bits}-bit signed table", f"{where}.codebook")
+        if w.max() >= cb.shape[1]:
+            _fail(f"index {int(w.max())} is beyond the codebook's {cb.shape[1]} entries", f"{where}.weight")
+    elif lay.codebook is not None:
+        _fail(f"{enc.kind} weights take no codebook", f"{where}.codebook")
+
+
+def _check_pool(lay, where):
+    _check_params_absent(lay, where)
+    inp = lay.in_shapes[0]
+    if len(inp) != 3:
+        _fail(f"{lay.op} needs a [C, H, W] input, got {list(inp)}", f"{where}.inputs")
+    c, h, w = inp
+    if lay.op == "avgpool" and lay.attr("global"):
+        kh, kw = h, w
+    else:
+        kh, kw = _int_list(lay.attr("kernel"), 2, f"{where}.attrs.kernel", lo=1)
+    stride = lay.attr("stride")
+    sh, sw = (kh, kw) if stride is None else _int_list(stride, 2, f"{where}.attrs.stride", lo=1)
+    pt, pl, pb, pr = _int_list(lay.attr("padding"), 4, f"{where}.attrs.padding")
+    if max(pt, pb) >= kh or max(pl, pr) >= kw:
+        _fail("padding must be smaller than the kernel", f"{where}.attrs.padding")
+    if h + pt + pb < kh or w + pl + pr < kw:
+        _fail(f"kernel {kh}x{kw} does not fit the input {h}x{w}", f"{where}.attrs.kernel")
+    if lay.op == "avgpool":
+        if lay.attr("rounding") not in ROUNDINGS:
+            _fail(f"must be one of {ROUNDINGS}", f"{where}.attrs.rounding")
+        if isinstance(lay.in_encs[0], BinaryAct):
+            _fail("average pooling of binary activations is not defined", f"{where}.inputs")
+    lay.attrs = {**lay.attrs, "kernel": [kh, kw], "stride": [sh, sw]}
+    lay.out_shape = (c, (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1)
+    _inherit_encoding(lay, where)
+
+
+def _check_clip(lay, where):
+    _check_params_absent(lay, where)
+    if isinstance(lay.in_encs[0], BinaryAct):
+        _fail(f"{lay.op} of binary activations is not defined", f"{where}.inputs")
+    if lay.op == "clip":
+        lo, hi = lay.attr("min"), lay.attr("max")
+        _int_list([lo, hi], 2, f"{where}.attrs", lo=-(1 << 31))
+        if lo > hi:
+            _fail(f"min {lo} > max {hi}", f"{where}.attrs")
+    lay.out_shape = lay.in_shapes[0]
+    _inherit_encoding(lay, where)
+
+
+def _check_reshape(lay, where):
+    _check_params_absent(lay, where)
+    size = math.prod(lay.in_shapes[0])
+    if lay.op == "flatten":
+        lay.out_shape = (size,)
+    else:
+        shape = lay.attr("shape")
+        if not isinstance(shape, (list, tuple)) or len(shape) not in (1, 3):
+            _fail("must be [K] or [C, H, W]", f"{where}.attrs.shape")
+        shape = _int_list(shape, len(shape), f"{where}.attrs.shape", lo=1)
+        if math.prod(shape) != size:
+            _fail(f"{shape} has {math.prod(shape)} elements, input has {size}", f"{where}.attrs.shape")
+        lay.out_shape = tuple(shape)
+    _inherit_encoding(lay, where)
+
+
+def _check_concat(lay, where):
+    _check_params_absent(lay, where)
+    first = lay.in_shapes[0]
+    for name, shape, enc in zip(lay.inputs, lay.in_shapes, lay.in_encs):
+        if len(shape) != len(first) or shape[1:] != first[1:]:
+            _fail(f"input {name!r} has shape {list(shape)}, which does not concatenate with {list(first)} "
+                  "along channels", f"{where}.inputs")
+        if enc != lay.in_encs[0]:
+            _fail(f"input {name!r} has a different encoding; concat needs equal encodings", f"{where}.inputs")
+    lay.out_shape = (sum(s[0] for s in lay.in_shapes),) + tuple(first[1:])
+    _inherit_encoding(lay, where)
+
+
+def _check_add(lay, where):
+    _check_params_absent(lay, where)
+    if lay.in_shapes[0] != lay.in_shapes[1]:
+        _fail(f"inputs have shapes {list(lay.in_shapes[0])} and {list(lay.in_shapes[1])}", f"{where}.inputs")
+    if any(isinstance(e, BinaryAct) for e in lay.in_encs):
+        _fail("residual add of binary activations is not defined", f"{where}.inputs")
+    if lay.out_enc is None:
+        _fail("output encoding is required", f"{where}.encoding")
+    if isinstance(lay.out_enc, BinaryAct):
+        _fail("a residual add cannot output binary activations", f"{where}.encoding")
+    _check_requant(lay, where)
+    lay.out_shape = lay.in_shapes[0]
+
+
+CHECKS = {"conv2d": _check_mac, "dense": _check_mac, "maxpool": _check_pool, "avgpool": _check_pool,
+          "relu": _check_clip, "clip": _check_clip, "flatten": _check_reshape, "reshape": _check_reshape,
+          "concat": _check_concat, "add": _check_add}
+
+
+def default_pad_code(enc):
+    """The code that stands for real zero in `enc` (what zero padding means), or the nearest code."""
+    if isinstance(enc, UniformAct):
+        return enc.zero_point
+    if isinstance(enc, KnqAct):
+        return int(np.argmin(np.abs(np.asarray(enc.centroids))))
+    return 0

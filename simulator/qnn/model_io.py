@@ -1,0 +1,130 @@
+"""Model <-> .qnn file: the graph goes into the container's JSON header, integer tensors into bit-packed blobs.
+
+Tensor names: "<layer>.weight", "<layer>.bias", "<layer>.codebook", "sample_input".
+Every field read from a file is type-checked here or in Model.check() before use.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..encodings import activation_from_dict, weight_from_dict
+from ..errors import HwsimError
+from ..graph import ATTR_DEFAULTS, Layer, Model
+from .container import read_container, write_container
+
+MODEL_KEYS = {"name", "input", "layers", "metadata"}
+INPUT_KEYS = {"shape", "encoding", "rounding"}
+LAYER_KEYS = {"name", "op", "inputs", "attrs", "encoding", "weight_encoding", "bias_bits"}
+
+
+def model_to_header(model: Model) -> tuple[dict, dict]:
+    model.check()
+    tensors = {}
+    layers = []
+    for lay in model.layers:
+        entry = {"name": lay.name, "op": lay.op, "inputs": list(lay.inputs),
+                 "attrs": {k: v for k, v in lay.attrs.items() if k in ATTR_DEFAULTS[lay.op]},
+                 "encoding": lay.out_enc.to_dict()}
+        if lay.weight is not None:
+            enc = lay.weight_enc
+            entry["weight_encoding"] = enc.to_dict()
+            tensors[f"{lay.name}.weight"] = (lay.weight, enc.storage_bits, enc.storage_signed)
+            if lay.codebook is not None:
+                tensors[f"{lay.name}.codebook"] = (lay.codebook, enc.table_bits, True)
+        if lay.bias is not None:
+            entry["bias_bits"] = lay.bias_bits
+            tensors[f"{lay.name}.bias"] = (lay.bias, lay.bias_bits, True)
+        layers.append(entry)
+    if model.sample_input is not None:
+        enc = model.input_enc
+        tensors["sample_input"] = (model.sample_input, enc.storage_bits, bool(getattr(enc, "signed", False)))
+    header = {"model": {"name": model.name,
+                        "input": {"shape": list(model.input_shape), "encoding": model.input_enc.to_dict(),
+                                  "rounding": model.input_rounding},
+                        "layers": layers, "metadata": model.metadata}}
+    return header, tensors
+
+
+def save_model(model: Model, path) -> None:
+    header, tensors = model_to_header(model)
+    write_container(path, header, tensors)
+
+
+def _require(d, keys, required, fld):
+    if not isinstance(d, dict):
+        raise HwsimError("must be a JSON object", field=fld)
+    unknown = set(d) - keys
+    if unknown:
+        raise HwsimError(f"unknown key(s) {sorted(unknown)}", field=fld)
+    missing = required - set(d)
+    if missing:
+        raise HwsimError(f"missing key(s) {sorted(missing)}", field=fld)
+
+
+def header_to_model(header: dict, tensors: dict, source: str) -> Model:
+    m = header.get("model")
+    _require(m, MODEL_KEYS, {"name", "input", "layers"}, "model")
+    inp = m["input"]
+    _require(inp, INPUT_KEYS, {"shape", "encoding"}, "model.input")
+    if not isinstance(inp["shape"], list):
+        raise HwsimError("must be a list", field="model.input.shape")
+    if not isinstance(m["layers"], list):
+        raise HwsimError("must be a list", field="model.layers")
+    used = set()
+
+    def tensor(name):
+        used.add(name)
+        return tensors.get(name)
+
+    layers = []
+    for i, d in enumerate(m["layers"]):
+        fld = f"model.layers[{i}]"
+        _require(d, LAYER_KEYS, {"name", "op", "inputs", "encoding"}, fld)
+        name = d["name"]
+        if not isinstance(name, str):
+            raise HwsimError("must be a string", field=f"{fld}.name")
+        if not isinstance(d.get("attrs", {}), dict):
+            raise HwsimError("must be a JSON object", field=f"{fld}.attrs")
+        if not isinstance(d["inputs"], list) or not all(isinstance(x, str) for x in d["inputs"]):
+            raise HwsimError("must be a list of tensor names", field=f"{fld}.inputs")
+        lay = Layer(name=name, op=d["op"], inputs=list(d["inputs"]), attrs=dict(d.get("attrs", {})),
+                    out_enc=activation_from_dict(d["encoding"], f"{fld}.encoding"))
+        if "weight_encoding" in d:
+            lay.weight_enc = weight_from_dict(d["weight_encoding"], f"{fld}.weight_encoding")
+            lay.weight = tensor(f"{name}.weight")
+            if lay.weight is None:
+                raise HwsimError(f"tensor '{name}.weight' is missing", field=f"{fld}.weight_encoding")
+            lay.codebook = tensor(f"{name}.codebook")
+        lay.bias = tensor(f"{name}.bias")
+        bias_bits = d.get("bias_bits", 32)
+        if isinstance(bias_bits, bool) or not isinstance(bias_bits, int):
+            raise HwsimError("must be an integer", field=f"{fld}.bias_bits")
+        lay.bias_bits = bias_bits
+        layers.append(lay)
+    metadata = m.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise HwsimError("must be a JSON object", field="model.metadata")
+    sample = tensor("sample_input")
+    extra = set(tensors) - used
+    if extra:
+        raise HwsimError(f"tensor(s) {sorted(extra)} belong to no layer", field="tensors")
+    if not isinstance(m["name"], str):
+        raise HwsimError("must be a string", field="model.name")
+    rounding = inp.get("rounding", "half_even")
+    model = Model(name=m["name"], input_shape=tuple(inp["shape"]),
+                  input_enc=activation_from_dict(inp["encoding"], "model.input.encoding"),
+                  layers=layers, input_rounding=rounding, sample_input=sample, metadata=metadata,
+                  source=source)
+    return model.check()
+
+
+def load_model(path) -> Model:
+    source = os.fspath(path)
+    header, tensors = read_container(path)
+    try:
+        return header_to_model(header, tensors, source)
+    except HwsimError as exc:
+        raise HwsimError(exc.message, source=source, field=exc.field) from None

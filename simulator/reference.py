@@ -1,0 +1,120 @@
+"""Float64 reference executor of the same quantized graph: dequantize, compute in float64, quantize.
+
+It shares no arithmetic with the integer engine: convolutions are float64 einsums on real values
+(code -> value -> value * scale), and every quantization rounds the exact real result half to even
+(pooling uses its declared rounding). The encoders (QE, QK, sign) are the definition of the storage format,
+so both sides use them. Where the engine's requantization mode (fixed_double, float32, ...) differs from
+exact rounding, `validate` shows how often and by how much.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .encodings import BinaryAct
+from .engine import check_input_shape, decode_weights, layer_multiplier
+from .graph import Layer, Model, default_pad_code
+from .units.rounding import round_float
+
+
+def conv2d_float(x, w, stride, padding, groups, pad_value):
+    """Real-valued grouped convolution, NCHW, float64."""
+    pt, pl, pb, pr = padding
+    sh, sw = stride
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=pad_value)
+    co, cg, kh, kw = w.shape
+    windows = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]  # N, C, Ho, Wo, KH, KW
+    cog = co // groups
+    parts = [np.einsum("nchwij,ocij->nohw", windows[:, g * cg:(g + 1) * cg], w[g * cog:(g + 1) * cog],
+                       optimize=True) for g in range(groups)]
+    return np.concatenate(parts, axis=1)
+
+
+def _real(enc, codes):
+    return enc.decode(codes).astype(np.float64) * enc.value_scale
+
+
+def reference_mac(lay: Layer, x_codes: np.ndarray) -> np.ndarray:
+    in_enc, out_enc = lay.in_encs[0], lay.out_enc
+    co = lay.out_shape[0]
+    s_in, s_out = in_enc.value_scale, out_enc.value_scale
+    if lay.attr("multiplier") is not None:
+        w_scale = layer_multiplier(lay) * s_out / s_in
+    else:
+        w_scale = lay.weight_enc.channel_scales(co)
+    w_real = decode_weights(lay).astype(np.float64) * w_scale.reshape((-1,) + (1,) * (lay.weight.ndim - 1))
+    x_real = _real(in_enc, x_codes)
+    if lay.op == "conv2d":
+        if isinstance(in_enc, BinaryAct):
+            pad_real = {"+1": 1.0, "-1": -1.0, "zero": 0.0}[lay.attr("binary_pad")] * s_in
+        else:
+            pad_code = lay.attr("pad_code")
+            pad_code = default_pad_code(in_enc) if pad_code is None else pad_code
+            pad_real = _real(in_enc, np.array([pad_code]))[0]
+        y = conv2d_float(x_real, w_real, lay.attr("stride"), lay.attr("padding"), lay.attr("groups"), pad_real)
+        shape = (1, -1, 1, 1)
+    else:
+        y = x_real @ w_real.T
+        shape = (1, -1)
+    if lay.bias is not None:
+        y = y + (lay.bias.astype(np.float64) * s_in * w_scale).reshape(shape)
+    if isinstance(out_enc, BinaryAct):
+        return out_enc.encode(y)
+    return _quantize(lay, y / s_out)
+
+
+def _quantize(lay, value, rounding="half_even"):
+    v = round_float(value, rounding)
+    clip = lay.attr("clip")
+    if clip is not None:
+        v = np.clip(v, clip[0], clip[1])
+    return lay.out_enc.encode(np.clip(v, -2.0 ** 62, 2.0 ** 62).astype(np.int64))
+
+
+def _pool_windows(lay, x, pad_value):
+    pt, pl, pb, pr = lay.attr("padding")
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=pad_value)
+    kh, kw = lay.attr("kernel")
+    sh, sw = lay.attr("stride")
+    return sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+
+
+def reference_layer(lay: Layer, inputs: list) -> np.ndarray:
+    """One layer of the float reference, on input codes; returns output codes."""
+    if lay.op in ("conv2d", "dense"):
+        return reference_mac(lay, inputs[0])
+    enc = lay.in_encs[0]
+    if lay.op == "maxpool":
+        # Pooling works on the integer values: the scale cancels, and floats would blur exact ties.
+        x = enc.decode(inputs[0]).astype(np.float64)
+        out = _pool_windows(lay, x, -np.inf).max(axis=(-2, -1))
+        return enc.encode(out.astype(np.int64))
+    if lay.op == "avgpool":
+        x = enc.decode(inputs[0]).astype(np.float64)
+        pad_value = float(enc.decode(np.array([default_pad_code(enc)]))[0])
+        windows = _pool_windows(lay, x, np.nan)
+        real = ~np.isnan(windows)
+        fill = pad_value if lay.attr("count_include_pad") else 0.0
+        sums = np.where(real, windows, fill).sum(axis=(-2, -1))
+        count = windows[0, 0, 0, 0].size if lay.attr("count_include_pad") else real.sum(axis=(-2, -1))
+        return enc.encode(round_float(sums / count, lay.attr("rounding")).astype(np.int64))
+    if lay.op in ("relu", "clip"):
+        lo, hi = (0, None) if lay.op == "relu" else (lay.attr("min"), lay.attr("max"))
+        return enc.encode(np.clip(enc.decode(inputs[0]), lo, hi))
+    if lay.op in ("flatten", "reshape"):
+        return inputs[0].reshape((inputs[0].shape[0],) + tuple(lay.out_shape))
+    if lay.op == "concat":
+        return np.concatenate(inputs, axis=1)
+    if lay.op == "add":
+        total = sum(_real(e, x) for e, x in zip(lay.in_encs, inputs))
+        return _quantize(lay, total / lay.out_enc.value_scale)
+    raise AssertionError(lay.op)
+
+
+def run_reference(model: Model, codes: np.ndarray) -> dict:
+    """Run the whole graph in the float reference; returns codes of every tensor by name."""
+    tensors = {"input": check_input_shape(model, np.asarray(codes)).astype(np.int64)}
+    for lay in model.layers:
+        tensors[lay.name] = reference_layer(lay, [tensors[n] for n in lay.inputs])
+    return tensors

@@ -1,0 +1,79 @@
+"""Event counts: the only thing the engine hands to the cost model.
+
+A count is a fact about one layer of one batch of inferences ("this layer did 1,806,336 MACs of 4b x 8b").
+The cost model multiplies counts by per-event energies; it never sees tensor values.
+Counts here are per batch; `Trace.per_inference()` divides by the batch size.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LayerCounts:
+    name: str
+    op: str
+    # MACs keyed by (activation operand bits, weight operand bits); adder width is acc_bits.
+    macs: Counter = field(default_factory=Counter)
+    acc_bits: int = 0
+    # XNOR-popcount path: binary MACs (one bit x one bit) and popcount words of `popcount_word_bits`.
+    binary_macs: int = 0
+    popcount_words: int = 0
+    popcount_word_bits: int = 64
+    # Codebook weight decode: reads of a LUT of `lut_entries` x `lut_width_bits`.
+    lut_reads: int = 0
+    lut_entries: int = 0
+    lut_width_bits: int = 0
+    # Activation converters (seed 004): ENQ quantizer / converter, KNQ quantizer / converter.
+    qe: int = 0
+    ce: int = 0
+    qk: int = 0
+    ck: int = 0
+    qk_comparators: int = 0   # comparators in one QK unit (2^T - 1)
+    # Requantizations (multiplier + rounding shift + clamp), one per output element of conv/dense/add.
+    requants: int = 0
+    # Pooling, residual add and clip: comparisons and additions outside the MAC array.
+    compares: int = 0
+    adds: int = 0
+    # Outputs whose accumulation overflowed the declared accumulator at least once.
+    overflows: int = 0
+    # Compulsory memory traffic in bits (each weight, input and output moved once), keyed by tensor name.
+    weight_bits: dict = field(default_factory=dict)
+    input_bits: dict = field(default_factory=dict)
+    output_bits: dict = field(default_factory=dict)
+    batch: int = 1
+
+    def total_macs(self) -> int:
+        return sum(self.macs.values())
+
+    def scaled(self, factor: float) -> "LayerCounts":
+        """Counts divided by `factor` (the batch size), keeping the static fields."""
+        out = LayerCounts(self.name, self.op)
+        for key, value in self.__dict__.items():
+            if key in ("name", "op", "acc_bits", "popcount_word_bits", "lut_entries", "lut_width_bits",
+                       "qk_comparators", "batch"):
+                setattr(out, key, value)
+            elif isinstance(value, Counter):
+                setattr(out, key, Counter({k: v / factor for k, v in value.items()}))
+            elif isinstance(value, dict):
+                setattr(out, key, {k: v / factor for k, v in value.items()})
+            else:
+                setattr(out, key, value / factor)
+        out.batch = 1
+        return out
+
+
+@dataclass
+class Trace:
+    layers: list[LayerCounts] = field(default_factory=list)
+    batch: int = 1
+    # Bits moved across the chip boundary (model input read, model output written), per batch.
+    dram_input_bits: int = 0
+    dram_output_bits: int = 0
+
+    def per_inference(self) -> "Trace":
+        f = float(self.batch)
+        return Trace([layer.scaled(f) for layer in self.layers], 1,
+                     self.dram_input_bits / f, self.dram_output_bits / f)

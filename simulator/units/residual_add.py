@@ -1,0 +1,66 @@
+"""Residual add with rescale: y = sum_i v_i * s_i / s_out, in the arithmetic of the declared requantization mode.
+
+- float32 / float64: each input value times its ratio s_i / s_out in that float type, summed, rounded half to even
+  (ONNX Runtime's QLinearAdd computes in float32).
+- fixed_double / fixed_single: TensorFlow Lite's integer add. Inputs are left-shifted by `left_shift` (20 for
+  8-bit values, as TFLite; smaller for wider values so the shifted value stays in int32), rescaled to twice the
+  larger input scale by a fixed-point multiplier, summed, then rescaled to the output by a third multiplier.
+- shift: every ratio must be a power of two: inputs are aligned to the finest scale by left shifts, summed,
+  and the sum is shifted to the output scale with round-half-up.
+Returns the output in the output's integer value domain (before zero point and clamp), int64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import HwsimError
+from .requantizer import requantize
+
+
+def tflite_left_shift(value_bits: int) -> int:
+    """TFLite uses 20 for 8-bit inputs; keep (value << shift) inside int32 for wider ones."""
+    shift = min(20, 30 - value_bits)
+    if shift < 0:
+        raise HwsimError(f"fixed-point residual add supports values up to 30 bits, got {value_bits}")
+    return shift
+
+
+def residual_add(values, scales, out_scale, mode, value_bits=8):
+    values = [np.asarray(v, dtype=np.int64) for v in values]
+    if mode in ("float32", "float64"):
+        ftype = np.float32 if mode == "float32" else np.float64
+        total = np.zeros(values[0].shape, dtype=ftype)
+        for v, s in zip(values, scales):
+            total = total + v.astype(ftype) * ftype(s / out_scale)
+        return np.rint(total).astype(np.int64)
+    if mode in ("fixed_double", "fixed_single"):
+        left_shift = tflite_left_shift(value_bits)
+        twice_max = 2.0 * max(scales)
+        total = np.zeros(values[0].shape, dtype=np.int64)
+        for v, s in zip(values, scales):
+            total += requantize(v << left_shift, np.array([s / twice_max]), mode, channel_axis=0)
+        out_multiplier = twice_max / ((1 << left_shift) * out_scale)
+        return requantize(total, np.array([out_multiplier]), mode, channel_axis=0)
+    if mode == "shift":
+        finest = min(scales)
+        total = np.zeros(values[0].shape, dtype=np.int64)
+        for v, s in zip(values, scales):
+            ratio = s / finest
+            exponent = int(np.round(np.log2(ratio)))
+            if ratio != 2.0 ** exponent:
+                raise HwsimError(f"shift mode needs power-of-two scale ratios, got {ratio}")
+            total += v << exponent
+        return requantize(total, np.array([finest / out_scale]), "shift", channel_axis=0)
+    raise HwsimError(f"unknown requantization mode {mode!r}")
+
+
+def residual_add_reference(values, scales, out_scale):
+    """Exact real arithmetic with round half to even (Python fractions), for tests and the float reference."""
+    from fractions import Fraction
+    flat = [np.asarray(v).ravel().tolist() for v in values]
+    out = []
+    for items in zip(*flat):
+        exact = sum(Fraction(int(v)) * Fraction(s) / Fraction(out_scale) for v, s in zip(items, scales))
+        out.append(round(exact))  # Python's round on a Fraction is half to even
+    return np.asarray(out, dtype=np.int64).reshape(np.asarray(values[0]).shape)
