@@ -141,7 +141,7 @@ class EnqAct:
 
 @dataclass(frozen=True)
 class KnqAct:
-    """Seed 004 KNQ: T-bit code k stands for centroid d_k (a q_m-bit fixed-point integer), real = d_k * 2^-F.
+    """Seed 004 KNQ: T-bit code k stands for centroid d_k (a fixed-point integer), real = d_k * 2^-F.
 
     Encoding (QK, comparators + priority encoder): k = number of thresholds t with x >= t. The seed's rule
     "x -> k if d_k <= x < d_{k+1}" is thresholds = centroids[1:], the default.
@@ -161,16 +161,17 @@ class KnqAct:
             raise HwsimError(f"needs exactly 2^t_bits = {n} entries, got {len(cents)}", field="centroids")
         for i, c in enumerate(cents):
             _check_int(c, -(1 << 31), (1 << 31) - 1, f"centroids[{i}]")
-        if any(b <= a for a, b in zip(cents, cents[1:])):
-            raise HwsimError("must be strictly increasing", field="centroids")
+        # Non-decreasing, not strictly: seed 004's Table IV has rows with repeated centroids (conv1_2: 13 zeros).
+        if any(b < a for a, b in zip(cents, cents[1:])):
+            raise HwsimError("must be non-decreasing", field="centroids")
         object.__setattr__(self, "centroids", tuple(int(c) for c in cents))
         thr = tuple(self.thresholds) if self.thresholds else cents[1:]
         if len(thr) != n - 1:
             raise HwsimError(f"needs 2^t_bits - 1 = {n - 1} entries, got {len(thr)}", field="thresholds")
         for i, t in enumerate(thr):
             _check_int(t, -(1 << 31), (1 << 31) - 1, f"thresholds[{i}]")
-        if any(b <= a for a, b in zip(thr, thr[1:])):
-            raise HwsimError("must be strictly increasing", field="thresholds")
+        if any(b < a for a, b in zip(thr, thr[1:])):
+            raise HwsimError("must be non-decreasing", field="thresholds")
         object.__setattr__(self, "thresholds", tuple(int(t) for t in thr))
 
     @property

@@ -63,6 +63,7 @@ def _enc_summary(enc) -> str:
 
 def run_report(model, result, energy, table, hw_path, input_desc, accuracy, wall_s) -> dict:
     per = result.trace.per_inference()
+    layer_energy = {le.name: le for le in energy.layers}
     layers = []
     for lay, counts in zip(model.layers, per.layers):
         layers.append({
@@ -78,27 +79,28 @@ def run_report(model, result, energy, table, hw_path, input_desc, accuracy, wall
             "overflows": counts.overflows,
             "weight_bits": sum(counts.weight_bits.values()), "input_bits": sum(counts.input_bits.values()),
             "output_bits": sum(counts.output_bits.values()),
-            "energy_pj": energy.layer_energy_pj[lay.name],
-            "energy_breakdown_pj": energy.layer_breakdown_pj[lay.name],
+            "energy_pj": layer_energy[lay.name].total_energy_pj,
+            "energy_breakdown_pj": dict(layer_energy[lay.name].energy_pj),
         })
     samples = result.trace.batch
     return {
         "hwsim_version": __version__,
         "model": {"path": model.source, "name": model.name},
-        "hw": {"path": str(hw_path), "name": table.name, "technology_nm": table.technology_nm},
+        "hw": {"path": str(hw_path), "name": table.name, "technology_nm": table.node.feature_nm.value},
         "input": input_desc,
         "samples": samples,
         "accuracy": accuracy,
         "energy_pj_per_inference": energy.total_energy_pj,
-        "energy_breakdown_pj": energy.breakdown_pj,
+        "energy_breakdown_pj": dict(energy.energy_pj),
+        "chip_io_energy_pj": energy.chip_io.total_energy_pj,
         "weight_storage_bits": weight_storage_bits(model),
         "activation_storage_bits": activation_storage_bits(model),
         "macs_per_inference": sum(layer["macs"] for layer in layers),
         "overflows": int(sum(c.overflows for c in result.trace.layers)),
         "layers": layers,
         "memory_model": energy.memory_model,
-        "assumptions": energy.assumptions,
-        "notes": energy.notes,
+        "assumptions": list(energy.assumptions_used),
+        "notes": [energy.leakage_model, energy.not_costed],
         "timing": {"functional_s": result.functional_s, "wall_s": wall_s,
                    "inferences_per_s": samples / result.functional_s if result.functional_s > 0 else None},
     }
@@ -144,6 +146,7 @@ def format_run(rep: dict) -> str:
         bits = ", ".join(layer["macs_by_bits"]) or ("1x1 xnor" if layer["binary_macs"] else "")
         rows.append([layer["name"], layer["op"], "x".join(map(str, layer["output_shape"])), layer["output_encoding"],
                      f"{layer['macs']:,.0f}", bits, " ".join(events), _energy(layer["energy_pj"])])
+    rows.append(["(chip I/O)", "dram", "", "", "", "", "model input in, output out", _energy(rep["chip_io_energy_pj"])])
     out = [f"hwsim {rep['hwsim_version']}  model {rep['model']['path']} ({rep['model']['name']})  "
            f"hw {rep['hw']['path']} ({rep['hw']['name']}, {rep['hw']['technology_nm']} nm)",
            f"input: {rep['input']}; {rep['samples']} inference(s); figures are per inference", "",

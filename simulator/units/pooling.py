@@ -1,0 +1,126 @@
+"""Integer pooling units on [N, C, H, W] tensors, with the operation counts they perform.
+
+Geometry (ONNX MaxPool / AveragePool without dilation or ceil_mode):
+    kernel (kh, kw) or k; stride (sh, sw) or s (None: = kernel); padding p, (ph, pw) or the ONNX order
+    (top, left, bottom, right); every pad must be < the kernel size in its dimension (so every window holds at
+    least one real element); output OH = floor((H + top + bottom - kh) / sh) + 1, likewise OW.
+
+maxpool(x, ...) -> (out, compares)
+    out = max over the window. pad_value None: padded cells never win (ONNX: padding is -inf); an integer
+    pad_value: padded cells take part with that value (e.g. the zero point of a quantized tensor).
+    compares = (kh*kw - 1) per output: a sequential comparator (or a tree of kh*kw - 1 comparators) that
+    sees every window slot, padded ones included.
+
+avgpool(x, ...) -> (out, adds)
+    sum = exact int64 sum of the window; count_include_pad=True: padded cells count with value pad_value and
+    the divisor is kh*kw; False: padded cells are left out of both the sum and the divisor (ONNX default).
+    out = round_div(sum, divisor, rounding) with any mode of `simulator.units.rounding`.
+    adds = (kh*kw - 1) per output (the adder sees every window slot, padded ones feed zero or pad_value);
+    the division is one divider operation per output (the caller counts outputs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simulator.errors import HwsimError
+from simulator.units.rounding import INT64_MIN, as_int64, check_mode, round_div
+
+
+def _pair(v, name: str) -> tuple[int, int]:
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return int(v), int(v)
+    try:
+        a, b = v
+    except (TypeError, ValueError):
+        raise HwsimError(f"pooling {name} must be an int or a pair, got {v!r}") from None
+    for t in (a, b):
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
+            raise HwsimError(f"pooling {name} must hold integers, got {v!r}")
+    return int(a), int(b)
+
+
+def _geometry(x, kernel, stride, padding):
+    x = as_int64(x, "pooling input")
+    if x.ndim != 4:
+        raise HwsimError(f"pooling input must be [N, C, H, W], got shape {x.shape}")
+    kh, kw = _pair(kernel, "kernel")
+    sh, sw = (kh, kw) if stride is None else _pair(stride, "stride")
+    if isinstance(padding, (list, tuple)) and len(padding) == 4:
+        for t in padding:
+            if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
+                raise HwsimError(f"pooling padding must hold integers, got {padding!r}")
+        pt, pl, pb, pr = (int(t) for t in padding)
+    else:
+        ph, pw = _pair(padding, "padding")
+        pt, pl, pb, pr = ph, pw, ph, pw
+    if kh < 1 or kw < 1 or sh < 1 or sw < 1:
+        raise HwsimError(f"pooling kernel and stride must be >= 1, got kernel {(kh, kw)}, stride {(sh, sw)}")
+    if min(pt, pl, pb, pr) < 0 or max(pt, pb) >= kh or max(pl, pr) >= kw:
+        raise HwsimError(f"pooling pads {(pt, pl, pb, pr)} must be >= 0 and smaller than the kernel {(kh, kw)}")
+    H, W = x.shape[2], x.shape[3]
+    oh = (H + pt + pb - kh) // sh + 1
+    ow = (W + pl + pr - kw) // sw + 1
+    if oh < 1 or ow < 1:
+        raise HwsimError(f"pooling window {(kh, kw)} larger than the padded input {(H + pt + pb, W + pl + pr)}")
+    return x, (kh, kw), (sh, sw), (pt, pl, pb, pr), (oh, ow)
+
+
+def _windows(xp: np.ndarray, k, s, o):
+    """Yield the strided view of each window slot (i, j): shape [..., OH, OW]."""
+    (kh, kw), (sh, sw), (oh, ow) = k, s, o
+    for i in range(kh):
+        for j in range(kw):
+            yield xp[..., i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+
+
+def _pad(x: np.ndarray, pads, value: int) -> np.ndarray:
+    pt, pl, pb, pr = pads
+    return np.pad(x, ((0, 0),) * (x.ndim - 2) + ((pt, pb), (pl, pr)), constant_values=value)
+
+
+def maxpool(x, kernel, stride=None, padding=0, pad_value=None) -> tuple[np.ndarray, int]:
+    """Max over each window; returns (out int64 [N, C, OH, OW], compares)."""
+    x, k, s, pads, o = _geometry(x, kernel, stride, padding)
+    pv = INT64_MIN if pad_value is None else _int_value(pad_value)
+    xp = _pad(x, pads, pv)
+    out = None
+    for view in _windows(xp, k, s, o):
+        out = view.copy() if out is None else np.maximum(out, view)
+    compares = (k[0] * k[1] - 1) * int(out.size)
+    return out, compares
+
+
+def avgpool(x, kernel, stride=None, padding=0, rounding: str = "half_even", count_include_pad: bool = False,
+            pad_value: int = 0) -> tuple[np.ndarray, int]:
+    """Rounded window mean; returns (out int64 [N, C, OH, OW], adds)."""
+    check_mode(rounding)
+    x, k, s, pads, o = _geometry(x, kernel, stride, padding)
+    pv = _int_value(pad_value)
+    window = k[0] * k[1]
+    biggest = max(int(np.abs(x).max()) if x.size else 0, abs(pv))
+    if biggest * window >= 1 << 63:
+        raise HwsimError("avgpool: window sum could overflow int64")
+    if count_include_pad:
+        xp = _pad(x, pads, pv)
+        divisor = np.int64(window)
+    else:
+        xp = _pad(x, pads, 0)
+        ones = _pad(np.ones(x.shape[2:], dtype=np.int64), pads, 0)
+        divisor = np.zeros(o, dtype=np.int64)
+        for view in _windows(ones, k, s, o):
+            divisor += view
+    total = np.zeros(x.shape[:2] + o, dtype=np.int64)
+    for view in _windows(xp, k, s, o):
+        total += view
+    out = round_div(total, divisor, rounding)
+    return out, (window - 1) * int(out.size)
+
+
+def _int_value(v) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise HwsimError(f"pooling pad_value must be an integer, got {v!r}")
+    v = int(v)
+    if not INT64_MIN <= v < 1 << 63:
+        raise HwsimError(f"pooling pad_value {v} outside int64")
+    return v
