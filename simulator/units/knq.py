@@ -40,8 +40,9 @@ def _thresholds(thresholds) -> np.ndarray:
         t = t.reshape(1)
     if t.ndim != 1:
         raise HwsimError(f"KNQ thresholds must be 1-D, got shape {t.shape}")
-    if t.size > 1 and (np.diff(t) < 0).any():
-        i = int(np.nonzero(np.diff(t) < 0)[0][0])
+    decreasing = t[1:] < t[:-1]  # a comparison, not np.diff: differences of extreme values overflow int64
+    if decreasing.any():
+        i = int(np.nonzero(decreasing)[0][0])
         raise HwsimError(f"KNQ thresholds must be non-decreasing: t[{i}]={int(t[i])} > t[{i + 1}]={int(t[i + 1])}")
     return t
 
