@@ -18,7 +18,7 @@ import numpy as np
 
 from .encodings import BinaryAct, BinaryW, CodebookW, EnqAct, KnqAct, UniformAct
 from .errors import HwsimError
-from .graph import MAC_OPS, Layer, Model, default_pad_code
+from .graph import MAC_OPS, Layer, Model, default_pad_code, pad_value
 from .kernels import mac, popcount
 from .trace import LayerCounts, Trace
 from .units import pooling
@@ -89,13 +89,9 @@ def layer_multiplier(lay: Layer) -> np.ndarray:
 
 def make_plan(lay: Layer) -> MacPlan:
     w_values = decode_weights(lay)
-    in_enc = lay.in_encs[0]
-    pad_code = lay.attr("pad_code")
-    if pad_code is None:
-        pad_code = default_pad_code(in_enc)
-    pad_value = int(in_enc.decode(np.array([pad_code]))[0]) if lay.op == "conv2d" else 0
+    pad = pad_value(lay) if lay.op == "conv2d" else 0
     bias = None if lay.bias is None else lay.bias.astype(np.int64)
-    plan = MacPlan(w_values, None, layer_multiplier(lay), pad_value, bias)
+    plan = MacPlan(w_values, None, layer_multiplier(lay), pad, bias)
     if lay.is_xnor:
         plan.w_bits = lay.weight.astype(np.uint8)
         bound = lay.weight[0].size + (0 if bias is None else int(np.abs(bias).max()))
@@ -208,14 +204,15 @@ class Engine:
         return lay.out_enc.encode(values)
 
     def _maxpool(self, lay, inputs, counts):
-        # Every activation encoding is monotone in its code, so the max of codes is the code of the max:
-        # the pool unit compares stored codes, with no converter.
-        x = inputs[0]
-        pad = lay.in_encs[0].code_range()[0]
+        # Every activation encoding is monotone in its code, so the pool unit compares stored codes with no
+        # converter: uniform, ENQ and KNQ codes grow with the value; binary codes shrink (bit 1 = -1), so the
+        # max of the values is the min of the bits (an AND gate tree).
+        descending = isinstance(lay.in_encs[0], BinaryAct)
+        x = 1 - inputs[0] if descending else inputs[0]
         out, compares = pooling.maxpool(x, tuple(lay.attr("kernel")), tuple(lay.attr("stride")),
-                                        tuple(lay.attr("padding")), pad)
+                                        tuple(lay.attr("padding")), None)
         counts.compares = int(compares)
-        return out
+        return 1 - out if descending else out
 
     def _avgpool(self, lay, inputs, counts):
         enc = lay.in_encs[0]

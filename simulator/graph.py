@@ -19,6 +19,10 @@ MAC_OPS = ("conv2d", "dense")
 PASS_OPS = ("maxpool", "avgpool", "relu", "clip", "flatten", "reshape", "concat")
 OPS = MAC_OPS + PASS_OPS + ("add",)
 REQUANT_MODES = ("float32", "float64", "fixed_double", "fixed_single", "shift")
+# The rounding each requantization mode means to do: the float reference rounds the exact real result this way,
+# so what remains are the mode's true arithmetic effects (float32 precision, TFLite's double rounding).
+REQUANT_ROUNDING = {"float32": "half_even", "float64": "half_even", "fixed_double": "half_away",
+                    "fixed_single": "half_up", "shift": "half_up"}
 ROUNDINGS = ("floor", "half_up", "half_even", "half_away", "trunc")
 BINARY_PAD_MODES = ("+1", "-1", "zero")
 
@@ -382,6 +386,19 @@ def _check_add(lay, where):
 CHECKS = {"conv2d": _check_mac, "dense": _check_mac, "maxpool": _check_pool, "avgpool": _check_pool,
           "relu": _check_clip, "clip": _check_clip, "flatten": _check_reshape, "reshape": _check_reshape,
           "concat": _check_concat, "add": _check_add}
+
+
+BINARY_PAD_VALUES = {"+1": 1, "-1": -1, "zero": 0}
+
+
+def pad_value(lay: Layer) -> int:
+    """The operand value a conv's padded positions hold: binary_pad for binary inputs, else pad_code's value."""
+    enc = lay.in_encs[0]
+    if isinstance(enc, BinaryAct):
+        return BINARY_PAD_VALUES[lay.attr("binary_pad")]
+    code = lay.attr("pad_code")
+    code = default_pad_code(enc) if code is None else code
+    return int(enc.decode(np.array([code]))[0])
 
 
 def default_pad_code(enc):

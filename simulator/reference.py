@@ -14,7 +14,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .encodings import BinaryAct
 from .engine import check_input_shape, decode_weights, layer_multiplier
-from .graph import Layer, Model, default_pad_code
+from .graph import REQUANT_ROUNDING, Layer, Model, default_pad_code, pad_value
 from .units.rounding import round_float
 
 
@@ -46,12 +46,7 @@ def reference_mac(lay: Layer, x_codes: np.ndarray) -> np.ndarray:
     w_real = decode_weights(lay).astype(np.float64) * w_scale.reshape((-1,) + (1,) * (lay.weight.ndim - 1))
     x_real = _real(in_enc, x_codes)
     if lay.op == "conv2d":
-        if isinstance(in_enc, BinaryAct):
-            pad_real = {"+1": 1.0, "-1": -1.0, "zero": 0.0}[lay.attr("binary_pad")] * s_in
-        else:
-            pad_code = lay.attr("pad_code")
-            pad_code = default_pad_code(in_enc) if pad_code is None else pad_code
-            pad_real = _real(in_enc, np.array([pad_code]))[0]
+        pad_real = pad_value(lay) * s_in
         y = conv2d_float(x_real, w_real, lay.attr("stride"), lay.attr("padding"), lay.attr("groups"), pad_real)
         shape = (1, -1, 1, 1)
     else:
@@ -64,8 +59,8 @@ def reference_mac(lay: Layer, x_codes: np.ndarray) -> np.ndarray:
     return _quantize(lay, y / s_out)
 
 
-def _quantize(lay, value, rounding="half_even"):
-    v = round_float(value, rounding)
+def _quantize(lay, value):
+    v = round_float(value, REQUANT_ROUNDING[lay.attr("requant")])
     clip = lay.attr("clip")
     if clip is not None:
         v = np.clip(v, clip[0], clip[1])

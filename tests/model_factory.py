@@ -47,8 +47,9 @@ def random_weight(rng, shape, in_binary):
     scales = tuple(pow2(rng, -8, -1) for _ in range(co if per_channel else 1))
     if kind in ("uniform", "uniform_zp"):
         bits = int(rng.integers(2, 9))
-        zp = (0,) if kind == "uniform" else tuple(int(rng.integers(-2, 3)) for _ in range(co if per_channel else 1))
         lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        zp = (0,) if kind == "uniform" else tuple(int(rng.integers(max(lo, -2), min(hi, 2) + 1))
+                                                  for _ in range(co if per_channel else 1))
         return UniformW(bits, True, scales, zp), rng.integers(lo, hi + 1, size=shape), None
     if kind == "codebook":
         index_bits = int(rng.integers(1, 5))
