@@ -148,7 +148,7 @@ def format_run(rep: dict) -> str:
                      f"{layer['macs']:,.0f}", bits, " ".join(events), _energy(layer["energy_pj"])])
     rows.append(["(chip I/O)", "dram", "", "", "", "", "model input in, output out", _energy(rep["chip_io_energy_pj"])])
     out = [f"hwsim {rep['hwsim_version']}  model {rep['model']['path']} ({rep['model']['name']})  "
-           f"hw {rep['hw']['path']} ({rep['hw']['name']}, {rep['hw']['technology_nm']} nm)",
+           f"hw {rep['hw']['path']} ({rep['hw']['name']}, {rep['hw']['technology_nm']:g} nm)",
            f"input: {rep['input']}; {rep['samples']} inference(s); figures are per inference", "",
            _table(["layer", "op", "output", "encoding", "MACs", "a x w bits", "other events", "energy"], rows,
                   ["<", "<", "<", "<", ">", "<", "<", ">"]), ""]
@@ -182,7 +182,7 @@ def format_validation(rep: dict) -> str:
         hist = ", ".join(f"{k}:{v}" for k, v in sorted(c["diff_histogram"].items())) or "-"
         rows.append([c["name"], c["op"], c["requant"], f"{c['elements']:,}", f"{c['mismatches']:,}",
                      c["max_diff_lsb"], f"{c['local_mismatches']:,}", c["local_max_diff_lsb"], hist])
-    out = [f"validate {rep['model']} against the float64 reference; input: {rep['input']} ({rep['samples']} samples)",
+    out = [f"validate {rep['model']} against the float64 reference; input: {rep['input']}; {rep['samples']} samples",
            "", _table(["layer", "op", "requant", "elements", "mismatches", "max LSB", "local mism.", "local max",
                        "local |diff| LSB: count"], rows), "",
            "mismatches: the reference runs end to end on its own outputs; local: each reference layer is fed "
