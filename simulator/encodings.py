@@ -242,8 +242,13 @@ class BinaryAct:
 ACTIVATION_KINDS = {"uniform": UniformAct, "enq": EnqAct, "knq": KnqAct, "binary": BinaryAct}
 
 
+def _kind(d):
+    kind = d.get("kind") if isinstance(d, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
 def activation_from_dict(d, field="encoding"):
-    if not isinstance(d, dict) or d.get("kind") not in ACTIVATION_KINDS:
+    if _kind(d) not in ACTIVATION_KINDS:
         kind = d.get("kind") if isinstance(d, dict) else d
         raise HwsimError(f"unknown activation encoding {kind!r}; known: {sorted(ACTIVATION_KINDS)}",
                          field=f"{field}.kind")
@@ -451,7 +456,7 @@ WEIGHT_KINDS = {"uniform": UniformW, "codebook": CodebookW, "ternary": TernaryW,
 
 
 def weight_from_dict(d, field="weight_encoding"):
-    if not isinstance(d, dict) or d.get("kind") not in WEIGHT_KINDS:
+    if _kind(d) not in WEIGHT_KINDS:
         kind = d.get("kind") if isinstance(d, dict) else d
         raise HwsimError(f"unknown weight encoding {kind!r}; known: {sorted(WEIGHT_KINDS)}",
                          field=f"{field}.kind")

@@ -137,7 +137,7 @@ def format_run(rep: dict) -> str:
     for layer in rep["layers"]:
         events = []
         if layer["binary_macs"]:
-            events.append(f"{layer['popcount_words']:,} pc-words")
+            events.append(f"{layer['popcount_words']:,.0f} pc-words")
         for key in ("lut_reads", "qe", "ce", "qk", "ck"):
             if layer[key]:
                 events.append(f"{key.replace('_reads', '')} {layer[key]:,.0f}")

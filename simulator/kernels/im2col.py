@@ -195,12 +195,13 @@ def choose_nvec(cog: int, dtype) -> int:
     return nvec
 
 
-def run_tiles(canvas, wpk, offs, g: ConvGeometry, nvec: int, chunk: int, init, scale: int) -> np.ndarray:
-    """out[n, co, oh, ow] = init[co] + scale · Σ_r combine(...) as int64 [N, Co, Ho, Wo]."""
+def run_tiles(canvas, wpk, offs, g: ConvGeometry, nvec: int, chunk: int, init, scale: int,
+              out_dtype=np.int64) -> np.ndarray:
+    """out[n, co, oh, ow] = init[co] + scale · Σ_r combine(...) as `out_dtype` [N, Co, Ho, Wo]."""
     _, hp, wpa, groups, ce = canvas.shape
     lanes = LANES[canvas.dtype]
     e = ELEMS_PER_LANE[canvas.dtype]
-    out = np.empty((g.n, g.co, g.ho, g.wo), np.int64)
+    out = np.empty((g.n, g.co, g.ho, g.wo), out_dtype)
     geom = (g.n, groups, g.ho, g.wo, g.sh, g.sw, hp, wpa, ce, g.cog, lanes, e)
     _run_tiles(canvas.ravel(), wpk, offs, geom, nvec, max(1, chunk), np.asarray(init, np.int64), scale, out)
     return out
@@ -209,48 +210,59 @@ def run_tiles(canvas, wpk, offs, g: ConvGeometry, nvec: int, chunk: int, init, s
 @njit(parallel=True, cache=True)
 def _run_tiles(xf, wpk, offs, geom, nvec, chunk, init, scale, out):
     n, groups, ho, wo, sh, sw, hp, wpa, ce, cog, lanes, e = geom
-    P = TILE_P
-    pix = groups * ce
     width = nvec * lanes
     ncb = (cog + width - 1) // width
     nseg = (wo + SEGMENT - 1) // SEGMENT
     nr = offs.shape[0]
     w_cb_stride = nr * width * e
-    ntask = n * groups * ho * nseg * ncb
-    for t in prange(ntask):
-        # task = (image, group, output row, segment of the row, block of output channels)
-        cb = t % ncb
-        seg = (t // ncb) % nseg
-        oh = (t // (ncb * nseg)) % ho
-        gi = (t // (ncb * nseg * ho)) % groups
-        ni = t // (ncb * nseg * ho * groups)
+    for t in prange(n * groups * ho * nseg):
+        # task = (image, group, output row, segment of the row), all channel blocks
+        seg = t % nseg
+        oh = (t // nseg) % ho
+        gi = (t // (nseg * ho)) % groups
+        ni = t // (nseg * ho * groups)
         ow0 = seg * SEGMENT
         npix = min(SEGMENT, wo - ow0)
-        w_base = (gi * ncb + cb) * w_cb_stride
-        acc = np.zeros(SEGMENT * width, np.int64)  # [pixel, channel] of this segment
-        for ow in range(ow0, ow0 + npix, P):
-            x_base = ((ni * hp + oh * sh) * wpa + ow * sw) * pix + gi * ce
-            acc_p = acc[(ow - ow0) * width:]
-            for r0 in range(0, nr, chunk):
-                r1 = min(r0 + chunk, nr)
-                # the vector count must be a compile-time constant of the micro-kernel
-                if nvec == 1:
-                    _tile(xf, x_base, sw * pix, offs, r0, r1, wpk, w_base, acc_p, 1)
-                elif nvec == 2:
-                    _tile(xf, x_base, sw * pix, offs, r0, r1, wpk, w_base, acc_p, 2)
-                else:
-                    _tile(xf, x_base, sw * pix, offs, r0, r1, wpk, w_base, acc_p, 4)
-        # channel-major writes: each channel's pixels are contiguous in out
-        for j in range(min(width, cog - cb * width)):
-            co = gi * cog + cb * width + j
-            for q in range(npix):
-                out[ni, co, oh, ow0 + q] = init[co] + scale * acc[q * width + j]
+        acc = np.empty(width * SEGMENT, np.int64)  # [channel, pixel] of this segment
+        for cb in range(ncb):
+            w_base = (gi * ncb + cb) * w_cb_stride
+            for ow in range(ow0, ow0 + npix, TILE_P):
+                x_base = ((ni * hp + oh * sh) * wpa + ow * sw) * groups * ce + gi * ce
+                acc_p = acc[ow - ow0:]
+                for r0 in range(0, nr, chunk):
+                    r1 = min(r0 + chunk, nr)
+                    # the vector count must be a compile-time constant of the micro-kernel
+                    if nvec == 1:
+                        _tile(xf, x_base, sw * groups * ce, offs, r0, r1, wpk, w_base, acc_p, 1)
+                    elif nvec == 2:
+                        _tile(xf, x_base, sw * groups * ce, offs, r0, r1, wpk, w_base, acc_p, 2)
+                    else:
+                        _tile(xf, x_base, sw * groups * ce, offs, r0, r1, wpk, w_base, acc_p, 4)
+            for j in range(min(width, cog - cb * width)):
+                co = gi * cog + cb * width + j
+                dst = out[ni, co, oh, ow0:ow0 + npix]
+                src = acc[j * SEGMENT:j * SEGMENT + npix]
+                for q in range(npix):
+                    dst[q] = init[co] + scale * src[q]
 
 
 # ----------------------------------------------------------------------------------------------------------
 # The micro-kernel, written as LLVM IR
 # ----------------------------------------------------------------------------------------------------------
 _I16, _I32, _I64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
+
+
+def _mask(indices):
+    indices = list(indices)
+    return ir.Constant(ir.VectorType(_I32, len(indices)), indices)
+
+
+def _concat(builder, vectors):
+    """One vector holding `vectors` back to back (pairwise shuffles; the count must be a power of two)."""
+    while len(vectors) > 1:
+        n = vectors[0].type.count
+        vectors = [builder.shuffle_vector(a, b, _mask(range(2 * n))) for a, b in zip(vectors[::2], vectors[1::2])]
+    return vectors[0]
 
 
 def _splat(builder, scalar, vtype):
@@ -314,7 +326,8 @@ def _op_for(dtype):
 
 @intrinsic
 def _tile(typingctx, x, x_base, x_step, offs, r0, r1, w, w_base, acc, nvec):
-    """acc[p·width + v·lanes + l] += Σ_{r0≤r<r1} combine(x[x_base + p·x_step + offs[r]], w[w_base + (r·nvec+v)·lanes·e + l·e])."""
+    """acc[(v·lanes + l)·SEGMENT + p] (=, if r0 == 0, else +=) Σ_{r0≤r<r1} combine(x[x_base + p·x_step + offs[r]], w[w_base + (r·nvec + v)·lanes·e + l·e])
+    for pixels p < TILE_P, vectors v < nvec, lanes l: a P × (nvec·lanes) tile of outputs, stored channel-major."""
     if not isinstance(nvec, types.IntegerLiteral) or _op_for(x.dtype) is None or w.dtype != x.dtype:
         return None
     sig = types.void(x, x_base, x_step, offs, r0, r1, w, w_base, acc, nvec)
@@ -359,11 +372,20 @@ def _tile(typingctx, x, x_base, x_step, offs, r0, r1, w, w_base, acc, nvec):
         builder.cbranch(builder.icmp_signed("<", r_next, r1), loop, done)
 
         builder.position_at_end(done)
-        acc64 = ir.VectorType(_I64, op.lanes)
-        for p in range(TILE_P):
-            for v in range(nv):
-                ptr = builder.bitcast(builder.gep(accd, [ir.Constant(_I64, (p * nv + v) * op.lanes)]), acc64.as_pointer())
-                builder.store(builder.add(builder.load(ptr, align=8), op.widen(builder, new[p][v])), ptr, align=8)
+        # transpose each channel vector's P pixels into acc[channel, pixel] rows (SEGMENT apart); the first
+        # chunk (r0 == 0) stores, later chunks add
+        first = builder.icmp_signed("==", r0, ir.Constant(_I64, 0))
+        row_type = ir.VectorType(_I64, TILE_P)
+        for v in range(nv):
+            block = _concat(builder, [op.widen(builder, new[p][v]) for p in range(TILE_P)])  # [pixel, lane]
+            lanes = op.lanes
+            by_lane = builder.shuffle_vector(block, block, _mask([p * lanes + l for l in range(lanes) for p in range(TILE_P)]))
+            for lane in range(lanes):
+                column = builder.shuffle_vector(by_lane, by_lane, _mask(range(lane * TILE_P, (lane + 1) * TILE_P)))
+                ptr = builder.bitcast(builder.gep(accd, [ir.Constant(_I64, (v * lanes + lane) * SEGMENT)]),
+                                      row_type.as_pointer())
+                before = builder.select(first, ir.Constant(row_type, None), builder.load(ptr, align=8))
+                builder.store(builder.add(before, column), ptr, align=8)
         return context.get_dummy_value()
 
     return sig, codegen

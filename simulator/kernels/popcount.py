@@ -10,7 +10,7 @@ Semantics:
     "+1"    an input of +1 (bit 0): K = Ci/groups·KH·KW for every output ("one-padding", free in hardware)
     "-1"    an input of -1 (bit 1): K as above
     "zero"  nothing: padded positions contribute 0 and K counts only real positions. Computed as the "+1"
-            result minus the padded positions' Σ w (the per-output correction term of Larq).
+            result minus Σ w over the padded positions (Larq's per-output correction term; border outputs only).
 - Geometry as in mac.py: Ho = (H + top + bottom - KH)//sh + 1; groups divide Ci and Co.
 
 The fast kernel packs each group's channels into uint64 words, LSB first (channel c of a group is bit c%64 of
@@ -21,6 +21,7 @@ versions for the tests.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit, prange
 
 from . import im2col
 from .im2col import ConvGeometry, conv_geometry
@@ -36,12 +37,30 @@ def popcount_words_per_output(ci_per_group: int, kh: int, kw: int, word_bits: in
 
 def pack_bits(bits, axis: int) -> np.ndarray:
     """0/1 array -> uint64 words along `axis` (length ceil(n/64)), LSB first: element i is bit i%64 of word i//64."""
-    bits = np.moveaxis(np.asarray(bits, np.uint8), axis, -1)
-    n = bits.shape[-1]
-    packed = np.zeros(bits.shape[:-1] + (-(-n // WORD_BITS) * 8,), np.uint8)
-    packed[..., :-(-n // 8)] = np.packbits(bits, axis=-1, bitorder="little")
-    words = packed.view("<u8").astype(np.uint64, copy=False)
-    return np.moveaxis(words, -1, axis)
+    bits = _as_int(np.ascontiguousarray(bits))
+    axis = axis % bits.ndim
+    shape = bits.shape
+    outer, n, inner = int(np.prod(shape[:axis])), shape[axis], int(np.prod(shape[axis + 1:]))
+    words = np.zeros((outer, -(-n // WORD_BITS), inner), np.uint64)
+    if _pack_words(bits.reshape(outer, n, inner), words) & ~1:
+        raise ValueError("pack_bits: bits must hold only 0 and 1")
+    return words.reshape(shape[:axis] + (words.shape[1],) + shape[axis + 1:])
+
+
+@njit(cache=True)
+def _pack_words(bits, words):
+    """words[a, c // 64, b] |= bits[a, c, b] << (c % 64); returns the OR of all values (0 or 1 for valid bits)."""
+    outer, n, inner = bits.shape
+    seen = 0
+    for a in range(outer):
+        for c in range(n):
+            shift = np.uint64(c % WORD_BITS)
+            dst = words[a, c // WORD_BITS]
+            src = bits[a, c]
+            for b in range(inner):  # contiguous: vectorises
+                seen |= src[b]
+                dst[b] |= np.uint64(src[b] & 1) << shift
+    return seen
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -52,19 +71,78 @@ def xnor_conv2d(x_bits, w_bits, stride, padding, groups, pad_mode) -> np.ndarray
     x_bits, w_bits, g = _check(x_bits, w_bits, stride, padding, groups, pad_mode)
     if g.n == 0:
         return np.zeros((0, g.co, g.ho, g.wo), np.int32)
-    nw = -(-g.cig // WORD_BITS)
-    xw = pack_bits(x_bits.reshape(g.n, g.groups, g.cig, g.h, g.w), axis=2)  # [N, G, nw, H, W]
-    pad_pixel = _pad_words(g.cig, nw) if pad_mode == "-1" else np.zeros(nw, np.uint64)
-    canvas = im2col.make_canvas(xw.transpose(0, 3, 4, 1, 2), g, nw, np.uint64, pad_pixel)
-    ww = pack_bits(w_bits.reshape(g.groups, g.cog, g.cig, g.kh, g.kw), axis=2)  # [G, Cog, nw, KH, KW]
+    canvas = _bit_canvas(x_bits, g, pad_mode)
+    ww = _filter_words(w_bits, g)  # [Co, KH, KW, nw]
     nvec = im2col.choose_nvec(g.cog, np.uint64)
-    wpk = im2col.pack_weights(ww.transpose(0, 1, 3, 4, 2), nw, np.uint64, nvec)
+    wpk = im2col.pack_weights(ww.reshape(g.groups, g.cog, g.kh, g.kw, -1), canvas.shape[-1], np.uint64, nvec)
     offs = im2col.offset_table(g, canvas)
     k_total = np.full(g.co, g.cig * g.kh * g.kw, np.int64)
-    out = im2col.run_tiles(canvas, wpk, offs, g, nvec, offs.shape[0], k_total, -2)
+    out = im2col.run_tiles(canvas, wpk, offs, g, nvec, offs.shape[0], k_total, -2, np.int32)
     if pad_mode == "zero" and g.has_padding:
-        out -= _padding_correction(w_bits, g)
-    return out.astype(np.int32)
+        _subtract_padding_correction(out, ww, g)
+    return out
+
+
+def _filter_words(w_bits, g: ConvGeometry) -> np.ndarray:
+    """w_bits [Co, Cig, KH, KW] -> words [Co, KH, KW, nw]: each tap's input channels packed LSB first."""
+    words = np.zeros((g.co, g.kh * g.kw, -(-g.cig // WORD_BITS)), np.uint64)
+    w3 = np.ascontiguousarray(w_bits).reshape(g.co, g.cig, g.kh * g.kw)
+    if _pack_filter(w3, words) & ~1:
+        raise ValueError("xnor_conv2d: w_bits must hold only 0 and 1")
+    return words.reshape(g.co, g.kh, g.kw, -1)
+
+
+@njit(cache=True)
+def _pack_filter(w, words):
+    """words[o, k, c // 64] = OR_c w[o, c, k] << (c % 64); returns the OR of all w (0 or 1 for valid bits)."""
+    co_n, cig, taps = w.shape
+    seen = 0
+    for o in range(co_n):
+        for k in range(taps):
+            for wd in range(words.shape[2]):
+                word = np.uint64(0)  # built in a register: no store-to-load chain through memory
+                for c in range(wd * WORD_BITS, min(cig, (wd + 1) * WORD_BITS)):
+                    seen |= w[o, c, k]
+                    word |= np.uint64(w[o, c, k] & 1) << np.uint64(c % WORD_BITS)
+                words[o, k, wd] = word
+    return seen
+
+
+def _bit_canvas(x_bits, g: ConvGeometry, pad_mode: str) -> np.ndarray:
+    """The packed input canvas [N, Hp, Wpa, G, nw]: "-1" padding is all real channel bits set, else 0."""
+    nw = -(-g.cig // WORD_BITS)
+    canvas = np.empty(im2col.canvas_shape(g, nw), np.uint64)
+    canvas[...] = pack_bits(np.ones(g.cig, np.uint8), axis=0) if pad_mode == "-1" else 0
+    if _pack_canvas(x_bits, canvas, g.top, g.left, g.groups):
+        raise ValueError("xnor_conv2d: x_bits must hold only 0 and 1")
+    return canvas
+
+
+@njit(parallel=True, cache=True)
+def _pack_canvas(x, canvas, top, left, groups):
+    """canvas[n, top + i, left + j, g, c // 64] = OR_c x[n, g·cig + c, i, j] << (c % 64); returns the number of
+    input rows holding values other than 0 and 1."""
+    n, ci, h, w = x.shape
+    cig = ci // groups
+    nw = canvas.shape[4]
+    bad_rows = 0
+    for t in prange(n * h):
+        ni, i = t // h, t % h
+        seen = 0  # OR of the row's values: 0 or 1 when they are all bits
+        word = np.empty(w, np.uint64)  # one packed word per pixel of the row, built with contiguous loops
+        for gi in range(groups):
+            for k in range(nw):
+                word[:] = 0
+                for c in range(k * WORD_BITS, min(cig, (k + 1) * WORD_BITS)):
+                    shift = np.uint64(c % WORD_BITS)
+                    src = x[ni, gi * cig + c, i]
+                    for j in range(w):
+                        seen |= src[j]
+                        word[j] |= np.uint64(src[j] & 1) << shift
+                for j in range(w):
+                    canvas[ni, top + i, left + j, gi, k] = word[j]
+        bad_rows += (seen & ~1) != 0
+    return bad_rows
 
 
 def xnor_dense(x_bits, w_bits) -> np.ndarray:
@@ -78,33 +156,47 @@ def xnor_dense(x_bits, w_bits) -> np.ndarray:
 
 
 def _check(x_bits, w_bits, stride, padding, groups, pad_mode):
-    x_bits, w_bits = np.asarray(x_bits), np.asarray(w_bits)
+    """Arrays (bool viewed as uint8) and geometry; the 0/1 values are checked while packing."""
+    x_bits, w_bits = _as_int(np.asarray(x_bits)), _as_int(np.asarray(w_bits))
     g = conv_geometry(x_bits.shape, w_bits.shape, stride, padding, groups)
     if pad_mode not in PAD_MODES:
         raise ValueError(f"xnor_conv2d: pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
-    for name, a in (("x_bits", x_bits), ("w_bits", w_bits)):
-        if a.dtype.kind not in "iub" or (a.size and (a.min() < 0 or a.max() > 1)):
-            raise ValueError(f"xnor_conv2d: {name} must hold only 0 and 1")
     return x_bits, w_bits, g
 
 
-def _pad_words(cig: int, nw: int) -> np.ndarray:
-    """Words of a pixel that is -1 on every real channel (spare bits stay 0)."""
-    return pack_bits(np.ones(cig, np.uint8), axis=0)
+def _as_int(a: np.ndarray) -> np.ndarray:
+    if a.dtype == np.bool_:
+        return a.view(np.uint8)
+    if a.dtype.kind not in "iu":
+        raise ValueError(f"bits must be an integer or bool array, got {a.dtype}")
+    return a
 
 
-def _padding_correction(w_bits, g: ConvGeometry) -> np.ndarray:
-    """Σ of w (±1) over each output's padded window positions, int64 [1, Co, Ho, Wo].
+def _subtract_padding_correction(out, w_words, g: ConvGeometry) -> None:
+    """out -= Σ of w (±1) over each output's padded window positions ("+1" result -> "zero" result)."""
+    ones = np.bitwise_count(w_words).sum(axis=3, dtype=np.int64)  # [Co, KH, KW]
+    s = np.ascontiguousarray((g.cig - 2 * ones).transpose(1, 2, 0))  # [KH, KW, Co]: Σ_ci w per tap
+    _zero_pad_kernel(out, s, g.sh, g.sw, g.top, g.left, g.h, g.w)
 
-    A window position (kh, kw) is real iff its row and its column are both inside the image, so
-    Σ_padded S = Σ_all S − rows_in · S · cols_inᵀ with S[co, kh, kw] = Σ_ci w."""
-    s = (1 - 2 * w_bits.astype(np.int64)).sum(axis=1)  # [Co, KH, KW]
-    rows = np.arange(g.ho)[:, None] * g.sh + np.arange(g.kh)[None, :] - g.top  # [Ho, KH] input row
-    cols = np.arange(g.wo)[:, None] * g.sw + np.arange(g.kw)[None, :] - g.left  # [Wo, KW] input column
-    rows_in = ((rows >= 0) & (rows < g.h)).astype(np.int64)
-    cols_in = ((cols >= 0) & (cols < g.w)).astype(np.int64)
-    real = (rows_in @ s) @ cols_in.T  # [Co, Ho, Wo]
-    return (s.sum(axis=(1, 2))[:, None, None] - real)[None]
+
+@njit(cache=True)
+def _zero_pad_kernel(out, s, sh, sw, top, left, h, w):
+    n, co_n, ho, wo = out.shape
+    kh_n, kw_n, _ = s.shape
+    corr = np.empty(co_n, np.int64)
+    for oh in range(ho):
+        for ow in range(wo):
+            ih, iw = oh * sh - top, ow * sw - left
+            if ih >= 0 and iw >= 0 and ih + kh_n <= h and iw + kw_n <= w:
+                continue  # the window lies inside the image: nothing to correct
+            corr[:] = 0
+            for kh in range(kh_n):
+                for kw in range(kw_n):
+                    if not (0 <= ih + kh < h and 0 <= iw + kw < w):
+                        corr += s[kh, kw]
+            for ni in range(n):
+                for co in range(co_n):
+                    out[ni, co, oh, ow] -= corr[co]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -112,6 +204,8 @@ def _padding_correction(w_bits, g: ConvGeometry) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------
 def xnor_conv2d_reference(x_bits, w_bits, stride, padding, groups, pad_mode) -> np.ndarray:
     x_bits, w_bits, g = _check(x_bits, w_bits, stride, padding, groups, pad_mode)
+    if not (np.isin(x_bits, (0, 1)).all() and np.isin(w_bits, (0, 1)).all()):
+        raise ValueError("xnor_conv2d_reference: bits must hold only 0 and 1")
     hp, wp = g.h + g.top + g.bottom, g.w + g.left + g.right
     xp = np.full((g.n, g.ci, hp, wp), 1 if pad_mode == "-1" else 0, np.int64)
     xp[:, :, g.top:g.top + g.h, g.left:g.left + g.w] = x_bits

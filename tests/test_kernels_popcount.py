@@ -1,0 +1,95 @@
+"""XNOR-popcount kernels: fast kernel == reference kernel == direct ±1 integer arithmetic."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from simulator.kernels import popcount as pc
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PAD_VALUE = {"+1": 1, "-1": -1, "zero": 0}
+
+
+def direct_pm1_conv(x_bits, w_bits, stride, pad, groups, pad_mode):
+    """Decode bits to ±1 (bit 1 = -1), pad with the mode's value, multiply-add in int64."""
+    x = 1 - 2 * x_bits.astype(np.int64)
+    w = 1 - 2 * w_bits.astype(np.int64)
+    top, left, bottom, right = pad
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=PAD_VALUE[pad_mode])
+    co, cig, kh, kw = w.shape
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::stride[0], ::stride[1]]
+    out = [np.einsum("ncijab,cab->nij", win[:, (o // (co // groups)) * cig:][:, :cig], w[o]) for o in range(co)]
+    return np.stack(out, axis=1)
+
+
+@st.composite
+def binary_conv_cases(draw):
+    groups = draw(st.integers(1, 3))
+    cig = draw(st.sampled_from([1, 2, 63, 64, 65, 130]))
+    cog = draw(st.integers(1, 4))
+    if draw(st.booleans()):  # depthwise
+        cig, cog, groups = 1, 1, draw(st.integers(1, 8))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    pad = tuple(draw(st.integers(0, 2)) for _ in range(4))
+    h = draw(st.integers(max(1, kh - pad[0] - pad[2]), 6))
+    w = draw(st.integers(max(1, kw - pad[1] - pad[3]), 6))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    p = draw(st.sampled_from([0.0, 0.5, 1.0, 0.1]))  # all +1, random, all -1, mostly +1
+    x = (rng.random((draw(st.integers(1, 3)), groups * cig, h, w)) < p).astype(np.uint8)
+    wt = rng.integers(0, 2, (groups * cog, cig, kh, kw)).astype(np.uint8)
+    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    return x, wt, stride, pad, groups
+
+
+@SETTINGS
+@given(binary_conv_cases())
+def test_xnor_conv_fast_equals_reference_equals_direct(case):
+    for mode in pc.PAD_MODES:
+        got = pc.xnor_conv2d(*case, mode)
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, pc.xnor_conv2d_reference(*case, mode))
+        np.testing.assert_array_equal(got, direct_pm1_conv(*case, mode))
+
+
+@pytest.mark.parametrize("k", [1, 63, 64, 65, 130, 200])
+def test_xnor_dense_fast_equals_reference_equals_direct(k):
+    rng = np.random.default_rng(k)
+    x = rng.integers(0, 2, (7, k)).astype(np.uint8)
+    w = rng.integers(0, 2, (37, k)).astype(np.uint8)
+    got = pc.xnor_dense(x, w)
+    assert got.dtype == np.int32 and got.shape == (7, 37)
+    np.testing.assert_array_equal(got, pc.xnor_dense_reference(x, w))
+    np.testing.assert_array_equal(got, (1 - 2 * x.astype(np.int64)) @ (1 - 2 * w.astype(np.int64)).T)
+
+
+def test_larger_layer_with_zero_padding():
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 2, (2, 96, 13, 11)).astype(np.uint8)
+    w = rng.integers(0, 2, (70, 96, 3, 3)).astype(np.uint8)
+    for mode in pc.PAD_MODES:
+        got = pc.xnor_conv2d(x, w, (1, 2), (1, 1, 2, 0), 1, mode)
+        np.testing.assert_array_equal(got, direct_pm1_conv(x, w, (1, 2), (1, 1, 2, 0), 1, mode))
+
+
+def test_pack_bits_is_lsb_first():
+    bits = np.zeros((2, 130), np.uint8)
+    bits[0, 0] = bits[0, 64] = bits[1, 129] = 1
+    words = pc.pack_bits(bits, axis=1)
+    assert words.dtype == np.uint64 and words.shape == (2, 3)
+    assert words[0].tolist() == [1, 1, 0] and words[1].tolist() == [0, 0, 2]
+    np.testing.assert_array_equal(pc.pack_bits(bits.T, axis=0), words.T)
+
+
+def test_words_per_output():
+    assert pc.popcount_words_per_output(64, 3, 3) == 9
+    assert pc.popcount_words_per_output(65, 3, 3) == 18
+    assert pc.popcount_words_per_output(1, 1, 1) == 1
+    assert pc.popcount_words_per_output(65, 1, 1, word_bits=32) == 3
+
+
+def test_bad_bits_raise():
+    with pytest.raises(ValueError):
+        pc.xnor_conv2d(np.full((1, 1, 2, 2), 2, np.uint8), np.zeros((1, 1, 1, 1), np.uint8), (1, 1), (0,) * 4, 1, "+1")
+    with pytest.raises(ValueError):
+        pc.xnor_conv2d(np.zeros((1, 1, 2, 2), np.uint8), np.zeros((1, 1, 1, 1), np.uint8), (1, 1), (0,) * 4, 1, "0")
