@@ -50,17 +50,20 @@ class LayerCounts:
 
     def scaled(self, factor: float) -> "LayerCounts":
         """Counts divided by `factor` (the batch size), keeping the static fields."""
+        def div(v):  # keep integers integral when the batch divides them (it always does today)
+            return v // factor if float(v) % factor == 0 else v / factor
+        factor = int(factor) if float(factor).is_integer() else factor
         out = LayerCounts(self.name, self.op)
         for key, value in self.__dict__.items():
             if key in ("name", "op", "acc_bits", "popcount_word_bits", "lut_entries", "lut_width_bits",
                        "qk_comparators", "batch"):
                 setattr(out, key, value)
             elif isinstance(value, Counter):
-                setattr(out, key, Counter({k: v / factor for k, v in value.items()}))
+                setattr(out, key, Counter({k: div(v) for k, v in value.items()}))
             elif isinstance(value, dict):
-                setattr(out, key, {k: v / factor for k, v in value.items()})
+                setattr(out, key, {k: div(v) for k, v in value.items()})
             else:
-                setattr(out, key, value / factor)
+                setattr(out, key, div(value))
         out.batch = 1
         return out
 
@@ -74,6 +77,6 @@ class Trace:
     dram_output_bits: int = 0
 
     def per_inference(self) -> "Trace":
-        f = float(self.batch)
-        return Trace([layer.scaled(f) for layer in self.layers], 1,
-                     self.dram_input_bits / f, self.dram_output_bits / f)
+        f = self.batch
+        per = [layer.scaled(f) for layer in self.layers]
+        return Trace(per, 1, self.dram_input_bits / f, self.dram_output_bits / f)
