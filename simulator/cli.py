@@ -64,6 +64,9 @@ def main(argv=None) -> int:
     except HwsimError as exc:
         print(f"hwsim: error: {exc.line()}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into head/less that closed early: not an error of the run
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("hwsim: interrupted", file=sys.stderr)
         return 130
