@@ -20,7 +20,7 @@ from .encodings import BinaryAct, BinaryW, CodebookW, EnqAct, KnqAct, UniformAct
 from .errors import HwsimError
 from .graph import MAC_OPS, Layer, Model, default_pad_code, pad_value
 from .kernels import mac, popcount
-from .trace import LayerCounts, Trace
+from .trace import STATIC_FIELDS, LayerCounts, Trace
 from .units import pooling
 from .units.codebook_lut import lut_decode
 from .units.requantizer import requantize
@@ -141,7 +141,7 @@ class Engine:
             _count_traffic(lay, inputs, tensors[lay.name], counts)
             trace.layers.append(counts)
             if not keep_all:
-                for name in lay.inputs:
+                for name in set(lay.inputs):
                     if consumers[name] == i and name != model.output_name:
                         del tensors[name]
         elapsed = time.perf_counter() - start
@@ -313,8 +313,7 @@ def run_batched(engine: Engine, codes: np.ndarray, batch_size: int = 512):
 def _merge(a: Trace, b: Trace) -> Trace:
     for la, lb in zip(a.layers, b.layers):
         for key, value in lb.__dict__.items():
-            if key in ("name", "op", "acc_bits", "popcount_word_bits", "lut_entries", "lut_width_bits",
-                       "qk_comparators"):
+            if key in STATIC_FIELDS:
                 continue
             current = getattr(la, key)
             if isinstance(value, dict):
@@ -322,6 +321,8 @@ def _merge(a: Trace, b: Trace) -> Trace:
                     current[k] = current.get(k, 0) + v
             else:
                 setattr(la, key, current + value)
+    for la, lb in zip(a.layers, b.layers):
+        la.batch += lb.batch
     a.batch += b.batch
     a.dram_input_bits += b.dram_input_bits
     a.dram_output_bits += b.dram_output_bits

@@ -11,6 +11,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 
+# Fields that describe the hardware rather than count events: copied, never summed or divided.
+STATIC_FIELDS = ("name", "op", "acc_bits", "popcount_word_bits", "lut_entries", "lut_width_bits", "qk_comparators",
+                 "batch")
+
+
 @dataclass
 class LayerCounts:
     name: str
@@ -55,8 +60,7 @@ class LayerCounts:
         factor = int(factor) if float(factor).is_integer() else factor
         out = LayerCounts(self.name, self.op)
         for key, value in self.__dict__.items():
-            if key in ("name", "op", "acc_bits", "popcount_word_bits", "lut_entries", "lut_width_bits",
-                       "qk_comparators", "batch"):
+            if key in STATIC_FIELDS:
                 setattr(out, key, value)
             elif isinstance(value, Counter):
                 setattr(out, key, Counter({k: div(v) for k, v in value.items()}))
