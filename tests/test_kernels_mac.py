@@ -143,10 +143,10 @@ def test_int64_accumulator_edges():
 def test_fast_path_is_chosen_when_safe(monkeypatch):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (2, 6, 9, 7)).astype(np.uint8)
-    w = rng.integers(-128, 128, (4, 3, 3, 3)).astype(np.int8)
-    bias = rng.integers(-1000, 1000, 4)
+    w = rng.integers(-128, 128, (16, 3, 3, 3)).astype(np.int8)
+    bias = rng.integers(-1000, 1000, 16)
     case = (x, w, bias, (2, 1), (1, 0, 2, 1), 2, -128, 32, "wrap")
-    assert mac.fast_path_applies(x, w, bias, case[4], -128, 32)
+    assert mac.overflow_impossible(x, w, bias, case[4], -128, 32)
     expected = mac.conv2d_acc_reference(*case)
 
     def refuse(*args):
@@ -154,10 +154,30 @@ def test_fast_path_is_chosen_when_safe(monkeypatch):
 
     monkeypatch.setattr(mac, "_sequential_conv", refuse)
     assert_same(mac.conv2d_acc(*case), expected)
-    # and the bound decides it: 255·Σ|w| exceeds a 16-bit accumulator
-    assert not mac.fast_path_applies(x, w, bias, case[4], -128, 16)
+    # and the bound decides it: 255·Σ|w| can exceed a 16-bit accumulator
+    assert not mac.overflow_impossible(x, w, bias, case[4], -128, 16)
     with pytest.raises(AssertionError, match="sequential"):
         mac.conv2d_acc(*case[:7], 16, "wrap")
+
+
+def test_weights_edited_in_place_are_repacked():
+    """Packed weights are remembered between calls; an edit to the array must still be seen."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (1, 8, 5, 5)).astype(np.uint8)
+    w = rng.integers(-128, 128, (16, 8, 3, 3)).astype(np.int8)
+    case = [x, w, None, (1, 1), (1, 1, 1, 1), 1, 0, 32, "wrap"]
+    assert_same(mac.conv2d_acc(*case), mac.conv2d_acc_reference(*case))
+    w[3, 2, 1, 0] = -w[3, 2, 1, 0] + 1
+    assert_same(mac.conv2d_acc(*case), mac.conv2d_acc_reference(*case))
+
+
+def test_one_weight_array_in_many_geometries():
+    rng = np.random.default_rng(8)
+    w = rng.integers(-128, 128, (16, 2, 3, 3)).astype(np.int8)
+    for ci, groups, pad in [(2, 1, (1, 1, 1, 1)), (4, 2, (0, 1, 2, 0)), (8, 4, (1, 1, 1, 1)), (2, 1, (0, 0, 0, 0))]:
+        x = rng.integers(0, 256, (1, ci, 6, 5)).astype(np.uint8)
+        case = (x, w, None, (1, 1), pad, groups, 3, 32, "wrap")
+        assert_same(mac.conv2d_acc(*case), mac.conv2d_acc_reference(*case))
 
 
 def test_fast_path_is_exact_on_a_larger_layer():

@@ -72,6 +72,30 @@ def test_larger_layer_with_zero_padding():
         np.testing.assert_array_equal(got, direct_pm1_conv(x, w, (1, 2), (1, 1, 2, 0), 1, mode))
 
 
+def test_weights_edited_in_place_are_repacked():
+    rng = np.random.default_rng(6)
+    x = rng.integers(0, 2, (1, 70, 5, 5)).astype(np.uint8)
+    w = rng.integers(0, 2, (9, 70, 3, 3)).astype(np.uint8)
+    for flip in (False, True):
+        if flip:
+            w[4, 66, 2, 2] ^= 1
+        got = pc.xnor_conv2d(x, w, (1, 1), (1, 1, 1, 1), 1, "zero")
+        np.testing.assert_array_equal(got, direct_pm1_conv(x, w, (1, 1), (1, 1, 1, 1), 1, "zero"))
+
+
+def test_one_weight_array_in_many_geometries():
+    """Packed weights and zero-padding tables are remembered per weight array; any geometry change must show."""
+    rng = np.random.default_rng(7)
+    w = rng.integers(0, 2, (6, 3, 3, 3)).astype(np.uint8)
+    for h, wd, pad, stride, groups in [(5, 5, (1, 1, 1, 1), (1, 1), 1), (5, 5, (1, 1, 0, 0), (1, 1), 1),
+                                       (7, 4, (2, 0, 1, 2), (2, 1), 1), (5, 5, (1, 1, 1, 1), (1, 1), 2)]:
+        x = rng.integers(0, 2, (2, 3 * groups, h, wd)).astype(np.uint8)
+        wg = np.concatenate([w] * groups) if groups > 1 else w
+        for mode in pc.PAD_MODES:
+            got = pc.xnor_conv2d(x, wg, stride, pad, groups, mode)
+            np.testing.assert_array_equal(got, direct_pm1_conv(x, wg, stride, pad, groups, mode))
+
+
 def test_pack_bits_is_lsb_first():
     bits = np.zeros((2, 130), np.uint8)
     bits[0, 0] = bits[0, 64] = bits[1, 129] = 1

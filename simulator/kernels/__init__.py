@@ -1,6 +1,14 @@
-"""Fast integer kernels (numba), each beside a small reference kernel.
+"""Fast integer kernels (numba), each beside a small reference kernel that the tests compare it with.
 
-- mac:      conv2d / dense multiply-accumulate with an acc_bits accumulator (wrap or saturate) and overflow counts
-- popcount: XNOR-popcount conv2d / dense for binary layers (Larq convention: bit 1 = -1)
+- mac:      conv2d / dense multiply-accumulate in an acc_bits accumulator (wrap or saturate), overflow counts
+- popcount: XNOR-popcount conv2d / dense for binary layers (Larq convention: bit 1 = -1, sign(0) = +1)
 - im2col:   conv geometry and the register-tiled SIMD micro-kernel both fast paths share
 """
+from .mac import (accumulator_bound, conv2d_acc, conv2d_acc_reference, dense_acc, dense_acc_reference,
+                  overflow_impossible)
+from .popcount import (pack_bits, popcount_words_per_output, xnor_conv2d, xnor_conv2d_reference, xnor_dense,
+                       xnor_dense_reference)
+
+__all__ = ["accumulator_bound", "conv2d_acc", "conv2d_acc_reference", "dense_acc", "dense_acc_reference",
+           "overflow_impossible", "pack_bits", "popcount_words_per_output", "xnor_conv2d", "xnor_conv2d_reference",
+           "xnor_dense", "xnor_dense_reference"]

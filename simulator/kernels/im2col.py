@@ -3,16 +3,17 @@
 No im2col matrix is ever built. The input is laid out once as a padded channels-last "canvas"
 [N, Hp, Wpa, G, Ce] (G groups, Ce elements per group and pixel), and a small *offset table* lists, for
 every reduction step r (kernel row, kernel column, channel element), how far its operand lies from the
-top-left pixel of the window. A tile of P neighbouring output pixels × (nvec · lanes) output channels then
-walks the offset table with its accumulators held in SIMD registers:
+top-left pixel of the window. A tile of P = 4 neighbouring output pixels × (nvec · lanes) output channels
+walks the offset table with its accumulators in SIMD registers (weights packed one vector per step):
 
-    acc[p, co] += combine(broadcast(x[base + p·x_step + offs[r]]), w[r, co])     for r in [r0, r1)
+    acc[p, c] += combine(broadcast(x[base + p·x_step + offs[r]]), w[r, c])     for r in [r0, r1)
 
-Two combine operations, chosen by the canvas dtype:
+and then stores straight into the NCHW output: out = init + scale·acc for the first chunk of the
+reduction (r0 == 0), out += scale·acc for later ones. Two combine operations, chosen by the canvas dtype:
 - int16 canvas ("madd"): x holds channel *pairs*; combine = x0·w0 + x1·w1 in int32 lanes. LLVM turns
   this generic pattern into vpmaddwd (AVX2) or vpdpwssd (AVX-512 VNNI). int32 lanes are exact modulo 2^32,
   so the caller chooses `chunk` (reduction steps per call) such that every chunk's sum fits in int32; the
-  chunks are summed in int64.
+  chunks are summed in the int64 output.
 - uint64 canvas ("xorpop"): x holds 64 packed channel bits; combine = popcount(x XOR w) in int64 lanes
   (one generic `llvm.ctpop` on a vector: vpopcntq where the CPU has it, a nibble-table expansion elsewhere).
 
@@ -22,6 +23,8 @@ clear the `__pycache__` of this package (numba only re-checks the source file of
 """
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -32,8 +35,8 @@ from numba.core import config
 from numba.core.codegen import get_host_cpu_features
 from numba.extending import intrinsic
 
-TILE_P = 4  # output pixels per tile: with 4 channel vectors that is 16 accumulator registers
-SEGMENT = 8 * TILE_P  # output pixels of one row per parallel task (a multiple of TILE_P)
+TILE_P = 4  # output pixels per tile
+SEGMENT = 16 * TILE_P  # output pixels of one row per parallel task (a multiple of TILE_P)
 
 
 def _vector_bits() -> int:
@@ -47,7 +50,7 @@ def _vector_bits() -> int:
 
 
 VECTOR_BITS = _vector_bits()
-MAX_NVEC = 4 if VECTOR_BITS == 512 else 2  # keep P·nvec accumulators within the register file
+MAX_NVEC = 2  # channel vectors per tile: 4 pixels × 2 vectors = 8 accumulators (measured as fast as 16)
 LANES = {np.dtype(np.int16): VECTOR_BITS // 32, np.dtype(np.uint64): VECTOR_BITS // 64}
 ELEMS_PER_LANE = {np.dtype(np.int16): 2, np.dtype(np.uint64): 1}
 
@@ -186,6 +189,32 @@ def _pack_into(wg, ce, nvec, lanes, e, out):
                         out[base + (c >> half) * step + (c & half)] = wg[gi, co, kh, kw, c]
 
 
+_PACKED: OrderedDict = OrderedDict()  # (address, shape, strides, dtype, params) -> (w's bytes, packed)
+_PACKED_MAX = 64  # layers remembered (each costs its weights twice: the bytes and the packed copy)
+_PACKED_LOCK = threading.Lock()
+
+
+def memo_pack(w: np.ndarray, params: tuple, build):
+    """build() for weights w, remembered: a layer run batch after batch packs its weights once. An entry is
+    reused only while the memory still holds the same values (compared with a stored copy, far cheaper than
+    packing), so a caller that edits or frees its array is never served stale weights. `params` must name
+    everything else build() depends on."""
+    key = (w.ctypes.data, w.shape, w.strides, w.dtype.str, params)
+    values = w.tobytes()
+    with _PACKED_LOCK:
+        hit = _PACKED.get(key)
+        if hit is not None:
+            _PACKED.move_to_end(key)
+    if hit is not None and hit[0] == values:
+        return hit[1]
+    packed = build()
+    with _PACKED_LOCK:
+        _PACKED[key] = (values, packed)
+        while len(_PACKED) > _PACKED_MAX:
+            _PACKED.popitem(last=False)
+    return packed
+
+
 def choose_nvec(cog: int, dtype) -> int:
     """Fewest vectors that cover a group's output channels, at most MAX_NVEC."""
     lanes = LANES[np.dtype(dtype)]
@@ -196,25 +225,40 @@ def choose_nvec(cog: int, dtype) -> int:
 
 
 def run_tiles(canvas, wpk, offs, g: ConvGeometry, nvec: int, chunk: int, init, scale: int,
-              out_dtype=np.int64) -> np.ndarray:
-    """out[n, co, oh, ow] = init[co] + scale · Σ_r combine(...) as `out_dtype` [N, Co, Ho, Wo]."""
+              out_dtype=np.int64, row_class=None, col_class=None) -> np.ndarray:
+    """out[n, co, oh, ow] = init[co, row_class[oh], col_class[ow]] + scale · Σ_r combine(...), `out_dtype`
+    [N, Co, Ho, Wo]. `init` may also be just [Co] (no classes): a bias. Classes let a per-output offset that
+    depends only on where the window meets the padding (binary zero padding) ride along for free."""
     _, hp, wpa, groups, ce = canvas.shape
     lanes = LANES[canvas.dtype]
     e = ELEMS_PER_LANE[canvas.dtype]
+    init = np.asarray(init, np.int64)
+    if init.ndim == 1:
+        init = init[:, None, None]
+        row_class, col_class = np.zeros(g.ho, np.int64), np.zeros(g.wo, np.int64)
+    table = np.ascontiguousarray(init.transpose(1, 2, 0))  # [row class, column class, Co]: channels contiguous
+    # the micro-kernel stores with the class of the middle column; columns of another class are adjusted after
+    mid_class = int(col_class[g.wo // 2])
+    odd_cols = np.flatnonzero(col_class != mid_class).astype(np.int64)
     out = np.empty((g.n, g.co, g.ho, g.wo), out_dtype)
     geom = (g.n, groups, g.ho, g.wo, g.sh, g.sw, hp, wpa, ce, g.cog, lanes, e)
-    _run_tiles(canvas.ravel(), wpk, offs, geom, nvec, max(1, chunk), np.asarray(init, np.int64), scale, out)
+    _run_tiles(canvas.ravel(), wpk, offs, geom, nvec, max(1, chunk), table, np.asarray(row_class, np.int64),
+               np.asarray(col_class, np.int64), mid_class, odd_cols, scale, out)
     return out
 
 
 @njit(parallel=True, cache=True)
-def _run_tiles(xf, wpk, offs, geom, nvec, chunk, init, scale, out):
+def _run_tiles(xf, wpk, offs, geom, nvec, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out):
     n, groups, ho, wo, sh, sw, hp, wpa, ce, cog, lanes, e = geom
+    co_n = out.shape[1]
     width = nvec * lanes
     ncb = (cog + width - 1) // width
     nseg = (wo + SEGMENT - 1) // SEGMENT
     nr = offs.shape[0]
     w_cb_stride = nr * width * e
+    n_cls = table.shape[1]
+    out_flat = out.reshape(-1)
+    table_flat = table.reshape(-1)
     for t in prange(n * groups * ho * nseg):
         # task = (image, group, output row, segment of the row), all channel blocks
         seg = t % nseg
@@ -222,28 +266,33 @@ def _run_tiles(xf, wpk, offs, geom, nvec, chunk, init, scale, out):
         gi = (t // (nseg * ho)) % groups
         ni = t // (nseg * ho * groups)
         ow0 = seg * SEGMENT
-        npix = min(SEGMENT, wo - ow0)
-        acc = np.empty(width * SEGMENT, np.int64)  # [channel, pixel] of this segment
+        ow1 = min(ow0 + SEGMENT, wo)
+        row_table = row_class[oh] * n_cls * co_n  # table[row class] as a flat offset
         for cb in range(ncb):
+            co0 = gi * cog + cb * width
+            nco = min(width, cog - cb * width)
             w_base = (gi * ncb + cb) * w_cb_stride
-            for ow in range(ow0, ow0 + npix, TILE_P):
+            for ow in range(ow0, ow1, TILE_P):
                 x_base = ((ni * hp + oh * sh) * wpa + ow * sw) * groups * ce + gi * ce
-                acc_p = acc[ow - ow0:]
+                out_base = ((ni * co_n + co0) * ho + oh) * wo + ow
+                init_base = row_table + mid_class * co_n + co0
+                npix = min(TILE_P, wo - ow)
                 for r0 in range(0, nr, chunk):
                     r1 = min(r0 + chunk, nr)
                     # the vector count must be a compile-time constant of the micro-kernel
                     if nvec == 1:
-                        _tile(xf, x_base, sw * groups * ce, offs, r0, r1, wpk, w_base, acc_p, 1)
-                    elif nvec == 2:
-                        _tile(xf, x_base, sw * groups * ce, offs, r0, r1, wpk, w_base, acc_p, 2)
+                        _tile(xf, x_base, sw * groups * ce, offs, r0, r1, wpk, w_base,
+                              out_flat, out_base, ho * wo, npix, nco, table_flat, init_base, scale, 1)
                     else:
-                        _tile(xf, x_base, sw * groups * ce, offs, r0, r1, wpk, w_base, acc_p, 4)
-            for j in range(min(width, cog - cb * width)):
-                co = gi * cog + cb * width + j
-                dst = out[ni, co, oh, ow0:ow0 + npix]
-                src = acc[j * SEGMENT:j * SEGMENT + npix]
-                for q in range(npix):
-                    dst[q] = init[co] + scale * src[q]
+                        _tile(xf, x_base, sw * groups * ce, offs, r0, r1, wpk, w_base,
+                              out_flat, out_base, ho * wo, npix, nco, table_flat, init_base, scale, 2)
+        # columns whose class differs from the middle one's (only with classes): swap the offset
+        for i in range(odd_cols.shape[0]):
+            ow = odd_cols[i]
+            if ow0 <= ow < ow1:
+                for co in range(gi * cog, (gi + 1) * cog):
+                    delta = table_flat[row_table + col_class[ow] * co_n + co] - table_flat[row_table + mid_class * co_n + co]
+                    out_flat[((ni * co_n + co) * ho + oh) * wo + ow] += delta
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -325,67 +374,104 @@ def _op_for(dtype):
 
 
 @intrinsic
-def _tile(typingctx, x, x_base, x_step, offs, r0, r1, w, w_base, acc, nvec):
-    """acc[(v·lanes + l)·SEGMENT + p] (=, if r0 == 0, else +=) Σ_{r0≤r<r1} combine(x[x_base + p·x_step + offs[r]], w[w_base + (r·nvec + v)·lanes·e + l·e])
-    for pixels p < TILE_P, vectors v < nvec, lanes l: a P × (nvec·lanes) tile of outputs, stored channel-major."""
-    if not isinstance(nvec, types.IntegerLiteral) or _op_for(x.dtype) is None or w.dtype != x.dtype:
-        return None
-    sig = types.void(x, x_base, x_step, offs, r0, r1, w, w_base, acc, nvec)
+def _tile(typingctx, x, x_base, x_step, offs, r0, r1, w, w_base, out, out_base, out_stride, npix, nco,
+          init, init_base, scale, nvec):
+    """One tile: P = TILE_P output pixels × nvec·lanes output channels,
+
+        acc[p, c] = Σ_{r0≤r<r1} combine(x[x_base + p·x_step + offs[r]], w[w_base + ((r·nvec + v)·lanes + l)·e])
+                    (c = v·lanes + l), accumulated in registers, then for p < npix and c < nco:
+        out[out_base + c·out_stride + p] = init[init_base + c] + scale·acc[p, c]   (first chunk, r0 == 0)
+        out[out_base + c·out_stride + p] += scale·acc[p, c]                         (later chunks)."""
+    scalars = (x_base, x_step, r0, r1, w_base, out_base, out_stride, npix, nco, init_base, scale)
+    if (not isinstance(nvec, types.IntegerLiteral) or _op_for(x.dtype) is None or w.dtype != x.dtype
+            or out.dtype not in (types.int32, types.int64) or any(a != types.int64 for a in scalars)):
+        return None  # the IR below assumes exactly these types
+    sig = types.void(x, x_base, x_step, offs, r0, r1, w, w_base, out, out_base, out_stride, npix, nco,
+                     init, init_base, scale, nvec)
 
     def codegen(context, builder, signature, args):
         op = _op_for(signature.args[0].dtype)
-        nv = signature.args[9].literal_value
-        xa, x_base, x_step, oa, r0, r1, wa, w_base, acc_a, _ = args
-        data = [context.make_array(signature.args[i])(context, builder, a).data
-                for i, a in ((0, xa), (3, oa), (6, wa), (8, acc_a))]
-        xd, od, wd, accd = data
-        lanes_per_vec = op.w_type.count  # elements of w per vector
-        pix = [builder.gep(xd, [builder.add(x_base, builder.mul(x_step, ir.Constant(_I64, p)))]) for p in range(TILE_P)]
-        w0 = builder.gep(wd, [w_base])
-
-        entry = builder.block
-        loop = builder.append_basic_block("tile.loop")
-        done = builder.append_basic_block("tile.done")
-        builder.branch(loop)
-        builder.position_at_end(loop)
-        r = builder.phi(_I64)
-        accs = [[builder.phi(op.acc_type) for _ in range(nv)] for _ in range(TILE_P)]
-        r.add_incoming(r0, entry)
-        for row in accs:
-            for a in row:
-                a.add_incoming(ir.Constant(op.acc_type, None), entry)
-
-        off = builder.load(builder.gep(od, [r]))
-        wrow = builder.gep(w0, [builder.mul(r, ir.Constant(_I64, nv * lanes_per_vec))])
-        wvs = [builder.load(builder.bitcast(builder.gep(wrow, [ir.Constant(_I64, v * lanes_per_vec)]),
-                                            op.w_type.as_pointer()), align=op.align) for v in range(nv)]
-        new = []
-        for p in range(TILE_P):
-            xb = op.load_x(builder, builder.gep(pix[p], [off]))
-            new.append([builder.add(accs[p][v], op.combine(builder, xb, wvs[v])) for v in range(nv)])
-        r_next = builder.add(r, ir.Constant(_I64, 1))
-        tail = builder.block
-        r.add_incoming(r_next, tail)
-        for p in range(TILE_P):
-            for v in range(nv):
-                accs[p][v].add_incoming(new[p][v], tail)
-        builder.cbranch(builder.icmp_signed("<", r_next, r1), loop, done)
-
-        builder.position_at_end(done)
-        # transpose each channel vector's P pixels into acc[channel, pixel] rows (SEGMENT apart); the first
-        # chunk (r0 == 0) stores, later chunks add
-        first = builder.icmp_signed("==", r0, ir.Constant(_I64, 0))
-        row_type = ir.VectorType(_I64, TILE_P)
-        for v in range(nv):
-            block = _concat(builder, [op.widen(builder, new[p][v]) for p in range(TILE_P)])  # [pixel, lane]
-            lanes = op.lanes
-            by_lane = builder.shuffle_vector(block, block, _mask([p * lanes + l for l in range(lanes) for p in range(TILE_P)]))
-            for lane in range(lanes):
-                column = builder.shuffle_vector(by_lane, by_lane, _mask(range(lane * TILE_P, (lane + 1) * TILE_P)))
-                ptr = builder.bitcast(builder.gep(accd, [ir.Constant(_I64, (v * lanes + lane) * SEGMENT)]),
-                                      row_type.as_pointer())
-                before = builder.select(first, ir.Constant(row_type, None), builder.load(ptr, align=8))
-                builder.store(builder.add(before, column), ptr, align=8)
+        nv = signature.args[-1].literal_value
+        (xa, x_base, x_step, oa, r0, r1, wa, w_base, out_a, out_base, out_stride, npix, nco,
+         init_a, init_base, scale, _) = args
+        xd, od, wd, outd, initd = [context.make_array(signature.args[i])(context, builder, a).data
+                                   for i, a in ((0, xa), (3, oa), (6, wa), (8, out_a), (13, init_a))]
+        accs = _reduction_loop(builder, op, nv, xd, x_base, x_step, od, r0, r1, wd, w_base)
+        out_type = context.get_value_type(signature.args[8].dtype)
+        _store_tile(builder, op, nv, accs, builder.gep(outd, [out_base]), out_stride, npix, nco,
+                    builder.gep(initd, [init_base]), scale, builder.icmp_signed("==", r0, ir.Constant(_I64, 0)),
+                    out_type)
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+def _reduction_loop(builder, op, nv, xd, x_base, x_step, od, r0, r1, wd, w_base):
+    """The loop over r; returns the accumulators [pixel][vector] after it."""
+    lanes_per_vec = op.w_type.count  # elements of w per vector
+    pix = [builder.gep(xd, [builder.add(x_base, builder.mul(x_step, ir.Constant(_I64, p)))]) for p in range(TILE_P)]
+    w0 = builder.gep(wd, [w_base])
+    entry = builder.block
+    loop = builder.append_basic_block("tile.loop")
+    done = builder.append_basic_block("tile.done")
+    builder.branch(loop)
+    builder.position_at_end(loop)
+    r = builder.phi(_I64)
+    accs = [[builder.phi(op.acc_type) for _ in range(nv)] for _ in range(TILE_P)]
+    r.add_incoming(r0, entry)
+    for row in accs:
+        for a in row:
+            a.add_incoming(ir.Constant(op.acc_type, None), entry)
+    off = builder.load(builder.gep(od, [r]))
+    wrow = builder.gep(w0, [builder.mul(r, ir.Constant(_I64, nv * lanes_per_vec))])
+    wvs = [builder.load(builder.bitcast(builder.gep(wrow, [ir.Constant(_I64, v * lanes_per_vec)]),
+                                        op.w_type.as_pointer()), align=op.align) for v in range(nv)]
+    new = []
+    for p in range(TILE_P):
+        xb = op.load_x(builder, builder.gep(pix[p], [off]))
+        new.append([builder.add(accs[p][v], op.combine(builder, xb, wvs[v])) for v in range(nv)])
+    r_next = builder.add(r, ir.Constant(_I64, 1))
+    tail = builder.block
+    r.add_incoming(r_next, tail)
+    for p in range(TILE_P):
+        for v in range(nv):
+            accs[p][v].add_incoming(new[p][v], tail)
+    builder.cbranch(builder.icmp_signed("<", r_next, r1), loop, done)
+    builder.position_at_end(done)
+    return new
+
+
+def _store_tile(builder, op, nv, accs, out0, out_stride, npix, nco, init0, scale, first, out_type):
+    """Transpose each channel vector's P pixels into a row (shuffles) and store it into the output plane of
+    its channel: the whole row when all P pixels exist, else pixel by pixel; channels ≥ nco are skipped."""
+    row_type = ir.VectorType(_I64, TILE_P)
+    out_row = ir.VectorType(out_type, TILE_P)
+    scale_v = _splat(builder, scale, row_type)
+    full = builder.icmp_signed("==", npix, ir.Constant(_I64, TILE_P))
+    for v in range(nv):
+        block = _concat(builder, [op.widen(builder, accs[p][v]) for p in range(TILE_P)])  # [pixel, lane]
+        by_lane = builder.shuffle_vector(block, block, _mask([p * op.lanes + l for l in range(op.lanes)
+                                                             for p in range(TILE_P)]))
+        for lane in range(op.lanes):
+            c = v * op.lanes + lane
+            column = builder.shuffle_vector(by_lane, by_lane, _mask(range(lane * TILE_P, (lane + 1) * TILE_P)))
+            column = builder.mul(column, scale_v)
+            dst = builder.gep(out0, [builder.mul(out_stride, ir.Constant(_I64, c))])
+            with builder.if_then(builder.icmp_signed("<", ir.Constant(_I64, c), nco), likely=True):
+                init = _splat(builder, builder.load(builder.gep(init0, [ir.Constant(_I64, c)])), row_type)
+                with builder.if_else(full, likely=True) as (whole, partial):
+                    with whole:
+                        ptr = builder.bitcast(dst, out_row.as_pointer())
+                        before = builder.sext(builder.load(ptr, align=1), row_type) \
+                            if out_type.width < 64 else builder.load(ptr, align=1)
+                        value = builder.add(builder.select(first, init, before), column)
+                        builder.store(builder.trunc(value, out_row) if out_type.width < 64 else value, ptr, align=1)
+                    with partial:
+                        for p in range(TILE_P):
+                            with builder.if_then(builder.icmp_signed("<", ir.Constant(_I64, p), npix)):
+                                ptr = builder.gep(dst, [ir.Constant(_I64, p)])
+                                old = builder.load(ptr)
+                                before = builder.sext(old, _I64) if out_type.width < 64 else old
+                                pick = builder.select(first, builder.extract_element(init, ir.Constant(_I32, p)), before)
+                                value = builder.add(pick, builder.extract_element(column, ir.Constant(_I32, p)))
+                                builder.store(builder.trunc(value, out_type) if out_type.width < 64 else value, ptr)

@@ -21,9 +21,13 @@ Two exact implementations are chosen between:
 - When `accumulator_bound` proves that no partial sum can leave the range, in any order, the policy is
   never triggered and the result is the plain integer sum: an int16 SIMD kernel (im2col.py) computes it,
   with int32 lanes whose reduction is chunked so that each chunk fits, the chunks summed in int64.
-  Operands beyond int16 are split into a high and a low byte part (x = 256·hi + lo) first.
+  Operands beyond int16 are split into a high and a low byte part (x = 256·hi + lo) first. That kernel
+  puts output channels in SIMD lanes, so convs with few output channels per group (depthwise) take the
+  sequential kernel instead, which is exact all the same (and no overflow can happen there either).
 - Otherwise a sequential kernel adds the products in the order above, applying the policy after every add
   (needed even for wrap: its result is order-independent, but the overflow count is not).
+Packed weights and per-channel Σ|w| are remembered per weight array (im2col.memo_pack), checked against
+the array's current values on every call.
 
 `*_reference` are plain-Python versions (Python ints, small shapes only) for the tests.
 """
@@ -63,13 +67,21 @@ def accumulator_bound(x_max_abs: int, w, bias) -> int:
     w = np.asarray(w)
     if w.shape[0] == 0:
         return 0
-    abs_sums = _abs_row_sums(w.reshape(w.shape[0], -1)).tolist()
-    biases = [0] * len(abs_sums) if bias is None else [abs(int(b)) for b in np.asarray(bias).tolist()]
-    return max(b + int(x_max_abs) * s for b, s in zip(biases, abs_sums))
+    x_max_abs = int(x_max_abs)
+    sums = _abs_row_sums(w)
+    b = np.zeros(len(sums), np.int64) if bias is None else np.asarray(bias).astype(np.int64)
+    if x_max_abs * int(sums.max()) < 2**61 and -(2**61) < b.min() and b.max() < 2**61:
+        return int((np.abs(b) + x_max_abs * sums).max())  # no int64 overflow possible
+    return max(abs(bi) + x_max_abs * si for bi, si in zip(b.tolist(), sums.tolist()))
+
+
+def _abs_row_sums(w: np.ndarray) -> np.ndarray:
+    """Σ|w| per output channel, int64, remembered with the weights (a layer's bound is asked every batch)."""
+    return im2col.memo_pack(w, ("abs_sums",), lambda: _abs_row_sums_kernel(w.reshape(w.shape[0], -1)))
 
 
 @njit(cache=True)
-def _abs_row_sums(w2):
+def _abs_row_sums_kernel(w2):
     out = np.zeros(w2.shape[0], np.int64)
     for i in range(w2.shape[0]):
         for j in range(w2.shape[1]):
@@ -81,8 +93,9 @@ def _max_abs(a: np.ndarray) -> int:
     return 0 if a.size == 0 else max(abs(int(a.min())), abs(int(a.max())))
 
 
-def fast_path_applies(x, w, bias, padding, pad_value, acc_bits) -> bool:
-    """True when no partial sum can leave the accumulator range, so any exact summation order is allowed."""
+def overflow_impossible(x, w, bias, padding, pad_value, acc_bits) -> bool:
+    """True when the bound proves that no partial sum can leave the accumulator range, in any order: the
+    policy never acts and conv2d_acc may use its fast exact sum (given enough output channels per group)."""
     x_max = max(_max_abs(np.asarray(x)), abs(int(pad_value)) if any(padding) else 0)
     return accumulator_bound(x_max, w, bias) <= acc_limits(acc_bits)[1]
 
@@ -97,7 +110,10 @@ def conv2d_acc(x, w, bias, stride, padding, groups, pad_value, acc_bits, policy)
     if g.n == 0:
         return np.zeros((0, g.co, g.ho, g.wo), np.int64), 0
     x_reach = max(x_max, abs(pad_value) if g.has_padding else 0)  # the largest |operand| a window can see
-    if accumulator_bound(x_reach, w, bias) <= acc_limits(acc_bits)[1]:
+    # the SIMD kernel puts output channels in lanes: with few channels per group (depthwise) most lanes
+    # would idle, and the sequential kernel is faster (and exact all the same)
+    wide_enough = 4 * g.cog >= im2col.LANES[np.dtype(np.int16)]
+    if wide_enough and accumulator_bound(x_reach, w, bias) <= acc_limits(acc_bits)[1]:
         return _sum_conv(x, w, bias, g, pad_value, x_reach, w_max), 0
     return _sequential_conv(x, w, bias, g, pad_value, acc_bits, policy)
 
@@ -107,6 +123,8 @@ def dense_acc(x, w, bias, acc_bits, policy) -> tuple[np.ndarray, int]:
     x, w = np.asarray(x), np.asarray(w)
     if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1]:
         raise ValueError(f"dense: x must be [N, K] and w [Co, K], got {x.shape}, {w.shape}")
+    if x.shape[0] == 0:
+        return np.zeros((0, w.shape[0]), np.int64), 0
     # the batch becomes the width of a 1-row image: x [N, K] -> [1, K, 1, N]
     acc, count = conv2d_acc(x.T[None, :, None, :], w[:, :, None, None], bias,
                             (1, 1), (0, 0, 0, 0), 1, 0, acc_bits, policy)
@@ -166,20 +184,18 @@ def _simd_conv(x, pad_value: int, w, g: ConvGeometry, init, x_max: int, w_max: i
     pad_pixel = np.zeros((g.groups, ce), np.int16)
     pad_pixel[:, :g.cig] = pad_value
     canvas = im2col.make_canvas(x_cl, g, ce, np.int16, pad_pixel)
-    wg = w.reshape(g.groups, g.cog, g.cig, g.kh, g.kw).transpose(0, 1, 3, 4, 2)
     nvec = im2col.choose_nvec(g.cog, np.int16)
+    wg = w.reshape(g.groups, g.cog, g.cig, g.kh, g.kw).transpose(0, 1, 3, 4, 2)
+    wpk = im2col.memo_pack(w, ("int16", g.groups, nvec), lambda: im2col.pack_weights(wg, ce, np.int16, nvec))
     # int32 lanes are exact mod 2^32: sum at most `chunk` channel pairs before widening to int64
     chunk = ((1 << 31) - 1) // (2 * max(1, x_max) * max(1, w_max))
-    return im2col.run_tiles(canvas, im2col.pack_weights(wg, ce, np.int16, nvec), im2col.offset_table(g, canvas),
-                            g, nvec, chunk, init, 1)
+    return im2col.run_tiles(canvas, wpk, im2col.offset_table(g, canvas), g, nvec, chunk, init, 1)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Sequential path: the policy after every add, in the documented order
 # ----------------------------------------------------------------------------------------------------------
 def _sequential_conv(x, w, bias, g: ConvGeometry, pad_value, acc_bits, policy):
-    xpad = np.full((g.n, g.ci, g.h + g.top + g.bottom, g.w + g.left + g.right), pad_value, np.int64)
-    xpad[:, :, g.top:g.top + g.h, g.left:g.left + g.w] = x
     biases = [0] * g.co if bias is None else bias.tolist()
     started = [apply_policy(int(b), acc_bits, policy) for b in biases]
     init = np.array([v for v, _ in started], np.int64)
@@ -188,53 +204,99 @@ def _sequential_conv(x, w, bias, g: ConvGeometry, pad_value, acc_bits, policy):
     mask = np.int64(-1) if acc_bits == 64 else np.int64((1 << acc_bits) - 1)
     acc = np.empty((g.n, g.co, g.ho, g.wo), np.int64)
     over = np.empty(acc.shape, np.bool_)
-    _sequential_kernel(xpad, w.astype(np.int64), init, init_over, g.sh, g.sw, g.groups,
+    _sequential_kernel(_phase_planes(x, g, pad_value), w.astype(np.int64), init, init_over, g.sh, g.sw, g.groups,
                        np.int64(lo), np.int64(hi), mask, acc_bits == 64, policy == "saturate", acc, over)
     return acc, int(np.count_nonzero(over))
 
 
-@njit(cache=True)
-def _policy_add(a, p, lo, hi, mask, bits64, saturate):
-    """(a + p with the policy applied, whether it left the range); int64 adds wrap, as in hardware."""
-    s = a + p
-    if bits64:
-        left = ((a ^ s) & (p ^ s)) < 0  # a signed 64-bit overflow
-    else:
-        left = (s < lo) | (s > hi)  # |a| < 2^62 and |p| < 2^32: s itself cannot overflow int64
-    if saturate:
-        if bits64:
-            s = (hi if p > 0 else lo) if left else s
-        else:
-            s = min(max(s, lo), hi)
-    else:
-        s = ((s - lo) & mask) + lo
-    return s, left
+def _phase_planes(x, g: ConvGeometry, pad_value: int) -> np.ndarray:
+    """The padded input split by stride phase, int64 [N, Ci, sh, sw, Hq, Wq]: plane (a, b) holds the padded
+    input's rows a, a+sh, ... and columns b, b+sw, ... Tap (kh, kw) of output (oh, ow) is then element
+    (oh + kh//sh, ow + kw//sw) of plane (kh % sh, kw % sw): a stride-1 access for any stride."""
+    hp, wp = g.h + g.top + g.bottom, g.w + g.left + g.right
+    xpad = np.full((g.n, g.ci, hp, wp), pad_value, np.int64)
+    xpad[:, :, g.top:g.top + g.h, g.left:g.left + g.w] = x
+    if g.sh == g.sw == 1:
+        return xpad[:, :, None, None]
+    planes = np.full((g.n, g.ci, g.sh, g.sw, -(-hp // g.sh), -(-wp // g.sw)), pad_value, np.int64)
+    for a in range(g.sh):
+        for b in range(g.sw):
+            part = xpad[:, :, a::g.sh, b::g.sw]
+            planes[:, :, a, b, :part.shape[2], :part.shape[3]] = part
+    return planes
 
 
 @njit(parallel=True, cache=True)
-def _sequential_kernel(xpad, w, init, init_over, sh, sw, groups, lo, hi, mask, bits64, saturate, acc, over):
+def _sequential_kernel(planes, w, init, init_over, sh, sw, groups, lo, hi, mask, bits64, saturate, acc, over):
     n, co_total, ho, wo = acc.shape
     _, cig, kh_n, kw_n = w.shape
+    hq, wq = planes.shape[4], planes.shape[5]
+    flat = planes.reshape(n, planes.shape[1], sh, sw, hq * wq)
     cog = co_total // groups
-    # one task per (image, output channel); inside it, one product for the whole output plane at a time
+    m = (ho - 1) * wq + wo
+    # one task per (image, output channel); inside it, one product at a time for all the channel's outputs,
+    # as one run with row pitch wq: output q = oh·wq + ow reads its phase plane at q + (kh//sh)·wq + kw//sw.
+    # The wq - wo extra outputs per row are computed and dropped: long loops that vectorise.
     for t in prange(n * co_total):
         ni, co = t // co_total, t % co_total
-        a, o = acc[ni, co], over[ni, co]
-        a[:, :] = init[co]
-        o[:, :] = init_over[co]
         c0 = (co // cog) * cig
+        a = np.full(m, init[co])
+        o = np.full(m, init_over[co])
         for ci in range(cig):
             for kh in range(kh_n):
                 for kw in range(kw_n):
                     wv = w[co, ci, kh, kw]
-                    if wv == 0:
-                        continue  # adding 0 to an in-range accumulator changes nothing
-                    for oh in range(ho):
-                        xrow = xpad[ni, c0 + ci, oh * sh + kh]
-                        for ow in range(wo):
-                            s, left = _policy_add(a[oh, ow], xrow[ow * sw + kw] * wv, lo, hi, mask, bits64, saturate)
-                            a[oh, ow] = s
-                            o[oh, ow] |= left
+                    if wv != 0:  # adding 0 to an in-range accumulator changes nothing
+                        start = (kh // sh) * wq + kw // sw
+                        xs = flat[ni, c0 + ci, kh % sh, kw % sw, start:start + m]
+                        _add_row(a, o, xs, wv, lo, hi, mask, bits64, saturate)
+        for oh in range(ho):
+            acc[ni, co, oh] = a[oh * wq:oh * wq + wo]
+            over[ni, co, oh] = o[oh * wq:oh * wq + wo]
+
+
+@njit(cache=True)
+def _add_row(a, o, xrow, wv, lo, hi, mask, bits64, saturate):
+    """a[i] = policy(a[i] + xrow[i]·wv) and o[i] |= whether it left the range, for a run of outputs."""
+    if bits64:
+        _add_row_64(a, o, xrow, wv, saturate)
+    elif saturate:
+        _add_row_saturate(a, o, xrow, wv, lo, hi)
+    else:
+        _add_row_wrap(a, o, xrow, wv, lo, mask)
+
+
+# One product per output of a run, the policy applied after the add. Branch-free, so the loops vectorise.
+# Below 64 bits, |acc| < 2^62 and |product| < 2^32: the int64 sum itself cannot overflow.
+@njit(cache=True)
+def _add_row_wrap(a, o, xrow, wv, lo, mask):
+    for ow in range(a.shape[0]):
+        s = a[ow] + xrow[ow] * wv
+        r = ((s - lo) & mask) + lo  # modulo 2^bits into [lo, hi]
+        o[ow] |= r != s
+        a[ow] = r
+
+
+@njit(cache=True)
+def _add_row_saturate(a, o, xrow, wv, lo, hi):
+    for ow in range(a.shape[0]):
+        s = a[ow] + xrow[ow] * wv
+        r = min(max(s, lo), hi)
+        o[ow] |= r != s
+        a[ow] = r
+
+
+@njit(cache=True)
+def _add_row_64(a, o, xrow, wv, saturate):
+    """The 64-bit accumulator: numba's int64 add wraps like the hardware; overflow read off the signs."""
+    for ow in range(a.shape[0]):
+        p = xrow[ow] * wv
+        s = a[ow] + p
+        left = ((a[ow] ^ s) & (p ^ s)) < 0
+        if left and saturate:
+            s = np.int64(9223372036854775807) if p > 0 else np.int64(-9223372036854775808)
+        o[ow] |= left
+        a[ow] = s
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ Semantics:
     "+1"    an input of +1 (bit 0): K = Ci/groups·KH·KW for every output ("one-padding", free in hardware)
     "-1"    an input of -1 (bit 1): K as above
     "zero"  nothing: padded positions contribute 0 and K counts only real positions. Computed as the "+1"
-            result minus Σ w over the padded positions (Larq's per-output correction term; border outputs only).
+            result minus Σ w over the padded positions (Larq's per-output correction term), folded into the
+            constant the kernel adds per output: it depends only on which taps of the window are padded.
 - Geometry as in mac.py: Ho = (H + top + bottom - KH)//sh + 1; groups divide Ci and Co.
 
 The fast kernel packs each group's channels into uint64 words, LSB first (channel c of a group is bit c%64 of
@@ -19,6 +20,8 @@ of im2col.py with combine = popcount(x XOR w) (a vector `llvm.ctpop`). `*_refere
 versions for the tests.
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 from numba import njit, prange
@@ -72,15 +75,34 @@ def xnor_conv2d(x_bits, w_bits, stride, padding, groups, pad_mode) -> np.ndarray
     if g.n == 0:
         return np.zeros((0, g.co, g.ho, g.wo), np.int32)
     canvas = _bit_canvas(x_bits, g, pad_mode)
-    ww = _filter_words(w_bits, g)  # [Co, KH, KW, nw]
     nvec = im2col.choose_nvec(g.cog, np.uint64)
-    wpk = im2col.pack_weights(ww.reshape(g.groups, g.cog, g.kh, g.kw, -1), canvas.shape[-1], np.uint64, nvec)
+    ww, wpk = im2col.memo_pack(w_bits, ("bits", g.groups, nvec), lambda: _pack_filters(w_bits, g, nvec))
     offs = im2col.offset_table(g, canvas)
     k_total = np.full(g.co, g.cig * g.kh * g.kw, np.int64)
-    out = im2col.run_tiles(canvas, wpk, offs, g, nvec, offs.shape[0], k_total, -2, np.int32)
     if pad_mode == "zero" and g.has_padding:
-        _subtract_padding_correction(out, ww, g)
-    return out
+        key = ("zero-pad", replace(g, n=0))  # the whole geometry but the batch size
+        table, row_class, col_class = im2col.memo_pack(w_bits, key, lambda: _zero_padding_offsets(ww, g))
+        return im2col.run_tiles(canvas, wpk, offs, g, nvec, offs.shape[0], table, -2, np.int32, row_class, col_class)
+    return im2col.run_tiles(canvas, wpk, offs, g, nvec, offs.shape[0], k_total, -2, np.int32)
+
+
+def xnor_dense(x_bits, w_bits) -> np.ndarray:
+    """x_bits [N, K], w_bits [Co, K] -> int32 [N, Co]: K − 2·popcount(x XOR w)."""
+    x_bits, w_bits = np.asarray(x_bits), np.asarray(w_bits)
+    if x_bits.ndim != 2 or w_bits.ndim != 2 or x_bits.shape[1] != w_bits.shape[1]:
+        raise ValueError(f"xnor_dense: x must be [N, K] and w [Co, K], got {x_bits.shape}, {w_bits.shape}")
+    # the batch becomes the width of a 1-row image: x [N, K] -> [1, K, 1, N]
+    out = xnor_conv2d(x_bits.T[None, :, None, :], w_bits[:, :, None, None], (1, 1), (0, 0, 0, 0), 1, "+1")
+    return np.ascontiguousarray(out[0, :, 0, :].T)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Packing and checks
+# ----------------------------------------------------------------------------------------------------------
+def _pack_filters(w_bits, g: ConvGeometry, nvec: int):
+    """(filter words [Co, KH, KW, nw], the micro-kernel's weight layout)."""
+    ww = _filter_words(w_bits, g)
+    return ww, im2col.pack_weights(ww.reshape(g.groups, g.cog, g.kh, g.kw, -1), ww.shape[-1], np.uint64, nvec)
 
 
 def _filter_words(w_bits, g: ConvGeometry) -> np.ndarray:
@@ -145,16 +167,6 @@ def _pack_canvas(x, canvas, top, left, groups):
     return bad_rows
 
 
-def xnor_dense(x_bits, w_bits) -> np.ndarray:
-    """x_bits [N, K], w_bits [Co, K] -> int32 [N, Co]: K − 2·popcount(x XOR w)."""
-    x_bits, w_bits = np.asarray(x_bits), np.asarray(w_bits)
-    if x_bits.ndim != 2 or w_bits.ndim != 2 or x_bits.shape[1] != w_bits.shape[1]:
-        raise ValueError(f"xnor_dense: x must be [N, K] and w [Co, K], got {x_bits.shape}, {w_bits.shape}")
-    # the batch becomes the width of a 1-row image: x [N, K] -> [1, K, 1, N]
-    out = xnor_conv2d(x_bits.T[None, :, None, :], w_bits[:, :, None, None], (1, 1), (0, 0, 0, 0), 1, "+1")
-    return np.ascontiguousarray(out[0, :, 0, :].T)
-
-
 def _check(x_bits, w_bits, stride, padding, groups, pad_mode):
     """Arrays (bool viewed as uint8) and geometry; the 0/1 values are checked while packing."""
     x_bits, w_bits = _as_int(np.asarray(x_bits)), _as_int(np.asarray(w_bits))
@@ -172,31 +184,31 @@ def _as_int(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _subtract_padding_correction(out, w_words, g: ConvGeometry) -> None:
-    """out -= Σ of w (±1) over each output's padded window positions ("+1" result -> "zero" result)."""
+def _zero_padding_offsets(w_words, g: ConvGeometry):
+    """(table, row classes, column classes) with out = table[co, row class, column class] − 2·popcount.
+
+    The canvas pads with +1, so padded taps add Σ_ci w; "zero" wants them to add nothing. Output row oh
+    sees the real kernel rows [a, b) (the taps that land inside the image); rows with the same [a, b) form
+    a class, likewise columns. Per class pair, the table holds K − Σ_padded S with S[co, kh, kw] = Σ_ci w
+    (through a 2-D prefix sum of S), so that table − 2·popcount over all taps = Σ_real x·w."""
     ones = np.bitwise_count(w_words).sum(axis=3, dtype=np.int64)  # [Co, KH, KW]
-    s = np.ascontiguousarray((g.cig - 2 * ones).transpose(1, 2, 0))  # [KH, KW, Co]: Σ_ci w per tap
-    _zero_pad_kernel(out, s, g.sh, g.sw, g.top, g.left, g.h, g.w)
+    s = g.cig - 2 * ones
+    prefix = np.zeros((g.co, g.kh + 1, g.kw + 1), np.int64)
+    prefix[:, 1:, 1:] = s.cumsum(axis=1).cumsum(axis=2)
+    (a, b), row_class = _tap_classes(g.ho, g.sh, g.kh, g.top, g.h)
+    (c, d), col_class = _tap_classes(g.wo, g.sw, g.kw, g.left, g.w)
+    a, b, c, d = a[:, None], b[:, None], c[None, :], d[None, :]
+    real = prefix[:, b, d] - prefix[:, a, d] - prefix[:, b, c] + prefix[:, a, c]  # [Co, row classes, col classes]
+    padded = prefix[:, -1, -1][:, None, None] - real
+    return g.cig * g.kh * g.kw - padded, row_class, col_class
 
 
-@njit(cache=True)
-def _zero_pad_kernel(out, s, sh, sw, top, left, h, w):
-    n, co_n, ho, wo = out.shape
-    kh_n, kw_n, _ = s.shape
-    corr = np.empty(co_n, np.int64)
-    for oh in range(ho):
-        for ow in range(wo):
-            ih, iw = oh * sh - top, ow * sw - left
-            if ih >= 0 and iw >= 0 and ih + kh_n <= h and iw + kw_n <= w:
-                continue  # the window lies inside the image: nothing to correct
-            corr[:] = 0
-            for kh in range(kh_n):
-                for kw in range(kw_n):
-                    if not (0 <= ih + kh < h and 0 <= iw + kw < w):
-                        corr += s[kh, kw]
-            for ni in range(n):
-                for co in range(co_n):
-                    out[ni, co, oh, ow] -= corr[co]
+def _tap_classes(n_out: int, stride: int, k: int, pad_before: int, size: int):
+    """((a, b) per class, class per output position): taps [a, b) of a position land inside the image."""
+    start = np.arange(n_out, dtype=np.int64) * stride - pad_before  # input index of tap 0
+    first, end = np.clip(-start, 0, k), np.clip(size - start, 0, k)
+    keys, cls = np.unique(first * (k + 1) + end, return_inverse=True)
+    return (keys // (k + 1), keys % (k + 1)), cls.astype(np.int64)
 
 
 # ----------------------------------------------------------------------------------------------------------
