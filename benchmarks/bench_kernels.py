@@ -1,5 +1,6 @@
 """Speed of the integer kernels on one ResNet-style layer: 56×56×64 → 64, 3×3, pad 1, stride 1, batch 1.
 
+    pip install -e ".[bench]"   # onnx, onnxruntime, threadpoolctl
     python benchmarks/bench_kernels.py [--quick]
 
 1. ONNX Runtime QLinearConv (uint8 x, int8 weights in [-127, 127], zero points 0, int32 bias): the yardstick.
