@@ -190,10 +190,14 @@ def format_validation(rep: dict) -> str:
     if "accuracy" in rep:
         out.append(f"accuracy of the integer engine: {100 * rep['accuracy']:.2f}%")
     if rep["passed"]:
-        tol = "bit-exact" if rep["tolerance_lsb"] == 0 else f"within {rep['tolerance_lsb']} LSB"
+        tol = "bit-exact" if rep["tolerance_lsb"] == 0 else f"within {rep['tolerance_lsb']} LSB of the reference"
         out.append(f"PASS: every layer is {tol}")
     else:
-        out.append(f"FAIL: first layer that diverges beyond {rep['tolerance_lsb']} LSB: {rep['first_divergent_layer']}")
+        out.append(f"FAIL: first layer whose own result differs by more than {rep['tolerance_lsb']} LSB: "
+                   f"{rep['first_divergent_layer']}")
+    if rep["first_differing_layer_end_to_end"]:
+        out.append(f"end to end, the engine and the reference first part ways at "
+                   f"{rep['first_differing_layer_end_to_end']}")
     return "\n".join(out)
 
 

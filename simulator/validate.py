@@ -3,7 +3,9 @@
 Two comparisons per layer:
   chained  the reference runs on its own previous outputs (end to end): where the two first part ways;
   local    the reference layer is fed the engine's own inputs: what this layer alone contributes.
-Differences are in output LSBs (code units of the layer's output encoding).
+Differences are in output LSBs (code units of the layer's output encoding). A layer passes when its local
+difference is within the tolerance: end to end, a one-LSB difference can grow through later layers, which says
+nothing about their arithmetic. With tolerance 0 the two criteria coincide.
 """
 
 from __future__ import annotations
@@ -39,8 +41,17 @@ class Validation:
 
     @property
     def first_divergent(self):
+        """The first layer whose own arithmetic (fed the engine's inputs) is off by more than the tolerance.
+        With tolerance 0 this is also where the end-to-end runs first part ways."""
         for comp in self.layers:
-            if comp.max_diff_lsb > self.tolerance_lsb:
+            if comp.local_max_diff_lsb > self.tolerance_lsb:
+                return comp.name
+        return None
+
+    @property
+    def first_differing_end_to_end(self):
+        for comp in self.layers:
+            if comp.mismatches:
                 return comp.name
         return None
 
@@ -50,7 +61,9 @@ class Validation:
 
     def to_dict(self):
         return {"passed": self.passed, "tolerance_lsb": self.tolerance_lsb,
-                "first_divergent_layer": self.first_divergent, "layers": [c.to_dict() for c in self.layers]}
+                "first_divergent_layer": self.first_divergent,
+                "first_differing_layer_end_to_end": self.first_differing_end_to_end,
+                "layers": [c.to_dict() for c in self.layers]}
 
 
 def compare(engine: Engine, codes: np.ndarray, tolerance_lsb: int = 0, batch_size: int = 256) -> Validation:
