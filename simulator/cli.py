@@ -42,7 +42,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_args(p)
     p.add_argument("--tolerance-lsb", type=int, default=0, metavar="N",
                    help="accept differences up to N output LSBs (default 0: bit-exact)")
+    p.add_argument("--float-model", metavar="FLOAT.onnx",
+                   help="also run this float ONNX model with ONNX Runtime: float accuracy, integer accuracy and "
+                        "top-1 agreement (needs the 'onnx' extra)")
     p.add_argument("--json", metavar="REPORT.json", help="write the comparison as JSON")
+
+    p = sub.add_parser("import", help="import an ONNX model (QOperator, QDQ or QONNX) into a .qnn file",
+                       description="Convert a quantized ONNX model into hwsim's .qnn format. Needs the 'onnx' "
+                                   "extra: pip install 'hwsim[onnx]'.")
+    p.add_argument("onnx_model", metavar="MODEL.onnx")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL.qnn", help="the .qnn file to write")
+
+    p = sub.add_parser("export", help="export a .qnn model as a QDQ ONNX model ONNX Runtime can run",
+                       description="Write MODEL.qnn as ONNX (QDQ form). Encodings ONNX cannot express exactly "
+                                   "are decomposed into standard ops or reported as an error naming the layer.")
+    p.add_argument("model", metavar="MODEL.qnn")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL.onnx", help="the .onnx file to write")
 
     p = sub.add_parser("inspect", help="show a model's layers, encodings, shapes and storage",
                        description="Print the graph stored in MODEL.qnn.")
@@ -60,7 +75,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from . import commands
     try:
-        return {"run": commands.run, "validate": commands.validate, "inspect": commands.inspect}[args.command](args)
+        handlers = {"run": commands.run, "validate": commands.validate, "inspect": commands.inspect,
+                    "import": commands.import_model, "export": commands.export_model}
+        return handlers[args.command](args)
     except HwsimError as exc:
         print(f"hwsim: error: {exc.line()}", file=sys.stderr)
         return 2

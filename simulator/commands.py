@@ -118,3 +118,23 @@ def inspect(args) -> int:
         atomic_write_text(args.json, json.dumps(rep, indent=2) + "\n")
     print(report.format_inspect(rep))
     return 0
+
+
+def import_model(args) -> int:
+    from .importers import import_any
+    from .qnn.model_io import save_model
+
+    model = import_any(args.onnx_model)
+    save_model(model, args.output)
+    print(f"{args.onnx_model} -> {args.output}: {len(model.layers)} layers, input {list(model.input_shape)}, "
+          f"{report.weight_storage_bits(model):,} weight bits")
+    return 0
+
+
+def export_model(args) -> int:
+    from .exporters.onnx_export import export_onnx
+
+    model = load_model(args.model)
+    export_onnx(model, args.output)
+    print(f"{args.model} -> {args.output}")
+    return 0

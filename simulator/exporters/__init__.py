@@ -1,0 +1,1 @@
+"""Exporters: hwsim Model -> ONNX (QDQ) that ONNX Runtime can run."""

@@ -1,0 +1,27 @@
+"""Importers: quantized ONNX (QOperator, QDQ) and QONNX graphs -> hwsim Model."""
+
+from __future__ import annotations
+
+from ..errors import HwsimError
+
+
+def require(module: str, extra: str = "onnx"):
+    """Import an optional dependency or fail with one line saying which extra to install."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise HwsimError(f"this needs the '{module}' package: pip install 'hwsim[{extra}]'") from None
+
+
+def import_any(path):
+    """Import an ONNX file, choosing the QONNX importer when the graph uses QONNX ops."""
+    onnx = require("onnx")
+    from .onnx_import import import_onnx, load_onnx
+    proto = load_onnx(path)
+    qonnx_ops = {"Quant", "BipolarQuant", "MultiThreshold", "Trunc"}
+    if any(node.op_type in qonnx_ops for node in proto.graph.node):
+        from .qonnx_import import import_qonnx
+        return import_qonnx(path, proto)
+    del onnx
+    return import_onnx(path, proto)
