@@ -100,11 +100,21 @@ def validate(args) -> int:
         raise HwsimError(f"must be >= 0, got {args.tolerance_lsb}", field="--tolerance-lsb")
     codes, labels, where = load_inputs(model, args)
     engine = Engine(model)
+    float_model = None
+    if getattr(args, "float_model", None):  # a bad float model fails here, before the layer-by-layer comparison
+        from .float_baseline import FloatModel, float_baseline, float_inputs
+        float_model = FloatModel.load(args.float_model)
+        x_float, x_desc = float_inputs(model, args, codes)
+        float_model.check_sample_shape(x_float.shape[1:])
     result = compare(engine, codes, args.tolerance_lsb, min(args.batch_size, 256))
     rep = {"model": args.model, "input": where, "samples": int(codes.shape[0]), **result.to_dict()}
-    if labels is not None:
+    if labels is not None or float_model is not None:
         out = run_batched(engine, codes, args.batch_size).output
-        rep["accuracy"] = accuracy(model, out, labels)
+        if labels is not None:
+            rep["accuracy"] = accuracy(model, out, labels)
+        if float_model is not None:
+            rep["float_baseline"] = float_baseline(float_model, model, x_float, x_desc, out, labels,
+                                                   args.batch_size)
     if args.json:
         atomic_write_text(args.json, json.dumps(rep, indent=2) + "\n")
     print(report.format_validation(rep))
@@ -128,6 +138,9 @@ def import_model(args) -> int:
     save_model(model, args.output)
     print(f"{args.onnx_model} -> {args.output}: {len(model.layers)} layers, input {list(model.input_shape)}, "
           f"{report.weight_storage_bits(model):,} weight bits")
+    if model.metadata.get("ort_warning"):
+        import sys
+        print(f"hwsim: warning: {model.metadata['ort_warning']}", file=sys.stderr)
     return 0
 
 

@@ -239,7 +239,82 @@ class BinaryAct:
         return {"kind": "binary", "scale": self.scale}
 
 
-ACTIVATION_KINDS = {"uniform": UniformAct, "enq": EnqAct, "knq": KnqAct, "binary": BinaryAct}
+THRESHOLD_LIMIT = 1 << 62   # thresholds are clamped here: "always fires" / "never fires"
+
+
+@dataclass(frozen=True)
+class ThresholdAct(UniformAct):
+    """Uniform storage written by a comparator bank on the producing layer's accumulator (QONNX/FINN
+    MultiThreshold; also any monotone activation + quantizer folded into thresholds, as FINN does).
+
+    Stored code, value and real are exactly UniformAct's (value = code - zero_point, real = value * scale), so
+    every consumer decodes it as uniform. Only the producing conv2d / dense layer differs: instead of the
+    requantizer + clip it computes, per output channel c,
+
+        code = lo + #{ i : acc >= thresholds[c][i] }        (lo = the lowest code of (bits, signed))
+
+    with the thresholds integers in accumulator units (the bias already folded in). `thresholds` is one row
+    (shared) or one row per output channel, each non-decreasing, at most hi - lo entries.
+    Hardware: the same comparator bank + priority encoder as KNQ's QK, but acc-width comparators.
+    Pass-through layers (maxpool, avgpool, relu, ...) use the uniform value -> code encoder (`encode`).
+    """
+    thresholds: tuple = ()
+    kind = "threshold"
+
+    def __post_init__(self):
+        super().__post_init__()
+        rows = self.thresholds
+        if not isinstance(rows, (list, tuple)) or not rows or not all(isinstance(r, (list, tuple)) for r in rows):
+            raise HwsimError("must be a non-empty list of threshold rows (lists of integers)", field="thresholds")
+        n = len(rows[0])
+        lo, hi = self.code_range()
+        if not 1 <= n <= hi - lo:
+            raise HwsimError(f"rows need 1..{hi - lo} thresholds for {self.bits}-bit codes, got {n}",
+                             field="thresholds")
+        clean = []
+        for c, row in enumerate(rows):
+            if len(row) != n:
+                raise HwsimError(f"row has {len(row)} thresholds, row 0 has {n}", field=f"thresholds[{c}]")
+            row = tuple(_check_int(t, -THRESHOLD_LIMIT, THRESHOLD_LIMIT, f"thresholds[{c}][{i}]")
+                        for i, t in enumerate(row))
+            if any(b < a for a, b in zip(row, row[1:])):
+                raise HwsimError("must be non-decreasing", field=f"thresholds[{c}]")
+            clean.append(row)
+        object.__setattr__(self, "thresholds", tuple(clean))
+
+    @property
+    def n_thresholds(self):
+        return len(self.thresholds[0])
+
+    def threshold_array(self, channels: int) -> np.ndarray:
+        """The thresholds as an int64 [channels, n] array (a shared row is broadcast)."""
+        t = np.asarray(self.thresholds, dtype=np.int64)
+        if t.shape[0] not in (1, channels):
+            raise HwsimError(f"has {t.shape[0]} rows, expected 1 or {channels} (output channels)",
+                             field="thresholds")
+        return np.broadcast_to(t, (channels, t.shape[1]))
+
+    def encode_acc(self, acc, channel_axis: int = 1):
+        """The comparator bank: accumulators (int64, channels on `channel_axis`) -> codes."""
+        acc = np.asarray(acc, dtype=np.int64)
+        t = self.threshold_array(acc.shape[channel_axis])
+        a = np.moveaxis(acc, channel_axis, -1)
+        # One comparator per threshold gives a thermometer code; its count #{i : a >= t_i} is, for a sorted row,
+        # the insertion point searchsorted(row, a, "right") (tests/test_qonnx.py checks it against the count).
+        if len(self.thresholds) == 1:
+            count = np.searchsorted(t[0], a, side="right")
+        else:
+            count = np.empty(a.shape, dtype=np.int64)
+            for c in range(t.shape[0]):
+                count[..., c] = np.searchsorted(t[c], a[..., c], side="right")
+        return np.moveaxis(count.astype(np.int64), -1, channel_axis) + self.code_range()[0]
+
+    def to_dict(self):
+        return {**super().to_dict(), "kind": "threshold", "thresholds": [list(r) for r in self.thresholds]}
+
+
+ACTIVATION_KINDS = {"uniform": UniformAct, "enq": EnqAct, "knq": KnqAct, "binary": BinaryAct,
+                    "threshold": ThresholdAct}
 
 
 def _kind(d):

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .encodings import BinaryAct, BinaryW, CodebookW, EnqAct, KnqAct, UniformAct
+from .encodings import BinaryAct, BinaryW, CodebookW, EnqAct, KnqAct, ThresholdAct, UniformAct
 from .errors import HwsimError
 from .graph import MAC_OPS, Layer, Model, default_pad_code, pad_value
-from .kernels import mac, popcount
+from .kernels import mac, pairsat, popcount
 from .trace import STATIC_FIELDS, LayerCounts, Trace
 from .units import pooling
 from .units.codebook_lut import lut_decode
@@ -42,7 +42,12 @@ def quantize_input(model: Model, x: np.ndarray) -> np.ndarray:
         raise HwsimError("input contains NaN or infinity", field="input")
     if isinstance(enc, BinaryAct):
         return (x < 0).astype(np.int64)
-    v = x.astype(np.float64) / enc.scale  # a true division, as ONNX QuantizeLinear
+    if model.input_division == "float32":
+        # ONNX Runtime's QuantizeLinear: the float32 input divided by the float32 scale in IEEE single precision
+        with np.errstate(over="ignore"):
+            v = (x.astype(np.float32) / np.float32(enc.scale)).astype(np.float64)
+    else:
+        v = x.astype(np.float64) / enc.scale  # a true division, as ONNX QuantizeLinear
     v = round_float(v, model.input_rounding)
     return enc.encode(np.clip(v, -2.0 ** 40, 2.0 ** 40).astype(np.int64))
 
@@ -98,6 +103,14 @@ def make_plan(lay: Layer) -> MacPlan:
         if bound >= 1 << (lay.attr("acc_bits") - 1):
             raise HwsimError(f"accumulator of {lay.attr('acc_bits')} bits cannot hold the binary dot product "
                              f"(up to {bound})", field=f"layers.{lay.name}.attrs.acc_bits")
+    if isinstance(lay.out_enc, ThresholdAct):   # comparator bank on the accumulator: no requantizer, no clip
+        try:
+            lay.out_enc.threshold_array(lay.out_shape[0])
+        except HwsimError as exc:
+            raise HwsimError(exc.message, field=f"layers.{lay.name}.encoding.{exc.field}") from None
+        if lay.attr("clip") is not None:
+            raise HwsimError("a threshold output takes no clip (the thresholds are the activation)",
+                             field=f"layers.{lay.name}.attrs.clip")
     return plan
 
 
@@ -118,7 +131,13 @@ class Engine:
 
     def __post_init__(self):
         self.model.check()
+        if isinstance(self.model.input_enc, ThresholdAct):
+            raise HwsimError("the model input cannot have a threshold encoding (it has no accumulator)",
+                             source=self.model.source, field="input.encoding")
         for lay in self.model.layers:
+            if lay.op == "add" and isinstance(lay.out_enc, ThresholdAct):
+                raise HwsimError("only conv2d / dense layers can write a threshold encoding",
+                                 source=self.model.source, field=f"layers.{lay.name}.encoding")
             if lay.op in MAC_OPS:
                 try:
                     self.plans[lay.name] = make_plan(lay)
@@ -173,6 +192,9 @@ class Engine:
                 acc += plan.bias.reshape((1, -1) + (1,) * (acc.ndim - 2))
             counts.binary_macs = out_elems * k
             counts.popcount_words = out_elems * words
+        elif lay.attr("datapath") == "x86_pair_sat16":
+            acc = _pair_sat_mac(lay, x_codes, plan, counts)
+            counts.macs[(8, 8)] += out_elems * k  # raw u8 x s8 codes; the zero points are corrected apart
         else:
             x_values = in_enc.decode(x_codes)
             if lay.op == "conv2d":
@@ -191,6 +213,13 @@ class Engine:
         if isinstance(out_enc, BinaryAct):
             # Positive scales: the sign of the real output is the sign of the accumulator (bias is the threshold).
             return out_enc.encode(acc)
+        if isinstance(out_enc, ThresholdAct):
+            # FINN-style thresholding (QONNX MultiThreshold): the comparator bank replaces requantizer and clip.
+            # Counted as QK conversions (same comparator bank + priority encoder); pass-through layers that
+            # re-encode a threshold tensor use the plain uniform clamp, so this is counted here only.
+            counts.qk += out_elems
+            counts.qk_comparators = out_enc.n_thresholds
+            return out_enc.encode_acc(acc, channel_axis=1)
         values = requantize(acc, plan.multiplier, lay.attr("requant"), channel_axis=1)
         counts.requants = out_elems
         return self._encode(lay, values, counts)
@@ -218,6 +247,15 @@ class Engine:
         enc = lay.in_encs[0]
         x = enc.decode(inputs[0])
         _count_decode(enc, inputs[0].size, counts)
+        if lay.attr("rounding") == "ort_float32":
+            out_enc = lay.out_enc
+            out, adds = pooling.avgpool_ort(x, tuple(lay.attr("kernel")), tuple(lay.attr("stride")),
+                                            tuple(lay.attr("padding")), lay.attr("count_include_pad"),
+                                            enc.scale, out_enc.scale, out_enc.zero_point,
+                                            lay.attr("float_zero_point"))
+            counts.adds = int(adds)
+            counts.requants = out.size
+            return out_enc.encode(out)
         pad_value = int(enc.decode(np.array([default_pad_code(enc)]))[0])
         out, adds = pooling.avgpool(x, tuple(lay.attr("kernel")), tuple(lay.attr("stride")),
                                     tuple(lay.attr("padding")), lay.attr("rounding"),
@@ -248,7 +286,8 @@ class Engine:
             _count_decode(enc, x.size, counts)
         scales = [enc.value_scale for enc in lay.in_encs]
         value_bits = max(max(abs(lo), abs(hi)).bit_length() for lo, hi in (e.value_range() for e in lay.in_encs))
-        out = residual_add(values, scales, lay.out_enc.value_scale, lay.attr("requant"), value_bits)
+        out = residual_add(values, scales, lay.out_enc.value_scale, lay.attr("requant"), value_bits,
+                           rescale=lay.attr("rescale"))
         counts.adds = out.size
         counts.requants = out.size
         return self._encode(lay, out, counts)
@@ -265,6 +304,25 @@ def _last_use(model: Model) -> dict:
         for name in lay.inputs:
             last[name] = i
     return last
+
+
+def _pair_sat_mac(lay, x_codes, plan, counts):
+    """The x86 int16 pair-saturation datapath (kernels/pairsat.py) on raw codes; records its event counts."""
+    zx, zw = lay.in_encs[0].zero_point, np.asarray(lay.weight_enc.zero_point, dtype=np.int64)
+    acc_bits, policy = lay.attr("acc_bits"), lay.attr("overflow")
+    if lay.op == "conv2d":
+        code = lay.attr("pad_code")
+        pad = default_pad_code(lay.in_encs[0]) if code is None else code
+        acc, over, pairs, outs = pairsat.conv2d_pairsat_acc(
+            x_codes, lay.weight, zx, zw, plan.bias, tuple(lay.attr("stride")), tuple(lay.attr("padding")),
+            lay.attr("groups"), pad, acc_bits, policy)
+    else:
+        acc, over, pairs, outs = pairsat.dense_pairsat_acc(x_codes, lay.weight, zx, zw, plan.bias, acc_bits, policy)
+    counts.overflows = over
+    counts.datapath = "x86_pair_sat16"
+    counts.pair_saturations = pairs
+    counts.pair_saturated_outputs = outs
+    return acc
 
 
 def _count_decode(enc, n, counts):

@@ -24,19 +24,30 @@ REQUANT_MODES = ("float32", "float64", "fixed_double", "fixed_single", "shift")
 REQUANT_ROUNDING = {"float32": "half_even", "float64": "half_even", "fixed_double": "half_away",
                     "fixed_single": "half_up", "shift": "half_up"}
 ROUNDINGS = ("floor", "half_up", "half_even", "half_away", "trunc")
+# avgpool also takes "ort_float32": ONNX Runtime's QLinearAveragePool / QLinearGlobalAveragePool arithmetic
+# (units/pooling.py avgpool_ort), which may also change the encoding (scale, zero point) on the way.
+AVGPOOL_ROUNDINGS = ROUNDINGS + ("ort_float32",)
+INPUT_DIVISIONS = ("float64", "float32")   # the input quantizer's x / scale: float64, or float32 as ONNX Runtime
+# add: "ratio" sums v_i * (s_i / s_out); "dequantize" computes (sum_i v_i * s_i) / s_out (ONNX Runtime)
+ADD_RESCALES = ("ratio", "dequantize")
 BINARY_PAD_MODES = ("+1", "-1", "zero")
+# MAC PE datapaths: "exact" (every product into the accumulator), "x86_pair_sat16" (ONNX Runtime's u8 x s8
+# kernels on x86 without VNNI: adjacent product pairs summed into int16 with saturation; kernels/pairsat.py).
+DATAPATHS = ("exact", "x86_pair_sat16")
 
 # Attributes each op accepts, with defaults. Anything else in a file is an error (catches typos).
 ATTR_DEFAULTS = {
     "conv2d": {"stride": [1, 1], "padding": [0, 0, 0, 0], "groups": 1, "pad_code": None, "binary_pad": "+1",
-               "acc_bits": 32, "overflow": "wrap", "requant": "float64", "multiplier": None, "clip": None},
-    "dense": {"acc_bits": 32, "overflow": "wrap", "requant": "float64", "multiplier": None, "clip": None},
+               "acc_bits": 32, "overflow": "wrap", "requant": "float64", "multiplier": None, "clip": None,
+               "datapath": "exact"},
+    "dense": {"acc_bits": 32, "overflow": "wrap", "requant": "float64", "multiplier": None, "clip": None,
+              "datapath": "exact"},
     "maxpool": {"kernel": [2, 2], "stride": None, "padding": [0, 0, 0, 0]},
     "avgpool": {"kernel": [2, 2], "stride": None, "padding": [0, 0, 0, 0], "rounding": "half_even",
-                "count_include_pad": True, "global": False},
+                "count_include_pad": True, "global": False, "float_zero_point": None},
     "relu": {},
     "clip": {"min": None, "max": None},
-    "add": {"requant": "float64", "clip": None},
+    "add": {"requant": "float64", "clip": None, "rescale": "ratio"},
     "flatten": {},
     "reshape": {"shape": None},
     "concat": {},
@@ -77,6 +88,8 @@ class Model:
     input_enc: object
     layers: list
     input_rounding: str = "half_even"      # how a float input is rounded by the input quantizer
+    input_division: str = "float64"        # x / scale in float64, or in float32 (ONNX Runtime QuantizeLinear)
+    output_dequantize: bool = False        # the model's output is float32 (code - zp) * scale (ONNX DequantizeLinear)
     sample_input: np.ndarray | None = None  # codes [N, *input_shape], run when no input is given
     metadata: dict = field(default_factory=dict)
     source: str = "model"                   # file name used in error messages
@@ -138,6 +151,10 @@ def _check_model(model: Model):
         _fail("the model input must be uniform or binary", "input.encoding")
     if model.input_rounding not in ROUNDINGS:
         _fail(f"must be one of {ROUNDINGS}", "input.rounding")
+    if model.input_division not in INPUT_DIVISIONS:
+        _fail(f"must be one of {INPUT_DIVISIONS}, got {model.input_division!r}", "input.division")
+    if not isinstance(model.output_dequantize, bool):
+        _fail(f"must be true or false, got {model.output_dequantize!r}", "output.dequantize")
     if not model.layers:
         _fail("the model has no layers", "layers")
     if model.sample_input is not None:
@@ -164,7 +181,7 @@ def _check_model(model: Model):
         for name in lay.inputs:
             if name not in shapes:
                 _fail(f"input {name!r} is not the model input or an earlier layer", f"{where}.inputs")
-        n_in = {"add": 2, "concat": None}.get(lay.op, 1)
+        n_in = {"add": None, "concat": None}.get(lay.op, 1)
         if n_in is not None and len(lay.inputs) != n_in:
             _fail(f"{lay.op} takes {n_in} input(s), got {len(lay.inputs)}", f"{where}.inputs")
         lay.in_shapes = [shapes[n] for n in lay.inputs]
@@ -174,6 +191,8 @@ def _check_model(model: Model):
             _fail("output encoding is required", f"{where}.encoding")
         shapes[lay.name] = lay.out_shape
         encs[lay.name] = lay.out_enc
+    if model.output_dequantize and not isinstance(model.layers[-1].out_enc, UniformAct):
+        _fail("a dequantized output needs a uniform output encoding", "output.dequantize")
 
 
 def _check_params_absent(lay, where):
@@ -269,6 +288,31 @@ def _check_mac(lay, where):
             _fail(f"must be a list of 1 or {co} positive numbers", f"{where}.attrs.multiplier")
     if isinstance(in_enc, BinaryAct) is False and isinstance(lay.out_enc, BinaryAct) and lay.attr("clip"):
         _fail("a binary output takes no clip", f"{where}.attrs.clip")
+    _check_datapath(lay, where, in_enc)
+
+
+def _check_datapath(lay, where, in_enc):
+    datapath = lay.attr("datapath")
+    if datapath not in DATAPATHS:
+        _fail(f"unknown datapath {datapath!r}; supported: {', '.join(DATAPATHS)}", f"{where}.attrs.datapath")
+    if datapath == "x86_pair_sat16":
+        w_enc = lay.weight_enc
+        u8 = isinstance(in_enc, UniformAct) and in_enc.bits == 8 and not in_enc.signed
+        s8 = getattr(w_enc, "kind", None) == "uniform" and w_enc.bits == 8 and w_enc.signed
+        if not (u8 and s8):
+            _fail("x86_pair_sat16 (vpmaddubsw) multiplies unsigned 8-bit uniform activation codes by signed 8-bit "
+                  f"uniform weight codes; this layer has {_enc_desc(in_enc)} activations and {_enc_desc(w_enc)} "
+                  "weights", f"{where}.attrs.datapath")
+        if lay.op == "conv2d" and lay.weight.shape[1] == 1 and lay.weight.shape[0] == lay.attr("groups"):
+            _fail("x86_pair_sat16 is not defined for a depthwise conv (one input and one output channel per "
+                  "group): ONNX Runtime runs those on its depthwise kernels, which widen to 16 bits and are "
+                  "exact; use datapath 'exact'", f"{where}.attrs.datapath")
+
+
+def _enc_desc(enc):
+    if getattr(enc, "kind", None) == "uniform" or isinstance(enc, UniformAct):
+        return f"{'signed' if enc.signed else 'unsigned'} {enc.bits}-bit uniform"
+    return getattr(enc, "kind", type(enc).__name__)
 
 
 def _check_weight_codes(lay, where, co):
@@ -318,12 +362,28 @@ def _check_pool(lay, where):
     if h + pt + pb < kh or w + pl + pr < kw:
         _fail(f"kernel {kh}x{kw} does not fit the input {h}x{w}", f"{where}.attrs.kernel")
     if lay.op == "avgpool":
-        if lay.attr("rounding") not in ROUNDINGS:
-            _fail(f"must be one of {ROUNDINGS}", f"{where}.attrs.rounding")
+        if lay.attr("rounding") not in AVGPOOL_ROUNDINGS:
+            _fail(f"must be one of {AVGPOOL_ROUNDINGS}", f"{where}.attrs.rounding")
         if isinstance(lay.in_encs[0], BinaryAct):
             _fail("average pooling of binary activations is not defined", f"{where}.inputs")
     lay.attrs = {**lay.attrs, "kernel": [kh, kw], "stride": [sh, sw]}
     lay.out_shape = (c, (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1)
+    if lay.op == "avgpool" and lay.attr("rounding") == "ort_float32":
+        # ONNX Runtime's QLinearAveragePool requantizes: uniform in, uniform out (its own scale / zero point)
+        if not isinstance(lay.in_encs[0], UniformAct):
+            _fail("ort_float32 average pooling needs a uniform input encoding", f"{where}.inputs")
+        if lay.out_enc is None:
+            lay.out_enc = lay.in_encs[0]
+        elif not isinstance(lay.out_enc, UniformAct):
+            _fail("ort_float32 average pooling needs a uniform output encoding", f"{where}.encoding")
+        fzp = lay.attr("float_zero_point")
+        if fzp is not None:
+            _int_list([fzp], 1, f"{where}.attrs.float_zero_point", lo=-(1 << 16))
+            if fzp > 1 << 16:
+                _fail(f"must be an integer in [-65536, 65536], got {fzp}", f"{where}.attrs.float_zero_point")
+        return
+    if lay.op == "avgpool" and lay.attr("float_zero_point") is not None:
+        _fail("float_zero_point applies to rounding 'ort_float32' only", f"{where}.attrs.float_zero_point")
     _inherit_encoding(lay, where)
 
 
@@ -371,8 +431,9 @@ def _check_concat(lay, where):
 
 def _check_add(lay, where):
     _check_params_absent(lay, where)
-    if lay.in_shapes[0] != lay.in_shapes[1]:
-        _fail(f"inputs have shapes {list(lay.in_shapes[0])} and {list(lay.in_shapes[1])}", f"{where}.inputs")
+    for shape in lay.in_shapes[1:]:
+        if shape != lay.in_shapes[0]:
+            _fail(f"inputs have shapes {list(lay.in_shapes[0])} and {list(shape)}", f"{where}.inputs")
     if any(isinstance(e, BinaryAct) for e in lay.in_encs):
         _fail("residual add of binary activations is not defined", f"{where}.inputs")
     if lay.out_enc is None:
@@ -380,6 +441,10 @@ def _check_add(lay, where):
     if isinstance(lay.out_enc, BinaryAct):
         _fail("a residual add cannot output binary activations", f"{where}.encoding")
     _check_requant(lay, where)
+    if lay.attr("rescale") not in ADD_RESCALES:
+        _fail(f"must be one of {ADD_RESCALES}, got {lay.attr('rescale')!r}", f"{where}.attrs.rescale")
+    if lay.attr("rescale") == "dequantize" and lay.attr("requant") not in ("float32", "float64"):
+        _fail("rescale 'dequantize' needs requant float32 or float64", f"{where}.attrs.rescale")
     lay.out_shape = lay.in_shapes[0]
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .encodings import BinaryAct
+from .encodings import BinaryAct, ThresholdAct
 from .engine import check_input_shape, decode_weights, layer_multiplier
 from .graph import REQUANT_ROUNDING, Layer, Model, default_pad_code, pad_value
 from .units.rounding import round_float
@@ -56,6 +56,13 @@ def reference_mac(lay: Layer, x_codes: np.ndarray) -> np.ndarray:
         y = y + (lay.bias.astype(np.float64) * s_in * w_scale).reshape(shape)
     if isinstance(out_enc, BinaryAct):
         return out_enc.encode(y)
+    if isinstance(out_enc, ThresholdAct):
+        # Comparator bank on the accumulator. The accumulator is an integer, so `acc >= T` is
+        # `real > (T - 1/2) * unit`: half a unit of slack keeps the float reference clear of exact ties.
+        unit = (s_in * w_scale).reshape((-1, 1))
+        t = (out_enc.threshold_array(co).astype(np.float64) - 0.5) * unit          # [co, n], rows sorted
+        count = np.stack([np.searchsorted(t[c], y[:, c], side="right") for c in range(co)], axis=1)
+        return count.astype(np.int64) + out_enc.code_range()[0]
     return _quantize(lay, y / s_out)
 
 
@@ -93,6 +100,10 @@ def reference_layer(lay: Layer, inputs: list) -> np.ndarray:
         fill = pad_value if lay.attr("count_include_pad") else 0.0
         sums = np.where(real, windows, fill).sum(axis=(-2, -1))
         count = windows[0, 0, 0, 0].size if lay.attr("count_include_pad") else real.sum(axis=(-2, -1))
+        if lay.attr("rounding") == "ort_float32":
+            # ONNX Runtime's arithmetic means: the exact mean, rescaled to the output encoding, half to even
+            mean = sums / count * enc.value_scale / lay.out_enc.value_scale
+            return lay.out_enc.encode(np.clip(round_float(mean, "half_even"), -2.0 ** 62, 2.0 ** 62).astype(np.int64))
         return enc.encode(round_float(sums / count, lay.attr("rounding")).astype(np.int64))
     if lay.op in ("relu", "clip"):
         lo, hi = (0, None) if lay.op == "relu" else (lay.attr("min"), lay.attr("max"))

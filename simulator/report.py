@@ -34,7 +34,11 @@ def activation_storage_bits(model: Model) -> int:
 
 
 def output_array(model: Model, codes: np.ndarray) -> np.ndarray:
-    """The output tensor as the model defines it: its codes in the narrowest fitting integer dtype."""
+    """The output tensor as the model defines it: its codes in the narrowest fitting integer dtype, or, when the
+    model ends in a dequantizer (`output.dequantize`), float32 (code - zero_point) * scale as ONNX DequantizeLinear."""
+    enc = model.layers[-1].out_enc
+    if getattr(model, "output_dequantize", False):
+        return (np.asarray(codes, dtype=np.int64) - enc.zero_point).astype(np.float32) * np.float32(enc.scale)
     lo, hi = model.layers[-1].out_enc.code_range()
     for dtype in (np.uint8, np.int8, np.uint16, np.int16, np.int32):
         info = np.iinfo(dtype)
@@ -77,6 +81,8 @@ def run_report(model, result, energy, table, hw_path, input_desc, accuracy, wall
             "lut_reads": counts.lut_reads, "qe": counts.qe, "ce": counts.ce, "qk": counts.qk, "ck": counts.ck,
             "requants": counts.requants, "compares": counts.compares, "adds": counts.adds,
             "overflows": counts.overflows,
+            "datapath": counts.datapath, "pair_saturations": counts.pair_saturations,
+            "pair_saturated_outputs": counts.pair_saturated_outputs,
             "weight_bits": sum(counts.weight_bits.values()), "input_bits": sum(counts.input_bits.values()),
             "output_bits": sum(counts.output_bits.values()),
             "energy_pj": layer_energy[lay.name].total_energy_pj,
@@ -143,6 +149,8 @@ def format_run(rep: dict) -> str:
                 events.append(f"{key.replace('_reads', '')} {layer[key]:,.0f}")
         if layer["overflows"]:
             events.append(f"OVERFLOW {layer['overflows']:,.0f}")
+        if layer.get("pair_saturations"):
+            events.append(f"PAIR-SAT {layer['pair_saturations']:,.0f}")
         bits = ", ".join(layer["macs_by_bits"]) or ("1x1 xnor" if layer["binary_macs"] else "")
         rows.append([layer["name"], layer["op"], "x".join(map(str, layer["output_shape"])), layer["output_encoding"],
                      f"{layer['macs']:,.0f}", bits, " ".join(events), _energy(layer["energy_pj"])])
@@ -178,17 +186,36 @@ def format_run(rep: dict) -> str:
 
 def format_validation(rep: dict) -> str:
     rows = []
+    datapaths = any(c.get("datapath", "-") not in ("exact", "-") for c in rep["layers"])
     for c in rep["layers"]:
-        hist = ", ".join(f"{k}:{v}" for k, v in sorted(c["diff_histogram"].items())) or "-"
-        rows.append([c["name"], c["op"], c["requant"], f"{c['elements']:,}", f"{c['mismatches']:,}",
-                     c["max_diff_lsb"], f"{c['local_mismatches']:,}", c["local_max_diff_lsb"], hist])
+        items = sorted(c["diff_histogram"].items())
+        hist = ", ".join(f"{k}:{v}" for k, v in items[:8]) + (f", ... ({len(items)} values)" if len(items) > 8 else "")
+        rows.append([c["name"], c["op"], c["requant"]] + ([c.get("datapath", "-")] if datapaths else [])
+                    + [f"{c['elements']:,}", f"{c['mismatches']:,}", c["max_diff_lsb"], f"{c['local_mismatches']:,}",
+                       c["local_max_diff_lsb"], hist or "-"])
     out = [f"validate {rep['model']} against the float64 reference; input: {rep['input']}; {rep['samples']} samples",
-           "", _table(["layer", "op", "requant", "elements", "mismatches", "max LSB", "local mism.", "local max",
-                       "local |diff| LSB: count"], rows), "",
+           "", _table(["layer", "op", "requant"] + (["datapath"] if datapaths else [])
+                      + ["elements", "mismatches", "max LSB", "local mism.", "local max", "local |diff| LSB: count"],
+                      rows), "",
            "mismatches: the reference runs end to end on its own outputs; local: each reference layer is fed "
            "the engine's inputs, so it shows what that layer alone contributes."]
+    out += _datapath_notes(rep)
     if "accuracy" in rep:
         out.append(f"accuracy of the integer engine: {100 * rep['accuracy']:.2f}%")
+    fb = rep.get("float_baseline")
+    if fb:
+        def pct(v):
+            return "n/a (no labels)" if v is None else f"{100 * v:.2f}%"
+        agree = "n/a" if fb["top1_agreement"] is None else \
+            f"{100 * fb['top1_agreement']:.2f}% ({fb['agreeing_samples']:,} of {fb['samples']:,} samples)"
+        out += ["", f"float baseline: {fb['model']} in {fb['runtime']} ({fb['batching']}); input "
+                    f"{fb['input_name']!r} <- {fb['input']}; output {fb['output_name']!r}",
+                _table(["", "value"], [["float accuracy", pct(fb["float_accuracy"])],
+                                       ["integer accuracy (hwsim engine)", pct(fb["integer_accuracy"])],
+                                       ["top-1 agreement (float vs integer)", agree],
+                                       ["max |float - integer| output", f"{fb['output_max_abs_diff']:.4g}"]],
+                       ["<", "<"]),
+                ""]
     if rep["passed"]:
         tol = "bit-exact" if rep["tolerance_lsb"] == 0 else f"within {rep['tolerance_lsb']} LSB of the reference"
         out.append(f"PASS: every layer is {tol}")
@@ -199,6 +226,25 @@ def format_validation(rep: dict) -> str:
         out.append(f"end to end, the engine and the reference first part ways at "
                    f"{rep['first_differing_layer_end_to_end']}")
     return "\n".join(out)
+
+
+def _datapath_notes(rep: dict) -> list:
+    """One line per MAC layer whose declared datapath departs from exact arithmetic (validate.py)."""
+    notes = []
+    for c in rep["layers"]:
+        if c.get("datapath", "-") in ("exact", "-"):
+            continue
+        explained = c["local_max_diff_lsb"] > rep["tolerance_lsb"] and \
+            c["exact_datapath_local_max_diff_lsb"] is not None and \
+            c["exact_datapath_local_max_diff_lsb"] <= rep["tolerance_lsb"]
+        notes.append(
+            f"{c['name']}: datapath {c['datapath']} (int16 pair saturation, x86 vpmaddubsw): "
+            f"{c['pair_saturations']:,} saturated pairs in {c['pair_saturated_outputs']:,} outputs; they changed "
+            f"{c['datapath_changed_outputs']:,} of {c['elements']:,} output codes vs the exact datapath. "
+            f"The exact datapath on the same inputs: {c['exact_datapath_local_mismatches']:,} local mismatches, "
+            f"max {c['exact_datapath_local_max_diff_lsb']} LSB"
+            + (" (so the datapath explains this layer's local mismatches)." if explained else "."))
+    return [""] + notes if notes else []
 
 
 def inspect_report(model: Model, path) -> dict:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 
 # Fields that describe the hardware rather than count events: copied, never summed or divided.
-STATIC_FIELDS = ("name", "op", "acc_bits", "popcount_word_bits", "lut_entries", "lut_width_bits", "qk_comparators",
-                 "batch")
+STATIC_FIELDS = ("name", "op", "acc_bits", "datapath", "popcount_word_bits", "lut_entries", "lut_width_bits",
+                 "qk_comparators", "batch")
 
 
 @dataclass
@@ -44,6 +44,11 @@ class LayerCounts:
     adds: int = 0
     # Outputs whose accumulation overflowed the declared accumulator at least once.
     overflows: int = 0
+    # The MAC datapath (graph attr `datapath`); with "x86_pair_sat16": int16 pair sums that saturated
+    # (vpmaddubsw) and outputs with at least one such pair (kernels/pairsat.py).
+    datapath: str = "exact"
+    pair_saturations: int = 0
+    pair_saturated_outputs: int = 0
     # Compulsory memory traffic in bits (each weight, input and output moved once), keyed by tensor name.
     weight_bits: dict = field(default_factory=dict)
     input_bits: dict = field(default_factory=dict)

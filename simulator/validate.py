@@ -6,16 +6,24 @@ Two comparisons per layer:
 Differences are in output LSBs (code units of the layer's output encoding). A layer passes when its local
 difference is within the tolerance: end to end, a one-LSB difference can grow through later layers, which says
 nothing about their arithmetic. With tolerance 0 the two criteria coincide.
+
+A MAC layer with a non-exact `datapath` (x86_pair_sat16: int16 pair saturation) departs from the exact math of
+the reference on purpose; its local mismatches are what that datapath costs. For such a layer the comparison
+also runs the same layer with the exact datapath on the same inputs and reports: the saturated pairs and the
+outputs holding one (from the trace), how many output codes the datapath changed, and the exact twin's own
+local mismatches (what is left when the datapath is taken out). The pass rule is unchanged: such a layer
+passes only when its outputs agree with the reference within the tolerance.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .engine import Engine
+from .engine import RUNNERS, Engine
 from .reference import reference_layer, run_reference
+from .trace import LayerCounts
 
 
 @dataclass
@@ -29,6 +37,13 @@ class LayerComparison:
     local_mismatches: int
     local_max_diff_lsb: int
     diff_histogram: dict = field(default_factory=dict)   # local |diff| in LSB -> count
+    # MAC datapath and, when it is not "exact", what it cost against the exact datapath (module docstring)
+    datapath: str = "-"                  # "-" for layers without a MAC PE
+    pair_saturations: int = 0            # int16 pair sums that saturated
+    pair_saturated_outputs: int = 0      # outputs with at least one saturated pair
+    datapath_changed_outputs: int = 0    # output codes that differ from the exact datapath's (same inputs)
+    exact_datapath_local_mismatches: int | None = None
+    exact_datapath_local_max_diff_lsb: int | None = None
 
     def to_dict(self):
         return dict(self.__dict__)
@@ -68,15 +83,20 @@ class Validation:
 
 def compare(engine: Engine, codes: np.ndarray, tolerance_lsb: int = 0, batch_size: int = 256) -> Validation:
     model = engine.model
-    totals = {}
+    totals, datapath_totals = {}, {}
     for start in range(0, len(codes), batch_size):
         batch = codes[start:start + batch_size]
-        ours = engine.run(batch, keep_all=True).tensors
+        res = engine.run(batch, keep_all=True)
+        ours = res.tensors
         theirs = run_reference(model, batch)
-        for lay in model.layers:
+        for lay, lay_counts in zip(model.layers, res.trace.layers):
             a = ours[lay.name].astype(np.int64)
             chained = np.abs(a - theirs[lay.name])
-            local = np.abs(a - reference_layer(lay, [ours[n] for n in lay.inputs]))
+            ref_local = reference_layer(lay, [ours[n] for n in lay.inputs])
+            local = np.abs(a - ref_local)
+            if lay_counts.datapath != "exact":
+                _add_datapath_cost(datapath_totals.setdefault(lay.name, [lay_counts.datapath, 0, 0, 0, 0, 0]),
+                                   engine, lay, ours, a, ref_local, lay_counts)
             t = totals.setdefault(lay.name, [0, 0, 0, 0, 0, {}])
             t[0] += a.size
             t[1] += int(np.count_nonzero(chained))
@@ -90,5 +110,25 @@ def compare(engine: Engine, codes: np.ndarray, tolerance_lsb: int = 0, batch_siz
     for lay in model.layers:
         t = totals[lay.name]
         requant = lay.attr("requant") if lay.op in ("conv2d", "dense", "add") else "-"
-        layers.append(LayerComparison(lay.name, lay.op, requant, *t[:5], diff_histogram=t[5]))
+        layers.append(LayerComparison(lay.name, lay.op, requant, *t[:5], diff_histogram=t[5],
+                                      datapath=lay.attr("datapath") if lay.op in ("conv2d", "dense") else "-"))
+        if lay.name in datapath_totals:
+            d = datapath_totals[lay.name]
+            layers[-1].datapath = d[0]
+            (layers[-1].pair_saturations, layers[-1].pair_saturated_outputs, layers[-1].datapath_changed_outputs,
+             layers[-1].exact_datapath_local_mismatches, layers[-1].exact_datapath_local_max_diff_lsb) = d[1:]
     return Validation(layers, tolerance_lsb)
+
+
+def _add_datapath_cost(d, engine, lay, ours, out, ref_local, counts):
+    """Accumulate [datapath, saturated pairs, saturated outputs, changed outputs, exact twin's local mismatches,
+    its max |diff|] for a layer with a non-exact datapath: the same layer, exact datapath, same inputs."""
+    twin = replace(lay, attrs={**lay.attrs, "datapath": "exact"})
+    exact = RUNNERS[lay.op](engine, twin, [ours[n] for n in lay.inputs], LayerCounts(lay.name, lay.op))
+    exact = exact.astype(np.int64)
+    d[1] += counts.pair_saturations
+    d[2] += counts.pair_saturated_outputs
+    d[3] += int(np.count_nonzero(exact != out))
+    diff = np.abs(exact - ref_local)
+    d[4] += int(np.count_nonzero(diff))
+    d[5] = max(d[5], int(diff.max(initial=0)))

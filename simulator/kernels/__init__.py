@@ -2,6 +2,7 @@
 
 - mac:      conv2d / dense multiply-accumulate in an acc_bits accumulator (wrap or saturate), overflow counts
 - popcount: XNOR-popcount conv2d / dense for binary layers (Larq convention: bit 1 = -1, sign(0) = +1)
+- pairsat:  the x86 int16 pair-saturation datapath (ONNX Runtime u8 x s8 without VNNI, vpmaddubsw) on raw codes
 - im2col:   conv geometry and the register-tiled SIMD micro-kernel both fast paths share
 """
 from .mac import (accumulator_bound, conv2d_acc, conv2d_acc_reference, dense_acc, dense_acc_reference,

@@ -15,8 +15,9 @@ from ..errors import HwsimError
 from ..graph import ATTR_DEFAULTS, Layer, Model
 from .container import read_container, write_container
 
-MODEL_KEYS = {"name", "input", "layers", "metadata"}
-INPUT_KEYS = {"shape", "encoding", "rounding"}
+MODEL_KEYS = {"name", "input", "output", "layers", "metadata"}
+INPUT_KEYS = {"shape", "encoding", "rounding", "division"}
+OUTPUT_KEYS = {"dequantize"}
 LAYER_KEYS = {"name", "op", "inputs", "attrs", "encoding", "weight_encoding", "bias_bits"}
 
 
@@ -41,10 +42,12 @@ def model_to_header(model: Model) -> tuple[dict, dict]:
     if model.sample_input is not None:
         enc = model.input_enc
         tensors["sample_input"] = (model.sample_input, enc.storage_bits, bool(getattr(enc, "signed", False)))
-    header = {"model": {"name": model.name,
-                        "input": {"shape": list(model.input_shape), "encoding": model.input_enc.to_dict(),
-                                  "rounding": model.input_rounding},
-                        "layers": layers, "metadata": model.metadata}}
+    inp = {"shape": list(model.input_shape), "encoding": model.input_enc.to_dict(), "rounding": model.input_rounding}
+    if model.input_division != "float64":
+        inp["division"] = model.input_division
+    header = {"model": {"name": model.name, "input": inp, "layers": layers, "metadata": model.metadata}}
+    if model.output_dequantize:
+        header["model"]["output"] = {"dequantize": True}
     return header, tensors
 
 
@@ -114,10 +117,18 @@ def header_to_model(header: dict, tensors: dict, source: str) -> Model:
     if not isinstance(m["name"], str):
         raise HwsimError("must be a string", field="model.name")
     rounding = inp.get("rounding", "half_even")
+    division = inp.get("division", "float64")
+    if not isinstance(division, str):
+        raise HwsimError(f"must be a string, got {division!r}", field="model.input.division")
+    out = m.get("output", {})
+    _require(out, OUTPUT_KEYS, set(), "model.output")
+    dequantize = out.get("dequantize", False)
+    if not isinstance(dequantize, bool):
+        raise HwsimError(f"must be true or false, got {dequantize!r}", field="model.output.dequantize")
     model = Model(name=m["name"], input_shape=tuple(inp["shape"]),
                   input_enc=activation_from_dict(inp["encoding"], "model.input.encoding"),
                   layers=layers, input_rounding=rounding, sample_input=sample, metadata=metadata,
-                  source=source)
+                  source=source, input_division=division, output_dequantize=dequantize)
     return model.check()
 
 

@@ -124,3 +124,53 @@ def _int_value(v) -> int:
     if not INT64_MIN <= v < 1 << 63:
         raise HwsimError(f"pooling pad_value {v} outside int64")
     return v
+
+
+def avgpool_ort(x, kernel, stride=None, padding=0, count_include_pad: bool = False, in_scale: float = 1.0,
+                out_scale: float = 1.0, out_zero_point: int = 0,
+                float_zero_point: int | None = None) -> tuple[np.ndarray, int]:
+    """ONNX Runtime's quantized average pooling, bit for bit; returns (output values int64 [N, C, OH, OW], adds).
+
+    `x` holds input values (code - input zero point); the result is in output value units (code - out_zero_point),
+    before the output encoder's clamp. Two kernels, chosen as ORT chooses them:
+
+    - the window covers the whole input and there is no padding (QLinearGlobalAveragePool, and QLinearAveragePool's
+      fallback to it; MLAS qlgavgpool.cpp): an exact integer sum of the values, then the float32 requantizer
+      rint(float32(sum) * M) with M = float32(in_scale / float32(out_scale * float32(H * W)));
+    - otherwise (QLinearAveragePool, contrib_ops/cpu/quantization/qlinear_pool.cc): every input dequantized to
+      float32 (in_scale * value), the real window cells summed in float32 in row-major order (padded cells
+      contribute nothing), divided by float32(count) (the kernel size, or the real cells when count_include_pad is
+      false), then nearbyint(sum / out_scale + out_zero_point) in float32: the zero point is added in float before
+      rounding. `float_zero_point` (default: out_zero_point) is the zero point the kernel adds: ORT on x86
+      rewrites int8 QDQ tensors to uint8 (QDQS8ToU8Transformer), so there it is the int8 zero point + 128, and
+      the float addition can round differently; the result is shifted back to out_zero_point exactly.
+    """
+    x, k, s, pads, o = _geometry(x, kernel, stride, padding)
+    f32 = np.float32
+    window = k[0] * k[1]
+    H, W = x.shape[2], x.shape[3]
+    if (k[0], k[1]) == (H, W) and not any(pads):
+        total = x.sum(axis=(2, 3), keepdims=True)
+        m = f32(in_scale) / (f32(out_scale) * f32(window))
+        with np.errstate(over="ignore", invalid="ignore"):
+            r = np.rint(total.astype(f32) * m)
+        return np.clip(r, -2.0 ** 62, 2.0 ** 62).astype(np.int64), (window - 1) * int(total.size)
+    real = x.astype(f32) * f32(in_scale)
+    xp = _pad(real, pads, 0)                      # padded cells add +0.0: the sum is unchanged
+    if count_include_pad:
+        divisor = f32(window)
+    else:
+        ones = _pad(np.ones(x.shape[2:], dtype=np.int64), pads, 0)
+        count = np.zeros(o, dtype=np.int64)
+        for view in _windows(ones, k, s, o):
+            count += view
+        divisor = count.astype(f32)
+    total = None
+    for view in _windows(xp, k, s, o):            # row-major window order, as ORT's loops
+        total = view.astype(f32) if total is None else total + view
+    with np.errstate(over="ignore", invalid="ignore"):
+        avg = total / divisor
+        fzp = out_zero_point if float_zero_point is None else float_zero_point
+        code = np.rint(avg / f32(out_scale) + f32(fzp))
+    out = np.clip(code, -2.0 ** 62, 2.0 ** 62).astype(np.int64) - int(fzp)
+    return out, (window - 1) * int(total.size)

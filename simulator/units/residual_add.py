@@ -1,7 +1,13 @@
 """Residual add with rescale: y = sum_i v_i * s_i / s_out, in the arithmetic of the declared requantization mode.
 
-- float32 / float64: each input value times its ratio s_i / s_out in that float type, summed, rounded half to even
-  (ONNX Runtime's QLinearAdd computes in float32).
+- float32 / float64, rescale "ratio": each input value times its ratio s_i / s_out in that float type, summed,
+  rounded half to even.
+- float32 / float64, rescale "dequantize": each input dequantized in that float type (v_i * s_i, one rounding),
+  the reals summed in input order, the sum divided by s_out (a true division), rounded half to even. This is ONNX
+  Runtime on x86 with AVX2 (MLAS QLinearBinaryOpKernelAvx2: vcvtdq2ps, vmulps scale, vaddps, vdivps scale_out,
+  vcvtps2dq), its DequantizeLinear -> Add -> QuantizeLinear, and, with one input, QLinearConcat's requantizing
+  table (QlinearBuildLookupTable: X_scale * (x - zp), then MlasQuantizeLinear). The output zero point is added
+  after rounding (as an integer), so the engine's encoder does it.
 - fixed_double / fixed_single: TensorFlow Lite's integer add. Inputs are left-shifted by `left_shift` (20 for
   8-bit values, as TFLite; smaller for wider values so the shifted value stays in int32), rescaled to twice the
   larger input scale by a fixed-point multiplier, summed, then rescaled to the output by a third multiplier.
@@ -26,8 +32,21 @@ def tflite_left_shift(value_bits: int) -> int:
     return shift
 
 
-def residual_add(values, scales, out_scale, mode, value_bits=8):
+def residual_add(values, scales, out_scale, mode, value_bits=8, rescale="ratio"):
     values = [np.asarray(v, dtype=np.int64) for v in values]
+    if rescale == "dequantize":
+        if mode not in ("float32", "float64"):
+            raise HwsimError(f"rescale 'dequantize' needs a float requantization mode, got {mode!r}")
+        ftype = np.float32 if mode == "float32" else np.float64
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = None
+            for v, s in zip(values, scales):
+                real = v.astype(ftype) * ftype(s)             # one IEEE multiply per input
+                total = real if total is None else total + real
+            r = np.rint(total / ftype(out_scale))             # one IEEE division, then round half to even
+        return np.clip(r, -2.0 ** 62, 2.0 ** 62).astype(np.int64)
+    if rescale != "ratio":
+        raise HwsimError(f"unknown rescale {rescale!r}; expected 'ratio' or 'dequantize'")
     if mode in ("float32", "float64"):
         ftype = np.float32 if mode == "float32" else np.float64
         total = np.zeros(values[0].shape, dtype=ftype)

@@ -1,0 +1,1086 @@
+"""hwsim Model -> ONNX model that ONNX Runtime runs bit for bit like hwsim's engine (`hwsim export`).
+
+The graph takes the model's float input ("input", float32 [N, *input_shape]), quantizes it as hwsim's input
+quantizer does, and returns the codes of the last layer under that layer's name (float32 (code - zp) * scale
+when the model has `output_dequantize`). Every hwsim tensor appears in the graph under its hwsim name, holding
+its codes (uint8 / int8 / uint16 / int16 / int32 by encoding), so intermediate tensors can be compared too.
+
+Each layer takes one route (`export_routes(model)` lists them, with the reason a layer is not QDQ):
+
+- "qdq" (conv2d, dense): DequantizeLinear -> Conv / Gemm -> QuantizeLinear, which ONNX Runtime fuses into
+  QLinearConv / QGemm. Taken only where those kernels provably compute what hwsim computes: requant "float32"
+  (or "float64" where float32 is provably exact: a float32 multiplier m * 2^e with bound(|acc|) * m < 2^24),
+  datapath "exact", uint8 uniform activations of at most 8 bits in and out (ORT on x86 fuses int8 QDQ
+  convolutions only where its uint8 rewrite applies; unfused it computes in float), weight values that fit
+  int8, an int32 bias, and an accumulator that cannot overflow. ORT recomputes the multiplier as
+  float32(float32(x_scale * w_scale[c]) / y_scale); the exporter picks float32 weight scales (a few ulps
+  around the natural ones) for which that equals hwsim's float32 multiplier exactly, and falls back to
+  "integer" when no scale does. Weights go out as int8, or as uint8 with zero point 128 when they exceed
+  +-64 (x86 ORT without VNNI sums u8 x s8 product pairs into a saturating int16: vpmaddubsw). Narrow widths
+  and the layer's clip are a Clip on the uint8 codes after the QuantizeLinear.
+- "qdq" (add with requant float32, rescale "dequantize", uniform <= 8-bit inputs and output): DequantizeLinear
+  of every input, float32 Adds in input order, QuantizeLinear: that is the rescale's arithmetic whether ORT
+  fuses it (QLinearAdd) or not.
+- "integer": an exact decomposition into standard ops: decoders (zero point, CE shift, CK Gather, sign),
+  weights as their decoded integer values (codebook, ternary, binary, pow2 all become integers); the MAC as
+  float32 Conv / Gemm over chunks of input channels whose partial sums provably stay within 2^24 (exact in any
+  order; one chunk for most 8-bit layers), summed in int64, else an im2col of Slices and an int64 MatMul; wrap-around as a Mod; a saturating accumulator that can overflow as an ONNX
+  Loop adding one product per step in hwsim's order and clamping; the x86_pair_sat16 datapath as a Loop over
+  MLAS's product pairs with the int16 clamp; every requantization mode spelled out (float32 / float64: Cast,
+  Mul, Round; shift and TFLite fixed point: int64 Add / Mul / Div / Mod, Div truncating as C's); threshold
+  outputs as comparisons counted; encoders (uniform clamp, QE Clip + Div, QK comparisons counted, sign).
+  Average pooling, relu / clip and the other adds take this route too.
+- "codes": maxpool (MaxPool on the codes; float32 for 16/24-bit codes, negated for binary), concat, reshape.
+
+The input quantizer is a QuantizeLinear when that is exact (rounding half_even, <= 8 bits, and the division
+in float32: input_division "float32" or a power-of-two scale), else the same steps in double.
+
+Not expressible, reported as an HwsimError naming the layer: accumulators whose exact value could leave int64
+(beyond what hwsim's MAC, whose operands stay below 2^16, can run), and what hwsim itself refuses (a shift
+requantizer with a multiplier that is not a power of two, a float32 multiplier that overflows).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from ..encodings import BinaryAct, EnqAct, KnqAct, ThresholdAct, UniformAct
+from ..errors import HwsimError
+from ..fileio import atomic_write_bytes
+from ..graph import MAC_OPS, Model, default_pad_code
+from ..importers import require
+from ..units.requantizer import quantize_multiplier, requantize
+from ..units.residual_add import tflite_left_shift
+
+OPSET = 19            # onnx >= 1.14, onnxruntime >= 1.15
+IR_VERSION = 9
+F32_EXACT = 1 << 24          # float32 holds every integer of magnitude <= 2^24
+INT64_SAFE = 1 << 62         # exact int64 sums below this (with room for a bias and a wrap offset)
+FLOAT_CLAMP = float(1 << 40)  # float requant results are clamped here before the cast (hwsim: 2^62)
+SCALE_SEARCH_ULPS = 64
+
+
+def export_onnx(model: Model, path, *, qdq: bool = True) -> None:
+    """Write `model` as an ONNX file at `path` (atomically). qdq=False takes the integer route everywhere."""
+    proto = to_onnx(model, qdq=qdq)
+    atomic_write_bytes(path, proto.SerializeToString())
+
+
+def to_onnx(model: Model, *, qdq: bool = True):
+    """The ONNX ModelProto for `model` (see the module docstring)."""
+    require("onnx")
+    return _Exporter(model, qdq).build()
+
+
+def export_routes(model: Model, *, qdq: bool = True) -> dict:
+    """{layer name: route} where route is "qdq", "integer", or "codes" (maxpool, concat, reshape)
+    followed, for integer conv / dense layers, by the reason QDQ was not exact ("integer: requant float64")."""
+    require("onnx")
+    exp = _Exporter(model, qdq)
+    exp.build()
+    return dict(exp.routes)
+
+
+# ----------------------------------------------------------------------------------------------- types
+
+def _code_type(enc):
+    """(ONNX element type, numpy dtype) holding the codes of an activation encoding."""
+    from onnx import TensorProto as T
+    if isinstance(enc, UniformAct):
+        if enc.bits <= 8:
+            return (T.INT8, np.int8) if enc.signed else (T.UINT8, np.uint8)
+        return (T.INT16, np.int16) if enc.signed else (T.UINT16, np.uint16)
+    if isinstance(enc, EnqAct):
+        if enc.e_bits <= 8:
+            return T.UINT8, np.uint8
+        return (T.UINT16, np.uint16) if enc.e_bits <= 16 else (T.INT32, np.int32)
+    return T.UINT8, np.uint8     # KNQ (t_bits <= 8) and binary (0 / 1)
+
+
+def _is_pow2(x: float) -> bool:
+    return x > 0 and math.frexp(x)[0] == 0.5
+
+
+def _clamp(v, lo, hi):
+    return max(lo, min(hi, v))
+
+
+def _ort_multiplier(xs, ws, ys):
+    """What ORT's QLinearConv / QGemm compute: float32(float32(x_scale * w_scale) / y_scale)."""
+    with np.errstate(all="ignore"):
+        return (np.float32(xs) * np.asarray(ws, dtype=np.float32)).astype(np.float32) / np.float32(ys)
+
+
+def find_weight_scales(xs: np.float32, ys: np.float32, target: np.ndarray, start: np.ndarray):
+    """float32 weight scales w with float32(float32(xs * w) / ys) == target (float32) per channel, searched
+    outward from `start`; None when some channel has no such scale within SCALE_SEARCH_ULPS ulps."""
+    target = np.asarray(target, dtype=np.float32)
+    best = np.asarray(start, dtype=np.float32).copy()
+    if not (np.isfinite(best).all() and (best > 0).all()):
+        return None
+    found = _ort_multiplier(xs, best, ys) == target
+    up, down = best.copy(), best.copy()
+    for _ in range(SCALE_SEARCH_ULPS):
+        if found.all():
+            break
+        up = np.nextafter(up, np.float32(np.inf))
+        down = np.nextafter(down, np.float32(0))
+        for cand in (up, down):
+            ok = ~found & (_ort_multiplier(xs, cand, ys) == target) & (cand > 0) & np.isfinite(cand)
+            best[ok] = cand[ok]
+            found |= ok
+    return best if found.all() else None
+
+
+# ----------------------------------------------------------------------------------------------- graph
+
+class _Graph:
+    """Nodes and initializers with unique names."""
+
+    def __init__(self, reserved):
+        self.nodes, self.inits = [], []
+        self.used = set(reserved)
+        self.count = 0
+
+    def name(self, hint: str) -> str:
+        while True:
+            self.count += 1
+            cand = f"{hint}/{self.count}"
+            if cand not in self.used:
+                self.used.add(cand)
+                return cand
+
+    def const(self, value, dtype, hint="c") -> str:
+        from onnx import numpy_helper
+        name = self.name(hint)
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        return name
+
+    def op(self, op_type, inputs, hint, out=None, domain="", **attrs) -> str:
+        from onnx import helper
+        out = out or self.name(hint)
+        self.used.add(out)
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=self.name(f"{hint}:{op_type}"),
+                                           domain=domain, **attrs))
+        return out
+
+
+# ----------------------------------------------------------------------------------------------- exporter
+
+class _Exporter:
+    def __init__(self, model: Model, qdq: bool):
+        from ..engine import Engine
+        self.model = model
+        self.qdq = qdq
+        try:
+            self.engine = Engine(model)          # checks the model and prepares every MAC plan as hwsim does
+        except HwsimError as exc:
+            raise HwsimError(exc.message, source=exc.source or model.source, field=exc.field) from None
+        self.g = _Graph({"input"} | {lay.name for lay in model.layers})
+        self.codes = {}                           # hwsim tensor -> ONNX tensor holding its codes
+        self.routes = {}
+
+    # ------------------------------------------------------------------ driver
+    def build(self):
+        from onnx import TensorProto as T
+        from onnx import checker, helper
+        model = self.model
+        self.codes["input"] = self._input()
+        for lay in model.layers:
+            self.lay = lay
+            try:
+                out = EMITTERS[lay.op](self, lay)
+            except HwsimError as exc:
+                fld = f"layers.{lay.name}" + (f".{exc.field}" if exc.field else "")
+                raise HwsimError(exc.message, source=model.source, field=fld) from None
+            if out != lay.name:
+                self.g.op("Identity", [out], lay.name, out=lay.name)
+            self.codes[lay.name] = lay.name
+        last = model.layers[-1]
+        elem, _ = _code_type(last.out_enc)
+        out_name = last.name
+        if getattr(model, "output_dequantize", False) and isinstance(last.out_enc, UniformAct):
+            # the codes keep their name with a suffix; the float output takes the layer's name
+            codes = self.g.name(f"{last.name}/codes")
+            for node in self.g.nodes:
+                node.output[:] = [codes if o == last.name else o for o in node.output]
+                node.input[:] = [codes if i == last.name else i for i in node.input]
+            enc = last.out_enc
+            if enc.bits <= 8:   # float32(code - zp) * scale
+                self.g.op("DequantizeLinear", [codes, self.g.const(np.float32(enc.scale), np.float32, "out_scale"),
+                                               self.g.const(enc.zero_point, _code_type(enc)[1], "out_zp")],
+                          "output", out=out_name)
+            else:               # opset 19 has no 16-bit DequantizeLinear: the same arithmetic spelled out
+                v = self.g.op("Sub", [self.cast(codes, T.INT32, "output"), self.g.const(enc.zero_point, np.int32)],
+                              "output")
+                self.g.op("Mul", [self.cast(v, T.FLOAT, "output"), self.g.const(np.float32(enc.scale), np.float32)],
+                          "output", out=out_name)
+            elem = T.FLOAT
+        n_dim = ["N"] + list(model.input_shape)
+        graph = helper.make_graph(
+            self.g.nodes, _safe_name(model.name),
+            [helper.make_tensor_value_info("input", T.FLOAT, n_dim)],
+            [helper.make_tensor_value_info(out_name, elem, ["N"] + list(last.out_shape))],
+            initializer=self.g.inits,
+            doc_string=f"exported by hwsim from {model.source}")
+        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
+                                  producer_name="hwsim")
+        helper.set_model_props(proto, {"hwsim.routes": json.dumps(self.routes),
+                                       "hwsim.model": str(model.name)})
+        checker.check_model(proto)
+        return proto
+
+    # ------------------------------------------------------------------ small helpers
+    def c64(self, v, hint="c"):
+        return self.g.const(np.asarray(v, dtype=np.int64), np.int64, hint)
+
+    def cast(self, x, to, hint):
+        return self.g.op("Cast", [x], hint, to=int(to))
+
+    def shape1(self, values, ndim):
+        """Per-channel constants broadcast along axis 1 of an [N, C, ...] tensor (scalars stay scalars)."""
+        values = np.asarray(values)
+        if values.size == 1:
+            return values.reshape(())
+        return values.reshape((1, -1) + (1,) * (ndim - 2))
+
+    def floor_div(self, x, d, hint):
+        """floor(x / d) for int64 x and positive int64 d (scalar or broadcast array): (x - x mod d) / d."""
+        d = np.asarray(d, dtype=np.int64)
+        if (d == 1).all():
+            return x
+        dc = self.c64(d, hint)
+        r = self.g.op("Mod", [x, dc], hint, fmod=0)     # sign of the divisor: r in [0, d)
+        return self.g.op("Div", [self.g.op("Sub", [x, r], hint), dc], hint)
+
+    def values(self, codes, enc, hint):
+        """codes (any code type) -> int64 operand values (the decoders: zp removal, CE shift, CK mux, sign)."""
+        from onnx import TensorProto as T
+        x = self.cast(codes, T.INT64, hint)
+        if isinstance(enc, UniformAct):
+            return x if enc.zero_point == 0 else self.g.op("Sub", [x, self.c64(enc.zero_point)], hint)
+        if isinstance(enc, EnqAct):
+            shift = enc.qm_bits - enc.e_bits
+            return x if shift == 0 else self.g.op("Mul", [x, self.c64(1 << shift)], hint)
+        if isinstance(enc, KnqAct):
+            return self.g.op("Gather", [self.c64(enc.centroids, "centroids"), x], hint, axis=0)
+        # binary: bit 1 -> -1, bit 0 -> +1
+        return self.g.op("Sub", [self.c64(1), self.g.op("Mul", [x, self.c64(2)], hint)], hint)
+
+    def encode(self, v, enc, clip, hint, out=None):
+        """int64 values -> codes: the layer's clip [lo, hi] (or None), then the encoder of `enc`."""
+        from onnx import TensorProto as T
+        elem, _ = _code_type(enc)
+        lo, hi = (None, None) if clip is None else (int(clip[0]), int(clip[1]))
+        if isinstance(enc, UniformAct):
+            c_lo, c_hi = enc.code_range()
+            zp = enc.zero_point
+            # clamp(clamp(v, lo, hi) + zp, c_lo, c_hi) == clamp(v + zp, clamp(lo + zp), clamp(hi + zp))
+            a = c_lo if lo is None else _clamp(lo + zp, c_lo, c_hi)
+            b = c_hi if hi is None else _clamp(hi + zp, c_lo, c_hi)
+            if zp:
+                v = self.g.op("Add", [v, self.c64(zp)], hint)
+            v = self.g.op("Clip", [v, self.c64(a), self.c64(b)], hint)
+            return self.g.op("Cast", [v], hint, out=out, to=int(elem))
+        if isinstance(enc, EnqAct):
+            top = (1 << enc.qm_bits) - 1
+            a = 0 if lo is None else _clamp(lo, 0, top)
+            b = top if hi is None else _clamp(hi, 0, top)
+            v = self.g.op("Clip", [v, self.c64(a), self.c64(b)], hint)
+            shift = enc.qm_bits - enc.e_bits
+            if shift:
+                v = self.g.op("Div", [v, self.c64(1 << shift)], hint)   # v >= 0: truncation is the shift
+            return self.g.op("Cast", [v], hint, out=out, to=int(elem))
+        if isinstance(enc, KnqAct):
+            if clip is not None:
+                v = self.g.op("Clip", [v, self.c64(lo), self.c64(hi)], hint)
+            ge = self.g.op("GreaterOrEqual", [self.g.op("Unsqueeze", [v, self.c64([-1])], hint),
+                                              self.c64(enc.thresholds, "thresholds")], hint)
+            count = self.g.op("ReduceSum", [self.cast(ge, T.INT64, hint), self.c64([-1])], hint, keepdims=0)
+            return self.g.op("Cast", [count], hint, out=out, to=int(elem))
+        # binary: x < 0 -> 1
+        return self.g.op("Cast", [self.g.op("Less", [v, self.c64(0)], hint)], hint, out=out, to=int(elem))
+
+    def clip_codes(self, codes, elem, lo, hi, hint, out=None):
+        """Clip codes of type `elem` to [lo, hi]; 16-bit types go through int32 (ORT has no 16-bit Clip)."""
+        from onnx import TensorProto as T
+        from onnx.helper import tensor_dtype_to_np_dtype
+        dt = tensor_dtype_to_np_dtype(elem)
+        if elem in (T.UINT8, T.INT8, T.INT32):
+            return self.g.op("Clip", [codes, self.g.const(lo, dt), self.g.const(hi, dt)], hint, out=out)
+        x = self.cast(codes, T.INT32, hint)
+        x = self.g.op("Clip", [x, self.g.const(lo, np.int32), self.g.const(hi, np.int32)], hint)
+        return self.g.op("Cast", [x], hint, out=out, to=int(elem))
+
+    def round_float(self, v, mode, hint):
+        """A double tensor rounded to integers (still double) as simulator.units.rounding.round_float."""
+        from onnx import TensorProto as T
+        g = self.g
+        if mode == "half_even":
+            return g.op("Round", [v], hint)
+        if mode == "floor":
+            return g.op("Floor", [v], hint)
+        half = g.const(0.5, np.float64)
+        if mode == "half_up":     # r = floor(v); r + (v - r >= 1/2)
+            r = g.op("Floor", [v], hint)
+            ge = g.op("GreaterOrEqual", [g.op("Sub", [v, r], hint), half], hint)
+            return g.op("Add", [r, self.cast(ge, T.DOUBLE, hint)], hint)
+        sign = g.op("Sign", [v], hint)
+        t = g.op("Mul", [g.op("Floor", [g.op("Abs", [v], hint)], hint), sign], hint)     # trunc(v)
+        if mode == "trunc":
+            return t
+        # half_away: t + sign(v) * (|v - t| >= 1/2)
+        ge = g.op("GreaterOrEqual", [g.op("Abs", [g.op("Sub", [v, t], hint)], hint), half], hint)
+        return g.op("Add", [t, g.op("Mul", [sign, self.cast(ge, T.DOUBLE, hint)], hint)], hint)
+
+    def round_div(self, x, d, mode, hint):
+        """int64 x / d (d > 0, scalar or broadcast array) rounded as simulator.units.rounding.round_div."""
+        from onnx import TensorProto as T
+        d = np.asarray(d, dtype=np.int64)
+        if (d == 1).all():
+            return x
+        dc = self.c64(d, hint)
+        r = self.g.op("Mod", [x, dc], hint, fmod=0)
+        q = self.g.op("Div", [self.g.op("Sub", [x, r], hint), dc], hint)
+        if mode == "floor":
+            return q
+        other = self.g.op("Sub", [dc, r], hint)
+        if mode == "trunc":
+            inc = self.g.op("And", [self.g.op("Greater", [r, self.c64(0)], hint),
+                                    self.g.op("Less", [x, self.c64(0)], hint)], hint)
+        else:
+            above = self.g.op("Greater", [r, other], hint)
+            tie = self.g.op("Equal", [r, other], hint)
+            if mode == "half_up":
+                cond = tie
+            elif mode == "half_even":
+                odd = self.g.op("Equal", [self.g.op("Mod", [q, self.c64(2)], hint, fmod=0), self.c64(1)], hint)
+                cond = self.g.op("And", [tie, odd], hint)
+            else:  # half_away
+                cond = self.g.op("And", [tie, self.g.op("GreaterOrEqual", [x, self.c64(0)], hint)], hint)
+            inc = self.g.op("Or", [above, cond], hint)
+        return self.g.op("Add", [q, self.cast(inc, T.INT64, hint)], hint)
+
+    def pad_nchw(self, x, pads, value, dtype, hint):
+        pt, pl, pb, pr = pads
+        if not any(pads):
+            return x
+        return self.g.op("Pad", [x, self.c64([0, 0, pt, pl, 0, 0, pb, pr]), self.g.const(value, dtype)],
+                         hint, mode="constant")
+
+    def window_slices(self, xp, kernel, stride, out_hw, hint):
+        """The strided view of every window slot (i, j) of a padded [N, C, Hp, Wp] tensor: [N, C, Ho, Wo] each."""
+        (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_hw
+        views = []
+        for i in range(kh):
+            for j in range(kw):
+                if (kh, kw) == (1, 1) and (sh, sw) == (1, 1):
+                    views.append(xp)
+                    continue
+                views.append(self.g.op("Slice", [xp, self.c64([i, j]),
+                                                 self.c64([i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1]),
+                                                 self.c64([2, 3]), self.c64([sh, sw])], hint))
+        return views
+
+    # ------------------------------------------------------------------ input quantizer
+    def _input(self):
+        from onnx import TensorProto as T
+        model, g = self.model, self.g
+        enc = model.input_enc
+        elem, dt = _code_type(enc)
+        if isinstance(enc, BinaryAct):
+            return g.op("Cast", [g.op("Less", ["input", g.const(np.float32(0), np.float32)], "input")],
+                        "input", to=int(elem))
+        division = getattr(model, "input_division", "float64")
+        lo, hi = enc.code_range()
+        f32_scale = np.float32(enc.scale)
+        exact_f32 = division == "float32" or (_is_pow2(enc.scale) and float(f32_scale) == enc.scale
+                                              and np.isfinite(f32_scale) and f32_scale >= np.finfo(np.float32).tiny)
+        if model.input_rounding == "half_even" and exact_f32 and enc.bits <= 8:
+            # QuantizeLinear: saturate(round_half_even(x / scale) + zp), the division in float32
+            codes = g.op("QuantizeLinear", ["input", g.const(f32_scale, np.float32, "input_scale"),
+                                            g.const(enc.zero_point, dt, "input_zp")], "input")
+            tlo, thi = (np.iinfo(dt).min, np.iinfo(dt).max)
+            if (lo, hi) != (tlo, thi):
+                codes = self.clip_codes(codes, elem, lo, hi, "input")
+            return codes
+        # the same quantizer in double: x / scale, the declared rounding, clamp
+        if division == "float32":
+            x = g.op("Div", ["input", g.const(f32_scale, np.float32, "input_scale")], "input")
+            v = self.cast(x, T.DOUBLE, "input")
+        else:
+            v = g.op("Div", [self.cast("input", T.DOUBLE, "input"), g.const(enc.scale, np.float64, "input_scale")],
+                     "input")
+        v = self.round_float(v, model.input_rounding, "input")
+        v = g.op("Clip", [v, g.const(-FLOAT_CLAMP, np.float64), g.const(FLOAT_CLAMP, np.float64)], "input")
+        return self.encode(self.cast(v, T.INT64, "input"), enc, None, "input")
+
+    # ------------------------------------------------------------------ conv / dense
+    def _mac(self, lay):
+        plan = self.qdq and self._qdq_plan(lay)
+        if isinstance(plan, dict):
+            self.routes[lay.name] = "qdq"
+            return self._mac_qdq(lay, plan)
+        self.routes[lay.name] = "integer" + (f": {plan}" if isinstance(plan, str) else "")
+        return self._mac_integer(lay)
+
+    def _bound(self, lay):
+        """Largest |partial sum| of any output: max_c |bias_c| + x_reach * sum |w_c| (Python integers)."""
+        plan = self.engine.plans[lay.name]
+        lo, hi = lay.in_encs[0].value_range()
+        reach = max(abs(int(lo)), abs(int(hi)))
+        if lay.op == "conv2d" and any(lay.attr("padding")):
+            reach = max(reach, abs(int(plan.pad_value)))
+        w = plan.w_values.reshape(plan.w_values.shape[0], -1)
+        sums = [int(s) for s in np.abs(w).sum(axis=1, dtype=np.int64)]
+        bias = [0] * len(sums) if plan.bias is None else [int(b) for b in plan.bias]
+        return max(abs(b) + reach * s for b, s in zip(bias, sums))
+
+    def _float_chunks(self, lay, bound):
+        """Ranges [c0, c1) of the weight's axis 1 (input channels of a conv, inputs of a dense layer) such that
+        float32 computes each range's partial sums exactly (every |partial sum| <= F32_EXACT), or None."""
+        if bound <= F32_EXACT:
+            return [(0, lay.weight.shape[1])]
+        if lay.op == "conv2d" and int(lay.attr("groups")) > 1:
+            return None
+        plan = self.engine.plans[lay.name]
+        lo, hi = lay.in_encs[0].value_range()
+        reach = max(abs(int(lo)), abs(int(hi)))
+        if lay.op == "conv2d" and any(lay.attr("padding")):
+            reach = max(reach, abs(int(plan.pad_value)))
+        w = np.abs(plan.w_values.astype(np.int64))
+        per_input = reach * (w.reshape(w.shape[0], w.shape[1], -1).sum(axis=2) if w.ndim == 4 else w)   # [Co, Cin]
+        if per_input.max() > F32_EXACT:
+            return None
+        chunks, start, running = [], 0, np.zeros(w.shape[0], np.int64)
+        for c in range(w.shape[1]):
+            if (running + per_input[:, c]).max() > F32_EXACT:
+                chunks.append((start, c))
+                start, running = c, np.zeros(w.shape[0], np.int64)
+            running += per_input[:, c]
+        chunks.append((start, w.shape[1]))
+        return chunks
+
+    def _max_product(self, lay):
+        plan = self.engine.plans[lay.name]
+        lo, hi = lay.in_encs[0].value_range()
+        reach = max(abs(int(lo)), abs(int(hi)), abs(int(plan.pad_value)))
+        return reach * int(np.abs(plan.w_values).max())
+
+    def _qdq_plan(self, lay):
+        """The QDQ parameters when ORT's fused kernel is provably exact for this layer, else the reason."""
+        plan = self.engine.plans[lay.name]
+        in_enc, out_enc = lay.in_encs[0], lay.out_enc
+        # uint8 in and out: ORT on x86 fuses int8 QDQ convolutions only after rewriting Q -> DQ pairs to uint8
+        # (QDQS8ToU8Transformer), which depends on the graph around the layer; unfused it computes in float
+        if not (isinstance(in_enc, UniformAct) and in_enc.bits <= 8 and not in_enc.signed):
+            return f"input is {_enc_name(in_enc)}"
+        if not (type(out_enc) is UniformAct and out_enc.bits <= 8 and not out_enc.signed):
+            return f"output is {_enc_name(out_enc)}"
+        mode = lay.attr("requant")
+        if mode == "float64" and not _float32_is_exact(plan.multiplier, self._bound(lay)):
+            return "requant float64 (float32 could round differently)"
+        if mode not in ("float32", "float64"):
+            return f"requant {mode}"
+        if lay.attr("datapath") != "exact":
+            return f"datapath {lay.attr('datapath')}"
+        w = plan.w_values
+        if w.min() < -128 or w.max() > 127:
+            return "weight values beyond int8"
+        bias = plan.bias
+        if bias is not None and (bias.min() < -(1 << 31) or bias.max() > (1 << 31) - 1):
+            return "bias beyond int32"
+        acc_hi = min((1 << (lay.attr("acc_bits") - 1)) - 1, (1 << 31) - 1)
+        if self._bound(lay) > acc_hi:
+            return "accumulator may overflow"
+        xs, ys = np.float32(in_enc.scale), np.float32(out_enc.scale)
+        tiny = np.finfo(np.float32).tiny
+        if not (np.isfinite(xs) and np.isfinite(ys) and xs >= tiny and ys >= tiny):
+            return "activation scale outside float32's normal range"
+        with np.errstate(over="ignore"):
+            target = plan.multiplier.astype(np.float32)
+        if not np.isfinite(target).all() or (target < tiny).any():
+            return "multiplier outside float32's normal range"
+        explicit = lay.attr("multiplier") is not None
+        co = w.shape[0]
+        with np.errstate(all="ignore"):
+            start = (plan.multiplier * float(ys) / float(xs) if explicit
+                     else lay.weight_enc.channel_scales(co)).astype(np.float32)
+        ws = find_weight_scales(xs, ys, target, start)
+        if ws is None:
+            return "no float32 weight scale reproduces the multiplier in ORT's arithmetic"
+        if int(np.abs(w).max()) <= 64:
+            wtype, wcodes, wzp = np.int8, w, 0
+        else:   # u8 x s8 would hit the saturating int16 pair sums of non-VNNI x86 kernels: use u8 x u8
+            wtype, wcodes, wzp = np.uint8, w + 128, 128
+        return {"xs": xs, "ys": ys, "ws": ws, "wtype": wtype, "wcodes": wcodes.astype(wtype), "wzp": wzp}
+
+    def _mac_qdq(self, lay, p):
+        from onnx import TensorProto as T
+        g, name = self.g, lay.name
+        in_enc, out_enc = lay.in_encs[0], lay.out_enc
+        plan = self.engine.plans[name]
+        _, in_dt = _code_type(in_enc)
+        out_elem, out_dt = _code_type(out_enc)
+        x = self.codes[lay.inputs[0]]
+        attrs = {}
+        if lay.op == "conv2d":
+            pads = list(lay.attr("padding"))
+            pad_code = lay.attr("pad_code")
+            pad_code = default_pad_code(in_enc) if pad_code is None else pad_code
+            if any(pads) and pad_code != in_enc.zero_point:
+                x = self.pad_nchw(x, pads, pad_code, in_dt, name)   # ORT pads with the zero point
+                pads = [0, 0, 0, 0]
+            attrs = {"strides": list(lay.attr("stride")), "pads": pads, "group": int(lay.attr("groups")),
+                     "kernel_shape": list(lay.weight.shape[2:])}
+        xf = g.op("DequantizeLinear", [x, g.const(p["xs"], np.float32, f"{name}/x_scale"),
+                                       g.const(in_enc.zero_point, in_dt, f"{name}/x_zp")], name)
+        co = p["wcodes"].shape[0]
+        wf = g.op("DequantizeLinear", [g.const(p["wcodes"], p["wtype"], f"{name}/weight"),
+                                       g.const(p["ws"], np.float32, f"{name}/w_scale"),
+                                       g.const(np.full(co, p["wzp"]), p["wtype"], f"{name}/w_zp")], name, axis=0)
+        inputs = [xf, wf]
+        if plan.bias is not None:
+            bs = (np.float32(p["xs"]) * p["ws"]).astype(np.float32)
+            inputs.append(g.op("DequantizeLinear", [g.const(plan.bias, np.int32, f"{name}/bias"),
+                                                    g.const(bs, np.float32, f"{name}/b_scale"),
+                                                    g.const(np.zeros(co), np.int32, f"{name}/b_zp")], name, axis=0))
+        if lay.op == "conv2d":
+            yf = g.op("Conv", inputs, name, **attrs)
+        else:
+            yf = g.op("Gemm", inputs, name, transB=1)
+        return self._quantize_out(lay, yf)
+
+    def _mac_integer(self, lay):
+        g, name = self.g, lay.name
+        plan = self.engine.plans[name]
+        if lay.attr("datapath") == "x86_pair_sat16":
+            acc, ndim = self._acc_pairsat(lay), 1 + len(lay.out_shape)
+        else:
+            acc, ndim = self._acc_values(lay)
+        out_enc = lay.out_enc
+        if isinstance(out_enc, BinaryAct):   # the sign of the accumulator (bias = threshold)
+            return self.encode(acc, out_enc, None, name, out=name)
+        if isinstance(out_enc, ThresholdAct):
+            return self._threshold_encode(acc, out_enc, ndim, name)
+        v = self.requant(acc, plan.multiplier, lay.attr("requant"), ndim, name)
+        return self.encode(v, out_enc, lay.attr("clip"), name, out=name)
+
+    def _policy(self, lay, bound):
+        """(wrap, saturate): what the accumulator policy must do when `bound` may exceed the register."""
+        acc_bits, policy = lay.attr("acc_bits"), lay.attr("overflow")
+        if bound <= (1 << (acc_bits - 1)) - 1:
+            return False, False
+        if policy == "wrap" and bound >= INT64_SAFE:
+            raise HwsimError(f"the exact accumulator (worst case |sum| {bound}) does not fit int64",
+                             field="attrs.acc_bits")
+        return policy == "wrap", policy == "saturate"
+
+    def _wrap(self, acc, acc_bits, hint):
+        """Two's complement wrap-around of an exact int64 sum: ((acc - lo) mod 2^bits) + lo."""
+        lo = -(1 << (acc_bits - 1))
+        g = self.g
+        return g.op("Add", [g.op("Mod", [g.op("Sub", [acc, self.c64(lo)], hint), self.c64(1 << acc_bits)], hint,
+                                 fmod=0), self.c64(lo)], hint)
+
+    def _acc_values(self, lay):
+        """The accumulators of the exact MAC datapath on decoded values: (int64 tensor, rank)."""
+        from onnx import TensorProto as T
+        g, name = self.g, lay.name
+        plan = self.engine.plans[name]
+        w = plan.w_values.astype(np.int64)
+        co = w.shape[0]
+        has_bias = plan.bias is not None
+        bias = plan.bias.astype(np.int64) if has_bias else np.zeros(co, np.int64)
+        acc_bits = lay.attr("acc_bits")
+        bound = self._bound(lay)
+        wrap, saturate = self._policy(lay, bound)
+        if saturate and (1 << (acc_bits - 1)) + self._max_product(lay) >= 1 << 63:
+            raise HwsimError(f"a {acc_bits}-bit saturating accumulator plus one product can leave int64",
+                             field="attrs.acc_bits")
+        x = self.values(self.codes[lay.inputs[0]], lay.in_encs[0], name)
+        # float32 Conv / Gemm over chunks of input channels whose partial sums provably stay within 2^24 (exact
+        # in any order), summed in int64; one chunk (bias included) for most 8-bit layers
+        chunks = None if saturate else self._float_chunks(lay, bound)
+        conv = lay.op == "conv2d"
+        if conv:
+            pads = tuple(lay.attr("padding"))
+            kernel, stride = tuple(lay.weight.shape[2:]), tuple(lay.attr("stride"))
+            groups = int(lay.attr("groups"))
+            _, ho, wo = lay.out_shape
+        if chunks is not None:
+            xf = self.cast(x, T.FLOAT, name)
+            if conv:
+                xf = self.pad_nchw(xf, pads, np.float32(plan.pad_value), np.float32, name)
+            with_bias = has_bias and len(chunks) == 1
+            acc = None
+            for c0, c1 in chunks:
+                part = xf
+                if (c0, c1) != (0, w.shape[1]):
+                    part = g.op("Slice", [xf, self.c64([c0]), self.c64([c1]), self.c64([1])], name)
+                inputs = [part, g.const(w[:, c0:c1].astype(np.float32), np.float32, f"{name}/weight")]
+                if with_bias:
+                    inputs.append(g.const(bias.astype(np.float32), np.float32, f"{name}/bias"))
+                if conv:
+                    y = g.op("Conv", inputs, name, kernel_shape=list(kernel), strides=list(stride),
+                             pads=[0, 0, 0, 0], group=groups)
+                else:
+                    y = g.op("Gemm", inputs, name, transB=1)
+                y = self.cast(y, T.INT64, name)
+                acc = y if acc is None else g.op("Add", [acc, y], name)
+            if has_bias and not with_bias:
+                acc = g.op("Add", [acc, self.c64(self.shape1(bias, 4 if conv else 2) if co > 1 else bias,
+                                                 f"{name}/bias")], name)
+        elif conv:
+            cols = self._im2col(x, pads, kernel, stride, groups, plan.pad_value, (ho, wo), name)
+            wg = w.reshape(groups, co // groups, -1)                        # [G, Co/G, K], order (ci, kh, kw)
+            bg = bias.reshape(1, groups, co // groups, 1)
+            if saturate:
+                acc = self._acc_sequential(cols, wg, bg, acc_bits, name)
+            else:
+                acc = g.op("MatMul", [self.c64(wg, f"{name}/weight"), cols], name)   # [N, G, Co/G, P]
+                if has_bias:
+                    acc = g.op("Add", [acc, self.c64(bg, f"{name}/bias")], name)
+            acc = g.op("Reshape", [acc, self.c64([0, co, ho, wo])], name)
+        elif saturate:
+            cols = g.op("Reshape", [x, self.c64([0, 1, -1, 1])], name)             # [N, 1, K, 1]
+            acc = self._acc_sequential(cols, w[None], bias.reshape(1, 1, co, 1), acc_bits, name)
+            acc = g.op("Reshape", [acc, self.c64([0, co])], name)
+        else:
+            acc = g.op("MatMul", [x, self.c64(w.T.copy(), f"{name}/weight")], name)
+            if has_bias:
+                acc = g.op("Add", [acc, self.c64(bias, f"{name}/bias")], name)
+        ndim = 4 if conv else 2
+        if wrap:
+            acc = self._wrap(acc, acc_bits, name)
+        return acc, ndim
+
+    def _im2col(self, x, pads, kernel, stride, groups, pad_value, out_hw, hint, channels_inner=False):
+        """[N, C, H, W] int64 -> columns [N, G, K, Ho*Wo], K = Cg*KH*KW: padding, one strided Slice per kernel
+        position, Concat. The reduction index runs in the weight's order (ci, kh, kw), or with channels
+        innermost (kh, kw, ci) as MLAS's NHWC kernels."""
+        g = self.g
+        (kh, kw), (ho, wo) = kernel, out_hw
+        xp = self.pad_nchw(x, pads, np.int64(pad_value), np.int64, hint)
+        views = self.window_slices(xp, kernel, stride, out_hw, hint)
+        cols = g.op("Concat", [g.op("Unsqueeze", [v, self.c64([2])], hint) for v in views], hint, axis=2)
+        if channels_inner:     # [N, C, KK, Ho, Wo] -> [N, G, Cg, KK, P] -> [N, G, KK, Cg, P]
+            cols = g.op("Reshape", [cols, self.c64([0, groups, -1, kh * kw, ho * wo])], hint)
+            cols = g.op("Transpose", [cols], hint, perm=[0, 1, 3, 2, 4])
+        return g.op("Reshape", [cols, self.c64([0, groups, -1, ho * wo])], hint)
+
+    def _acc_loop(self, acc0, steps, step, clamp, hint):
+        """An ONNX Loop of `steps` iterations: acc = clamp(acc + step(sub, k)) (no clamp when `clamp` is None).
+        `step(sub, k)` adds the k-th contribution's nodes to the body graph `sub` and returns its name."""
+        from onnx import TensorProto as T
+        from onnx import helper
+        g = self.g
+        it, cond_in, acc_in = g.name(f"{hint}/k"), g.name(f"{hint}/cond"), g.name(f"{hint}/acc_in")
+        cond_out, acc_out = g.name(f"{hint}/cond_out"), g.name(f"{hint}/acc_out")
+        sub = _Graph(g.used)
+        total = sub.op("Add", [acc_in, step(sub, it)], hint, out=None if clamp else acc_out)
+        if clamp:
+            sub.op("Clip", [total, sub.const(clamp[0], np.int64), sub.const(clamp[1], np.int64)], hint, out=acc_out)
+        sub.op("Identity", [cond_in], hint, out=cond_out)
+        g.used |= sub.used
+        body = helper.make_graph(
+            sub.nodes, f"{hint}_accumulate",
+            [helper.make_tensor_value_info(it, T.INT64, []), helper.make_tensor_value_info(cond_in, T.BOOL, []),
+             helper.make_tensor_value_info(acc_in, T.INT64, None)],
+            [helper.make_tensor_value_info(cond_out, T.BOOL, []),
+             helper.make_tensor_value_info(acc_out, T.INT64, None)],
+            initializer=sub.inits)
+        return g.op("Loop", [self.c64(steps), g.const(True, np.bool_), acc0], hint, body=body)
+
+    def _acc_start(self, cols, bias, hint):
+        """The accumulators' start value: `bias` [1, G, Co/G, 1] broadcast to [N, G, Co/G, P] of `cols`."""
+        g = self.g
+        first = g.op("Slice", [cols, self.c64([0]), self.c64([1]), self.c64([2])], hint)   # [N, G, 1, P]
+        return g.op("Add", [g.op("Mul", [first, self.c64(0)], hint), self.c64(bias, f"{hint}/bias")], hint)
+
+    def _acc_sequential(self, cols, wg, bias, acc_bits, hint):
+        """hwsim's sequential saturating accumulator: bias loaded and clamped, then one product per step in the
+        weight's reduction order, clamped after every add. cols [N, G, K, P], wg [G, Co/G, K]."""
+        lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
+        wc = self.c64(wg, f"{hint}/weight")
+
+        def step(sub, k):
+            ax = sub.const(np.array([2], np.int64), np.int64)
+            xk = sub.op("Unsqueeze", [sub.op("Gather", [cols, k], hint, axis=2), ax], hint)   # [N, G, 1, P]
+            wk = sub.op("Unsqueeze", [sub.op("Gather", [wc, k], hint, axis=2), ax], hint)     # [G, Co/G, 1]
+            return sub.op("Mul", [xk, wk], hint)
+
+        acc0 = self._acc_start(cols, np.clip(bias, lo, hi), hint)
+        return self._acc_loop(acc0, wg.shape[2], step, (lo, hi), hint)
+
+    def _acc_pairsat(self, lay):
+        """ORT's non-VNNI x86 u8 x s8 datapath (kernels/pairsat.py): raw codes, reduction in MLAS's order
+        (kh, kw, ci), adjacent products summed into a saturating int16, the zero-point correction last."""
+        from onnx import TensorProto as T
+        g, name = self.g, lay.name
+        plan = self.engine.plans[name]
+        in_enc, w_enc = lay.in_encs[0], lay.weight_enc
+        zx = int(in_enc.zero_point)
+        wc = lay.weight.astype(np.int64)
+        co = wc.shape[0]
+        zw = np.broadcast_to(np.asarray(w_enc.zero_point, np.int64), (co,))
+        acc_bits = lay.attr("acc_bits")
+        lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
+        bias = plan.bias.astype(np.int64) if plan.bias is not None else np.zeros(co, np.int64)
+        x = self.cast(self.codes[lay.inputs[0]], T.INT64, name)
+        if lay.op == "conv2d":
+            groups = int(lay.attr("groups"))
+            _, ho, wo = lay.out_shape
+            pad = lay.attr("pad_code")
+            pad = default_pad_code(in_enc) if pad is None else pad
+            cols = self._im2col(x, tuple(lay.attr("padding")), tuple(wc.shape[2:]), tuple(lay.attr("stride")), groups,
+                                pad, (ho, wo), name, channels_inner=True)
+            wk = wc.transpose(0, 2, 3, 1).reshape(groups, co // groups, -1)          # (kh, kw, ci) order
+        else:
+            groups = 1
+            cols = g.op("Reshape", [x, self.c64([0, 1, -1, 1])], name)
+            wk = wc[None]
+        k = wk.shape[2]
+        zwg = zw.reshape(groups, co // groups, 1)
+        # c = -zw * sum_k x_k - zx * sum_k w_k + K * zx * zw   (exact, per output)
+        sum_x = g.op("ReduceSum", [cols, self.c64([2])], name, keepdims=1)              # [N, G, 1, P]
+        corr = g.op("Add", [g.op("Mul", [sum_x, self.c64(-zwg)], name),
+                            self.c64(-zx * wk.sum(axis=2, keepdims=True) + k * zx * zwg)], name)
+        if k % 2:   # MLAS pads K with a zero code: the last product is alone
+            cols = g.op("Pad", [cols, self.c64([0, 0, 0, 0, 0, 0, 1, 0]), self.c64(0)], name, mode="constant")
+            wk = np.concatenate([wk, np.zeros(wk.shape[:2] + (1,), np.int64)], axis=2)
+        cols2 = g.op("Reshape", [cols, self.c64([0, groups, k // 2 + k % 2, 2, -1])], name)   # [N, G, K2, 2, P]
+        w2 = self.c64(wk.reshape(groups, co // groups, -1, 2), f"{name}/weight")                # [G, Co/G, K2, 2]
+        bound = int(np.abs(bias).max()) + (k // 2 + 1) * (1 << 15) + 255 * k * int(np.abs(zw).max()) \
+            + abs(zx) * int(np.abs(wk).sum(axis=2).max()) + k * abs(zx) * int(np.abs(zw).max())
+        wrap, saturate = self._policy(lay, bound)
+
+        def step(sub, j):
+            xj = sub.op("Unsqueeze", [sub.op("Gather", [cols2, j], name, axis=2),
+                                      sub.const(np.array([2], np.int64), np.int64)], name)   # [N, G, 1, 2, P]
+            wj = sub.op("Unsqueeze", [sub.op("Gather", [w2, j], name, axis=2),
+                                      sub.const(np.array([3], np.int64), np.int64)], name)   # [G, Co/G, 2, 1]
+            pair = sub.op("ReduceSum", [sub.op("Mul", [xj, wj], name), sub.const(np.array([3], np.int64), np.int64)],
+                          name, keepdims=0)                                                   # [N, G, Co/G, P]
+            return sub.op("Clip", [pair, sub.const(-(1 << 15), np.int64), sub.const((1 << 15) - 1, np.int64)], name)
+
+        bias4 = bias.reshape(1, groups, co // groups, 1)
+        acc0 = self._acc_start(cols, np.clip(bias4, lo, hi) if saturate else bias4, name)
+        acc = self._acc_loop(acc0, k // 2 + k % 2, step, (lo, hi) if saturate else None, name)
+        acc = g.op("Add", [acc, corr], name)
+        if saturate:
+            acc = g.op("Clip", [acc, self.c64(lo), self.c64(hi)], name)
+        acc = g.op("Reshape", [acc, self.c64([0, co] + ([ho, wo] if lay.op == "conv2d" else []))], name)
+        return self._wrap(acc, acc_bits, name) if wrap else acc
+
+    def _threshold_encode(self, acc, enc, ndim, hint):
+        """A comparator bank on the accumulator (ThresholdAct): code = lo + #{i: acc >= t[c][i]}."""
+        from onnx import TensorProto as T
+        g = self.g
+        co = int(self.lay.out_shape[0])
+        t = enc.threshold_array(co)
+        t = t.reshape((co,) + (1,) * (ndim - 2) + (t.shape[1],))
+        ge = g.op("GreaterOrEqual", [g.op("Unsqueeze", [acc, self.c64([-1])], hint), self.c64(t, "thresholds")], hint)
+        count = g.op("ReduceSum", [self.cast(ge, T.INT64, hint), self.c64([-1])], hint, keepdims=0)
+        count = g.op("Add", [count, self.c64(enc.code_range()[0])], hint)
+        return g.op("Cast", [count], hint, out=hint, to=int(_code_type(enc)[0]))
+
+    # ------------------------------------------------------------------ requantizer
+    def requant(self, acc, multiplier, mode, ndim, hint):
+        """int64 accumulator -> int64 rounded value, exactly as simulator.units.requantizer.requantize."""
+        from onnx import TensorProto as T
+        g = self.g
+        m = np.atleast_1d(np.asarray(multiplier, dtype=np.float64))
+        requantize(np.zeros((1, m.size) + (1,) * (ndim - 2), np.int64), m, mode)  # hwsim's own checks
+        if mode in ("float32", "float64"):
+            ftype, elem = (np.float32, T.FLOAT) if mode == "float32" else (np.float64, T.DOUBLE)
+            with np.errstate(over="ignore"):
+                mc = m.astype(ftype)
+            p = g.op("Mul", [self.cast(acc, elem, hint), g.const(self.shape1(mc, ndim), ftype, f"{hint}/multiplier")],
+                     hint)
+            p = g.op("Round", [p], hint)                                            # half to even
+            p = g.op("Clip", [p, g.const(-FLOAT_CLAMP, ftype), g.const(FLOAT_CLAMP, ftype)], hint)
+            return self.cast(p, T.INT64, hint)
+        if mode == "shift":
+            s = np.array([1 - math.frexp(float(v))[1] for v in m], dtype=np.int64)   # m = 2^-s
+            right = np.maximum(s, 0)
+            half = np.where(right > 0, np.left_shift(1, np.maximum(right - 1, 0)), 0)
+            v = acc
+            if half.any():
+                v = g.op("Add", [v, self.c64(self.shape1(half, ndim))], hint)
+            v = self.floor_div(v, self.shape1(np.left_shift(1, right), ndim), hint)      # round half up
+            left = np.maximum(-s, 0)
+            if left.any():
+                v = g.op("Mul", [v, self.c64(self.shape1(np.left_shift(1, left), ndim))], hint)
+            return v
+        q = np.empty(m.size, np.int64)
+        e = np.empty(m.size, np.int64)
+        single = mode == "fixed_single"
+        for i, v in enumerate(m):
+            q[i], e[i] = quantize_multiplier(float(v), single_rounding=single)
+        x = g.op("Clip", [acc, self.c64(-(1 << 31)), self.c64((1 << 31) - 1)], hint)  # hwsim: int32 or error
+        if single:
+            total = 31 - e                                                  # in [1, 62]
+            v = g.op("Add", [g.op("Mul", [x, self.c64(self.shape1(q, ndim))], hint),
+                             self.c64(self.shape1(np.left_shift(1, total - 1), ndim))], hint)
+            return self.floor_div(v, self.shape1(np.left_shift(1, total), ndim), hint)
+        left, right = np.maximum(e, 0), np.maximum(-e, 0)
+        if left.any():
+            x = g.op("Mul", [x, self.c64(self.shape1(np.left_shift(1, left), ndim))], hint)
+            x = g.op("Clip", [x, self.c64(-(1 << 31)), self.c64((1 << 31) - 1)], hint)
+        # SaturatingRoundingDoublingHighMul(x, q): (x*q + nudge) / 2^31, C division (truncation)
+        ab = g.op("Mul", [x, self.c64(self.shape1(q, ndim))], hint)
+        nudge = g.op("Where", [g.op("GreaterOrEqual", [ab, self.c64(0)], hint), self.c64(1 << 30),
+                               self.c64(1 - (1 << 30))], hint)
+        high = g.op("Div", [g.op("Add", [ab, nudge], hint), self.c64(1 << 31)], hint)
+        if not right.any():
+            return high
+        # RoundingDivideByPOT(high, right): floor shift plus (remainder > (mask >> 1) + (high < 0))
+        div = self.shape1(np.left_shift(1, right), ndim)
+        rem = g.op("Mod", [high, self.c64(div)], hint, fmod=0)
+        floor = g.op("Div", [g.op("Sub", [high, rem], hint), self.c64(div)], hint)
+        threshold = g.op("Add", [self.c64(self.shape1((np.left_shift(1, right) - 1) >> 1, ndim)),
+                                 self.cast(g.op("Less", [high, self.c64(0)], hint), T.INT64, hint)], hint)
+        return g.op("Add", [floor, self.cast(g.op("Greater", [rem, threshold], hint), T.INT64, hint)], hint)
+
+    # ------------------------------------------------------------------ other layers
+    def _maxpool(self, lay):
+        from onnx import TensorProto as T
+        self.routes[lay.name] = "codes"
+        g, name = self.g, lay.name
+        enc = lay.in_encs[0]
+        elem, _ = _code_type(enc)
+        attrs = {"kernel_shape": list(lay.attr("kernel")), "strides": list(lay.attr("stride")),
+                 "pads": list(lay.attr("padding"))}
+        x = self.codes[lay.inputs[0]]
+        if isinstance(enc, BinaryAct):     # codes descend with the value: max of values = min of codes
+            y = g.op("MaxPool", [g.op("Neg", [self.cast(x, T.FLOAT, name)], name)], name, **attrs)
+            return g.op("Cast", [g.op("Neg", [y], name)], name, out=name, to=int(elem))
+        if elem in (T.UINT8, T.INT8):
+            return g.op("MaxPool", [x], name, out=name, **attrs)
+        # 16- and 24-bit codes: float32 holds them exactly, and MaxPool pads with -inf (never wins)
+        y = g.op("MaxPool", [self.cast(x, T.FLOAT, name)], name, **attrs)
+        return g.op("Cast", [y], name, out=name, to=int(elem))
+
+    def _avgpool(self, lay):
+        self.routes[lay.name] = "integer"
+        g, name = self.g, lay.name
+        enc = lay.in_encs[0]
+        c, h, w = lay.in_shapes[0]
+        _, ho, wo = lay.out_shape
+        kernel, stride, pads = tuple(lay.attr("kernel")), tuple(lay.attr("stride")), tuple(lay.attr("padding"))
+        x = self.values(self.codes[lay.inputs[0]], enc, name)
+        window = kernel[0] * kernel[1]
+        if lay.attr("rounding") == "ort_float32":
+            return self._avgpool_ort(lay, x)
+        if not any(pads) and kernel == (h, w):
+            total, divisor = g.op("ReduceSum", [x, self.c64([2, 3])], name, keepdims=1), window
+        else:
+            include = bool(lay.attr("count_include_pad"))
+            pv = int(enc.decode(np.array([default_pad_code(enc)]))[0]) if include else 0
+            xp = self.pad_nchw(x, pads, np.int64(pv), np.int64, name)
+            views = self.window_slices(xp, kernel, stride, (ho, wo), name)
+            total = views[0]
+            for v in views[1:]:
+                total = g.op("Add", [total, v], name)
+            if include:
+                divisor = window
+            else:   # real positions in each window, computed here
+                divisor = _window_counts((h, w), kernel, stride, pads, (ho, wo)).reshape(1, 1, ho, wo)
+        v = self.round_div(total, divisor, lay.attr("rounding"), name)
+        return self.encode(v, enc, None, name, out=name)
+
+    def _avgpool_ort(self, lay, x):
+        """ONNX Runtime's quantized average pooling in its float32 arithmetic (units/pooling.py avgpool_ort)."""
+        from onnx import TensorProto as T
+        g, name = self.g, lay.name
+        in_enc, out_enc = lay.in_encs[0], lay.out_enc
+        f32 = np.float32
+        c, h, w = lay.in_shapes[0]
+        _, ho, wo = lay.out_shape
+        kernel, stride, pads = tuple(lay.attr("kernel")), tuple(lay.attr("stride")), tuple(lay.attr("padding"))
+        window = kernel[0] * kernel[1]
+        if kernel == (h, w) and not any(pads):     # QLinearGlobalAveragePool: exact sum, float32 requantizer
+            total = self.cast(g.op("ReduceSum", [x, self.c64([2, 3])], name, keepdims=1), T.FLOAT, name)
+            m = f32(in_enc.scale) / (f32(out_enc.scale) * f32(window))
+            r = g.op("Round", [g.op("Mul", [total, g.const(m, f32)], name)], name)
+            r = g.op("Clip", [r, g.const(-FLOAT_CLAMP, f32), g.const(FLOAT_CLAMP, f32)], name)
+            return self.encode(self.cast(r, T.INT64, name), out_enc, None, name, out=name)
+        real = g.op("Mul", [self.cast(x, T.FLOAT, name), g.const(f32(in_enc.scale), f32)], name)
+        views = self.window_slices(self.pad_nchw(real, pads, f32(0), f32, name), kernel, stride, (ho, wo), name)
+        total = views[0]
+        for v in views[1:]:                        # row-major window order, one float32 add at a time
+            total = g.op("Add", [total, v], name)
+        if lay.attr("count_include_pad"):
+            divisor = f32(window)
+        else:
+            divisor = _window_counts((h, w), kernel, stride, pads, (ho, wo)).astype(f32).reshape(1, 1, ho, wo)
+        fzp = lay.attr("float_zero_point")
+        fzp = out_enc.zero_point if fzp is None else int(fzp)
+        avg = g.op("Div", [total, g.const(divisor, f32)], name)
+        code = g.op("Add", [g.op("Div", [avg, g.const(f32(out_enc.scale), f32)], name), g.const(f32(fzp), f32)], name)
+        code = g.op("Clip", [g.op("Round", [code], name), g.const(-FLOAT_CLAMP, f32), g.const(FLOAT_CLAMP, f32)],
+                    name)
+        v = g.op("Sub", [self.cast(code, T.INT64, name), self.c64(fzp)], name)
+        return self.encode(v, out_enc, None, name, out=name)
+
+    def _clip(self, lay):
+        self.routes[lay.name] = "integer"
+        enc = lay.in_encs[0]
+        lo, hi = (0, None) if lay.op == "relu" else (lay.attr("min"), lay.attr("max"))
+        x = self.values(self.codes[lay.inputs[0]], enc, lay.name)
+        if isinstance(enc, UniformAct) and hi is None:
+            hi = enc.value_range()[1]
+        if hi is None:
+            hi = 1 << 40
+        return self.encode(x, enc, [lo, hi], lay.name, out=lay.name)
+
+    def _reshape(self, lay):
+        self.routes[lay.name] = "codes"
+        return self.g.op("Reshape", [self.codes[lay.inputs[0]], self.c64([0] + list(lay.out_shape))], lay.name,
+                         out=lay.name)
+
+    def _concat(self, lay):
+        self.routes[lay.name] = "codes"
+        return self.g.op("Concat", [self.codes[n] for n in lay.inputs], lay.name, out=lay.name, axis=1)
+
+    def _add(self, lay):
+        """Residual add / rescale (one or more inputs), as simulator.units.residual_add."""
+        from onnx import TensorProto as T
+        g, name = self.g, lay.name
+        mode, rescale = lay.attr("requant"), lay.attr("rescale")
+        if self.qdq and mode == "float32" and rescale == "dequantize":
+            reason = self._qdq_add_reason(lay)
+            if reason is None:
+                self.routes[name] = "qdq"
+                return self._add_qdq(lay)
+            self.routes[name] = f"integer: {reason}"
+        else:
+            self.routes[name] = "integer" if not self.qdq else f"integer: requant {mode}, rescale {rescale}"
+        values = [self.values(self.codes[n], e, name) for n, e in zip(lay.inputs, lay.in_encs)]
+        scales = [e.value_scale for e in lay.in_encs]
+        out_scale = lay.out_enc.value_scale
+        ndim = 1 + len(lay.out_shape)
+        if rescale == "dequantize":   # sum_i float(v_i) * s_i in input order, / s_out, round half to even
+            ftype, elem = (np.float32, T.FLOAT) if mode == "float32" else (np.float64, T.DOUBLE)
+            total = None
+            for v, s in zip(values, scales):
+                term = g.op("Mul", [self.cast(v, elem, name), g.const(ftype(s), ftype)], name)
+                total = term if total is None else g.op("Add", [total, term], name)
+            total = g.op("Round", [g.op("Div", [total, g.const(ftype(out_scale), ftype)], name)], name)
+            total = g.op("Clip", [total, g.const(-FLOAT_CLAMP, ftype), g.const(FLOAT_CLAMP, ftype)], name)
+            out = self.cast(total, T.INT64, name)
+        elif mode in ("float32", "float64"):
+            ftype, elem = (np.float32, T.FLOAT) if mode == "float32" else (np.float64, T.DOUBLE)
+            total = None
+            for v, s in zip(values, scales):
+                term = g.op("Mul", [self.cast(v, elem, name), g.const(ftype(s / out_scale), ftype)], name)
+                total = term if total is None else g.op("Add", [total, term], name)
+            total = g.op("Clip", [g.op("Round", [total], name), g.const(-FLOAT_CLAMP, ftype),
+                                  g.const(FLOAT_CLAMP, ftype)], name)
+            out = self.cast(total, T.INT64, name)
+        elif mode in ("fixed_double", "fixed_single"):
+            value_bits = max(max(abs(lo), abs(hi)).bit_length() for lo, hi in (e.value_range() for e in lay.in_encs))
+            left_shift = tflite_left_shift(value_bits)
+            twice_max = 2.0 * max(scales)
+            total = None
+            for v, s in zip(values, scales):
+                shifted = g.op("Mul", [v, self.c64(1 << left_shift)], name)
+                term = self.requant(shifted, np.array([s / twice_max]), mode, ndim, name)
+                total = term if total is None else g.op("Add", [total, term], name)
+            out = self.requant(total, np.array([twice_max / ((1 << left_shift) * out_scale)]), mode, ndim, name)
+        else:  # shift: align to the finest scale, sum, shift to the output
+            finest = min(scales)
+            total = None
+            for v, s in zip(values, scales):
+                ratio = s / finest
+                exponent = int(np.round(np.log2(ratio)))
+                if ratio != 2.0 ** exponent:
+                    raise HwsimError(f"shift mode needs power-of-two scale ratios, got {ratio}", field="attrs.requant")
+                term = v if exponent == 0 else g.op("Mul", [v, self.c64(1 << exponent)], name)
+                total = term if total is None else g.op("Add", [total, term], name)
+            out = self.requant(total, np.array([finest / out_scale]), "shift", ndim, name)
+        return self.encode(out, lay.out_enc, lay.attr("clip"), name, out=name)
+
+    def _qdq_add_reason(self, lay):
+        for e in lay.in_encs:
+            if not (isinstance(e, UniformAct) and e.bits <= 8):
+                return f"input is {_enc_name(e)}"
+        if not (type(lay.out_enc) is UniformAct and lay.out_enc.bits <= 8):
+            return f"output is {_enc_name(lay.out_enc)}"
+        tiny = np.finfo(np.float32).tiny
+        if any(not (tiny <= np.float32(e.scale) < np.inf) for e in lay.in_encs + [lay.out_enc]):
+            return "scale outside float32's normal range"
+        return None
+
+    def _add_qdq(self, lay):
+        """DequantizeLinear of every input, float32 Adds in input order, QuantizeLinear: exactly rescale
+        "dequantize" in float32 whether ORT fuses it (QLinearAdd) or not; one input is a DQ -> Q rescale."""
+        g, name = self.g, lay.name
+        total = None
+        for src, e in zip(lay.inputs, lay.in_encs):
+            dq = g.op("DequantizeLinear", [self.codes[src], g.const(np.float32(e.scale), np.float32, f"{name}/x_scale"),
+                                           g.const(e.zero_point, _code_type(e)[1], f"{name}/x_zp")], name)
+            total = dq if total is None else g.op("Add", [total, dq], name)
+        return self._quantize_out(lay, total)
+
+    def _quantize_out(self, lay, y):
+        """QuantizeLinear to the layer's (<= 8-bit uniform) output, then a Clip for narrow widths and the clip."""
+        g, name, enc = self.g, lay.name, lay.out_enc
+        elem, dt = _code_type(enc)
+        c_lo, c_hi = enc.code_range()
+        clip, zp = lay.attr("clip"), enc.zero_point
+        a = c_lo if clip is None else _clamp(int(clip[0]) + zp, c_lo, c_hi)
+        b = c_hi if clip is None else _clamp(int(clip[1]) + zp, c_lo, c_hi)
+        need_clip = (a, b) != (np.iinfo(dt).min, np.iinfo(dt).max)
+        codes = g.op("QuantizeLinear", [y, g.const(np.float32(enc.scale), np.float32, f"{name}/y_scale"),
+                                        g.const(zp, dt, f"{name}/y_zp")], name, out=None if need_clip else name)
+        if need_clip:
+            codes = self.clip_codes(codes, elem, a, b, name, out=name)
+        return codes
+
+
+def _float32_is_exact(multipliers, bound) -> bool:
+    """True when float32 requantization provably equals float64 for every |acc| <= bound: each multiplier is a
+    float32 m * 2^e (m odd) with bound * m < 2^24, so float32(acc) * M is exact, as in float64 (pow2 scales)."""
+    for v in np.atleast_1d(multipliers):
+        v = float(v)
+        if not (float(np.float32(v)) == v and v >= np.finfo(np.float32).tiny * (1 << 24)):
+            return False
+        num, _ = v.as_integer_ratio()          # v = num / 2^k with num odd
+        if bound * num >= 1 << 24:
+            return False
+    return True
+
+
+def _window_counts(hw, kernel, stride, pads, out_hw):
+    """The number of real (unpadded) positions in each pooling window, int64 [Ho, Wo]."""
+    (h, w), (ho, wo) = hw, out_hw
+    ones = np.pad(np.ones((h, w), np.int64), ((pads[0], pads[2]), (pads[1], pads[3])))
+    count = np.zeros((ho, wo), np.int64)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            count += ones[i:i + stride[0] * (ho - 1) + 1:stride[0], j:j + stride[1] * (wo - 1) + 1:stride[1]]
+    return count
+
+
+def _enc_name(enc):
+    bits = getattr(enc, "bits", None)
+    if not bits:
+        return enc.kind
+    return f"{enc.kind} {'int' if enc.signed else 'uint'}{bits}"
+
+
+def _safe_name(name):
+    return str(name) if name else "hwsim_model"
+
+
+EMITTERS = {"conv2d": _Exporter._mac, "dense": _Exporter._mac, "maxpool": _Exporter._maxpool,
+            "avgpool": _Exporter._avgpool, "relu": _Exporter._clip, "clip": _Exporter._clip,
+            "flatten": _Exporter._reshape, "reshape": _Exporter._reshape, "concat": _Exporter._concat,
+            "add": _Exporter._add}
+
+assert set(EMITTERS) >= set(MAC_OPS)

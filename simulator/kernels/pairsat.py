@@ -1,0 +1,253 @@
+"""The x86 int16 pair-saturation MAC datapath (`datapath: "x86_pair_sat16"`), bit for bit.
+
+What it models: ONNX Runtime's uint8 x int8 integer GEMM / convolution kernels (MLAS) on x86 CPUs *without*
+VNNI (AVX2, and AVX-512 BW/DQ without VNNI). They multiply raw u8 activation codes by raw s8 weight codes
+with `vpmaddubsw`, which adds two adjacent products into an int16 lane **with signed saturation**, then widen
+to int32 with `vpmaddwd` against 1s and accumulate in int32 (`vpaddd`). Zero-point corrections are computed
+separately on exact sums. With full-range weights |255·w_a + 255·w_b| reaches 65,280 > 32,767, so results
+differ from exact arithmetic. (VNNI's `vpdpbusd` and the u8 x u8 / s8 x s8 kernels are exact.)
+Sources (microsoft/onnxruntime, onnxruntime/core/mlas/lib/): x86_64/QgemmU8S8KernelAvx2.S (CopyPackA/B:
+4 consecutive k per 32-bit lane, zero padded; kernel: vpmaddubsw + vpmaddwd + vpaddd), QgemvU8S8KernelAvx2.S
+(the M = 1 path, same pairing), x86_64/ConvSymKernelAvx2.S (QLinearConv with symmetric weights, input
+channels in groups of 4 per kernel tap), qgemm.h (the zero-point algebra), platform.cpp (dispatch).
+The codes are used as stored: MLAS's `^ 0x80` flips apply to unsigned *weights* handed to the u8 x s8 kernel
+(CopyPackB, FixupZeroPointB) and to u8 activations in ARM's ConvSym; neither happens for u8 x s8 on x86, and the
+non-VNNI x86 dispatch runs u8 x u8 (and s8 x s8) on other, exact kernels.
+
+Semantics, per output (n, co, oh, ow) of a conv (dense is a 1x1 conv: x [N, K], w [Co, K]):
+- Operands are raw *codes*: x in [0, 255] (padded positions hold `pad_code`), w in [-128, 127]; zero points
+  zx (activation) and zw[co] (weight, per tensor or per output channel).
+- The reduction index k runs over the window in MLAS's order, channels innermost (NHWC im2col):
+      k = (kh · KW + kw) · Cg + ci,   K = KH · KW · Cg   (Cg = input channels of the group)
+  The pairs are (k, k+1) for even k. When K is odd the last product is alone (MLAS pads K with zero codes):
+  a single product |x·w| <= 255·128 = 32,640 never saturates. So with odd Cg a pair may join the last
+  channel of one kernel tap to the first channel of the next (ORT's im2col GEMM path does exactly that; its
+  ConvSym path is only taken when Cg % 4 == 0, where the two orders agree).
+- pair j: p_j = x_2j·w_2j + x_2j+1·w_2j+1 (exact), s_j = clamp(p_j, -32768, 32767); "saturated" if s_j != p_j.
+- Accumulator (acc_bits, policy wrap | saturate, applied after every add as in mac.py):
+      acc = policy(bias[co]);  acc = policy(acc + s_j) for j = 0, 1, ...;
+      acc = policy(acc + c),   c = -zw·Σ_k x_k - zx·Σ_k w_k + K·zx·zw   (the exact zero-point correction)
+  Without overflow this is   acc = Σ_k (x_k - zx)(w_k - zw) + bias + Σ_j (s_j - p_j):  the exact result plus
+  the pair-saturation error. With the wrap policy the result does not depend on the order of the adds
+  (MLAS adds the correction first in its GEMM path and bias + correction last in ConvSym; all agree modulo
+  2^32); only the overflow count would.
+- Result: (acc int64 [N, Co, Ho, Wo], overflow count, saturated pairs, saturated outputs): outputs whose
+  accumulator left the range at least once, pairs that saturated, outputs with at least one saturated pair.
+
+`*_reference` are plain-Python versions (Python ints, small shapes only) for the tests.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .im2col import conv_geometry
+from .mac import _add_row, _phase_planes, acc_limits, apply_policy, POLICIES
+
+PAIR_MIN, PAIR_MAX = -(1 << 15), (1 << 15) - 1   # the int16 lane of vpmaddubsw
+X_RANGE = (0, 255)       # unsigned 8-bit activation codes
+W_RANGE = (-128, 127)    # signed 8-bit weight codes
+
+
+def reduction_order(cig: int, kh: int, kw: int) -> np.ndarray:
+    """(ci, kh, kw) of every reduction index k, int64 [K, 3], in MLAS's order (channels innermost)."""
+    c, a, b = np.meshgrid(np.arange(cig), np.arange(kh), np.arange(kw), indexing="ij")
+    taps = np.stack([c, a, b], axis=-1).transpose(1, 2, 0, 3).reshape(-1, 3)  # [kh][kw][ci]
+    return np.ascontiguousarray(taps, dtype=np.int64)
+
+
+def pair_taps(cig: int, kh: int, kw: int) -> tuple[np.ndarray, np.ndarray]:
+    """The two taps of every pair, int64 [P, 3] each; the second is (-1, -1, -1) for a lone last product."""
+    order = reduction_order(cig, kh, kw)
+    if len(order) % 2:
+        order = np.concatenate([order, np.full((1, 3), -1, np.int64)])
+    return np.ascontiguousarray(order[0::2]), np.ascontiguousarray(order[1::2])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------------------
+def conv2d_pairsat_acc(x, w, x_zero_point, w_zero_point, bias, stride, padding, groups, pad_code, acc_bits,
+                       policy) -> tuple[np.ndarray, int, int, int]:
+    """(acc int64 [N, Co, Ho, Wo], overflows, saturated pairs, saturated outputs); see the module docstring.
+    x, w, pad_code are codes; w_zero_point is one value or one per output channel."""
+    x, w, zx, zw, bias, g = _check(x, w, x_zero_point, w_zero_point, bias, stride, padding, groups, pad_code,
+                                   acc_bits, policy)
+    if g.n == 0:
+        return np.zeros((0, g.co, g.ho, g.wo), np.int64), 0, 0, 0
+    biases = [0] * g.co if bias is None else bias.tolist()
+    started = [apply_policy(int(b), acc_bits, policy) for b in biases]
+    init = np.array([v for v, _ in started], np.int64)
+    init_over = np.array([o for _, o in started], np.bool_)
+    lo, hi = acc_limits(acc_bits)
+    mask = np.int64(-1) if acc_bits == 64 else np.int64((1 << acc_bits) - 1)
+    w64 = w.astype(np.int64)
+    k = g.cig * g.kh * g.kw
+    # the correction's constant part per channel: -zx·Σw + K·zx·zw (exact; |.| < 2^40 for any K < 2^23)
+    const = -zx * w64.reshape(g.co, -1).sum(axis=1) + k * zx * zw
+    with_corr = bool(zx != 0 or np.any(zw != 0))
+    taps_a, taps_b = pair_taps(g.cig, g.kh, g.kw)
+    acc = np.empty((g.n, g.co, g.ho, g.wo), np.int64)
+    over = np.empty(acc.shape, np.bool_)
+    nsat = np.empty(acc.shape, np.int32)
+    _pairsat_kernel(_phase_planes(x, g, int(pad_code)), w64, taps_a, taps_b, zw, const, with_corr, init,
+                    init_over, g.sh, g.sw, g.groups, np.int64(lo), np.int64(hi), mask, acc_bits == 64,
+                    policy == "saturate", acc, over, nsat)
+    return acc, int(np.count_nonzero(over)), int(nsat.sum(dtype=np.int64)), int(np.count_nonzero(nsat))
+
+
+def dense_pairsat_acc(x, w, x_zero_point, w_zero_point, bias, acc_bits, policy) -> tuple[np.ndarray, int, int, int]:
+    """(acc int64 [N, Co], overflows, saturated pairs, saturated outputs): a 1x1 conv, pairs (k, k+1)."""
+    x, w = np.asarray(x), np.asarray(w)
+    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1]:
+        raise ValueError(f"dense: x must be [N, K] and w [Co, K], got {x.shape}, {w.shape}")
+    if x.shape[0] == 0:
+        _check(x.T[None, :, None, :], w[:, :, None, None], x_zero_point, w_zero_point, bias, (1, 1),
+               (0, 0, 0, 0), 1, 0, acc_bits, policy)
+        return np.zeros((0, w.shape[0]), np.int64), 0, 0, 0
+    acc, over, pairs, outs = conv2d_pairsat_acc(x.T[None, :, None, :], w[:, :, None, None], x_zero_point,
+                                                w_zero_point, bias, (1, 1), (0, 0, 0, 0), 1, 0, acc_bits, policy)
+    return np.ascontiguousarray(acc[0, :, 0, :].T), over, pairs, outs
+
+
+def _check(x, w, x_zero_point, w_zero_point, bias, stride, padding, groups, pad_code, acc_bits, policy):
+    x, w = np.asarray(x), np.asarray(w)
+    if x.dtype.kind not in "iu" or w.dtype.kind not in "iu":
+        raise ValueError(f"pair-sat conv: x and w must be integer code arrays, got {x.dtype} and {w.dtype}")
+    g = conv_geometry(x.shape, w.shape, stride, padding, groups)
+    if not (isinstance(acc_bits, (int, np.integer)) and 2 <= acc_bits <= 64):
+        raise ValueError(f"pair-sat conv: acc_bits must be an integer in 2..64, got {acc_bits!r}")
+    if policy not in POLICIES:
+        raise ValueError(f"pair-sat conv: policy must be one of {POLICIES}, got {policy!r}")
+    for name, a, (lo, hi) in (("x", x, X_RANGE), ("w", w, W_RANGE)):
+        if a.size and (int(a.min()) < lo or int(a.max()) > hi):
+            raise ValueError(f"pair-sat conv: {name} codes must lie in [{lo}, {hi}] "
+                             f"(vpmaddubsw takes u8 activations x s8 weights), got [{a.min()}, {a.max()}]")
+    zx = int(x_zero_point)
+    zw = np.broadcast_to(np.asarray(w_zero_point, dtype=np.int64).reshape(-1), (g.co,)).copy() \
+        if np.size(w_zero_point) in (1, g.co) else None
+    if zw is None:
+        raise ValueError(f"pair-sat conv: w_zero_point needs 1 or {g.co} values, got {np.size(w_zero_point)}")
+    if not (X_RANGE[0] <= zx <= X_RANGE[1] and X_RANGE[0] <= int(pad_code) <= X_RANGE[1]):
+        raise ValueError(f"pair-sat conv: x_zero_point and pad_code must be u8 codes, got {zx}, {pad_code}")
+    if zw.size and (zw.min() < W_RANGE[0] or zw.max() > W_RANGE[1]):
+        raise ValueError(f"pair-sat conv: w_zero_point must be s8 codes, got {zw.tolist()}")
+    if bias is not None:
+        bias = np.asarray(bias)
+        if bias.shape != (g.co,) or bias.dtype.kind not in "iu":
+            raise ValueError(f"pair-sat conv: bias must be an integer array of shape ({g.co},), "
+                             f"got {bias.dtype} {bias.shape}")
+        bias = bias.astype(np.int64)
+    return x, w, zx, zw, bias, g
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The numba kernel: one task per (image, output channel), pairs in K order over a run of outputs
+# ----------------------------------------------------------------------------------------------------------
+@njit(parallel=True, cache=True)
+def _pairsat_kernel(planes, w, taps_a, taps_b, zw, const, with_corr, init, init_over, sh, sw, groups, lo, hi,
+                    mask, bits64, saturate, acc, over, nsat):
+    n, co_total, ho, wo = acc.shape
+    cig = w.shape[1]
+    hq, wq = planes.shape[4], planes.shape[5]
+    flat = planes.reshape(n, planes.shape[1], sh, sw, hq * wq)
+    cog = co_total // groups
+    m = (ho - 1) * wq + wo          # outputs as one run with row pitch wq (see mac._sequential_kernel)
+    for t in prange(n * co_total):
+        ni, co = t // co_total, t % co_total
+        c0 = (co // cog) * cig
+        a = np.full(m, init[co])
+        o = np.full(m, init_over[co])
+        cnt = np.zeros(m, np.int32)
+        sx = np.zeros(m, np.int64)
+        q = np.empty(m, np.int64)
+        for j in range(taps_a.shape[0]):
+            ci, kh, kw = taps_a[j, 0], taps_a[j, 1], taps_a[j, 2]
+            sa = (kh // sh) * wq + kw // sw
+            xa = flat[ni, c0 + ci, kh % sh, kw % sw, sa:sa + m]
+            wa = w[co, ci, kh, kw]
+            if taps_b[j, 0] >= 0:
+                ci, kh, kw = taps_b[j, 0], taps_b[j, 1], taps_b[j, 2]
+                sb = (kh // sh) * wq + kw // sw
+                xb = flat[ni, c0 + ci, kh % sh, kw % sw, sb:sb + m]
+                _pair_row(q, cnt, sx, xa, xb, wa, w[co, ci, kh, kw])
+            else:
+                _single_row(q, sx, xa, wa)
+            _add_row(a, o, q, np.int64(1), lo, hi, mask, bits64, saturate)
+        if with_corr:
+            zwc, cc = zw[co], const[co]
+            for i in range(m):
+                q[i] = cc - zwc * sx[i]
+            _add_row(a, o, q, np.int64(1), lo, hi, mask, bits64, saturate)
+        for oh in range(ho):
+            acc[ni, co, oh] = a[oh * wq:oh * wq + wo]
+            over[ni, co, oh] = o[oh * wq:oh * wq + wo]
+            nsat[ni, co, oh] = cnt[oh * wq:oh * wq + wo]
+
+
+@njit(cache=True)
+def _pair_row(q, cnt, sx, xa, xb, wa, wb):
+    """q[i] = int16-saturated xa[i]·wa + xb[i]·wb (vpmaddubsw), cnt[i] += saturated, sx[i] += xa[i] + xb[i]."""
+    for i in range(q.shape[0]):
+        p = xa[i] * wa + xb[i] * wb
+        s = min(max(p, -32768), 32767)
+        cnt[i] += s != p
+        sx[i] += xa[i] + xb[i]
+        q[i] = s
+
+
+@njit(cache=True)
+def _single_row(q, sx, xa, wa):
+    """The lone last product of an odd K (its partner is MLAS's zero padding): |x·w| <= 32640, never saturates."""
+    for i in range(q.shape[0]):
+        q[i] = xa[i] * wa
+        sx[i] += xa[i]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reference kernels: plain Python ints, the semantics read straight off the docstring
+# ----------------------------------------------------------------------------------------------------------
+def conv2d_pairsat_reference(x, w, x_zero_point, w_zero_point, bias, stride, padding, groups, pad_code, acc_bits,
+                             policy):
+    g = conv_geometry(np.shape(x), np.shape(w), stride, padding, groups)
+    xs, ws = np.asarray(x).tolist(), np.asarray(w).tolist()
+    zx = int(x_zero_point)
+    zws = np.broadcast_to(np.asarray(w_zero_point).reshape(-1), (g.co,)).tolist()
+    order = [(ci, a, b) for a in range(g.kh) for b in range(g.kw) for ci in range(g.cig)]
+    acc = np.zeros((g.n, g.co, g.ho, g.wo), np.int64)
+    overflows = sat_pairs = sat_outputs = 0
+    for n in range(g.n):
+        for co in range(g.co):
+            c0 = (co // g.cog) * g.cig
+            for oh in range(g.ho):
+                for ow in range(g.wo):
+                    xk, wk = [], []
+                    for ci, a, b in order:
+                        ih, iw = oh * g.sh + a - g.top, ow * g.sw + b - g.left
+                        inside = 0 <= ih < g.h and 0 <= iw < g.w
+                        xk.append(xs[n][c0 + ci][ih][iw] if inside else int(pad_code))
+                        wk.append(ws[co][ci][a][b])
+                    v, left = apply_policy(0 if bias is None else int(bias[co]), acc_bits, policy)
+                    sat = 0
+                    for j in range(0, len(xk), 2):
+                        p = sum(xv * wv for xv, wv in zip(xk[j:j + 2], wk[j:j + 2]))
+                        s = min(max(p, PAIR_MIN), PAIR_MAX)
+                        sat += s != p
+                        v, o = apply_policy(v + s, acc_bits, policy)
+                        left |= o
+                    zw = int(zws[co])
+                    corr = -zw * sum(xk) - zx * sum(wk) + len(xk) * zx * zw
+                    v, o = apply_policy(v + corr, acc_bits, policy)
+                    acc[n, co, oh, ow] = v
+                    overflows += left | o
+                    sat_pairs += sat
+                    sat_outputs += sat > 0
+    return acc, overflows, sat_pairs, sat_outputs
+
+
+def dense_pairsat_reference(x, w, x_zero_point, w_zero_point, bias, acc_bits, policy):
+    x, w = np.asarray(x), np.asarray(w)
+    acc, over, pairs, outs = conv2d_pairsat_reference(x.T[None, :, None, :], w[:, :, None, None], x_zero_point,
+                                                      w_zero_point, bias, (1, 1), (0, 0, 0, 0), 1, 0, acc_bits,
+                                                      policy)
+    return np.ascontiguousarray(acc[0, :, 0, :].T), over, pairs, outs
