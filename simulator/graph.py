@@ -271,6 +271,7 @@ def _check_mac(lay, where):
     if co < 1:
         _fail("needs at least one output channel", f"{where}.weight.shape")
     _check_weight_codes(lay, where, co)
+    _check_operand_limits(lay, where)
     if lay.bias is not None:
         _int_list([lay.bias_bits], 1, f"{where}.bias_bits", lo=1)
         if lay.bias.shape != (co,):
@@ -313,6 +314,31 @@ def _enc_desc(enc):
     if getattr(enc, "kind", None) == "uniform" or isinstance(enc, UniformAct):
         return f"{'signed' if enc.signed else 'unsigned'} {enc.bits}-bit uniform"
     return getattr(enc, "kind", type(enc).__name__)
+
+
+OPERAND_LIMIT = 1 << 16  # the MAC PE multiplies operands with |value| < 2^16 (kernels/mac.py)
+
+
+def _check_operand_limits(lay, where):
+    """Operands wider than the MAC PE's 17-bit signed inputs are a model error, not a kernel crash."""
+    if lay.is_xnor:
+        return
+    lo, hi = lay.in_encs[0].value_range()
+    if max(abs(lo), abs(hi)) >= OPERAND_LIMIT:
+        _fail(f"input values reach {max(abs(lo), abs(hi))}; the MAC PE takes operands with |value| < 2^16",
+              f"{where}.inputs")
+    if lay.codebook is not None:
+        w_max = int(np.abs(lay.codebook.astype(np.int64)).max())
+    elif lay.weight_enc.kind == "uniform":
+        zp = np.asarray(lay.weight_enc.zero_point, dtype=np.int64)
+        w_max = int(np.abs(lay.weight.astype(np.int64) - zp.reshape((-1,) + (1,) * (lay.weight.ndim - 1))
+                           if zp.size > 1 else lay.weight.astype(np.int64) - zp).max())
+    elif lay.weight_enc.kind == "pow2":
+        w_max = 1 << max(int(np.abs(lay.weight.astype(np.int64)).max()) - 1, 0)
+    else:
+        w_max = 1
+    if w_max >= OPERAND_LIMIT:
+        _fail(f"weight values reach {w_max}; the MAC PE takes operands with |value| < 2^16", f"{where}.weight")
 
 
 def _check_weight_codes(lay, where, co):

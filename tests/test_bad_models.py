@@ -96,3 +96,13 @@ def test_wrong_types_in_header(tmp_path):
     expect_error(tmp_path, lambda m, t: m["layers"][0]["attrs"].update(requant="fp16"), "attrs.requant", "fp16")
     expect_error(tmp_path, lambda m, t: m.update(layers={}), "model.layers")
     expect_error(tmp_path, lambda m, t: m["layers"][0].update(name=7), "name")
+
+
+def test_operands_beyond_the_mac_pe_are_a_model_error():
+    from simulator.encodings import KnqAct
+    big = Layer("k", "conv2d", ["input"], {}, KnqAct(1, (0, 70000)), np.ones((1, 2, 1, 1), dtype=np.int64),
+                UniformW(8))
+    nxt = Layer("c", "conv2d", ["k"], {}, UniformAct(8), np.ones((2, 1, 1, 1), dtype=np.int64), UniformW(8))
+    with pytest.raises(HwsimError) as exc:
+        Model("m", (2, 5, 5), UniformAct(8), [big, nxt]).check()
+    assert "layers.c.inputs" in exc.value.line() and "2^16" in exc.value.line()
