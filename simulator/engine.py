@@ -93,7 +93,9 @@ def layer_multiplier(lay: Layer) -> np.ndarray:
 
 
 def make_plan(lay: Layer) -> MacPlan:
-    w_values = decode_weights(lay)
+    # A private read-only copy: the kernels then trust their packed-weight cache without re-checking it.
+    w_values = np.array(decode_weights(lay))
+    w_values.flags.writeable = False
     pad = pad_value(lay) if lay.op == "conv2d" else 0
     bias = None if lay.bias is None else lay.bias.astype(np.int64)
     plan = MacPlan(w_values, None, layer_multiplier(lay), pad, bias)

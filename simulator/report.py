@@ -57,7 +57,10 @@ def _enc_summary(enc) -> str:
     if kind == "uniform" and "bits" in d:
         sign = "s" if d.get("signed") else "u"
         zp = d.get("zero_point")
-        return f"{sign}{d['bits']}" + (f" zp={zp}" if zp not in (0, [0]) else "")
+        zps = set(zp) if isinstance(zp, list) else {zp}
+        if zps == {0}:
+            return f"{sign}{d['bits']}"
+        return f"{sign}{d['bits']} zp={zp if len(zps) > 1 or not isinstance(zp, list) else zp[0]}"
     if kind == "codebook":
         return f"codebook {d['index_bits']}b->{d['table_bits']}b"
     if kind == "pow2":

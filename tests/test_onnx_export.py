@@ -540,25 +540,18 @@ def test_output_dequantize():
 
 # ------------------------------------------------------------------------------------ errors and the CLI
 
-def big_accumulator_model():
-    """A dense layer with a 48-bit wrapping accumulator whose exact sum could reach 2^63: 2^17 inputs of KNQ
-    values up to 2^31 times pow2 weights of -2^15. (hwsim's own MAC takes operands below 2^16, so it could not
-    run this either.)"""
+def test_operands_beyond_the_mac_pe_are_refused_before_export():
+    """A dense layer whose exact sum could reach 2^63 (2^17 KNQ values up to 2^31 times -2^15) cannot be
+    exported as int64 arithmetic; hwsim's graph check already refuses it (operands must stay below 2^16)."""
     k = 1 << 17
     knq = KnqAct(1, (0, (1 << 31) - 1))
     first = Layer("d1", "dense", ["input"], {"requant": "float64"}, knq, np.ones((k, 1), np.int64),
                   UniformW(2, True, (1.0,), (0,)))
     second = Layer("d2", "dense", ["d1"], {"requant": "float64", "acc_bits": 48}, UniformAct(8),
                    np.full((1, k), -16), Pow2W(5, (1.0,)))
-    return Model("big", (1,), UniformAct(8), [first, second]).check()
-
-
-def test_unrepresentable_accumulator_is_one_clear_error(tmp_path):
-    out = tmp_path / "big.onnx"
     with pytest.raises(HwsimError) as exc:
-        export_onnx(big_accumulator_model(), out)
-    assert exc.value.field == "layers.d2.attrs.acc_bits" and "int64" in exc.value.message
-    assert not out.exists()
+        Model("big", (1,), UniformAct(8), [first, second]).check()
+    assert exc.value.field == "layers.d2.inputs" and "2^16" in exc.value.message
 
 
 def test_model_hwsim_cannot_run_is_refused():
@@ -578,10 +571,10 @@ def test_cli_export(tmp_path):
     x = np.load(ROOT / "models" / "digits_test.npz")["x"][:50]
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert (sess.run(None, {"input": x})[0] == Engine(model).run(quantize_input(model, x)).output).all()
-    bad = tmp_path / "big.qnn"
-    save_model(big_accumulator_model(), bad)
-    assert main(["export", str(bad), "-o", str(tmp_path / "big.onnx")]) == 2
-    assert not (tmp_path / "big.onnx").exists()
+    bad = tmp_path / "truncated.qnn"
+    bad.write_bytes((ROOT / "models" / "lenet_digits_knq.qnn").read_bytes()[:-5])
+    assert main(["export", str(bad), "-o", str(tmp_path / "bad.onnx")]) == 2
+    assert not (tmp_path / "bad.onnx").exists()
 
 
 # ------------------------------------------------------------------------------------ import -> export

@@ -76,8 +76,8 @@ def to_onnx(model: Model, *, qdq: bool = True):
 
 
 def export_routes(model: Model, *, qdq: bool = True) -> dict:
-    """{layer name: route} where route is "qdq", "integer", or "codes" (maxpool, concat, reshape)
-    followed, for integer conv / dense layers, by the reason QDQ was not exact ("integer: requant float64")."""
+    """{layer name: route}: "qdq", "codes" (maxpool, concat, reshape) or "integer", the latter followed, for
+    conv / dense / add layers, by the reason QDQ would not be exact (e.g. "integer: output is knq")."""
     require("onnx")
     exp = _Exporter(model, qdq)
     exp.build()
@@ -519,12 +519,10 @@ class _Exporter:
         return {"xs": xs, "ys": ys, "ws": ws, "wtype": wtype, "wcodes": wcodes.astype(wtype), "wzp": wzp}
 
     def _mac_qdq(self, lay, p):
-        from onnx import TensorProto as T
         g, name = self.g, lay.name
-        in_enc, out_enc = lay.in_encs[0], lay.out_enc
+        in_enc = lay.in_encs[0]
         plan = self.engine.plans[name]
         _, in_dt = _code_type(in_enc)
-        out_elem, out_dt = _code_type(out_enc)
         x = self.codes[lay.inputs[0]]
         attrs = {}
         if lay.op == "conv2d":

@@ -194,18 +194,35 @@ _PACKED_MAX = 64  # layers remembered (each costs its weights twice: the bytes a
 _PACKED_LOCK = threading.Lock()
 
 
+def _frozen_root(w: np.ndarray):
+    """The array owning w's memory if w and every array between them are read-only, else None."""
+    a = w
+    while isinstance(a, np.ndarray):
+        if a.flags.writeable:
+            return None
+        if a.base is None:
+            return a if a.flags.owndata else None
+        a = a.base
+    return None
+
+
 def memo_pack(w: np.ndarray, params: tuple, build):
     """build() for weights w, remembered: a layer run batch after batch packs its weights once. An entry is
     reused only while the memory still holds the same values (compared with a stored copy, far cheaper than
     packing), so a caller that edits or frees its array is never served stale weights. `params` must name
     everything else build() depends on."""
     key = (w.ctypes.data, w.shape, w.strides, w.dtype.str, params)
-    values = w.tobytes()
+    # A read-only array that owns its memory (the engine freezes its decoded weights) cannot change under us;
+    # the entry keeps a reference to it, so its address cannot be reused while cached: no copy to compare.
+    root = _frozen_root(w)
+    frozen = root is not None
+    values = root if frozen else w.tobytes()
     with _PACKED_LOCK:
         hit = _PACKED.get(key)
         if hit is not None:
             _PACKED.move_to_end(key)
-    if hit is not None and hit[0] == values:
+    if hit is not None and (hit[0] is values if frozen else
+                            (not isinstance(hit[0], np.ndarray) and hit[0] == values)):
         return hit[1]
     packed = build()
     with _PACKED_LOCK:

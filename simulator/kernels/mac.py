@@ -141,7 +141,8 @@ def _check_conv(x, w, bias, stride, padding, groups, pad_value, acc_bits, policy
         raise ValueError(f"conv: acc_bits must be an integer in 2..64, got {acc_bits!r}")
     if policy not in POLICIES:
         raise ValueError(f"conv: policy must be one of {POLICIES}, got {policy!r}")
-    x_max, w_max = _max_abs(x), _max_abs(w)
+    x_max = _max_abs(x)
+    w_max = im2col.memo_pack(w, ("max_abs",), lambda: _max_abs(w)) if w.size else 0
     for name, m in (("x", x_max), ("w", w_max), ("pad_value", abs(int(pad_value)))):
         if m >= OPERAND_LIMIT:
             raise ValueError(f"conv: |{name}| must be below 2^16, got {m}")
