@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "extra: pip install 'hwsim[onnx]'.")
     p.add_argument("onnx_model", metavar="MODEL.onnx")
     p.add_argument("-o", "--output", required=True, metavar="MODEL.qnn", help="the .qnn file to write")
+    p.add_argument("--ort-qdq-int8-allowed", action="store_true",
+                   help="match ONNX Runtime run with session.qdqisint8allowed=1 (int8 QDQ node groups with "
+                        "several consumers fused into integer kernels instead of computed in float32)")
 
     p = sub.add_parser("export", help="export a .qnn model as a QDQ ONNX model ONNX Runtime can run",
                        description="Write MODEL.qnn as ONNX (QDQ form). Encodings ONNX cannot express exactly "

@@ -134,7 +134,7 @@ def import_model(args) -> int:
     from .importers import import_any
     from .qnn.model_io import save_model
 
-    model = import_any(args.onnx_model)
+    model = import_any(args.onnx_model, qdq_int8_allowed=args.ort_qdq_int8_allowed)
     save_model(model, args.output)
     print(f"{args.onnx_model} -> {args.output}: {len(model.layers)} layers, input {list(model.input_shape)}, "
           f"{report.weight_storage_bits(model):,} weight bits")

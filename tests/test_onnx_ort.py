@@ -156,3 +156,15 @@ def test_validate_runs_on_imported_model(tmp_path):
     engine = Engine(model)
     result = compare(engine, quantize_input(model, inputs(5, shape)), 1, 64)
     assert result.to_dict()  # runs layer by layer against the float reference; ORT's float32 may differ by 1 LSB
+
+
+def test_cli_ort_qdq_int8_allowed_flag(tmp_path):
+    """The import flag reaches the importer and is recorded with the model."""
+    from simulator.cli import main
+    from simulator.qnn.model_io import load_model
+    from pathlib import Path
+    src = Path(__file__).resolve().parents[1] / "models" / "lenet_digits_ort_qdq.onnx"
+    for flag, expected in (([], False), (["--ort-qdq-int8-allowed"], True)):
+        out = tmp_path / f"m{int(expected)}.qnn"
+        assert main(["import", str(src), "-o", str(out), *flag]) == 0
+        assert load_model(out).metadata["ort_qdq_int8_allowed"] is expected

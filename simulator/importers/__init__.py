@@ -14,8 +14,9 @@ def require(module: str, extra: str = "onnx"):
         raise HwsimError(f"this needs the '{module}' package: pip install 'hwsim[{extra}]'") from None
 
 
-def import_any(path):
-    """Import an ONNX file, choosing the QONNX importer when the graph uses QONNX ops."""
+def import_any(path, qdq_int8_allowed: bool = False):
+    """Import an ONNX file, choosing the QONNX importer when the graph uses QONNX ops. `qdq_int8_allowed`:
+    match ONNX Runtime run with the session option session.qdqisint8allowed=1 (see import_onnx)."""
     onnx = require("onnx")
     from .onnx_import import import_onnx, load_onnx
     proto = load_onnx(path)
@@ -24,4 +25,4 @@ def import_any(path):
         from .qonnx_import import import_qonnx
         return import_qonnx(path, proto)
     del onnx
-    return import_onnx(path, proto)
+    return import_onnx(path, proto, qdq_int8_allowed=qdq_int8_allowed)
