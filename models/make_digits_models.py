@@ -177,7 +177,7 @@ def train(net, x, y, epochs, lr, seed, clip_weights=None, log_every=0, name="net
                         p.clamp_(-1.0, 1.0)
         if log_every and (ep + 1) % log_every == 0:
             log(f"  {name} epoch {ep + 1}/{epochs} loss {loss.item():.4f}")
-    net.eval()
+    net.train(False)  # inference mode
     return net
 
 

@@ -131,16 +131,21 @@ def dense_acc(x, w, bias, acc_bits, policy) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(acc[0, :, 0, :].T), count
 
 
+def check_accumulator(acc_bits, policy, who: str) -> None:
+    """The accumulator contract every MAC kernel shares: 2..64 bits, wrap or saturate."""
+    if not (isinstance(acc_bits, (int, np.integer)) and 2 <= acc_bits <= 64):
+        raise ValueError(f"{who}: acc_bits must be an integer in 2..64, got {acc_bits!r}")
+    if policy not in POLICIES:
+        raise ValueError(f"{who}: policy must be one of {POLICIES}, got {policy!r}")
+
+
 def _check_conv(x, w, bias, stride, padding, groups, pad_value, acc_bits, policy):
     """Validated arrays, geometry, max|x| and max|w|; ValueError on anything outside the contract."""
     x, w = np.asarray(x), np.asarray(w)
     if x.dtype.kind not in "iu" or w.dtype.kind not in "iu":
         raise ValueError(f"conv: x and w must be integer arrays, got {x.dtype} and {w.dtype}")
     g = conv_geometry(x.shape, w.shape, stride, padding, groups)
-    if not (isinstance(acc_bits, (int, np.integer)) and 2 <= acc_bits <= 64):
-        raise ValueError(f"conv: acc_bits must be an integer in 2..64, got {acc_bits!r}")
-    if policy not in POLICIES:
-        raise ValueError(f"conv: policy must be one of {POLICIES}, got {policy!r}")
+    check_accumulator(acc_bits, policy, "conv")
     x_max = _max_abs(x)
     w_max = im2col.memo_pack(w, ("max_abs",), lambda: _max_abs(w)) if w.size else 0
     for name, m in (("x", x_max), ("w", w_max), ("pad_value", abs(int(pad_value)))):

@@ -42,7 +42,7 @@ import numpy as np
 from numba import njit, prange
 
 from .im2col import conv_geometry
-from .mac import _add_row, _phase_planes, acc_limits, apply_policy, POLICIES
+from .mac import _add_row, _phase_planes, acc_limits, apply_policy, check_accumulator
 
 PAIR_MIN, PAIR_MAX = -(1 << 15), (1 << 15) - 1   # the int16 lane of vpmaddubsw
 X_RANGE = (0, 255)       # unsigned 8-bit activation codes
@@ -115,10 +115,7 @@ def _check(x, w, x_zero_point, w_zero_point, bias, stride, padding, groups, pad_
     if x.dtype.kind not in "iu" or w.dtype.kind not in "iu":
         raise ValueError(f"pair-sat conv: x and w must be integer code arrays, got {x.dtype} and {w.dtype}")
     g = conv_geometry(x.shape, w.shape, stride, padding, groups)
-    if not (isinstance(acc_bits, (int, np.integer)) and 2 <= acc_bits <= 64):
-        raise ValueError(f"pair-sat conv: acc_bits must be an integer in 2..64, got {acc_bits!r}")
-    if policy not in POLICIES:
-        raise ValueError(f"pair-sat conv: policy must be one of {POLICIES}, got {policy!r}")
+    check_accumulator(acc_bits, policy, "pair-sat conv")
     for name, a, (lo, hi) in (("x", x, X_RANGE), ("w", w, W_RANGE)):
         if a.size and (int(a.min()) < lo or int(a.max()) > hi):
             raise ValueError(f"pair-sat conv: {name} codes must lie in [{lo}, {hi}] "
