@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .encodings import BinaryAct, BinaryW, CodebookW, EnqAct, KnqAct, ThresholdAct, UniformAct
+from .encodings import BinaryAct, CodebookW, EnqAct, KnqAct, ThresholdAct
 from .errors import HwsimError
 from .graph import MAC_OPS, Layer, Model, default_pad_code, pad_value
 from .kernels import mac, pairsat, popcount

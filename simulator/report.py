@@ -260,14 +260,17 @@ def inspect_report(model: Model, path) -> dict:
     layers = []
     for lay in model.layers:
         entry = {"name": lay.name, "op": lay.op, "inputs": list(lay.inputs), "output_shape": list(lay.out_shape),
-                 "encoding": lay.out_enc.to_dict(), "attrs": lay.attrs}
+                 "encoding": lay.out_enc.to_dict(), "encoding_summary": _enc_summary(lay.out_enc),
+                 "attrs": lay.attrs}
         if lay.weight is not None:
             entry["weight_shape"] = list(lay.weight.shape)
             entry["weight_encoding"] = lay.weight_enc.to_dict()
+            entry["weight_encoding_summary"] = _enc_summary(lay.weight_enc)
             entry["path"] = "xnor-popcount" if lay.is_xnor else "mac"
         layers.append(entry)
     return {"path": str(path), "name": model.name, "input_shape": list(model.input_shape),
-            "input_encoding": model.input_enc.to_dict(), "input_rounding": model.input_rounding,
+            "input_encoding": model.input_enc.to_dict(), "input_encoding_summary": _enc_summary(model.input_enc),
+            "input_rounding": model.input_rounding,
             "sample_input": None if model.sample_input is None else list(model.sample_input.shape),
             "weight_storage_bits": weight_storage_bits(model),
             "activation_storage_bits": activation_storage_bits(model),
@@ -279,11 +282,10 @@ def format_inspect(rep: dict) -> str:
     for lay in rep["layers"]:
         attrs = ", ".join(f"{k}={v}" for k, v in lay["attrs"].items() if k not in ("multiplier",))
         rows.append([lay["name"], lay["op"], ",".join(lay["inputs"]), "x".join(map(str, lay["output_shape"])),
-                     _enc_summary_dict(lay["encoding"]),
-                     _enc_summary_dict(lay["weight_encoding"]) if "weight_encoding" in lay else "",
+                     lay["encoding_summary"], lay.get("weight_encoding_summary", ""),
                      "x".join(map(str, lay.get("weight_shape", []))), attrs])
     out = [f"{rep['path']}: model {rep['name']!r}, input {rep['input_shape']} "
-           f"{_enc_summary_dict(rep['input_encoding'])} (rounding {rep['input_rounding']})",
+           f"{rep['input_encoding_summary']} (rounding {rep['input_rounding']})",
            f"sample input: {rep['sample_input'] or 'none'}", "",
            _table(["layer", "op", "inputs", "output", "encoding", "weights", "weight shape", "attributes"], rows,
                   ["<"] * 8), "",
@@ -292,11 +294,3 @@ def format_inspect(rep: dict) -> str:
     for key, value in rep["metadata"].items():
         out.append(f"{key}: {value}")
     return "\n".join(out)
-
-
-def _enc_summary_dict(d):
-    from .encodings import activation_from_dict, weight_from_dict
-    try:
-        return _enc_summary(activation_from_dict(d))
-    except Exception:
-        return _enc_summary(weight_from_dict(d))

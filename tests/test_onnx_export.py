@@ -22,7 +22,7 @@ from simulator.encodings import (BinaryAct, BinaryW, CodebookW, EnqAct, KnqAct, 
 from simulator.engine import Engine, quantize_input
 from simulator.errors import HwsimError
 from simulator.graph import ROUNDINGS, Layer, Model
-from simulator.qnn.model_io import load_model, save_model
+from simulator.qnn.model_io import load_model
 from simulator.report import output_array
 
 onnx = pytest.importorskip("onnx")

@@ -553,7 +553,7 @@ class _Exporter:
         return self._quantize_out(lay, yf)
 
     def _mac_integer(self, lay):
-        g, name = self.g, lay.name
+        name = lay.name
         plan = self.engine.plans[name]
         if lay.attr("datapath") == "x86_pair_sat16":
             acc, ndim = self._acc_pairsat(lay), 1 + len(lay.out_shape)

@@ -201,13 +201,20 @@ def _simd_conv(x, pad_value: int, w, g: ConvGeometry, init, x_max: int, w_max: i
 # ----------------------------------------------------------------------------------------------------------
 # Sequential path: the policy after every add, in the documented order
 # ----------------------------------------------------------------------------------------------------------
-def _sequential_conv(x, w, bias, g: ConvGeometry, pad_value, acc_bits, policy):
-    biases = [0] * g.co if bias is None else bias.tolist()
+def accumulator_start(bias, co: int, acc_bits: int, policy: str):
+    """What a sequential kernel needs before its first add: the bias loaded into the register (by the policy),
+    whether loading it overflowed, the register's limits and its wrap mask."""
+    biases = [0] * co if bias is None else bias.tolist()
     started = [apply_policy(int(b), acc_bits, policy) for b in biases]
     init = np.array([v for v, _ in started], np.int64)
     init_over = np.array([o for _, o in started], np.bool_)
     lo, hi = acc_limits(acc_bits)
     mask = np.int64(-1) if acc_bits == 64 else np.int64((1 << acc_bits) - 1)
+    return init, init_over, lo, hi, mask
+
+
+def _sequential_conv(x, w, bias, g: ConvGeometry, pad_value, acc_bits, policy):
+    init, init_over, lo, hi, mask = accumulator_start(bias, g.co, acc_bits, policy)
     acc = np.empty((g.n, g.co, g.ho, g.wo), np.int64)
     over = np.empty(acc.shape, np.bool_)
     _sequential_kernel(_phase_planes(x, g, pad_value), w.astype(np.int64), init, init_over, g.sh, g.sw, g.groups,

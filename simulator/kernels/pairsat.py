@@ -42,7 +42,7 @@ import numpy as np
 from numba import njit, prange
 
 from .im2col import conv_geometry
-from .mac import _add_row, _phase_planes, acc_limits, apply_policy, check_accumulator
+from .mac import _add_row, _phase_planes, accumulator_start, apply_policy, check_accumulator
 
 PAIR_MIN, PAIR_MAX = -(1 << 15), (1 << 15) - 1   # the int16 lane of vpmaddubsw
 X_RANGE = (0, 255)       # unsigned 8-bit activation codes
@@ -75,12 +75,7 @@ def conv2d_pairsat_acc(x, w, x_zero_point, w_zero_point, bias, stride, padding, 
                                    acc_bits, policy)
     if g.n == 0:
         return np.zeros((0, g.co, g.ho, g.wo), np.int64), 0, 0, 0
-    biases = [0] * g.co if bias is None else bias.tolist()
-    started = [apply_policy(int(b), acc_bits, policy) for b in biases]
-    init = np.array([v for v, _ in started], np.int64)
-    init_over = np.array([o for _, o in started], np.bool_)
-    lo, hi = acc_limits(acc_bits)
-    mask = np.int64(-1) if acc_bits == 64 else np.int64((1 << acc_bits) - 1)
+    init, init_over, lo, hi, mask = accumulator_start(bias, g.co, acc_bits, policy)
     w64 = w.astype(np.int64)
     k = g.cig * g.kh * g.kw
     # the correction's constant part per channel: -zx·Σw + K·zx·zw (exact; |.| < 2^40 for any K < 2^23)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 
 from ..encodings import activation_from_dict, weight_from_dict
 from ..errors import HwsimError
