@@ -103,6 +103,7 @@ class Logic:
     xnor2_area_um2: Figure
     full_adder_area_um2: Figure
     dff_area_um2: Figure
+    leakage_nw_per_um2: Figure | None = None   # static power density of logic (optional: leakage of units)
 
 
 @dataclass(frozen=True)
@@ -263,7 +264,7 @@ TOP_LEVEL = ("format", "node", "scaling", "arith", "logic", "converters", "requa
 def parse_techtable(data, source: str, ignore_keys: tuple[str, ...] = ()) -> TechTable:
     """Validate an already-parsed YAML mapping. `ignore_keys`: top-level keys another loader validates
     (e.g. a later `architecture:` section in the same --hw file)."""
-    r = _Reader(source)
+    r = FieldReader(source)
     top = r.mapping(data, "", required=[k for k in TOP_LEVEL if k != "scaling"],
                     optional=["scaling", *ignore_keys])
     fmt = top["format"]
@@ -300,7 +301,7 @@ def _show(value) -> str:
     return repr(value)
 
 
-class _Reader:
+class FieldReader:
     """Walks the parsed YAML, collecting figures by dotted row; every failure names the row."""
 
     def __init__(self, source: str):
@@ -424,8 +425,11 @@ class _Reader:
     def read_logic(self, raw) -> Logic:
         keys = ["mux2_pj", "xnor2_pj", "full_adder_pj", "dff_pj_per_clock",
                 "mux2_area_um2", "xnor2_area_um2", "full_adder_area_um2", "dff_area_um2"]
-        m = self.mapping(raw, "logic", required=keys)
-        return Logic(**{k: self.figure(m, k, "logic") for k in keys})
+        m = self.mapping(raw, "logic", required=keys, optional=["leakage_nw_per_um2"])
+        figs = {k: self.figure(m, k, "logic") for k in keys}
+        if "leakage_nw_per_um2" in m:
+            figs["leakage_nw_per_um2"] = self.figure(m, "leakage_nw_per_um2", "logic")
+        return Logic(**figs)
 
     def read_converters(self, raw) -> Converters:
         keys = ["qe_pj", "ce_pj", "qk_pj_per_comparator", "ck_pj",

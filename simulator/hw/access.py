@@ -1,0 +1,425 @@
+"""DRAM <-> buffer traffic of a staging loop nest, from exact tile footprints (Timeloop's delta method).
+
+The staging loop nest tiles a layer over the dims g, n, k, c, p, q (R and S are never split) in a given order,
+outermost first. At every step the buffer holds one tile of each tensor; what it fetches is the part of the new
+tile that the previous tile did not already hold (the *delta*), so sliding-window halos along p and q are reused
+and never fetched twice, and im2col duplicates never reach DRAM. Tiles are boxes, so a delta is
+|new box| - |new box ∩ previous box|, a product of per-dim interval lengths.
+
+Outputs are partial sums while the reduction (c) is unfinished: a tile that re-enters the buffer with c > 0 is
+read back (accumulator bits), and a tile leaving the buffer is written at accumulator bits unless its reduction is
+complete (output bits). When no output-relevant loop with more than one tile sits inside the c loop, each output
+tile is visited once and no partial sum moves.
+
+Timing per step i: the link moves the fills of tile i plus the write-back of the outputs tile i displaced,
+`transfer = ceil(bits / bandwidth) + latency`; for tensors in double-buffered buffers it overlaps the compute
+window of the tile (the layer's compute cycles in proportion to the tile's MACs), otherwise it is serialised.
+The first tile's fill is the onload, the last tile's output write-back the offload.
+
+Two implementations of the same definition: `evaluate_nests` (numba; per dim, runs of identical tiles are merged,
+so the work is a few cells per loop level, not one per step) and `walk_nest` (plain Python, every step of the
+nest; the reference for tests).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+DIMS = ("g", "n", "k", "c", "p", "q")
+G, N, K, C, P, Q = range(6)
+TENSOR_DIMS = {"weights": (G, K, C), "inputs": (G, N, C, P, Q), "outputs": (G, N, K, P, Q)}
+
+# Columns of the result row of one loop nest.
+RESULT_FIELDS = ("onload", "offload", "stall", "dram_w", "dram_i", "dram_o_read", "dram_o_write",
+                 "buf_fill_w", "buf_fill_i", "buf_fill_o", "buf_drain_o", "foot_w", "foot_i", "foot_o",
+                 "single_visit", "steps")
+F = {name: i for i, name in enumerate(RESULT_FIELDS)}
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What the nest analysis needs of a layer (one convolution; dense = 1x1 on a 1x1 map)."""
+
+    extents: tuple           # (G, N, K, C, P, Q)
+    r: int
+    s: int
+    h: int
+    w: int
+    sh: int
+    sw: int
+    pt: int
+    pl: int
+
+
+@dataclass(frozen=True)
+class Link:
+    """The DRAM link and how each tensor is staged. bits: (weights, inputs, outputs final, partial sums)."""
+
+    w_bits: int
+    i_bits: int
+    o_bits: int
+    acc_bits: int
+    staged: tuple            # (weights, inputs, outputs): True when an on-chip buffer stages the tensor
+    double_buffered: tuple   # per tensor, for staged tensors
+    buffer_word_bits: tuple  # per tensor: word of its buffer (1 when not staged)
+    burst_bits: int
+    bandwidth_bits: float
+    latency: int
+    compute_cycles: float
+
+
+def geometry_of(wl) -> Geometry:
+    return Geometry((wl.g, wl.n, wl.k, wl.c, wl.p, wl.q), wl.r, wl.s, wl.h, wl.w, wl.stride[0], wl.stride[1],
+                    wl.pad[0], wl.pad[1])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Per-dim tile tables (shared by both implementations).
+
+
+def tile_table(geom: Geometry, dim: int, tile: int):
+    """(out sizes, lo, hi) per tile index; lo/hi are the input interval for p and q, the tile range otherwise."""
+    extent = geom.extents[dim]
+    n = -(-extent // tile)
+    start = np.arange(n, dtype=np.int64) * tile
+    size = np.minimum(tile, extent - start)
+    if dim == P or dim == Q:
+        stride, kernel, pad, limit = ((geom.sh, geom.r, geom.pt, geom.h) if dim == P
+                                      else (geom.sw, geom.s, geom.pl, geom.w))
+        lo = np.clip(start * stride - pad, 0, limit)
+        hi = np.clip((start + size - 1) * stride + kernel - pad, 0, limit)
+        return size, lo, hi
+    return size, start, start + size
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Fast path: numba over many candidate nests of one layer.
+
+
+@njit(cache=True)
+def _table(extent, tile, stride, kernel, pad, limit, is_spatial, out_size, lo, hi):
+    n = (extent + tile - 1) // tile
+    for j in range(n):
+        start = j * tile
+        size = min(tile, extent - start)
+        out_size[j] = size
+        if is_spatial:
+            a = start * stride - pad
+            b = (start + size - 1) * stride + kernel - pad
+            lo[j] = min(max(a, 0), limit)
+            hi[j] = min(max(b, 0), limit)
+        else:
+            lo[j] = start
+            hi[j] = start + size
+    return n
+
+
+@njit(cache=True)
+def _runs(role, n, d, out_size, lo, hi, rec, mult):
+    """Records of one dim for one transition kind, runs of equal records merged. Returns the run count.
+
+    role 0: outer (index unchanged, any j); 1: the advancing loop (j-1 -> j); 2: inner (n-1 -> 0);
+    3: the first step (index 0, nothing before). rec columns: size, size_in, ov, ov_in, prev_size, first,
+    final, prev_final (the flags only for d == c)."""
+    count = 0
+    if role == 0:
+        j0, j1 = 0, n
+    elif role == 1:
+        j0, j1 = 1, n
+    else:
+        j0, j1 = 0, 1
+    for j in range(j0, j1):
+        if role == 0:
+            prev = j
+        elif role == 1:
+            prev = j - 1
+        elif role == 2:
+            prev = n - 1
+        else:
+            prev = -1
+        size = out_size[j]
+        size_in = hi[j] - lo[j]
+        if prev < 0:
+            ov, ov_in, prev_size = 0, 0, 0
+        elif prev == j:
+            ov, ov_in, prev_size = size, size_in, size
+        else:
+            ov = 0
+            ov_in = max(0, min(hi[j], hi[prev]) - max(lo[j], lo[prev]))
+            prev_size = out_size[prev]
+        first = 1
+        final = 1
+        prev_final = 1
+        if d == 3:
+            first = 1 if j == 0 else 0
+            final = 1 if j == n - 1 else 0
+            prev_final = 1 if (prev >= 0 and prev == n - 1) else 0
+        same = count > 0
+        if same:
+            r = rec[count - 1]
+            same = (r[0] == size and r[1] == size_in and r[2] == ov and r[3] == ov_in and r[4] == prev_size
+                    and r[5] == first and r[6] == final and r[7] == prev_final)
+        if same:
+            mult[count - 1] += 1
+        else:
+            r = rec[count]
+            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7] = size, size_in, ov, ov_in, prev_size, first, final, \
+                prev_final
+            mult[count] = 1
+            count += 1
+    return count
+
+
+@njit(cache=True)
+def _transfer(bits, bandwidth, latency):
+    if bits <= 0:
+        return 0.0
+    return math.ceil(bits / bandwidth) + latency
+
+
+@njit(cache=True)
+def _ceil_div(a, b):
+    return (a + b - 1) // b
+
+
+@njit(cache=True)
+def _evaluate(extents, r, s, h, w, sh, sw, pt, pl, tiles, orders, bits, staged, dbuf, word, burst, bandwidth,
+              latency, compute_cycles, out):
+    total_macs = 1.0
+    for d in range(6):
+        total_macs *= extents[d]
+    total_macs *= r * s
+    maxn = 1
+    for d in range(6):
+        maxn = max(maxn, extents[d])
+    out_size = np.zeros((6, maxn), np.int64)
+    lo = np.zeros((6, maxn), np.int64)
+    hi = np.zeros((6, maxn), np.int64)
+    ntile = np.zeros(6, np.int64)
+    rec = np.zeros((6, maxn, 8), np.int64)
+    mult = np.zeros((6, maxn), np.int64)
+    nrun = np.zeros(6, np.int64)
+    pos = np.zeros(6, np.int64)
+    wb, ib, ob, ab = bits[0], bits[1], bits[2], bits[3]
+    for ci in range(tiles.shape[0]):
+        for d in range(6):
+            spatial = d == 4 or d == 5
+            stride = sh if d == 4 else sw
+            kern = r if d == 4 else s
+            pad = pt if d == 4 else pl
+            lim = h if d == 4 else w
+            ntile[d] = _table(extents[d], tiles[ci, d], stride, kern, pad, lim, spatial, out_size[d], lo[d], hi[d])
+        for li in range(6):
+            pos[orders[ci, li]] = li
+        # Each output tile visited once when no output-relevant loop with > 1 tile is inside the c loop.
+        single = 1
+        for li in range(pos[3] + 1, 6):
+            d = orders[ci, li]
+            if d != 3 and ntile[d] > 1:
+                single = 0
+        foot_w = out_size[0, 0] * out_size[2, 0] * out_size[3, 0] * r * s
+        max_in_p = 0
+        for j in range(ntile[4]):
+            max_in_p = max(max_in_p, hi[4, j] - lo[4, j])
+        max_in_q = 0
+        for j in range(ntile[5]):
+            max_in_q = max(max_in_q, hi[5, j] - lo[5, j])
+        foot_i = out_size[0, 0] * out_size[1, 0] * out_size[3, 0] * max_in_p * max_in_q
+        foot_o = out_size[0, 0] * out_size[1, 0] * out_size[2, 0] * out_size[4, 0] * out_size[5, 0]
+        res = out[ci]
+        res[:] = 0.0
+        res[11], res[12], res[13], res[14] = foot_w, foot_i, foot_o, single
+        steps = 1.0
+        for d in range(6):
+            steps *= ntile[d]
+        res[15] = steps
+        # Transition kinds: -1 = the first step; li = the loop at position li advances.
+        for li in range(-1, 6):
+            if li >= 0 and ntile[orders[ci, li]] < 2:
+                continue
+            for d in range(6):
+                if li < 0:
+                    role = 3
+                elif pos[d] < li:
+                    role = 0
+                elif pos[d] == li:
+                    role = 1
+                else:
+                    role = 2
+                nrun[d] = _runs(role, ntile[d], d, out_size[d], lo[d], hi[d], rec[d], mult[d])
+            idx = np.zeros(6, np.int64)
+            while True:
+                m = 1.0
+                for d in range(6):
+                    m *= mult[d, idx[d]]
+                rg, rn, rk, rc, rp, rq = (rec[0, idx[0]], rec[1, idx[1]], rec[2, idx[2]], rec[3, idx[3]],
+                                          rec[4, idx[4]], rec[5, idx[5]])
+                new_w = (rg[0] * rk[0] * rc[0] - rg[2] * rk[2] * rc[2]) * r * s
+                new_i = rg[0] * rn[0] * rc[0] * rp[1] * rq[1] - rg[2] * rn[2] * rc[2] * rp[3] * rq[3]
+                ov_o = rg[2] * rn[2] * rk[2] * rp[2] * rq[2]
+                new_o = rg[0] * rn[0] * rk[0] * rp[0] * rq[0] - ov_o
+                exit_o = (rg[4] * rn[4] * rk[4] * rp[4] * rq[4] - ov_o) if li >= 0 else 0
+                first = 1 if single == 1 else rc[5]
+                prev_final = 1 if single == 1 else rc[7]
+                fill_w = new_w * wb if staged[0] else 0
+                fill_i = new_i * ib if staged[1] else 0
+                read_o = new_o * ab if (staged[2] and first == 0) else 0
+                drain_o = exit_o * (ob if prev_final == 1 else ab) if staged[2] else 0
+                # DRAM moves whole bursts; the buffer whole words.
+                dw = _ceil_div(fill_w, burst) * burst
+                di = _ceil_div(fill_i, burst) * burst
+                dro = _ceil_div(read_o, burst) * burst
+                dwo = _ceil_div(drain_o, burst) * burst
+                res[3] += m * dw
+                res[4] += m * di
+                res[5] += m * dro
+                res[6] += m * dwo
+                res[7] += m * _ceil_div(fill_w, word[0])
+                res[8] += m * _ceil_div(fill_i, word[1])
+                res[9] += m * _ceil_div(read_o, word[2])
+                res[10] += m * _ceil_div(drain_o, word[2])
+                db_bits = 0.0
+                serial_bits = 0.0
+                for t, moved in ((0, dw), (1, di), (2, dro + dwo)):
+                    if dbuf[t]:
+                        db_bits += moved
+                    else:
+                        serial_bits += moved
+                if li < 0:
+                    res[0] += _transfer(db_bits + serial_bits, bandwidth, latency)
+                else:
+                    tile_macs = rg[0] * rn[0] * rk[0] * rc[0] * rp[0] * rq[0] * r * s
+                    window = compute_cycles * tile_macs / total_macs
+                    res[2] += m * (max(0.0, _transfer(db_bits, bandwidth, latency) - window)
+                                   + _transfer(serial_bits, bandwidth, latency))
+                # Odometer over the run lists.
+                d = 5
+                while d >= 0:
+                    idx[d] += 1
+                    if idx[d] < nrun[d]:
+                        break
+                    idx[d] = 0
+                    d -= 1
+                if d < 0:
+                    break
+        if staged[2]:
+            last = (out_size[0, ntile[0] - 1] * out_size[1, ntile[1] - 1] * out_size[2, ntile[2] - 1]
+                    * out_size[4, ntile[4] - 1] * out_size[5, ntile[5] - 1])
+            res[1] = _transfer(_ceil_div(last * ob, burst) * burst, bandwidth, latency)
+            res[6] += _ceil_div(last * ob, burst) * burst
+            res[10] += _ceil_div(last * ob, word[2])
+
+
+def evaluate_nests(geom: Geometry, link: Link, tiles: np.ndarray, orders: np.ndarray) -> np.ndarray:
+    """One result row (RESULT_FIELDS) per candidate nest: tiles [n, 6] sizes, orders [n, 6] dims outermost first."""
+    out = np.zeros((len(tiles), len(RESULT_FIELDS)))
+    bits = np.array([link.w_bits, link.i_bits, link.o_bits, link.acc_bits], np.int64)
+    _evaluate(np.array(geom.extents, np.int64), geom.r, geom.s, geom.h, geom.w, geom.sh, geom.sw, geom.pt,
+              geom.pl, np.ascontiguousarray(tiles, np.int64), np.ascontiguousarray(orders, np.int64), bits,
+              np.array(link.staged, np.bool_), np.array(link.double_buffered, np.bool_),
+              np.array(link.buffer_word_bits, np.int64), int(link.burst_bits), float(link.bandwidth_bits),
+              float(link.latency), float(link.compute_cycles), out)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reference: walk every step of the nest.
+
+
+def walk_nest(geom: Geometry, link: Link, tile: tuple, order: tuple) -> dict:
+    """The same quantities as `evaluate_nests`, by visiting every step of the nest in order (small layers only)."""
+    tables = [tile_table(geom, d, tile[d]) for d in range(6)]
+    counts = [len(t[0]) for t in tables]
+    rs = geom.r * geom.s
+    total_macs = math.prod(geom.extents) * rs
+    wb, ib, ob, ab = link.w_bits, link.i_bits, link.o_bits, link.acc_bits
+
+    def box(tensor, index):
+        spans = []
+        for d in TENSOR_DIMS[tensor]:
+            size, lo, hi = tables[d]
+            j = index[d]
+            if tensor == "inputs" and d in (P, Q):
+                spans.append((int(lo[j]), int(hi[j])))
+            else:
+                start = j * tile[d]
+                spans.append((start, start + int(size[j])))
+        return tuple(spans)
+
+    def volume(spans):
+        return math.prod(max(0, b - a) for a, b in spans)
+
+    def common(x, y):
+        return volume([(max(a, c), min(b, d)) for (a, b), (c, d) in zip(x, y)])
+
+    steps = [tuple(sorted(zip(order, combo)))
+             for combo in itertools.product(*(range(counts[d]) for d in order))]
+    steps = [tuple(v for _, v in step) for step in steps]
+    # Output visits: consecutive steps holding the same output tile; a visit is a tile's first / last one.
+    out_boxes = [box("outputs", st) for st in steps]
+    visits = []
+    for i, b in enumerate(out_boxes):
+        if i == 0 or b != out_boxes[i - 1]:
+            visits.append((i, b))
+    first_visit, last_visit = {}, {}
+    for i, b in visits:
+        first_visit.setdefault(b, i)
+        last_visit[b] = i
+
+    res = dict.fromkeys(RESULT_FIELDS, 0.0)
+
+    def bursts(bits_):
+        return -(-bits_ // link.burst_bits) * link.burst_bits
+
+    def words(bits_, t):
+        return -(-bits_ // link.buffer_word_bits[t])
+
+    def transfer(bits_):
+        return 0 if bits_ <= 0 else math.ceil(bits_ / link.bandwidth_bits) + link.latency
+
+    prev = None
+    visit_start = None
+    for i, st in enumerate(steps):
+        cur = {t: box(t, st) for t in TENSOR_DIMS}
+        new = {t: volume(cur[t]) - (common(cur[t], prev[t]) if prev else 0) for t in TENSOR_DIMS}
+        new["weights"] *= rs
+        if prev is None or cur["outputs"] != prev["outputs"]:
+            exit_o = 0 if prev is None else volume(prev["outputs"]) - common(cur["outputs"], prev["outputs"])
+            exit_final = prev is not None and last_visit[prev["outputs"]] == visit_start
+            visit_start = i
+            first = first_visit[cur["outputs"]] == i
+        else:
+            exit_o, exit_final, first = 0, True, True
+        fill = [new["weights"] * wb if link.staged[0] else 0, new["inputs"] * ib if link.staged[1] else 0]
+        read_o = new["outputs"] * ab if (link.staged[2] and not first) else 0
+        drain_o = exit_o * (ob if exit_final else ab) if link.staged[2] else 0
+        dram = [bursts(fill[0]), bursts(fill[1]), bursts(read_o) + bursts(drain_o)]
+        res["dram_w"] += dram[0]
+        res["dram_i"] += dram[1]
+        res["dram_o_read"] += bursts(read_o)
+        res["dram_o_write"] += bursts(drain_o)
+        res["buf_fill_w"] += words(fill[0], 0)
+        res["buf_fill_i"] += words(fill[1], 1)
+        res["buf_fill_o"] += words(read_o, 2)
+        res["buf_drain_o"] += words(drain_o, 2)
+        db = sum(x for t, x in enumerate(dram) if link.double_buffered[t])
+        serial = sum(x for t, x in enumerate(dram) if not link.double_buffered[t])
+        if prev is None:
+            res["onload"] += transfer(db + serial)
+        else:
+            tile_macs = math.prod(int(tables[d][0][st[d]]) for d in range(6)) * rs
+            window = link.compute_cycles * tile_macs / total_macs
+            res["stall"] += max(0.0, transfer(db) - window) + transfer(serial)
+        prev = cur
+    if link.staged[2]:
+        last_bits = volume(prev["outputs"]) * ob
+        res["offload"] = transfer(bursts(last_bits))
+        res["dram_o_write"] += bursts(last_bits)
+        res["buf_drain_o"] += words(last_bits, 2)
+    res["steps"] = len(steps)
+    return res

@@ -1,0 +1,338 @@
+"""The architecture cost model: workloads + hardware -> cycles, accesses, energy and area per layer and model.
+
+    Workload (shape, bits, event counts) --mapping--> fold schedule + staging loop nest
+        --access--> words per memory level and tensor, DRAM bits
+        --timing--> compute cycles + stall cycles by cause
+        --energy--> pJ by category (MACs, converters, SRAM, DRAM, leakage × time, clock)
+
+Cycles of a layer = compute_cycles + Σ stall_cycles, the causes being:
+    onload, offload        the first staging tile's fill and the last one's write-back (never overlapped)
+    dram                   DRAM transfers a step's compute window could not hide (Σ per step), plus the DRAM
+                           time of tensors no buffer stages beyond the compute time
+    memory:<level>         the buffer's read or write bandwidth to the array below the array's demand
+    bank_conflicts         cycles that ask one bank for more distinct lines than it has ports
+    converters             the slowest auxiliary stage (QE/CE/QK/CK, LUT, requantizer, ALU) beyond the compute
+Stalls add: the model assumes no two causes hide each other (conservative; docs/architecture-model.md).
+Cycles and latency are for one batch of N inferences; energies are per inference.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from simulator.errors import HwsimError
+from simulator.hw.access import F, Link, geometry_of
+from simulator.hw.arch import UNIT_EVENTS, Hardware
+from simulator.hw.area import AreaReport, Clock, design_area, design_clock
+from simulator.hw.energy import (alu_add_energy, compare_energy, converter_energy, lut_read_energy,
+                                 mac_energy, popcount_word_energy, requant_energy)
+from simulator.hw.mapping import choose_staging, edge_traffic, fold_schedule
+
+ENERGY_CATEGORIES = ("mac", "popcount", "lut", "converters", "requant", "other_alu", "sram", "dram", "leakage",
+                     "clock")
+TENSORS = ("weights", "inputs", "outputs")
+
+
+@dataclass
+class LayerCost:
+    name: str
+    op: str
+    path: str
+    macs: int                                   # per batch
+    compute_cycles: int
+    stall_cycles: dict                          # cause -> cycles
+    utilization: float                          # useful PE-cycles / (PEs × cycles)
+    accesses: dict                              # level -> {"reads": words, "writes": words, "by_tensor": {...}}
+    dram_bits: dict                             # tensor -> {"read": bits, "write": bits} per batch
+    mapping: dict
+    energy_pj: dict = field(default_factory=dict)   # per inference, by category
+    gated_macs: float = 0.0
+
+    @property
+    def cycles(self) -> int:
+        return self.compute_cycles + sum(self.stall_cycles.values())
+
+    @property
+    def total_energy_pj(self) -> float:
+        return sum(self.energy_pj.values())
+
+
+@dataclass
+class CostReport:
+    hardware: Hardware
+    batch: int
+    layers: list
+    area: AreaReport
+    clock: Clock
+    cost_s: float
+    assumptions: list
+
+    @property
+    def cycles(self) -> int:
+        return sum(layer.cycles for layer in self.layers)
+
+    @property
+    def latency_s(self) -> float:
+        return self.cycles / self.clock.hz
+
+    @property
+    def throughput(self) -> float:
+        return self.batch / self.latency_s if self.latency_s > 0 else math.inf
+
+    @property
+    def energy_breakdown_pj(self) -> dict:
+        out = dict.fromkeys(ENERGY_CATEGORIES, 0.0)
+        for layer in self.layers:
+            for key, value in layer.energy_pj.items():
+                out[key] += value
+        return out
+
+    @property
+    def energy_pj(self) -> float:
+        return sum(self.energy_breakdown_pj.values())
+
+
+def estimate(workloads, hw: Hardware, batch: int = 1) -> CostReport:
+    """Cost `workloads` (one inference each) on `hw` for a batch of `batch` inferences processed together."""
+    if not (isinstance(batch, int) and 1 <= batch <= 1 << 20):
+        raise HwsimError(f"must be an integer from 1 to 2^20, got {batch!r}", field="--batch")
+    start = time.perf_counter()
+    tech, arch = hw.tech, hw.arch
+    area = design_area(tech, arch)
+    clock = design_clock(tech, arch, area)
+    layers = []
+    for wl in workloads:
+        wl = wl.with_batch(batch) if wl.n != batch else wl
+        try:
+            if wl.path == "view":
+                cost = _view_cost(wl)
+            elif wl.is_mac:
+                cost = _mac_cost(wl, hw, area)
+            else:
+                cost = _vector_cost(wl, hw, area)
+            _add_energy(cost, wl, hw, area, clock, batch)
+        except HwsimError as exc:
+            raise HwsimError(exc.message, source=exc.source or hw.path, field=exc.field) from None
+        layers.append(cost)
+    assumptions = sorted(row for row, fig in {**tech.rows, **arch.rows}.items() if fig.assumption)
+    return CostReport(hw, batch, layers, area, clock, time.perf_counter() - start, assumptions)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Per layer kind.
+
+
+def _view_cost(wl) -> LayerCost:
+    return LayerCost(wl.name, wl.op, wl.path, 0, 0, {}, 0.0, {}, {}, {"note": "a view: shares storage, no work"})
+
+
+def _pe_for(wl, arch):
+    """The array a MAC layer runs on: binary layers on the XNOR array when there is one, else the MAC array."""
+    if wl.path == "xnor" and arch.xnor is not None:
+        return arch.xnor, arch.binary_dataflow
+    if arch.mac is None:
+        raise HwsimError(f"layer '{wl.name}' needs MAC PEs but the design has only an XNOR array",
+                         field="architecture.pe_array.mac")
+    return arch.mac, arch.dataflow
+
+
+def _mac_cost(wl, hw, area: AreaReport) -> LayerCost:
+    arch = hw.arch
+    pe, dataflow = _pe_for(wl, arch)
+    fs = fold_schedule(wl, pe, dataflow, arch.interconnect == "systolic")
+    compute = fs.compute_cycles
+    shared = {t: arch.shared_level_for(t) for t in TENSORS}
+    pe_level = {t: arch.pe_level_for(t) for t in TENSORS}
+    binary_words = wl.path == "xnor" and pe.kind == "xnor"
+    # Bits of one streamed element: a packed popcount word on the XNOR array, else one operand.
+    elem_bits = {"weights": pe.word_bits if binary_words else wl.w_bits,
+                 "inputs": pe.word_bits if binary_words else wl.in_bits, "outputs": wl.acc_bits}
+    word = {t: (shared[t].word_bits if shared[t] else arch.dram.burst_bits) for t in TENSORS}
+    edge = edge_traffic(fs, elem_bits, word, wl.out_bits, wl.acc_bits)
+
+    geom = geometry_of(wl)
+    link = Link(w_bits=wl.w_bits, i_bits=wl.in_bits, o_bits=wl.out_bits, acc_bits=wl.acc_bits,
+                staged=tuple(shared[t] is not None for t in TENSORS),
+                double_buffered=tuple(bool(shared[t] and shared[t].double_buffered) for t in TENSORS),
+                buffer_word_bits=tuple(word[t] for t in TENSORS), burst_bits=arch.dram.burst_bits,
+                bandwidth_bits=arch.dram.bandwidth_bits, latency=arch.dram.latency_cycles, compute_cycles=compute)
+    capacity = []
+    for lv in arch.levels:
+        if not lv.per_pe:
+            capacity.append((lv.name, lv.size_bits, lv.double_buffered, [t for t in TENSORS if t in lv.holds]))
+    macro = area.macros
+    energy_per = {t: ((macro[shared[t].name].write_pj, macro[shared[t].name].read_pj) if shared[t] else (0.0, 0.0))
+                  for t in TENSORS}
+    choice = choose_staging(wl, geom, link, fs, capacity, energy_per, arch.dram.pj_per_bit.value)
+    res = choice.result
+
+    # DRAM traffic: staged tensors from the chosen nest; unstaged ones stream at the array edge.
+    extra = _bursts(wl.extra_weight_bits, arch.dram.burst_bits)
+    dram = {"weights": {"read": res[F["dram_w"]] + extra, "write": 0.0},
+            "inputs": {"read": res[F["dram_i"]], "write": 0.0},
+            "outputs": {"read": res[F["dram_o_read"]], "write": res[F["dram_o_write"]]}}
+    bypass_bits = 0.0
+    for t in TENSORS:
+        if shared[t] is None:
+            if t == "outputs":
+                dram[t] = {"read": edge.read_words[t] * word[t], "write": edge.write_words[t] * word[t]}
+            else:
+                dram[t]["read"] = edge.read_words[t] * word[t] + (extra if t == "weights" else 0)
+            bypass_bits += dram[t]["read"] + dram[t]["write"]
+
+    # Accesses per on-chip level, in that level's words.
+    accesses = {}
+    fills = {"weights": res[F["buf_fill_w"]] + -(-wl.extra_weight_bits // word["weights"]),
+             "inputs": res[F["buf_fill_i"]], "outputs": res[F["buf_fill_o"]]}
+    for lv in arch.levels:
+        by_tensor = {}
+        for t in lv.holds:
+            if lv.per_pe:
+                by_tensor[t] = _pe_level_accesses(t, wl, fs, edge, binary_words)
+            else:
+                reads = edge.read_words[t] + (res[F["buf_drain_o"]] if t == "outputs" else 0)
+                writes = fills[t] + (edge.write_words[t] if t == "outputs" else 0)
+                by_tensor[t] = {"reads": reads, "writes": writes}
+        accesses[lv.name] = {"reads": sum(v["reads"] for v in by_tensor.values()),
+                             "writes": sum(v["writes"] for v in by_tensor.values()), "by_tensor": by_tensor}
+
+    # Stalls.
+    stalls = {"onload": int(res[F["onload"]]), "offload": int(res[F["offload"]])}
+    dram_stall = res[F["stall"]] + max(0.0, math.ceil(bypass_bits / arch.dram.bandwidth_bits) - compute)
+    stalls["dram"] = int(math.ceil(dram_stall))
+    for lv in arch.levels:
+        if lv.per_pe:
+            continue
+        held = [t for t in lv.holds]
+        read_bits = sum(edge.read_words[t] for t in held) * lv.word_bits
+        write_bits = sum(edge.write_words.get(t, 0) for t in held) * lv.word_bits
+        need = max(math.ceil(read_bits / lv.read_bw_bits), math.ceil(write_bits / lv.write_bw_bits))
+        stalls[f"memory:{lv.name}"] = max(0, need - compute)
+    stalls["bank_conflicts"] = _bank_conflicts(wl, fs, pe, shared, elem_bits)
+    stage, stages = _unit_stages(wl, hw)
+    stalls["converters"] = max(0, stage - compute)
+
+    cost = LayerCost(wl.name, wl.op, wl.path, wl.macs, int(compute), stalls, 0.0, accesses, dram, {})
+    cost.utilization = fs.active_pe_cycles / (pe.pes * cost.cycles) if cost.cycles else 0.0
+    cost.mapping = {
+        "array": f"{pe.kind} {pe.rows}x{pe.cols} {arch.interconnect}", "dataflow": dataflow,
+        "gemm": {"rows_dim": fs.s_r, "cols_dim": fs.s_c, "streamed": fs.t, "groups": fs.groups},
+        "folds": fs.folds, "cycles_per_step": fs.cycles_per_step,
+        "staging_tile": dict(zip("gnkcpq", choice.tile)), "staging_order": "".join(choice.order),
+        "staging_steps": int(res[F["steps"]]), "nests_evaluated": choice.candidates,
+        "nests_fitting": choice.fitting, "psums_in_buffer": choice.psums_in_buffer,
+        "unit_stage_cycles": stages,
+    }
+    return cost
+
+
+def _bank_conflicts(wl, fs, pe, shared, elem_bits) -> int:
+    """Extra cycles of the array-edge streams of inputs and weights from buffers that model their banks."""
+    from simulator.hw import banks
+
+    total = 0
+    for tensor in ("inputs", "weights"):
+        lv = shared[tensor]
+        if lv is None or not lv.bank_conflicts:
+            continue
+        spec = banks.BankSpec(lv.banks, lv.ports_per_bank, lv.word_bits, lv.interleave_words)
+        total += banks.conflict_cycles(banks.geometry(wl), fs.dataflow, pe.rows, pe.cols, tensor,
+                                       elem_bits[tensor], spec)
+    return int(total)
+
+
+def _pe_level_accesses(tensor, wl, fs, edge, binary_words) -> dict:
+    """A per-PE scratchpad: one read per MAC of its operand (read + write of the partial sum for outputs),
+    filled by what the array edge delivers (one element per access)."""
+    per_mac = fs.active_pe_cycles if binary_words else wl.macs
+    if tensor == "outputs":
+        return {"reads": per_mac + edge.writes["outputs"], "writes": per_mac + edge.reads["outputs"]}
+    return {"reads": per_mac, "writes": edge.reads[tensor]}
+
+
+def _unit_stages(wl, hw) -> tuple[int, dict]:
+    """Cycles each auxiliary unit needs for this layer's events (they run beside the array as pipeline stages)."""
+    stages = {}
+    for name, keys in UNIT_EVENTS.items():
+        events = sum(wl.event(k) for k in keys)
+        if not events:
+            continue
+        unit = hw.arch.units[name]
+        if unit.count == 0:
+            raise HwsimError(f"layer '{wl.name}' needs {events:,} {name} operations but the design has no {name} "
+                             f"units", field=f"architecture.units.{name}.count")
+        stages[name] = math.ceil(events / unit.throughput)
+    return (max(stages.values()) if stages else 0), stages
+
+
+def _vector_cost(wl, hw, area: AreaReport) -> LayerCost:
+    """Pooling, residual add, ReLU / clip: the ALU lanes stream the inputs from and outputs to DRAM."""
+    arch = hw.arch
+    stage, stages = _unit_stages(wl, hw)
+    compute = stages.get("alu", 0)
+    in_lv, out_lv = arch.shared_level_for("inputs"), arch.shared_level_for("outputs")
+    in_bits, out_bits = wl.in_elems * wl.in_bits, wl.out_elems * wl.out_bits
+    burst = arch.dram.burst_bits
+    dram = {"inputs": {"read": _bursts(in_bits, burst), "write": 0.0},
+            "outputs": {"read": 0.0, "write": _bursts(out_bits, burst)}}
+    moved = dram["inputs"]["read"] + dram["outputs"]["write"]
+    transfer = math.ceil(moved / arch.dram.bandwidth_bits) + arch.dram.latency_cycles if moved else 0
+    overlapped = all(lv is not None and lv.double_buffered for lv in (in_lv, out_lv))
+    stalls = {"dram": max(0, transfer - compute) if overlapped else transfer,
+              "converters": max(0, stage - compute)}
+    accesses = {}
+    for lv, tensor, bits in ((in_lv, "inputs", in_bits), (out_lv, "outputs", out_bits)):
+        if lv is None:
+            continue
+        entry = accesses.setdefault(lv.name, {"reads": 0, "writes": 0, "by_tensor": {}})
+        n_words = -(-bits // lv.word_bits)
+        # Inputs are written in from DRAM and read by the ALU; outputs written by the ALU and read out to DRAM.
+        entry["by_tensor"][tensor] = {"reads": n_words, "writes": n_words}
+        entry["reads"] += n_words
+        entry["writes"] += n_words
+    cost = LayerCost(wl.name, wl.op, wl.path, 0, int(compute), stalls, 0.0, accesses, dram,
+                     {"unit_stage_cycles": stages, "alu_lanes": arch.units["alu"].throughput})
+    lanes = arch.units["alu"].throughput
+    cost.utilization = (wl.event("compares") + wl.event("adds")) / (lanes * cost.cycles) if cost.cycles else 0.0
+    return cost
+
+
+def _bursts(bits: float, burst: int) -> float:
+    return -(-bits // burst) * burst if bits else 0.0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Energy.
+
+
+def _add_energy(cost: LayerCost, wl, hw, area: AreaReport, clock: Clock, batch: int) -> None:
+    tech, arch = hw.tech, hw.arch
+    e = dict.fromkeys(ENERGY_CATEGORIES, 0.0)
+    if wl.is_mac:
+        pe, _ = _pe_for(wl, arch)
+        if wl.path == "xnor" and pe.kind == "xnor":
+            words = wl.n * wl.g * wl.k * wl.p * wl.q * wl.r * wl.s * -(-wl.c // pe.word_bits)
+            e["popcount"] = words * popcount_word_energy(tech, pe.word_bits, wl.acc_bits).pj
+        else:
+            gated = {"none": 0, "zero_activation": wl.zero_act_macs, "zero_any": wl.zero_any_macs}[arch.gating] or 0
+            cost.gated_macs = gated
+            e["mac"] = (wl.macs - gated) * mac_energy(tech, wl.a_op_bits, wl.w_op_bits, wl.acc_bits).pj
+        cost.mapping["clocked_registers"] = pe.pes * pe.register_bits
+        e["clock"] = pe.pes * pe.register_bits * cost.cycles * tech.logic.dff_pj_per_clock.value
+    if wl.event("lut_reads"):
+        e["lut"] = wl.event("lut_reads") * lut_read_energy(tech, wl.lut_entries or arch.lut_entries,
+                                                           wl.lut_width_bits or arch.lut_width_bits).pj
+    e["converters"] = (wl.event("qe") * converter_energy(tech, "qe").pj + wl.event("ce") * converter_energy(tech, "ce").pj
+                       + wl.event("qk") * converter_energy(tech, "qk", wl.qk_comparators).pj
+                       + wl.event("ck") * converter_energy(tech, "ck").pj)
+    e["requant"] = wl.event("requants") * requant_energy(tech).pj
+    e["other_alu"] = wl.event("compares") * compare_energy(tech).pj + wl.event("adds") * alu_add_energy(tech).pj
+    for name, acc in cost.accesses.items():
+        macro = area.macros[name]
+        e["sram"] += acc["reads"] * macro.read_pj + acc["writes"] * macro.write_pj
+    e["dram"] = sum(v["read"] + v["write"] for v in cost.dram_bits.values()) * arch.dram.pj_per_bit.value
+    # Leakage of every macro and unit while this layer runs (mW × s = mJ; ×1e9 -> pJ).
+    e["leakage"] = area.leakage_mw * (cost.cycles / clock.hz) * 1e9
+    cost.energy_pj = {k: v / batch for k, v in e.items()}
