@@ -19,22 +19,61 @@ def _add_input_args(p):
     p.add_argument("--batch-size", type=int, default=512, metavar="N", help="samples per engine batch (default 512)")
 
 
+def _add_arch_args(p):
+    p.add_argument("--set", action="append", metavar="PATH=VALUE",
+                   help="override any architecture field, e.g. --set memory.glb.banks=8 (validated like the file; "
+                        "the report's 'architecture' lists the paths); repeatable")
+    p.add_argument("--array", metavar="RxC", help="shortcut: MAC array rows x columns, e.g. 32x32")
+    p.add_argument("--dataflow", choices=("os", "ws", "is"), help="shortcut: the MAC array's dataflow")
+    p.add_argument("--batch", type=int, default=1, metavar="N",
+                   help="inferences the accelerator processes together (weight reuse); cycles and latency are "
+                        "per batch, energy per inference (default 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hwsim", description="Hardware-accurate integer inference simulator.")
     parser.add_argument("--version", action="version", version=f"hwsim {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("run", help="run a model bit-exactly and estimate energy per inference",
-                       description="Run MODEL.qnn on the integer engine and cost it with a tech table. With no "
+    p = sub.add_parser("run", help="run a model bit-exactly and cost it on a design: cycles, energy, area",
+                       description="Run MODEL.qnn on the integer engine and cost it on one design (--hw). With no "
                                    "input, runs the sample input stored in the model (or a deterministic "
                                    "synthetic one, said so in the report).")
     p.add_argument("model", metavar="MODEL.qnn")
-    p.add_argument("--hw", required=True, metavar="HW.yaml",
-                   help="tech table: a path, or a shipped name such as tsmc90 / generic45")
+    p.add_argument("--hw", required=True, action="append", metavar="HW.yaml",
+                   help="the design: a tech table or architecture file, or a shipped name (tsmc90, generic45, "
+                        "eyeriss65, tpu_like, lowbit90); several designs: use 'hwsim compare'")
+    _add_arch_args(p)
     _add_input_args(p)
     p.add_argument("--output", metavar="Y.npy", help="save the model's output tensor (its integer codes)")
     p.add_argument("--json", metavar="REPORT.json", help="write the report as JSON (docs/report-schema.md)")
+    p.add_argument("--csv", metavar="LAYERS.csv", help="write the per-layer cycles and energy as CSV")
+
+    p = sub.add_parser("estimate", help="cost a network from its shapes alone (no execution): .qnn, .onnx or "
+                                        "SCALE-Sim topology .csv",
+                       description="Cycles, energy and area of NETWORK on one design without running it: a .qnn "
+                                   "model (not executed), an ONNX model (float or quantized; shapes only) or a "
+                                   "SCALE-Sim topology CSV. No accuracy and no zero gating (no values).")
+    p.add_argument("network", metavar="NETWORK")
+    p.add_argument("--hw", required=True, metavar="HW.yaml", help="the design (a file or a shipped name)")
+    p.add_argument("--bits", metavar="A,W", help="activation and weight bits for ONNX and topology networks "
+                                                  "(default 8,8; a quantized ONNX model's types win)")
+    _add_arch_args(p)
+    p.add_argument("--json", metavar="REPORT.json", help="write the report as JSON")
+    p.add_argument("--csv", metavar="LAYERS.csv", help="write the per-layer cycles and energy as CSV")
+
+    p = sub.add_parser("compare", help="cost one network on several designs, side by side",
+                       description="Run NETWORK once (a .qnn model; ONNX and topology networks are costed from "
+                                   "their shapes) and cost it on every --hw design: energy, cycles, latency, "
+                                   "throughput, area, EDP, TOPS/W, accuracy; the best design marked per row.")
+    p.add_argument("network", metavar="NETWORK")
+    p.add_argument("--hw", required=True, action="append", metavar="HW.yaml", help="a design; repeat it")
+    p.add_argument("--bits", metavar="A,W", help="activation and weight bits for ONNX and topology networks")
+    _add_arch_args(p)
+    _add_input_args(p)
+    p.add_argument("--json", metavar="R.json", help="write every design's report as JSON (under 'designs')")
+    p.add_argument("--csv", metavar="R.csv", help="write the comparison table as CSV")
 
     p = sub.add_parser("validate", help="compare the integer engine with a float64 reference, layer by layer",
                        description="Exit status 0 only when every layer is bit-exact (or within --tolerance-lsb).")
@@ -78,7 +117,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from . import commands
     try:
-        handlers = {"run": commands.run, "validate": commands.validate, "inspect": commands.inspect,
+        handlers = {"run": commands.run, "estimate": commands.estimate, "compare": commands.compare,
+                    "validate": commands.validate, "inspect": commands.inspect,
                     "import": commands.import_model, "export": commands.export_model}
         return handlers[args.command](args)
     except HwsimError as exc:

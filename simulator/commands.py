@@ -66,28 +66,128 @@ def accuracy(model, output_codes, labels) -> float:
     return float(np.mean(np.argmax(values, axis=1) == labels))
 
 
-def run(args) -> int:
-    from .hw.energy import estimate_energy
-    from .hw.techtable import load_techtable, resolve_hw_path
+def _hardware(args, hw_arg):
+    from .hw.arch import load_hardware
 
-    t0 = time.perf_counter()
-    hw_path = resolve_hw_path(args.hw)
-    table = load_techtable(hw_path)
-    model = load_model(args.model)
+    return load_hardware(hw_arg, getattr(args, "set", None) or [],
+                         {"array": getattr(args, "array", None), "dataflow": getattr(args, "dataflow", None)})
+
+
+def _check_batch(args):
+    if not 1 <= args.batch <= 1 << 20:
+        raise HwsimError(f"must be from 1 to 1048576, got {args.batch}", field="--batch")
+
+
+def _functional_run(args, model):
+    """Run the model on the engine once: outputs, trace, accuracy and a sentence saying what ran."""
     _check_batch_size(args)
     codes, labels, where = load_inputs(model, args)
     engine = Engine(model)
     engine.run(codes[:1])  # JIT compile (or load the cache) outside the timed run
     result = run_batched(engine, codes, args.batch_size)
-    energy = estimate_energy(result.trace, table)
     acc = None if labels is None else accuracy(model, result.output, labels)
-    rep = report.run_report(model, result, energy, table, hw_path, where, acc,
-                            wall_s=time.perf_counter() - t0)
+    return result, acc, where
+
+
+def run(args) -> int:
+    from .hw.cost import estimate
+    from .importers.qnn_shapes import workloads_from_model
+
+    t0 = time.perf_counter()
+    if len(args.hw) > 1:
+        raise HwsimError(f"takes one design, got {len(args.hw)}; to cost a model on several designs use "
+                         f"'hwsim compare {args.model} " + " ".join(f"--hw {h}" for h in args.hw) + "'",
+                         field="--hw")
+    _check_batch(args)
+    hw = _hardware(args, args.hw[0])
+    model = load_model(args.model)
+    result, acc, where = _functional_run(args, model)
+    cost = estimate(workloads_from_model(model, result.trace), hw, args.batch)
+    rep = report.run_report(model, result, cost, where, acc, wall_s=time.perf_counter() - t0)
     if args.output:
         atomic_save_npy(args.output, report.output_array(model, result.output))
-    if args.json:
-        atomic_write_text(args.json, json.dumps(rep, indent=2) + "\n")
+    _write_reports(args, rep, report.cost_csv)
     print(report.format_run(rep))
+    return 0
+
+
+def _write_reports(args, rep, csv_writer):
+    if getattr(args, "json", None):
+        atomic_write_text(args.json, json.dumps(rep, indent=2) + "\n")
+    if getattr(args, "csv", None):
+        atomic_write_text(args.csv, csv_writer(rep))
+
+
+def parse_bits(text: str) -> tuple[int, int]:
+    parts = str(text).split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() and 1 <= int(p) <= 32 for p in parts):
+        raise HwsimError(f"must be A,W with activation and weight bits from 1 to 32, e.g. 8,8 or 4,2; got {text!r}",
+                         field="--bits")
+    return int(parts[0]), int(parts[1])
+
+
+def load_network(path: str, bits) -> tuple[list, str]:
+    """Workloads (shapes and shape-derived counts, one inference) of a .qnn, .onnx or SCALE-Sim .csv network."""
+    from pathlib import Path
+
+    suffix = Path(path).suffix.lower()
+    if suffix == ".qnn":
+        from .importers.qnn_shapes import workloads_from_model
+
+        model = load_model(path)
+        return workloads_from_model(model), model.name
+    if suffix == ".onnx":
+        from .importers.onnx_shapes import load_onnx_shapes
+
+        return load_onnx_shapes(path, bits or (8, 8)), Path(path).stem
+    if suffix == ".csv":
+        from .importers.topology import load_topology
+
+        return load_topology(path, bits or (8, 8)), Path(path).stem
+    raise HwsimError("unknown network kind: give a .qnn model, an .onnx model or a SCALE-Sim topology .csv",
+                     source=path)
+
+
+def estimate(args) -> int:
+    from .hw.cost import estimate as cost_estimate
+
+    _check_batch(args)
+    bits = parse_bits(args.bits) if args.bits else None
+    if bits and args.network.lower().endswith(".qnn"):
+        raise HwsimError("a .qnn model carries its own bit widths; --bits is for ONNX and topology files",
+                         field="--bits")
+    hw = _hardware(args, args.hw)
+    workloads, name = load_network(args.network, bits)
+    cost = cost_estimate(workloads, hw, args.batch)
+    rep = report.cost_report(cost, network=args.network, network_name=name)
+    _write_reports(args, rep, report.cost_csv)
+    print(report.format_estimate(rep))
+    return 0
+
+
+def compare(args) -> int:
+    from .hw.cost import estimate as cost_estimate
+    from .importers.qnn_shapes import workloads_from_model
+
+    _check_batch(args)
+    if len(args.hw) < 2:
+        raise HwsimError(f"needs at least two designs to compare, got {len(args.hw)}", field="--hw")
+    designs = [_hardware(args, h) for h in args.hw]  # every --hw is checked before the functional run
+    acc, where = None, "shapes only (no execution)"
+    if args.network.lower().endswith(".qnn"):
+        model = load_model(args.network)
+        result, acc, where = _functional_run(args, model)
+        workloads, name = workloads_from_model(model, result.trace), model.name
+    else:
+        if getattr(args, "dataset", None) or getattr(args, "input", None):
+            raise HwsimError("inputs and accuracy need a .qnn model (ONNX and topology networks are shapes only)",
+                             field="--dataset" if args.dataset else "--input")
+        workloads, name = load_network(args.network, parse_bits(args.bits) if args.bits else None)
+    reps = [report.cost_report(cost_estimate(workloads, hw, args.batch), args.network, name) for hw in designs]
+    rep = {"hwsim_version": reps[0]["hwsim_version"], "network": reps[0]["network"], "input": where,
+           "batch": args.batch, "accuracy": acc, "designs": reps}
+    _write_reports(args, rep, report.compare_csv)
+    print(report.format_compare(rep))
     return 0
 
 

@@ -26,6 +26,7 @@ from .units.codebook_lut import lut_decode
 from .units.requantizer import requantize
 from .units.residual_add import residual_add
 from .units.rounding import round_float
+from .units.zero_gating import zero_operand_macs
 
 
 def quantize_input(model: Model, x: np.ndarray) -> np.ndarray:
@@ -207,6 +208,9 @@ class Engine:
                 acc, overflows = mac.dense_acc(x_values, plan.w_values, plan.bias, acc_bits, policy)
             counts.overflows = int(overflows)
             counts.macs[(in_enc.operand_bits, w_enc.operand_bits)] += out_elems * k
+            counts.zero_act_macs, counts.zero_any_macs = zero_operand_macs(
+                x_values, plan.w_values, tuple(lay.attr("stride")), tuple(lay.attr("padding")), lay.attr("groups"),
+                plan.pad_value) if lay.op == "conv2d" else zero_operand_macs(x_values, plan.w_values)
             _count_decode(in_enc, x_codes.size, counts)
         if isinstance(w_enc, CodebookW):
             counts.lut_reads = n * lay.weight.size  # each weight index decoded once per inference

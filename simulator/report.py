@@ -68,51 +68,107 @@ def _enc_summary(enc) -> str:
     return kind
 
 
-def run_report(model, result, energy, table, hw_path, input_desc, accuracy, wall_s) -> dict:
+def run_report(model, result, cost, input_desc, accuracy, wall_s) -> dict:
+    """The run report: the functional facts of each layer (per inference) beside the architecture's costs."""
     per = result.trace.per_inference()
-    layer_energy = {le.name: le for le in energy.layers}
-    layers = []
-    for lay, counts in zip(model.layers, per.layers):
-        layers.append({
-            "name": lay.name, "op": lay.op, "output_shape": list(lay.out_shape),
-            "output_encoding": _enc_summary(lay.out_enc),
+    rep = cost_report(cost, network=model.source, network_name=model.name)
+    for entry, lay, counts in zip(rep["layers"], model.layers, per.layers):
+        entry.update({
+            "output_shape": list(lay.out_shape), "output_encoding": _enc_summary(lay.out_enc),
             "weight_encoding": _enc_summary(lay.weight_enc) if lay.weight_enc is not None else None,
-            "path": "xnor-popcount" if lay.is_xnor else ("mac" if lay.op in MAC_OPS else "-"),
-            "macs": counts.total_macs() + counts.binary_macs,
             "macs_by_bits": {f"{a}x{w}": v for (a, w), v in sorted(counts.macs.items())},
             "binary_macs": counts.binary_macs, "popcount_words": counts.popcount_words,
             "lut_reads": counts.lut_reads, "qe": counts.qe, "ce": counts.ce, "qk": counts.qk, "ck": counts.ck,
             "requants": counts.requants, "compares": counts.compares, "adds": counts.adds,
-            "overflows": counts.overflows,
-            "datapath": counts.datapath, "pair_saturations": counts.pair_saturations,
-            "pair_saturated_outputs": counts.pair_saturated_outputs,
-            "weight_bits": sum(counts.weight_bits.values()), "input_bits": sum(counts.input_bits.values()),
-            "output_bits": sum(counts.output_bits.values()),
-            "energy_pj": layer_energy[lay.name].total_energy_pj,
-            "energy_breakdown_pj": dict(layer_energy[lay.name].energy_pj),
+            "zero_act_macs": counts.zero_act_macs, "zero_any_macs": counts.zero_any_macs,
+            "overflows": counts.overflows, "datapath": counts.datapath,
+            "pair_saturations": counts.pair_saturations, "pair_saturated_outputs": counts.pair_saturated_outputs,
         })
-    samples = result.trace.batch
-    return {
-        "hwsim_version": __version__,
+    rep.update({
         "model": {"path": model.source, "name": model.name},
-        "hw": {"path": str(hw_path), "name": table.name, "technology_nm": table.node.feature_nm.value},
         "input": input_desc,
-        "samples": samples,
+        "samples": result.trace.batch,
         "accuracy": accuracy,
-        "energy_pj_per_inference": energy.total_energy_pj,
-        "energy_breakdown_pj": dict(energy.energy_pj),
-        "chip_io_energy_pj": energy.chip_io.total_energy_pj,
         "weight_storage_bits": weight_storage_bits(model),
         "activation_storage_bits": activation_storage_bits(model),
-        "macs_per_inference": sum(layer["macs"] for layer in layers),
         "overflows": int(sum(c.overflows for c in result.trace.layers)),
+    })
+    rep["timing"].update({"functional_s": result.functional_s, "wall_s": wall_s,
+                          "inferences_per_s": (result.trace.batch / result.functional_s
+                                               if result.functional_s > 0 else None)})
+    return rep
+
+
+ARCH_NOTES = (
+    "cycles: SCALE-Sim fold schedule on the array (systolic fill/drain included) plus stalls by cause (onload, "
+    "offload, DRAM, buffer bandwidth, bank conflicts, converter stages), summed per layer; the causes are assumed "
+    "not to hide one another",
+    "memory: exact staging-tile footprints with halo reuse between DRAM and each buffer (refetches when tiles do "
+    "not fit), array-edge reads per the fold schedule, accesses in physical words (partial words cost a word)",
+    "not modelled: cycle-accurate DRAM (bandwidth + fixed latency per transfer only), on-chip network "
+    "contention, inter-layer fusion (every layer reads its inputs from and writes its outputs to DRAM), "
+    "run-length compression of DRAM traffic",
+)
+
+
+def cost_report(cost, network: str, network_name: str | None = None) -> dict:
+    """The architecture part of a report (run, estimate, compare): docs/report-schema.md."""
+    hw, arch, tech = cost.hardware, cost.hardware.arch, cost.hardware.tech
+    batch = cost.batch
+    energy = cost.energy_pj
+    macs = sum(layer.macs for layer in cost.layers) / batch
+    layers = []
+    for layer in cost.layers:
+        layers.append({
+            "name": layer.name, "op": layer.op, "path": layer.path, "macs": layer.macs / batch,
+            "cycles": layer.cycles, "compute_cycles": layer.compute_cycles,
+            "stall_cycles": dict(layer.stall_cycles), "utilization": layer.utilization,
+            "gated_macs": layer.gated_macs / batch,
+            "energy_pj": layer.total_energy_pj, "energy_breakdown_pj": dict(layer.energy_pj),
+            "accesses": _plain(layer.accesses), "dram_bits": _plain(layer.dram_bits),
+            "mapping": _plain(layer.mapping),
+        })
+    clock = cost.clock
+    return {
+        "hwsim_version": __version__,
+        "network": {"path": network, "name": network_name or network},
+        "hw": {"path": hw.path, "name": arch.name, "technology": tech.name,
+               "technology_nm": tech.node.feature_nm.value, "technology_source": tech.source,
+               "architecture_source": arch.source, "default_architecture": arch.defaulted},
+        "architecture": arch.resolved,
+        "batch": batch,
+        "cycles": cost.cycles,
+        "latency_s": cost.latency_s,
+        "clock_hz": clock.hz,
+        "clock": {"mode": clock.mode, "limited_by": clock.limited_by, "critical_path_ns": clock.delay_ns,
+                  "critical_paths_ns": clock.considered, "units_without_delay": clock.without_delay},
+        "throughput_inferences_per_s": cost.throughput,
+        "macs_per_inference": macs,
+        "energy_pj_per_inference": energy,
+        "energy_breakdown_pj": cost.energy_breakdown_pj,
+        "edp_j_s": energy * 1e-12 * cost.latency_s,
+        "tops_per_w": 2 * macs / energy if energy else None,
+        "area_mm2": cost.area.total_mm2,
+        "area_breakdown_mm2": dict(cost.area.breakdown_mm2),
+        "leakage_mw": cost.area.leakage_mw,
         "layers": layers,
-        "memory_model": energy.memory_model,
-        "assumptions": list(energy.assumptions_used),
-        "notes": [energy.leakage_model, energy.not_costed],
-        "timing": {"functional_s": result.functional_s, "wall_s": wall_s,
-                   "inferences_per_s": samples / result.functional_s if result.functional_s > 0 else None},
+        "assumptions": list(cost.assumptions),
+        "notes": list(ARCH_NOTES),
+        "timing": {"cost_s": cost.cost_s},
     }
+
+
+def _plain(value):
+    """numpy scalars -> Python numbers, recursively (the report is JSON)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
 
 
 # --------------------------------------------------------------------------------------------- terminal
@@ -141,6 +197,50 @@ def _energy(pj):
     return f"{pj:.4g} pJ"
 
 
+def _seconds(s):
+    for factor, unit in ((1, "s"), (1e-3, "ms"), (1e-6, "us")):
+        if s >= factor:
+            return f"{s / factor:.4g} {unit}"
+    return f"{s * 1e9:.4g} ns"
+
+
+def format_cost(rep: dict) -> str:
+    """Per-layer cycles and energy, then the model's totals: the part of run and estimate about the hardware."""
+    rows = []
+    for layer in rep["layers"]:
+        stalls = {k: v for k, v in layer["stall_cycles"].items() if v}
+        top = ", ".join(f"{k} {v:,}" for k, v in sorted(stalls.items(), key=lambda kv: -kv[1])[:2])
+        rows.append([layer["name"], layer["op"], f"{layer['macs']:,.0f}", f"{layer['cycles']:,}",
+                     f"{layer['compute_cycles']:,}", top or "-", f"{100 * layer['utilization']:.0f}%",
+                     _energy(layer["energy_pj"])])
+    hw = rep["hw"]
+    arch = f"{hw['name']}" + (" (default architecture)" if hw["default_architecture"] else "")
+    out = [f"hw {hw['path']}: {arch} on {hw['technology']} ({hw['technology_nm']:g} nm); batch {rep['batch']}; "
+           f"cycles and latency per batch, energy per inference", "",
+           _table(["layer", "op", "MACs", "cycles", "compute", "largest stalls", "util", "energy"], rows,
+                  ["<", "<", ">", ">", ">", "<", ">", ">"]), ""]
+    total = rep["energy_pj_per_inference"]
+    breakdown = [[k, _energy(v), f"{100 * v / total:.1f}%" if total else "-"]
+                 for k, v in rep["energy_breakdown_pj"].items() if v]
+    out += [_table(["energy", "per inference", "share"], breakdown), ""]
+    area = sorted(rep["area_breakdown_mm2"].items(), key=lambda kv: -kv[1])
+    out += [_table(["area", "mm2", "share"], [[k, f"{v:.4f}", f"{100 * v / rep['area_mm2']:.1f}%"] for k, v in area]),
+            ""]
+    clock = rep["clock"]
+    how = "given" if clock["mode"] == "given" else \
+        f"derived: {clock['limited_by']} ({clock['critical_path_ns']:.3g} ns critical path)"
+    out.append(f"cycles                {rep['cycles']:,} per batch of {rep['batch']}")
+    out.append(f"clock                 {rep['clock_hz'] / 1e6:.4g} MHz ({how})")
+    out.append(f"latency               {_seconds(rep['latency_s'])}")
+    out.append(f"throughput            {rep['throughput_inferences_per_s']:,.1f} inferences/s")
+    out.append(f"energy per inference  {_energy(total)}")
+    if rep["tops_per_w"]:
+        out.append(f"efficiency            {rep['tops_per_w']:.3g} TOPS/W (2 ops per MAC)")
+    out.append(f"area                  {rep['area_mm2']:.4g} mm2 (leakage {rep['leakage_mw']:.3g} mW)")
+    out.append(f"MACs per inference    {rep['macs_per_inference']:,.0f}")
+    return "\n".join(out)
+
+
 def format_run(rep: dict) -> str:
     rows = []
     for layer in rep["layers"]:
@@ -156,19 +256,11 @@ def format_run(rep: dict) -> str:
             events.append(f"PAIR-SAT {layer['pair_saturations']:,.0f}")
         bits = ", ".join(layer["macs_by_bits"]) or ("1x1 xnor" if layer["binary_macs"] else "")
         rows.append([layer["name"], layer["op"], "x".join(map(str, layer["output_shape"])), layer["output_encoding"],
-                     f"{layer['macs']:,.0f}", bits, " ".join(events), _energy(layer["energy_pj"])])
-    rows.append(["(chip I/O)", "dram", "", "", "", "", "model input in, output out", _energy(rep["chip_io_energy_pj"])])
-    out = [f"hwsim {rep['hwsim_version']}  model {rep['model']['path']} ({rep['model']['name']})  "
-           f"hw {rep['hw']['path']} ({rep['hw']['name']}, {rep['hw']['technology_nm']:g} nm)",
-           f"input: {rep['input']}; {rep['samples']} inference(s); figures are per inference", "",
-           _table(["layer", "op", "output", "encoding", "MACs", "a x w bits", "other events", "energy"], rows,
-                  ["<", "<", "<", "<", ">", "<", "<", ">"]), ""]
-    total = rep["energy_pj_per_inference"]
-    breakdown = [[k, _energy(v), f"{100 * v / total:.1f}%" if total else "-"]
-                 for k, v in rep["energy_breakdown_pj"].items()]
-    out += [_table(["energy", "per inference", "share"], breakdown), ""]
-    out.append(f"energy per inference  {_energy(total)}")
-    out.append(f"MACs per inference    {rep['macs_per_inference']:,.0f}")
+                     bits, " ".join(events)])
+    out = [f"hwsim {rep['hwsim_version']}  model {rep['model']['path']} ({rep['model']['name']})",
+           f"input: {rep['input']}; {rep['samples']} inference(s) run", "",
+           _table(["layer", "op", "output", "encoding", "a x w bits", "other events"], rows,
+                  ["<", "<", "<", "<", "<", "<"]), "", format_cost(rep)]
     out.append(f"weight storage        {rep['weight_storage_bits']:,} bits ({rep['weight_storage_bits'] / 8 / 1024:.2f} KiB)")
     out.append(f"activation storage    {rep['activation_storage_bits']:,} bits "
                f"({rep['activation_storage_bits'] / 8 / 1024:.2f} KiB, all activations of one inference)")
@@ -176,15 +268,117 @@ def format_run(rep: dict) -> str:
         out.append(f"accuracy              {100 * rep['accuracy']:.2f}% ({rep['samples']} labelled samples)")
     if rep["overflows"]:
         out.append(f"accumulator overflows {rep['overflows']:,} outputs over the whole run")
+    out.append(_timing_line(rep))
+    out += _notes(rep)
+    return "\n".join(out)
+
+
+def _timing_line(rep: dict) -> str:
     timing = rep["timing"]
-    rate = f", {timing['inferences_per_s']:,.0f} inferences/s" if timing["inferences_per_s"] else ""
-    out.append(f"functional time       {timing['functional_s'] * 1e3:.1f} ms{rate} (integer simulation only)")
-    out.append(f"memory model: {rep['memory_model']}")
-    for note in rep["notes"]:
-        out.append(f"note: {note}")
+    parts = [f"cost model {timing['cost_s'] * 1e3:.1f} ms"]
+    if timing.get("functional_s") is not None:
+        rate = f", {timing['inferences_per_s']:,.0f} inferences/s" if timing.get("inferences_per_s") else ""
+        parts.insert(0, f"functional {timing['functional_s'] * 1e3:.1f} ms{rate} (integer simulation only)")
+    return "simulator time        " + "; ".join(parts)
+
+
+def _notes(rep: dict) -> list:
+    out = [f"note: {note}" for note in rep["notes"]]
     if rep["assumptions"]:
         out.append(f"assumptions used ({len(rep['assumptions'])}): " + "; ".join(rep["assumptions"]))
+    return out
+
+
+def format_estimate(rep: dict) -> str:
+    out = [f"hwsim {rep['hwsim_version']}  network {rep['network']['path']} (shapes only: no execution, no accuracy, "
+           f"no zero gating)", "", format_cost(rep), _timing_line(rep)]
+    return "\n".join(out + _notes(rep))
+
+
+# Rows of the compare table: (label, report key or function, better: "min" / "max" / None, format).
+COMPARE_ROWS = (
+    ("energy / inference", lambda r: r["energy_pj_per_inference"], "min", _energy),
+) + tuple((f"  {cat}", (lambda c: lambda r: r["energy_breakdown_pj"][c])(cat), None, _energy)
+          for cat in ("mac", "popcount", "lut", "converters", "requant", "other_alu", "sram", "dram", "leakage",
+                      "clock")) + (
+    ("cycles (per batch)", lambda r: r["cycles"], "min", lambda v: f"{v:,}"),
+    ("clock", lambda r: r["clock_hz"], None, lambda v: f"{v / 1e6:.4g} MHz"),
+    ("latency", lambda r: r["latency_s"], "min", _seconds),
+    ("throughput", lambda r: r["throughput_inferences_per_s"], "max", lambda v: f"{v:,.1f} inf/s"),
+    ("area", lambda r: r["area_mm2"], "min", lambda v: f"{v:.4g} mm2"),
+    ("energy-delay product", lambda r: r["edp_j_s"], "min", lambda v: f"{v:.4g} J*s"),
+    ("TOPS/W", lambda r: r["tops_per_w"] or 0.0, "max", lambda v: f"{v:.3g}"),
+)
+
+
+def compare_table(rep: dict) -> tuple[list, list]:
+    """Header and rows (strings, best design marked '*') of a compare report."""
+    designs = rep["designs"]
+    header = ["metric"] + [d["hw"]["name"] for d in designs]
+    rows = []
+    for label, get, better, fmt in COMPARE_ROWS:
+        values = [get(d) for d in designs]
+        if better is None and not any(values):
+            continue
+        best = None
+        if better and len(set(values)) > 1:
+            best = (min if better == "min" else max)(values)
+        rows.append([label] + [fmt(v) + (" *" if best is not None and v == best else "") for v in values])
+    if rep.get("accuracy") is not None:
+        rows.append(["accuracy"] + [f"{100 * rep['accuracy']:.2f}%"] * len(designs))
+    return header, rows
+
+
+def format_compare(rep: dict) -> str:
+    header, rows = compare_table(rep)
+    out = [f"hwsim {rep['hwsim_version']}  compare {rep['network']['path']}: {len(rep['designs'])} designs, batch "
+           f"{rep['batch']}; {rep['input']}", "",
+           _table(header, rows, ["<"] + [">"] * (len(header) - 1)), "",
+           "* best design in that row. The functional run happened once: every design computes the same output bits."]
+    for d in rep["designs"]:
+        arch = " (default architecture)" if d["hw"]["default_architecture"] else ""
+        out.append(f"{d['hw']['name']}{arch}: {d['hw']['path']} on {d['hw']['technology']}, "
+                   f"{len(d['assumptions'])} assumption rows")
     return "\n".join(out)
+
+
+def compare_csv(rep: dict) -> str:
+    import csv
+    import io
+
+    designs = rep["designs"]
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["metric", "unit"] + [d["hw"]["name"] for d in designs])
+    numeric = [("energy_pj_per_inference", "pJ"), ("cycles", "cycles"), ("clock_hz", "Hz"), ("latency_s", "s"),
+               ("throughput_inferences_per_s", "inferences/s"), ("area_mm2", "mm2"), ("edp_j_s", "J*s"),
+               ("tops_per_w", "TOPS/W"), ("leakage_mw", "mW")]
+    for key, unit in numeric:
+        writer.writerow([key, unit] + [d[key] for d in designs])
+    for cat in designs[0]["energy_breakdown_pj"]:
+        writer.writerow([f"energy_breakdown_pj.{cat}", "pJ"] + [d["energy_breakdown_pj"][cat] for d in designs])
+    if rep.get("accuracy") is not None:
+        writer.writerow(["accuracy", "fraction"] + [rep["accuracy"]] * len(designs))
+    return buf.getvalue()
+
+
+def cost_csv(rep: dict) -> str:
+    """Per-layer CSV of a run / estimate report."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    causes = sorted({c for layer in rep["layers"] for c in layer["stall_cycles"]})
+    writer.writerow(["layer", "op", "macs", "cycles", "compute_cycles"] + [f"stall_{c}" for c in causes]
+                    + ["utilization", "energy_pj"])
+    for layer in rep["layers"]:
+        writer.writerow([layer["name"], layer["op"], layer["macs"], layer["cycles"], layer["compute_cycles"]]
+                        + [layer["stall_cycles"].get(c, 0) for c in causes]
+                        + [layer["utilization"], layer["energy_pj"]])
+    writer.writerow(["total", "", rep["macs_per_inference"], rep["cycles"], "", *([""] * len(causes)), "",
+                     rep["energy_pj_per_inference"]])
+    return buf.getvalue()
 
 
 def format_validation(rep: dict) -> str:

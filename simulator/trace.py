@@ -42,6 +42,10 @@ class LayerCounts:
     # Pooling, residual add and clip: comparisons and additions outside the MAC array.
     compares: int = 0
     adds: int = 0
+    # MACs whose activation operand is zero, and whose activation or weight operand is zero (what a zero-gated
+    # PE skips; units/zero_gating.py). XNOR layers have no zero operands (+1/-1) unless padded with zeros.
+    zero_act_macs: int = 0
+    zero_any_macs: int = 0
     # Outputs whose accumulation overflowed the declared accumulator at least once.
     overflows: int = 0
     # The MAC datapath (graph attr `datapath`); with "x86_pair_sat16": int16 pair sums that saturated

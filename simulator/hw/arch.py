@@ -28,6 +28,7 @@ DATAFLOWS = ("os", "ws", "is")
 INTERCONNECTS = ("systolic", "broadcast")
 TENSORS = ("weights", "inputs", "outputs")
 GATING = ("none", "zero_activation", "zero_any")
+OBJECTIVES = ("latency", "energy", "edp")   # what the mapper minimises first (ties: the other, then order)
 MACROS = ("cacti", "registers", "explicit")
 UNIT_NAMES = ("requant", "qe", "ce", "qk", "ck", "lut", "alu")
 # What each auxiliary unit executes (Workload.events keys) — one event per unit operation.
@@ -116,6 +117,7 @@ class Architecture:
     dataflow: str
     binary_dataflow: str
     gating: str
+    objective: str              # mapper objective
     levels: tuple               # MemoryLevel, in file order
     dram: Dram
     units: dict                 # name -> Unit
@@ -215,8 +217,9 @@ def load_hardware(arg: str, sets: list[str] | None = None, shortcuts: dict | Non
         raise HwsimError(f"must be '{TECH_FORMAT}' or '{ARCH_FORMAT}', got {fmt!r}", source=source, field="format")
 
     raw = arch_doc.get("architecture")
-    if fmt == TECH_FORMAT and not defaulted:
-        name, description = tech.name, tech.node.description
+    if fmt == TECH_FORMAT:   # the design is named after its table (the default architecture says so itself)
+        name = tech.name
+        description = str(arch_doc.get("description", "")) if defaulted else tech.node.description
     else:
         name, description = str(arch_doc.get("name", "")), str(arch_doc.get("description", ""))
     arch = parse_architecture(raw, arch_source, tech, name, description, defaulted)
@@ -279,7 +282,7 @@ def apply_sets(raw, sets: list[str], resolved: dict):
 
 
 def _is_figure_path(keys: list[str]) -> bool:
-    plain = {"mode", "interconnect", "dataflow", "binary_dataflow", "gating", "holds", "double_buffered",
+    plain = {"mode", "interconnect", "dataflow", "binary_dataflow", "gating", "objective", "holds", "double_buffered",
              "per_pe", "bank_conflicts", "macro", "cell_type"}
     return keys[-1] not in plain
 
@@ -337,7 +340,7 @@ def parse_architecture(raw, source: str, tech: TechTable, name: str, description
     r = _FileReader(source)
     top = "architecture"
     m = r.mapping(raw, top, required=["clock", "pe_array", "memory", "dram"],
-                  optional=["dataflow", "binary_dataflow", "gating", "units"])
+                  optional=["dataflow", "binary_dataflow", "gating", "objective", "units"])
     resolved: dict = {}
 
     # Clock.
@@ -370,7 +373,8 @@ def parse_architecture(raw, source: str, tech: TechTable, name: str, description
     dataflow = r.choice(m, "dataflow", top, DATAFLOWS, default="os")
     binary_dataflow = r.choice(m, "binary_dataflow", top, DATAFLOWS, default=dataflow)
     gating = r.choice(m, "gating", top, GATING, default="none")
-    resolved.update(dataflow=dataflow, binary_dataflow=binary_dataflow, gating=gating)
+    objective = r.choice(m, "objective", top, OBJECTIVES, default="latency")
+    resolved.update(dataflow=dataflow, binary_dataflow=binary_dataflow, gating=gating, objective=objective)
 
     # Memory levels.
     mem = m["memory"]
@@ -428,7 +432,8 @@ def parse_architecture(raw, source: str, tech: TechTable, name: str, description
 
     return Architecture(name=name, description=description, source=source, defaulted=defaulted,
                         clock_mode=clock_mode, clock_mhz=clock_mhz, interconnect=interconnect, mac=mac, xnor=xnor,
-                        dataflow=dataflow, binary_dataflow=binary_dataflow, gating=gating, levels=tuple(levels),
+                        dataflow=dataflow, binary_dataflow=binary_dataflow, gating=gating, objective=objective,
+                        levels=tuple(levels),
                         dram=dram, units=units, lut_entries=lut_entries, lut_width_bits=lut_width,
                         resolved=resolved, rows=dict(r.rows))
 

@@ -165,7 +165,8 @@ def _mac_cost(wl, hw, area: AreaReport) -> LayerCost:
     macro = area.macros
     energy_per = {t: ((macro[shared[t].name].write_pj, macro[shared[t].name].read_pj) if shared[t] else (0.0, 0.0))
                   for t in TENSORS}
-    choice = choose_staging(wl, geom, link, fs, capacity, energy_per, arch.dram.pj_per_bit.value)
+    choice = choose_staging(wl, geom, link, fs, capacity, energy_per, arch.dram.pj_per_bit.value,
+                            arch.objective)
     res = choice.result
 
     # DRAM traffic: staged tensors from the chosen nest; unstaged ones stream at the array edge.

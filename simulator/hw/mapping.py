@@ -185,8 +185,10 @@ class StagingChoice:
 
 
 def choose_staging(wl, geom: Geometry, link: Link, fs: FoldSchedule, capacity: list, energy_per: dict,
-                   dram_pj_per_bit: float) -> StagingChoice:
-    """The fitting nest with the least staging latency (onload + offload + DRAM stalls), then the least energy.
+                   dram_pj_per_bit: float, objective: str = "latency") -> StagingChoice:
+    """The fitting nest that minimises the objective over what the staging changes: "latency" (onload +
+    offload + DRAM stalls, then energy), "energy" (DRAM and buffer-fill energy, then latency) or "edp"
+    (their product over the layer: (compute + staging latency) x staging energy, then latency).
 
     capacity: [(level name, size bits, double buffered, tensors held)] of the shared buffers;
     energy_per: tensor -> (pJ per buffer write word, pJ per buffer read word) of its buffer."""
@@ -218,7 +220,9 @@ def choose_staging(wl, geom: Geometry, link: Link, fs: FoldSchedule, capacity: l
         energy = energy + res[:, F[col]] * energy_per[tensor][0]
     energy = energy + res[:, F["buf_drain_o"]] * energy_per["outputs"][1]
     index = np.flatnonzero(fits)
-    best = index[np.lexsort((index, energy[index], latency[index]))[0]]
+    keys = {"latency": (energy, latency), "energy": (latency, energy),
+            "edp": (latency, (latency + link.compute_cycles) * energy)}[objective]
+    best = index[np.lexsort((index, keys[0][index], keys[1][index]))[0]]
     return StagingChoice(tile=tuple(int(v) for v in tiles[best]),
                          order=tuple("gnkcpq"[d] for d in orders[best]), result=res[best],
                          candidates=len(tiles), fitting=int(fits.sum()), psums_in_buffer=bool(psums[best]))
