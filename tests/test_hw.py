@@ -110,8 +110,9 @@ def test_scaling_rule_reproduces_90nm_from_45nm(g45, t90):
     assert energy_factor == pytest.approx(2.88)
     assert t90.scaling.energy_factor == pytest.approx(energy_factor)
     scaled = [fig for fig in t90.rows.values() if fig.scale is not None]
+    # Leakage density is a property of each node's devices (each table derives its own from CACTI), not scaled.
     assert {fig.row for fig in scaled} == {row for row in g45.rows
-                                           if row.startswith(("arith.", "logic."))}
+                                           if row.startswith(("arith.", "logic.")) and "leakage" not in row}
     for fig in scaled:
         at45 = g45.figure(fig.row).value
         assert fig.written_value == at45, fig.row

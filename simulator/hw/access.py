@@ -14,7 +14,9 @@ tile is visited once and no partial sum moves.
 Timing per step i: the link moves the fills of tile i plus the write-back of the outputs tile i displaced,
 `transfer = ceil(bits / bandwidth) + latency`; for tensors in double-buffered buffers it overlaps the compute
 window of the tile (the layer's compute cycles in proportion to the tile's MACs), otherwise it is serialised.
-The first tile's fill is the onload, the last tile's output write-back the offload.
+The first tile's fill is the onload and the last tile's output write-back the offload: in full when
+serialised; when double-buffered they stream under their own tile's compute (the array starts on the first
+operands and drains outputs as folds finish), so they cost the DRAM latency plus what that window cannot hide.
 
 Two implementations of the same definition: `evaluate_nests` (numba; per dim, runs of identical tiles are merged,
 so the work is a few cells per loop level, not one per step) and `walk_nest` (plain Python, every step of the
@@ -183,6 +185,16 @@ def _transfer(bits, bandwidth, latency):
 
 
 @njit(cache=True)
+def _onload(db_bits, serial_bits, window, bandwidth, latency):
+    """Start-up (or wind-down) of a staging pass: serialised transfers in full; a double-buffered transfer
+    streams under its own tile's compute, costing the latency plus whatever the window cannot hide."""
+    out = _transfer(serial_bits, bandwidth, latency)
+    if db_bits > 0:
+        out += latency + max(0.0, math.ceil(db_bits / bandwidth) - window)
+    return out
+
+
+@njit(cache=True)
 def _ceil_div(a, b):
     return (a + b - 1) // b
 
@@ -290,11 +302,11 @@ def _evaluate(extents, r, s, h, w, sh, sw, pt, pl, tiles, orders, bits, staged, 
                         db_bits += moved
                     else:
                         serial_bits += moved
+                tile_macs = rg[0] * rn[0] * rk[0] * rc[0] * rp[0] * rq[0] * r * s
+                window = compute_cycles * tile_macs / total_macs
                 if li < 0:
-                    res[0] += _transfer(db_bits + serial_bits, bandwidth, latency)
+                    res[0] += _onload(db_bits, serial_bits, window, bandwidth, latency)
                 else:
-                    tile_macs = rg[0] * rn[0] * rk[0] * rc[0] * rp[0] * rq[0] * r * s
-                    window = compute_cycles * tile_macs / total_macs
                     res[2] += m * (max(0.0, _transfer(db_bits, bandwidth, latency) - window)
                                    + _transfer(serial_bits, bandwidth, latency))
                 # Odometer over the run lists.
@@ -310,7 +322,10 @@ def _evaluate(extents, r, s, h, w, sh, sw, pt, pl, tiles, orders, bits, staged, 
         if staged[2]:
             last = (out_size[0, ntile[0] - 1] * out_size[1, ntile[1] - 1] * out_size[2, ntile[2] - 1]
                     * out_size[4, ntile[4] - 1] * out_size[5, ntile[5] - 1])
-            res[1] = _transfer(_ceil_div(last * ob, burst) * burst, bandwidth, latency)
+            last_window = compute_cycles * last * out_size[3, ntile[3] - 1] * r * s / total_macs
+            moved = _ceil_div(last * ob, burst) * burst
+            res[1] = (_onload(moved, 0, last_window, bandwidth, latency) if dbuf[2]
+                      else _transfer(moved, bandwidth, latency))
             res[6] += _ceil_div(last * ob, burst) * burst
             res[10] += _ceil_div(last * ob, word[2])
 
@@ -382,6 +397,10 @@ def walk_nest(geom: Geometry, link: Link, tile: tuple, order: tuple) -> dict:
     def transfer(bits_):
         return 0 if bits_ <= 0 else math.ceil(bits_ / link.bandwidth_bits) + link.latency
 
+    def streamed(db_bits, serial_bits, window):
+        extra = link.latency + max(0.0, math.ceil(db_bits / link.bandwidth_bits) - window) if db_bits > 0 else 0
+        return transfer(serial_bits) + extra
+
     prev = None
     visit_start = None
     for i, st in enumerate(steps):
@@ -409,16 +428,18 @@ def walk_nest(geom: Geometry, link: Link, tile: tuple, order: tuple) -> dict:
         res["buf_drain_o"] += words(drain_o, 2)
         db = sum(x for t, x in enumerate(dram) if link.double_buffered[t])
         serial = sum(x for t, x in enumerate(dram) if not link.double_buffered[t])
+        tile_macs = math.prod(int(tables[d][0][st[d]]) for d in range(6)) * rs
+        window = link.compute_cycles * tile_macs / total_macs
         if prev is None:
-            res["onload"] += transfer(db + serial)
+            res["onload"] += streamed(db, serial, window)
         else:
-            tile_macs = math.prod(int(tables[d][0][st[d]]) for d in range(6)) * rs
-            window = link.compute_cycles * tile_macs / total_macs
             res["stall"] += max(0.0, transfer(db) - window) + transfer(serial)
         prev = cur
     if link.staged[2]:
         last_bits = volume(prev["outputs"]) * ob
-        res["offload"] = transfer(bursts(last_bits))
+        window = link.compute_cycles * math.prod(int(tables[d][0][steps[-1][d]]) for d in range(6)) * rs / total_macs
+        res["offload"] = (streamed(bursts(last_bits), 0, window) if link.double_buffered[2]
+                          else transfer(bursts(last_bits)))
         res["dram_o_write"] += bursts(last_bits)
         res["buf_drain_o"] += words(last_bits, 2)
     res["steps"] = len(steps)

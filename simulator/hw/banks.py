@@ -20,13 +20,14 @@ Layouts (G groups, C input / K output channels per group, Ctot = G*C, T = C*R*S)
 
 Fold schedule (SCALE-Sim dataflows). Each group has its own folds. One array pass runs per (row fold, column fold).
 
-=====  =============  ================  ===============================================================
-flow   rows x cols    stream (skewed)   other tensor
-=====  =============  ================  ===============================================================
-os     pixels x K     inputs: lane i = pixel, cycle t reads tau = t-i; weights likewise, lanes = filters
-ws     taus x K       inputs: lane i = tau, cycle t reads pixel t-i  weights preloaded, one cycle per row
-is     taus x pixels  weights: lane i = tau, cycle t reads filter t-i inputs preloaded, one cycle per row
-=====  =============  ================  ===============================================================
+* os: rows = pixels, cols = filters. Both tensors stream (skewed): input lane i = pixel, cycle t reads
+  tau = t - i; weight lane j = filter, cycle t reads tau = t - j.
+* ws: rows = taus, cols = filters. Weights are preloaded, one cycle per array row. Inputs stream: lane i = tau,
+  cycle t reads pixel t - i.
+* is: rows = taus, cols = pixels. Inputs are preloaded, one cycle per array row. Weights stream: lane i = tau,
+  cycle t reads filter t - i.
+
+A stream that depends on one array dimension only is repeated for every fold of the other dimension.
 
 Two implementations give the same number:
 

@@ -202,6 +202,10 @@ def _mac_cost(wl, hw, area: AreaReport) -> LayerCost:
     # Stalls.
     stalls = {"onload": int(res[F["onload"]]), "offload": int(res[F["offload"]])}
     dram_stall = res[F["stall"]] + max(0.0, math.ceil(bypass_bits / arch.dram.bandwidth_bits) - compute)
+    # One link carries staged and streamed traffic alike: the layer can never beat its total DRAM bits /
+    # bandwidth (Timeloop's throttling bound), whatever overlap the per-step model found.
+    link_floor = math.ceil(sum(v["read"] + v["write"] for v in dram.values()) / arch.dram.bandwidth_bits)
+    dram_stall = max(dram_stall, link_floor - compute - stalls["onload"] - stalls["offload"])
     stalls["dram"] = int(math.ceil(dram_stall))
     for lv in arch.levels:
         if lv.per_pe:

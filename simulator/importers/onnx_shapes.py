@@ -1,0 +1,454 @@
+"""Any ONNX model (float, QDQ or QOperator) -> list of `Workload`, for SHAPES only (no weights are needed).
+
+`import_onnx` needs a quantized model it can run bit-exactly; costing an architecture only needs loop bounds,
+operand widths and event counts, so this reader accepts float models too and never reads tensor values
+except zero points (operand widths) and Reshape targets.
+
+- Shapes come from onnx.shape_inference after a symbolic or unknown batch dimension is fixed to 1; any other
+  unknown dimension is an error naming the tensor. The batch dimension is the Workload's n (counts are per
+  batch, as Workload says).
+- MAC layers: Conv / ConvInteger / QLinearConv (2-D, any group, strides, pads, auto_pad; dilation 1),
+  Gemm / QGemm / MatMul / MatMulInteger / QLinearMatMul (2-D, second operand constant). events: requants =
+  outputs; a bias adds 32 bits per output channel to the weight fetch.
+- Vector layers (the ALU; counts as simulator/engine.py counts the same ops): MaxPool / GlobalMaxPool:
+  compares = (kernel elements - 1) per output; AveragePool / GlobalAveragePool / QLinear(Global)AveragePool:
+  adds = (kernel elements - 1) per output, plus requants = outputs when the model is quantized (ONNX Runtime's
+  QLinearAveragePool requantizes; import_onnx maps it to rounding "ort_float32"); Add / QLinearAdd of two
+  activations: adds = requants = outputs; Relu: 1 compare per element; Clip: 1 per bound given.
+- Views (free): Flatten, Reshape, Concat, QLinearConcat. (import_onnx adds a rescaling layer per Concat input
+  whose scale differs from the output's; shapes alone do not see those.)
+- Not layers: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, Cast, Identity, Dropout,
+  BatchNormalization (folded into the conv), Add / Sub / Mul / Div with a constant (a bias or a scale, folded),
+  and any node whose inputs are all constants (weight preprocessing, Shape arithmetic).
+  Anything else (Sigmoid, HardSwish, Softmax, ...) is an error naming the node and listing the supported ops:
+  the engine has no unit for them, so there is no count to mirror.
+- Bits: a tensor's quantized type gives its width (int8/uint8 -> 8, int4 -> 4, int16 -> 16); operand widths
+  add one bit when the zero point is not 0, as hwsim's uniform encodings do. Float tensors take
+  `bits=(a_bits, w_bits)`. Accumulators are 32 bits.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import replace
+
+import numpy as np
+
+from ..errors import HwsimError
+from ..hw.workload import Workload
+from . import require
+from .onnx_import import load_onnx
+
+MAC_OPS = ("Conv", "ConvInteger", "QLinearConv", "Gemm", "QGemm", "MatMul", "MatMulInteger", "QLinearMatMul")
+POOL_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "QLinearAveragePool",
+            "QLinearGlobalAveragePool")
+VECTOR_OPS = ("Add", "QLinearAdd", "Relu", "Clip")
+VIEW_OPS = ("Flatten", "Reshape", "Concat", "QLinearConcat")
+PASS_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Cast", "Identity", "Dropout",
+            "BatchNormalization", "Sub", "Mul", "Div", "Constant", "Shape")
+SUPPORTED = MAC_OPS + POOL_OPS + VECTOR_OPS + VIEW_OPS + PASS_OPS
+QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "ConvInteger",
+             "MatMulInteger", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearAveragePool",
+             "QLinearGlobalAveragePool", "QLinearConcat"}
+# Where each QOperator node keeps (x, x_zero_point) and (w, w_zero_point) / its output zero point.
+Q_INPUTS = {"QLinearConv": ((0, 2), (3, 5), 7), "QLinearMatMul": ((0, 2), (3, 5), 7), "QGemm": ((0, 2), (3, 5), 8),
+            "ConvInteger": ((0, 2), (1, 3), None), "MatMulInteger": ((0, 2), (1, 3), None),
+            "QLinearAdd": ((0, 2), (3, 5), 7), "QLinearAveragePool": ((0, 2), None, 4),
+            "QLinearGlobalAveragePool": ((0, 2), None, 4)}
+MAX_ELEMS = 1 << 40
+
+
+def load_onnx_shapes(path, bits=(8, 8)) -> list[Workload]:
+    """Read an ONNX model's layers as Workloads; one HwsimError naming the file for anything unreadable."""
+    source = os.fspath(path)
+    onnx = require("onnx")
+    proto = load_onnx(source)
+    try:
+        return _Reader(onnx, proto, bits).run()
+    except HwsimError as exc:
+        raise HwsimError(exc.message, source=source, field=exc.field) from None
+
+
+class _Reader:
+    def __init__(self, onnx, proto, bits):
+        try:
+            self.a_bits, self.w_bits = bits
+        except (TypeError, ValueError):
+            self.a_bits = self.w_bits = None
+        if not all(isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= 32 for b in (self.a_bits, self.w_bits)):
+            raise HwsimError(f"bits must be (a_bits, w_bits), integers in [1, 32], got {bits!r}")
+        self.onnx, self.nh = onnx, onnx.numpy_helper
+        graph = proto.graph
+        self.consts = {i.name: i for i in graph.initializer}     # name -> TensorProto or ndarray
+        self.inputs = [vi for vi in graph.input if vi.name not in self.consts]
+        if not self.inputs:
+            raise HwsimError("the graph has no input", field="graph.input")
+        for vi in self.inputs:           # a symbolic / unknown batch dimension is taken as 1
+            dims = vi.type.tensor_type.shape.dim
+            if len(dims) and not dims[0].HasField("dim_value"):
+                dims[0].Clear()
+                dims[0].dim_value = 1
+        try:
+            proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+        except Exception:                # inference is a help: every shape we need is checked below
+            pass
+        self.graph = proto.graph
+        self.types, self.shapes = {}, {}
+        for vi in list(self.graph.input) + list(self.graph.value_info) + list(self.graph.output):
+            tt = vi.type.tensor_type
+            self.types[vi.name] = tt.elem_type
+            if tt.HasField("shape"):
+                self.shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
+        for init in self.graph.initializer:
+            self.types[init.name] = init.data_type
+            self.shapes[init.name] = tuple(init.dims)
+        first = self.shapes.get(self.inputs[0].name) or (1,)
+        self.n = first[0] if first and first[0] else 1
+        self.quantized = any(node.op_type in QUANT_OPS for node in self.graph.node)
+        self.qinfo = {}                  # tensor -> (storage bits, zero point != 0)
+        self.consumers = {}
+        for node in self.graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.out = []
+
+    # ---------------------------------------------------------------------------------------- helpers
+    def qbits(self, elem_type):
+        tp = self.onnx.TensorProto
+        widths = {"UINT8": 8, "INT8": 8, "UINT16": 16, "INT16": 16, "UINT4": 4, "INT4": 4, "FLOAT8E4M3FN": 8,
+                  "FLOAT8E4M3FNUZ": 8, "FLOAT8E5M2": 8, "FLOAT8E5M2FNUZ": 8}
+        return next((b for k, b in widths.items() if getattr(tp, k, None) == elem_type), None)
+
+    def const(self, name):
+        value = self.consts.get(name)
+        if value is not None and not isinstance(value, np.ndarray):
+            value = self.nh.to_array(value)
+            self.consts[name] = value
+        return value
+
+    def zp_nonzero(self, name):
+        if not name:
+            return False
+        value = self.const(name)
+        return True if value is None else bool(np.any(value != 0))
+
+    def shape(self, name, where):
+        dims = self.shapes.get(name)
+        if dims is None or any(d is None or d < 1 for d in dims):
+            raise HwsimError(f"tensor {name!r} has unknown or empty dimensions {_dims_text(dims)}; only the batch "
+                             "dimension may be symbolic", field=where)
+        if math.prod(dims) > MAX_ELEMS:
+            raise HwsimError(f"tensor {name!r} of shape {list(dims)} is absurdly large", field=where)
+        return dims
+
+    def info(self, name, default):
+        """(storage bits, operand bits) of a tensor: its quantized type, or the `bits` default for floats."""
+        if name in self.qinfo:
+            b, zp = self.qinfo[name]
+            return b, b + zp
+        b = self.qbits(self.types.get(name))
+        return (b, b) if b else (default, default)
+
+    def out_bits(self, name):
+        """Storage bits of a layer's output: its own quantized type, or the QuantizeLinear that reads it."""
+        b = self.qbits(self.types.get(name))
+        if b:
+            return b
+        for node in self.consumers.get(name, []):
+            if node.op_type == "QuantizeLinear":
+                return self.info(node.output[0], self.a_bits)[0]
+        return self.a_bits
+
+    def attrs(self, node):
+        return {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+    def fail(self, msg, where):
+        raise HwsimError(msg, field=where)
+
+    # ---------------------------------------------------------------------------------------- graph
+    def run(self):
+        for i, node in enumerate(self.graph.node):
+            where = f"node {node.name or '#' + str(i)} ({node.op_type})"
+            try:
+                self.node(node, where)
+            except HwsimError:
+                raise
+            except Exception as exc:     # a malformed node or attribute: one line, never a traceback
+                detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+                self.fail(f"malformed {node.op_type} node ({type(exc).__name__}: {detail})", where)
+        if not self.out:
+            raise HwsimError("the graph has no layer to cost", field="graph")
+        return self.out
+
+    def node(self, node, where):
+        op = node.op_type
+        if op == "Constant":
+            value = self.attrs(node).get("value")
+            self.consts[node.output[0]] = None if value is None else self.nh.to_array(value)
+            return
+        if op == "Shape":                # shapes are static once the batch is fixed: a constant
+            self.consts[node.output[0]] = None
+            return
+        if node.input and all(not n or n in self.consts for n in node.input):
+            for o in node.output:        # constant folding (weight DequantizeLinear, Shape arithmetic, ...)
+                self.consts.setdefault(o, None)
+            if op in ("DequantizeLinear", "Identity", "Cast") and node.input[0] in self.shapes:
+                self.shapes.setdefault(node.output[0], self.shapes[node.input[0]])
+            if op == "DequantizeLinear":
+                self.qinfo[node.output[0]] = self.dq_info(node)
+            return
+        if op not in SUPPORTED:
+            dom = f" (domain {node.domain})" if node.domain not in ("", "ai.onnx") else ""
+            self.fail(f"unsupported op {op!r}{dom}; supported: {', '.join(SUPPORTED)}", where)
+        if op in MAC_OPS:
+            self.out.append(self.mac(node, op, where))
+        elif op in POOL_OPS:
+            self.out.append(self.pool(node, op, where))
+        elif op in VECTOR_OPS and not (op == "Add" and any(n in self.consts for n in node.input)):
+            wl = self.vector(node, op, where)
+            if wl is not None:
+                self.out.append(wl)
+        elif op in VIEW_OPS:
+            self.view(node, op, where)
+        else:
+            self.passthrough(node, op, where)
+
+    def dq_info(self, node):
+        x = node.input[0]
+        b = self.qbits(self.types.get(x)) or self.info(x, self.a_bits)[0]
+        return b, self.zp_nonzero(node.input[2] if len(node.input) > 2 else "")
+
+    def passthrough(self, node, op, where):
+        x, y = node.input[0], node.output[0]
+        if op == "QuantizeLinear":
+            zp = node.input[2] if len(node.input) > 2 else ""
+            b = self.qbits(self.types.get(y)) or (self.qbits(self.types.get(zp)) if zp else None) or 8
+            self.qinfo[y] = (b, self.zp_nonzero(zp))
+        elif op == "DequantizeLinear":
+            self.qinfo[y] = self.dq_info(node)
+        elif op == "DynamicQuantizeLinear":
+            self.qinfo[y] = (8, True)    # uint8 with a computed zero point
+            for o in node.output[1:]:
+                self.consts[o] = None     # the scalar scale and zero point
+        elif x in self.qinfo:
+            self.qinfo[y] = self.qinfo[x]
+        if op in ("Add", "Sub", "Mul", "Div"):
+            live = [n for n in node.input if n not in self.consts]
+            if len(live) != 1:
+                self.fail(f"{op} of two activations is not supported (only {op} with a constant, which folds "
+                          "into the neighbouring layer, and Add of two equal-shape activations)", where)
+            x = live[0]
+            xs, ys = self.shapes.get(x), self.shapes.get(y)
+            if xs and ys and xs != ys:
+                self.fail(f"{op} with a constant broadcasts {list(xs)} to {list(ys)}; only a same-shape bias or "
+                          "scale folds away", where)
+        if y not in self.shapes and x in self.shapes:
+            self.shapes[y] = self.shapes[x]
+
+    # ---------------------------------------------------------------------------------------- layers
+    def batch(self, dims, name, where):
+        if dims[0] != self.n:
+            self.fail(f"tensor {name!r} has batch dimension {dims[0]}, the model input {self.n}", where)
+
+    def mac(self, node, op, where):
+        a = self.attrs(node)
+        x_pos, w_pos, y_zp = Q_INPUTS.get(op, ((0, None), (1, None), None))
+        x, w = node.input[x_pos[0]], node.input[w_pos[0]]
+        if w not in self.consts:
+            self.fail(f"the weight {w!r} must be a constant (an initializer, or a DequantizeLinear of one); "
+                      "a product of two activations is not supported", where)
+        xd, wd = self.shape(x, where), self.shape(w, where)
+        self.batch(xd, x, where)
+        for pos in (x_pos, w_pos):       # QOperator / integer ops: the zero points are explicit inputs
+            if pos[1] is not None:
+                name = node.input[pos[0]]
+                zp = node.input[pos[1]] if len(node.input) > pos[1] else ""
+                b = self.qbits(self.types.get(name)) or 8
+                self.qinfo.setdefault(name, (b, self.zp_nonzero(zp)))
+        in_bits, a_op = self.info(x, self.a_bits)
+        w_bits, w_op = self.info(w, self.w_bits)
+        y = node.output[0]
+        if y_zp is not None:
+            zp = node.input[y_zp] if len(node.input) > y_zp else ""
+            self.qinfo[y] = (self.qbits(self.types.get(y)) or 8, self.zp_nonzero(zp))
+        bias = {"Conv": 2, "QLinearConv": 8, "Gemm": 2, "QGemm": 6}.get(op)
+        has_bias = bias is not None and len(node.input) > bias and bool(node.input[bias])
+        if op in ("Conv", "ConvInteger", "QLinearConv"):
+            dims = self.conv_dims(node, a, xd, wd, where)
+        else:
+            dims = self.gemm_dims(op, a, xd, wd, where)
+        common = dict(in_bits=in_bits, w_bits=w_bits, a_op_bits=a_op, w_op_bits=w_op, out_bits=self.out_bits(y),
+                      acc_bits=32, extra_weight_bits=32 * dims["g"] * dims["k"] if has_bias else 0)
+        wl = Workload(node.name or y, "conv2d" if "Conv" in op else "dense", "mac", n=self.n, **dims, **common)
+        wl = replace(wl, events={"requants": wl.output_elems})
+        self.shapes[y] = (self.n, wl.g * wl.k, wl.p, wl.q) if wl.op == "conv2d" else (self.n, wl.k)
+        return wl
+
+    def conv_dims(self, node, a, xd, wd, where):
+        if len(xd) != 4 or len(wd) != 4:
+            self.fail(f"only 2-D convolutions are supported (input {list(xd)}, weight {list(wd)})", where)
+        g = int(a.get("group", 1))
+        (_, c, h, w), (co, cig, r, s) = xd, wd
+        if g < 1 or c != cig * g or co % g:
+            self.fail(f"group {g} does not fit {c} input channels, weight {list(wd)}", where)
+        if any(d != 1 for d in a.get("dilations", [1, 1])):
+            self.fail(f"dilations {list(a['dilations'])} are not supported (only 1)", where)
+        stride, pad = self.window(a, (h, w), (r, s), where)
+        p, q = _out(h, r, stride[0], pad[0], pad[2]), _out(w, s, stride[1], pad[1], pad[3])
+        if p < 1 or q < 1:
+            self.fail(f"kernel {r}x{s} does not fit the padded input", where)
+        return dict(g=g, k=co // g, c=cig, p=p, q=q, r=r, s=s, h=h, w=w, stride=stride, pad=pad)
+
+    def gemm_dims(self, op, a, xd, wd, where):
+        if len(xd) != 2 or len(wd) != 2:
+            self.fail(f"only 2-D matrix products are supported, got {list(xd)} x {list(wd)}", where)
+        if a.get("transA", 0):
+            self.fail("transA = 1 is not supported (the first operand must be [batch, inputs])", where)
+        kb, nb = (wd[1], wd[0]) if a.get("transB", 0) else wd
+        if kb != xd[1]:
+            self.fail(f"{list(xd)} x {list(wd)} do not multiply", where)
+        return dict(g=1, k=nb, c=kb)
+
+    def window(self, a, hw, ks, where):
+        """strides and (top, left, bottom, right) pads, auto_pad included (ONNX Conv / pooling semantics)."""
+        stride = tuple(int(v) for v in a.get("strides", [1, 1]))
+        auto = a.get("auto_pad", b"NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            totals = [max((-(-h // st) - 1) * st + k - h, 0) for h, k, st in zip(hw, ks, stride)]
+            small = [t // 2 for t in totals]
+            big = [t - t // 2 for t in totals]
+            begin, end = (small, big) if auto == "SAME_UPPER" else (big, small)
+            pad = (begin[0], begin[1], end[0], end[1])
+        elif auto == "VALID":
+            pad = (0, 0, 0, 0)
+        else:
+            pad = tuple(int(v) for v in a.get("pads", [0, 0, 0, 0]))
+        if len(stride) != 2 or len(pad) != 4 or min(stride) < 1 or min(pad) < 0:
+            self.fail(f"strides {list(stride)} / pads {list(pad)} are not 2-D", where)
+        return stride, pad
+
+    def pool(self, node, op, where):
+        x, y = node.input[0], node.output[0]
+        a = self.attrs(node)
+        xd = self.shape(x, where)
+        if len(xd) != 4:
+            self.fail(f"pooling needs an [N, C, H, W] input, got {list(xd)}", where)
+        self.batch(xd, x, where)
+        if len(node.output) > 1 and node.output[1]:
+            self.fail("MaxPool's Indices output is not supported", where)
+        _, c, h, w = xd
+        if "Global" in op:
+            ks, stride, pad = (h, w), (h, w), (0, 0, 0, 0)
+        else:
+            ks = tuple(int(k) for k in a["kernel_shape"])
+            if any(d != 1 for d in a.get("dilations", [1, 1])):
+                self.fail(f"dilations {list(a['dilations'])} are not supported (only 1)", where)
+            stride, pad = self.window(a, (h, w), ks, where)
+        p, q = _out(h, ks[0], stride[0], pad[0], pad[2]), _out(w, ks[1], stride[1], pad[1], pad[3])
+        if a.get("ceil_mode", 0) and (p, q) != (_out(h, ks[0], stride[0], pad[0], pad[2], True),
+                                            _out(w, ks[1], stride[1], pad[1], pad[3], True)):
+            self.fail("ceil_mode = 1 changes the output size here; hwsim pools with floor", where)
+        if p < 1 or q < 1:
+            self.fail(f"window {ks[0]}x{ks[1]} does not fit the input {h}x{w}", where)
+        outs = self.n * c * p * q
+        window = ks[0] * ks[1] - 1
+        if "Max" in op:
+            events = {"compares": window * outs}
+        else:
+            events = {"adds": window * outs, **({"requants": outs} if self.quantized else {})}
+        if x in self.qinfo and op.startswith(("Max", "GlobalMax")):
+            self.qinfo[y] = self.qinfo[x]
+        if op.startswith("QLinear"):
+            zp = node.input[4] if len(node.input) > 4 else ""
+            self.qinfo[y] = (self.qbits(self.types.get(y)) or 8, self.zp_nonzero(zp))
+        self.shapes[y] = (self.n, c, p, q)
+        events = {k: v for k, v in events.items() if v}       # a 1x1 window adds nothing
+        in_bits = self.info(x, self.a_bits)[0]
+        return Workload(node.name or y, "maxpool" if "Max" in op else "avgpool", "vector", n=self.n, k=c, c=c,
+                        p=p, q=q, r=ks[0], s=ks[1], h=h, w=w, stride=stride, pad=pad, in_bits=in_bits,
+                        out_bits=self.out_bits(y) if "Avg" in op else in_bits, in_elems=self.n * c * h * w,
+                        out_elems=outs, events=events)
+
+    def vector(self, node, op, where):
+        y = node.output[0]
+        xs = list(node.input[0:4:3]) if op == "QLinearAdd" else list(node.input) if op == "Add" else [node.input[0]]
+        dims = [self.shape(x, where) for x in xs]
+        if any(d != dims[0] for d in dims):
+            self.fail(f"{op} needs equal input shapes (no broadcasting), got {[list(d) for d in dims]}", where)
+        self.batch(dims[0], xs[0], where)
+        elems = math.prod(dims[0])
+        if op == "Clip":
+            a = self.attrs(node)
+            bounds = sum(1 for k in (1, 2) if len(node.input) > k and node.input[k]) + ("min" in a) + ("max" in a)
+            if bounds == 0:              # Clip without bounds is the identity
+                self.passthrough(node, op, where)
+                return None
+            events = {"compares": bounds * elems}
+        elif op == "Relu":
+            events = {"compares": elems}
+        else:
+            events = {"adds": elems, "requants": elems}
+        if op == "QLinearAdd":
+            self.qinfo[y] = (self.qbits(self.types.get(y)) or 8, self.zp_nonzero(node.input[7]
+                                                                               if len(node.input) > 7 else ""))
+        elif op != "Add" and xs[0] in self.qinfo:
+            self.qinfo[y] = self.qinfo[xs[0]]
+        self.shapes[y] = dims[0]
+        sample = dims[0][1:]
+        c, h, w = (tuple(sample) + (1, 1))[:3] if len(sample) in (1, 3) else (math.prod(sample), 1, 1)
+        in_bits = max(self.info(x, self.a_bits)[0] for x in xs)
+        out_bits = self.out_bits(y) if "Add" in op else in_bits
+        return Workload(node.name or y, {"Relu": "relu", "Clip": "clip"}.get(op, "add"), "vector", n=self.n, k=c,
+                        c=c, h=h, w=w, p=h, q=w, in_bits=in_bits, out_bits=out_bits, in_elems=elems * len(xs),
+                        out_elems=elems, events=events)
+
+    def view(self, node, op, where):
+        y = node.output[0]
+        xs = {"Concat": list(node.input), "QLinearConcat": list(node.input[2::3])}.get(op, [node.input[0]])
+        dims = [self.shape(x, where) for x in xs]
+        self.batch(dims[0], xs[0], where)
+        if op in ("Concat", "QLinearConcat"):
+            axis = int(self.attrs(node).get("axis", 1)) % len(dims[0])
+            if axis == 0:
+                self.fail("Concat along the batch axis is not supported", where)
+            if any(len(d) != len(dims[0]) or d[:axis] + d[axis + 1:] != dims[0][:axis] + dims[0][axis + 1:]
+                   for d in dims):
+                self.fail(f"inputs {[list(d) for d in dims]} do not concatenate along axis {axis}", where)
+            out = list(dims[0])
+            out[axis] = sum(d[axis] for d in dims)
+            self.shapes[y] = tuple(out)
+        elif op == "Flatten":
+            axis = int(self.attrs(node).get("axis", 1)) % (len(dims[0]) + 1)
+            self.shapes[y] = (math.prod(dims[0][:axis]), math.prod(dims[0][axis:]))
+        elif self.shapes.get(y) is None or None in self.shapes[y]:
+            self.shapes[y] = _reshape(dims[0], self.const(node.input[1]))
+        out = self.shape(y, where)       # Reshape: shape inference, else a constant target
+        self.batch(out, y, where)
+        if op == "QLinearConcat":
+            self.qinfo[y] = (self.qbits(self.types.get(y)) or 8, self.zp_nonzero(node.input[1]))
+        elif xs[0] in self.qinfo:
+            self.qinfo[y] = self.qinfo[xs[0]]
+        name = {"Flatten": "flatten", "Reshape": "reshape"}.get(op, "concat")
+        self.out.append(Workload(node.name or y, name, "view", n=self.n))
+
+
+def _out(size, k, stride, before, after, ceil=False):
+    span = size + before + after - k
+    return (-(-span // stride) if ceil else span // stride) + 1
+
+
+def _reshape(dims, target):
+    """ONNX Reshape with a constant target (0 copies a dimension, one -1 is inferred); None when unknown."""
+    if target is None:
+        return None
+    out = [dims[i] if t == 0 and i < len(dims) else int(t) for i, t in enumerate(target.reshape(-1).tolist())]
+    if out.count(-1) == 1:
+        known = math.prod(d for d in out if d != -1)
+        out[out.index(-1)] = math.prod(dims) // known if known else None
+    return tuple(out)
+
+
+def _dims_text(dims):
+    return "unknown" if dims is None else "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
