@@ -327,6 +327,13 @@ class _FileReader(FieldReader):
             return default
         return int(self.figure(parent, key, row, "count").value)
 
+    def whole(self, parent: dict, key: str, row: str) -> int:
+        """A figure that must be a whole number >= 0 (a count that may be zero)."""
+        value = self.figure(parent, key, row, "nonnegative").value
+        if value != int(value):
+            self.fail(_join(row, key), f"must be a whole number, got {value!r}")
+        return int(value)
+
     def positive(self, parent: dict, key: str, row: str, default=None) -> float:
         if key not in parent:
             if default is None:
@@ -349,6 +356,9 @@ def parse_architecture(raw, source: str, tech: TechTable, name: str, description
     clock_mhz = None
     if clock_mode == "given":
         clock_mhz = r.positive(cm, "mhz", f"{top}.clock")
+    elif cm.get("mhz") is not None:
+        r.fail(f"{top}.clock.mhz", "is only read with mode: given (a derived clock comes from the units' "
+                                   "critical paths); set clock.mode=given to fix the clock")
     resolved["clock"] = {"mode": clock_mode, "mhz": clock_mhz}
 
     # PE arrays.
@@ -366,8 +376,7 @@ def parse_architecture(raw, source: str, tech: TechTable, name: str, description
                 entry.update(a_bits=pe.a_bits, w_bits=pe.w_bits)
             else:
                 entry["word_bits"] = pe.word_bits
-            if pe.delay_ns is not None:
-                entry["delay_ns"] = pe.delay_ns.value
+            entry["delay_ns"] = None if pe.delay_ns is None else pe.delay_ns.value
             resolved["pe_array"][pe.kind] = entry
 
     dataflow = r.choice(m, "dataflow", top, DATAFLOWS, default="os")
@@ -420,7 +429,7 @@ def parse_architecture(raw, source: str, tech: TechTable, name: str, description
         extra = ["entries", "width_bits"] if uname == "lut" else []
         if uname in um:
             u = r.mapping(um[uname], row, required=["count", "per_cycle"] + extra)
-            unit = Unit(uname, int(r.figure(u, "count", row, "nonnegative").value), r.positive(u, "per_cycle", row))
+            unit = Unit(uname, r.whole(u, "count", row), r.positive(u, "per_cycle", row))
         else:
             u, unit = {}, Unit(uname, 0, 1.0)
         units[uname] = unit
@@ -446,8 +455,8 @@ def _pe(r: _FileReader, raw, row: str, kind: str) -> PeKind:
     acc = r.count(m, "acc_bits", row)
     if acc > 64:
         r.fail(f"{row}.acc_bits", f"must be at most 64, got {acc}")
-    regs = int(r.figure(m, "register_bits", row, "nonnegative").value)
-    delay = r.figure(m, "delay_ns", row, "positive") if "delay_ns" in m else None
+    regs = r.whole(m, "register_bits", row)
+    delay = r.figure(m, "delay_ns", row, "positive") if m.get("delay_ns") is not None else None
     if kind == "mac":
         a, w = r.count(m, "a_bits", row), r.count(m, "w_bits", row)
         for key, value in (("a_bits", a), ("w_bits", w)):
@@ -490,6 +499,11 @@ def _level(r: _FileReader, raw, row: str, name: str, tech: TechTable) -> MemoryL
     macro = r.choice(m, "macro", row, MACROS, default="cacti")
     cell_type = None
     explicit = {}
+    for key in ("read_pj_per_access", "write_pj_per_access", "leakage_mw", "area_mm2", "cycle_ns"):
+        if key in m and macro != "explicit":
+            r.fail(f"{row}.{key}", f"is only read with macro: explicit (this level is macro: {macro})")
+    if "cell_type" in m and macro != "cacti":
+        r.fail(f"{row}.cell_type", f"is only read with macro: cacti (this level is macro: {macro})")
     if macro == "cacti":
         cell_type = r.choice(m, "cell_type", row, ("itrs-hp", "itrs-lop", "itrs-lstp"), default="itrs-hp")
     elif macro == "explicit":
