@@ -273,6 +273,13 @@ def apply_sets(raw, sets: list[str], resolved: dict):
             if not isinstance(node.get(key), dict):
                 node[key] = {}
             node = node[key]
+        if keys[-1] == "macro" and len(keys) == 3:
+            # Switching a level's macro drops the fields only the old macro reads.
+            stale = [] if value == "cacti" else ["cell_type"]
+            if value != "explicit":
+                stale += ["read_pj_per_access", "write_pj_per_access", "leakage_mw", "area_mm2", "cycle_ns"]
+            for key in stale:
+                node.pop(key, None)
         current = node.get(keys[-1])
         if isinstance(current, dict) and "value" in current or _is_figure_path(keys):
             node[keys[-1]] = {"value": value, "source": SET_SOURCE}
