@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from . import __version__
-from .graph import MAC_OPS, Model
+from .graph import Model
 
 VIEW_OPS = ("flatten", "reshape", "concat")  # share storage with their inputs
 

@@ -4,25 +4,20 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
 import math
-from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from simulator.errors import HwsimError
-from simulator.hw import CATEGORIES, estimate_energy, load_techtable, resolve_hw_path
+from simulator.hw import load_techtable, resolve_hw_path
 from simulator.hw.techtable import shipped_hwconfigs_dir
-from simulator.trace import LayerCounts, Trace
 
 REPO = Path(__file__).resolve().parents[1]
 GENERIC45 = REPO / "hwconfigs" / "generic45.yaml"
 TSMC90 = REPO / "hwconfigs" / "tsmc90.yaml"
-CACTI_CSV = Path("/work/shared/reference-data/cacti7_sram_64bit_word.csv")
+CACTI_CSV = REPO / "hwconfigs" / "data" / "cacti7_sram_64bit_word.csv"   # copied from shared/reference-data
 
 
 @pytest.fixture(scope="module")
@@ -300,151 +295,3 @@ def test_resolve_unknown_lists_shipped_names(tmp_path, monkeypatch):
     line = info.value.line()
     assert line.startswith("--hw: no hardware table 'tsmc28'")
     assert "generic45" in line and "tsmc90" in line
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Energy of a hand-built trace, computed by hand from the literature numbers (generic45).
-
-# 45 nm figures, typed in again here so the test does not read them through the code under test.
-C2, C1, CADD = 0.002994791667, 0.001041666667, 0.003125     # QTools fits of Horowitz 2014
-MUX2, XNOR2, FA = 0.00385, 0.004, 0.004                      # NanGate 45 midpoints
-QE, CE, QK_CMP, CK = 0.202294, 0.0810740, 0.0631706, 1.06543
-W_RD, A_RD, A_WR = 28.9844 / 64, 14.9248 / 64, 12.6898 / 64   # CACTI 45 nm HP 64 KB / 32 KB
-DRAM = 20.3125
-
-
-def _hand_trace(batch=2) -> Trace:
-    b = batch   # every count below is per inference x batch
-    conv = LayerCounts("conv1", "conv", macs=Counter({(8, 8): 1000 * b, (4, 8): 500 * b}), acc_bits=24,
-                       qe=10 * b, ce=20 * b, qk=5 * b, qk_comparators=15, ck=7 * b, requants=30 * b,
-                       compares=40 * b, adds=50 * b, weight_bits={"w1": 800 * b, "b1": 96 * b},
-                       input_bits={"x": 1600 * b}, output_bits={"y1": 2400 * b}, batch=b)
-    binary = LayerCounts("bin2", "binary_conv", binary_macs=6400 * b, popcount_words=100 * b,
-                         popcount_word_bits=64, acc_bits=16, lut_reads=12 * b, lut_entries=16, lut_width_bits=8,
-                         weight_bits={"w2": 6400 * b}, input_bits={"y1": 2400 * b},
-                         output_bits={"y2": 320 * b}, batch=b)
-    return Trace([conv, binary], batch=b, dram_input_bits=1600 * b, dram_output_bits=80 * b)
-
-
-def _hand_energy() -> dict:
-    mac88 = C2 * 64 + C1 * 8 + CADD * 24
-    mac48 = C2 * 32 + C1 * math.sqrt(32) + CADD * 24
-    conv = {
-        "mac": 1000 * mac88 + 500 * mac48,
-        "popcount": 0.0,
-        "lut": 0.0,
-        "converters": 10 * QE + 20 * CE + 5 * 15 * QK_CMP + 7 * CK,
-        # 32x32 multiply + 32-bit rounding add + 32-bit barrel shifter (32*5 MUX2) + two 32-bit compares
-        "requant": 30 * (C2 * 1024 + C1 * 32 + CADD * 32 + 32 * 5 * MUX2 + 2 * CADD * 32),
-        "other_alu": 40 * CADD * 16 + 50 * CADD * 16,
-        "sram": 896 * W_RD + 1600 * A_RD + 2400 * A_WR,
-        "dram": 0.0,
-    }
-    binary = {
-        "mac": 0.0,
-        # 64 XNOR2 + 57 full adders + 16-bit accumulate, per word
-        "popcount": 100 * (64 * XNOR2 + 57 * FA + 16 * CADD),
-        "lut": 12 * (15 * 8 * MUX2),
-        "converters": 0.0, "requant": 0.0, "other_alu": 0.0,
-        "sram": 6400 * W_RD + 2400 * A_RD + 320 * A_WR,
-        "dram": 0.0,
-    }
-    io = {c: 0.0 for c in CATEGORIES}
-    io["dram"] = (1600 + 80) * DRAM
-    return {"conv1": conv, "bin2": binary, "io": io}
-
-
-def test_energy_matches_hand_computation(g45):
-    report = estimate_energy(_hand_trace(batch=2), g45)
-    hand = _hand_energy()
-    assert report.per == "inference" and report.batch == 2
-    assert [layer.name for layer in report.layers] == ["conv1", "bin2"]
-    for layer in report.layers:
-        for c in CATEGORIES:
-            assert layer.energy_pj[c] == pytest.approx(hand[layer.name][c], rel=1e-6), (layer.name, c)
-    for c in CATEGORIES:
-        assert report.chip_io.energy_pj[c] == pytest.approx(hand["io"][c], rel=1e-9)
-    total = sum(sum(part.values()) for part in hand.values())
-    assert report.total_energy_pj == pytest.approx(total, rel=1e-6)
-    for c in CATEGORIES:
-        assert report.energy_pj[c] == pytest.approx(sum(part[c] for part in hand.values()), rel=1e-6)
-
-
-def test_categories_sum_to_total_and_rows_are_traceable(g45, t90):
-    for table in (g45, t90):
-        report = estimate_energy(_hand_trace(), table)
-        assert set(report.energy_pj) == set(CATEGORIES)
-        assert sum(report.energy_pj.values()) == pytest.approx(report.total_energy_pj, rel=1e-12)
-        for layer in (*report.layers, report.chip_io):
-            assert sum(layer.energy_pj.values()) == pytest.approx(layer.total_energy_pj, rel=1e-12)
-            assert sum(e.energy_pj for e in layer.events) == pytest.approx(layer.total_energy_pj, rel=1e-12)
-            for event in layer.events:
-                assert event.rows and all(row in table.rows for row in event.rows)
-                assert event.energy_pj == pytest.approx(event.count * event.pj_per_event)
-        for c in CATEGORIES:
-            assert bool(report.rows_used[c]) == (report.energy_pj[c] > 0), c
-        assert "arith.mult_pj_per_bit2" in report.rows_used["mac"]
-        assert "sram.weights.read_pj_per_access" in report.rows_used["sram"]
-        assert "converters.qk_pj_per_comparator" in report.assumptions_used
-        assert "alu.compare_bits" in report.assumptions_used
-        assert "arith.add_pj_per_bit" not in report.assumptions_used
-        assert set(report.row_sources) == {r for rows in report.rows_used.values() for r in rows}
-        assert report.memory_model.startswith("compulsory: each weight, input and output moved once")
-        assert "weights are resident on chip" in report.memory_model
-        assert "leakage" in report.leakage_model and "not costed" in report.leakage_model
-        json.dumps(report.to_dict())
-    report90 = estimate_energy(_hand_trace(), t90)
-    assert "scaling.from_v" in report90.assumptions_used    # scaled rows carry the scaling rule
-    assert "scaling.to_v" in report90.rows_used["mac"]
-
-
-def test_weights_off_chip_charge_dram_and_sram_fill(tmp_path):
-    data = _raw()
-    data["dram"]["weights_on_chip"] = False
-    table = load_techtable(_write(tmp_path, data, "offchip.yaml"))
-    report = estimate_energy(_hand_trace(batch=1), table)
-    weight_bits = 896 + 6400
-    assert report.energy_pj["dram"] == pytest.approx((weight_bits + 1600 + 80) * DRAM)
-    on_chip = estimate_energy(_hand_trace(batch=1), load_techtable(GENERIC45))
-    assert report.energy_pj["sram"] - on_chip.energy_pj["sram"] == pytest.approx(weight_bits * 17.1907 / 64)
-    assert "not resident" in report.memory_model
-
-
-def test_trace_inconsistencies_are_reported(g45):
-    bad = Trace([LayerCounts("c", "conv", macs=Counter({(8, 8): 10}), acc_bits=0)])
-    with pytest.raises(HwsimError, match=r"trace: layers\[0\] \(c\)\.acc_bits: must be a positive integer"):
-        estimate_energy(bad, g45)
-    bad = Trace([LayerCounts("k", "conv", qk=3, qk_comparators=0)])
-    with pytest.raises(HwsimError, match="qk_comparators"):
-        estimate_energy(bad, g45)
-    bad = Trace([LayerCounts("n", "conv", adds=-1)])
-    with pytest.raises(HwsimError, match="non-negative count"):
-        estimate_energy(bad, g45)
-
-
-def test_empty_trace_costs_nothing(g45):
-    report = estimate_energy(Trace(), g45)
-    assert report.total_energy_pj == 0 and report.assumptions_used == []
-
-
-@settings(max_examples=60, deadline=None)
-@given(macs=st.dictionaries(st.tuples(st.integers(1, 16), st.integers(1, 16)), st.integers(0, 10**9),
-                            max_size=4),
-       acc=st.integers(8, 48), words=st.integers(0, 10**6), word_bits=st.sampled_from([8, 32, 64, 128]),
-       conv=st.lists(st.integers(0, 10**6), min_size=4, max_size=4), comparators=st.integers(1, 255),
-       bits=st.lists(st.integers(0, 10**9), min_size=3, max_size=3), batch=st.integers(1, 8))
-def test_energy_is_linear_and_sums(macs, acc, words, word_bits, conv, comparators, bits, batch):
-    table = load_techtable(TSMC90)
-
-    def trace(scale):
-        layer = LayerCounts("l", "conv", macs=Counter({k: v * scale for k, v in macs.items()}), acc_bits=acc,
-                            popcount_words=words * scale, popcount_word_bits=word_bits,
-                            qe=conv[0] * scale, ce=conv[1] * scale, qk=conv[2] * scale, ck=conv[3] * scale,
-                            qk_comparators=comparators, weight_bits={"w": bits[0] * scale},
-                            input_bits={"x": bits[1] * scale}, output_bits={"y": bits[2] * scale}, batch=batch)
-        return Trace([layer], batch=batch, dram_input_bits=bits[1] * scale)
-
-    one, two = estimate_energy(trace(1), table), estimate_energy(trace(2), table)
-    assert sum(one.energy_pj.values()) == pytest.approx(one.total_energy_pj, rel=1e-9)
-    assert two.total_energy_pj == pytest.approx(2 * one.total_energy_pj, rel=1e-9)
-    assert all(v >= 0 for v in one.energy_pj.values())

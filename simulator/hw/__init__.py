@@ -1,6 +1,6 @@
-"""Hardware cost side: technology tables and the energy model (counts x per-event energies)."""
+"""Hardware cost side: technology tables (techtable), the architecture (arch) and the cost model (cost: cycles,
+accesses, energy; area: area and clock). Import the submodules; this package imports nothing heavy."""
 
 from simulator.hw.techtable import TechTable, load_techtable, resolve_hw_path
-from simulator.hw.energy import CATEGORIES, EnergyReport, estimate_energy
 
-__all__ = ["TechTable", "load_techtable", "resolve_hw_path", "CATEGORIES", "EnergyReport", "estimate_energy"]
+__all__ = ["TechTable", "load_techtable", "resolve_hw_path"]

@@ -144,7 +144,6 @@ def _mac_cost(wl, hw, area: AreaReport) -> LayerCost:
     fs = fold_schedule(wl, pe, dataflow, arch.interconnect == "systolic")
     compute = fs.compute_cycles
     shared = {t: arch.shared_level_for(t) for t in TENSORS}
-    pe_level = {t: arch.pe_level_for(t) for t in TENSORS}
     binary_words = wl.path == "xnor" and pe.kind == "xnor"
     # Bits of one streamed element: a packed popcount word on the XNOR array, else one operand.
     elem_bits = {"weights": pe.word_bits if binary_words else wl.w_bits,
