@@ -123,7 +123,7 @@ def cost_report(cost, network: str, network_name: str | None = None) -> dict:
             "name": layer.name, "op": layer.op, "path": layer.path, "macs": layer.macs / batch,
             "cycles": layer.cycles, "compute_cycles": layer.compute_cycles,
             "stall_cycles": dict(layer.stall_cycles), "utilization": layer.utilization,
-            "gated_macs": layer.gated_macs / batch,
+            "gated_macs": layer.gated_macs / batch, "active_macs": (layer.macs - layer.gated_macs) / batch,
             "energy_pj": layer.total_energy_pj, "energy_breakdown_pj": dict(layer.energy_pj),
             "accesses": _plain(layer.accesses), "dram_bits": _plain(layer.dram_bits),
             "mapping": _plain(layer.mapping),
@@ -144,6 +144,7 @@ def cost_report(cost, network: str, network_name: str | None = None) -> dict:
                   "critical_paths_ns": clock.considered, "units_without_delay": clock.without_delay},
         "throughput_inferences_per_s": cost.throughput,
         "macs_per_inference": macs,
+        "gated_macs_per_inference": sum(layer.gated_macs for layer in cost.layers) / batch,
         "energy_pj_per_inference": energy,
         "energy_breakdown_pj": cost.energy_breakdown_pj,
         "edp_j_s": energy * 1e-12 * cost.latency_s,
@@ -237,7 +238,10 @@ def format_cost(rep: dict) -> str:
     if rep["tops_per_w"]:
         out.append(f"efficiency            {rep['tops_per_w']:.3g} TOPS/W (2 ops per MAC)")
     out.append(f"area                  {rep['area_mm2']:.4g} mm2 (leakage {rep['leakage_mw']:.3g} mW)")
-    out.append(f"MACs per inference    {rep['macs_per_inference']:,.0f}")
+    gated = rep["gated_macs_per_inference"]
+    out.append(f"MACs per inference    {rep['macs_per_inference']:,.0f}"
+               + (f" ({gated:,.0f} gated on a zero operand, {rep['macs_per_inference'] - gated:,.0f} active)"
+                  if gated else ""))
     return "\n".join(out)
 
 
