@@ -99,7 +99,27 @@ def layers(draw):
     if p < 1 or q < 1:       # the filter does not fit even with padding: shrink it to the padded input
         r, s = min(r, h + pt + pb), min(s, w + pl + pr)
         p, q = (h + pt + pb - r) // sh + 1, (w + pl + pr - s) // sw + 1
-    return ConvGeometry(n=n, g=g, k=k, c=c, p=p, q=q, r=r, s=s, h=h, w=w, sh=sh, sw=sw, pt=pt, pl=pl)
+    # A padded layout (a skewed pitch between pixels / filters) half of the time.
+    c_pitch = draw(st.sampled_from([0, 0, g * c + 1, g * c + 3]))
+    t_pitch = draw(st.sampled_from([0, 0, c * r * s + 1, c * r * s + 8]))
+    return ConvGeometry(n=n, g=g, k=k, c=c, p=p, q=q, r=r, s=s, h=h, w=w, sh=sh, sw=sw, pt=pt, pl=pl,
+                        c_pitch=c_pitch, t_pitch=t_pitch)
+
+
+def test_padded_pitch_breaks_a_power_of_two_stride():
+    """16 filters of T = 64 8-bit weights, os on a 1x16 array, 16 banks of 64-bit words: unpadded, lane j reads
+    line 8j + (t - j)/8 -> banks 8j mod 16: two banks serve 16 lanes. One spare word per filter (pitch 9 words)
+    spreads the lanes over the banks, and the conflicts fall."""
+    from simulator.hw.banks import padded_pitch
+
+    geom = ConvGeometry(n=1, g=1, k=16, c=64, p=1, q=1, r=1, s=1, h=1, w=1)
+    bank = BankSpec(banks=16, ports_per_bank=1, word_bits=64)
+    assert padded_pitch(64, 8, 64, 0) == 0 and padded_pitch(64, 8, 64, 1) == 72 and padded_pitch(60, 8, 64, 1) == 72
+    plain = conflict_cycles(geom, "os", 1, 16, "weights", 8, bank)
+    padded_geom = ConvGeometry(n=1, g=1, k=16, c=64, p=1, q=1, r=1, s=1, h=1, w=1, t_pitch=72)
+    padded = conflict_cycles(padded_geom, "os", 1, 16, "weights", 8, bank)
+    assert padded == conflict_cycles_bruteforce(padded_geom, "os", 1, 16, "weights", 8, bank)
+    assert padded < plain
 
 
 banks_specs = st.builds(BankSpec, banks=st.integers(1, 8), ports_per_bank=st.integers(1, 2),

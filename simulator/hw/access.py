@@ -330,6 +330,13 @@ def _evaluate(extents, r, s, h, w, sh, sw, pt, pl, tiles, orders, bits, staged, 
             res[10] += _ceil_div(last * ob, word[2])
 
 
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the kernel on a one-element layer, outside any timed region."""
+    geom = Geometry((1,) * 6, 1, 1, 1, 1, 1, 1, 0, 0)
+    link = Link(8, 8, 8, 32, (True,) * 3, (True,) * 3, (8,) * 3, 8, 8.0, 0, 1.0)
+    evaluate_nests(geom, link, np.ones((1, 6), np.int64), np.arange(6)[None, :])
+
+
 def evaluate_nests(geom: Geometry, link: Link, tiles: np.ndarray, orders: np.ndarray) -> np.ndarray:
     """One result row (RESULT_FIELDS) per candidate nest: tiles [n, 6] sizes, orders [n, 6] dims outermost first."""
     out = np.zeros((len(tiles), len(RESULT_FIELDS)))

@@ -71,6 +71,7 @@ class MemoryLevel:
     per_pe: bool               # one instance per PE (a scratchpad / register file), else one shared macro
     interleave_words: int
     bank_conflicts: bool
+    layout_pad_words: int      # spare words after each pixel's channels / each filter (bank-conflict layout skew)
     macro: str                 # cacti | registers | explicit
     cell_type: str | None
     explicit: dict             # macro: explicit -> figures per bank (read/write pj per access, leakage, area, cycle)
@@ -479,7 +480,8 @@ def _pe(r: _FileReader, raw, row: str, kind: str) -> PeKind:
 def _level(r: _FileReader, raw, row: str, name: str, tech: TechTable) -> MemoryLevel:
     m = r.mapping(raw, row, required=["size_bytes", "word_bits", "holds"],
                   optional=["banks", "ports_per_bank", "read_bw_bits_per_cycle", "write_bw_bits_per_cycle",
-                            "double_buffered", "per_pe", "interleave_words", "bank_conflicts", "macro",
+                            "double_buffered", "per_pe", "interleave_words", "bank_conflicts",
+                            "layout_pad_words", "macro",
                             "cell_type", "read_pj_per_access", "write_pj_per_access", "leakage_mw",
                             "area_mm2", "cycle_ns"])
     size = r.count(m, "size_bytes", row)
@@ -525,6 +527,7 @@ def _level(r: _FileReader, raw, row: str, name: str, tech: TechTable) -> MemoryL
                        per_pe=r.bool_or(m, "per_pe", row, False),
                        interleave_words=r.count(m, "interleave_words", row, default=1),
                        bank_conflicts=r.bool_or(m, "bank_conflicts", row, False),
+                       layout_pad_words=r.whole(m, "layout_pad_words", row) if "layout_pad_words" in m else 0,
                        macro=macro, cell_type=cell_type, explicit=explicit)
 
 
@@ -533,7 +536,7 @@ def _level_resolved(lv: MemoryLevel) -> dict:
            "ports_per_bank": lv.ports_per_bank, "read_bw_bits_per_cycle": lv.read_bw_bits,
            "write_bw_bits_per_cycle": lv.write_bw_bits, "holds": list(lv.holds),
            "double_buffered": lv.double_buffered, "per_pe": lv.per_pe, "interleave_words": lv.interleave_words,
-           "bank_conflicts": lv.bank_conflicts, "macro": lv.macro}
+           "bank_conflicts": lv.bank_conflicts, "layout_pad_words": lv.layout_pad_words, "macro": lv.macro}
     if lv.cell_type:
         out["cell_type"] = lv.cell_type
     for key, fig in lv.explicit.items():

@@ -13,8 +13,8 @@ A cycle with no requests stalls for 0. The result is the sum of the stalls over 
 
 Layouts (G groups, C input / K output channels per group, Ctot = G*C, T = C*R*S):
 
-* inputs  NHWC:          addr = ((n*H + h)*W + w)*Ctot + g*C + c
-* weights [G][K][R][S][C]: addr = (g*K + k)*T + tau,    tau = (r*S + s)*C + c
+* inputs  NHWC:          addr = ((n*H + h)*W + w)*Cp + g*C + c     (pixel pitch Cp = Ctot unless padded)
+* weights [G][K][R][S][C]: addr = (g*K + k)*Tp + tau,   tau = (r*S + s)*C + c   (filter pitch Tp = T unless padded)
 * im2col: pixel m = (n, p, q) in raster order, h = p*sh + r - pt, w = q*sw + s - pl. An element with h or w
   outside the input is padding: the array makes it up, so it is never requested.
 
@@ -96,14 +96,18 @@ class ConvGeometry:
     sw: int = 1
     pt: int = 0
     pl: int = 0
+    c_pitch: int = 0        # 0: Ctot (unpadded NHWC); else elements between consecutive pixels (>= Ctot)
+    t_pitch: int = 0        # 0: T (unpadded); else elements between consecutive filters (>= T)
 
     def __post_init__(self):
         for key in ("n", "g", "k", "c", "p", "q", "r", "s", "h", "w", "sh", "sw"):
             _require_positive(key, getattr(self, key))
-        for key in ("pt", "pl"):
+        for key in ("pt", "pl", "c_pitch", "t_pitch"):
             value = getattr(self, key)
             if not (_is_int(value) and value >= 0):
                 raise ValueError(f"{key} must be a non-negative integer, got {value!r}")
+        if self.c_pitch and self.c_pitch < self.ctot or self.t_pitch and self.t_pitch < self.t:
+            raise ValueError("a pitch must be at least the length it holds")
 
     @property
     def t(self) -> int:
@@ -119,13 +123,33 @@ class ConvGeometry:
     def ctot(self) -> int:
         return self.g * self.c
 
+    @property
+    def cp(self) -> int:
+        """Input pixel pitch in elements: Ctot, or more when the layout pads each pixel's channels."""
+        return self.c_pitch or self.ctot
 
-def geometry(workload) -> ConvGeometry:
-    """The bank model's view of a `simulator.hw.workload.Workload` (a MAC layer)."""
+    @property
+    def tp(self) -> int:
+        """Filter pitch in elements: T, or more when the layout pads each filter."""
+        return self.t_pitch or self.t
+
+
+def geometry(workload, c_pitch: int = 0, t_pitch: int = 0) -> ConvGeometry:
+    """The bank model's view of a `simulator.hw.workload.Workload` (a MAC layer), with optional layout pitches."""
     sh, sw = workload.stride
     pt, pl = workload.pad[0], workload.pad[1]
     return ConvGeometry(n=workload.n, g=workload.g, k=workload.k, c=workload.c, p=workload.p, q=workload.q,
-                        r=workload.r, s=workload.s, h=workload.h, w=workload.w, sh=sh, sw=sw, pt=pt, pl=pl)
+                        r=workload.r, s=workload.s, h=workload.h, w=workload.w, sh=sh, sw=sw, pt=pt, pl=pl,
+                        c_pitch=c_pitch, t_pitch=t_pitch)
+
+
+def padded_pitch(length: int, elem_bits: int, word_bits: int, pad_words: int) -> int:
+    """The pitch (elements) of a row of `length` elements stored whole words apart plus `pad_words` spare words —
+    the usual skew that breaks power-of-two strides across banks; 0 (unpadded) when pad_words is 0."""
+    if pad_words == 0:
+        return 0
+    per_word = max(1, word_bits // elem_bits)
+    return (-(-length // per_word) + pad_words) * per_word
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -196,11 +220,11 @@ def _input_addr(geom: ConvGeometry, g: int, m, tau):
     h = p * geom.sh + r - geom.pt
     w = q * geom.sw + s - geom.pl
     valid = (h >= 0) & (h < geom.h) & (w >= 0) & (w < geom.w)
-    return ((n * geom.h + h) * geom.w + w) * geom.ctot + g * geom.c + c, valid
+    return ((n * geom.h + h) * geom.w + w) * geom.cp + g * geom.c + c, valid
 
 
 def _weight_addr(geom: ConvGeometry, g: int, k, tau):
-    return (g * geom.k + k) * geom.t + tau
+    return (g * geom.k + k) * geom.tp + tau
 
 
 def _requests_stalls(cycle, addr, epw: int, bank: BankSpec) -> int:
@@ -297,10 +321,10 @@ def _stream(geom: ConvGeometry, dataflow: str, rows: int, cols: int, tensor: str
         if dataflow == "ws":
             return _Stream(taps, pixels, np.ascontiguousarray(valid.T), rows, 1, -(-geom.k // cols), offsets)
         return _Stream(pixels, taps, valid, cols, 0, 1, offsets)
-    filters = _Axis(np.arange(geom.k, dtype=np.int64) * geom.t, np.zeros(geom.k, np.int64), geom.t)
+    filters = _Axis(np.arange(geom.k, dtype=np.int64) * geom.tp, np.zeros(geom.k, np.int64), geom.tp)
     taps = _Axis(np.arange(geom.t, dtype=np.int64), np.zeros(geom.t, np.int64), 1)
     always = np.ones((1, 1), dtype=bool)
-    offsets = np.arange(geom.g, dtype=np.int64) * geom.k * geom.t
+    offsets = np.arange(geom.g, dtype=np.int64) * geom.k * geom.tp
     if dataflow == "os":
         return _Stream(filters, taps, always, cols, 1, -(-geom.m // rows), offsets)
     if dataflow == "ws":
@@ -318,13 +342,13 @@ def _input_axes(geom: ConvGeometry):
     m = np.arange(geom.m, dtype=np.int64)
     n, pq = np.divmod(m, geom.p * geom.q)
     p, q = np.divmod(pq, geom.q)
-    pixels = _Axis(((n * geom.h + p * geom.sh) * geom.w + q * geom.sw) * geom.ctot,
-                   row_cls[p] * len(col_ok) + col_cls[q], geom.sw * geom.ctot)
+    pixels = _Axis(((n * geom.h + p * geom.sh) * geom.w + q * geom.sw) * geom.cp,
+                   row_cls[p] * len(col_ok) + col_cls[q], geom.sw * geom.cp)
 
     tau = np.arange(geom.t, dtype=np.int64)
     rs, c = np.divmod(tau, geom.c)
     r, s = np.divmod(rs, geom.s)
-    taps = _Axis(((r - geom.pt) * geom.w + (s - geom.pl)) * geom.ctot + c, rs, 1)
+    taps = _Axis(((r - geom.pt) * geom.w + (s - geom.pl)) * geom.cp + c, rs, 1)
 
     # valid[row class * col classes + col class, r*S + s] = row_ok[row class, r] & col_ok[col class, s]
     valid = row_ok[:, None, :, None] & col_ok[None, :, None, :]

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from simulator.errors import HwsimError
-from simulator.hw.access import F, Link, geometry_of
+from simulator.hw.access import F, Link, geometry_of, warm_up
 from simulator.hw.arch import UNIT_EVENTS, Hardware
 from simulator.hw.area import AreaReport, Clock, design_area, design_clock
 from simulator.hw.energy import (alu_add_energy, compare_energy, converter_energy, lut_read_energy,
@@ -98,6 +98,7 @@ def estimate(workloads, hw: Hardware, batch: int = 1) -> CostReport:
     """Cost `workloads` (one inference each) on `hw` for a batch of `batch` inferences processed together."""
     if not (isinstance(batch, int) and 1 <= batch <= 1 << 20):
         raise HwsimError(f"must be an integer from 1 to 2^20, got {batch!r}", field="--batch")
+    warm_up()   # numba's compile / cache load is start-up, not cost-model time
     start = time.perf_counter()
     tech, arch = hw.tech, hw.arch
     area = design_area(tech, arch)
@@ -242,8 +243,10 @@ def _bank_conflicts(wl, fs, pe, shared, elem_bits) -> int:
         if lv is None or not lv.bank_conflicts:
             continue
         spec = banks.BankSpec(lv.banks, lv.ports_per_bank, lv.word_bits, lv.interleave_words)
-        total += banks.conflict_cycles(banks.geometry(wl), fs.dataflow, pe.rows, pe.cols, tensor,
-                                       elem_bits[tensor], spec)
+        bits, pad = elem_bits[tensor], lv.layout_pad_words
+        geom = banks.geometry(wl, c_pitch=banks.padded_pitch(wl.g * wl.c, bits, lv.word_bits, pad),
+                              t_pitch=banks.padded_pitch(wl.c * wl.r * wl.s, bits, lv.word_bits, pad))
+        total += banks.conflict_cycles(geom, fs.dataflow, pe.rows, pe.cols, tensor, bits, spec)
     return int(total)
 
 
