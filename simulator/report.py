@@ -338,7 +338,10 @@ def format_compare(rep: dict) -> str:
     out = [f"hwsim {rep['hwsim_version']}  compare {rep['network']['path']}: {len(rep['designs'])} designs, batch "
            f"{rep['batch']}; {rep['input']}", "",
            _table(header, rows, ["<"] + [">"] * (len(header) - 1)), "",
-           "* best design in that row. The functional run happened once: every design computes the same output bits."]
+           "* best design in that row. " + ("Shapes only: no functional run." if rep["accuracy"] is None and
+                                            rep["input"].startswith("shapes") else
+                                            "The functional run happened once: every design computes the same "
+                                            "output bits.")]
     for d in rep["designs"]:
         arch = " (default architecture)" if d["hw"]["default_architecture"] else ""
         out.append(f"{d['hw']['name']}{arch}: {d['hw']['path']} on {d['hw']['technology']}, "

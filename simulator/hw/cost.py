@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from simulator.errors import HwsimError
 from simulator.hw.access import F, Link, geometry_of, warm_up
@@ -215,7 +215,7 @@ def _mac_cost(wl, hw, area: AreaReport) -> LayerCost:
         write_bits = sum(edge.write_words.get(t, 0) for t in held) * lv.word_bits
         need = max(math.ceil(read_bits / lv.read_bw_bits), math.ceil(write_bits / lv.write_bw_bits))
         stalls[f"memory:{lv.name}"] = max(0, need - compute)
-    stalls["bank_conflicts"] = _bank_conflicts(wl, fs, pe, shared, elem_bits)
+    stalls["bank_conflicts"] = _bank_conflicts(wl, fs, pe, shared, elem_bits, binary_words)
     stage, stages = _unit_stages(wl, hw)
     stalls["converters"] = max(0, stage - compute)
 
@@ -233,10 +233,13 @@ def _mac_cost(wl, hw, area: AreaReport) -> LayerCost:
     return cost
 
 
-def _bank_conflicts(wl, fs, pe, shared, elem_bits) -> int:
-    """Extra cycles of the array-edge streams of inputs and weights from buffers that model their banks."""
+def _bank_conflicts(wl, fs, pe, shared, elem_bits, binary_words) -> int:
+    """Extra cycles of the array-edge streams of inputs and weights from buffers that model their banks.
+    On the XNOR array the streamed element is a popcount word: channels count in words."""
     from simulator.hw import banks
 
+    if binary_words:
+        wl = replace(wl, c=-(-wl.c // pe.word_bits))
     total = 0
     for tensor in ("inputs", "weights"):
         lv = shared[tensor]
