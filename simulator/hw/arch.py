@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from simulator.errors import HwsimError
-from simulator.hw.techtable import (Figure, FieldReader, TechTable, parse_techtable, resolve_hw_path,
+from simulator.hw.techtable import (Figure, FieldReader, TechTable, parse_techtable, read_yaml, resolve_hw_path,
                                     shipped_hwconfigs_dir)
 
 ARCH_FORMAT = "hwsim-arch/1"
@@ -164,27 +164,11 @@ def default_architecture_path() -> Path:
     return shipped_hwconfigs_dir() / "architectures" / "default.yaml"
 
 
-def _read_yaml(path: Path, source: str):
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise HwsimError(f"cannot read file: {exc.strerror or exc}", source=source) from None
-    except UnicodeDecodeError:
-        raise HwsimError("not a UTF-8 text file", source=source) from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise HwsimError(f"YAML syntax error{where}: {problem}", source=source) from None
-
-
 def load_hardware(arg: str, sets: list[str] | None = None, shortcuts: dict | None = None) -> Hardware:
     """Resolve `--hw ARG`, read its technology table and architecture, apply `--set` overrides and shortcuts."""
     path = resolve_hw_path(arg)
     source = str(path)
-    data = _read_yaml(path, source)
+    data = read_yaml(path, source)
     if not isinstance(data, dict):
         raise HwsimError("must be a YAML mapping with a 'format' field", source=source)
     fmt = data.get("format")
@@ -194,7 +178,7 @@ def load_hardware(arg: str, sets: list[str] | None = None, shortcuts: dict | Non
             arch_doc, arch_source, defaulted = data, source, False
         else:
             default = default_architecture_path()
-            arch_doc, arch_source, defaulted = _read_yaml(default, str(default)), str(default), True
+            arch_doc, arch_source, defaulted = read_yaml(default, str(default)), str(default), True
     elif fmt == ARCH_FORMAT:
         _FileReader(source).mapping(data, "", required=["format", "name", "description", "tech", "architecture"])
         tech_arg = data["tech"]
@@ -208,7 +192,7 @@ def load_hardware(arg: str, sets: list[str] | None = None, shortcuts: dict | Non
             tech_path = tech_path or resolve_hw_path(tech_arg)
         except HwsimError as exc:
             raise HwsimError(exc.message, source=source, field="tech") from None
-        tech_data = _read_yaml(tech_path, str(tech_path))
+        tech_data = read_yaml(tech_path, str(tech_path))
         if not isinstance(tech_data, dict) or tech_data.get("format") != TECH_FORMAT:
             raise HwsimError(f"{tech_path} is not a technology table (format {TECH_FORMAT})", source=source,
                              field="tech")

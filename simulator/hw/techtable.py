@@ -237,9 +237,9 @@ def resolve_hw_path(arg: str) -> Path:
 # Loading and validation.
 
 
-def load_techtable(path) -> TechTable:
-    """Read and validate a technology table. Any problem raises one HwsimError naming file and field."""
-    source = str(path)
+def read_yaml(path, source: str | None = None):
+    """safe_load a YAML file; an unreadable file or a syntax error is one HwsimError naming the file."""
+    source = source or str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -247,15 +247,17 @@ def load_techtable(path) -> TechTable:
     except UnicodeDecodeError:
         raise HwsimError("not a UTF-8 text file", source=source) from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        where = ""
         mark = getattr(exc, "problem_mark", None)
-        if mark is not None:
-            where = f" (line {mark.line + 1}, column {mark.column + 1})"
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise HwsimError(f"YAML syntax error{where}: {problem}", source=source) from None
-    return parse_techtable(data, source)
+
+
+def load_techtable(path) -> TechTable:
+    """Read and validate a technology table. Any problem raises one HwsimError naming file and field."""
+    return parse_techtable(read_yaml(path), str(path))
 
 
 TOP_LEVEL = ("format", "node", "scaling", "arith", "logic", "converters", "requant", "alu", "sram", "dram")
