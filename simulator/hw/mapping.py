@@ -25,7 +25,6 @@ bandwidths, so a larger buffer or a faster link can only widen the choice: it ne
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,7 +113,7 @@ def edge_traffic(fs: FoldSchedule, bits: dict, word_bits: dict, out_bits: int, a
     """bits[tensor]: bits per element on the wire (outputs: partial-sum bits); word_bits[tensor]: its buffer word."""
     g, r, c, t, rf, cf = fs.groups, fs.rows, fs.cols, fs.t, fs.row_folds, fs.col_folds
     stationary_t = {"os": None, "ws": "weights", "is": "inputs"}[fs.dataflow]
-    row_t, col_t = {"os": ("inputs", "weights"), "ws": ("inputs", None), "is": ("weights", None)}[fs.dataflow]
+    row_t = {"os": "inputs", "ws": "inputs", "is": "weights"}[fs.dataflow]     # streams along the rows
     reads, rwords = {}, {}
     if fs.dataflow == "os":
         reads["inputs"] = g * cf * fs.s_r * t
@@ -137,7 +136,6 @@ def edge_traffic(fs: FoldSchedule, bits: dict, word_bits: dict, out_bits: int, a
         wwords = g * (max(rf - 1, 0) * per_fold + t * vector_words(fs.s_c, c, out_bits, word_bits["outputs"]))
         reads["outputs"] = g * (rf - 1) * fs.s_c * t
         rwords["outputs"] = g * (rf - 1) * per_fold
-    del col_t
     return EdgeTraffic(reads, {"outputs": writes}, rwords, {"outputs": wwords})
 
 
@@ -226,7 +224,3 @@ def choose_staging(wl, geom: Geometry, link: Link, fs: FoldSchedule, capacity: l
     return StagingChoice(tile=tuple(int(v) for v in tiles[best]),
                          order=tuple("gnkcpq"[d] for d in orders[best]), result=res[best],
                          candidates=len(tiles), fitting=int(fits.sum()), psums_in_buffer=bool(psums[best]))
-
-
-def words(bits: float, word_bits: int) -> int:
-    return math.ceil(bits / word_bits)
