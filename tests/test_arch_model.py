@@ -312,3 +312,47 @@ def test_batch_reuses_weights():
     assert eight.energy_breakdown_pj["dram"] < one.energy_breakdown_pj["dram"]
     assert eight.throughput > one.throughput
     assert eight.cycles > one.cycles
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Activations kept on chip between layers.
+
+
+def _chain(h=12):
+    conv1 = Workload("conv1", "conv2d", "mac", k=8, c=3, p=h, q=h, r=3, s=3, h=h, w=h, pad=(1, 1, 1, 1),
+                     events={"requants": 8 * h * h}, inputs=("input",))
+    pool = Workload("pool", "maxpool", "vector", k=8, c=8, p=h // 2, q=h // 2, r=2, s=2, h=h, w=h, stride=(2, 2),
+                    in_elems=8 * h * h, out_elems=8 * (h // 2) ** 2, events={"compares": 3 * 8 * (h // 2) ** 2},
+                    inputs=("conv1",))
+    flat = Workload("flat", "flatten", "view", inputs=("pool",))
+    fc = Workload("fc", "dense", "mac", k=10, c=8 * (h // 2) ** 2, events={"requants": 10}, inputs=("flat",))
+    return [conv1, pool, flat, fc]
+
+
+def test_network_that_fits_moves_only_input_weights_and_output_through_dram():
+    net = _chain()
+    cost = estimate(net, load_hardware("tsmc90"))
+    dram = {layer.name: layer.dram_bits for layer in cost.layers}
+    conv1, pool, _, fc = net
+    def bursts(bits):                                                      # the default design's 64-bit bursts
+        return math.ceil(bits / 64) * 64
+
+    assert dram["conv1"]["inputs"]["read"] == bursts(conv1.input_elems * 8)   # the model input, once
+    assert dram["conv1"]["outputs"]["write"] == 0                         # kept on chip
+    assert dram["pool"] == {"inputs": {"read": 0, "write": 0}, "outputs": {"read": 0, "write": 0}}
+    assert dram["fc"]["inputs"]["read"] == 0
+    assert dram["fc"]["outputs"]["write"] == bursts(fc.output_elems * 8)      # the model output, once
+    for layer, wl in zip(cost.layers, net):
+        if wl.is_mac:
+            assert layer.dram_bits["weights"]["read"] == bursts(wl.weight_elems * 8)
+    off = estimate(net, load_hardware("tsmc90", ["activation_residency=false"]))
+    assert sum(_dram_bits(layer) for layer in off.layers if layer.dram_bits) > \
+        sum(_dram_bits(layer) for layer in cost.layers if layer.dram_bits)
+
+
+def test_activations_too_big_for_half_the_buffer_go_through_dram():
+    net = _chain(h=64)     # conv1's output: 8 x 64 x 64 x 32-bit partial sums = 128 KB > 16 KB
+    cost = estimate(net, load_hardware("tsmc90"))
+    conv1 = cost.layers[0]
+    assert conv1.dram_bits["outputs"]["write"] >= 8 * 64 * 64 * 8
+    assert cost.layers[1].dram_bits["inputs"]["read"] == 8 * 64 * 64 * 8

@@ -201,8 +201,11 @@ def test_onnx_lenet_matches_the_qnn_model():
     assert mac_list(flt) == mac_list(qdq) == mac_list(qnn)
     assert [w.macs for w in qnn if w.is_mac] == [9216, 73728, 8192, 640]
     # the QDQ file carries everything the .qnn import knows: identical workloads but for the names
-    strip = [{**w.__dict__, "name": ""} for w in qdq]
-    assert strip == [{**w.__dict__, "name": ""} for w in qnn]
+    strip = [{**w.__dict__, "name": "", "inputs": ()} for w in qdq]
+    assert strip == [{**w.__dict__, "name": "", "inputs": ()} for w in qnn]
+    # ... and the same graph: each layer reads the same producers (names mapped layer by layer).
+    rename = {a.name: b.name for a, b in zip(qdq, qnn)} | {"input": "input"}
+    assert [tuple(rename[x] for x in w.inputs) for w in qdq] == [w.inputs for w in qnn]
     # the float model: Relu is its own vector layer, bits from the `bits` argument
     relus = [w for w in load_onnx_shapes(MODELS / "lenet_digits_float.onnx", bits=(4, 2)) if w.op == "relu"]
     assert [w.events["compares"] for w in relus] == [1024, 512, 64] and relus[0].in_bits == 4
@@ -342,8 +345,9 @@ def test_onnx_random_quantized_models_match_the_importer(tmp_path):
         for fmt in ("QDQ", "QOperator"):
             qp = tmp_path / f"{fmt}{seed}.onnx"
             quantize(fp, qp, in_shape, fmt=fmt, seed=seed)
-            got = [{**w.__dict__, "name": ""} for w in shapes_of(qp) if w.path != "view"]
-            want = [{**w.__dict__, "name": ""} for w in workloads_from_model(import_onnx(qp)) if w.path != "view"]
+            got = [{**w.__dict__, "name": "", "inputs": ()} for w in shapes_of(qp) if w.path != "view"]
+            want = [{**w.__dict__, "name": "", "inputs": ()} for w in workloads_from_model(import_onnx(qp))
+                    if w.path != "view"]
             assert got == want, (seed, desc, fmt)
             assert mac_list(shapes_of(qp)) == float_macs
         checked += 1

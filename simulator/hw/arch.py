@@ -119,6 +119,7 @@ class Architecture:
     binary_dataflow: str
     gating: str
     objective: str              # mapper objective
+    activation_residency: bool  # keep layer outputs that fit on chip for their consumers
     levels: tuple               # MemoryLevel, in file order
     dram: Dram
     units: dict                 # name -> Unit
@@ -274,7 +275,8 @@ def apply_sets(raw, sets: list[str], resolved: dict):
 
 
 def _is_figure_path(keys: list[str]) -> bool:
-    plain = {"mode", "interconnect", "dataflow", "binary_dataflow", "gating", "objective", "holds", "double_buffered",
+    plain = {"mode", "interconnect", "dataflow", "binary_dataflow", "gating", "objective", "activation_residency",
+             "holds", "double_buffered",
              "per_pe", "bank_conflicts", "macro", "cell_type"}
     return keys[-1] not in plain
 
@@ -339,7 +341,7 @@ def parse_architecture(raw, source: str, tech: TechTable, name: str, description
     r = _FileReader(source)
     top = "architecture"
     m = r.mapping(raw, top, required=["clock", "pe_array", "memory", "dram"],
-                  optional=["dataflow", "binary_dataflow", "gating", "objective", "units"])
+                  optional=["dataflow", "binary_dataflow", "gating", "objective", "activation_residency", "units"])
     resolved: dict = {}
 
     # Clock.
@@ -375,7 +377,9 @@ def parse_architecture(raw, source: str, tech: TechTable, name: str, description
     binary_dataflow = r.choice(m, "binary_dataflow", top, DATAFLOWS, default=dataflow)
     gating = r.choice(m, "gating", top, GATING, default="none")
     objective = r.choice(m, "objective", top, OBJECTIVES, default="latency")
-    resolved.update(dataflow=dataflow, binary_dataflow=binary_dataflow, gating=gating, objective=objective)
+    residency = r.bool_or(m, "activation_residency", top, True)
+    resolved.update(dataflow=dataflow, binary_dataflow=binary_dataflow, gating=gating, objective=objective,
+                    activation_residency=residency)
 
     # Memory levels.
     mem = m["memory"]
@@ -434,7 +438,7 @@ def parse_architecture(raw, source: str, tech: TechTable, name: str, description
     return Architecture(name=name, description=description, source=source, defaulted=defaulted,
                         clock_mode=clock_mode, clock_mhz=clock_mhz, interconnect=interconnect, mac=mac, xnor=xnor,
                         dataflow=dataflow, binary_dataflow=binary_dataflow, gating=gating, objective=objective,
-                        levels=tuple(levels),
+                        activation_residency=residency, levels=tuple(levels),
                         dram=dram, units=units, lut_entries=lut_entries, lut_width_bits=lut_width,
                         resolved=resolved, rows=dict(r.rows))
 

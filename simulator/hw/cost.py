@@ -103,22 +103,117 @@ def estimate(workloads, hw: Hardware, batch: int = 1) -> CostReport:
     tech, arch = hw.tech, hw.arch
     area = design_area(tech, arch)
     clock = design_clock(tech, arch, area)
-    layers = []
-    for wl in workloads:
-        wl = wl.with_batch(batch) if wl.n != batch else wl
+    workloads = [wl.with_batch(batch) if wl.n != batch else wl for wl in workloads]
+    plan = ResidencyPlan(workloads, arch)
+    while True:
         try:
-            if wl.path == "view":
-                cost = _view_cost(wl)
-            elif wl.is_mac:
-                cost = _mac_cost(wl, hw, area)
-            else:
-                cost = _vector_cost(wl, hw, area)
-            _add_energy(cost, wl, hw, area, clock, batch)
-        except HwsimError as exc:
-            raise HwsimError(exc.message, source=exc.source or hw.path, field=exc.field) from None
-        layers.append(cost)
+            layers = [_layer_cost(i, wl, hw, area, clock, batch, plan.at(i)) for i, wl in enumerate(workloads)]
+            break
+        except _DoesNotFit as exc:
+            if not plan.evict_at(exc.index):
+                raise HwsimError(exc.error.message, source=exc.error.source or hw.path, field=exc.error.field) \
+                    from None
     assumptions = sorted(row for row, fig in {**tech.rows, **arch.rows}.items() if fig.assumption)
     return CostReport(hw, batch, layers, area, clock, time.perf_counter() - start, assumptions)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Activations that stay on chip between layers.
+
+
+@dataclass(frozen=True)
+class Residency:
+    """What one layer finds on chip: its inputs and/or output kept whole in `level`, and the bits that level
+    reserves for every resident activation alive during the layer (its own included)."""
+
+    level: str | None = None
+    inputs: bool = False
+    output: bool = False
+    reserved_bits: int = 0
+
+
+class ResidencyPlan:
+    """Keep a layer's whole output in the buffer that holds both inputs and outputs when it fits in half of it
+    beside the other resident activations alive at the same time, so its consumers read it on chip (no DRAM
+    round trip; when everything fits this is the compulsory model: only the model input, the weights and the
+    model output cross the chip boundary). Views (flatten, reshape, concat) share their sources' storage. A
+    layer that then cannot fit its staging tiles evicts the largest resident activation alive at it.
+    The model input and the model output always move through DRAM; topology rows name no producers, so
+    their layers never keep activations."""
+
+    def __init__(self, workloads, arch):
+        self.workloads = workloads
+        buffer = arch.shared_level_for("outputs")
+        self.level = buffer if (buffer is not None and buffer is arch.shared_level_for("inputs")
+                                and arch.activation_residency) else None
+        names = {wl.name: i for i, wl in enumerate(workloads)}
+        self.sources = []                # per layer: the non-view producers it reads
+        alias = {}
+        last_use = {}
+        for i, wl in enumerate(workloads):
+            sources = []
+            for name in wl.inputs:
+                sources += alias.get(name, [name])
+            if wl.path == "view":
+                alias[wl.name] = sources
+            for name in sources:
+                if name in names:
+                    last_use[name] = i
+            self.sources.append(tuple(dict.fromkeys(sources)))
+        self.span = {name: (names[name], end) for name, end in last_use.items()
+                     if workloads[names[name]].path in ("mac", "xnor", "vector")}
+        self.resident = set()
+        if self.level is not None:
+            budget = self.level.size_bits // 2
+            for name, (start, end) in sorted(self.span.items(), key=lambda kv: kv[1][0]):
+                alive = sum(self.bits(other) for other in self.resident if self._overlaps(other, start, end))
+                if alive + self.bits(name) <= budget:
+                    self.resident.add(name)
+
+    def bits(self, name: str) -> int:
+        wl = self.workloads[self.span[name][0]]
+        return wl.output_elems * max(wl.out_bits, wl.acc_bits if wl.is_mac else 0)
+
+    def _overlaps(self, name, start, end) -> bool:
+        a, b = self.span[name]
+        return a <= end and start <= b
+
+    def at(self, index: int) -> Residency:
+        if self.level is None:
+            return Residency()
+        wl = self.workloads[index]
+        reserved = sum(self.bits(name) for name in self.resident if self._overlaps(name, index, index))
+        inputs = bool(self.sources[index]) and all(name in self.resident for name in self.sources[index])
+        return Residency(self.level.name, inputs, wl.name in self.resident, reserved)
+
+    def evict_at(self, index: int) -> bool:
+        alive = [name for name in self.resident if self._overlaps(name, index, index)]
+        if not alive:
+            return False
+        self.resident.discard(max(alive, key=lambda name: (self.bits(name), name)))
+        return True
+
+
+class _DoesNotFit(Exception):
+    def __init__(self, index, error):
+        super().__init__(error.message)
+        self.index, self.error = index, error
+
+
+def _layer_cost(index, wl, hw, area, clock, batch, residency) -> "LayerCost":
+    try:
+        if wl.path == "view":
+            cost = _view_cost(wl)
+        elif wl.is_mac:
+            cost = _mac_cost(wl, hw, area, residency)
+        else:
+            cost = _vector_cost(wl, hw, area, residency)
+        _add_energy(cost, wl, hw, area, clock, batch)
+        return cost
+    except HwsimError as exc:
+        if "smallest tile" in exc.message:
+            raise _DoesNotFit(index, exc) from None
+        raise HwsimError(exc.message, source=exc.source or hw.path, field=exc.field) from None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -139,7 +234,7 @@ def _pe_for(wl, arch):
     return arch.mac, arch.dataflow
 
 
-def _mac_cost(wl, hw, area: AreaReport) -> LayerCost:
+def _mac_cost(wl, hw, area: AreaReport, residency: Residency) -> LayerCost:
     arch = hw.arch
     pe, dataflow = _pe_for(wl, arch)
     fs = fold_schedule(wl, pe, dataflow, arch.interconnect == "systolic")
@@ -153,15 +248,19 @@ def _mac_cost(wl, hw, area: AreaReport) -> LayerCost:
     edge = edge_traffic(fs, elem_bits, word, wl.out_bits, wl.acc_bits)
 
     geom = geometry_of(wl)
+    # A resident tensor is already on chip (inputs) or stays there (outputs): no DRAM traffic, no staging tile.
+    on_chip = {"weights": False, "inputs": residency.inputs, "outputs": residency.output}
     link = Link(w_bits=wl.w_bits, i_bits=wl.in_bits, o_bits=wl.out_bits, acc_bits=wl.acc_bits,
-                staged=tuple(shared[t] is not None for t in TENSORS),
+                staged=tuple(shared[t] is not None and not on_chip[t] for t in TENSORS),
                 double_buffered=tuple(bool(shared[t] and shared[t].double_buffered) for t in TENSORS),
                 buffer_word_bits=tuple(word[t] for t in TENSORS), burst_bits=arch.dram.burst_bits,
                 bandwidth_bits=arch.dram.bandwidth_bits, latency=arch.dram.latency_cycles, compute_cycles=compute)
     capacity = []
     for lv in arch.levels:
         if not lv.per_pe:
-            capacity.append((lv.name, lv.size_bits, lv.double_buffered, [t for t in TENSORS if t in lv.holds]))
+            reserved = residency.reserved_bits if lv.name == residency.level else 0
+            capacity.append((lv.name, lv.size_bits - reserved, lv.double_buffered,
+                             [t for t in TENSORS if t in lv.holds and not on_chip[t]]))
     macro = area.macros
     energy_per = {t: ((macro[shared[t].name].write_pj, macro[shared[t].name].read_pj) if shared[t] else (0.0, 0.0))
                   for t in TENSORS}
@@ -228,7 +327,7 @@ def _mac_cost(wl, hw, area: AreaReport) -> LayerCost:
         "staging_tile": dict(zip("gnkcpq", choice.tile)), "staging_order": "".join(choice.order),
         "staging_steps": int(res[F["steps"]]), "nests_evaluated": choice.candidates,
         "nests_fitting": choice.fitting, "psums_in_buffer": choice.psums_in_buffer,
-        "unit_stage_cycles": stages,
+        "unit_stage_cycles": stages, "inputs_on_chip": residency.inputs, "output_on_chip": residency.output,
     }
     return cost
 
@@ -277,16 +376,17 @@ def _unit_stages(wl, hw) -> tuple[int, dict]:
     return (max(stages.values()) if stages else 0), stages
 
 
-def _vector_cost(wl, hw, area: AreaReport) -> LayerCost:
-    """Pooling, residual add, ReLU / clip: the ALU lanes stream the inputs from and outputs to DRAM."""
+def _vector_cost(wl, hw, area: AreaReport, residency: Residency) -> LayerCost:
+    """Pooling, residual add, ReLU / clip: the ALU lanes stream the inputs from and outputs to DRAM (or from and
+    to the buffer, for activations kept on chip)."""
     arch = hw.arch
     stage, stages = _unit_stages(wl, hw)
     compute = stages.get("alu", 0)
     in_lv, out_lv = arch.shared_level_for("inputs"), arch.shared_level_for("outputs")
     in_bits, out_bits = wl.in_elems * wl.in_bits, wl.out_elems * wl.out_bits
     burst = arch.dram.burst_bits
-    dram = {"inputs": {"read": _bursts(in_bits, burst), "write": 0.0},
-            "outputs": {"read": 0.0, "write": _bursts(out_bits, burst)}}
+    dram = {"inputs": {"read": 0.0 if residency.inputs else _bursts(in_bits, burst), "write": 0.0},
+            "outputs": {"read": 0.0, "write": 0.0 if residency.output else _bursts(out_bits, burst)}}
     moved = dram["inputs"]["read"] + dram["outputs"]["write"]
     transfer = math.ceil(moved / arch.dram.bandwidth_bits) + arch.dram.latency_cycles if moved else 0
     overlapped = all(lv is not None and lv.double_buffered for lv in (in_lv, out_lv))
@@ -299,11 +399,16 @@ def _vector_cost(wl, hw, area: AreaReport) -> LayerCost:
         entry = accesses.setdefault(lv.name, {"reads": 0, "writes": 0, "by_tensor": {}})
         n_words = -(-bits // lv.word_bits)
         # Inputs are written in from DRAM and read by the ALU; outputs written by the ALU and read out to DRAM.
-        entry["by_tensor"][tensor] = {"reads": n_words, "writes": n_words}
-        entry["reads"] += n_words
-        entry["writes"] += n_words
+        # A tensor kept on chip skips the DRAM side: inputs are only read, outputs only written.
+        kept = residency.inputs if tensor == "inputs" else residency.output
+        reads = n_words if (tensor == "inputs" or not kept) else 0
+        writes = n_words if (tensor == "outputs" or not kept) else 0
+        entry["by_tensor"][tensor] = {"reads": reads, "writes": writes}
+        entry["reads"] += reads
+        entry["writes"] += writes
     cost = LayerCost(wl.name, wl.op, wl.path, 0, int(compute), stalls, 0.0, accesses, dram,
-                     {"unit_stage_cycles": stages, "alu_lanes": arch.units["alu"].throughput})
+                     {"unit_stage_cycles": stages, "alu_lanes": arch.units["alu"].throughput,
+                      "inputs_on_chip": residency.inputs, "output_on_chip": residency.output})
     lanes = arch.units["alu"].throughput
     cost.utilization = (wl.event("compares") + wl.event("adds")) / (lanes * cost.cycles) if cost.cycles else 0.0
     return cost

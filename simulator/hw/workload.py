@@ -55,6 +55,7 @@ class Workload:
     popcount_word_bits: int = 64
     zero_act_macs: int | None = None   # MACs whose activation operand is zero (None: unknown, shapes only)
     zero_any_macs: int | None = None   # MACs with a zero activation or a zero weight
+    inputs: tuple = ()           # producing layers ("input": the model input); () = unknown (topology rows)
 
     def __post_init__(self):
         if self.path not in PATHS:

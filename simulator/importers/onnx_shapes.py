@@ -168,10 +168,19 @@ class _Reader:
 
     # ---------------------------------------------------------------------------------------- graph
     def run(self):
+        producers = {}                   # tensor -> the layers whose output it is (through pass-through ops)
         for i, node in enumerate(self.graph.node):
             where = f"node {node.name or '#' + str(i)} ({node.op_type})"
+            before = len(self.out)
             try:
                 self.node(node, where)
+                sources = tuple(dict.fromkeys(p for x in node.input if x and x not in self.consts
+                                              for p in producers.get(x, ("input",))))
+                if len(self.out) > before:
+                    self.out[-1] = replace(self.out[-1], inputs=sources)
+                    sources = (self.out[-1].name,)
+                for y in node.output:
+                    producers[y] = sources
             except HwsimError:
                 raise
             except Exception as exc:     # a malformed node or attribute: one line, never a traceback

@@ -146,7 +146,7 @@ def workloads_from_model(model: Model, trace: Trace | None = None) -> list[Workl
 def _workload(lay, lc, measured):
     events = {key: getattr(lc, key) for key in EVENT_KEYS if getattr(lc, key)}
     common = dict(events=events, qk_comparators=lc.qk_comparators, lut_entries=lc.lut_entries,
-                  lut_width_bits=lc.lut_width_bits, out_bits=lay.out_enc.storage_bits)
+                  lut_width_bits=lc.lut_width_bits, out_bits=lay.out_enc.storage_bits, inputs=tuple(lay.inputs))
     if lay.op in VIEW_OPS:
         return Workload(lay.name, lay.op, "view", **common)
     if lay.op not in MAC_OPS:
