@@ -424,8 +424,8 @@ def parse_architecture(raw, source: str, tech: TechTable, name: str, description
         row = f"{top}.units.{uname}"
         extra = ["entries", "width_bits"] if uname == "lut" else []
         if uname in um:
-            u = r.mapping(um[uname], row, required=["count", "per_cycle"] + extra)
-            unit = Unit(uname, r.whole(u, "count", row), r.positive(u, "per_cycle", row))
+            u = r.mapping(um[uname], row, required=["count"] + extra, optional=["per_cycle"])
+            unit = Unit(uname, r.whole(u, "count", row), r.positive(u, "per_cycle", row, default=1.0))
         else:
             u, unit = {}, Unit(uname, 0, 1.0)
         units[uname] = unit

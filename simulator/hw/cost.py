@@ -434,6 +434,8 @@ def _add_energy(cost: LayerCost, wl, hw, area: AreaReport, clock: Clock, batch: 
             gated = {"none": 0, "zero_activation": wl.zero_act_macs, "zero_any": wl.zero_any_macs}[arch.gating] or 0
             cost.gated_macs = gated
             e["mac"] = (wl.macs - gated) * mac_energy(tech, wl.a_op_bits, wl.w_op_bits, wl.acc_bits).pj
+        # The PEs' pipeline registers take the clock every cycle; register-file scratchpads (macro: registers)
+        # are written through enables (clock-gated), so they cost their write energy per access instead.
         cost.mapping["clocked_registers"] = pe.pes * pe.register_bits
         e["clock"] = pe.pes * pe.register_bits * cost.cycles * tech.logic.dff_pj_per_clock.value
     if wl.event("lut_reads"):
