@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="cost one network on several designs, side by side",
                        description="Run NETWORK once (a .qnn model; ONNX and topology networks are costed from "
                                    "their shapes) and cost it on every --hw design: energy, cycles, latency, "
-                                   "throughput, area, EDP, TOPS/W, accuracy; the best design marked per row.")
+                                   "throughput, area, EDP, TOPS/W, accuracy; the best design marked per row. "
+                                   "--set, --array and --dataflow apply to every design.")
     p.add_argument("network", metavar="NETWORK")
     p.add_argument("--hw", required=True, action="append", metavar="HW.yaml", help="a design; repeat it")
     p.add_argument("--bits", metavar="A,W", help="activation and weight bits for ONNX and topology networks")
