@@ -13,7 +13,7 @@ Sections (every figure is printed and saved to benchmarks/results/arch_validatio
 2. Eyeriss JSSC 2017 Table V (AlexNet CONV1-5, batch 4) with hwconfigs/eyeriss65.yaml as written (never tuned):
    processing latency (target +-30 % per layer), power, DRAM traffic, energy per image (target within 2x of 8.0 mJ).
 3. Eyeriss ISCA 2016 Fig. 10 energy breakdown (AlexNet CONV1-5 + FC1-3, batch 16) with
-   hwconfigs/eyeriss_isca16.yaml (energies in units of one 16-bit MAC): ALU / DRAM / RF per layer against
+   benchmarks/configs/eyeriss_isca16.yaml (energies in units of one 16-bit MAC): ALU / DRAM / RF per layer against
    nn_dataflow's tolerance of +-0.1 x 10^9.
 4. Speed: VGG-16 through the cost model (target <= 1 s) and a warm `hwsim compare` (target < 3 s).
 
@@ -861,8 +861,8 @@ def isca16_breakdown(hw, wls, batch):
 def section3(args) -> dict:
     from simulator.hw.arch import load_hardware
 
-    heading("3. Eyeriss ISCA 2016 Fig. 10 energy breakdown: AlexNet, batch 16, hwconfigs/eyeriss_isca16.yaml")
-    path = ROOT / "hwconfigs" / "eyeriss_isca16.yaml"
+    heading("3. Eyeriss ISCA 2016 Fig. 10 energy breakdown: AlexNet, batch 16, benchmarks/configs/eyeriss_isca16.yaml")
+    path = ROOT / "benchmarks" / "configs" / "eyeriss_isca16.yaml"
     hw = load_hardware(str(path))
     wls = isca16_workloads()
     batch = 16
@@ -995,7 +995,8 @@ def main() -> int:
     result = {"generated": now_iso(),
               "command": " ".join(["python", "benchmarks/arch_validation.py", *sys.argv[1:]]),
               "machine": machine_info(), "versions": versions(),
-              "hwconfig_sha256": {p.name: sha256(p) for p in sorted((ROOT / "hwconfigs").glob("*.yaml"))}}
+              "hwconfig_sha256": {p.name: sha256(p) for p in sorted([*(ROOT / "hwconfigs").glob("*.yaml"),
+                                                                    *(ROOT / "benchmarks" / "configs").glob("*.yaml")])}}
     print(f"hwsim architecture validation -- {result['generated']}, {result['machine'].get('cpu_model')}, "
           f"{result['machine']['cores']} cores, hwsim {result['versions']['hwsim']}, numpy "
           f"{result['versions']['numpy']}, numba {result['versions']['numba']}")
