@@ -105,8 +105,11 @@ ARCH_NOTES = (
     "not to hide one another",
     "memory: exact staging-tile footprints with halo reuse between DRAM and each buffer (refetches when tiles do "
     "not fit), array-edge reads per the fold schedule, accesses in physical words (partial words cost a word)",
+    "between layers an activation stays on chip whole when it fits in half of the buffer holding inputs and "
+    "outputs (its DRAM round trip is skipped), otherwise it goes through DRAM whole; weights are fetched once per "
+    "batch",
     "not modelled: cycle-accurate DRAM (bandwidth + fixed latency per transfer only), on-chip network "
-    "contention, inter-layer fusion (every layer reads its inputs from and writes its outputs to DRAM), "
+    "contention and energy, inter-layer fusion (tile-by-tile across layers), clock tree and control logic, "
     "run-length compression of DRAM traffic",
 )
 
