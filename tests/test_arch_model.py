@@ -34,7 +34,7 @@ def nests(draw):
     order = tuple(draw(st.permutations(range(6))))
     link = Link(draw(st.sampled_from([1, 4, 8])), draw(st.sampled_from([1, 4, 8])), 8, 32,
                 tuple(draw(st.booleans()) for _ in range(3)), tuple(draw(st.booleans()) for _ in range(3)),
-                (draw(st.sampled_from([8, 64])),) * 3, draw(st.sampled_from([8, 64])),
+                tuple(draw(st.sampled_from([8, 32, 64])) for _ in range(4)), draw(st.sampled_from([8, 64])),
                 draw(st.sampled_from([1.0, 8.0, 64.0])), draw(st.integers(0, 5)), float(draw(st.integers(1, 1000))))
     return geom, tile, order, link
 
@@ -54,7 +54,7 @@ def test_nest_analysis_equals_step_walker(case):
 def test_halo_reuse_fetches_each_input_row_once():
     """3x3 conv, output rows tiled one at a time: consecutive input windows overlap by 2 rows, fetched once."""
     geom = Geometry((1, 1, 1, 1, 8, 8), 3, 3, 10, 10, 1, 1, 0, 0)
-    link = Link(8, 8, 8, 32, (True, True, True), (True, True, True), (8, 8, 8), 8, 8.0, 0, 100.0)
+    link = Link(8, 8, 8, 32, (True, True, True), (True, True, True), (8, 8, 8, 8), 8, 8.0, 0, 100.0)
     res = walk_nest(geom, link, (1, 1, 1, 1, 1, 8), (0, 1, 2, 3, 4, 5))
     assert res["dram_i"] == 10 * 10 * 8            # the 10x10 input once, not 8 windows x 3 rows x 10
     assert res["dram_w"] == 9 * 8                   # weights once: nothing weight-relevant changes
@@ -356,3 +356,37 @@ def test_activations_too_big_for_half_the_buffer_go_through_dram():
     conv1 = cost.layers[0]
     assert conv1.dram_bits["outputs"]["write"] >= 8 * 64 * 64 * 8
     assert cost.layers[1].dram_bits["inputs"]["read"] == 8 * 64 * 64 * 8
+
+
+def test_partial_sums_in_their_own_buffer(tmp_path):
+    """ws with 4 row folds: the partial sums of every fold but the last go to the buffer that holds psums
+    (read back by the next fold), and only finished outputs reach the outputs' buffer; without a psum buffer the
+    same words land in the outputs' buffer."""
+    import yaml
+    from simulator.hw.arch import default_architecture_path
+
+    doc = yaml.safe_load(default_architecture_path().read_text())
+    doc["tech"] = "generic45"
+    doc["architecture"]["dataflow"] = "ws"
+    doc["architecture"]["memory"]["acc"] = {
+        "size_bytes": {"value": 65536, "source": "t"}, "word_bits": {"value": 32, "source": "t"},
+        "banks": {"value": 16, "source": "t"}, "holds": ["psums"]}
+    with_acc = tmp_path / "acc.yaml"
+    with_acc.write_text(yaml.safe_dump(doc))
+    del doc["architecture"]["memory"]["acc"]
+    without = tmp_path / "plain.yaml"
+    without.write_text(yaml.safe_dump(doc))
+    layer = Workload("c", "conv2d", "mac", k=16, c=7, p=6, q=6, r=3, s=3, h=8, w=8, events={"requants": 576})
+    # ws on 16x16: rows <- reduction 63 -> 4 row folds; streamed 36 pixels; 16 filters -> 1 column fold.
+    a = estimate([layer], load_hardware(str(with_acc))).layers[0]
+    b = estimate([layer], load_hardware(str(without))).layers[0]
+    psum_elems = 3 * 16 * 36                     # (row folds - 1) x filters x pixels
+    acc = a.accesses["acc"]["by_tensor"]["psums"]
+    assert acc["reads"] == psum_elems and acc["writes"] == psum_elems          # one 32-bit word each
+    outs = a.accesses["act_sram"]["by_tensor"]["outputs"]
+    assert outs["writes"] == 36 * 2             # 36 pixels x 16 filters x 8 bits in 64-bit words, one row a cycle
+    plain = b.accesses["act_sram"]["by_tensor"]
+    # The same partial sums in the 64-bit activation SRAM: 16 x 32 bits = 8 words per streamed step, 3 folds.
+    assert plain["psums"]["reads"] == 3 * 36 * 8 and plain["psums"]["writes"] == 3 * 36 * 8
+    assert plain["outputs"]["writes"] == outs["writes"]
+    assert a.compute_cycles == b.compute_cycles

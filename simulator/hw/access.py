@@ -37,9 +37,11 @@ G, N, K, C, P, Q = range(6)
 TENSOR_DIMS = {"weights": (G, K, C), "inputs": (G, N, C, P, Q), "outputs": (G, N, K, P, Q)}
 
 # Columns of the result row of one loop nest.
+# buf_*: words of the staging buffers: fills of weights and inputs, partial sums read back (fill_psum) and
+# written out unfinished (drain_psum) in the partial-sum buffer's words, finished outputs written out (drain_o).
 RESULT_FIELDS = ("onload", "offload", "stall", "dram_w", "dram_i", "dram_o_read", "dram_o_write",
-                 "buf_fill_w", "buf_fill_i", "buf_fill_o", "buf_drain_o", "foot_w", "foot_i", "foot_o",
-                 "single_visit", "steps")
+                 "buf_fill_w", "buf_fill_i", "buf_fill_psum", "buf_drain_o", "buf_drain_psum", "foot_w", "foot_i",
+                 "foot_o", "single_visit", "steps")
 F = {name: i for i, name in enumerate(RESULT_FIELDS)}
 
 
@@ -68,7 +70,7 @@ class Link:
     acc_bits: int
     staged: tuple            # (weights, inputs, outputs): True when an on-chip buffer stages the tensor
     double_buffered: tuple   # per tensor, for staged tensors
-    buffer_word_bits: tuple  # per tensor: word of its buffer (1 when not staged)
+    buffer_word_bits: tuple  # word of the buffer of: weights, inputs, outputs, partial sums
     burst_bits: int
     bandwidth_bits: float
     latency: int
@@ -245,11 +247,11 @@ def _evaluate(extents, r, s, h, w, sh, sw, pt, pl, tiles, orders, bits, staged, 
         foot_o = out_size[0, 0] * out_size[1, 0] * out_size[2, 0] * out_size[4, 0] * out_size[5, 0]
         res = out[ci]
         res[:] = 0.0
-        res[11], res[12], res[13], res[14] = foot_w, foot_i, foot_o, single
+        res[12], res[13], res[14], res[15] = foot_w, foot_i, foot_o, single
         steps = 1.0
         for d in range(6):
             steps *= ntile[d]
-        res[15] = steps
+        res[16] = steps
         # Transition kinds: -1 = the first step; li = the loop at position li advances.
         for li in range(-1, 6):
             if li >= 0 and ntile[orders[ci, li]] < 2:
@@ -293,8 +295,11 @@ def _evaluate(extents, r, s, h, w, sh, sw, pt, pl, tiles, orders, bits, staged, 
                 res[6] += m * dwo
                 res[7] += m * _ceil_div(fill_w, word[0])
                 res[8] += m * _ceil_div(fill_i, word[1])
-                res[9] += m * _ceil_div(read_o, word[2])
-                res[10] += m * _ceil_div(drain_o, word[2])
+                res[9] += m * _ceil_div(read_o, word[3])
+                if prev_final == 1:
+                    res[10] += m * _ceil_div(drain_o, word[2])
+                else:
+                    res[11] += m * _ceil_div(drain_o, word[3])
                 db_bits = 0.0
                 serial_bits = 0.0
                 for t, moved in ((0, dw), (1, di), (2, dro + dwo)):
@@ -333,7 +338,7 @@ def _evaluate(extents, r, s, h, w, sh, sw, pt, pl, tiles, orders, bits, staged, 
 def warm_up() -> None:
     """Compile (or load from numba's cache) the kernel on a one-element layer, outside any timed region."""
     geom = Geometry((1,) * 6, 1, 1, 1, 1, 1, 1, 0, 0)
-    link = Link(8, 8, 8, 32, (True,) * 3, (True,) * 3, (8,) * 3, 8, 8.0, 0, 1.0)
+    link = Link(8, 8, 8, 32, (True,) * 3, (True,) * 3, (8,) * 4, 8, 8.0, 0, 1.0)
     evaluate_nests(geom, link, np.ones((1, 6), np.int64), np.arange(6)[None, :])
 
 
@@ -398,7 +403,7 @@ def walk_nest(geom: Geometry, link: Link, tile: tuple, order: tuple) -> dict:
     def bursts(bits_):
         return -(-bits_ // link.burst_bits) * link.burst_bits
 
-    def words(bits_, t):
+    def words(bits_, t):          # t: 0 weights, 1 inputs, 2 outputs, 3 partial sums
         return -(-bits_ // link.buffer_word_bits[t])
 
     def transfer(bits_):
@@ -431,8 +436,11 @@ def walk_nest(geom: Geometry, link: Link, tile: tuple, order: tuple) -> dict:
         res["dram_o_write"] += bursts(drain_o)
         res["buf_fill_w"] += words(fill[0], 0)
         res["buf_fill_i"] += words(fill[1], 1)
-        res["buf_fill_o"] += words(read_o, 2)
-        res["buf_drain_o"] += words(drain_o, 2)
+        res["buf_fill_psum"] += words(read_o, 3)
+        if exit_final:
+            res["buf_drain_o"] += words(drain_o, 2)
+        else:
+            res["buf_drain_psum"] += words(drain_o, 3)
         db = sum(x for t, x in enumerate(dram) if link.double_buffered[t])
         serial = sum(x for t, x in enumerate(dram) if not link.double_buffered[t])
         tile_macs = math.prod(int(tables[d][0][st[d]]) for d in range(6)) * rs

@@ -33,6 +33,7 @@ from simulator.hw.mapping import choose_staging, edge_traffic, fold_schedule
 ENERGY_CATEGORIES = ("mac", "popcount", "lut", "converters", "requant", "other_alu", "sram", "dram", "leakage",
                      "clock")
 TENSORS = ("weights", "inputs", "outputs")
+STAGED = TENSORS + ("psums",)         # what a shared buffer can hold
 
 
 @dataclass
@@ -239,31 +240,38 @@ def _mac_cost(wl, hw, area: AreaReport, residency: Residency) -> LayerCost:
     pe, dataflow = _pe_for(wl, arch)
     fs = fold_schedule(wl, pe, dataflow, arch.interconnect == "systolic")
     compute = fs.compute_cycles
+    # Where each tensor is staged: its shared buffer; partial sums in their own buffer when the design has one,
+    # else with the outputs. None: streamed between DRAM and the array edge.
     shared = {t: arch.shared_level_for(t) for t in TENSORS}
+    shared["psums"] = arch.shared_level_for("psums") or shared["outputs"]
     binary_words = wl.path == "xnor" and pe.kind == "xnor"
     # Bits of one streamed element: a packed popcount word on the XNOR array, else one operand.
     elem_bits = {"weights": pe.word_bits if binary_words else wl.w_bits,
-                 "inputs": pe.word_bits if binary_words else wl.in_bits, "outputs": wl.acc_bits}
-    word = {t: (shared[t].word_bits if shared[t] else arch.dram.burst_bits) for t in TENSORS}
+                 "inputs": pe.word_bits if binary_words else wl.in_bits, "psums": wl.acc_bits,
+                 "outputs": wl.out_bits}
+    word = {t: (lv.word_bits if lv else arch.dram.burst_bits) for t, lv in shared.items()}
     edge = edge_traffic(fs, elem_bits, word, wl.out_bits, wl.acc_bits)
 
     geom = geometry_of(wl)
     # A resident tensor is already on chip (inputs) or stays there (outputs): no DRAM traffic, no staging tile.
-    on_chip = {"weights": False, "inputs": residency.inputs, "outputs": residency.output}
+    on_chip = {"weights": False, "inputs": residency.inputs, "outputs": residency.output, "psums": residency.output}
+    out_home = shared["outputs"] or shared["psums"]
     link = Link(w_bits=wl.w_bits, i_bits=wl.in_bits, o_bits=wl.out_bits, acc_bits=wl.acc_bits,
-                staged=tuple(shared[t] is not None and not on_chip[t] for t in TENSORS),
-                double_buffered=tuple(bool(shared[t] and shared[t].double_buffered) for t in TENSORS),
-                buffer_word_bits=tuple(word[t] for t in TENSORS), burst_bits=arch.dram.burst_bits,
+                staged=(shared["weights"] is not None, shared["inputs"] is not None and not on_chip["inputs"],
+                        out_home is not None and not on_chip["outputs"]),
+                double_buffered=tuple(bool(lv and lv.double_buffered)
+                                      for lv in (shared["weights"], shared["inputs"], out_home)),
+                buffer_word_bits=tuple(word[t] for t in (*TENSORS, "psums")), burst_bits=arch.dram.burst_bits,
                 bandwidth_bits=arch.dram.bandwidth_bits, latency=arch.dram.latency_cycles, compute_cycles=compute)
     capacity = []
     for lv in arch.levels:
         if not lv.per_pe:
             reserved = residency.reserved_bits if lv.name == residency.level else 0
             capacity.append((lv.name, lv.size_bits - reserved, lv.double_buffered,
-                             [t for t in TENSORS if t in lv.holds and not on_chip[t]]))
+                             [t for t in STAGED if t in lv.holds and not on_chip[t]]))
     macro = area.macros
-    energy_per = {t: ((macro[shared[t].name].write_pj, macro[shared[t].name].read_pj) if shared[t] else (0.0, 0.0))
-                  for t in TENSORS}
+    energy_per = {t: ((macro[lv.name].write_pj, macro[lv.name].read_pj) if lv else (0.0, 0.0))
+                  for t, lv in shared.items()}
     choice = choose_staging(wl, geom, link, fs, capacity, energy_per, arch.dram.pj_per_bit.value,
                             arch.objective)
     res = choice.result
@@ -274,29 +282,35 @@ def _mac_cost(wl, hw, area: AreaReport, residency: Residency) -> LayerCost:
             "inputs": {"read": res[F["dram_i"]], "write": 0.0},
             "outputs": {"read": res[F["dram_o_read"]], "write": res[F["dram_o_write"]]}}
     bypass_bits = 0.0
-    for t in TENSORS:
+    for t in ("weights", "inputs"):
         if shared[t] is None:
-            if t == "outputs":
-                dram[t] = {"read": edge.read_words[t] * word[t], "write": edge.write_words[t] * word[t]}
-            else:
-                dram[t]["read"] = edge.read_words[t] * word[t] + (extra if t == "weights" else 0)
-            bypass_bits += dram[t]["read"] + dram[t]["write"]
+            dram[t]["read"] = edge.read_words[t] * word[t] + (extra if t == "weights" else 0)
+            bypass_bits += dram[t]["read"]
+    if out_home is None:
+        dram["outputs"] = {"read": edge.read_words["psums"] * word["psums"],
+                           "write": sum(edge.write_words[t] * word[t] for t in ("psums", "outputs"))}
+        bypass_bits += dram["outputs"]["read"] + dram["outputs"]["write"]
 
-    # Accesses per on-chip level, in that level's words.
-    accesses = {}
-    fills = {"weights": res[F["buf_fill_w"]] + -(-wl.extra_weight_bits // word["weights"]),
-             "inputs": res[F["buf_fill_i"]], "outputs": res[F["buf_fill_o"]]}
+    # Accesses per on-chip level and tensor, in that level's words.
+    staged_words = {
+        "weights": {"reads": edge.read_words["weights"],
+                    "writes": res[F["buf_fill_w"]] + -(-wl.extra_weight_bits // word["weights"])},
+        "inputs": {"reads": edge.read_words["inputs"], "writes": res[F["buf_fill_i"]]},
+        "outputs": {"reads": res[F["buf_drain_o"]], "writes": edge.write_words["outputs"]},
+        "psums": {"reads": edge.read_words["psums"] + res[F["buf_drain_psum"]],
+                  "writes": edge.write_words["psums"] + res[F["buf_fill_psum"]]},
+    }
+    by_level = {lv.name: {} for lv in arch.levels}
+    for t, lv in shared.items():
+        if lv is not None and any(staged_words[t].values()):
+            by_level[lv.name][t] = staged_words[t]
     for lv in arch.levels:
-        by_tensor = {}
-        for t in lv.holds:
-            if lv.per_pe:
-                by_tensor[t] = _pe_level_accesses(t, wl, fs, edge, binary_words)
-            else:
-                reads = edge.read_words[t] + (res[F["buf_drain_o"]] if t == "outputs" else 0)
-                writes = fills[t] + (edge.write_words[t] if t == "outputs" else 0)
-                by_tensor[t] = {"reads": reads, "writes": writes}
-        accesses[lv.name] = {"reads": sum(v["reads"] for v in by_tensor.values()),
-                             "writes": sum(v["writes"] for v in by_tensor.values()), "by_tensor": by_tensor}
+        if lv.per_pe:
+            for t in lv.holds:
+                by_level[lv.name][t] = _pe_level_accesses(t, wl, fs, edge, binary_words)
+    accesses = {name: {"reads": sum(v["reads"] for v in by_tensor.values()),
+                       "writes": sum(v["writes"] for v in by_tensor.values()), "by_tensor": by_tensor}
+                for name, by_tensor in by_level.items() if by_tensor}
 
     # Stalls.
     stalls = {"onload": int(res[F["onload"]]), "offload": int(res[F["offload"]])}
@@ -309,9 +323,9 @@ def _mac_cost(wl, hw, area: AreaReport, residency: Residency) -> LayerCost:
     for lv in arch.levels:
         if lv.per_pe:
             continue
-        held = [t for t in lv.holds]
-        read_bits = sum(edge.read_words[t] for t in held) * lv.word_bits
-        write_bits = sum(edge.write_words.get(t, 0) for t in held) * lv.word_bits
+        homed = [t for t, home in shared.items() if home is lv]
+        read_bits = sum(edge.read_words.get(t, 0) for t in homed) * lv.word_bits
+        write_bits = sum(edge.write_words.get(t, 0) for t in homed) * lv.word_bits
         need = max(math.ceil(read_bits / lv.read_bw_bits), math.ceil(write_bits / lv.write_bw_bits))
         stalls[f"memory:{lv.name}"] = max(0, need - compute)
     stalls["bank_conflicts"] = _bank_conflicts(wl, fs, pe, shared, elem_bits, binary_words)
@@ -356,8 +370,9 @@ def _pe_level_accesses(tensor, wl, fs, edge, binary_words) -> dict:
     """A per-PE scratchpad: one read per MAC of its operand (read + write of the partial sum for outputs),
     filled by what the array edge delivers (one element per access)."""
     per_mac = fs.active_pe_cycles if binary_words else wl.macs
-    if tensor == "outputs":
-        return {"reads": per_mac + edge.writes["outputs"], "writes": per_mac + edge.reads["outputs"]}
+    if tensor in ("outputs", "psums"):
+        leaving = edge.writes["outputs"] + edge.writes["psums"]
+        return {"reads": per_mac + leaving, "writes": per_mac + edge.reads["psums"]}
     return {"reads": per_mac, "writes": edge.reads[tensor]}
 
 

@@ -101,42 +101,45 @@ def vector_words(extent: int, lanes: int, bits: int, word_bits: int) -> int:
 
 @dataclass(frozen=True)
 class EdgeTraffic:
-    """Elements and words moved between a buffer and the array edge, by tensor (whole layer)."""
+    """Elements and words moved between the buffers and the array edge (whole layer). Keys: weights, inputs,
+    psums (partial sums read back into the array / written out unfinished), outputs (finished, written once)."""
 
-    reads: dict               # tensor -> elements read toward the array (weights, inputs, outputs = psum reads)
-    writes: dict              # outputs -> elements written by the array (partial sums included)
+    reads: dict               # tensor -> elements read toward the array (weights, inputs, psums)
+    writes: dict              # psums / outputs -> elements written by the array
     read_words: dict          # tensor -> words of the tensor's buffer (or DRAM bursts when not staged)
     write_words: dict
 
 
 def edge_traffic(fs: FoldSchedule, bits: dict, word_bits: dict, out_bits: int, acc_bits: int) -> EdgeTraffic:
-    """bits[tensor]: bits per element on the wire (outputs: partial-sum bits); word_bits[tensor]: its buffer word."""
+    """bits[tensor]: bits per streamed element; word_bits[tensor]: the word of the buffer holding it."""
     g, r, c, t, rf, cf = fs.groups, fs.rows, fs.cols, fs.t, fs.row_folds, fs.col_folds
-    stationary_t = {"os": None, "ws": "weights", "is": "inputs"}[fs.dataflow]
-    row_t = {"os": "inputs", "ws": "inputs", "is": "weights"}[fs.dataflow]     # streams along the rows
     reads, rwords = {}, {}
     if fs.dataflow == "os":
         reads["inputs"] = g * cf * fs.s_r * t
         rwords["inputs"] = g * cf * t * vector_words(fs.s_r, r, bits["inputs"], word_bits["inputs"])
         reads["weights"] = g * rf * fs.s_c * t
         rwords["weights"] = g * rf * t * vector_words(fs.s_c, c, bits["weights"], word_bits["weights"])
-        writes = g * fs.s_r * fs.s_c
-        wwords = g * fs.s_r * vector_words(fs.s_c, c, out_bits, word_bits["outputs"])
-        reads["outputs"], rwords["outputs"] = 0, 0
+        # Outputs finish in the PEs: written once, drained one array row per cycle.
+        writes = {"psums": 0, "outputs": g * fs.s_r * fs.s_c}
+        wwords = {"psums": 0, "outputs": g * fs.s_r * vector_words(fs.s_c, c, out_bits, word_bits["outputs"])}
+        reads["psums"], rwords["psums"] = 0, 0
     else:
+        stationary = {"ws": "weights", "is": "inputs"}[fs.dataflow]
+        streamed = {"ws": "inputs", "is": "weights"}[fs.dataflow]
         # The stationary operand is loaded once per fold, one array row per cycle; the other streams on rows.
-        reads[stationary_t] = g * fs.s_r * fs.s_c
-        rwords[stationary_t] = g * fs.s_r * vector_words(fs.s_c, c, bits[stationary_t], word_bits[stationary_t])
-        reads[row_t] = g * cf * fs.s_r * t
-        rwords[row_t] = g * cf * t * vector_words(fs.s_r, r, bits[row_t], word_bits[row_t])
-        # Partial sums leave at the bottom of each column every streamed step, and are read back for every
-        # row fold but the first; the last fold's outputs are final.
-        per_fold = t * vector_words(fs.s_c, c, acc_bits, word_bits["outputs"])
-        writes = g * rf * fs.s_c * t
-        wwords = g * (max(rf - 1, 0) * per_fold + t * vector_words(fs.s_c, c, out_bits, word_bits["outputs"]))
-        reads["outputs"] = g * (rf - 1) * fs.s_c * t
-        rwords["outputs"] = g * (rf - 1) * per_fold
-    return EdgeTraffic(reads, {"outputs": writes}, rwords, {"outputs": wwords})
+        reads[stationary] = g * fs.s_r * fs.s_c
+        rwords[stationary] = g * fs.s_r * vector_words(fs.s_c, c, bits[stationary], word_bits[stationary])
+        reads[streamed] = g * cf * fs.s_r * t
+        rwords[streamed] = g * cf * t * vector_words(fs.s_r, r, bits[streamed], word_bits[streamed])
+        # Partial sums leave at the bottom of each column every streamed step and are read back by every row
+        # fold but the first; the last row fold writes finished outputs.
+        partial = g * (rf - 1) * fs.s_c * t
+        partial_words = g * (rf - 1) * t * vector_words(fs.s_c, c, acc_bits, word_bits["psums"])
+        writes = {"psums": partial, "outputs": g * fs.s_c * t}
+        wwords = {"psums": partial_words,
+                  "outputs": g * t * vector_words(fs.s_c, c, out_bits, word_bits["outputs"])}
+        reads["psums"], rwords["psums"] = partial, partial_words
+    return EdgeTraffic(reads, writes, rwords, wwords)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -189,13 +192,17 @@ def choose_staging(wl, geom: Geometry, link: Link, fs: FoldSchedule, capacity: l
     (their product over the layer: (compute + staging latency) x staging energy, then latency).
 
     capacity: [(level name, size bits, double buffered, tensors held)] of the shared buffers;
-    energy_per: tensor -> (pJ per buffer write word, pJ per buffer read word) of its buffer."""
+    energy_per: tensor (weights, inputs, outputs, psums) -> (pJ per write word, pJ per read word) of its buffer."""
     tiles, orders = candidate_nests(geom, fs.dataflow)
     res = evaluate_nests(geom, link, tiles, orders)
     psums = (res[:, F["single_visit"]] == 0) | (fs.dataflow != "os" and fs.row_folds > 1)
-    out_bits = np.where(psums, link.acc_bits, link.o_bits)
+    # Unfinished outputs are held at accumulator width: in the partial-sum buffer when the design has one,
+    # else in the outputs' buffer (which then needs the wider tile).
+    separate = any("psums" in held for _, _, _, held in capacity)
+    out_bits = link.o_bits if separate else np.where(psums, link.acc_bits, link.o_bits)
     foot = {"weights": res[:, F["foot_w"]] * link.w_bits, "inputs": res[:, F["foot_i"]] * link.i_bits,
-            "outputs": res[:, F["foot_o"]] * out_bits}
+            "outputs": res[:, F["foot_o"]] * out_bits,
+            "psums": np.where(psums, res[:, F["foot_o"]] * link.acc_bits, 0)}
     fits = np.ones(len(tiles), bool)
     need_by_level = {}
     for name, size_bits, double, held in capacity:
@@ -214,9 +221,10 @@ def choose_staging(wl, geom: Geometry, link: Link, fs: FoldSchedule, capacity: l
     latency = res[:, F["onload"]] + res[:, F["offload"]] + res[:, F["stall"]]
     dram_bits = res[:, F["dram_w"]] + res[:, F["dram_i"]] + res[:, F["dram_o_read"]] + res[:, F["dram_o_write"]]
     energy = dram_bits * dram_pj_per_bit
-    for tensor, col in (("weights", "buf_fill_w"), ("inputs", "buf_fill_i"), ("outputs", "buf_fill_o")):
+    for tensor, col in (("weights", "buf_fill_w"), ("inputs", "buf_fill_i"), ("psums", "buf_fill_psum")):
         energy = energy + res[:, F[col]] * energy_per[tensor][0]
     energy = energy + res[:, F["buf_drain_o"]] * energy_per["outputs"][1]
+    energy = energy + res[:, F["buf_drain_psum"]] * energy_per["psums"][1]
     index = np.flatnonzero(fits)
     keys = {"latency": (energy, latency), "energy": (latency, energy),
             "edp": (latency, (latency + link.compute_cycles) * energy)}[objective]
