@@ -180,6 +180,53 @@ def _runs(role, n, d, out_size, lo, hi, rec, mult):
 
 
 @njit(cache=True)
+def _push(rec, mult, count, size, size_in, ov, ov_in, prev_size, first, final, prev_final, m):
+    """Append a record with multiplicity m, merged into the last one when equal. Returns the run count."""
+    if m <= 0:
+        return count
+    if count > 0:
+        r = rec[count - 1]
+        if (r[0] == size and r[1] == size_in and r[2] == ov and r[3] == ov_in and r[4] == prev_size
+                and r[5] == first and r[6] == final and r[7] == prev_final):
+            mult[count - 1] += m
+            return count
+    r = rec[count]
+    r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7] = size, size_in, ov, ov_in, prev_size, first, final, prev_final
+    mult[count] = m
+    return count + 1
+
+
+@njit(cache=True)
+def _uniform_runs(role, n, tile, extent, d, rec, mult):
+    """`_runs` for g, n, k, c in O(1): every tile is full but the last, and distinct tiles never overlap, so a
+    few segments of equal records cover any number of tiles (a batch of 10^6 costs what a batch of 2 does)."""
+    last = extent - (n - 1) * tile
+    first_size = tile if n > 1 else extent
+    is_c = d == 3
+    count = 0
+    if role == 0:      # outer: index unchanged, any j
+        count = _push(rec, mult, count, first_size, first_size, first_size, first_size, first_size, 1,
+                      1 if (not is_c or n == 1) else 0, 1 if (not is_c or n == 1) else 0, 1)
+        count = _push(rec, mult, count, tile, tile, tile, tile, tile, 1 if not is_c else 0, 1 if not is_c else 0,
+                      1 if not is_c else 0, n - 2)
+        if n > 1:
+            count = _push(rec, mult, count, last, last, last, last, last, 1 if not is_c else 0, 1, 1, 1)
+    elif role == 1:    # advancing: j-1 -> j for j = 1 .. n-1
+        count = _push(rec, mult, count, tile, tile, 0, 0, tile, 1 if not is_c else 0, 1 if not is_c else 0,
+                      1 if not is_c else 0, n - 2)
+        count = _push(rec, mult, count, last, last, 0, 0, tile, 1 if not is_c else 0, 1, 1 if not is_c else 0, 1)
+    elif role == 2:    # inner: n-1 -> 0
+        if n == 1:
+            count = _push(rec, mult, count, first_size, first_size, first_size, first_size, first_size, 1, 1, 1, 1)
+        else:
+            count = _push(rec, mult, count, first_size, first_size, 0, 0, last, 1, 1 if not is_c else 0, 1, 1)
+    else:              # the first step
+        count = _push(rec, mult, count, first_size, first_size, 0, 0, 0, 1, 1 if (not is_c or n == 1) else 0,
+                      1 if not is_c else 0, 1)
+    return count
+
+
+@njit(cache=True)
 def _transfer(bits, bandwidth, latency):
     if bits <= 0:
         return 0.0
@@ -208,13 +255,14 @@ def _evaluate(extents, r, s, h, w, sh, sw, pt, pl, tiles, orders, bits, staged, 
     for d in range(6):
         total_macs *= extents[d]
     total_macs *= r * s
-    maxn = 1
-    for d in range(6):
-        maxn = max(maxn, extents[d])
+    # Tile tables only for p and q (halos, padding); g, n, k, c are uniform (_uniform_runs).
+    maxn = max(3, extents[4], extents[5])
     out_size = np.zeros((6, maxn), np.int64)
     lo = np.zeros((6, maxn), np.int64)
     hi = np.zeros((6, maxn), np.int64)
     ntile = np.zeros(6, np.int64)
+    first_size = np.zeros(6, np.int64)
+    last_size = np.zeros(6, np.int64)
     rec = np.zeros((6, maxn, 8), np.int64)
     mult = np.zeros((6, maxn), np.int64)
     nrun = np.zeros(6, np.int64)
@@ -222,12 +270,17 @@ def _evaluate(extents, r, s, h, w, sh, sw, pt, pl, tiles, orders, bits, staged, 
     wb, ib, ob, ab = bits[0], bits[1], bits[2], bits[3]
     for ci in range(tiles.shape[0]):
         for d in range(6):
-            spatial = d == 4 or d == 5
-            stride = sh if d == 4 else sw
-            kern = r if d == 4 else s
-            pad = pt if d == 4 else pl
-            lim = h if d == 4 else w
-            ntile[d] = _table(extents[d], tiles[ci, d], stride, kern, pad, lim, spatial, out_size[d], lo[d], hi[d])
+            tile = tiles[ci, d]
+            n = (extents[d] + tile - 1) // tile
+            if d >= 4:
+                stride = sh if d == 4 else sw
+                kern = r if d == 4 else s
+                pad = pt if d == 4 else pl
+                lim = h if d == 4 else w
+                _table(extents[d], tile, stride, kern, pad, lim, True, out_size[d], lo[d], hi[d])
+            ntile[d] = n
+            first_size[d] = min(tile, extents[d])
+            last_size[d] = extents[d] - (n - 1) * tile
         for li in range(6):
             pos[orders[ci, li]] = li
         # Each output tile visited once when no output-relevant loop with > 1 tile is inside the c loop.
@@ -236,15 +289,15 @@ def _evaluate(extents, r, s, h, w, sh, sw, pt, pl, tiles, orders, bits, staged, 
             d = orders[ci, li]
             if d != 3 and ntile[d] > 1:
                 single = 0
-        foot_w = out_size[0, 0] * out_size[2, 0] * out_size[3, 0] * r * s
+        foot_w = first_size[0] * first_size[2] * first_size[3] * r * s
         max_in_p = 0
         for j in range(ntile[4]):
             max_in_p = max(max_in_p, hi[4, j] - lo[4, j])
         max_in_q = 0
         for j in range(ntile[5]):
             max_in_q = max(max_in_q, hi[5, j] - lo[5, j])
-        foot_i = out_size[0, 0] * out_size[1, 0] * out_size[3, 0] * max_in_p * max_in_q
-        foot_o = out_size[0, 0] * out_size[1, 0] * out_size[2, 0] * out_size[4, 0] * out_size[5, 0]
+        foot_i = first_size[0] * first_size[1] * first_size[3] * max_in_p * max_in_q
+        foot_o = first_size[0] * first_size[1] * first_size[2] * first_size[4] * first_size[5]
         res = out[ci]
         res[:] = 0.0
         res[12], res[13], res[14], res[15] = foot_w, foot_i, foot_o, single
@@ -265,7 +318,10 @@ def _evaluate(extents, r, s, h, w, sh, sw, pt, pl, tiles, orders, bits, staged, 
                     role = 1
                 else:
                     role = 2
-                nrun[d] = _runs(role, ntile[d], d, out_size[d], lo[d], hi[d], rec[d], mult[d])
+                if d < 4:
+                    nrun[d] = _uniform_runs(role, ntile[d], tiles[ci, d], extents[d], d, rec[d], mult[d])
+                else:
+                    nrun[d] = _runs(role, ntile[d], d, out_size[d], lo[d], hi[d], rec[d], mult[d])
             idx = np.zeros(6, np.int64)
             while True:
                 m = 1.0
@@ -325,9 +381,8 @@ def _evaluate(extents, r, s, h, w, sh, sw, pt, pl, tiles, orders, bits, staged, 
                 if d < 0:
                     break
         if staged[2]:
-            last = (out_size[0, ntile[0] - 1] * out_size[1, ntile[1] - 1] * out_size[2, ntile[2] - 1]
-                    * out_size[4, ntile[4] - 1] * out_size[5, ntile[5] - 1])
-            last_window = compute_cycles * last * out_size[3, ntile[3] - 1] * r * s / total_macs
+            last = last_size[0] * last_size[1] * last_size[2] * last_size[4] * last_size[5]
+            last_window = compute_cycles * last * last_size[3] * r * s / total_macs
             moved = _ceil_div(last * ob, burst) * burst
             res[1] = (_onload(moved, 0, last_window, bandwidth, latency) if dbuf[2]
                       else _transfer(moved, bandwidth, latency))

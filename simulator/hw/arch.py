@@ -448,6 +448,9 @@ def _pe(r: _FileReader, raw, row: str, kind: str) -> PeKind:
     own = ["a_bits", "w_bits"] if kind == "mac" else ["word_bits"]
     m = r.mapping(raw, row, required=common + own, optional=["delay_ns"])
     rows, cols = r.count(m, "rows", row), r.count(m, "cols", row)
+    for key, value in (("rows", rows), ("cols", cols)):
+        if value > 4096:
+            r.fail(f"{row}.{key}", f"must be at most 4096, got {value}")
     acc = r.count(m, "acc_bits", row)
     if acc > 64:
         r.fail(f"{row}.acc_bits", f"must be at most 64, got {acc}")
@@ -491,6 +494,8 @@ def _level(r: _FileReader, raw, row: str, name: str, tech: TechTable) -> MemoryL
             or len(set(holds)) != len(holds)):
         r.fail(f"{row}.holds", f"must be a non-empty list of distinct tensors from {', '.join(TENSORS)}, "
                                f"got {holds!r}")
+    if "interleave_words" in m and r.count(m, "interleave_words", row) > 1 << 20:
+        r.fail(f"{row}.interleave_words", "must be at most 2^20")
     read_bw = r.count(m, "read_bw_bits_per_cycle", row, default=banks * ports * word)
     write_bw = r.count(m, "write_bw_bits_per_cycle", row, default=banks * ports * word)
     macro = r.choice(m, "macro", row, MACROS, default="cacti")

@@ -34,6 +34,7 @@ ENERGY_CATEGORIES = ("mac", "popcount", "lut", "converters", "requant", "other_a
                      "clock")
 TENSORS = ("weights", "inputs", "outputs")
 STAGED = TENSORS + ("psums",)         # what a shared buffer can hold
+BANK_PIXELS = 1 << 21                 # output pixels of a batch the bank model walks exactly
 
 
 @dataclass
@@ -353,6 +354,12 @@ def _bank_conflicts(wl, fs, pe, shared, elem_bits, binary_words) -> int:
 
     if binary_words:
         wl = replace(wl, c=-(-wl.c // pe.word_bits))
+    # The input streams of a batch are materialised per pixel: beyond BANK_PIXELS pixels, cost the first images
+    # that fit and scale by the batch (exact when every image repeats the same pattern; stated in the docs).
+    images = max(1, min(wl.n, BANK_PIXELS // max(1, wl.p * wl.q)))
+    scale = wl.n / images
+    if images < wl.n:
+        wl = replace(wl, n=images)
     total = 0
     for tensor in ("inputs", "weights"):
         lv = shared[tensor]
@@ -363,7 +370,7 @@ def _bank_conflicts(wl, fs, pe, shared, elem_bits, binary_words) -> int:
         geom = banks.geometry(wl, c_pitch=banks.padded_pitch(wl.g * wl.c, bits, lv.word_bits, pad),
                               t_pitch=banks.padded_pitch(wl.c * wl.r * wl.s, bits, lv.word_bits, pad))
         total += banks.conflict_cycles(geom, fs.dataflow, pe.rows, pe.cols, tensor, bits, spec)
-    return int(total)
+    return int(round(total * scale))
 
 
 def _pe_level_accesses(tensor, wl, fs, edge, binary_words) -> dict:
