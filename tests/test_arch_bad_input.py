@@ -56,6 +56,14 @@ def _run_fails(capsys, tmp_path, argv, *needles):
     (_set("dram.bandwidth_bits_per_cycle", 64), ["dram.bandwidth_bits_per_cycle", "source"]),
     (_set("units.qk.count", {"value": 2.5, "source": "x"}), ["units.qk.count", "whole number"]),
     (_set("clock.mode", "fast"), ["clock.mode"]),
+    (_set("dram.bandwidth_bits_per_cycle", {"value": 1.0e-300, "source": "x"}), ["bandwidth_bits_per_cycle",
+                                                                                 "between"]),
+    (_set("units.qk.per_cycle", {"value": 1.0e-300, "source": "x"}), ["units.qk.per_cycle", "between"]),
+    (_set("pe_array.mac.delay_ns", {"value": 1.0e-30, "source": "x"}), ["pe_array.mac.delay_ns", "between"]),
+    (_set("pe_array.mac.rows", {"value": 100000, "source": "x"}), ["pe_array.mac.rows", "at most"]),
+    (_set("memory.act_sram.holds", "inputs"), ["memory.act_sram.holds"]),
+    (_set("pe_array", None), ["architecture.pe_array", "mapping"]),
+    (_set("memory", []), ["architecture.memory"]),
     (_set("memory.act_sram.bankz", 2), ["memory.act_sram.bankz", "did you mean 'banks'"]),
 ])
 def test_bad_field_names_file_and_field(tmp_path, capsys, mutate, needles):

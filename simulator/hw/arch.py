@@ -328,6 +328,13 @@ class _FileReader(FieldReader):
             self.fail(_join(row, key), f"must be a whole number, got {value!r}")
         return int(value)
 
+    def within(self, parent: dict, key: str, row: str, lo: float, hi: float, default=None) -> float:
+        """A positive figure inside [lo, hi]: the model's arithmetic stays finite for any accepted file."""
+        value = self.positive(parent, key, row, default)
+        if not lo <= value <= hi:
+            self.fail(_join(row, key), f"must be between {lo:g} and {hi:g}, got {value!r}")
+        return value
+
     def positive(self, parent: dict, key: str, row: str, default=None) -> float:
         if key not in parent:
             if default is None:
@@ -349,7 +356,7 @@ def parse_architecture(raw, source: str, tech: TechTable, name: str, description
     clock_mode = r.choice(cm, "mode", f"{top}.clock", ("given", "derived"))
     clock_mhz = None
     if clock_mode == "given":
-        clock_mhz = r.positive(cm, "mhz", f"{top}.clock")
+        clock_mhz = r.within(cm, "mhz", f"{top}.clock", 1e-3, 1e7)
     elif cm.get("mhz") is not None:
         r.fail(f"{top}.clock.mhz", "is only read with mode: given (a derived clock comes from the units' "
                                    "critical paths); set clock.mode=given to fix the clock")
@@ -405,10 +412,10 @@ def parse_architecture(raw, source: str, tech: TechTable, name: str, description
     # DRAM.
     dm = r.mapping(m["dram"], f"{top}.dram", required=["bandwidth_bits_per_cycle", "latency_cycles"],
                    optional=["burst_bits", "pj_per_bit"])
-    bw = r.positive(dm, "bandwidth_bits_per_cycle", f"{top}.dram")
+    bw = r.within(dm, "bandwidth_bits_per_cycle", f"{top}.dram", 1e-3, 1e9)
     latency_fig = r.figure(dm, "latency_cycles", f"{top}.dram", "nonnegative")
-    if latency_fig.value != int(latency_fig.value):
-        r.fail(f"{top}.dram.latency_cycles", f"must be a whole number of cycles, got {latency_fig.value!r}")
+    if latency_fig.value != int(latency_fig.value) or latency_fig.value > 1e9:
+        r.fail(f"{top}.dram.latency_cycles", f"must be a whole number of cycles up to 1e9, got {latency_fig.value!r}")
     burst = r.count(dm, "burst_bits", f"{top}.dram", default=8)
     pj = r.figure(dm, "pj_per_bit", f"{top}.dram") if "pj_per_bit" in dm else tech.dram.pj_per_bit
     dram = Dram(bandwidth_bits=bw, latency_cycles=int(latency_fig.value), burst_bits=burst, pj_per_bit=pj)
@@ -425,7 +432,7 @@ def parse_architecture(raw, source: str, tech: TechTable, name: str, description
         extra = ["entries", "width_bits"] if uname == "lut" else []
         if uname in um:
             u = r.mapping(um[uname], row, required=["count"] + extra, optional=["per_cycle"])
-            unit = Unit(uname, r.whole(u, "count", row), r.positive(u, "per_cycle", row, default=1.0))
+            unit = Unit(uname, r.whole(u, "count", row), r.within(u, "per_cycle", row, 1e-6, 1e9, default=1.0))
         else:
             u, unit = {}, Unit(uname, 0, 1.0)
         units[uname] = unit
@@ -455,7 +462,10 @@ def _pe(r: _FileReader, raw, row: str, kind: str) -> PeKind:
     if acc > 64:
         r.fail(f"{row}.acc_bits", f"must be at most 64, got {acc}")
     regs = r.whole(m, "register_bits", row)
-    delay = r.figure(m, "delay_ns", row, "positive") if m.get("delay_ns") is not None else None
+    delay = None
+    if m.get("delay_ns") is not None:
+        r.within(m, "delay_ns", row, 1e-3, 1e6)
+        delay = r.rows[f"{row}.delay_ns"]
     if kind == "mac":
         a, w = r.count(m, "a_bits", row), r.count(m, "w_bits", row)
         for key, value in (("a_bits", a), ("w_bits", w)):
@@ -514,6 +524,8 @@ def _level(r: _FileReader, raw, row: str, name: str, tech: TechTable) -> MemoryL
             if key not in m:
                 r.fail(f"{row}.{key}", "missing required field (macro: explicit gives every figure per bank)")
             explicit[key] = r.figure(m, key, row, kind)
+            if key == "cycle_ns" and not 1e-3 <= explicit[key].value <= 1e6:
+                r.fail(f"{row}.cycle_ns", f"must be between 0.001 and 1e+06, got {explicit[key].value!r}")
     return MemoryLevel(name=name, size_bytes=size, word_bits=word, banks=banks, ports_per_bank=ports,
                        read_bw_bits=read_bw, write_bw_bits=write_bw, holds=tuple(holds),
                        double_buffered=r.bool_or(m, "double_buffered", row, False),

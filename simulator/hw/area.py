@@ -146,4 +146,7 @@ def design_clock(tech, arch, area: AreaReport) -> Clock:
         raise HwsimError("a derived clock needs at least one unit with a critical-path figure (PE delay_ns, "
                          "converter delays, CACTI SRAM cycle times)", field="architecture.clock.mode")
     unit, delay = max(paths.items(), key=lambda kv: kv[1])
+    if not 1e-3 <= delay <= 1e6:
+        raise HwsimError(f"the slowest critical path ({unit}, {delay!r} ns) gives no usable clock",
+                         field="architecture.clock.mode")
     return Clock(1e9 / delay, "derived", unit, delay, paths, missing)
