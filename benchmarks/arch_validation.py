@@ -720,7 +720,9 @@ def section2(args) -> dict:
         g = groups[name]
         lat_ms = g["cycles"] / hz * 1e3
         comp_ms = g["compute"] / hz * 1e3
-        energy_batch_pj = g["energy_pj_img"] * batch
+        # Table V's power is the chip's (DRAM is off chip): compare hwsim's on-chip energy, DRAM excluded.
+        chip_pj_img = g["energy_pj_img"] - g["energy_by_cat_img"].get("dram", 0.0)
+        energy_batch_pj = chip_pj_img * batch
         power_mw = energy_batch_pj * 1e-12 / (lat_ms * 1e-3) * 1e3
         dram_mb = g["dram_bits"] / 8 / 1e6
         active = g["active_pe_cycles"] / g["cycles"]
@@ -732,7 +734,8 @@ def section2(args) -> dict:
                "compute_only_err_pct": pct(comp_ms, ref["processing_ms"]),
                "power_mw": power_mw, "power_err_pct": pct(power_mw, ref["power_mw"]),
                "dram_mb": dram_mb, "dram_err_pct": pct(dram_mb, ref["dram_mb"]),
-               "energy_mj_per_image": g["energy_pj_img"] * 1e-9, "paper_energy_mj_per_image": paper_energy_img_mj,
+               "energy_mj_per_image": g["energy_pj_img"] * 1e-9, "chip_energy_mj_per_image": chip_pj_img * 1e-9,
+               "paper_energy_mj_per_image": paper_energy_img_mj,
                "energy_by_category_mj_per_image": {k: v * 1e-9 for k, v in g["energy_by_cat_img"].items()},
                "active_pes_equiv": active, "paper": ref}
         recs[name] = rec
@@ -741,17 +744,20 @@ def section2(args) -> dict:
                          f"{ref['total_ms']:.1f}", f"{active:.0f}", ref["active_pes"]])
         pwr_rows.append([name, f"{power_mw:.0f}", ref["power_mw"], fmt_pct(rec["power_err_pct"]),
                          f"{dram_mb:.2f}", f"{ref['dram_mb']:.1f}", fmt_pct(rec["dram_err_pct"]),
-                         f"{rec['energy_mj_per_image']:.3f}", f"{paper_energy_img_mj:.3f}"])
+                         f"{rec['chip_energy_mj_per_image']:.3f}", f"{rec['energy_mj_per_image']:.3f}",
+                         f"{paper_energy_img_mj:.3f}"])
     tot_cycles = sum(g["cycles"] for g in groups.values())
     tot_ms = tot_cycles / hz * 1e3
     tot_energy_img_mj = sum(g["energy_pj_img"] for g in groups.values()) * 1e-9
-    tot_power = tot_energy_img_mj * batch / tot_ms * 1e3
+    tot_chip_img_mj = sum(r["chip_energy_mj_per_image"] for r in recs.values())
+    tot_power = tot_chip_img_mj * batch / tot_ms * 1e3
     tot_dram = sum(g["dram_bits"] for g in groups.values()) / 8 / 1e6
     lat_rows.append(["total", f"{sum(g['macs'] for g in groups.values()) / 1e6:.2f}", "2660",
                      f"{sum(g['compute'] for g in groups.values()) / hz * 1e3:.1f}", f"{tot_ms:.1f}", "103.5",
                      fmt_pct(pct(tot_ms, 103.5)), "", "115.3", "", 148])
     pwr_rows.append(["total", f"{tot_power:.0f}", 278, fmt_pct(pct(tot_power, 278)), f"{tot_dram:.2f}", "15.4",
-                     fmt_pct(pct(tot_dram, 15.4)), f"{tot_energy_img_mj:.3f}", f"{EYERISS_ENERGY_PER_IMAGE_MJ:.3f}"])
+                     fmt_pct(pct(tot_dram, 15.4)), f"{tot_chip_img_mj:.3f}", f"{tot_energy_img_mj:.3f}",
+                     f"{EYERISS_ENERGY_PER_IMAGE_MJ:.3f}"])
     print(f"design: {hw.arch.name} ({path.name}, sha256 {sha256(path)[:12]}), {hw.arch.mac.rows}x{hw.arch.mac.cols} "
           f"{hw.arch.interconnect} {hw.arch.dataflow}, clock {hz / 1e6:.0f} MHz; topology "
           f"alexnet_eyeriss.csv at 16/16 bits; grouped layers summed over their group rows; cost model "
@@ -762,16 +768,19 @@ def section2(args) -> dict:
     print(table(["layer", "hwsim MACs M", "paper MACs M", "hwsim compute ms", "hwsim ms", "paper proc. ms", "err",
                  "+-30%", "paper total ms", "hwsim act. PEs", "paper act. PEs"], lat_rows))
     print()
-    print("Power (energy of the 4 images / hwsim latency), DRAM traffic (4 images, 1 MB = 1e6 B) and energy per image")
+    print("Chip power (hwsim's on-chip energy of the 4 images, DRAM excluded as in the chip's measurement / hwsim "
+          "latency), DRAM traffic (4 images, 1 MB = 1e6 B) and energy per image (on chip; with DRAM)")
     print(table(["layer", "hwsim mW", "paper mW", "err", "hwsim DRAM MB", "paper DRAM MB", "err",
-                 "hwsim mJ/img", "paper mJ/img"], pwr_rows))
-    ratio = tot_energy_img_mj / EYERISS_ENERGY_PER_IMAGE_MJ
+                 "hwsim chip mJ/img", "hwsim +DRAM mJ/img", "paper mJ/img"], pwr_rows))
+    # The paper's 8.0 mJ is chip power x latency: the like-for-like figure is hwsim's on-chip energy.
+    ratio = tot_chip_img_mj / EYERISS_ENERGY_PER_IMAGE_MJ
     energy_pass = 1 / ENERGY_FACTOR <= ratio <= ENERGY_FACTOR
     n_lat = sum(r["latency_pass"] for r in recs.values())
     print(f"\nprocessing latency within +-30%: {n_lat} of {len(recs)} layers "
           "(" + ", ".join(f"{k} {ok(v['latency_pass'])}" for k, v in recs.items()) + ")")
-    print(f"energy per image: hwsim {tot_energy_img_mj:.2f} mJ vs paper {EYERISS_ENERGY_PER_IMAGE_MJ:.1f} mJ = "
-          f"{ratio:.2f}x (target within 2x): {ok(energy_pass)}")
+    print(f"energy per image on chip: hwsim {tot_chip_img_mj:.2f} mJ (with DRAM {tot_energy_img_mj:.2f} mJ) vs "
+          f"paper {EYERISS_ENERGY_PER_IMAGE_MJ:.1f} mJ (chip power x latency) = {ratio:.2f}x (target within 2x): "
+          f"{ok(energy_pass)}")
     cats = {}
     for g in groups.values():
         for k, v in g["energy_by_cat_img"].items():
@@ -806,6 +815,7 @@ def section2(args) -> dict:
             "batch": batch, "cost_s": cost.cost_s, "layers": recs,
             "total": {"latency_ms": tot_ms, "paper_processing_ms": 103.5, "power_mw": tot_power, "paper_power_mw": 278,
                       "dram_mb": tot_dram, "paper_dram_mb": 15.4, "energy_mj_per_image": tot_energy_img_mj,
+                      "chip_energy_mj_per_image": tot_chip_img_mj,
                       "paper_energy_mj_per_image": EYERISS_ENERGY_PER_IMAGE_MJ, "energy_ratio": ratio,
                       "energy_by_category_mj_per_image": cats},
             "targets": {"latency_layers_within_30pct": n_lat, "latency_layers": len(recs),
@@ -1047,7 +1057,7 @@ def summary(result) -> list:
         rows.append(["Eyeriss JSSC17 latency within +-30% per layer",
                      f"{t['latency_layers_within_30pct']}/{t['latency_layers']} layers", t["latency_pass"]])
         rows.append(["Eyeriss JSSC17 energy/image within 2x of 8.0 mJ",
-                     f"{s2['total']['energy_mj_per_image']:.2f} mJ ({s2['total']['energy_ratio']:.2f}x)",
+                     f"{s2['total']['chip_energy_mj_per_image']:.2f} mJ on chip ({s2['total']['energy_ratio']:.2f}x)",
                      t["energy_within_2x"]])
     s3 = result.get("section3_eyeriss_isca16", {})
     if "entries" in s3:
