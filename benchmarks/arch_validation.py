@@ -45,6 +45,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from simulator.report import plain  # noqa: E402  (after the path insert: runs from a checkout)
+
 RESULTS = ROOT / "benchmarks" / "results" / "arch_validation.json"
 DEFAULT_VENV = Path(tempfile.gettempdir()) / "hwsim-scalesim-venv"
 SCALESIM_PIP = ["scalesim", "numpy<2.4"]      # REFERENCES.md s5: numpy 2.4 crashes scalesim 3.0.0
@@ -156,25 +158,6 @@ def fmt_pct(v) -> str:
 
 def ok(flag) -> str:
     return "n/a" if flag is None else ("PASS" if flag else "FAIL")
-
-
-def plain(value):
-    """numpy scalars -> Python numbers, recursively (JSON)."""
-    import numpy as np
-
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        return None
-    return value
 
 
 def now_iso() -> str:

@@ -128,11 +128,11 @@ def cost_report(cost, network: str, network_name: str | None = None) -> dict:
             "stall_cycles": dict(layer.stall_cycles), "utilization": layer.utilization,
             "gated_macs": layer.gated_macs / batch, "active_macs": (layer.macs - layer.gated_macs) / batch,
             "energy_pj": layer.total_energy_pj, "energy_breakdown_pj": dict(layer.energy_pj),
-            "accesses": _plain(layer.accesses), "dram_bits": _plain(layer.dram_bits),
-            "mapping": _plain(layer.mapping),
+            "accesses": layer.accesses, "dram_bits": layer.dram_bits,
+            "mapping": layer.mapping,
         })
     clock = cost.clock
-    return {
+    return plain({
         "hwsim_version": __version__,
         "network": {"path": network, "name": network_name or network},
         "hw": {"path": hw.path, "name": arch.name, "technology": tech.name,
@@ -159,19 +159,21 @@ def cost_report(cost, network: str, network_name: str | None = None) -> dict:
         "assumptions": list(cost.assumptions),
         "notes": list(ARCH_NOTES),
         "timing": {"cost_s": cost.cost_s},
-    }
+    })
 
 
-def _plain(value):
-    """numpy scalars -> Python numbers, recursively (the report is JSON)."""
+def plain(value):
+    """numpy scalars -> Python numbers, non-finite floats -> None, recursively: the report is strict JSON."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, np.integer):
         return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
     return value
 
 
