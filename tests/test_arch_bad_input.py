@@ -126,3 +126,22 @@ def test_arch_file_with_missing_tech(tmp_path, capsys):
     path = tmp_path / "a.yaml"
     path.write_text(yaml.safe_dump(data))
     _run_fails(capsys, tmp_path, ["estimate", MODEL, "--hw", str(path)], str(path), "tech", "tsmc7")
+
+
+@pytest.mark.parametrize("design", ["tsmc90", "generic45", "eyeriss65", "tpu_like", "lowbit90"])
+def test_every_resolved_leaf_is_a_set_path(design):
+    """The report's `architecture` lists exactly what --set accepts: setting any leaf to its own value is
+    accepted and changes nothing; a changed value shows up at that leaf."""
+    import json
+
+    from simulator.hw.arch import flatten_paths, load_hardware
+
+    hw = load_hardware(design)
+    leaves = flatten_paths(hw.arch.resolved)
+    for path, value in leaves.items():
+        if value is None:
+            continue
+        text = value if isinstance(value, str) else json.dumps(value)
+        assert load_hardware(design, [f"{path}={text}"]).arch.resolved == hw.arch.resolved, path
+    changed = load_hardware(design, ["dram.latency_cycles=7"]).arch.resolved
+    assert flatten_paths(changed)["dram.latency_cycles"] == 7

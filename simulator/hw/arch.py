@@ -431,8 +431,9 @@ def parse_architecture(raw, source: str, tech: TechTable, name: str, description
         row = f"{top}.units.{uname}"
         extra = ["entries", "width_bits"] if uname == "lut" else []
         if uname in um:
-            u = r.mapping(um[uname], row, required=["count"] + extra, optional=["per_cycle"])
-            unit = Unit(uname, r.whole(u, "count", row), r.within(u, "per_cycle", row, 1e-6, 1e9, default=1.0))
+            u = r.mapping(um[uname], row, required=[], optional=["count", "per_cycle"] + extra)
+            count = r.whole(u, "count", row) if "count" in u else 0
+            unit = Unit(uname, count, r.within(u, "per_cycle", row, 1e-6, 1e9, default=1.0))
         else:
             u, unit = {}, Unit(uname, 0, 1.0)
         units[uname] = unit
