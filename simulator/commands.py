@@ -74,8 +74,9 @@ def _hardware(args, hw_arg):
 
 
 def _check_batch(args):
-    if not 1 <= args.batch <= 1 << 20:
-        raise HwsimError(f"must be from 1 to 1048576, got {args.batch}", field="--batch")
+    from .hw.cost import check_batch   # before the functional run, so a bad --batch fails fast
+
+    check_batch(args.batch)
 
 
 def _functional_run(args, model):

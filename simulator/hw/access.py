@@ -106,46 +106,27 @@ def tile_table(geom: Geometry, dim: int, tile: int):
 
 
 @njit(cache=True)
-def _table(extent, tile, stride, kernel, pad, limit, is_spatial, out_size, lo, hi):
-    n = (extent + tile - 1) // tile
-    for j in range(n):
+def _table(extent, tile, stride, kernel, pad, limit, out_size, lo, hi):
+    """Tile sizes of p or q and the input interval [lo, hi) each tile reads (halo, padding clipped)."""
+    for j in range((extent + tile - 1) // tile):
         start = j * tile
         size = min(tile, extent - start)
         out_size[j] = size
-        if is_spatial:
-            a = start * stride - pad
-            b = (start + size - 1) * stride + kernel - pad
-            lo[j] = min(max(a, 0), limit)
-            hi[j] = min(max(b, 0), limit)
-        else:
-            lo[j] = start
-            hi[j] = start + size
-    return n
+        lo[j] = min(max(start * stride - pad, 0), limit)
+        hi[j] = min(max((start + size - 1) * stride + kernel - pad, 0), limit)
 
 
 @njit(cache=True)
-def _runs(role, n, d, out_size, lo, hi, rec, mult):
-    """Records of one dim for one transition kind, runs of equal records merged. Returns the run count.
+def _runs(role, n, out_size, lo, hi, rec, mult):
+    """Records of p or q for one transition kind, runs of equal records merged. Returns the run count.
 
     role 0: outer (index unchanged, any j); 1: the advancing loop (j-1 -> j); 2: inner (n-1 -> 0);
-    3: the first step (index 0, nothing before). rec columns: size, size_in, ov, ov_in, prev_size, first,
-    final, prev_final (the flags only for d == c)."""
+    3: the first step (index 0, nothing before). rec columns: size, size_in, ov, ov_in, prev_size, then the
+    reduction flags first / final / prev_final, always 1 here (they belong to c: _uniform_runs)."""
     count = 0
-    if role == 0:
-        j0, j1 = 0, n
-    elif role == 1:
-        j0, j1 = 1, n
-    else:
-        j0, j1 = 0, 1
+    j0, j1 = (0, n) if role == 0 else ((1, n) if role == 1 else (0, 1))
     for j in range(j0, j1):
-        if role == 0:
-            prev = j
-        elif role == 1:
-            prev = j - 1
-        elif role == 2:
-            prev = n - 1
-        else:
-            prev = -1
+        prev = j if role == 0 else (j - 1 if role == 1 else (n - 1 if role == 2 else -1))
         size = out_size[j]
         size_in = hi[j] - lo[j]
         if prev < 0:
@@ -156,26 +137,7 @@ def _runs(role, n, d, out_size, lo, hi, rec, mult):
             ov = 0
             ov_in = max(0, min(hi[j], hi[prev]) - max(lo[j], lo[prev]))
             prev_size = out_size[prev]
-        first = 1
-        final = 1
-        prev_final = 1
-        if d == 3:
-            first = 1 if j == 0 else 0
-            final = 1 if j == n - 1 else 0
-            prev_final = 1 if (prev >= 0 and prev == n - 1) else 0
-        same = count > 0
-        if same:
-            r = rec[count - 1]
-            same = (r[0] == size and r[1] == size_in and r[2] == ov and r[3] == ov_in and r[4] == prev_size
-                    and r[5] == first and r[6] == final and r[7] == prev_final)
-        if same:
-            mult[count - 1] += 1
-        else:
-            r = rec[count]
-            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7] = size, size_in, ov, ov_in, prev_size, first, final, \
-                prev_final
-            mult[count] = 1
-            count += 1
+        count = _push(rec, mult, count, size, size_in, ov, ov_in, prev_size, 1, 1, 1, 1)
     return count
 
 
@@ -277,7 +239,7 @@ def _evaluate(extents, r, s, h, w, sh, sw, pt, pl, tiles, orders, bits, staged, 
                 kern = r if d == 4 else s
                 pad = pt if d == 4 else pl
                 lim = h if d == 4 else w
-                _table(extents[d], tile, stride, kern, pad, lim, True, out_size[d], lo[d], hi[d])
+                _table(extents[d], tile, stride, kern, pad, lim, out_size[d], lo[d], hi[d])
             ntile[d] = n
             first_size[d] = min(tile, extents[d])
             last_size[d] = extents[d] - (n - 1) * tile
@@ -321,7 +283,7 @@ def _evaluate(extents, r, s, h, w, sh, sw, pt, pl, tiles, orders, bits, staged, 
                 if d < 4:
                     nrun[d] = _uniform_runs(role, ntile[d], tiles[ci, d], extents[d], d, rec[d], mult[d])
                 else:
-                    nrun[d] = _runs(role, ntile[d], d, out_size[d], lo[d], hi[d], rec[d], mult[d])
+                    nrun[d] = _runs(role, ntile[d], out_size[d], lo[d], hi[d], rec[d], mult[d])
             idx = np.zeros(6, np.int64)
             while True:
                 m = 1.0

@@ -50,7 +50,6 @@ class PeKind:
     word_bits: int             # XNOR: bits per popcount word; MAC: 1
     register_bits: int         # flip-flops per PE clocked every cycle (clock energy, area)
     delay_ns: Figure | None    # critical path, for a derived clock
-    figures: tuple = ()
 
     @property
     def pes(self) -> int:
@@ -141,11 +140,6 @@ class Architecture:
                 return lv
         return None
 
-    def pe_level_for(self, tensor: str) -> MemoryLevel | None:
-        for lv in self.levels:
-            if lv.per_pe and tensor in lv.holds:
-                return lv
-        return None
 
 
 @dataclass(frozen=True)

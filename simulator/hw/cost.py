@@ -34,6 +34,7 @@ ENERGY_CATEGORIES = ("mac", "popcount", "lut", "converters", "requant", "other_a
                      "clock")
 TENSORS = ("weights", "inputs", "outputs")
 STAGED = TENSORS + ("psums",)         # what a shared buffer can hold
+MAX_BATCH = 1 << 20                   # inferences processed together
 BANK_PIXELS = 1 << 21                 # output pixels of a batch the bank model walks exactly
 
 
@@ -96,10 +97,14 @@ class CostReport:
         return sum(self.energy_breakdown_pj.values())
 
 
+def check_batch(batch) -> None:
+    if not (isinstance(batch, int) and 1 <= batch <= MAX_BATCH):
+        raise HwsimError(f"must be an integer from 1 to {MAX_BATCH:,}, got {batch!r}", field="--batch")
+
+
 def estimate(workloads, hw: Hardware, batch: int = 1) -> CostReport:
     """Cost `workloads` (one inference each) on `hw` for a batch of `batch` inferences processed together."""
-    if not (isinstance(batch, int) and 1 <= batch <= 1 << 20):
-        raise HwsimError(f"must be an integer from 1 to 2^20, got {batch!r}", field="--batch")
+    check_batch(batch)
     warm_up()   # numba's compile / cache load is start-up, not cost-model time
     start = time.perf_counter()
     tech, arch = hw.tech, hw.arch

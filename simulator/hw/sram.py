@@ -17,7 +17,6 @@ import csv
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 from simulator.errors import HwsimError
 from simulator.hw.techtable import shipped_hwconfigs_dir
@@ -106,6 +105,3 @@ def register_file(size_bytes: float, word_bits: int, tech) -> MacroFigures:
               f"leakage = area x logic.leakage_nw_per_um2")
     return MacroFigures(read_pj, write_pj, leak, area_um2 * 1e-6, None, source, assumption=True)
 
-
-def cacti_file_path() -> Path:
-    return shipped_hwconfigs_dir() / CACTI_FILE

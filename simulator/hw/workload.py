@@ -114,11 +114,3 @@ def _exact(v):
 def conv_output_size(size: int, kernel: int, stride: int, pad_before: int, pad_after: int) -> int:
     return (size + pad_before + pad_after - kernel) // stride + 1
 
-
-def shape_text(wl: Workload) -> str:
-    if not wl.is_mac:
-        return f"{wl.op} {wl.in_elems // max(wl.n, 1)} -> {wl.out_elems // max(wl.n, 1)} elements"
-    groups = f" g{wl.g}" if wl.g > 1 else ""
-    return (f"{wl.c * wl.g}x{wl.h}x{wl.w} -> {wl.k * wl.g}x{wl.p}x{wl.q}, {wl.r}x{wl.s}"
-            f"/{wl.stride[0]}{groups}")
-
