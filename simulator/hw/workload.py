@@ -110,7 +110,3 @@ class Workload:
 def _exact(v):
     return int(round(v)) if abs(v - round(v)) < 1e-9 else v
 
-
-def conv_output_size(size: int, kernel: int, stride: int, pad_before: int, pad_after: int) -> int:
-    return (size + pad_before + pad_after - kernel) // stride + 1
-
