@@ -147,8 +147,10 @@ def _check_model(model: Model):
     shape = _int_list(list(model.input_shape), len(model.input_shape), "input.shape", lo=1)
     if len(shape) not in (1, 3):
         _fail(f"must be [C, H, W] or [K], got {shape}", "input.shape")
-    if not isinstance(model.input_enc, (UniformAct, BinaryAct)):
-        _fail("the model input must be uniform or binary", "input.encoding")
+    if not isinstance(model.input_enc, (UniformAct, BinaryAct, KnqAct)):
+        # knq at the input: a k-means codebook of the input data (seed 000 quantizes the images too): the input
+        # quantizer's fixed-point value goes through the comparator bank to its centroid index
+        _fail("the model input must be uniform, binary or knq (a k-means codebook)", "input.encoding")
     if model.input_rounding not in ROUNDINGS:
         _fail(f"must be one of {ROUNDINGS}", "input.rounding")
     if model.input_division not in INPUT_DIVISIONS:

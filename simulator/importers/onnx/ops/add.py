@@ -1,0 +1,38 @@
+"""Add: of two activations -> add (residual); of an activation and a constant -> the bias of the layer before."""
+
+import numpy as np
+
+from ..frontend import as_float
+from . import handler
+
+
+@handler("Add")
+class Add:
+    def to_float(self, node, fb):
+        node.only_attrs({})
+        if len(node.inputs) != 2:
+            node.fail(f"needs 2 inputs, got {len(node.inputs)}")
+        consts = [node.is_const(i) for i in (0, 1)]
+        if not any(consts):
+            fb.emit(node, "add", [fb.tensor(node, 0), fb.tensor(node, 1)])
+            return
+        if all(consts):
+            node.fail("adds two constants (constant folding of this op is not supported)")
+        i = consts.index(False)
+        x = fb.tensor(node, i)
+        prev = fb.graph.producer(x)
+        if prev is None or prev.op not in ("conv2d", "dense") or not fb.only_consumer(node, i):
+            node.fail("an Add of a constant must be the bias of the Conv / Gemm / MatMul before it (its output, "
+                      "used by nothing else)")
+        c = as_float(node.const(1 - i, "addend"), node, "addend")
+        co = prev.weight.shape[0]
+        try:   # ONNX broadcasting against [1, *shape]; a bias must be constant over everything but channels
+            full = np.broadcast_to(c, (1,) + tuple(prev.shape)) if c.ndim <= len(prev.shape) + 1 else None
+        except ValueError:
+            full = None
+        rows = None if full is None else full.reshape(co, -1)
+        if rows is None or not np.all(rows == rows[:, :1]):
+            node.fail(f"the addend {list(c.shape)} is not a per-channel bias of the {co}-channel layer before")
+        c = rows[:, 0]
+        prev.bias = (np.zeros(co) if prev.bias is None else prev.bias) + c
+        fb.alias(node, x)

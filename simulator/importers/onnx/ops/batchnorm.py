@@ -1,0 +1,30 @@
+"""BatchNormalization (inference form) -> folded into the conv2d / dense that produces its input."""
+
+import numpy as np
+
+from ..frontend import as_float
+from . import handler
+
+
+@handler("BatchNormalization")
+class BatchNormalization:
+    def to_float(self, node, fb):
+        node.only_attrs({"epsilon": None, "momentum": None, "training_mode": 0, "spatial": 1})
+        x = fb.tensor(node, 0)
+        prev = fb.graph.producer(x)
+        if prev is None or prev.op not in ("conv2d", "dense") or not fb.only_consumer(node, 0):
+            node.fail("BatchNormalization is folded into the Conv / Gemm before it: its input must be the output "
+                      "of a Conv, Gemm or MatMul used by nothing else")
+        co = prev.weight.shape[0]
+        gamma, beta, mean, var = (as_float(node.const(i, what), node, what)
+                                  for i, what in enumerate(("scale", "B", "mean", "var"), start=1))
+        for what, v in zip(("scale", "B", "mean", "var"), (gamma, beta, mean, var)):
+            if v.shape != (co,):
+                node.fail(f"{what} must be [{co}], got {list(v.shape)}")
+        if np.any(var < 0):
+            node.fail("var has negative entries")
+        k = gamma / np.sqrt(var + float(node.attr("epsilon", 1e-5)))
+        prev.weight = prev.weight * k.reshape((-1,) + (1,) * (prev.weight.ndim - 1))
+        bias = np.zeros(co) if prev.bias is None else prev.bias
+        prev.bias = (bias - mean) * k + beta
+        fb.alias(node, x)
