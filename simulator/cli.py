@@ -102,6 +102,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL.qnn")
     p.add_argument("-o", "--output", required=True, metavar="MODEL.onnx", help="the .onnx file to write")
 
+    p = sub.add_parser("quantize", help="quantize a float ONNX model with the seed papers' schemes into a .qnn",
+                       description="Read a float ONNX model (Conv, Gemm/MatMul, BatchNormalization folded, Relu, "
+                                   "Clip, pools, Add, Concat, Flatten/Reshape), calibrate on --calib, quantize "
+                                   "weights and activations, write a .qnn that 'hwsim run' executes bit-exactly. "
+                                   "Schemes: docs/quantization.md. Needs the 'onnx' extra.")
+    p.add_argument("float_model", metavar="FLOAT.onnx")
+    p.add_argument("--calib", required=True, metavar="CALIB.npz",
+                   help="calibration data: 'x' (float inputs as the float model takes them), optional 'y' labels")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.qnn", help="the .qnn file to write")
+    p.add_argument("--weights", metavar="SCHEME", help="weight scheme (default uniform:8): uniform:B, kmeans:B[,groups=G], "
+                                                      "siq:B, ternary:twn, ternary:hwang, binary:xnor, pow2:B, dictionary:N")
+    p.add_argument("--acts", metavar="SCHEME", help="activation scheme of the feature maps each layer reads "
+                                                    "(default uniform:8): uniform:B, enq:E, enq:auto, knq:T, binary")
+    p.add_argument("--input", metavar="SCHEME", help="the model input's encoding: uniform:B (default 8) or kmeans:B")
+    p.add_argument("--recipe", metavar="R.yaml", help="schemes per layer name or op (what 'hwsim analyze' writes)")
+    p.add_argument("--all-layers", action="store_true",
+                   help="apply the schemes to the first and last MAC layers too (default: they stay uniform 8-bit)")
+    p.add_argument("--budget", type=float, metavar="D", help="enq:auto: accuracy drop allowed per search (default 0.01)")
+    p.add_argument("--train", metavar="TRAIN.npz", help="training data (x, y) for siq retraining (needs the 'torch' extra)")
+    p.add_argument("--limit", type=int, metavar="N", help="calibrate on the first N samples only")
+    p.add_argument("--seed", type=int, default=0, help="random seed (k-means, retraining; default 0)")
+    p.add_argument("--json", metavar="REPORT.json", help="write the summary as JSON")
+
     p = sub.add_parser("inspect", help="show a model's layers, encodings, shapes and storage",
                        description="Print the graph stored in MODEL.qnn.")
     p.add_argument("model", metavar="MODEL.qnn")
@@ -120,7 +143,8 @@ def main(argv=None) -> int:
     try:
         handlers = {"run": commands.run, "estimate": commands.estimate, "compare": commands.compare,
                     "validate": commands.validate, "inspect": commands.inspect,
-                    "import": commands.import_model, "export": commands.export_model}
+                    "import": commands.import_model,
+                    "quantize": commands.quantize, "export": commands.export_model}
         return handlers[args.command](args)
     except HwsimError as exc:
         print(f"hwsim: error: {exc.line()}", file=sys.stderr)

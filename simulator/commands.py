@@ -252,3 +252,55 @@ def export_model(args) -> int:
     export_onnx(model, args.output)
     print(f"{args.model} -> {args.output}")
     return 0
+
+
+def _load_calibration(fg, path, limit=None, what="--calib"):
+    from .quant.pipeline import check_calibration
+    if path is None:
+        return None, None
+    x, y = check_calibration(fg, load_npz(path), path)
+    if limit is not None:
+        if limit < 1:
+            raise HwsimError(f"must be positive, got {limit}", field="--limit")
+        x, y = x[:limit], None if y is None else y[:limit]
+    return x, y
+
+
+def _recipe(args):
+    from .quant.schemes import Recipe, load_recipe, parse_scheme
+    recipe = load_recipe(args.recipe) if args.recipe else Recipe()
+    for role in ("weights", "acts", "input"):
+        text = getattr(args, role, None)
+        if text is not None:
+            setattr(recipe, role, parse_scheme(text, role, f"--{role}"))
+    if args.all_layers:
+        recipe.all_layers = True
+    if args.budget is not None:
+        if not 0 <= args.budget <= 1:
+            raise HwsimError(f"must be in [0, 1], got {args.budget}", field="--budget")
+        recipe.budget = args.budget
+    return recipe
+
+
+def quantize(args) -> int:
+    import os
+
+    from .importers.onnx.float_reader import read_float_onnx
+    from .qnn.model_io import save_model
+    from .quant.pipeline import quantize as run_quantize
+    from .quant.summary import format_quantize, quantize_report
+
+    if not args.output.lower().endswith(".qnn"):
+        raise HwsimError("the output must be a .qnn file", field="-o")
+    recipe = _recipe(args)
+    fg = read_float_onnx(args.float_model)
+    x, y = _load_calibration(fg, args.calib, args.limit)
+    train = _load_calibration(fg, args.train, None, "--train") if args.train else None
+    name = os.path.splitext(os.path.basename(args.output))[0]
+    result = run_quantize(fg, x, y, recipe, name=name, seed=args.seed, train=train)
+    save_model(result.model, args.output)
+    rep = quantize_report(result, args.float_model, args.output, args.calib)
+    if args.json:
+        atomic_write_text(args.json, json.dumps(rep, indent=2) + "\n")
+    print(format_quantize(rep))
+    return 0
