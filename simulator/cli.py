@@ -125,6 +125,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (k-means, retraining; default 0)")
     p.add_argument("--json", metavar="REPORT.json", help="write the summary as JSON")
 
+    p = sub.add_parser("analyze", help="per-layer SQNR of weights and activations, and Lin et al.'s bit allocation",
+                       description="SQNR of every layer's weights and input feature map at 1-8 bits against the "
+                                   "float model; with --budget-bits or --target-sqnr-db, the per-layer bits of Lin "
+                                   "et al.'s allocation (1/g_out = sum 1/g_i), written as a recipe for 'hwsim "
+                                   "quantize'; with --qnn, the measured SQNR of a quantized model, layer by layer.")
+    p.add_argument("float_model", metavar="FLOAT.onnx")
+    p.add_argument("--calib", required=True, metavar="CALIB.npz", help="calibration data ('x', float inputs)")
+    p.add_argument("--budget-bits", type=int, metavar="N", help="total bits for all weights and activations")
+    p.add_argument("--target-sqnr-db", type=float, metavar="S", help="output SQNR to reach with the fewest bits")
+    p.add_argument("--recipe-out", metavar="R.yaml", help="write the allocation as a recipe")
+    p.add_argument("--qnn", metavar="MODEL.qnn", help="also measure this quantized model's per-layer SQNR")
+    p.add_argument("--limit", type=int, metavar="N", help="use the first N calibration samples only")
+    p.add_argument("--json", metavar="REPORT.json", help="write the analysis as JSON")
+
     p = sub.add_parser("inspect", help="show a model's layers, encodings, shapes and storage",
                        description="Print the graph stored in MODEL.qnn.")
     p.add_argument("model", metavar="MODEL.qnn")
@@ -144,7 +158,7 @@ def main(argv=None) -> int:
         handlers = {"run": commands.run, "estimate": commands.estimate, "compare": commands.compare,
                     "validate": commands.validate, "inspect": commands.inspect,
                     "import": commands.import_model,
-                    "quantize": commands.quantize, "export": commands.export_model}
+                    "quantize": commands.quantize, "analyze": commands.analyze, "export": commands.export_model}
         return handlers[args.command](args)
     except HwsimError as exc:
         print(f"hwsim: error: {exc.line()}", file=sys.stderr)

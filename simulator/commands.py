@@ -304,3 +304,31 @@ def quantize(args) -> int:
         atomic_write_text(args.json, json.dumps(rep, indent=2) + "\n")
     print(format_quantize(rep))
     return 0
+
+
+def analyze(args) -> int:
+    import yaml
+
+    from .importers.onnx.float_reader import read_float_onnx
+    from .qnn.model_io import load_model
+    from .quant.analyze import allocation_recipe, analyze as run_analyze, measured_sqnr
+    from .quant.summary import format_analyze
+
+    if args.budget_bits is not None and args.target_sqnr_db is not None:
+        raise HwsimError("give one of --budget-bits and --target-sqnr-db", field="--budget-bits")
+    if args.recipe_out and args.budget_bits is None and args.target_sqnr_db is None:
+        raise HwsimError("a recipe needs an allocation: add --budget-bits N or --target-sqnr-db S", field="--recipe-out")
+    fg = read_float_onnx(args.float_model)
+    x, _ = _load_calibration(fg, args.calib, args.limit)
+    model = load_model(args.qnn) if args.qnn else None
+    rep = run_analyze(fg, x, args.budget_bits, args.target_sqnr_db)
+    rep["float_model"] = args.float_model
+    if model is not None:
+        rep["qnn"], rep["measured"] = args.qnn, measured_sqnr(fg, model, x)
+    if args.recipe_out:
+        atomic_write_text(args.recipe_out, yaml.safe_dump(allocation_recipe(rep), sort_keys=False))
+        rep["recipe_out"] = args.recipe_out
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report.plain(rep), indent=2) + "\n")
+    print(format_analyze(rep))
+    return 0

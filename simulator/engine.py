@@ -46,9 +46,9 @@ def quantize_input(model: Model, x: np.ndarray) -> np.ndarray:
     if model.input_division == "float32":
         # ONNX Runtime's QuantizeLinear: the float32 input divided by the float32 scale in IEEE single precision
         with np.errstate(over="ignore"):
-            v = (x.astype(np.float32) / np.float32(enc.scale)).astype(np.float64)
+            v = (x.astype(np.float32) / np.float32(enc.value_scale)).astype(np.float64)
     else:
-        v = x.astype(np.float64) / enc.scale  # a true division, as ONNX QuantizeLinear
+        v = x.astype(np.float64) / enc.value_scale  # a true division, as ONNX QuantizeLinear
     v = round_float(v, model.input_rounding)
     return enc.encode(np.clip(v, -2.0 ** 40, 2.0 ** 40).astype(np.int64))
 

@@ -16,7 +16,7 @@ from simulator.encodings import int_range
 from simulator.units.enq import qe_encode
 from simulator.units.knq import kmeans_centroids
 
-from .weights import _check_int, _eq5_round, _real_array
+from .weights import _check_int, _eq5_round, _largest_shift, _real_array
 
 
 def frac_bits(max_value, bits, signed=False) -> int:
@@ -31,20 +31,14 @@ def frac_bits(max_value, bits, signed=False) -> int:
         raise ValueError(f"max_value must be finite, got {max_value!r}")
     if max_value <= 0:
         return 0
-    qmax = int_range(bits, signed)[1]
-    f = math.floor(math.log2(qmax / max_value))
-    while math.ldexp(max_value, f + 1) <= qmax:       # fix log2's last-bit error (products are exact)
-        f += 1
-    while math.ldexp(max_value, f) > qmax:
-        f -= 1
-    return f
+    return _largest_shift(max_value, int_range(bits, signed)[1])
 
 
 def uniform_codes(x, bits, frac, signed=False):
     """Seed 001 Eq. 5, Q(x) = D * floor(x/D + 1/2) with D = 2^-frac, clamped to the (bits, signed) code
     range of `UniformAct`. Returns the integer values v (int64), x ~ v * 2^-frac."""
     bits = _check_int("bits", bits, 1, 32)
-    frac = _check_int("frac", frac, -64, 64)
+    frac = _check_int("frac", frac, -1100, 1100)
     lo, hi = int_range(bits, signed)
     v = _eq5_round(np.ldexp(_real_array(x, "x"), frac))     # x / D exactly: D is a power of two
     return np.clip(v, lo, hi).astype(np.int64)

@@ -399,6 +399,8 @@ def quantize(fg: FloatGraph, x: np.ndarray, y, recipe: Recipe, *, name: str, see
     """Quantize `fg` with `recipe`, calibrated on x; the metadata records how. `train`: (x, y) for siq."""
     start = time.perf_counter()
     if any(s.kind == "siq" for s in plan_schemes(fg, recipe).weights.values()):
+        if train is None:
+            raise HwsimError("siq weights need --train TRAIN.npz (x, y): SIQ retrains the network", field="--train")
         from .siq import siq_retrain
         fg, recipe = siq_retrain(fg, recipe, train, seed=seed, progress=progress)
     q = Quantizer(fg, recipe, x, seed)

@@ -16,9 +16,9 @@ WEIGHT_KINDS = {"uniform": "B", "kmeans": "B", "siq": "B", "ternary": "twn|hwang
                 "dictionary": "N"}
 ACT_KINDS = {"uniform": "B", "enq": "E|auto", "knq": "T", "binary": ""}
 INPUT_KINDS = {"uniform": "B", "kmeans": "B"}
-OPTIONS = {"kmeans": {"groups"}, "siq": {"groups", "rounds", "epochs"}, "enq": {"qm"}, "knq": {"qm"},
+OPTIONS = {"kmeans": {"groups"}, "siq": {"groups", "rounds", "epochs"}, "enq": {"qm"}, "knq": {"qm", "centroids"},
            "dictionary": {"init"}}
-BIT_LIMITS = {"uniform": (2, 16), "kmeans": (1, 8), "siq": (1, 8), "pow2": (2, 4), "dictionary": (2, 256),
+BIT_LIMITS = {"uniform": (1, 16), "kmeans": (1, 8), "siq": (1, 8), "pow2": (2, 4), "dictionary": (2, 256),
               "enq": (1, 16), "knq": (1, 8)}
 RECIPE_FORMAT = "hwsim-recipe/1"
 RECIPE_KEYS = {"format", "weights", "acts", "input", "all_layers", "layers", "budget", "note"}
@@ -63,6 +63,8 @@ def parse_scheme(text, role: str, where: str) -> Scheme:
             except ValueError:
                 raise HwsimError(f"{kind} needs a number: {kind}:{spec}, got {text!r}", field=where) from None
             lo, hi = BIT_LIMITS[kind]
+            if kind == "uniform" and role == "weights":
+                lo = 2        # symmetric weights need a sign and a magnitude bit (1 bit: binary:xnor)
             if not lo <= value <= hi:
                 raise HwsimError(f"{kind}:{value} is out of range ({lo}..{hi})", field=where)
     elif spec:
@@ -93,6 +95,8 @@ def parse_scheme(text, role: str, where: str) -> Scheme:
         qm = options.get("qm", 8)
         if not 1 <= qm <= 16:
             raise HwsimError(f"qm must be 1..16, got {qm}", field=where)
+        if "centroids" in options and options["centroids"] != 1 << value:
+            raise HwsimError(f"{value}-bit KNQ has {1 << value} centroids, not {options['centroids']}", field=where)
         if isinstance(value, int) and value > qm:
             raise HwsimError(f"{kind}:{value} needs at most q_m = {qm} bits ({2 ** value} levels cannot come out of "
                              f"{qm}-bit activations)", field=where)

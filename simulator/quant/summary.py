@@ -61,3 +61,33 @@ def format_quantize(rep: dict) -> str:
 
 def _db(v):
     return "inf" if v == math.inf else f"{v:.1f}"
+
+
+def format_analyze(rep: dict) -> str:
+    bits = rep["bits"]
+    out = [f"{rep['float_model']}: SQNR (dB) of each layer's weights (w) and of the feature map it reads (a), "
+           f"each quantized alone, on {rep['calibration_samples']} calibration samples", ""]
+    rows = []
+    for r in rep["layers"]:
+        for kind, key in (("w", "weight"), ("a", "activation")):
+            kappa = r[f"{key}_kappa_db_per_bit"]
+            rows.append([r["name"] if kind == "w" else "", kind, f"{r[f'{key}_elements']:,}"]
+                        + [_db(r[f"{key}_sqnr_db"][b]) for b in bits] + ["-" if kappa is None else f"{kappa:.2f}"])
+    out.append(_table(["layer", "", "elements"] + [f"{b}b" for b in bits] + ["kappa dB/bit"], rows,
+                      ["<", "<", ">"] + [">"] * (len(bits) + 1)))
+    alloc = rep.get("allocation")
+    if alloc:
+        goal = (f"budget {alloc['budget_bits']:,} bits" if alloc["budget_bits"] is not None
+                else f"target output SQNR {alloc['target_sqnr_db']:g} dB")
+        out += ["", f"Lin et al. allocation ({goal}): {alloc['total_bits']:,} bits, predicted output SQNR "
+                    f"{_db(alloc['predicted_output_sqnr_db'])} dB",
+                _table(["layer", "weight bits", "activation bits"],
+                       [[n, b, alloc["activation_bits"][n]] for n, b in alloc["weights_bits"].items()],
+                       ["<", ">", ">"])]
+    if rep.get("recipe_out"):
+        out.append(f"recipe written to {rep['recipe_out']} (hwsim quantize --recipe {rep['recipe_out']})")
+    if rep.get("measured"):
+        out += ["", f"measured SQNR of {rep['qnn']} (integer engine) against the float model, layer by layer:",
+                _table(["layer", "op", "SQNR dB"], [[m["name"], m["op"], _db(m["sqnr_db"])] for m in rep["measured"]],
+                       ["<", "<", ">"])]
+    return "\n".join(out)

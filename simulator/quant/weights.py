@@ -69,10 +69,22 @@ def exact_scale(alpha: float) -> float:
     return mantissa8(alpha)
 
 
+def _largest_shift(amax, limit, strict=False):
+    """Largest integer f with amax * 2^f <= limit (< limit if strict); amax > 0. Exact: scaling by 2^f is."""
+    f = math.frexp(limit)[1] - math.frexp(amax)[1]          # within one of the answer, never overflows
+    fits = (lambda g: math.ldexp(amax, g) < limit) if strict else (lambda g: math.ldexp(amax, g) <= limit)
+    while fits(f + 1):
+        f += 1
+    while not fits(f):
+        f -= 1
+    return f
+
+
 def _nearest_index(values, sorted_points):
-    """Index of the nearest of `sorted_points` (non-decreasing) for each value; ties to the lower point."""
+    """Index of the nearest of `sorted_points` (non-decreasing) for each value; a tie goes to the upper point
+    (seed 000's threshold form l_j if delta_{j-1} <= W < delta_j, delta = the midpoints)."""
     mids = (sorted_points[:-1] + sorted_points[1:]) / 2.0
-    return np.searchsorted(mids, values, side="left").astype(np.int64)
+    return np.searchsorted(mids, values, side="right").astype(np.int64)
 
 
 # ------------------------------------------------------------------------------------------- uniform
@@ -100,10 +112,10 @@ def uniform_weights(w, bits, per_channel=True):
 def lloyd_kmeans(values, k, iters=300, init="linear"):
     """Seed 000's K-means with Lloyd's optimisation, in 1-D.
 
-    Lloyd: assign every value to its nearest centroid (ties to the lower one), move every centroid to the mean
+    Lloyd: assign every value to its nearest centroid (ties to the upper one), move every centroid to the mean
     of its cell (an empty cell keeps its centroid), repeat until no assignment changes or `iters` steps.
     In 1-D the cells are intervals, so the result is seed 000's threshold form W^_i = l_j if
-    delta_{j-1} <= W_i < delta_j with delta_j the midpoints between neighbouring centroids.
+    delta_{j-1} <= W_i < delta_j, delta_j the midpoint between l_j and l_{j+1}.
 
     init "linear": linspace(min, max, k) (Deep Compression's recommended init); "density": the data's
     quantiles at (j + 1/2) / k (equal-probability bins). Deterministic.
@@ -155,13 +167,9 @@ def fixed_point_table(centroids, table_bits):
     c = _real_array(centroids, "centroids")
     qmax = (1 << (table_bits - 1)) - 1
     amax = float(np.abs(c).max())
-    f = 0
-    if amax > 0:
-        f = math.floor(math.log2(qmax / amax))
-        while math.ldexp(amax, f + 1) < qmax + 0.5:   # fix log2's last-bit error (products are exact)
-            f += 1
-        while math.ldexp(amax, f) >= qmax + 0.5:
-            f -= 1
+    f = _largest_shift(amax, qmax + 0.5, strict=True) if amax > 0 else 0
+    if math.ldexp(1.0, -f) == 0:
+        raise ValueError(f"centroids up to {amax:g} are too small for a float64 power-of-two scale")
     table = np.rint(np.ldexp(c, f)).astype(np.int64)
     return table, math.ldexp(1.0, -f)
 
@@ -317,7 +325,7 @@ def dictionary_weights(ws, entries, init="uniform", table_bits=8):
       Lloyd k-means (non-uniform, seed 000's algorithm, linear init);
     - entries stored as signed table_bits fixed point with a power-of-two scale (`fixed_point_table`; the
       seed's entries are floating point, hwsim's LUT holds integers);
-    - indices = the nearest stored entry (ties to the lower one).
+    - indices = the nearest stored entry (ties to the upper one, as seed 000's thresholds).
     Real weight of layer L = table[idx] * table_scale * layer_scales[L] (a power of two times an 8-bit
     mantissa: still exact). A layer is `CodebookW(ceil(log2 entries), table_bits, 0,
     (table_scale * layer_scales[L],))` with the table as its one-row codebook.

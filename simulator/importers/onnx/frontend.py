@@ -85,6 +85,14 @@ class Node:
     def attr(self, key, default=None):
         return self.attrs().get(key, default)
 
+    def text_attrs(self) -> dict:
+        """attrs() with string attributes decoded (rounding_mode="ROUND" rather than b"ROUND")."""
+        return {k: v.decode() if isinstance(v, bytes) else v for k, v in self.attrs().items()}
+
+    def input(self, i: int) -> str:
+        """The name of input i, "" when it is absent (an omitted optional input)."""
+        return self.proto.input[i] if i < len(self.proto.input) else ""
+
     def only_attrs(self, allowed: dict):
         """Fail on an attribute the handler does not implement with a value other than its neutral one."""
         for key, value in self.attrs().items():
@@ -155,8 +163,9 @@ class OnnxGraph:
             node = Node(proto, i, self)
             for name in proto.input:
                 if name not in known:
-                    raise HwsimError(f"input {name!r} is not produced by an earlier node (the graph must be "
-                                     "topologically sorted, as ONNX requires)", source=self.source, field=node.where)
+                    raise HwsimError(f"input {name!r} is not produced by an earlier node (a missing initializer? "
+                                     "the graph must also be topologically sorted, as ONNX requires)",
+                                     source=self.source, field=node.where)
             known.update(proto.output)
 
     def nodes(self):

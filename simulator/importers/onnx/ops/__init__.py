@@ -1,8 +1,14 @@
 """One handler per ONNX op, in the spirit of QONNX's custom_op/ layout: a new op is a new file and a test.
 
 A handler checks the node's attributes, infers its output shape (through the graph it builds) and says what the
-node becomes in hwsim. `to_float(node, builder)` lowers it into a FloatGraph (float_reader.py): it emits a node,
-folds into the node before it (BatchNormalization, a bias Add), aliases a tensor (Identity), or records a constant.
+node becomes in hwsim, with one method per reader:
+
+- `to_float(node, builder)` lowers it into a FloatGraph (float_reader.py): it emits a node, folds into the node
+  before it (BatchNormalization, a bias Add), aliases a tensor (Identity), or records a constant;
+- `ort(node, imp)` reads it in a quantized QOperator / QDQ model, bit-exact with ONNX Runtime (onnx_import.py);
+- `qonnx(node, imp)` reads it in a QONNX graph (qonnx_import.py).
+
+The registry is keyed by (domain, op type); "" is the default ONNX domain (also spelled "ai.onnx").
 """
 
 from __future__ import annotations
@@ -10,32 +16,53 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-REGISTRY = {}
+MS = "com.microsoft"
+QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general")
+REGISTRY = {}                      # (domain, op type) -> handler instance
 
 
-def handler(*op_types):
-    """Class decorator: register one handler instance for these ONNX op types (default domain)."""
+def _domain(domain: str) -> str:
+    return "" if domain in ("", "ai.onnx") else domain
+
+
+def handler(*op_types, domain=""):
+    """Class decorator: register one handler instance for these op types in `domain` (a name or a tuple)."""
+    domains = (domain,) if isinstance(domain, str) else tuple(domain)
+
     def register(cls):
         instance = cls()
-        for op in op_types:
-            REGISTRY[op] = instance
+        for d in domains:
+            for op in op_types:
+                REGISTRY[(_domain(d), op)] = instance
         return cls
     return register
 
 
+def supported(reader: str) -> list:
+    """The ops `reader` handles, sorted; ops outside the default domain carry it: "QGemm (com.microsoft)"."""
+    _load()
+    default = {op for (d, op), h in REGISTRY.items() if d == "" and hasattr(h, reader)}
+    other = {f"{op} ({d})" for (d, op), h in REGISTRY.items()
+             if d != "" and op not in default and hasattr(h, reader)}
+    return sorted(default | other)
+
+
 def float_ops() -> list:
-    _load()
-    return sorted(op for op, h in REGISTRY.items() if hasattr(h, "to_float"))
+    return supported("to_float")
 
 
-def lookup(node, reader: str):
-    """The handler of `node` for `reader` ("to_float", ...), or fail naming the node and what is supported."""
+def lookup(node, reader: str, any_domain: bool = False):
+    """The handler of `node` for `reader` ("to_float", "ort", "qonnx"), or fail naming the node and what is
+    supported. `any_domain`: match the op type in whatever domain the node declares (QONNX's custom ops come
+    under several domain names: qonnx.custom_op.general, finn.custom_op.general, onnx.brevitas, ...)."""
     _load()
-    h = REGISTRY.get(node.op_type)
-    if h is None or not hasattr(h, reader) or node.proto.domain not in ("", "ai.onnx"):
-        dom = f" (domain {node.proto.domain})" if node.proto.domain not in ("", "ai.onnx") else ""
-        supported = sorted(op for op, x in REGISTRY.items() if hasattr(x, reader))
-        node.fail(f"unsupported op {node.op_type!r}{dom}; supported: {', '.join(supported)}")
+    domain = _domain(node.proto.domain)
+    h = REGISTRY.get((domain, node.op_type))
+    if (h is None or not hasattr(h, reader)) and any_domain:
+        h = next((x for (d, op), x in REGISTRY.items() if op == node.op_type and hasattr(x, reader)), None)
+    if h is None or not hasattr(h, reader):
+        dom = f" (domain {domain})" if domain else ""
+        node.fail(f"unsupported op {node.op_type!r}{dom}; supported: {', '.join(supported(reader))}")
     return h
 
 
