@@ -338,3 +338,19 @@ def test_budget_no_allocation_can_meet(capsys, tmp_path):
 def test_input_scheme_cannot_be_enq():
     with pytest.raises(HwsimError, match="unknown input scheme"):
         parse_scheme("enq:4", "input", "--input")
+
+
+@pytest.mark.parametrize("w,a,inp", [("uniform:8", "uniform:8", "uniform:8"), ("kmeans:4", "knq:3", "kmeans:3"),
+                                     ("ternary:twn", "enq:5", "uniform:6"), ("binary:xnor", "binary", "uniform:8")])
+def test_quantized_models_export_and_run_in_onnxruntime(tmp_path, bn_model, digits, w, a, inp):
+    """An independent executor: the .qnn that quantize writes, exported to ONNX, gives the same codes in ORT."""
+    from simulator.exporters.onnx_export import export_onnx
+    x, y = digits
+    recipe = Recipe(weights=parse_scheme(w, "weights", "w"), acts=parse_scheme(a, "acts", "a"),
+                    input=parse_scheme(inp, "input", "i"))
+    model = quantize(read_float_onnx(bn_model), x, y, recipe, name="t").model
+    export_onnx(model, tmp_path / "t.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "t.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float32)})[0]
+    ours = Engine(model).run(quantize_input(model, x)).output
+    np.testing.assert_array_equal(got.reshape(ours.shape).astype(np.int64), ours)

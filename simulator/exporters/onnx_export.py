@@ -396,10 +396,11 @@ class _Exporter:
                         "input", to=int(elem))
         division = getattr(model, "input_division", "float64")
         lo, hi = enc.code_range()
-        f32_scale = np.float32(enc.scale)
-        exact_f32 = division == "float32" or (_is_pow2(enc.scale) and float(f32_scale) == enc.scale
+        scale = enc.value_scale
+        f32_scale = np.float32(scale)
+        exact_f32 = division == "float32" or (_is_pow2(scale) and float(f32_scale) == scale
                                               and np.isfinite(f32_scale) and f32_scale >= np.finfo(np.float32).tiny)
-        if model.input_rounding == "half_even" and exact_f32 and enc.bits <= 8:
+        if model.input_rounding == "half_even" and exact_f32 and isinstance(enc, UniformAct) and enc.bits <= 8:
             # QuantizeLinear: saturate(round_half_even(x / scale) + zp), the division in float32
             codes = g.op("QuantizeLinear", ["input", g.const(f32_scale, np.float32, "input_scale"),
                                             g.const(enc.zero_point, dt, "input_zp")], "input")
@@ -412,7 +413,7 @@ class _Exporter:
             x = g.op("Div", ["input", g.const(f32_scale, np.float32, "input_scale")], "input")
             v = self.cast(x, T.DOUBLE, "input")
         else:
-            v = g.op("Div", [self.cast("input", T.DOUBLE, "input"), g.const(enc.scale, np.float64, "input_scale")],
+            v = g.op("Div", [self.cast("input", T.DOUBLE, "input"), g.const(scale, np.float64, "input_scale")],
                      "input")
         v = self.round_float(v, model.input_rounding, "input")
         v = g.op("Clip", [v, g.const(-FLOAT_CLAMP, np.float64), g.const(FLOAT_CLAMP, np.float64)], "input")
