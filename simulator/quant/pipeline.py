@@ -155,23 +155,28 @@ def _input_scheme(read_as, recipe, plan):
 
 # ------------------------------------------------------------------------------------------------ calibration
 
+def _frac(max_value, bits, signed):
+    """F from the calibration range, within the encodings' [-32, 32] (a near-zero tensor would ask for more)."""
+    return max(-32, min(32, qa.frac_bits(max_value, bits, signed)))
+
+
 def activation_encoding(scheme: Scheme, values: np.ndarray, where: str, seed: int = 0, e_bits=None):
     """Encoding of a stored tensor from its float calibration values."""
     lo, hi = float(values.min()), float(values.max())
     if scheme == "logits":
-        return UniformAct(LOGIT_BITS, True, 2.0 ** -qa.frac_bits(max(abs(lo), abs(hi)), LOGIT_BITS, True))
+        return UniformAct(LOGIT_BITS, True, 2.0 ** -_frac(max(abs(lo), abs(hi)), LOGIT_BITS, True))
     kind = scheme.kind
     if kind == "binary":
-        return BinaryAct(qw.mantissa8(qw.xnor_beta(values)))
+        return BinaryAct(1.0 if scheme.opt("beta") == 1 else qw.mantissa8(qw.xnor_beta(values)))
     if kind == "uniform":
         signed = lo < 0
-        return UniformAct(scheme.bits, signed, 2.0 ** -qa.frac_bits(max(abs(lo), abs(hi)), scheme.bits, signed))
+        return UniformAct(scheme.bits, signed, 2.0 ** -_frac(max(abs(lo), abs(hi)), scheme.bits, signed))
     if kind in ("enq", "knq", "kmeans"):
         qm = scheme.opt("qm", 8)
         if lo < 0:
             raise HwsimError(f"{kind} quantizes non-negative activations (after a ReLU), but this tensor reaches "
                              f"{lo:.4g} on the calibration set", field=where)
-        frac = qa.frac_bits(hi, qm, False)
+        frac = _frac(hi, qm, False)
         if kind == "enq":
             return EnqAct(qm if scheme.arg == "auto" else (e_bits or scheme.bits), qm, frac)
         t = scheme.bits
@@ -251,12 +256,17 @@ class Quantizer:
         for n in self.fg.mac_nodes():
             scheme = self.plan.weights[n.name]
             if scheme.kind == "siq":
-                raise HwsimError("siq weights are made by retraining: run through quantize_model (needs --train)",
+                raise HwsimError("siq weights are made by retraining: run through quantize() (needs --train)",
                                  field=f"layer {n.name}")
-            self.weight_cache[n.name] = quantize_weights(n, scheme, dictionary)
+            try:
+                self.weight_cache[n.name] = quantize_weights(n, scheme, dictionary)
+            except ValueError as exc:        # the quantizers' argument checks: one line naming the layer
+                raise HwsimError(str(exc), field=f"layer {n.name} ({scheme})") from None
         for t, scheme in self.plan.tensor_scheme.items():
-            values = self._values(t)
-            self.plan.encodings[t] = activation_encoding(scheme, values, f"tensor {t}", self.seed)
+            try:
+                self.plan.encodings[t] = activation_encoding(scheme, self._values(t), f"tensor {t}", self.seed)
+            except ValueError as exc:
+                raise HwsimError(str(exc), field=f"tensor {t} ({scheme})") from None
 
     def _values(self, t):
         """Float calibration values of stored tensor t (after its fused activation), with its group's."""
@@ -308,9 +318,13 @@ class Quantizer:
         attrs = {"acc_bits": 32, "requant": "float64"}
         if n.op == "conv2d":
             attrs.update(stride=list(n.attrs["stride"]), padding=list(n.attrs["padding"]), groups=n.attrs["groups"])
+            if isinstance(in_enc, BinaryAct):
+                attrs["binary_pad"] = "zero"      # the float model pads with zeros, not with a +-1 sign
         bias = None
         if n.bias is not None:
-            bias = np.rint(n.bias / (s_in * s_w)).astype(np.int64)
+            b = n.bias / (s_in * s_w)
+            # a sign output is acc + b >= 0, i.e. acc + floor(b) >= 0 for an integer acc: exact, no rounding
+            bias = (np.floor(b) if isinstance(out_enc, BinaryAct) else np.rint(b)).astype(np.int64)
             if np.abs(bias).max(initial=0) >= 2 ** 31:
                 raise HwsimError("the bias does not fit 32 bits at this layer's scales (weights or activations too "
                                  "finely scaled)", field=f"layer {n.name}")

@@ -16,7 +16,7 @@ WEIGHT_KINDS = {"uniform": "B", "kmeans": "B", "siq": "B", "ternary": "twn|hwang
                 "dictionary": "N"}
 ACT_KINDS = {"uniform": "B", "enq": "E|auto", "knq": "T", "binary": ""}
 INPUT_KINDS = {"uniform": "B", "kmeans": "B"}
-OPTIONS = {"kmeans": {"groups"}, "siq": {"groups", "rounds", "epochs"}, "enq": {"qm"}, "knq": {"qm", "centroids"},
+OPTIONS = {"binary": {"beta"}, "kmeans": {"groups"}, "siq": {"groups", "rounds", "epochs"}, "enq": {"qm"}, "knq": {"qm", "centroids"},
            "dictionary": {"init"}}
 BIT_LIMITS = {"uniform": (1, 16), "kmeans": (1, 8), "siq": (1, 8), "pow2": (2, 4), "dictionary": (2, 256),
               "enq": (1, 16), "knq": (1, 8)}
@@ -91,6 +91,9 @@ def parse_scheme(text, role: str, where: str) -> Scheme:
             raise HwsimError(f"option {key} needs an integer, got {val!r}", field=where) from None
         if options[key] < 1:
             raise HwsimError(f"option {key} must be positive, got {val}", field=where)
+    if options.get("beta", 1) != 1:
+        raise HwsimError("beta=1 gives plain sign activations (networks trained without XNOR-Net's scaling); "
+                         "omit it for beta = mean|X|", field=where)
     if kind in ("enq", "knq"):
         qm = options.get("qm", 8)
         if not 1 <= qm <= 16:

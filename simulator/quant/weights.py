@@ -292,7 +292,6 @@ def pow2_weights(w, bits, per_channel=True):
     bits = _check_int("bits", bits, 2, 5)
     w = _real_array(w, min_ndim=1)
     qmax = (1 << (bits - 1)) - 1
-    top = math.ldexp(1.0, qmax - 1)
     scales = []
     for amax in np.abs(_channel_view(w, per_channel)).max(axis=1):
         if amax == 0:
