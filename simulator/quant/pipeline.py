@@ -118,9 +118,8 @@ def _tensor_schemes(fg, plan, recipe):
                 parent[find(s)] = find(srcs[0])
     outputs = set(sources(fg.output))
     for t in stored:
-        g = find(t)
-        plan.groups[t] = g
-    for g in set(plan.groups.values()):
+        plan.groups[t] = find(t)
+    for g in dict.fromkeys(plan.groups[t] for t in stored):      # network order: deterministic
         members = [t for t in stored if plan.groups[t] == g]
         if any(t in outputs for t in members):
             plan.tensor_scheme.update({t: "logits" for t in members})
@@ -262,26 +261,53 @@ class Quantizer:
                 self.weight_cache[n.name] = quantize_weights(n, scheme, dictionary)
             except ValueError as exc:        # the quantizers' argument checks: one line naming the layer
                 raise HwsimError(str(exc), field=f"layer {n.name} ({scheme})") from None
-        for t, scheme in self.plan.tensor_scheme.items():
+        self._calibrate()
+
+    def _calibrate(self):
+        """Each tensor's encoding from the values it takes in the network quantized so far (sequential
+        calibration: downstream of ternary or binary layers the ranges differ from the float model's). A tensor
+        is measured through a fine 16-bit probe encoding; the members of a concat group are decided together."""
+        plan, order = self.plan, list(self.plan.groups)
+        fused_out = {v: k for k, v in plan.fused.items()}
+        for t in order:
+            group = [m for m in order if plan.groups[m] == plan.groups[t]]
+            if t != group[-1]:
+                continue                     # decide the group when its last member has been computed
+            measured = {}
+            if group != ["input"]:
+                probes = {m: _probe(self.float_acts[fused_out.get(m, m)]) for m in order if m not in plan.encodings}
+                measured = self._measured(self.build("calibration", probes, upto=t), group)
+            values = np.concatenate([self.calib_x.reshape(-1) if m == "input" else measured[m].reshape(-1)
+                                     for m in group])
+            scheme = plan.tensor_scheme[t]
             try:
-                self.plan.encodings[t] = activation_encoding(scheme, self._values(t), f"tensor {t}", self.seed)
+                enc = activation_encoding(scheme, values, f"tensor {t}", self.seed)
             except ValueError as exc:
                 raise HwsimError(str(exc), field=f"tensor {t} ({scheme})") from None
+            plan.encodings.update({m: enc for m in group})
 
-    def _values(self, t):
-        """Float calibration values of stored tensor t (after its fused activation), with its group's."""
-        group = [m for m, g in self.plan.groups.items() if g == self.plan.groups[t]]
-        fused_out = {v: k for k, v in self.plan.fused.items()}
-        return np.concatenate([self.float_acts[fused_out.get(m, m)].reshape(-1) for m in group])
+    def _measured(self, model, tensors) -> dict:
+        """Real values of `tensors` in `model` (a prefix with probe encodings) on the calibration set."""
+        from ..engine import Engine, quantize_input
+        res = Engine(model).run(quantize_input(model, self.calib_x), keep_all=True)
+        out = {}
+        for t in tensors:
+            if t != "input":
+                enc = model.layer(t).out_enc
+                out[t] = enc.decode(res.tensors[t]).astype(np.float64) * enc.value_scale
+        return out
 
     def auto_tensors(self) -> list:
         return [t for t, s in self.plan.tensor_scheme.items() if s != "logits" and s.kind == "enq" and s.arg == "auto"]
 
-    def build(self, name: str, overrides=None) -> Model:
+    def build(self, name: str, overrides=None, upto=None) -> Model:
+        """The hwsim Model with the decided encodings (and `overrides`); `upto`: only the layers up to that one."""
         encs = dict(self.plan.encodings, **(overrides or {}))
         fg, plan = self.fg, self.plan
         layers = []
         for n in fg.nodes:
+            if layers and layers[-1].name == upto:
+                break
             if n.name in plan.fused:
                 continue
             inputs = [stored_name(plan, i) for i in n.inputs]
@@ -335,10 +361,17 @@ class Quantizer:
 
     def _fused_clip(self, lay, out_enc):
         act = next((self.fg.node(r) for r, p in self.plan.fused.items() if p == lay.name), None)
-        if act is None or isinstance(out_enc, BinaryAct):
-            return
+        scheme = self.plan.tensor_scheme.get(lay.name)
+        if act is None or isinstance(out_enc, BinaryAct) or getattr(scheme, "kind", None) == "binary":
+            return        # a sign is taken of the pre-activation (a ReLU before it would make every sign +1)
         lo, hi = (0.0, math.inf) if act.op == "relu" else (act.attrs["min"], act.attrs["max"])
         lay.attrs["clip"] = list(_clip_values(lo, hi, out_enc))
+
+
+def _probe(float_values):
+    """A fine signed 16-bit encoding with 4x headroom over the float range: measures a tensor's quantized values."""
+    top = 4.0 * float(np.abs(float_values).max()) if float_values.size else 0.0
+    return UniformAct(16, True, 2.0 ** -_frac(top, 16, True))
 
 
 def _clip_values(lo, hi, enc):

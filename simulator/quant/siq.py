@@ -24,10 +24,11 @@ not recoverable from the seed's text beyond these two alternating steps, so no p
 retraining minimises Eq. (1) only. The k-means step uses Lloyd to convergence (`lloyd_kmeans`, <= 300 steps).
 
 Training: float32 torch, Adam (lr 1e-3 by default, cosine-decayed to 0 within each retraining round so each
-round ends near a stable point), mini-batches of 64 in a seeded order, torch.manual_seed(seed) and deterministic
-algorithms. Returns a copy of `fg` (the input is not changed) and a recipe in which every `siq:B[,groups=G]`
-becomes `kmeans:B[,groups=G]`: the pipeline's Lloyd on data with <= 2^B distinct values returns those values, so
-the codebook is the SIQ codebook (then stored as 8-bit fixed point like every k-means codebook).
+round ends near a stable point), mini-batches of 64 in a seeded order, torch.manual_seed(seed), deterministic
+algorithms and one thread (restored afterwards). Returns a copy of `fg` (the input is not changed) and a recipe in
+which every `siq:B[,groups=G]` becomes `kmeans:B[,groups=G]`: the pipeline's Lloyd on data with <= 2^B
+distinct values returns those values, so the codebook is the SIQ codebook (then stored as 8-bit fixed point like
+every k-means codebook).
 """
 
 from __future__ import annotations
@@ -217,8 +218,9 @@ def siq_retrain(fg: FloatGraph, recipe: Recipe, train, seed: int = 0, progress=N
     epochs = max(s.opt("epochs", DEFAULT_EPOCHS) for s in siq.values())
 
     torch.manual_seed(seed)
-    deterministic = torch.are_deterministic_algorithms_enabled()
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_num_threads(1)        # small networks: one thread is faster here, and the sums' order is fixed
     try:
         module = torch_graph(fg2, torch)
         for r in range(rounds):
@@ -232,6 +234,7 @@ def siq_retrain(fg: FloatGraph, recipe: Recipe, train, seed: int = 0, progress=N
             progress(f"siq final k-means: train accuracy {torch_accuracy(module, x, y, torch):.4f}")
     finally:
         torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(threads)
 
     for n in fg2.mac_nodes():
         key = _key(n.name)
