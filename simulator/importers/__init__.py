@@ -17,12 +17,13 @@ def require(module: str, extra: str = "onnx"):
 def import_any(path, qdq_int8_allowed: bool = False):
     """Import an ONNX file, choosing the QONNX importer when the graph uses QONNX ops. `qdq_int8_allowed`:
     match ONNX Runtime run with the session option session.qdqisint8allowed=1 (see import_onnx)."""
-    onnx = require("onnx")
-    from .onnx_import import import_onnx, load_onnx
+    require("onnx")
+    from .onnx.frontend import load_onnx
+    from .onnx.ops import QONNX, domain_ops
+    from .onnx_import import import_onnx
     proto = load_onnx(path)
-    qonnx_ops = {"Quant", "BipolarQuant", "MultiThreshold", "Trunc"}
+    qonnx_ops = domain_ops(QONNX)       # Quant, BipolarQuant, MultiThreshold, Trunc
     if any(node.op_type in qonnx_ops for node in proto.graph.node):
         from .qonnx_import import import_qonnx
         return import_qonnx(path, proto)
-    del onnx
     return import_onnx(path, proto, qdq_int8_allowed=qdq_int8_allowed)

@@ -1,5 +1,9 @@
 """Quantized ONNX (as written by onnxruntime.quantization) -> hwsim Model, bit-exact with ONNX Runtime.
 
+The graph walk and the per-op logic live in the shared front end: `onnx/frontend.py` walks the nodes and each op's
+handler (`onnx/ops/<op>.py`, method `ort`) reads it. This module is the reader state those handlers work with
+(`OrtBuilder`): tensor kinds, encodings, Q/DQ group matching, constant quantization and layer emission.
+
 Both forms are read:
 
 - QOperator: QuantizeLinear, QLinearConv, QLinearMatMul, QGemm, QLinearAdd, QLinearAveragePool,
@@ -38,13 +42,9 @@ from ..encodings import UniformAct, UniformW
 from ..errors import HwsimError
 from ..graph import CHECKS, Layer, Model
 from . import require
+from .onnx.frontend import Node, OnnxGraph, load_onnx  # noqa: F401  (load_onnx: re-exported, used elsewhere)
+from .onnx.ops import lookup
 
-MS = "com.microsoft"
-QOPERATOR_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd",
-                 "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat")
-FLOAT_OPS = ("Conv", "MatMul", "Gemm", "Add", "AveragePool", "GlobalAveragePool", "MaxPool", "Relu", "Clip",
-             "Flatten", "Reshape", "Concat", "Identity", "Constant")
-SUPPORTED = QOPERATOR_OPS + FLOAT_OPS
 ORT_SOURCES = {
     "conv/dense": "onnxruntime/core/providers/cpu/quantization/qlinearconv.cc, quantize_linear_matmul.cc, "
                   "contrib_ops/cpu/quantization/quant_gemm.cc (output_scales = x_scale * w_scale / y_scale, "
@@ -55,24 +55,7 @@ ORT_SOURCES = {
     "avgpool": "onnxruntime/contrib_ops/cpu/quantization/qlinear_pool.cc, onnxruntime/core/mlas/lib/qlgavgpool.cpp",
 }
 ACT_DTYPES = {np.dtype(np.uint8): False, np.dtype(np.int8): True}
-
-
-def load_onnx(path):
-    """Read an ONNX file; a missing or malformed file is one HwsimError naming it."""
-    onnx = require("onnx")
-    source = os.fspath(path)
-    if not os.path.exists(source):
-        raise HwsimError("file not found", source=source)
-    if not os.path.isfile(source):
-        raise HwsimError("not a file", source=source)
-    try:
-        proto = onnx.load(source)
-    except Exception as exc:  # protobuf DecodeError, external-data errors, ...
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise HwsimError(f"not a readable ONNX model ({type(exc).__name__}: {detail[:200]})", source=source) from None
-    if not proto.HasField("graph") or not proto.graph.node:
-        raise HwsimError("not an ONNX model: no graph nodes", source=source)
-    return proto
+MALFORMED = (IndexError, KeyError, ValueError, TypeError, AttributeError)   # a malformed node, not a bug here
 
 
 def import_onnx(path, proto=None, *, qdq_int8_allowed: bool = False) -> Model:
@@ -87,10 +70,8 @@ def import_onnx(path, proto=None, *, qdq_int8_allowed: bool = False) -> Model:
     (ORT's default on ARM), nothing is rewritten and every group runs on ORT's int8 kernels.
     """
     source = os.fspath(path)
-    if proto is None:
-        proto = load_onnx(path)
     try:
-        model = _Importer(proto, source, qdq_int8_allowed).run()
+        model = OrtBuilder(OnnxGraph(path, proto), qdq_int8_allowed).run()
         return model.check()
     except HwsimError as exc:
         if exc.source is None:
@@ -129,15 +110,21 @@ class Pending:
     in_types: list = field(default_factory=list)   # ORT's 8-bit type of each DequantizeLinear input
 
 
-class _Importer:
-    def __init__(self, proto, source, qdq_int8_allowed=False):
+class OrtBuilder:
+    """What a handler's `ort(node, imp)` works with. `values` maps every ONNX tensor name to (kind, payload):
+
+    const      a float or integer constant (np.ndarray)       qconst / dqconst  QuantizeLinear / DequantizeLinear
+    float_input  the float model input                                            of a constant (QConst)
+    q          a quantized tensor in the hwsim graph (QT)     dq        the DequantizeLinear of a q tensor (QT)
+    pending    a float result waiting for its QuantizeLinear (Pending: a QDQ node group ORT fuses)
+    """
+
+    def __init__(self, graph: OnnxGraph, qdq_int8_allowed=False):
         self.onnx = require("onnx")
-        from onnx import numpy_helper
-        self.nh = numpy_helper
-        self.proto = proto
-        self.graph = proto.graph
-        self.source = source
-        self.values = {}           # tensor name -> (kind, payload)
+        self.graph = graph
+        self.proto = graph.proto
+        self.source = graph.source
+        self.values = {name: ("const", arr) for name, arr in graph.consts.items()}
         self.layers = []
         self.layer_names = {"input", "sample_input"}
         self.forms = set()
@@ -145,38 +132,116 @@ class _Importer:
         self.float_input = None    # name of the float graph input
         self.q_outputs = set()     # outputs of QuantizeLinear nodes
         self.input_shape = None
-        for init in self.graph.initializer:
-            self.values[init.name] = ("const", init)    # converted lazily (to_array) when used
         self.consumers = {}
-        for node in self.graph.node:
+        for node in self.proto.graph.node:
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
-        self.graph_outputs = {o.name for o in self.graph.output}
+        self.graph_outputs = set(graph.output_names)
         self.qdq_int8_allowed = qdq_int8_allowed
         self.ort_type = {}         # DequantizeLinear output -> the 8-bit type ORT's kernels see ("u8" / "s8")
         self.ort_float_nodes = []  # QDQ node groups ORT leaves unfused (computed in float32)
 
-    # --------------------------------------------------------------------------------------- helpers
+    # --------------------------------------------------------------------------------------- the walk
+    def run(self) -> Model:
+        self.read_input(self.graph.inputs[0])
+        for node in self.graph.nodes():
+            handler = lookup(node, "ort")
+            try:
+                handler.ort(node, self)
+            except HwsimError:
+                raise
+            except MALFORMED as exc:
+                self.fail(f"malformed {node.op_type} node ({type(exc).__name__}: {exc}); check its inputs and "
+                          "attributes", node.where)
+        return self.finish()
+
+    def finish(self) -> Model:
+        outputs = self.graph.output_names
+        if len(outputs) != 1:
+            self.fail(f"hwsim models have exactly one output, the graph has {len(outputs)}", "graph.output")
+        if self.model_input is None:
+            self.fail(f"the float input {self.float_input!r} is never quantized by a QuantizeLinear", "graph.input")
+        out_name = outputs[0]
+        kind, payload = self.lookup(out_name, "graph.output")
+        if kind not in ("q", "dq"):
+            what = {"pending": "a float result that is never quantized (ONNX Runtime would compute it in float32, "
+                               "which hwsim does not model)",
+                    "float_input": "the float input itself"}.get(kind, f"a {kind}")
+            self.fail(f"the graph output {out_name!r} is {what}; it must be a quantized tensor or its "
+                      "DequantizeLinear", "graph.output")
+        out_q = payload
+        if out_q.name == "input":
+            self.fail("the graph computes nothing hwsim can run (its output is the quantized input)", "graph.output")
+        layers = self.prune(out_q.name)
+        form = "QDQ" if self.forms == {"QDQ"} else "QOperator" if self.forms == {"QOperator"} else "mixed"
+        meta = {"source": {"format": "onnx", "file": os.path.basename(self.source), "form": form,
+                           "producer": f"{self.proto.producer_name} {self.proto.producer_version}".strip(),
+                           "opsets": {(o.domain or "ai.onnx"): int(o.version) for o in self.proto.opset_import},
+                           "graph_output": out_name},
+                "arithmetic": "ONNX Runtime CPU (MLAS, x86 with AVX2); the formulas follow these sources",
+                "ort_sources": ORT_SOURCES,
+                "ort_qdq_int8_allowed": self.qdq_int8_allowed}
+        if self.ort_float_nodes:
+            meta["ort_float_nodes"] = list(self.ort_float_nodes)
+            meta["ort_warning"] = (
+                f"ONNX Runtime (x86, default session options) leaves {len(self.ort_float_nodes)} node group(s) "
+                f"unfused and computes them in float32: {', '.join(self.ort_float_nodes[:8])}"
+                f"{' ...' if len(self.ort_float_nodes) > 8 else ''}. Its QDQS8ToU8 rewrite gives their int8 inputs "
+                "and outputs different types. hwsim computes them in integer arithmetic, as ORT does with the "
+                "session option session.qdqisint8allowed=1 (import with qdq_int8_allowed=True to match that)")
+        name = self.proto.graph.name or os.path.splitext(os.path.basename(self.source))[0]
+        return Model(name=name, input_shape=self.input_shape, input_enc=self.model_input.enc, layers=layers,
+                     input_rounding="half_even", input_division="float32", output_dequantize=(kind == "dq"),
+                     metadata=meta, source=self.source)
+
+    def prune(self, out_name):
+        by_name = {lay.name: lay for lay in self.layers}
+        keep, stack = set(), [out_name]
+        while stack:
+            n = stack.pop()
+            if n in keep or n not in by_name:
+                continue
+            keep.add(n)
+            stack.extend(by_name[n].inputs)
+        layers = [lay for lay in self.layers if lay.name in keep]
+        for lay in layers:   # Model.check() recomputes these
+            lay.in_shapes, lay.in_encs = [], []
+        return layers
+
+    def read_input(self, vi):
+        where = f"graph input {vi.name!r}"
+        tt = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type") or tt.elem_type != self.onnx.TensorProto.FLOAT:
+            self.fail("the model input must be a float32 tensor", where)
+        dims = list(tt.shape.dim)
+        if len(dims) not in (2, 4):
+            self.fail(f"the input must be [N, C, H, W] or [N, K], got rank {len(dims)}", where)
+        shape = []
+        for k, d in enumerate(dims[1:], start=1):
+            if not d.HasField("dim_value") or d.dim_value < 1:
+                label = d.dim_param or "?"
+                self.fail(f"dimension {k} is dynamic ({label!r}); hwsim needs fixed sizes except the batch "
+                          "dimension (re-export with a fixed input size)", where)
+            shape.append(int(d.dim_value))
+        self.input_shape = tuple(shape)
+        self.float_input = vi.name
+        self.values[vi.name] = ("float_input", None)
+
+    # --------------------------------------------------------------------------------------- values
     def fail(self, msg, where=None):
         raise HwsimError(msg, field=where)
-
-    def const(self, name, where, what):
-        kind, payload = self.lookup(name, where)
-        if kind != "const":
-            self.fail(f"{what} {name!r} must be a constant initializer", where)
-        if not isinstance(payload, np.ndarray):
-            try:
-                payload = self.nh.to_array(payload)
-            except Exception as exc:
-                self.fail(f"{what} {name!r} cannot be read: {exc}", where)
-            self.values[name] = ("const", payload)
-        return payload
 
     def lookup(self, name, where):
         if name not in self.values:
             self.fail(f"input {name!r} is not defined: no initializer, graph input or earlier node output of that "
                       "name (a missing initializer?)", where)
         return self.values[name]
+
+    def const(self, name, where, what):
+        kind, payload = self.lookup(name, where)
+        if kind != "const":
+            self.fail(f"{what} {name!r} must be a constant initializer", where)
+        return payload
 
     def scale(self, name, where, per_channel_ok=False):
         arr = self.const(name, where, "scale")
@@ -215,10 +280,15 @@ class _Importer:
             self.fail(f"zero point {int(zp[0])} is outside the {dtype} range [{lo}, {hi}]", where)
         return UniformAct(8, ACT_DTYPES[dtype], float(s[0]), int(zp[0]))
 
-    def attrs(self, node):
-        from onnx import helper
-        return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    @staticmethod
+    def same_enc(a, b):
+        return a.signed == b.signed and a.scale == b.scale and a.zero_point == b.zero_point and a.bits == b.bits
 
+    @staticmethod
+    def norm_axis(axis, ndim):
+        return axis + ndim if axis < 0 else axis
+
+    # --------------------------------------------------------------------------------------- layers
     def new_name(self, base):
         base = re.sub(r"(_QuantizeLinear_Output|_DequantizeLinear_Output|_quantized)$", "", base)
         name = re.sub(r"[^A-Za-z0-9_]+", "_", base).strip("_") or "layer"
@@ -245,10 +315,6 @@ class _Importer:
         self.layers.append(lay)
         return QT(lay.name, lay.out_enc, tuple(lay.out_shape))
 
-    def same_enc(self, a, b):
-        return a.signed == b.signed and a.scale == b.scale and a.zero_point == b.zero_point and a.bits == b.bits
-
-    # --------------------------------------------------------------------------------------- layers
     def rescale(self, q: QT, enc: UniformAct, where, base) -> QT:
         """Q(DQ(q)) with a new encoding: ORT's float32 dequantize -> quantize (a one-input add)."""
         if self.same_enc(q.enc, enc):
@@ -334,234 +400,29 @@ class _Importer:
             return self.clip_layer(q, p.clip, where, base)
         raise AssertionError(p.kind)
 
-    # --------------------------------------------------------------------------------------- graph
-    def run(self) -> Model:
-        g = self.graph
-        inits = {i.name for i in g.initializer}
-        real_inputs = [vi for vi in g.input if vi.name not in inits]
-        if len(real_inputs) != 1:
-            self.fail(f"hwsim models take exactly one input, the graph has {len(real_inputs)}: "
-                      f"{[vi.name for vi in real_inputs]}", "graph.input")
-        self.read_input(real_inputs[0])
-        for i, node in enumerate(g.node):
-            where = f"node {node.name or '#' + str(i)} ({node.op_type})"
-            domain = node.domain or ""
-            if domain in ("", "ai.onnx"):
-                handler = getattr(self, "op_" + node.op_type, None)
-            elif domain == MS:
-                handler = getattr(self, "ms_" + node.op_type, None)
-            else:
-                handler = None
-            if handler is None:
-                dom = f" (domain {domain})" if domain not in ("", "ai.onnx") else ""
-                self.fail(f"unsupported op {node.op_type!r}{dom}; supported: {', '.join(SUPPORTED)}", where)
-            try:
-                handler(node, where)
-            except HwsimError:
-                raise
-            except (IndexError, KeyError, ValueError, TypeError, AttributeError) as exc:
-                self.fail(f"malformed {node.op_type} node ({type(exc).__name__}: {exc}); check its inputs and "
-                          "attributes", where)
-        if len(g.output) != 1:
-            self.fail(f"hwsim models have exactly one output, the graph has {len(g.output)}", "graph.output")
-        if self.model_input is None:
-            self.fail(f"the float input {self.float_input!r} is never quantized by a QuantizeLinear", "graph.input")
-        out_name = g.output[0].name
-        kind, payload = self.lookup(out_name, "graph.output")
-        if kind not in ("q", "dq"):
-            what = {"pending": "a float result that is never quantized (ONNX Runtime would compute it in float32, "
-                               "which hwsim does not model)",
-                    "float_input": "the float input itself"}.get(kind, f"a {kind}")
-            self.fail(f"the graph output {out_name!r} is {what}; it must be a quantized tensor or its "
-                      "DequantizeLinear", "graph.output")
-        out_q = payload
-        if out_q.name == "input":
-            self.fail("the graph computes nothing hwsim can run (its output is the quantized input)", "graph.output")
-        layers = self.prune(out_q.name)
-        form = "QDQ" if self.forms == {"QDQ"} else "QOperator" if self.forms == {"QOperator"} else "mixed"
-        meta = {"source": {"format": "onnx", "file": os.path.basename(self.source), "form": form,
-                           "producer": f"{self.proto.producer_name} {self.proto.producer_version}".strip(),
-                           "opsets": {(o.domain or "ai.onnx"): int(o.version) for o in self.proto.opset_import},
-                           "graph_output": out_name},
-                "arithmetic": "ONNX Runtime CPU (MLAS, x86 with AVX2); the formulas follow these sources",
-                "ort_sources": ORT_SOURCES,
-                "ort_qdq_int8_allowed": self.qdq_int8_allowed}
-        if self.ort_float_nodes:
-            meta["ort_float_nodes"] = list(self.ort_float_nodes)
-            meta["ort_warning"] = (
-                f"ONNX Runtime (x86, default session options) leaves {len(self.ort_float_nodes)} node group(s) "
-                f"unfused and computes them in float32: {', '.join(self.ort_float_nodes[:8])}"
-                f"{' ...' if len(self.ort_float_nodes) > 8 else ''}. Its QDQS8ToU8 rewrite gives their int8 inputs "
-                "and outputs different types. hwsim computes them in integer arithmetic, as ORT does with the "
-                "session option session.qdqisint8allowed=1 (import with qdq_int8_allowed=True to match that)")
-        name = self.graph.name or os.path.splitext(os.path.basename(self.source))[0]
-        return Model(name=name, input_shape=self.input_shape, input_enc=self.model_input.enc, layers=layers,
-                     input_rounding="half_even", input_division="float32", output_dequantize=(kind == "dq"),
-                     metadata=meta, source=self.source)
+    def reshape(self, x: QT, shape, where, base):
+        if tuple(shape) == tuple(x.shape):
+            return x
+        if len(shape) == 1:
+            lay = Layer(self.new_name(base), "flatten", [x.name])
+        else:
+            lay = Layer(self.new_name(base), "reshape", [x.name], {"shape": list(shape)})
+        return self.add_layer(lay, [x], where)
 
-    def prune(self, out_name):
-        by_name = {lay.name: lay for lay in self.layers}
-        keep, stack = set(), [out_name]
-        while stack:
-            n = stack.pop()
-            if n in keep or n not in by_name:
-                continue
-            keep.add(n)
-            stack.extend(by_name[n].inputs)
-        layers = [lay for lay in self.layers if lay.name in keep]
-        for lay in layers:   # Model.check() recomputes these
-            lay.in_shapes, lay.in_encs = [], []
-        return layers
-
-    def read_input(self, vi):
-        where = f"graph input {vi.name!r}"
-        tt = vi.type.tensor_type
-        if not vi.type.HasField("tensor_type") or tt.elem_type != self.onnx.TensorProto.FLOAT:
-            self.fail("the model input must be a float32 tensor", where)
-        dims = list(tt.shape.dim)
-        if len(dims) not in (2, 4):
-            self.fail(f"the input must be [N, C, H, W] or [N, K], got rank {len(dims)}", where)
-        shape = []
-        for k, d in enumerate(dims[1:], start=1):
-            if not d.HasField("dim_value") or d.dim_value < 1:
-                label = d.dim_param or "?"
-                self.fail(f"dimension {k} is dynamic ({label!r}); hwsim needs fixed sizes except the batch "
-                          "dimension (re-export with a fixed input size)", where)
-            shape.append(int(d.dim_value))
-        self.input_shape = tuple(shape)
-        self.float_input = vi.name
-        self.values[vi.name] = ("float_input", None)
-
-    # --------------------------------------------------------------------------------------- Q / DQ
-    def op_Constant(self, node, where):
-        from onnx import helper
-        for a in node.attribute:
-            if a.name == "value":
-                self.values[node.output[0]] = ("const", self.nh.to_array(helper.get_attribute_value(a)))
-                return
-        self.fail("only Constant nodes with a tensor 'value' are supported", where)
-
-    def op_Identity(self, node, where):
-        self.values[node.output[0]] = self.lookup(node.input[0], where)
-
-    def q_params(self, node, where, per_channel_ok=False):
-        attrs = self.attrs(node)
+    # --------------------------------------------------------------------------------------- QDQ patterns
+    def q_params(self, node: Node, per_channel_ok=False):
+        """(scale, zero point, its dtype, axis) of a QuantizeLinear / DequantizeLinear node."""
+        attrs = node.attrs()
         if attrs.get("block_size", 0):
-            self.fail("blocked quantization (block_size) is not supported", where)
-        scale = self.scale(node.input[1], where, per_channel_ok)
-        zp_name = node.input[2] if len(node.input) > 2 else ""
+            node.fail("blocked quantization (block_size) is not supported")
+        scale = self.scale(node.inputs[1], node.where, per_channel_ok)
+        zp_name = node.input(2)
         default = np.uint8
         if "output_dtype" in attrs and not zp_name:
             default = self.onnx.helper.tensor_dtype_to_np_dtype(attrs["output_dtype"])
         allowed = {np.dtype(np.uint8): 0, np.dtype(np.int8): 0, np.dtype(np.int32): 0} if per_channel_ok else None
-        zp, dtype = self.zero_point(zp_name, where, default, per_channel_ok, allowed)
+        zp, dtype = self.zero_point(zp_name, node.where, default, per_channel_ok, allowed)
         return scale, zp, dtype, attrs.get("axis", 1)
-
-    def op_QuantizeLinear(self, node, where):
-        kind, payload = self.lookup(node.input[0], where)
-        out = node.output[0]
-        self.q_outputs.add(out)
-        if kind == "const":   # a float weight quantized in the graph: do it here, as QuantizeLinear would
-            x = self.const(node.input[0], where, "input")
-            scale, zp, dtype, axis = self.q_params(node, where, per_channel_ok=True)
-            codes = self.quantize_const(x, scale, zp, dtype, axis, where)
-            self.values[out] = ("qconst", QConst(codes, scale, zp, self.norm_axis(axis, x.ndim) if scale.size > 1
-                                                 else None))
-            return
-        enc = self.act_enc(node.input[1], node.input[2] if len(node.input) > 2 else "", where,
-                           self.q_default_dtype(node))
-        base = node.output[0]
-        if kind == "float_input":
-            if self.model_input is not None and not self.same_enc(self.model_input.enc, enc):
-                self.fail("the model input is quantized twice with different parameters", where)
-            if self.model_input is None:
-                self.model_input = QT("input", enc, self.input_shape)
-            self.values[out] = ("q", self.model_input)
-        elif kind == "dq":
-            self.forms.add("QDQ")
-            self.values[out] = ("q", self.rescale(payload, enc, where, base))
-        elif kind == "pending":
-            self.forms.add("QDQ")
-            if "done" in payload.params:
-                done = payload.params["done"]
-                if not self.same_enc(done.enc, enc):
-                    self.fail("a float result is quantized twice with different parameters", where)
-                self.values[out] = ("q", done)
-                return
-            out_type = self.ort_q_type(node.output[0], enc)
-            payload.params["ort_out_type"] = out_type
-            types = {t for t in payload.in_types + [out_type] if t is not None}
-            if len(types) > 1 and payload.node not in self.ort_float_nodes:
-                self.ort_float_nodes.append(payload.node)
-            q = self.materialize(payload, enc, base)
-            payload.params["done"] = q
-            self.values[out] = ("q", q)
-        else:
-            self.fail(f"QuantizeLinear needs a float tensor, {node.input[0]!r} is {kind}", where)
-
-    def q_default_dtype(self, node):
-        for a in node.attribute:
-            if a.name == "output_dtype":
-                return self.onnx.helper.tensor_dtype_to_np_dtype(a.i)
-        return np.uint8
-
-    @staticmethod
-    def norm_axis(axis, ndim):
-        return axis + ndim if axis < 0 else axis
-
-    def quantize_const(self, x, scale, zp, dtype, axis, where):
-        if x.dtype != np.float32:
-            self.fail(f"QuantizeLinear of a constant needs float32 data, got {x.dtype}", where)
-        shape = [1] * x.ndim
-        if scale.size > 1:
-            ax = self.norm_axis(axis, x.ndim)
-            if not 0 <= ax < x.ndim or x.shape[ax] != scale.size:
-                self.fail(f"per-axis scale of {scale.size} values does not fit axis {axis} of shape "
-                          f"{list(x.shape)}", where)
-            shape[ax] = scale.size
-        info = np.iinfo(dtype)
-        v = np.rint(x / scale.reshape(shape).astype(np.float32)).astype(np.float64) + zp.reshape(shape)
-        return np.clip(v, info.min, info.max).astype(dtype)
-
-    def op_DequantizeLinear(self, node, where):
-        kind, payload = self.lookup(node.input[0], where)
-        out = node.output[0]
-        if kind in ("const", "qconst"):
-            if kind == "const":
-                codes = self.const(node.input[0], where, "input")
-                scale, zp, dtype, axis = self.q_params(node, where, per_channel_ok=True)
-                if codes.dtype != dtype:
-                    self.fail(f"zero point type {dtype} does not match the data type {codes.dtype}", where)
-                if codes.dtype not in (np.uint8, np.int8, np.int32):
-                    self.fail(f"quantized constants must be uint8, int8 or int32, got {codes.dtype}", where)
-                if scale.size > 1 or zp.size > 1:
-                    ax = self.norm_axis(axis, codes.ndim)
-                    n = max(scale.size, zp.size)
-                    if not 0 <= ax < codes.ndim or codes.shape[ax] != n or scale.size not in (1, n) \
-                            or zp.size not in (1, n):
-                        self.fail(f"per-axis parameters ({scale.size} scales, {zp.size} zero points) do not fit "
-                                  f"axis {axis} of shape {list(codes.shape)}", where)
-                    axis = ax
-                else:
-                    axis = None
-                self.values[out] = ("dqconst", QConst(codes, scale, zp, axis))
-            else:
-                scale, zp, _, _ = self.q_params(node, where, per_channel_ok=True)
-                if not (np.array_equal(scale, payload.scale) and np.array_equal(zp, payload.zp)):
-                    self.fail("DequantizeLinear of a constant uses other parameters than its QuantizeLinear", where)
-                self.values[out] = ("dqconst", payload)
-            return
-        if kind != "q":
-            self.fail(f"DequantizeLinear needs a quantized tensor, {node.input[0]!r} is {kind}", where)
-        enc = self.act_enc(node.input[1], node.input[2] if len(node.input) > 2 else "", where,
-                           np.int8 if payload.enc.signed else np.uint8)
-        if not self.same_enc(enc, payload.enc):
-            self.fail(f"DequantizeLinear reads {node.input[0]!r} with scale {enc.scale} / zero point "
-                      f"{enc.zero_point}, but it was quantized with {payload.enc.scale} / {payload.enc.zero_point}",
-                      where)
-        self.values[out] = ("dq", payload)
-        if node.input[0] in self.q_outputs:
-            self.ort_type[out] = self.ort_q_type(node.input[0], enc)
 
     def ort_q_type(self, q_out, enc):
         """The 8-bit type ORT's kernels see for the QuantizeLinear output `q_out` (module docstring of
@@ -581,12 +442,28 @@ class _Importer:
                 edges += 1
         return "u8" if edges == 1 and cons[0].op_type == "DequantizeLinear" else "s8"
 
-    def qdq_group(self, node, kind, where, xs, params=None):
-        """A float op between DequantizeLinear inputs and a QuantizeLinear output (ORT fuses it to a QLinear op)."""
-        types = [self.ort_type.get(n) for n in node.input if n in self.ort_type]
-        return Pending(kind, where, xs, dict(params or {}), node=node.name or where, in_types=types)
+    def qdq_group(self, node: Node, kind, xs, params=None):
+        """A float op between DequantizeLinear inputs and a QuantizeLinear output (ORT fuses it to a QLinear op):
+        its output is pending until that QuantizeLinear gives the encoding."""
+        types = [self.ort_type.get(n) for n in node.inputs if n in self.ort_type]
+        p = Pending(kind, node.where, xs, dict(params or {}), node=node.proto.name or node.where, in_types=types)
+        self.values[node.outputs[0]] = ("pending", p)
 
-    # --------------------------------------------------------------------------------------- QDQ float ops
+    def close_group(self, p: Pending, enc: UniformAct, q_out, where) -> QT:
+        """The QuantizeLinear `q_out` ending a QDQ node group: the group becomes one hwsim layer (once)."""
+        if "done" in p.params:
+            if not self.same_enc(p.params["done"].enc, enc):
+                self.fail("a float result is quantized twice with different parameters", where)
+            return p.params["done"]
+        out_type = self.ort_q_type(q_out, enc)
+        p.params["ort_out_type"] = out_type
+        types = {t for t in p.in_types + [out_type] if t is not None}
+        if len(types) > 1 and p.node not in self.ort_float_nodes:
+            self.ort_float_nodes.append(p.node)
+        q = self.materialize(p, enc, q_out)
+        p.params["done"] = q
+        return q
+
     def dq_input(self, name, where, what="input"):
         kind, payload = self.lookup(name, where)
         if kind != "dq":
@@ -606,36 +483,32 @@ class _Importer:
             self.fail(f"{what} {name!r} must be a DequantizeLinear of a constant, got {kind}", where)
         return payload
 
-    def conv_attrs(self, node, where, kshape, in_hw):
-        a = self.attrs(node)
-        if any(d != 1 for d in a.get("dilations", [1, 1])):
-            self.fail(f"dilations {list(a['dilations'])} are not supported", where)
-        ks = list(a.get("kernel_shape", kshape))
-        if ks != list(kshape):
-            self.fail(f"kernel_shape {ks} does not match the weight {list(kshape)}", where)
-        strides = [int(s) for s in a.get("strides", [1, 1])]
-        pads = self.pads(a, where, kshape, strides, in_hw)
-        return {"stride": strides, "padding": pads, "groups": int(a.get("group", 1))}
+    def clip_op(self, node: Node, lo, hi):
+        """Relu / Clip: folded into a pending QDQ group's output, else a relu layer or a pending clip."""
+        kind, payload = self.lookup(node.inputs[0], node.where)
+        out = node.outputs[0]
+        if kind == "pending" and "done" not in payload.params:
+            old = payload.clip
+            payload.clip = (max(old[0], lo), min(old[1], hi))
+            self.values[out] = ("pending", payload)
+            return
+        x = self.dq_input(node.inputs[0], node.where)
+        if lo == 0.0 and hi == math.inf:
+            # Relu: max(v, 0) commutes with dequantization exactly (DQ(v) >= 0 iff v >= 0)
+            lay = Layer(self.new_name(out), "relu", [x.name])
+            self.values[out] = ("dq", self.add_layer(lay, [x], node.where))
+            return
+        self.values[out] = ("pending", Pending("clip", node.where, [x], clip=(lo, hi)))
 
-    def pads(self, a, where, kshape, strides, in_hw):
-        auto = a.get("auto_pad", b"NOTSET")
-        auto = auto.decode() if isinstance(auto, bytes) else auto
-        if auto in ("NOTSET", ""):
-            pads = [int(p) for p in a.get("pads", [0, 0, 0, 0])]
-            if len(pads) != 4:
-                self.fail(f"pads {pads} must have 4 values (2-D)", where)
-            return pads
-        if auto == "VALID":
-            return [0, 0, 0, 0]
-        if auto in ("SAME_UPPER", "SAME_LOWER"):
-            begin, end = [], []
-            for n, k, s in zip(in_hw, kshape, strides):
-                total = max((math.ceil(n / s) - 1) * s + k - n, 0)
-                small = total // 2
-                begin.append(small if auto == "SAME_UPPER" else total - small)
-                end.append(total - begin[-1])
-            return [begin[0], begin[1], end[0], end[1]]
-        self.fail(f"auto_pad {auto!r} is not supported", where)
+    def on_codes(self, node: Node, build):
+        """MaxPool / Flatten / Reshape commute with (de)quantization: `build(x: QT) -> QT` works on the 8-bit
+        codes of a quantized tensor (QOperator) or of a DequantizeLinear's input (QDQ)."""
+        kind, payload = self.lookup(node.inputs[0], node.where)
+        if kind == "q":
+            self.forms.add("QOperator")
+        else:
+            kind, payload = "dq", self.dq_input(node.inputs[0], node.where)
+        self.values[node.outputs[0]] = (kind, build(payload))
 
     def weight(self, w: QConst, where, kind, trans_b=False):
         """Weight codes in hwsim's layout [Co, ...] with per-output-channel parameters."""
@@ -676,184 +549,6 @@ class _Importer:
                       "as if it were (hwsim refuses the ambiguity)", where)
         return codes
 
-    def op_Conv(self, node, where):
-        x = self.dq_input(node.input[0], where)
-        w = self.weight(self.dq_const(node.input[1], where, "weight"), where, "conv")
-        b = self.dq_const(node.input[2], where, "bias") if len(node.input) > 2 and node.input[2] else None
-        attrs = self.conv_attrs(node, where, w.codes.shape[2:], x.shape[1:] if len(x.shape) == 3 else (1, 1))
-        bias = self.bias(b, x.enc.scale, w, w.codes.shape[0], where)
-        self.values[node.output[0]] = ("pending", self.qdq_group(node, "mac", where, [x], {
-            "op": "conv2d", "w": w, "bias": bias, "attrs": attrs}))
-
-    def op_MatMul(self, node, where):
-        x = self.dq_input(node.input[0], where)
-        w = self.weight(self.dq_const(node.input[1], where, "weight"), where, "dense")
-        self.values[node.output[0]] = ("pending", self.qdq_group(node, "mac", where, [x], {
-            "op": "dense", "w": w, "bias": None, "attrs": {}}))
-
-    def gemm_checks(self, node, where):
-        a = self.attrs(node)
-        if a.get("transA", 0):
-            self.fail("Gemm with transA=1 is not supported", where)
-        if float(a.get("alpha", 1.0)) != 1.0 or float(a.get("beta", 1.0)) != 1.0:
-            self.fail("Gemm with alpha or beta other than 1 is not supported", where)
-        return bool(a.get("transB", 0))
-
-    def op_Gemm(self, node, where):
-        trans_b = self.gemm_checks(node, where)
-        x = self.dq_input(node.input[0], where)
-        w = self.weight(self.dq_const(node.input[1], where, "weight"), where, "dense", trans_b)
-        b = self.dq_const(node.input[2], where, "bias") if len(node.input) > 2 and node.input[2] else None
-        bias = self.bias(b, x.enc.scale, w, w.codes.shape[0], where)
-        self.values[node.output[0]] = ("pending", self.qdq_group(node, "mac", where, [x], {
-            "op": "dense", "w": w, "bias": bias, "attrs": {}}))
-
-    def op_Add(self, node, where):
-        xs = [self.dq_input(n, where) for n in node.input]
-        if len(xs) != 2 or xs[0].shape != xs[1].shape:
-            self.fail(f"Add needs two inputs of equal shape (no broadcasting), got {[list(q.shape) for q in xs]}",
-                      where)
-        self.values[node.output[0]] = ("pending", self.qdq_group(node, "add", where, xs))
-
-    def pool_attrs(self, node, where, q: QT):
-        a = self.attrs(node)
-        if len(q.shape) != 3:
-            self.fail(f"pooling needs a [C, H, W] input, got {list(q.shape)}", where)
-        if a.get("ceil_mode", 0):
-            self.fail("ceil_mode=1 is not supported", where)
-        if any(d != 1 for d in a.get("dilations", [1, 1])):
-            self.fail("dilated pooling is not supported", where)
-        ks = [int(k) for k in a.get("kernel_shape", [])]
-        if len(ks) != 2:
-            self.fail(f"kernel_shape {ks} must be 2-D", where)
-        strides = [int(s) for s in a.get("strides", [1, 1])]
-        if len(node.output) > 1 and node.output[1]:
-            self.fail("MaxPool's Indices output is not supported", where)
-        return {"kernel": ks, "stride": strides, "padding": self.pads(a, where, ks, strides, q.shape[1:])}, a
-
-    def op_MaxPool(self, node, where):
-        kind, payload = self.lookup(node.input[0], where)
-        if kind == "q":     # QOperator: max pooling of 8-bit codes
-            self.forms.add("QOperator")
-            attrs, _ = self.pool_attrs(node, where, payload)
-            self.values[node.output[0]] = ("q", self.maxpool(payload, attrs, where, node.output[0]))
-            return
-        x = self.dq_input(node.input[0], where)   # max commutes with dequantization: DQ(maxpool(codes))
-        attrs, _ = self.pool_attrs(node, where, x)
-        self.values[node.output[0]] = ("dq", self.maxpool(x, attrs, where, node.output[0]))
-
-    def maxpool(self, x, attrs, where, base):
-        lay = Layer(self.new_name(base), "maxpool", [x.name], attrs)
-        return self.add_layer(lay, [x], where)
-
-    def op_AveragePool(self, node, where):
-        x = self.dq_input(node.input[0], where)
-        attrs, a = self.pool_attrs(node, where, x)
-        attrs["count_include_pad"] = bool(a.get("count_include_pad", 0))
-        self.values[node.output[0]] = ("pending", self.qdq_group(node, "avgpool", where, [x], attrs))
-
-    def op_GlobalAveragePool(self, node, where):
-        x = self.dq_input(node.input[0], where)
-        if len(x.shape) != 3:
-            self.fail(f"pooling needs a [C, H, W] input, got {list(x.shape)}", where)
-        self.values[node.output[0]] = ("pending", self.qdq_group(node, "avgpool", where, [x], {"global": True}))
-
-    def op_Relu(self, node, where):
-        self.clip_op(node, where, 0.0, math.inf)
-
-    def op_Clip(self, node, where):
-        a = self.attrs(node)
-        lo, hi = a.get("min", -math.inf), a.get("max", math.inf)
-        for k, name in ((1, "min"), (2, "max")):
-            if len(node.input) > k and node.input[k]:
-                v = self.const(node.input[k], where, name).reshape(-1)
-                if v.size != 1:
-                    self.fail(f"Clip {name} must be a scalar", where)
-                if k == 1:
-                    lo = float(v[0])
-                else:
-                    hi = float(v[0])
-        self.clip_op(node, where, float(lo), float(hi))
-
-    def clip_op(self, node, where, lo, hi):
-        kind, payload = self.lookup(node.input[0], where)
-        out = node.output[0]
-        if kind == "pending" and "done" not in payload.params:
-            old = payload.clip
-            payload.clip = (max(old[0], lo), min(old[1], hi))
-            self.values[out] = ("pending", payload)
-            return
-        x = self.dq_input(node.input[0], where)
-        if lo == 0.0 and hi == math.inf:
-            # Relu: max(v, 0) commutes with dequantization exactly (DQ(v) >= 0 iff v >= 0)
-            lay = Layer(self.new_name(out), "relu", [x.name])
-            self.values[out] = ("dq", self.add_layer(lay, [x], where))
-            return
-        self.values[out] = ("pending", Pending("clip", where, [x], clip=(lo, hi)))
-
-    def reshape_target(self, node, where, q: QT):
-        size = math.prod(q.shape)
-        if node.op_type == "Flatten":
-            axis = self.attrs(node).get("axis", 1)
-            rank = len(q.shape) + 1
-            if self.norm_axis(axis, rank) != 1:
-                self.fail(f"Flatten axis {axis}: hwsim keeps the batch axis, only axis 1 is supported", where)
-            return (size,)
-        if len(node.input) < 2 or not node.input[1]:
-            self.fail("Reshape needs its target shape as a second input (opset 5 or later)", where)
-        target = [int(t) for t in self.const(node.input[1], where, "shape").reshape(-1)]
-        if self.attrs(node).get("allowzero", 0) and 0 in target:
-            self.fail("Reshape with allowzero and a 0 in the shape is not supported", where)
-        if not target or target[0] not in (0, -1, 1):
-            self.fail(f"Reshape to {target}: the first dimension must stay the batch (0, -1 or 1)", where)
-        rest = target[1:]
-        full = (1,) + tuple(q.shape)
-        rest = [full[i + 1] if t == 0 and i + 1 < len(full) else t for i, t in enumerate(rest)]
-        if rest.count(-1) > 1 or (target[0] == -1 and -1 in rest):
-            self.fail(f"Reshape to {target} is ambiguous", where)
-        if -1 in rest:
-            known = math.prod(t for t in rest if t != -1)
-            if known == 0 or size % known:
-                self.fail(f"Reshape to {target} does not fit {size} elements per sample", where)
-            rest[rest.index(-1)] = size // known
-        if math.prod(rest) != size or len(rest) not in (1, 3):
-            self.fail(f"Reshape to {target}: hwsim needs [N, K] or [N, C, H, W] with {size} elements per sample",
-                      where)
-        return tuple(rest)
-
-    def reshape(self, x: QT, shape, where, base):
-        if tuple(shape) == tuple(x.shape):
-            return x
-        if len(shape) == 1:
-            lay = Layer(self.new_name(base), "flatten", [x.name])
-        else:
-            lay = Layer(self.new_name(base), "reshape", [x.name], {"shape": list(shape)})
-        return self.add_layer(lay, [x], where)
-
-    def op_Flatten(self, node, where):
-        kind, payload = self.lookup(node.input[0], where)
-        if kind == "q":     # QOperator: a reshape of 8-bit codes
-            self.forms.add("QOperator")
-            self.values[node.output[0]] = ("q", self.reshape(payload, self.reshape_target(node, where, payload),
-                                                             where, node.output[0]))
-            return
-        x = self.dq_input(node.input[0], where)
-        self.values[node.output[0]] = ("dq", self.reshape(x, self.reshape_target(node, where, x), where,
-                                                          node.output[0]))
-
-    op_Reshape = op_Flatten
-
-    def op_Concat(self, node, where):
-        xs = [self.dq_input(n, where) for n in node.input]
-        self.check_concat_axis(node, where, xs)
-        self.values[node.output[0]] = ("pending", self.qdq_group(node, "concat", where, xs))
-
-    def check_concat_axis(self, node, where, xs):
-        rank = len(xs[0].shape) + 1
-        axis = self.norm_axis(int(self.attrs(node).get("axis", 1)), rank)
-        if axis != 1:
-            self.fail(f"Concat along axis {axis}: hwsim concatenates along channels (axis 1) only", where)
-
     # --------------------------------------------------------------------------------------- QOperator
     def q_input(self, name, scale_name, zp_name, where):
         kind, payload = self.lookup(name, where)
@@ -864,6 +559,10 @@ class _Importer:
             self.fail(f"input {name!r} is read with scale {enc.scale} / zero point {enc.zero_point}, but it was "
                       f"quantized with {payload.enc.scale} / {payload.enc.zero_point}", where)
         return payload
+
+    def enc_like(self, scale_name, zp_name, like: QT, where):
+        """The encoding (scale, zero point) of a tensor derived from `like`: without a zero point, its type."""
+        return self.act_enc(scale_name, zp_name, where, np.int8 if like.enc.signed else np.uint8)
 
     def q_weight(self, codes_name, scale_name, zp_name, where, co_axis):
         codes = self.const(codes_name, where, "weight")
@@ -892,83 +591,8 @@ class _Importer:
             self.fail(f"bias has {codes.size} values for {co} output channels", where)
         return codes
 
-    def op_QLinearConv(self, node, where):
+    def qlinear(self, node: Node, kind, xs, enc, params=None):
+        """A QOperator op that requantizes (QLinearAdd, QLinearAveragePool, QLinearConcat, ...): one hwsim layer."""
         self.forms.add("QOperator")
-        inp = list(node.input) + [""] * (9 - len(node.input))
-        x = self.q_input(inp[0], inp[1], inp[2], where)
-        w = self.weight(self.q_weight(inp[3], inp[4], inp[5], where, 0), where, "conv")
-        enc = self.act_enc(inp[6], inp[7], where, np.int8 if x.enc.signed else np.uint8)
-        a = self.attrs(node)
-        if a.get("channels_last", 0):
-            self.fail("channels_last QLinearConv is not supported", where)
-        attrs = self.conv_attrs(node, where, w.codes.shape[2:], x.shape[1:] if len(x.shape) == 3 else (1, 1))
-        bias = self.q_bias(inp[8], where, w.codes.shape[0])
-        self.values[node.output[0]] = ("q", self.mac_layer(where, node.output[0], x, w, bias, enc, "conv2d", attrs))
-
-    ms_QLinearConv = op_QLinearConv
-
-    def op_QLinearMatMul(self, node, where):
-        self.forms.add("QOperator")
-        inp = list(node.input)
-        x = self.q_input(inp[0], inp[1], inp[2], where)
-        w = self.weight(self.q_weight(inp[3], inp[4], inp[5], where, 1), where, "dense")
-        enc = self.act_enc(inp[6], inp[7], where, np.int8 if x.enc.signed else np.uint8)
-        self.values[node.output[0]] = ("q", self.mac_layer(where, node.output[0], x, w, None, enc, "dense", {}))
-
-    def ms_QGemm(self, node, where):
-        self.forms.add("QOperator")
-        trans_b = self.gemm_checks(node, where)
-        inp = list(node.input) + [""] * (9 - len(node.input))
-        if not inp[7]:
-            self.fail("QGemm without y_scale outputs float32, which hwsim does not model", where)
-        x = self.q_input(inp[0], inp[1], inp[2], where)
-        w = self.weight(self.q_weight(inp[3], inp[4], inp[5], where, 0 if trans_b else 1), where, "dense", trans_b)
-        enc = self.act_enc(inp[7], inp[8], where, np.int8 if x.enc.signed else np.uint8)
-        bias = self.q_bias(inp[6], where, w.codes.shape[0])
-        self.values[node.output[0]] = ("q", self.mac_layer(where, node.output[0], x, w, bias, enc, "dense", {}))
-
-    def ms_QLinearAdd(self, node, where):
-        self.forms.add("QOperator")
-        inp = list(node.input)
-        a = self.q_input(inp[0], inp[1], inp[2], where)
-        b = self.q_input(inp[3], inp[4], inp[5], where)
-        if a.shape != b.shape:
-            self.fail(f"QLinearAdd needs equal shapes (no broadcasting), got {list(a.shape)} and {list(b.shape)}",
-                      where)
-        enc = self.act_enc(inp[6], inp[7] if len(inp) > 7 else "", where, np.int8 if a.enc.signed else np.uint8)
-        q = self.materialize(Pending("add", where, [a, b]), enc, node.output[0])
-        self.values[node.output[0]] = ("q", q)
-
-    def ms_QLinearAveragePool(self, node, where):
-        self.forms.add("QOperator")
-        inp = list(node.input) + [""] * (5 - len(node.input))
-        x = self.q_input(inp[0], inp[1], inp[2], where)
-        if self.attrs(node).get("channels_last", 0):
-            self.fail("channels_last QLinearAveragePool is not supported", where)
-        attrs, a = self.pool_attrs(node, where, x)
-        attrs["count_include_pad"] = bool(a.get("count_include_pad", 0))
-        enc = self.act_enc(inp[3], inp[4], where, np.int8 if x.enc.signed else np.uint8)
-        self.values[node.output[0]] = ("q", self.materialize(Pending("avgpool", where, [x], attrs), enc,
-                                                             node.output[0]))
-
-    def ms_QLinearGlobalAveragePool(self, node, where):
-        self.forms.add("QOperator")
-        inp = list(node.input)
-        x = self.q_input(inp[0], inp[1], inp[2], where)
-        if self.attrs(node).get("channels_last", 0):
-            self.fail("channels_last QLinearGlobalAveragePool is not supported", where)
-        if len(x.shape) != 3:
-            self.fail(f"pooling needs a [C, H, W] input, got {list(x.shape)}", where)
-        enc = self.act_enc(inp[3], inp[4], where, np.int8 if x.enc.signed else np.uint8)
-        self.values[node.output[0]] = ("q", self.materialize(Pending("avgpool", where, [x], {"global": True}), enc,
-                                                             node.output[0]))
-
-    def ms_QLinearConcat(self, node, where):
-        self.forms.add("QOperator")
-        inp = list(node.input)
-        if len(inp) < 5 or (len(inp) - 2) % 3:
-            self.fail("QLinearConcat takes Y_scale, Y_zero_point, then (tensor, scale, zero point) triples", where)
-        xs = [self.q_input(inp[i], inp[i + 1], inp[i + 2], where) for i in range(2, len(inp), 3)]
-        self.check_concat_axis(node, where, xs)
-        enc = self.act_enc(inp[0], inp[1], where, np.int8 if xs[0].enc.signed else np.uint8)
-        self.values[node.output[0]] = ("q", self.materialize(Pending("concat", where, xs), enc, node.output[0]))
+        p = Pending(kind, node.where, xs, dict(params or {}))
+        self.values[node.outputs[0]] = ("q", self.materialize(p, enc, node.outputs[0]))

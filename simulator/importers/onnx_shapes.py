@@ -38,7 +38,7 @@ import numpy as np
 from ..errors import HwsimError
 from ..hw.workload import Workload
 from . import require
-from .onnx_import import load_onnx
+from .onnx.frontend import load_onnx
 
 MAC_OPS = ("Conv", "ConvInteger", "QLinearConv", "Gemm", "QGemm", "MatMul", "MatMulInteger", "QLinearMatMul")
 POOL_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "QLinearAveragePool",

@@ -17,7 +17,7 @@ import importlib
 import pkgutil
 
 MS = "com.microsoft"
-QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general")
+QONNX = "qonnx.custom_op.general"    # the QONNX reader also finds these ops under other domain names (lookup)
 REGISTRY = {}                      # (domain, op type) -> handler instance
 
 
@@ -45,6 +45,12 @@ def supported(reader: str) -> list:
     other = {f"{op} ({d})" for (d, op), h in REGISTRY.items()
              if d != "" and op not in default and hasattr(h, reader)}
     return sorted(default | other)
+
+
+def domain_ops(domain: str) -> set:
+    """The op types registered in `domain` (QONNX: the ops that mark a graph as QONNX)."""
+    _load()
+    return {op for d, op in REGISTRY if d == _domain(domain)}
 
 
 def float_ops() -> list:

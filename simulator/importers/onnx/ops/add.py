@@ -1,7 +1,10 @@
 """Add: of two activations -> add (residual); of an activation and a constant -> the bias of the layer before."""
 
+from fractions import Fraction
+
 import numpy as np
 
+from ...qonnx_import import AddPending, Q, describe
 from ..frontend import as_float
 from . import handler
 
@@ -36,3 +39,22 @@ class Add:
         c = rows[:, 0]
         prev.bias = (np.zeros(co) if prev.bias is None else prev.bias) + c
         fb.alias(node, x)
+
+    def ort(self, node, imp):
+        """QDQ residual: DQ(a) + DQ(b), pending until its QuantizeLinear (ORT fuses it to QLinearAdd)."""
+        xs = [imp.dq_input(n, node.where) for n in node.inputs]
+        if len(xs) != 2 or xs[0].shape != xs[1].shape:
+            node.fail(f"Add needs two inputs of equal shape (no broadcasting), got {[list(q.shape) for q in xs]}")
+        imp.qdq_group(node, "add", xs)
+
+    def qonnx(self, node, imp):
+        """A constant after a MAC folds into its activation chain; two quantized tensors: a residual add."""
+        acc, c, _ = imp.acc_and_const(node)
+        if acc is not None:
+            v = imp.channel_vector(acc, c, "Add")
+            imp.fold(node, acc, [Fraction(1)] * len(v), v)
+            return
+        a, b = (imp.get(n) for n in node.inputs[:2])
+        if not (isinstance(a, Q) and isinstance(b, Q)):
+            node.fail(f"Add of {describe(a)} and {describe(b)} is not supported")
+        imp.env[node.outputs[0]] = AddPending(a, b)

@@ -1,7 +1,10 @@
 """BatchNormalization (inference form) -> folded into the conv2d / dense that produces its input."""
 
+from fractions import Fraction
+
 import numpy as np
 
+from ...qonnx_import import Acc, describe
 from ..frontend import as_float
 from . import handler
 
@@ -28,3 +31,22 @@ class BatchNormalization:
         bias = np.zeros(co) if prev.bias is None else prev.bias
         prev.bias = (bias - mean) * k + beta
         fb.alias(node, x)
+
+    def qonnx(self, node, imp):
+        """Folded into the activation chain of the MAC before it (a positive per-channel affine map)."""
+        acc = imp.get(node.inputs[0])
+        if not isinstance(acc, Acc):
+            node.fail(f"BatchNormalization on {describe(acc)} is not supported (only after a conv / dense layer)")
+        gamma, beta, mean, var = (imp.const(n, "batch-norm parameter").astype(np.float64) for n in node.inputs[1:5])
+        eps = float(np.float32(node.attr("epsilon", 1e-5)))
+        with np.errstate(all="ignore"):
+            a = gamma / np.sqrt(var + eps)
+            b = beta - mean * a
+        if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+            node.fail("batch-norm parameters give a non-finite factor or offset")
+        if np.any(a <= 0):
+            node.fail("batch norm with a non-positive factor (gamma / sqrt(var + eps)) is not supported")
+        co = acc.layer.weight.shape[0]
+        if a.shape != (co,) or b.shape != (co,):
+            node.fail(f"batch-norm parameters must have {co} entries, got {list(a.shape)}")
+        imp.fold(node, acc, [Fraction(float(v)) for v in a], [Fraction(float(v)) for v in b])

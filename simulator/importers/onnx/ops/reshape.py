@@ -2,6 +2,7 @@
 
 import math
 
+from ...qonnx_import import Q
 from . import handler
 
 
@@ -29,3 +30,44 @@ class Reshape:
             fb.emit(node, "flatten", [x])
         else:
             fb.emit(node, "reshape", [x], {"shape": rest})
+
+    def ort(self, node, imp):
+        """A reshape of 8-bit codes (QOperator) or of a DequantizeLinear's input (QDQ)."""
+        imp.on_codes(node, lambda x: imp.reshape(x, _ort_target(node, imp, x), node.where, node.outputs[0]))
+
+    def qonnx(self, node, imp):
+        x = imp.get(node.inputs[0])
+        shape = [int(v) for v in imp.const(node.inputs[1], "shape").ravel()]
+        if len(shape) == 2:
+            imp.flatten(node, x)
+            return
+        if not isinstance(x, Q) or len(shape) != 4:
+            node.fail(f"Reshape to {shape} is not supported (only [N, K] flattening or [N, C, H, W])")
+        size = math.prod(imp.shapes()[x.name])
+        rest = [d for d in shape[1:] if d != -1]
+        target = [d if d != -1 else size // math.prod(rest) for d in shape[1:]]
+        imp.emit(node, "reshape", [x], {"shape": target}, rank=3)
+
+
+def _ort_target(node, imp, q):
+    """The per-sample shape a Reshape gives the quantized tensor q."""
+    size = math.prod(q.shape)
+    if not node.input(1):
+        node.fail("Reshape needs its target shape as a second input (opset 5 or later)")
+    target = [int(t) for t in imp.const(node.inputs[1], node.where, "shape").reshape(-1)]
+    if node.attr("allowzero", 0) and 0 in target:
+        node.fail("Reshape with allowzero and a 0 in the shape is not supported")
+    if not target or target[0] not in (0, -1, 1):
+        node.fail(f"Reshape to {target}: the first dimension must stay the batch (0, -1 or 1)")
+    full = (1,) + tuple(q.shape)
+    rest = [full[i + 1] if t == 0 and i + 1 < len(full) else t for i, t in enumerate(target[1:])]
+    if rest.count(-1) > 1 or (target[0] == -1 and -1 in rest):
+        node.fail(f"Reshape to {target} is ambiguous")
+    if -1 in rest:
+        known = math.prod(t for t in rest if t != -1)
+        if known == 0 or size % known:
+            node.fail(f"Reshape to {target} does not fit {size} elements per sample")
+        rest[rest.index(-1)] = size // known
+    if math.prod(rest) != size or len(rest) not in (1, 3):
+        node.fail(f"Reshape to {target}: hwsim needs [N, K] or [N, C, H, W] with {size} elements per sample")
+    return tuple(rest)

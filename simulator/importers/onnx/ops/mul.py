@@ -1,0 +1,27 @@
+"""Mul (QONNX): by a positive per-channel constant after a MAC -> folded into its activation chain; an
+AveragePool times its window size -> the sum of a TruncAvgPool."""
+
+from fractions import Fraction
+
+import numpy as np
+
+from ...qonnx_import import AvgPending, describe
+from . import handler
+
+
+@handler("Mul")
+class Mul:
+    def qonnx(self, node, imp):
+        acc, c, _ = imp.acc_and_const(node)
+        if acc is not None:
+            v = imp.channel_vector(acc, c, "Mul")
+            if any(t <= 0 for t in v):
+                node.fail("Mul after a MAC needs positive factors (a negative one flips the comparators)")
+            imp.fold(node, acc, v, [Fraction(0)] * len(v))
+            return
+        a, b = (imp.get(n) for n in node.inputs[:2])
+        p, c = (a, b) if isinstance(a, AvgPending) else (b, a)
+        if isinstance(p, AvgPending) and isinstance(c, np.ndarray) and c.size == 1 and float(c.ravel()[0]) == p.window:
+            imp.env[node.outputs[0]] = AvgPending(p.q, p.attrs, p.window, summed=True)
+            return
+        node.fail(f"Mul of {describe(a)} and {describe(b)} is not supported")
