@@ -149,7 +149,11 @@ def test_compute_cycles_follow_scalesim_for_any_layer(dataflow, rows, cols, k, c
     p = (h - r) // stride + 1
     layer = Workload("l", "conv2d", "mac", k=k, c=c, p=p, q=p, r=r, s=r, h=h, w=h, stride=(stride, stride))
     got = estimate([layer], _big_buffers(f"{rows}x{cols}", dataflow)).layers[0].compute_cycles
-    assert got == scalesim_cycles(dataflow, rows, cols, p * p, k, c * r * r)
+    # SCALE-Sim's count, except where it falls below the work itself: on a 1x1 OS array SCALE-Sim 3.0.0
+    # reports folds*T - 1 cycles (measured: 5x5x3 1x1 conv -> 74 cycles for 75 MACs on one PE)
+    work = math.ceil(p * p * k * c * r * r / (rows * cols))
+    assert got == max(scalesim_cycles(dataflow, rows, cols, p * p, k, c * r * r), work)
+    assert got == scalesim_cycles(dataflow, rows, cols, p * p, k, c * r * r) or (rows, cols, dataflow) == (1, 1, "os")
 
 
 # ----------------------------------------------------------------------------------------------------------

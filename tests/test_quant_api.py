@@ -87,11 +87,12 @@ def test_uniform_weights_rejects_bad_bits(bits):
 # ============================================================================ Lloyd k-means (seed 000)
 
 def python_lloyd(values, k, iters=300):
-    """Plain-Python Lloyd with linspace init: nearest centroid (ties up), cell means, until stable."""
+    """Plain-Python Lloyd with linspace init: nearest centroid by seed 000's midpoint thresholds (ties up; the
+    same float midpoints as the implementation, so near-ties are not a rounding coin toss), cell means."""
     cent = list(np.linspace(min(values), max(values), k))
     assign = None
     for _ in range(iters + 1):
-        new = [min(range(k), key=lambda j: (abs(v - cent[j]), -j)) for v in values]
+        new = [sum(v >= (cent[j] + cent[j + 1]) / 2.0 for j in range(k - 1)) for v in values]
         if new == assign:
             break
         assign = new

@@ -22,6 +22,8 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from simulator.errors import HwsimError
 from simulator.hw.access import F, Link, geometry_of, warm_up
 from simulator.hw.arch import UNIT_EVENTS, Hardware
@@ -278,24 +280,38 @@ def _mac_cost(wl, hw, area: AreaReport, residency: Residency) -> LayerCost:
     macro = area.macros
     energy_per = {t: ((macro[lv.name].write_pj, macro[lv.name].read_pj) if lv else (0.0, 0.0))
                   for t, lv in shared.items()}
-    choice = choose_staging(wl, geom, link, fs, capacity, energy_per, arch.dram.pj_per_bit.value,
-                            arch.objective)
-    res = choice.result
-
     # DRAM traffic: staged tensors from the chosen nest; unstaged ones stream at the array edge.
     extra = _bursts(wl.extra_weight_bits, arch.dram.burst_bits)
+    bypass = {}
+    for t in ("weights", "inputs"):
+        if shared[t] is None:
+            bypass[t] = {"read": edge.read_words[t] * word[t] + (extra if t == "weights" else 0), "write": 0.0}
+    if out_home is None:
+        bypass["outputs"] = {"read": edge.read_words["psums"] * word["psums"],
+                             "write": sum(edge.write_words[t] * word[t] for t in ("psums", "outputs"))}
+    bypass_bits = sum(v["read"] + v["write"] for v in bypass.values())
+    staged_cols = ([F["dram_w"]] if "weights" not in bypass else []) + ([F["dram_i"]] if "inputs" not in bypass else []) \
+        + ([F["dram_o_read"], F["dram_o_write"]] if "outputs" not in bypass else [])
+    fixed_bits = bypass_bits + (extra if "weights" not in bypass else 0)
+
+    def staging_stalls(r):
+        """(onload, offload, DRAM stall) of nest results r [..., fields], exactly as the layer is charged:
+        the staging search ranks candidates by the same cycles the report shows."""
+        onload, offload = np.floor(r[..., F["onload"]]), np.floor(r[..., F["offload"]])
+        stall = r[..., F["stall"]] + max(0.0, math.ceil(bypass_bits / arch.dram.bandwidth_bits) - compute)
+        # One link carries staged and streamed traffic alike: the layer can never beat its total DRAM bits /
+        # bandwidth (Timeloop's throttling bound), whatever overlap the per-step model found.
+        total_bits = sum(r[..., c] for c in staged_cols) + fixed_bits
+        link_floor = np.ceil(total_bits / arch.dram.bandwidth_bits)
+        return onload, offload, np.ceil(np.maximum(stall, link_floor - compute - onload - offload))
+
+    choice = choose_staging(wl, geom, link, fs, capacity, energy_per, arch.dram.pj_per_bit.value,
+                            arch.objective, latency_of=lambda r: sum(staging_stalls(r)))
+    res = choice.result
     dram = {"weights": {"read": res[F["dram_w"]] + extra, "write": 0.0},
             "inputs": {"read": res[F["dram_i"]], "write": 0.0},
             "outputs": {"read": res[F["dram_o_read"]], "write": res[F["dram_o_write"]]}}
-    bypass_bits = 0.0
-    for t in ("weights", "inputs"):
-        if shared[t] is None:
-            dram[t]["read"] = edge.read_words[t] * word[t] + (extra if t == "weights" else 0)
-            bypass_bits += dram[t]["read"]
-    if out_home is None:
-        dram["outputs"] = {"read": edge.read_words["psums"] * word["psums"],
-                           "write": sum(edge.write_words[t] * word[t] for t in ("psums", "outputs"))}
-        bypass_bits += dram["outputs"]["read"] + dram["outputs"]["write"]
+    dram.update(bypass)
 
     # Accesses per on-chip level and tensor, in that level's words.
     staged_words = {
@@ -319,13 +335,8 @@ def _mac_cost(wl, hw, area: AreaReport, residency: Residency) -> LayerCost:
                 for name, by_tensor in by_level.items() if by_tensor}
 
     # Stalls.
-    stalls = {"onload": int(res[F["onload"]]), "offload": int(res[F["offload"]])}
-    dram_stall = res[F["stall"]] + max(0.0, math.ceil(bypass_bits / arch.dram.bandwidth_bits) - compute)
-    # One link carries staged and streamed traffic alike: the layer can never beat its total DRAM bits /
-    # bandwidth (Timeloop's throttling bound), whatever overlap the per-step model found.
-    link_floor = math.ceil(sum(v["read"] + v["write"] for v in dram.values()) / arch.dram.bandwidth_bits)
-    dram_stall = max(dram_stall, link_floor - compute - stalls["onload"] - stalls["offload"])
-    stalls["dram"] = int(math.ceil(dram_stall))
+    onload, offload, dram_stall = staging_stalls(res)
+    stalls = {"onload": int(onload), "offload": int(offload), "dram": int(dram_stall)}
     for lv in arch.levels:
         if lv.per_pe:
             continue

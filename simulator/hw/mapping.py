@@ -66,7 +66,9 @@ class FoldSchedule:
         t = self.t * self.cycles_per_step
         if self.systolic:
             per_fold = t + self.rows + self.cols - 2 if self.dataflow == "os" else 2 * self.rows + self.cols + t - 2
-            return self.folds * per_fold - 1
+            # SCALE-Sim's count (its final "- 1" included); on a 1x1 array that falls one cycle below the work
+            # itself, which no schedule can beat: never report fewer cycles than the PE-cycles of useful work
+            return max(self.folds * per_fold - 1, -(-self.active_pe_cycles // (self.rows * self.cols)))
         return self.folds * (t if self.dataflow == "os" else t + self.rows)
 
     @property
@@ -186,13 +188,16 @@ class StagingChoice:
 
 
 def choose_staging(wl, geom: Geometry, link: Link, fs: FoldSchedule, capacity: list, energy_per: dict,
-                   dram_pj_per_bit: float, objective: str = "latency") -> StagingChoice:
+                   dram_pj_per_bit: float, objective: str = "latency", latency_of=None) -> StagingChoice:
     """The fitting nest that minimises the objective over what the staging changes: "latency" (onload +
     offload + DRAM stalls, then energy), "energy" (DRAM and buffer-fill energy, then latency) or "edp"
     (their product over the layer: (compute + staging latency) x staging energy, then latency).
 
     capacity: [(level name, size bits, double buffered, tensors held)] of the shared buffers;
-    energy_per: tensor (weights, inputs, outputs, psums) -> (pJ per write word, pJ per read word) of its buffer."""
+    energy_per: tensor (weights, inputs, outputs, psums) -> (pJ per write word, pJ per read word) of its buffer.
+    latency_of: the staging cycles the layer is charged for given nest results (default: onload + offload +
+    stalls of the nest alone); the candidates do not depend on the buffers, so a bigger buffer only adds
+    fitting candidates and can never make the chosen latency worse."""
     tiles, orders = candidate_nests(geom, fs.dataflow)
     res = evaluate_nests(geom, link, tiles, orders)
     psums = (res[:, F["single_visit"]] == 0) | (fs.dataflow != "os" and fs.row_folds > 1)
@@ -218,7 +223,7 @@ def choose_staging(wl, geom: Geometry, link: Link, fs: FoldSchedule, capacity: l
                 raise HwsimError(f"buffer '{name}' ({size_bits // 8} bytes) cannot hold the smallest tile of layer "
                                  f"'{wl.name}' ({parts}{', x2 double-buffered' if double else ''}: "
                                  f"{int(need + 7) // 8} bytes)", field=f"architecture.memory.{name}.size_bytes")
-    latency = res[:, F["onload"]] + res[:, F["offload"]] + res[:, F["stall"]]
+    latency = latency_of(res) if latency_of else res[:, F["onload"]] + res[:, F["offload"]] + res[:, F["stall"]]
     dram_bits = res[:, F["dram_w"]] + res[:, F["dram_i"]] + res[:, F["dram_o_read"]] + res[:, F["dram_o_write"]]
     energy = dram_bits * dram_pj_per_bit
     for tensor, col in (("weights", "buf_fill_w"), ("inputs", "buf_fill_i"), ("psums", "buf_fill_psum")):
