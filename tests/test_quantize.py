@@ -354,3 +354,59 @@ def test_quantized_models_export_and_run_in_onnxruntime(tmp_path, bn_model, digi
     got = sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float32)})[0]
     ours = Engine(model).run(quantize_input(model, x)).output
     np.testing.assert_array_equal(got.reshape(ours.shape).astype(np.int64), ours)
+
+
+def keras_like(seed=0, nhwc_input=False):
+    """What tf2onnx writes for a small Keras CNN: per-channel Mul / Add / Sub / Div after the conv (a folded
+    BatchNorm), a channels-last Transpose before the flatten (Keras flattens NHWC), MatMul + Add, Softmax."""
+    rng = np.random.default_rng(seed)
+    inits, nodes = [], []
+
+    def const(name, arr, dtype=np.float32):
+        inits.append(numpy_helper.from_array(np.asarray(arr, dtype=dtype), name))
+        return name
+
+    x = "x"
+    if nhwc_input:
+        nodes.append(helper.make_node("Transpose", ["x"], ["xt"], name="in_t", perm=[0, 3, 1, 2]))
+        x = "xt"
+    nodes += [helper.make_node("Conv", [x, const("w", rng.normal(0, .4, (6, 2, 3, 3)))], ["c"], name="conv",
+                               pads=[1, 1, 1, 1]),
+              helper.make_node("Mul", ["c", const("s", rng.uniform(0.5, 2, (1, 6, 1, 1)))], ["m"], name="bn_mul"),
+              helper.make_node("Add", [const("t", rng.normal(0, .2, (6, 1, 1))), "m"], ["a"], name="bn_add"),
+              helper.make_node("Sub", ["a", const("u", rng.normal(0, .2, (1, 6, 1, 1)))], ["sb"], name="sub"),
+              helper.make_node("Div", ["sb", const("d", rng.uniform(0.5, 2, (6, 1, 1)))], ["dv"], name="div"),
+              helper.make_node("Relu", ["dv"], ["r"], name="relu"),
+              helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+              helper.make_node("Transpose", ["p"], ["pt"], name="to_nhwc", perm=[0, 2, 3, 1]),
+              helper.make_node("Reshape", ["pt", const("shape", [-1, 6 * 3 * 4], np.int64)], ["f"], name="flatten"),
+              helper.make_node("MatMul", ["f", const("w2", rng.normal(0, .2, (72, 16)))], ["mm"], name="dense"),
+              helper.make_node("Add", ["mm", const("b2", rng.normal(0, .1, 16))], ["h"], name="dense_bias"),
+              helper.make_node("Relu", ["h"], ["hr"], name="relu2"),
+              helper.make_node("MatMul", ["hr", const("w3", rng.normal(0, .3, (16, 5)))], ["o"], name="out"),
+              helper.make_node("Softmax", ["o"], ["y"], name="softmax", axis=-1)]
+    shape = ["N", 6, 8, 2] if nhwc_input else ["N", 2, 6, 8]
+    graph = helper.make_graph(nodes, "keras_like", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def test_keras_style_graph_folds_and_matches_onnxruntime(tmp_path):
+    path = save(keras_like(), tmp_path / "k.onnx")
+    fg = read_float_onnx(path)
+    assert [n.op for n in fg.nodes] == ["conv2d", "relu", "maxpool", "flatten", "dense", "relu", "dense"]
+    x = np.random.default_rng(3).normal(size=(9, 2, 6, 8))
+    logits = fg.run(x)[fg.output]
+    probs = ort_run(path, x)
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(e / e.sum(1, keepdims=True), probs, rtol=1e-4, atol=1e-6)
+    res = quantize(fg, x, None, Recipe(), name="k")
+    assert compare(Engine(res.model), quantize_input(res.model, x)).passed and res.agreement > 0.8
+
+
+def test_channels_last_input_is_one_clear_error(tmp_path, capsys):
+    path = save(keras_like(nhwc_input=True), tmp_path / "k.onnx")
+    with pytest.raises(HwsimError, match="channels-last .NHWC. input.*inputs-as-nchw"):
+        read_float_onnx(path)

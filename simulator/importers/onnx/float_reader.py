@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 
+import numpy as np
+
 from ...errors import HwsimError
 from ...floatgraph import FloatGraph, FloatNode
 from .frontend import Node, OnnxGraph, file_sha256
@@ -23,6 +25,8 @@ class FloatBuilder:
                              field=f"graph.input {graph.input_name}")
         self.graph = FloatGraph(tuple(dims[1:]), source=graph.source)
         self.tensors = {graph.input_name: "input"}     # ONNX name -> FloatGraph tensor name
+        self.channels_last = {}      # ONNX name of an NCHW -> NHWC Transpose output -> the NCHW tensor
+        self.flat_order = {}         # flattened FloatGraph tensor -> column order a dense reading it must use
         self.consumers = {}
         for proto in graph.proto.graph.node:
             for name in proto.input:
@@ -32,10 +36,22 @@ class FloatBuilder:
     # --------------------------------------------------------------------------------------------- for handlers
     def tensor(self, node: Node, i: int) -> str:
         name = node.inputs[i] if i < len(node.inputs) else ""
+        if name in self.channels_last:
+            node.fail("a channels-last Transpose (perm [0, 2, 3, 1]) is supported only right before the Flatten / "
+                      "Reshape that feeds a dense layer (Keras' flatten order)")
         if name not in self.tensors:
             node.fail(f"input {i} ({name!r}) is not an activation (constants are only allowed as weights, bias "
                       "and parameters)")
         return self.tensors[name]
+
+    def flatten_input(self, node) -> tuple:
+        """(tensor, column order) a Flatten / Reshape reads: after a channels-last Transpose the flatten runs on
+        the NCHW tensor and records the NHWC order for the dense layer that reads it."""
+        src = self.channels_last.get(node.inputs[0])
+        if src is None:
+            return self.tensor(node, 0), None
+        c, h, w = self.shape(src)
+        return src, np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
 
     def shape(self, tensor: str) -> tuple:
         return self.graph.shapes()[tensor]

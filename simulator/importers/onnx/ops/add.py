@@ -2,11 +2,9 @@
 
 from fractions import Fraction
 
-import numpy as np
-
 from ...qonnx_import import AddPending, Q, describe
-from ..frontend import as_float
 from . import handler
+from ._fold import fold_constant
 
 
 @handler("Add")
@@ -21,24 +19,7 @@ class Add:
             return
         if all(consts):
             node.fail("adds two constants (constant folding of this op is not supported)")
-        i = consts.index(False)
-        x = fb.tensor(node, i)
-        prev = fb.graph.producer(x)
-        if prev is None or prev.op not in ("conv2d", "dense") or not fb.only_consumer(node, i):
-            node.fail("an Add of a constant must be the bias of the Conv / Gemm / MatMul before it (its output, "
-                      "used by nothing else)")
-        c = as_float(node.const(1 - i, "addend"), node, "addend")
-        co = prev.weight.shape[0]
-        try:   # ONNX broadcasting against [1, *shape]; a bias must be constant over everything but channels
-            full = np.broadcast_to(c, (1,) + tuple(prev.shape)) if c.ndim <= len(prev.shape) + 1 else None
-        except ValueError:
-            full = None
-        rows = None if full is None else full.reshape(co, -1)
-        if rows is None or not np.all(rows == rows[:, :1]):
-            node.fail(f"the addend {list(c.shape)} is not a per-channel bias of the {co}-channel layer before")
-        c = rows[:, 0]
-        prev.bias = (np.zeros(co) if prev.bias is None else prev.bias) + c
-        fb.alias(node, x)
+        fold_constant(node, fb, "add")
 
     def ort(self, node, imp):
         """QDQ residual: DQ(a) + DQ(b), pending until its QuantizeLinear (ORT fuses it to QLinearAdd)."""

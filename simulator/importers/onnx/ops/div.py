@@ -1,12 +1,18 @@
-"""Div (QONNX): (MAC output) / positive constant -> folded into the MAC's activation chain."""
+"""Div: (MAC output) / constant -> folded into the layer's weights and bias (float reader) or, for positive
+divisors, its activation chain (QONNX)."""
 
 from fractions import Fraction
 
 from . import handler
+from ._fold import fold_constant
 
 
 @handler("Div")
 class Div:
+    def to_float(self, node, fb):
+        node.only_attrs({})
+        fold_constant(node, fb, "div")
+
     def qonnx(self, node, imp):
         acc, c, swapped = imp.acc_and_const(node)
         if acc is None or swapped:

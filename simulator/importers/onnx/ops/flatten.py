@@ -9,7 +9,10 @@ from . import handler
 class Flatten:
     def to_float(self, node, fb):
         node.only_attrs({"axis": 1})
-        fb.emit(node, "flatten", [fb.tensor(node, 0)])
+        x, order = fb.flatten_input(node)
+        flat = fb.emit(node, "flatten", [x])
+        if order is not None:
+            fb.flat_order[flat.name] = order
 
     def ort(self, node, imp):
         """A reshape of 8-bit codes (QOperator) or of a DequantizeLinear's input (QDQ)."""

@@ -20,6 +20,16 @@ def gemm_trans_b(node) -> bool:
     return bool(a.get("transB", 0))
 
 
+def channels_first(fb, x, w):
+    """Weights [Co, K] for an NCHW-flattened input when the model flattened NHWC (Keras after a Transpose)."""
+    order = fb.flat_order.get(x)
+    if order is None:
+        return w
+    out = np.empty_like(w)
+    out[:, order] = w          # column j of the NHWC flatten is element order[j] of the NCHW flatten
+    return out
+
+
 @handler("Gemm")
 class Gemm:
     def to_float(self, node, fb):
@@ -38,7 +48,7 @@ class Gemm:
             if c.size not in (1, w.shape[0]) or c.ndim > 2 or (c.ndim == 2 and c.shape[0] != 1):
                 node.fail(f"bias C must broadcast as [{w.shape[0]}], got {list(c.shape)}")
             c = np.broadcast_to(c.reshape(-1), (w.shape[0],)).copy()
-        fb.emit(node, "dense", [x], {}, w, c)
+        fb.emit(node, "dense", [x], {}, channels_first(fb, x, w), c)
 
     def ort(self, node, imp):
         """QDQ: DQ(x), DQ(B) [, DQ(C)] -> Gemm, pending until its QuantizeLinear."""
@@ -84,7 +94,7 @@ class MatMul:
         b = as_float(node.const(1, "matrix B"), node, "matrix B")
         if b.ndim != 2:
             node.fail(f"matrix B must be 2-D [K, N], got {list(b.shape)}")
-        fb.emit(node, "dense", [x], {}, b.T.copy(), None)
+        fb.emit(node, "dense", [x], {}, channels_first(fb, x, b.T.copy()), None)
 
     def ort(self, node, imp):
         x = imp.dq_input(node.inputs[0], node.where)

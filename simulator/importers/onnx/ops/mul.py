@@ -1,5 +1,6 @@
-"""Mul (QONNX): by a positive per-channel constant after a MAC -> folded into its activation chain; an
-AveragePool times its window size -> the sum of a TruncAvgPool."""
+"""Mul by a per-channel constant after a conv / dense: float reader -> folded into its weights and bias; QONNX
+-> (positive factors) folded into its activation chain, or an AveragePool times its window size -> the sum of a
+TruncAvgPool."""
 
 from fractions import Fraction
 
@@ -7,10 +8,15 @@ import numpy as np
 
 from ...qonnx_import import AvgPending, describe
 from . import handler
+from ._fold import fold_constant
 
 
 @handler("Mul")
 class Mul:
+    def to_float(self, node, fb):
+        node.only_attrs({})
+        fold_constant(node, fb, "mul")
+
     def qonnx(self, node, imp):
         acc, c, _ = imp.acc_and_const(node)
         if acc is not None:

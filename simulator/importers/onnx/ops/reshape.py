@@ -10,7 +10,7 @@ from . import handler
 class Reshape:
     def to_float(self, node, fb):
         node.only_attrs({"allowzero": 0})
-        x = fb.tensor(node, 0)
+        x, order = fb.flatten_input(node)
         size = math.prod(fb.shape(x))
         target = [int(v) for v in node.const(1, "shape").reshape(-1)]
         if not target or target[0] not in (0, -1, 1):
@@ -26,8 +26,12 @@ class Reshape:
             rest[rest.index(-1)] = size // known
         if math.prod(rest) != size or len(rest) not in (1, 3):
             node.fail(f"reshapes a {list(fb.shape(x))} sample to {rest}; only [K] or [C, H, W] are supported")
+        if order is not None and len(rest) != 1:
+            node.fail("after a channels-last Transpose only a flatten to [N, K] is supported")
         if len(rest) == 1:
-            fb.emit(node, "flatten", [x])
+            flat = fb.emit(node, "flatten", [x])
+            if order is not None:
+                fb.flat_order[flat.name] = order
         else:
             fb.emit(node, "reshape", [x], {"shape": rest})
 

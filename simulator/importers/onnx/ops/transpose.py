@@ -1,4 +1,6 @@
-"""Transpose (QONNX): of constants only, e.g. a quantized 2-D weight matrix before MatMul (Brevitas' Linear)."""
+"""Transpose: float reader -> NCHW to NHWC right before a Flatten / Reshape into a dense layer (Keras' flatten
+order, folded into the dense weights); QONNX -> of constants only, e.g. a quantized 2-D weight matrix before
+MatMul (Brevitas' Linear)."""
 
 import numpy as np
 
@@ -8,6 +10,18 @@ from . import handler
 
 @handler("Transpose")
 class Transpose:
+    def to_float(self, node, fb):
+        node.only_attrs({"perm": None})
+        perm = list(node.attr("perm", []))
+        if node.inputs[0] == node.graph.input_name and perm == [0, 3, 1, 2]:
+            node.fail("the model takes channels-last (NHWC) input; hwsim models take NCHW: export with "
+                      "channels-first inputs (tf2onnx --inputs-as-nchw)")
+        x = fb.tensor(node, 0)
+        if len(fb.shape(x)) != 3 or perm != [0, 2, 3, 1]:
+            node.fail(f"only the NCHW -> NHWC Transpose (perm [0, 2, 3, 1]) before a flatten is supported, got "
+                      f"perm {perm}")
+        fb.channels_last[node.outputs[0]] = x
+
     def qonnx(self, node, imp):
         x = imp.get(node.inputs[0])
         perm = list(node.attr("perm", []))
