@@ -30,16 +30,22 @@ def channels_first(fb, x, w):
     return out
 
 
+def _operands(node, fb):
+    """The [N, K] activation and the constant 2-D matrix B of a Gemm / MatMul."""
+    x = fb.tensor(node, 0)
+    if len(fb.shape(x)) != 1:
+        node.fail(f"needs a 2-D [N, K] input, got a per-sample shape {list(fb.shape(x))} (Flatten first)")
+    b = as_float(node.const(1, "matrix B"), node, "matrix B")
+    if b.ndim != 2:
+        node.fail(f"matrix B must be 2-D, got {list(b.shape)}")
+    return x, b
+
+
 @handler("Gemm")
 class Gemm:
     def to_float(self, node, fb):
         node.only_attrs({"alpha": None, "beta": None, "transA": 0, "transB": None})
-        x = fb.tensor(node, 0)
-        if len(fb.shape(x)) != 1:
-            node.fail(f"needs a 2-D [N, K] input, got a per-sample shape {list(fb.shape(x))} (Flatten first)")
-        b = as_float(node.const(1, "matrix B"), node, "matrix B")
-        if b.ndim != 2:
-            node.fail(f"matrix B must be 2-D, got {list(b.shape)}")
+        x, b = _operands(node, fb)
         w = b if node.attr("transB", 0) else b.T
         w = w * float(node.attr("alpha", 1.0))
         c = node.const(2, "bias C", required=False)
@@ -88,12 +94,7 @@ class Gemm:
 class MatMul:
     def to_float(self, node, fb):
         node.only_attrs({})
-        x = fb.tensor(node, 0)
-        if len(fb.shape(x)) != 1:
-            node.fail(f"needs a 2-D [N, K] input, got a per-sample shape {list(fb.shape(x))}")
-        b = as_float(node.const(1, "matrix B"), node, "matrix B")
-        if b.ndim != 2:
-            node.fail(f"matrix B must be 2-D [K, N], got {list(b.shape)}")
+        x, b = _operands(node, fb)
         fb.emit(node, "dense", [x], {}, channels_first(fb, x, b.T.copy()), None)
 
     def ort(self, node, imp):
