@@ -141,7 +141,7 @@ def load_npy(path) -> np.ndarray:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if f.read(4) == b"PK\x03\x04":
-                raise ValueError("this is an .npz archive, not an .npy file (use load_npz)")
+                raise ValueError("this is an .npz archive, not an .npy file (an .npz with x and y goes to --dataset)")
             f.seek(0)
             return _read_npy_stream(f, size)
     except HwsimError:

@@ -410,3 +410,45 @@ def test_channels_last_input_is_one_clear_error(tmp_path, capsys):
     path = save(keras_like(nhwc_input=True), tmp_path / "k.onnx")
     with pytest.raises(HwsimError, match="channels-last .NHWC. input.*inputs-as-nchw"):
         read_float_onnx(path)
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_pytorch_exports_with_dynamic_batch(tmp_path, dynamo):
+    """PyTorch's two exporters on a residual / depthwise / ReLU6 / BatchNorm / view(N, -1) network: the legacy one
+    writes Shape -> Gather -> Unsqueeze -> Concat -> Reshape (folded as constants), the dynamo one ReduceMean."""
+    torch = pytest.importorskip("torch")
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.b1 = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+            self.c2, self.b2 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+            self.dw, self.pw, self.fc = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 16, 1), nn.Linear(16, 10)
+
+        def forward(self, x):
+            x = F.relu(self.b1(self.c1(x)))
+            x = F.relu(x + self.b2(self.c2(x)))
+            x = F.relu6(self.pw(F.relu6(self.dw(x))))
+            x = F.adaptive_avg_pool2d(x, 1)
+            return self.fc(x.view(x.size(0), -1))
+
+    torch.manual_seed(0)
+    net = Net()
+    for bn in (net.b1, net.b2):
+        bn.running_mean.uniform_(-0.2, 0.2)
+        bn.running_var.uniform_(0.5, 2)
+    net.train(False)
+    path = tmp_path / "net.onnx"
+    kwargs = ({"dynamic_shapes": {"x": {0: torch.export.Dim("N")}}, "dynamo": True} if dynamo else
+              {"dynamic_axes": {"x": {0: "N"}, "y": {0: "N"}}, "dynamo": False, "opset_version": 17})
+    try:
+        torch.onnx.export(net, (torch.zeros(1, 3, 12, 12),), str(path), input_names=["x"], output_names=["y"], **kwargs)
+    except Exception as exc:            # the dynamo exporter needs onnxscript
+        pytest.skip(f"torch.onnx.export failed here: {type(exc).__name__}")
+    x = np.random.default_rng(0).normal(size=(32, 3, 12, 12))
+    fg = read_float_onnx(path)
+    np.testing.assert_allclose(fg.run(x)[fg.output], ort_run(path, x), rtol=1e-4, atol=1e-4)
+    res = quantize(fg, x, None, Recipe(), name="net")
+    assert compare(Engine(res.model), quantize_input(res.model, x)).passed and res.agreement >= 0.9

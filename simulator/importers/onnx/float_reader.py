@@ -102,7 +102,8 @@ def read_float_onnx(path) -> FloatGraph:
     try:
         builder = FloatBuilder(graph)
         for node in graph.nodes():
-            lookup(node, "to_float").to_float(node, builder)
+            if not graph.fold(node):
+                lookup(node, "to_float").to_float(node, builder)
         out = graph.output_names[0]
         if out not in builder.tensors:
             raise HwsimError(f"the output {out!r} is a constant", field="graph.output")

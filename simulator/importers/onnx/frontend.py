@@ -18,6 +18,12 @@ from ...errors import HwsimError
 from .. import require
 
 MAX_MODEL_BYTES = 2 << 30          # protobuf's own limit; a larger file cannot be a valid single-file model
+# Ops a reader may evaluate when every input is a constant (shape arithmetic as exporters write it: Shape ->
+# Gather -> Unsqueeze -> Concat -> Reshape; transposed or cast weights). Element-wise or shrinking ops only, on
+# bounded inputs, so folding can never blow up memory.
+FOLDABLE = ("Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice", "Add", "Sub", "Mul", "Div", "Neg",
+            "ReduceProd", "Reshape", "Transpose", "Identity", "Floor", "Ceil", "Sqrt")
+MAX_FOLD_ELEMENTS = 1 << 24
 
 
 def load_onnx(path):
@@ -167,6 +173,27 @@ class OnnxGraph:
                                      "the graph must also be topologically sorted, as ONNX requires)",
                                      source=self.source, field=node.where)
             known.update(proto.output)
+
+    def fold(self, node: "Node") -> bool:
+        """Evaluate `node` if every input is a constant and its op is FOLDABLE (ONNX's reference implementation);
+        its outputs become constants. Returns whether it was folded."""
+        names = [n for n in node.inputs if n]
+        if node.op_type not in FOLDABLE or not names or any(n not in self.consts for n in names):
+            return False
+        if node.proto.domain not in ("", "ai.onnx"):
+            return False
+        if sum(np.asarray(self.consts[n]).size for n in names) > MAX_FOLD_ELEMENTS:
+            node.fail(f"constant inputs larger than {MAX_FOLD_ELEMENTS:,} elements are not folded")
+        from onnx.reference import ReferenceEvaluator
+        version = next((o.version for o in self.proto.opset_import if o.domain in ("", "ai.onnx")), None)
+        try:
+            ev = ReferenceEvaluator(node.proto, opsets={"": version} if version else None)
+            outs = ev.run(None, {n: self.consts[n] for n in names})
+        except Exception as exc:
+            node.fail(f"cannot fold this constant expression ({type(exc).__name__}: {str(exc)[:120]})")
+        for name, value in zip(node.outputs, outs):
+            self.consts[name] = np.asarray(value)
+        return True
 
     def nodes(self):
         for i, proto in enumerate(self.proto.graph.node):

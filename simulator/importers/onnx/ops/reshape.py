@@ -9,10 +9,12 @@ from . import handler
 @handler("Reshape")
 class Reshape:
     def to_float(self, node, fb):
-        node.only_attrs({"allowzero": 0})
+        node.only_attrs({"allowzero": None})
         x, order = fb.flatten_input(node)
         size = math.prod(fb.shape(x))
         target = [int(v) for v in node.const(1, "shape").reshape(-1)]
+        if node.attr("allowzero", 0) and 0 in target:
+            node.fail(f"shape {target} with allowzero=1 asks for an empty dimension")
         if not target or target[0] not in (0, -1, 1):
             node.fail(f"shape {target} must keep the batch axis first (0, 1 or -1)")
         dims = fb.shape(x)
