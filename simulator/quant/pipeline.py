@@ -1,8 +1,9 @@
 """FloatGraph + calibration data + recipe -> a hwsim Model (.qnn) that the integer engine runs bit-exactly.
 
 Steps (one way): plan the schemes per MAC layer -> fuse each ReLU / Clip into the layer before -> group the stored
-tensors (MAC and add outputs; the inputs of a concat share one encoding) -> calibrate each group's encoding on
-the float model's activations -> quantize the weights -> assemble the layers. Every activation scale is a power of
+tensors (MAC and add outputs; the inputs of a concat share one encoding) -> quantize the weights -> calibrate
+each group's encoding, in network order, on the values it takes in the network quantized so far -> assemble the
+layers. Every activation scale is a power of
 two (seed 004: V_i = i * 2^-F) and every weight scale has at most 8 significant bits, so the float64 requantizer
 is exact and `hwsim validate` finds the engine and the float64 reference equal bit for bit.
 """
@@ -275,8 +276,19 @@ class Quantizer:
                 continue                     # decide the group when its last member has been computed
             measured = {}
             if group != ["input"]:
-                probes = {m: _probe(self.float_acts[fused_out.get(m, m)]) for m in order if m not in plan.encodings}
-                measured = self._measured(self.build("calibration", probes, upto=t), group)
+                # the float range (before and after a fused activation: a sign reads the pre-activation) sizes
+                # the probe; a probe that saturates is widened and the tensor measured again
+                headroom = 4.0
+                while True:
+                    probes = {m: _probe(headroom * max(np.abs(self.float_acts[m]).max(initial=0.0),
+                                                       np.abs(self.float_acts[fused_out.get(m, m)]).max(initial=0.0)))
+                              for m in order if m not in plan.encodings}
+                    model = self.build("calibration", probes, upto=t)
+                    measured = self._measured(model, group)
+                    top = {m: model.layer(m).out_enc.value_scale * ((1 << 15) - 1) for m in group if m != "input"}
+                    if headroom >= 2.0 ** 20 or all(np.abs(measured[m]).max(initial=0.0) < top[m] for m in top):
+                        break
+                    headroom *= 16.0
             values = np.concatenate([self.calib_x.reshape(-1) if m == "input" else measured[m].reshape(-1)
                                      for m in group])
             scheme = plan.tensor_scheme[t]
@@ -368,9 +380,8 @@ class Quantizer:
         lay.attrs["clip"] = list(_clip_values(lo, hi, out_enc))
 
 
-def _probe(float_values):
-    """A fine signed 16-bit encoding with 4x headroom over the float range: measures a tensor's quantized values."""
-    top = 4.0 * float(np.abs(float_values).max()) if float_values.size else 0.0
+def _probe(top):
+    """A fine signed 16-bit encoding reaching `top`: measures a tensor's values in the partly quantized network."""
     return UniformAct(16, True, 2.0 ** -_frac(top, 16, True))
 
 
