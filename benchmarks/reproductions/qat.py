@@ -18,11 +18,13 @@ model pads with zeros) -> sign -> maxpool -> flatten -> fc1 -> ReLU (fc1's outpu
 is read by the 8-bit last layer, so it stays uniform 8-bit with its ReLU) -> fc2. The sign's gradient is
 the hard-tanh STE (1 where |x| <= 1).
 
-hwsim scales a binary tensor by beta = mean|X| of its float calibration values (`xnor_beta`, computed on the float
-graph, post-ReLU); the torch model here trains scale-free (beta = 1), and `export_qat` rescales the biases
-downstream of each binary tensor by that beta (b <- beta * b) so the integer engine's signs and argmax do not
-depend on beta: conv2's sign(beta1 * (alpha * dot) + beta1 * t) = sign(alpha * dot + t), and the logits are
-beta2 * (torch logits).
+hwsim scales a binary tensor by beta = mean|X| (`xnor_beta`) of the values the binarized pre-activation takes on
+the calibration set in the network quantized so far (the pipeline's sequential calibration); the torch model here
+trains scale-free (beta = 1), and `export_qat` rescales the biases downstream of each binary tensor by the beta
+hwsim computes for it (b <- beta * b; read from `Quantizer`'s calibration of the exported model, one binary
+tensor at a time, since conv2's beta is measured after conv1's has been folded in) so the integer engine's signs
+and argmax do not depend on beta: conv2's sign(beta1 * (alpha * dot) + beta1 * t) = sign(alpha * dot + t), and
+the logits are beta2 * (torch logits).
 """
 
 from __future__ import annotations
@@ -86,17 +88,26 @@ def lenet_forward(net, x, quant, binary_acts, pad):
     return net.fc2(h)
 
 
-def export_qat(net, dataset, path, calib_x, binary_acts=False, bake=False, quant=None):
+def hwsim_betas(path, rec, calib_x) -> dict:
+    """{binary tensor: beta} that `hwsim quantize` with recipe `rec`, calibrated on calib_x, gives the model at
+    `path` (the pipeline's own calibration, so the export folds in exactly the betas the engine will use)."""
+    from common import read_fg
+    from simulator.encodings import BinaryAct
+    from simulator.quant.pipeline import Quantizer
+    q = Quantizer(read_fg(path), rec, np.asarray(calib_x, dtype=np.float64))
+    return {t: e.scale for t, e in q.plan.encodings.items() if isinstance(e, BinaryAct)}
+
+
+def export_qat(net, dataset, path, calib_x, binary_acts=False, bake=False, quant=None, rec=None):
     """Export the QAT network as a float ONNX: latent float weights (bake=False; hwsim's quantizer makes the
     ternary/binary values itself) or the quantized values (bake=True; hwsim's quantizers are idempotent on
     them). With binary_acts the biases downstream of each binary tensor are multiplied by hwsim's beta of that
-    tensor (see the module docstring). Returns the betas used."""
+    tensor under recipe `rec` (see the module docstring). Returns the betas used."""
     import copy
 
     import torch
 
-    from common import export_onnx, lenet, read_fg
-    from simulator.quant import weights as qw
+    from common import export_onnx, lenet
 
     plain = lenet(dataset)
     plain.load_state_dict(net.state_dict())
@@ -106,21 +117,24 @@ def export_qat(net, dataset, path, calib_x, binary_acts=False, bake=False, quant
                 mod.weight.copy_(QUANT[quant](mod.weight))
     betas = {}
     if binary_acts:
+        if rec is None:
+            raise ValueError("binary_acts needs the hwsim recipe (rec) whose betas are folded into the biases")
         tmp = path.with_suffix(".tmp.onnx")
         export_onnx(plain, dataset, tmp)
-        fg = read_fg(tmp)
-        conv1, conv2 = [n.name for n in fg.mac_nodes()][:2]
-        relu1 = next(n.name for n in fg.nodes if n.op == "relu" and n.inputs == [conv1])
-        beta1 = qw.mantissa8(qw.xnor_beta(fg.run(calib_x.astype(np.float64), keep=True)[relu1]))
+        b = hwsim_betas(tmp, rec, calib_x)
+        conv1, conv2 = list(b)               # the two binary tensors (conv1's and conv2's outputs), network order
+        beta1 = b[conv1]
         with torch.no_grad():
             plain.conv2.bias.mul_(beta1)
         export_onnx(plain, dataset, tmp)
-        fg = read_fg(tmp)
-        relu2 = next(n.name for n in fg.nodes if n.op == "relu" and n.inputs == [conv2])
-        beta2 = qw.mantissa8(qw.xnor_beta(fg.run(calib_x.astype(np.float64), keep=True)[relu2]))
+        b = hwsim_betas(tmp, rec, calib_x)
+        assert b[conv1] == beta1          # conv1's beta does not depend on conv2's bias
+        beta2 = b[conv2]
         with torch.no_grad():
             plain.fc1.bias.mul_(beta2)
             plain.fc2.bias.mul_(beta2)
+        export_onnx(plain, dataset, tmp)
+        assert hwsim_betas(tmp, rec, calib_x) == {conv1: beta1, conv2: beta2}
         tmp.unlink()
         betas = {"beta_conv1_out": beta1, "beta_conv2_out": beta2}
     export_onnx(copy.deepcopy(plain), dataset, path)

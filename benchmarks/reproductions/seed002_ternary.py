@@ -15,8 +15,9 @@ Post-training: the float LeNet quantized as it is. QAT (qat.py): the float LeNet
 scheme's forward quantizer and a straight-through gradient (for xnor also sign activations as hwsim computes
 them), then exported as float ONNX with the *latent* float weights and quantized by hwsim (the brief's route);
 and, as a check of hwsim's calibration, exported with the quantized weight values baked in ("QAT, baked": hwsim's
-quantizers are idempotent on them, and the float graph hwsim calibrates the activation ranges on is then the QAT
-network itself).
+quantizers are idempotent on them, and the calibration measures the partially quantized network, so both exports
+should give the same hwsim model). For xnor the export folds into the biases the betas hwsim's own calibration
+computes (qat.export_qat).
 Compression: weight storage of the whole network (codes + codebooks + 32-bit biases; scales not counted) against
 float32, and of the two quantized middle layers alone.
 """
@@ -89,7 +90,8 @@ def run(dataset, epochs, retrain=False):
         entry["qat_seconds"] = round(time.perf_counter() - t, 1)
         for bake in (False, True):
             path = DATA / f"lenet_{dataset}_qat_{key}{'_baked' if bake else ''}.onnx"
-            betas = export_qat(net, dataset, path, s["calib"][0], binary_acts=binary, bake=bake, quant=quant)
+            betas = export_qat(net, dataset, path, s["calib"][0], binary_acts=binary, bake=bake, quant=quant,
+                               rec=rec)
             res, acc = quantize_and_test(read_fg(path), rec, s, name=key)
             entry["qat_baked" if bake else "qat"] = round(acc, 4)
             if betas:

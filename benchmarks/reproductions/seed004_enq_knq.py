@@ -19,25 +19,6 @@ import time
 from common import (float_accuracy, float_model, log, pyplot, quantize_and_test, read_fg, recipe, save_json,
                     savefig, splits)
 
-def _network_order_workaround():
-    """Workaround for a pipeline bug (reported, not fixed here: pipeline.py is not this folder's): `_tensor_schemes`
-    fills plan.tensor_scheme in the order of `set(plan.groups.values())`, i.e. string-hash order, which changes
-    from one Python process to the next (PYTHONHASHSEED); `Quantizer.auto_tensors` inherits it, so enq:auto's greedy
-    "forward" search visits the layers in a random order and its E_i are not reproducible across runs. Here the
-    auto tensors are visited in network order (the search's documented "forward"), within this process only."""
-    from simulator.quant import pipeline
-    original = pipeline.Quantizer.auto_tensors
-    if getattr(original, "network_order", False):
-        return
-
-    def auto_tensors(self):
-        order = {n.name: i for i, n in enumerate(self.fg.nodes)}
-        return sorted(original(self), key=lambda t: order.get(t, -1))
-
-    auto_tensors.network_order = True
-    pipeline.Quantizer.auto_tensors = auto_tensors
-
-
 VGG_ENQ_INDEX6 = {"input (conv1_1)": 8, "conv1_2": 5, "conv2_1": 6, "conv2_2": 5, "conv3_1": 5, "conv3_2": 5,
                   "conv3_3": 5, "conv4_1": 5, "conv4_2": 5, "conv4_3": 5, "conv5_1": 6, "conv5_2": 5, "conv5_3": 5,
                   "fc6": 6, "fc7": 3, "fc8": 2}
@@ -45,7 +26,6 @@ VGG_ENQ_INDEX6 = {"input (conv1_1)": 8, "conv1_2": 5, "conv2_1": 6, "conv2_2": 5
 
 def run(dataset, retrain=False):
     from simulator.encodings import EnqAct, KnqAct
-    _network_order_workaround()
     s = splits(dataset)
     fg = read_fg(float_model(dataset, retrain))
     out = {"float_test_accuracy": round(float_accuracy(fg, s["test"]), 4)}
