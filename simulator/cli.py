@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # python -m simulator.cli: Ctrl-C handled from the first line (simulator/interrupt.py)
+    from simulator import interrupt as _interrupt
+    _interrupt.install()
+
 import argparse
 import os
 import sys
@@ -17,6 +21,12 @@ def _add_input_args(p):
     group.add_argument("--dataset", metavar="D.npz", help="an .npz with 'x' (inputs) and 'y' (labels): adds accuracy")
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N samples")
     p.add_argument("--batch-size", type=int, default=512, metavar="N", help="samples per engine batch (default 512)")
+
+
+def _add_limits_arg(p):
+    p.add_argument("--no-limits", action="store_true",
+                   help="lift the work and memory budget checked before any work (docs/qnn-format.md, Limits); "
+                        "also HWSIM_NO_LIMITS=1")
 
 
 def _add_arch_args(p):
@@ -41,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "input, runs the sample input stored in the model (or a deterministic "
                                    "synthetic one, said so in the report).")
     p.add_argument("model", metavar="MODEL.qnn")
+    _add_limits_arg(p)
     p.add_argument("--hw", required=True, action="append", metavar="HW.yaml",
                    help="the design: a tech table or architecture file, or a shipped name (tsmc90, generic45, "
                         "eyeriss65, tpu_like, lowbit90); several designs: use 'hwsim compare'")
@@ -79,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="compare the integer engine with a float64 reference, layer by layer",
                        description="Exit status 0 only when every layer is bit-exact (or within --tolerance-lsb).")
     p.add_argument("model", metavar="MODEL.qnn")
+    _add_limits_arg(p)
     _add_input_args(p)
     p.add_argument("--tolerance-lsb", type=int, default=0, metavar="N",
                    help="accept differences up to N output LSBs (default 0: bit-exact)")
@@ -91,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Convert a quantized ONNX model into hwsim's .qnn format. Needs the 'onnx' "
                                    "extra: pip install 'hwsim[onnx]'.")
     p.add_argument("onnx_model", metavar="MODEL.onnx")
+    _add_limits_arg(p)
     p.add_argument("-o", "--output", required=True, metavar="MODEL.qnn", help="the .qnn file to write")
     p.add_argument("--ort-qdq-int8-allowed", action="store_true",
                    help="match ONNX Runtime run with session.qdqisint8allowed=1 (int8 QDQ node groups with "
@@ -142,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="show a model's layers, encodings, shapes and storage",
                        description="Print the graph stored in MODEL.qnn.")
     p.add_argument("model", metavar="MODEL.qnn")
+    _add_limits_arg(p)
     p.add_argument("--json", metavar="OUT.json", help="write the summary as JSON")
     return parser
 
@@ -151,34 +165,76 @@ def _version():
     return __version__
 
 
+def _safe_streams():
+    """Printing never fails on odd characters (lone surrogates, characters the terminal's encoding lacks):
+    they are written as backslash escapes."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):  # not a TextIOWrapper (e.g. captured by a test)
+            pass
+
+
 def main(argv=None) -> int:
+    _safe_streams()
     args = build_parser().parse_args(argv)
+    import warnings
+    # No Python warning ever reaches the user as a stray line: numpy floating-point warnings are silenced at
+    # the source (np.errstate; results are checked where it matters) and every other warning is dropped, so
+    # the real error stays the one line. HWSIM_DEBUG=1 shows them again.
+    with warnings.catch_warnings():
+        if not os.environ.get("HWSIM_DEBUG"):
+            warnings.simplefilter("ignore")
+        import numpy as np
+        with np.errstate(all="ignore"):
+            return _main(args)
+
+
+def _main(args) -> int:
     from . import commands
+    from .errors import safe_text
     try:
         handlers = {"run": commands.run, "estimate": commands.estimate, "compare": commands.compare,
                     "validate": commands.validate, "inspect": commands.inspect,
                     "import": commands.import_model,
                     "quantize": commands.quantize, "analyze": commands.analyze, "export": commands.export_model}
-        return handlers[args.command](args)
+        from .graph import no_limits
+        with no_limits(getattr(args, "no_limits", False)):
+            return handlers[args.command](args)
     except HwsimError as exc:
         print(f"hwsim: error: {exc.line()}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into head/less that closed early: not an error of the run
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
-        print("hwsim: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt:  # one line, exit 130 (simulator/interrupt.py: staged outputs are discarded by then)
+        from . import interrupt
+        return interrupt.report()
     except MemoryError:
-        print("hwsim: error: out of memory (try a smaller --batch-size or --limit)", file=sys.stderr)
+        print(f"hwsim: error: out of memory: {commands.memory_advice(args)}", file=sys.stderr)
         return 2
     except Exception as exc:  # a bug in hwsim: still one line, with a way to get the details
         if os.environ.get("HWSIM_DEBUG"):
             raise
-        print(f"hwsim: internal error: {type(exc).__name__}: {exc} (set HWSIM_DEBUG=1 for a traceback)",
-              file=sys.stderr)
+        print(f"hwsim: internal error: {type(exc).__name__}: {safe_text(exc, 300)} (set HWSIM_DEBUG=1 for a "
+              f"traceback)", file=sys.stderr)
         return 3
 
 
+def entry(argv=None) -> int:
+    """The `hwsim` console script: main() with Ctrl-C handled from start-up to exit — one line
+    `hwsim: interrupted`, status 130, no traceback, no partial output (simulator/interrupt.py)."""
+    from . import interrupt
+    interrupt.install()
+    try:
+        with interrupt.guarded():
+            status = main(argv)
+            if status == 0:
+                interrupt.check()  # an interrupt recorded but not yet raised (it waited for numba, say)
+        return status
+    except KeyboardInterrupt:
+        return interrupt.report()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

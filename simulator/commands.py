@@ -3,29 +3,45 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import numpy as np
 
 from . import report
 from .engine import Engine, check_input_shape, quantize_input, run_batched
-from .errors import HwsimError
-from .fileio import atomic_save_npy, atomic_write_text, load_npy, load_npz
+from .errors import HwsimError, safe_text
+from .fileio import Outputs, load_npy, load_npz
 from .qnn.model_io import load_model
 
 
 def load_inputs(model, args) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """Input codes [N, ...], labels or None, and a sentence saying where the input came from."""
-    labels = None
+    """Input codes [N, ...], labels or None, and a sentence saying where the input came from.
+
+    Memory is bounded by --limit and --batch-size: an `.npy` input is memory-mapped and only its first --limit
+    samples are read; an `.npz` dataset is decompressed only up to --limit samples (its sizes checked before
+    anything is decompressed); the samples used are quantized --batch-size at a time. Zero samples and labels
+    outside the model's classes are refused with one line.
+    """
+    limit = getattr(args, "limit", None)
+    if limit is not None and limit < 1:
+        raise HwsimError(f"must be positive, got {limit}", field="--limit")
+    shape = tuple(model.input_shape)
+    labels, declared = None, {}
     if getattr(args, "input", None):
-        x = load_npy(args.input)
+        x = load_npy(args.input, mmap=True)
         where = f"{args.input}"
         source = args.input
     elif getattr(args, "dataset", None):
-        data = load_npz(args.dataset)
+        def rows(key, member_shape):  # records the declared shapes; a single sample x (no N axis) is not cut
+            declared[key] = tuple(member_shape)
+            return None if key == "x" and tuple(member_shape) == shape else limit
+
+        data = load_npz(args.dataset, keys=("x", "y"), limit=rows)
         for key in ("x", "y"):
             if key not in data:
-                raise HwsimError(f"missing array {key!r} (found {sorted(data)})", source=args.dataset, field=key)
+                raise HwsimError(f"missing array {key!r} (found {_npz_keys(args.dataset)})", source=args.dataset,
+                                 field=key)
         x, labels = data["x"], data["y"]
         where = f"dataset {args.dataset}"
         source = args.dataset
@@ -38,22 +54,87 @@ def load_inputs(model, args) -> tuple[np.ndarray, np.ndarray | None, str]:
         x = np.random.default_rng(0).integers(lo, hi + 1, size=(1,) + tuple(model.input_shape))
         where = "a deterministic synthetic input (uniform random codes, seed 0): the model stores no sample"
         source = "synthetic input"
+    field = "x" if labels is not None else None
     try:
-        codes = check_input_shape(model, quantize_input(model, np.asarray(x)))
+        x = check_input_shape(model, x)  # shape only (a view): [N, ...]
     except HwsimError as exc:
-        raise HwsimError(exc.message, source=source, field="x" if labels is not None else exc.field) from None
+        raise HwsimError(exc.message, source=source, field=field or exc.field) from None
+    total = declared["x"][0] if len(declared.get("x", ())) == len(shape) + 1 else x.shape[0]
+    if total == 0:
+        raise HwsimError(f"holds no samples (shape {list(declared.get('x', x.shape))}): nothing to run",
+                         source=source, field=field or "input")
+    if labels is not None:
+        y_shape = declared.get("y", labels.shape)
+        if len(y_shape) != 1 or y_shape[0] != total or not np.issubdtype(labels.dtype, np.integer):
+            raise HwsimError(f"labels must be {total} integers, got shape {list(y_shape)} "
+                             f"of {labels.dtype}", source=source, field="y")
+    if limit is not None:
+        x = x[:limit]
+        labels = None if labels is None else labels[:limit]
+    try:
+        codes = _quantize_in_batches(model, x, getattr(args, "batch_size", None) or 512)
+    except HwsimError as exc:
+        raise HwsimError(exc.message, source=source, field=field or exc.field) from None
     if labels is not None:
         labels = np.asarray(labels)
-        if labels.ndim != 1 or labels.shape[0] != codes.shape[0] or not np.issubdtype(labels.dtype, np.integer):
-            raise HwsimError(f"labels must be {codes.shape[0]} integers, got shape {list(labels.shape)} "
-                             f"of {labels.dtype}", source=source, field="y")
-    limit = getattr(args, "limit", None)
-    if limit is not None:
-        if limit < 1:
-            raise HwsimError(f"must be positive, got {limit}", field="--limit")
-        codes = codes[:limit]
-        labels = None if labels is None else labels[:limit]
+        _check_labels(model, labels, source)
     return codes, labels, where
+
+
+def _npz_keys(path) -> list:
+    """The array names in an .npz archive (for a message; [] when it cannot be listed)."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return sorted(n[:-len(".npy")] for n in zf.namelist() if n.endswith(".npy"))
+    except Exception:
+        return []
+
+
+def _quantize_in_batches(model, x, batch_size: int) -> np.ndarray:
+    """quantize_input over [N, ...] `batch_size` samples at a time: the float intermediates stay one batch big
+    and a memory-mapped input is read once, in order."""
+    batch_size = max(1, int(batch_size))
+    n = x.shape[0]
+    if n <= batch_size:
+        return quantize_input(model, np.asarray(x))
+    first = quantize_input(model, np.asarray(x[:batch_size]))
+    codes = np.empty((n,) + first.shape[1:], dtype=first.dtype)
+    codes[:batch_size] = first
+    for start in range(batch_size, n, batch_size):
+        codes[start:start + batch_size] = quantize_input(model, np.asarray(x[start:start + batch_size]))
+    return codes
+
+
+def _check_labels(model, labels: np.ndarray, source) -> None:
+    """Labels index the model's outputs (argmax over its flattened output): refuse any outside [0, classes)."""
+    classes = int(np.prod(model.layers[-1].out_shape))
+    bad = (labels < 0) | (labels >= classes)
+    count = int(np.count_nonzero(bad))
+    if count:
+        example = labels[np.argmax(bad)]
+        raise HwsimError(f"{count} of {labels.size} labels lie outside the model's classes 0..{classes - 1} "
+                         f"(e.g. {int(example)})", source=source, field="y")
+
+
+def memory_advice(args) -> str:
+    """What would help after running out of memory, from the command and its options."""
+    command = getattr(args, "command", None)
+    limit, batch = getattr(args, "limit", None), getattr(args, "batch_size", None)
+    if command in ("quantize", "analyze"):
+        if limit is None:
+            return "the calibration set or the model is too large: --limit N calibrates on the first N samples only"
+        return f"the model (or --limit {limit} calibration samples) is too large for the memory available"
+    if command in ("run", "compare", "validate"):
+        if getattr(args, "input", None) or getattr(args, "dataset", None):
+            if limit is None:
+                fewer = f", a smaller --batch-size (now {batch}) runs fewer at a time" if batch and batch > 1 else ""
+                return f"the input is too large: --limit N uses only its first N samples{fewer}"
+            if batch and batch > 16:
+                return f"try a smaller --batch-size (now {batch}) or a smaller --limit (now {limit})"
+            return f"the model is too large for the memory available (even {batch} sample(s) at a time)"
+        return "the model (or the sample input stored in it) is too large for the memory available"
+    return "the model is too large for the memory available"
 
 
 def _check_batch_size(args):
@@ -100,23 +181,43 @@ def run(args) -> int:
                          f"'hwsim compare {args.model} " + " ".join(f"--hw {h}" for h in args.hw) + "'",
                          field="--hw")
     _check_batch(args)
+    outputs = _outputs(args, binary=("output",))
     hw = _hardware(args, args.hw[0])
     model = load_model(args.model)
     result, acc, where = _functional_run(args, model)
     cost = estimate(workloads_from_model(model, result.trace), hw, args.batch)
     rep = report.run_report(model, result, cost, where, acc, wall_s=time.perf_counter() - t0)
-    if args.output:
-        atomic_save_npy(args.output, report.output_array(model, result.output))
-    _write_reports(args, rep, report.cost_csv)
-    print(report.format_run(rep))
+    with outputs:
+        if args.output:
+            outputs.npy(args.output, report.output_array(model, result.output))
+        _write_reports(args, rep, report.cost_csv, outputs)
+        text = report.format_run(rep)
+    _emit(text, outputs)
     return 0
 
 
-def _write_reports(args, rep, csv_writer):
+def _outputs(args, text=("json", "csv"), binary=()) -> Outputs:
+    """The command's output plan, its targets checked before any work (see fileio.Outputs).
+
+    Every command stages its outputs in the plan, formats its report to a string, commits the plan (all
+    outputs appear together, or none on any failure) and only then prints the report (_emit)."""
+    outputs = Outputs()
+    outputs.check(*(getattr(args, k, None) for k in text), binary=[getattr(args, k, None) for k in binary])
+    return outputs
+
+
+def _emit(text: str, outputs: Outputs | None = None) -> None:
+    """Print report text: control characters escaped, never failing on odd characters; on standard error
+    when an output went to standard output ('-')."""
+    stream = sys.stderr if outputs is not None and outputs.uses_stdout else sys.stdout
+    print(safe_text(text, limit=None, keep_newlines=True), file=stream)
+
+
+def _write_reports(args, rep, csv_writer, outputs: Outputs):
     if getattr(args, "json", None):
-        atomic_write_text(args.json, json.dumps(rep, indent=2) + "\n")
+        outputs.text(args.json, report.to_json(rep))
     if getattr(args, "csv", None):
-        atomic_write_text(args.csv, csv_writer(rep))
+        outputs.text(args.csv, csv_writer(rep))
 
 
 def parse_bits(text: str) -> tuple[int, int]:
@@ -157,12 +258,15 @@ def estimate(args) -> int:
     if bits and args.network.lower().endswith(".qnn"):
         raise HwsimError("a .qnn model carries its own bit widths; --bits is for ONNX and topology files",
                          field="--bits")
+    outputs = _outputs(args)
     hw = _hardware(args, args.hw)
     workloads, name = load_network(args.network, bits)
     cost = cost_estimate(workloads, hw, args.batch)
     rep = report.cost_report(cost, network=args.network, network_name=name)
-    _write_reports(args, rep, report.cost_csv)
-    print(report.format_estimate(rep))
+    with outputs:
+        _write_reports(args, rep, report.cost_csv, outputs)
+        text = report.format_estimate(rep)
+    _emit(text, outputs)
     return 0
 
 
@@ -173,6 +277,7 @@ def compare(args) -> int:
     _check_batch(args)
     if len(args.hw) < 2:
         raise HwsimError(f"needs at least two designs to compare, got {len(args.hw)}", field="--hw")
+    outputs = _outputs(args)
     designs = [_hardware(args, h) for h in args.hw]  # every --hw is checked before the functional run
     acc, where = None, "shapes only (no execution)"
     if args.network.lower().endswith(".qnn"):
@@ -187,14 +292,17 @@ def compare(args) -> int:
     reps = [report.cost_report(cost_estimate(workloads, hw, args.batch), args.network, name) for hw in designs]
     rep = {"hwsim_version": reps[0]["hwsim_version"], "network": reps[0]["network"], "input": where,
            "batch": args.batch, "accuracy": acc, "designs": reps}
-    _write_reports(args, rep, report.compare_csv)
-    print(report.format_compare(rep))
+    with outputs:
+        _write_reports(args, rep, report.compare_csv, outputs)
+        text = report.format_compare(rep)
+    _emit(text, outputs)
     return 0
 
 
 def validate(args) -> int:
     from .validate import compare
 
+    outputs = _outputs(args, text=("json",))
     model = load_model(args.model)
     _check_batch_size(args)
     if args.tolerance_lsb < 0:
@@ -216,41 +324,50 @@ def validate(args) -> int:
         if float_model is not None:
             rep["float_baseline"] = float_baseline(float_model, model, x_float, x_desc, out, labels,
                                                    args.batch_size)
-    if args.json:
-        atomic_write_text(args.json, json.dumps(rep, indent=2) + "\n")
-    print(report.format_validation(rep))
+    with outputs:
+        if args.json:
+            outputs.text(args.json, report.to_json(rep))
+        text = report.format_validation(rep)
+    _emit(text, outputs)
     return 0 if result.passed else 1
 
 
 def inspect(args) -> int:
+    outputs = _outputs(args, text=("json",))
     model = load_model(args.model)
     rep = report.inspect_report(model, args.model)
-    if args.json:
-        atomic_write_text(args.json, json.dumps(rep, indent=2) + "\n")
-    print(report.format_inspect(rep))
+    with outputs:
+        if args.json:
+            outputs.text(args.json, report.to_json(rep))
+        text = report.format_inspect(rep)
+    _emit(text, outputs)
     return 0
 
 
 def import_model(args) -> int:
     from .importers import import_any
-    from .qnn.model_io import save_model
+    from .qnn.model_io import model_bytes
 
+    outputs = _outputs(args, text=(), binary=("output",))
     model = import_any(args.onnx_model, qdq_int8_allowed=args.ort_qdq_int8_allowed)
-    save_model(model, args.output)
-    print(f"{args.onnx_model} -> {args.output}: {len(model.layers)} layers, input {list(model.input_shape)}, "
-          f"{report.weight_storage_bits(model):,} weight bits")
+    with outputs:
+        outputs.bytes(args.output, model_bytes(model, args.output))
+        text = (f"{args.onnx_model} -> {args.output}: {len(model.layers)} layers, input {list(model.input_shape)}, "
+                f"{report.weight_storage_bits(model):,} weight bits")
+    _emit(text, outputs)
     if model.metadata.get("ort_warning"):
-        import sys
-        print(f"hwsim: warning: {model.metadata['ort_warning']}", file=sys.stderr)
+        print(f"hwsim: warning: {safe_text(model.metadata['ort_warning'], 1000)}", file=sys.stderr)
     return 0
 
 
 def export_model(args) -> int:
-    from .exporters.onnx_export import export_onnx
+    from .exporters.onnx_export import onnx_bytes
 
+    outputs = _outputs(args, text=(), binary=("output",))
     model = load_model(args.model)
-    export_onnx(model, args.output)
-    print(f"{args.model} -> {args.output}")
+    with outputs:
+        outputs.bytes(args.output, onnx_bytes(model))
+    _emit(f"{args.model} -> {args.output}", outputs)
     return 0
 
 
@@ -258,12 +375,22 @@ def _load_calibration(fg, path, limit=None, what="--calib"):
     from .quant.pipeline import check_calibration
     if path is None:
         return None, None
-    x, y = check_calibration(fg, load_npz(path), path)
-    if limit is not None:
-        if limit < 1:
-            raise HwsimError(f"must be positive, got {limit}", field="--limit")
-        x, y = x[:limit], None if y is None else y[:limit]
-    return x, y
+    if limit is not None and limit < 1:
+        raise HwsimError(f"must be positive, got {limit}", field="--limit")
+    declared = {}
+
+    def rows(key, shape):  # only the first --limit samples are decompressed; the declared shapes are kept
+        declared[key] = tuple(shape)
+        return limit
+
+    data = load_npz(path, keys=("x", "y"), limit=rows)
+    if "x" not in data:
+        raise HwsimError(f"missing array 'x' (found {_npz_keys(path)})", source=path, field="x")
+    dx, dy = declared.get("x", ()), declared.get("y", ())
+    if len(dx) > 1 and len(dy) == 1 and dx[0] != dy[0]:  # both cut to --limit, they could agree
+        raise HwsimError(f"must be {dx[0]} integer labels, got shape {list(dy)} of {data['y'].dtype}",
+                         source=path, field="y")
+    return check_calibration(fg, data, path, limit)
 
 
 def _recipe(args):
@@ -286,23 +413,26 @@ def quantize(args) -> int:
     import os
 
     from .importers.onnx.float_reader import read_float_onnx
-    from .qnn.model_io import save_model
+    from .qnn.model_io import model_bytes
     from .quant.pipeline import quantize as run_quantize
     from .quant.summary import format_quantize, quantize_report
 
     if not args.output.lower().endswith(".qnn"):
         raise HwsimError("the output must be a .qnn file", field="-o")
+    outputs = _outputs(args, text=("json",), binary=("output",))
     recipe = _recipe(args)
     fg = read_float_onnx(args.float_model)
     x, y = _load_calibration(fg, args.calib, args.limit)
     train = _load_calibration(fg, args.train, None, "--train") if args.train else None
     name = os.path.splitext(os.path.basename(args.output))[0]
     result = run_quantize(fg, x, y, recipe, name=name, seed=args.seed, train=train)
-    save_model(result.model, args.output)
     rep = quantize_report(result, args.float_model, args.output, args.calib)
-    if args.json:
-        atomic_write_text(args.json, json.dumps(rep, indent=2) + "\n")
-    print(format_quantize(rep))
+    with outputs:
+        outputs.bytes(args.output, model_bytes(result.model, args.output))
+        if args.json:
+            outputs.text(args.json, report.to_json(rep))
+        text = format_quantize(rep)
+    _emit(text, outputs)
     return 0
 
 
@@ -318,6 +448,7 @@ def analyze(args) -> int:
         raise HwsimError("give one of --budget-bits and --target-sqnr-db", field="--budget-bits")
     if args.recipe_out and args.budget_bits is None and args.target_sqnr_db is None:
         raise HwsimError("a recipe needs an allocation: add --budget-bits N or --target-sqnr-db S", field="--recipe-out")
+    outputs = _outputs(args, text=("json", "recipe_out"))
     fg = read_float_onnx(args.float_model)
     x, _ = _load_calibration(fg, args.calib, args.limit)
     model = load_model(args.qnn) if args.qnn else None
@@ -325,10 +456,12 @@ def analyze(args) -> int:
     rep["float_model"] = args.float_model
     if model is not None:
         rep["qnn"], rep["measured"] = args.qnn, measured_sqnr(fg, model, x)
-    if args.recipe_out:
-        atomic_write_text(args.recipe_out, yaml.safe_dump(allocation_recipe(rep), sort_keys=False))
-        rep["recipe_out"] = args.recipe_out
-    if args.json:
-        atomic_write_text(args.json, json.dumps(report.plain(rep), indent=2) + "\n")
-    print(format_analyze(rep))
+    with outputs:
+        if args.recipe_out:
+            outputs.text(args.recipe_out, yaml.safe_dump(allocation_recipe(rep), sort_keys=False))
+            rep["recipe_out"] = args.recipe_out
+        if args.json:
+            outputs.text(args.json, report.to_json(report.plain(rep)))
+        text = format_analyze(rep)
+    _emit(text, outputs)
     return 0

@@ -23,17 +23,28 @@ def _check_int(value, lo, hi, field):
     return int(value)
 
 
+def _check_bool(value, field):
+    if not isinstance(value, (bool, np.bool_)):
+        text = repr(value)
+        text = text if len(text) <= 60 else text[:57] + "..."
+        raise HwsimError(f"must be true or false, got {text}", field=field)
+    return bool(value)
+
+
 def _check_scale(value, field):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise HwsimError(f"must be a positive finite number, got {value!r}", field=field)
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:   # an integer beyond the float range
+        value = math.inf
     if not math.isfinite(value) or value <= 0:
-        raise HwsimError(f"must be a positive finite number, got {value!r}", field=field)
+        raise HwsimError(f"must be a positive finite number, got {str(value)[:40]}", field=field)
     return value
 
 
 def _check_scales(values, field):
-    if not isinstance(values, (list, tuple)) or not values:
+    if not isinstance(values, (list, tuple, np.ndarray)) or not len(values):
         raise HwsimError("must be a non-empty list of positive numbers", field=field)
     return tuple(_check_scale(v, f"{field}[{i}]") for i, v in enumerate(values))
 
@@ -57,6 +68,7 @@ class UniformAct:
 
     def __post_init__(self):
         _check_int(self.bits, 1, 16, "bits")
+        object.__setattr__(self, "signed", _check_bool(self.signed, "signed"))
         _check_scale(self.scale, "scale")
         lo, hi = int_range(self.bits, self.signed)
         _check_int(self.zero_point, lo, hi, "zero_point")
@@ -156,6 +168,9 @@ class KnqAct:
         _check_int(self.t_bits, 1, 8, "t_bits")
         _check_int(self.frac_bits, -32, 32, "frac_bits")
         n = 1 << self.t_bits
+        for name in ("centroids", "thresholds"):
+            if not isinstance(getattr(self, name), (list, tuple, np.ndarray)):
+                raise HwsimError("must be a list of integers", field=name)
         cents = tuple(self.centroids)
         if len(cents) != n:
             raise HwsimError(f"needs exactly 2^t_bits = {n} entries, got {len(cents)}", field="centroids")
@@ -165,7 +180,7 @@ class KnqAct:
         if any(b < a for a, b in zip(cents, cents[1:])):
             raise HwsimError("must be non-decreasing", field="centroids")
         object.__setattr__(self, "centroids", tuple(int(c) for c in cents))
-        thr = tuple(self.thresholds) if self.thresholds else cents[1:]
+        thr = tuple(self.thresholds) if len(self.thresholds) else cents[1:]
         if len(thr) != n - 1:
             raise HwsimError(f"needs 2^t_bits - 1 = {n - 1} entries, got {len(thr)}", field="thresholds")
         for i, t in enumerate(thr):
@@ -364,7 +379,8 @@ class UniformW:
 
     def __post_init__(self):
         _check_int(self.bits, 1, 16, "bits")
-        object.__setattr__(self, "scale", _check_scales(list(self.scale), "scale"))
+        object.__setattr__(self, "signed", _check_bool(self.signed, "signed"))
+        object.__setattr__(self, "scale", _check_scales(self.scale, "scale"))
         lo, hi = int_range(self.bits, self.signed)
         if not isinstance(self.zero_point, (list, tuple)) or not self.zero_point:
             raise HwsimError("must be a non-empty list of integers", field="zero_point")
@@ -418,7 +434,7 @@ class CodebookW:
         _check_int(self.index_bits, 1, 8, "index_bits")
         _check_int(self.table_bits, 2, 16, "table_bits")
         _check_int(self.group_size, 0, 1 << 20, "group_size")
-        object.__setattr__(self, "scale", _check_scales(list(self.scale), "scale"))
+        object.__setattr__(self, "scale", _check_scales(self.scale, "scale"))
 
     @property
     def storage_bits(self):
@@ -457,7 +473,7 @@ class TernaryW:
     operand_bits = 2
 
     def __post_init__(self):
-        object.__setattr__(self, "scale", _check_scales(list(self.scale), "scale"))
+        object.__setattr__(self, "scale", _check_scales(self.scale, "scale"))
 
     def decode(self, codes):
         return codes.astype(np.int64)
@@ -479,7 +495,7 @@ class BinaryW:
     operand_bits = 1
 
     def __post_init__(self):
-        object.__setattr__(self, "scale", _check_scales(list(self.scale), "scale"))
+        object.__setattr__(self, "scale", _check_scales(self.scale, "scale"))
 
     def decode(self, codes):
         return 1 - 2 * codes.astype(np.int64)
@@ -504,7 +520,7 @@ class Pow2W:
 
     def __post_init__(self):
         _check_int(self.bits, 2, 5, "bits")  # 5 bits: |value| up to 2^15
-        object.__setattr__(self, "scale", _check_scales(list(self.scale), "scale"))
+        object.__setattr__(self, "scale", _check_scales(self.scale, "scale"))
 
     @property
     def storage_bits(self):

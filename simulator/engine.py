@@ -18,6 +18,7 @@ import numpy as np
 
 from .encodings import BinaryAct, CodebookW, EnqAct, KnqAct, ThresholdAct
 from .errors import HwsimError
+from . import interrupt
 from .graph import MAC_OPS, Layer, Model, default_pad_code, pad_value
 from .kernels import mac, pairsat, popcount
 from .trace import STATIC_FIELDS, LayerCounts, Trace
@@ -100,20 +101,9 @@ def make_plan(lay: Layer) -> MacPlan:
     pad = pad_value(lay) if lay.op == "conv2d" else 0
     bias = None if lay.bias is None else lay.bias.astype(np.int64)
     plan = MacPlan(w_values, None, layer_multiplier(lay), pad, bias)
-    if lay.is_xnor:
+    if lay.is_xnor:   # Model.check() proved the accumulator holds the binary dot product
         plan.w_bits = lay.weight.astype(np.uint8)
-        bound = lay.weight[0].size + (0 if bias is None else int(np.abs(bias).max()))
-        if bound >= 1 << (lay.attr("acc_bits") - 1):
-            raise HwsimError(f"accumulator of {lay.attr('acc_bits')} bits cannot hold the binary dot product "
-                             f"(up to {bound})", field=f"layers.{lay.name}.attrs.acc_bits")
-    if isinstance(lay.out_enc, ThresholdAct):   # comparator bank on the accumulator: no requantizer, no clip
-        try:
-            lay.out_enc.threshold_array(lay.out_shape[0])
-        except HwsimError as exc:
-            raise HwsimError(exc.message, field=f"layers.{lay.name}.encoding.{exc.field}") from None
-        if lay.attr("clip") is not None:
-            raise HwsimError("a threshold output takes no clip (the thresholds are the activation)",
-                             field=f"layers.{lay.name}.attrs.clip")
+    # threshold outputs (row count, no clip) are checked by Model.check(), so a model that loads also runs
     return plan
 
 
@@ -133,14 +123,8 @@ class Engine:
     plans: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self.model.check()
-        if isinstance(self.model.input_enc, ThresholdAct):
-            raise HwsimError("the model input cannot have a threshold encoding (it has no accumulator)",
-                             source=self.model.source, field="input.encoding")
+        self.model.check()   # every structural check (threshold encodings, accumulators, budget) is there
         for lay in self.model.layers:
-            if lay.op == "add" and isinstance(lay.out_enc, ThresholdAct):
-                raise HwsimError("only conv2d / dense layers can write a threshold encoding",
-                                 source=self.model.source, field=f"layers.{lay.name}.encoding")
             if lay.op in MAC_OPS:
                 try:
                     self.plans[lay.name] = make_plan(lay)
@@ -157,6 +141,7 @@ class Engine:
         trace = Trace(batch=n, dram_input_bits=codes.size * model.input_enc.storage_bits)
         start = time.perf_counter()
         for i, lay in enumerate(model.layers):
+            interrupt.check()  # Ctrl-C at the command line: raised here if it could not be at once
             counts = LayerCounts(lay.name, lay.op, batch=n)
             inputs = [tensors[name] for name in lay.inputs]
             tensors[lay.name] = RUNNERS[lay.op](self, lay, inputs, counts)

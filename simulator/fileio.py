@@ -15,6 +15,7 @@ import io
 import math
 import os
 import secrets
+import stat
 import zipfile
 from pathlib import Path
 
@@ -31,9 +32,10 @@ NPZ_MAX_BYTES = 1 << 32
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write `data` to `path` atomically (temp file in the same directory, fsync, `os.replace`).
 
-    OS errors become an HwsimError naming `path`; nothing partial is ever left behind.
+    OS errors become an HwsimError naming `path`; nothing partial is ever left behind. The target is checked
+    first (:func:`check_output_target`: no FIFO, device, directory or read-only file is replaced).
     """
-    path = Path(path)
+    path = check_output_target(path)
     directory = path.parent if str(path.parent) else Path(".")
     tmp = None
     try:
@@ -95,8 +97,232 @@ def atomic_save_npy(path, array) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _read_npy_stream(f, available: int) -> np.ndarray:
-    """Read one `.npy` image from binary stream `f` holding exactly `available` bytes.
+# --------------------------------------------------------------------------------------------- output plans
+
+STDOUT = "-"  # an output path meaning standard output (text outputs only)
+
+
+def _describe_kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def check_output_target(path) -> Path:
+    """Refuse an output path whose existing file must not be replaced; return the path to rename onto.
+
+    The target must not exist (its directory must), or be a regular file (or a symbolic link to one: the file
+    the link points to is replaced, the link stays) that the user may write. The permission is checked as the
+    user (``os.access``), not via the directory an atomic rename needs; as root, a file without the owner's
+    write bit counts as read-only. FIFOs, devices, sockets and directories are refused. Raises one HwsimError
+    naming the path.
+    """
+    text = os.fspath(path)
+    if not text:
+        raise HwsimError("empty output path")
+    p = Path(text)
+    try:
+        st = os.stat(p)  # follows symbolic links
+    except FileNotFoundError:
+        if os.path.islink(p):
+            raise HwsimError("is a symbolic link to a missing file: refusing to write through it",
+                             source=text) from None
+        directory = p.parent if str(p.parent) else Path(".")
+        if not directory.is_dir():
+            raise HwsimError("cannot write file: its directory does not exist", source=text) from None
+        return p
+    except OSError as exc:
+        raise HwsimError(f"cannot write file: {exc.strerror or exc}", source=text) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise HwsimError(f"not a regular file ({_describe_kind(st.st_mode)}): refusing to replace it",
+                         source=text)
+    effective = os.access in os.supports_effective_ids
+    writable = os.access(p, os.W_OK, effective_ids=effective) if effective else os.access(p, os.W_OK)
+    if not writable or (hasattr(os, "geteuid") and os.geteuid() == 0 and not st.st_mode & stat.S_IWUSR):
+        raise HwsimError("the existing file is read-only: refusing to replace it", source=text)
+    return Path(os.path.realpath(p)) if os.path.islink(p) else p
+
+
+def _create_temp(directory: Path, name: str):
+    """(fd, path) of a new temporary file next to the target (O_EXCL, mode 0o666 minus the umask)."""
+    for _ in range(100):
+        candidate = directory / f".{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except FileExistsError:
+            continue
+        return fd, candidate
+    raise FileExistsError(f"could not create a temporary file in {directory}")
+
+
+class Outputs:
+    """The output plan of one command: every output is staged, then all are committed together.
+
+    ``text(path, s)``, ``npy(path, array)`` and ``bytes(path, data)`` check the target
+    (:func:`check_output_target`) and write the content to a temporary file in the target's directory
+    (fsynced). :meth:`commit` renames every temporary onto its target and then writes the standard-output
+    text (``-``), if any. Used as a context manager, the plan commits when the block ends normally and, on
+    any exception (KeyboardInterrupt included), removes every temporary: no output is left. ``check(*paths)``
+    refuses bad targets early, before the expensive work. Commands format their report to a string inside
+    the block and print it after the block, i.e. only once every output is in place.
+    """
+
+    def __init__(self):
+        self._staged: list[tuple[Path, Path, str]] = []  # (temporary, final target, path as given)
+        self._stdout_text: str | None = None
+        self._seen: set[str] = set()
+        self._done = False
+
+    @property
+    def uses_stdout(self) -> bool:
+        """True when an output goes to standard output (the report then belongs on standard error)."""
+        return self._stdout_text is not None or STDOUT in self._seen
+
+    def __enter__(self) -> "Outputs":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+    def _claim(self, path, allow_stdout: bool):
+        """Check one target before staging; returns the path to rename onto (None for standard output)."""
+        if path is None:
+            raise HwsimError("no output path given")
+        text = os.fspath(path)
+        if text == STDOUT:
+            if not allow_stdout:
+                raise HwsimError("this output is binary: it cannot go to standard output ('-'); give a file",
+                                 source=text)
+            key = STDOUT
+            target = None
+        else:
+            target = check_output_target(text)
+            key = os.path.realpath(target)
+        if key in self._seen:
+            raise HwsimError("given for two outputs of the same command", source=text)
+        self._seen.add(key)
+        return target
+
+    def check(self, *paths, binary=()) -> None:
+        """Refuse bad targets early (None entries are skipped); paths in `binary` may not be '-'."""
+        seen = set()
+        for path in list(paths) + list(binary):
+            if path is None:
+                continue
+            text = os.fspath(path)
+            if text == STDOUT:
+                if path in binary:
+                    raise HwsimError("this output is binary: it cannot go to standard output ('-'); give a file",
+                                     source=text)
+                key = STDOUT
+            else:
+                key = os.path.realpath(check_output_target(text))
+            if key in seen:
+                raise HwsimError("given for two outputs of the same command", source=text)
+            seen.add(key)
+
+    def _stage(self, path, write) -> None:
+        if self._done:
+            raise RuntimeError("output plan already committed or discarded")
+        target = self._claim(path, allow_stdout=False)
+        directory = target.parent if str(target.parent) else Path(".")
+        tmp = None
+        try:
+            fd, tmp = _create_temp(directory, target.name)
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            self._staged.append((tmp, target, os.fspath(path)))
+            tmp = None
+        except OSError as exc:
+            raise HwsimError(f"cannot write file: {exc.strerror or exc}", source=os.fspath(path)) from exc
+        finally:
+            if tmp is not None:
+                _unlink_quietly(tmp)
+
+    def bytes(self, path, data: bytes) -> None:
+        """Stage binary `data` for `path`."""
+        self._stage(path, lambda f: f.write(data))
+
+    def text(self, path, text: str, encoding: str = "utf-8") -> None:
+        """Stage `text` for `path` ('-': standard output, written at commit), no newline translation."""
+        if os.fspath(path) == STDOUT:
+            self._claim(path, allow_stdout=True)
+            self._stdout_text = text
+            return
+        # a lone surrogate (from a name in a file) cannot be encoded: it is written as a backslash escape
+        self.bytes(path, text.encode(encoding, errors="backslashreplace"))
+
+    def npy(self, path, array) -> None:
+        """Stage `array` as a `.npy` file at exactly `path` (no suffix appended, no pickles)."""
+        arr = np.asarray(array)
+        if arr.dtype.hasobject:
+            raise HwsimError("cannot save array: object arrays are not saved", source=os.fspath(path))
+        self._stage(path, lambda f: npformat.write_array(f, arr, allow_pickle=False))
+
+    def discard(self) -> None:
+        """Remove every staged temporary; nothing is written."""
+        self._done = True
+        staged, self._staged = self._staged, []
+        for tmp, _, _ in staged:
+            _unlink_quietly(tmp)
+        self._stdout_text = None
+
+    def commit(self) -> None:
+        """Rename every staged file onto its target, then write the standard-output text."""
+        if self._done:
+            return
+        pending = self._stdout_text
+        try:
+            for _, target, given in self._staged:  # the targets may have changed since staging
+                check_output_target(given)
+            directories = set()
+            while self._staged:
+                tmp, target, given = self._staged[0]
+                try:
+                    os.replace(tmp, target)
+                except OSError as exc:
+                    raise HwsimError(f"cannot write file: {exc.strerror or exc}", source=given) from exc
+                self._staged.pop(0)
+                directories.add(target.parent if str(target.parent) else Path("."))
+            for directory in directories:
+                _fsync_directory(directory)
+        finally:
+            self.discard()  # removes whatever was not renamed (after a failure); no-op otherwise
+        if pending is not None:
+            _write_stdout(pending)
+
+
+def _write_stdout(text: str) -> None:
+    import sys
+
+    if sys.stdout.isatty():  # data for a terminal: control characters shown, not sent
+        from simulator.errors import safe_text
+        text = safe_text(text, limit=None, keep_newlines=True)
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _unlink_quietly(path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _read_npy_header(f, available: int):
+    """Parse the header of one `.npy` image at stream `f`'s position, the image holding exactly `available`
+    bytes: (shape, fortran_order, dtype, data bytes). Nothing beyond the header is read or allocated.
 
     Raises ValueError with a human-readable reason; the caller adds file and key.
     """
@@ -112,38 +338,73 @@ def _read_npy_stream(f, available: int) -> np.ndarray:
         raise ValueError("contains Python objects (pickled data is never loaded)")
     if dtype.itemsize == 0:
         raise ValueError(f"zero-size dtype {dtype} is not supported")
-    count = math.prod(int(n) for n in shape)
-    nbytes = count * dtype.itemsize
+    shape = tuple(int(n) for n in shape)
+    nbytes = math.prod(shape) * dtype.itemsize
     remaining = available - (f.tell() - start)
     if nbytes != remaining:
         raise ValueError(
-            f"header declares shape {tuple(shape)} of {dtype} ({nbytes} bytes) but the file holds "
+            f"header declares shape {shape} of {dtype} ({nbytes} bytes) but the file holds "
             f"{remaining} bytes of data"
         )
+    return shape, bool(fortran_order), dtype, nbytes
+
+
+def _prefix_rows(shape, fortran_order: bool, rows) -> int | None:
+    """How many leading entries (axis 0) to read when only the first `rows` are wanted; None: read it all
+    (no limit, a 0-d array, or a Fortran-order array whose first axis is not a contiguous prefix)."""
+    if rows is None or not shape or (fortran_order and len(shape) > 1):
+        return None
+    return max(0, min(int(rows), shape[0]))
+
+
+def _read_npy_stream(f, available: int, rows: int | None = None) -> np.ndarray:
+    """Read one `.npy` image from binary stream `f` holding exactly `available` bytes; with `rows`, only the
+    first `rows` entries along axis 0 are read (C order; the rest of the stream is never touched).
+
+    Raises ValueError with a human-readable reason; the caller adds file and key.
+    """
+    shape, fortran_order, dtype, nbytes = _read_npy_header(f, available)
+    n = _prefix_rows(shape, fortran_order, rows)
+    if n is not None:
+        shape = (n,) + shape[1:]
+        nbytes = math.prod(shape) * dtype.itemsize
+    count = math.prod(shape)
     buf = bytearray(nbytes)
     view = memoryview(buf)
     got = 0
     while got < nbytes:  # readinto may return short reads on compressed zip members
-        n = f.readinto(view[got:])
-        if not n:
+        k = f.readinto(view[got:])
+        if not k:
             raise ValueError(f"file ends after {got} of {nbytes} data bytes")
-        got += n
+        got += k
     arr = np.frombuffer(buf, dtype=dtype, count=count)
     if fortran_order:
         return arr.reshape(shape[::-1]).transpose()
     return arr.reshape(shape)
 
 
-def load_npy(path) -> np.ndarray:
-    """Load a `.npy` file without pickles; any failure is one HwsimError naming the file."""
+def load_npy(path, *, mmap: bool = False) -> np.ndarray:
+    """Load a `.npy` file without pickles; any failure is one HwsimError naming the file.
+
+    With ``mmap=True`` a regular file is memory-mapped read-only (after its header is checked against the
+    file size): nothing is read until used, so slicing the first samples of a huge file costs only those
+    samples. Otherwise (and for anything that is not a regular file) the array is read into a writable array.
+    """
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+            st = os.fstat(f.fileno())
+            size = st.st_size
             if f.read(4) == b"PK\x03\x04":
                 raise ValueError("this is an .npz archive, not an .npy file (an .npz with x and y goes to --dataset)")
             f.seek(0)
-            return _read_npy_stream(f, size)
+            if not (mmap and stat.S_ISREG(st.st_mode)):
+                return _read_npy_stream(f, size)
+            shape, fortran_order, dtype, nbytes = _read_npy_header(f, size)
+            if nbytes == 0:  # mmap cannot map zero bytes
+                return np.zeros(shape, dtype=dtype)
+            return np.memmap(f, dtype=dtype, mode="r", offset=f.tell(), shape=shape,
+                             order="F" if fortran_order else "C")
     except HwsimError:
         raise
     except FileNotFoundError:
@@ -154,8 +415,55 @@ def load_npy(path) -> np.ndarray:
         raise HwsimError(f"not a valid .npy file: {_reason(exc)}", source=str(path)) from None
 
 
-def load_npz(path, max_bytes: int = NPZ_MAX_BYTES) -> dict[str, np.ndarray]:
-    """Load every array of an `.npz` archive (members named ``<key>.npy``) into a dict, without pickles.
+# Zip bomb guards of `load_npz`, checked on the sizes the archive declares, before anything is decompressed:
+# deflate cannot expand data more than ~1032:1, so a larger declared ratio is a lie (or not deflate); and a
+# member that would expand to more than NPZ_RATIO_FLOOR bytes at more than NPZ_MAX_RATIO:1 (real data sets
+# compress a few times, not hundreds) is refused unless only a prefix of it is read (a limit).
+NPZ_DEFLATE_MAX_RATIO = 1100
+NPZ_MAX_RATIO = 200
+NPZ_RATIO_FLOOR = 64 << 20
+
+
+class _Refused(ValueError):
+    """A well-formed archive refused for its size (reported without "not a valid .npz archive")."""
+
+
+def _member_plan(zf, info, key: str, limit, max_left: int):
+    """Check one archive member before decompressing its data: (bytes of data that will be read, rows to
+    read or None for all). Opens the member only to parse its `.npy` header (a few kB decompressed at most)."""
+    method = info.compress_type
+    if method not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise ValueError(f"compression method {method} is not supported (.npz archives are stored or deflated)")
+    if method == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+        raise ValueError(f"stored member declares {info.file_size} bytes but holds {info.compress_size}")
+    ratio = info.file_size / max(info.compress_size, 1)
+    if method == zipfile.ZIP_DEFLATED and info.file_size > (1 << 20) and ratio > NPZ_DEFLATE_MAX_RATIO:
+        raise ValueError(f"declares {info.file_size} bytes from {info.compress_size} compressed "
+                         f"({ratio:.0f}:1, more than deflate can produce): corrupt or a zip bomb")
+    with zf.open(info) as member:
+        shape, fortran_order, dtype, nbytes = _read_npy_header(member, info.file_size)
+    rows = limit(key, shape) if callable(limit) else limit
+    n = _prefix_rows(shape, fortran_order, rows)
+    wanted = nbytes if n is None else n * (nbytes // shape[0] if shape[0] else 0)
+    if wanted > max_left:
+        raise _Refused(f"holds {wanted} bytes of data ({shape} of {dtype}), more than the {max_left} bytes "
+                         f"left of the archive's limit" + ("" if rows is not None else
+                                                          "; --limit N reads only the first N samples"))
+    if wanted > NPZ_RATIO_FLOOR and ratio > NPZ_MAX_RATIO:
+        raise _Refused(f"expands {info.compress_size} compressed bytes to {info.file_size} ({ratio:.0f}:1): "
+                         f"refused as a likely zip bomb" + ("" if rows is not None else
+                                                             "; --limit N reads only the first N samples"))
+    return wanted, rows
+
+
+def load_npz(path, max_bytes: int = NPZ_MAX_BYTES, *, keys=None, limit=None) -> dict[str, np.ndarray]:
+    """Load the arrays of an `.npz` archive (members named ``<key>.npy``) into a dict, without pickles.
+
+    `keys`: load only these members (the others are not decompressed; the ones missing are just absent).
+    `limit`: an int N reads only the first N entries along axis 0 of each member, or a callable
+    ``limit(key, shape) -> N or None`` deciding per member (None: all of it). Only that prefix is ever
+    decompressed. Every member's declared size, its `.npy` header and its compression ratio are checked
+    against `max_bytes` and the zip bomb guards before any data is decompressed.
 
     Any failure is one HwsimError naming the file and, where it applies, the key.
     """
@@ -164,22 +472,36 @@ def load_npz(path, max_bytes: int = NPZ_MAX_BYTES) -> dict[str, np.ndarray]:
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
-            total = sum(info.file_size for info in infos)
-            if total > max_bytes:
-                raise ValueError(f"archive declares {total} uncompressed bytes, more than the limit of {max_bytes}")
-            out: dict[str, np.ndarray] = {}
+            names = set()
             for info in infos:
                 key = info.filename
                 if not key.endswith(".npy"):
                     raise ValueError("archive member is not an .npy array")
                 key = key[: -len(".npy")]
-                if key in out:
+                if key in names:
                     raise ValueError("duplicate key in archive")
+                names.add(key)
+            key = None
+            chosen = [info for info in infos if keys is None or info.filename[: -len(".npy")] in keys]
+            if limit is None:
+                total = sum(info.file_size for info in chosen)
+                if total > max_bytes:
+                    raise _Refused(f"archive declares {total} uncompressed bytes, more than the limit of {max_bytes}")
+            plans, left = [], max_bytes
+            for info in chosen:  # every member checked before any is decompressed
+                key = info.filename[: -len(".npy")]
+                wanted, rows = _member_plan(zf, info, key, limit, left)
+                left -= wanted
+                plans.append((info, key, rows))
+            out: dict[str, np.ndarray] = {}
+            for info, key, rows in plans:
                 with zf.open(info) as member:
-                    out[key] = _read_npy_stream(member, info.file_size)
+                    out[key] = _read_npy_stream(member, info.file_size, rows)
             return out
     except HwsimError:
         raise
+    except _Refused as exc:
+        raise HwsimError(str(exc), source=str(path), field=key) from None
     except FileNotFoundError:
         raise HwsimError("file not found", source=str(path)) from None
     except zipfile.BadZipFile as exc:

@@ -7,12 +7,15 @@ Tensors are named by the layer that produces them; the model input is named "inp
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .encodings import BinaryAct, BinaryW, CodebookW, KnqAct, UniformAct, int_range
+from .encodings import BinaryAct, BinaryW, CodebookW, KnqAct, ThresholdAct, UniformAct, int_range
 from .errors import HwsimError
 
 MAC_OPS = ("conv2d", "dense")
@@ -34,6 +37,38 @@ BINARY_PAD_MODES = ("+1", "-1", "zero")
 # MAC PE datapaths: "exact" (every product into the accumulator), "x86_pair_sat16" (ONNX Runtime's u8 x s8
 # kernels on x86 without VNNI: adjacent product pairs summed into int16 with saturation; kernels/pairsat.py).
 DATAPATHS = ("exact", "x86_pair_sat16")
+
+# Structural bounds (always checked): every dimension, kernel size and padding is at most MAX_DIM.
+MAX_DIM = 1 << 24
+# The work and memory budget (check_budget; docs/qnn-format.md "Limits"), per sample unless said otherwise.
+# HWSIM_NO_LIMITS=1 in the environment, or --no-limits on the command line, lifts these (not MAX_DIM).
+LIMITS = {
+    "output_elements": 1 << 31,   # elements of one layer's output tensor
+    "layer_ops": 1 << 36,         # MACs / compares / adds of one layer
+    "model_ops": 1 << 38,         # MACs / compares / adds of the whole model
+    "layer_bytes": 8 << 30,       # bytes one layer touches at the engine's int64 width (inputs, weights, output)
+    "window": 1 << 20,            # cells of one kernel window (conv / pool)
+    "stride_phases": 1 << 20,     # stride_h * stride_w of one layer
+    "sample_elements": 1 << 24,   # elements of the sample input stored in a model (all samples)
+}
+_NO_LIMITS = contextvars.ContextVar("hwsim_no_limits", default=False)
+
+
+def limits_enabled() -> bool:
+    """False under --no-limits (no_limits()) or with HWSIM_NO_LIMITS=1 in the environment."""
+    return not (_NO_LIMITS.get() or os.environ.get("HWSIM_NO_LIMITS", "").strip() not in ("", "0"))
+
+
+@contextlib.contextmanager
+def no_limits(active: bool = True):
+    """Lift the work and memory budget inside the block (the CLI's --no-limits)."""
+    token = _NO_LIMITS.set(True) if active else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _NO_LIMITS.reset(token)
+
 
 # Attributes each op accepts, with defaults. Anything else in a file is an error (catches typos).
 ATTR_DEFAULTS = {
@@ -134,23 +169,38 @@ def _fail(msg, fld):
     raise HwsimError(msg, field=fld)
 
 
-def _int_list(value, n, fld, lo=0):
+def _int_list(value, n, fld, lo=0, hi=None):
     if (not isinstance(value, (list, tuple)) or len(value) != n
-            or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo for v in value)):
-        _fail(f"must be a list of {n} integers >= {lo}, got {value!r}", fld)
+            or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo
+                   or (hi is not None and v > hi) for v in value)):
+        bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        _fail(f"must be a list of {n} integers {bound}, got {_short(value)}", fld)
     return [int(v) for v in value]
+
+
+def _short(value, limit=60):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _check_bool(value, fld):
+    if not isinstance(value, (bool, np.bool_)):
+        _fail(f"must be true or false, got {_short(value)}", fld)
+    return bool(value)
 
 
 def _check_model(model: Model):
     if not isinstance(model.name, str):
         _fail("must be a string", "name")
-    shape = _int_list(list(model.input_shape), len(model.input_shape), "input.shape", lo=1)
-    if len(shape) not in (1, 3):
-        _fail(f"must be [C, H, W] or [K], got {shape}", "input.shape")
+    if not isinstance(model.input_shape, (list, tuple, np.ndarray)) or len(model.input_shape) not in (1, 3):
+        _fail(f"must be [C, H, W] or [K], got {_short(model.input_shape)}", "input.shape")
+    shape = _int_list(list(model.input_shape), len(model.input_shape), "input.shape", lo=1, hi=MAX_DIM)
     if not isinstance(model.input_enc, (UniformAct, BinaryAct, KnqAct)):
         # knq at the input: a k-means codebook of the input data (seed 000 quantizes the images too): the input
         # quantizer's fixed-point value goes through the comparator bank to its centroid index
         _fail("the model input must be uniform, binary or knq (a k-means codebook)", "input.encoding")
+    if isinstance(model.input_enc, ThresholdAct):
+        _fail("the model input cannot have a threshold encoding (it has no accumulator)", "input.encoding")
     if model.input_rounding not in ROUNDINGS:
         _fail(f"must be one of {ROUNDINGS}", "input.rounding")
     if model.input_division not in INPUT_DIVISIONS:
@@ -160,8 +210,11 @@ def _check_model(model: Model):
     if not model.layers:
         _fail("the model has no layers", "layers")
     if model.sample_input is not None:
-        if tuple(model.sample_input.shape[1:]) != tuple(shape):
+        if model.sample_input.ndim < 1 or tuple(model.sample_input.shape[1:]) != tuple(shape):
             _fail(f"shape {list(model.sample_input.shape)} does not match input shape {shape}", "sample_input")
+        if model.sample_input.shape[0] < 1:
+            _fail("holds no samples (its first dimension is 0)", "sample_input")
+        check_sample_size(model.sample_input.size)
         lo, hi = model.input_enc.code_range()
         if model.sample_input.size and (model.sample_input.min() < lo or model.sample_input.max() > hi):
             _fail(f"codes outside the input encoding's range [{lo}, {hi}]", "sample_input")
@@ -195,6 +248,14 @@ def _check_model(model: Model):
         encs[lay.name] = lay.out_enc
     if model.output_dequantize and not isinstance(model.layers[-1].out_enc, UniformAct):
         _fail("a dequantized output needs a uniform output encoding", "output.dequantize")
+    with np.errstate(all="ignore"):
+        if model.output_dequantize and not np.isfinite(np.float32(model.layers[-1].out_enc.scale)):
+            _fail("the output scale overflows float32 (the dequantized output is float32)", "output.dequantize")
+        if model.input_division == "float32" and not isinstance(model.input_enc, BinaryAct):
+            s32 = np.float32(model.input_enc.value_scale)
+            if not (np.isfinite(s32) and s32 > 0):
+                _fail("the input scale is zero or infinite in float32 (input.division is float32)", "input.encoding")
+    check_budget(model)
 
 
 def _check_params_absent(lay, where):
@@ -214,10 +275,10 @@ def _inherit_encoding(lay, where):
 def _check_requant(lay, where):
     mode = lay.attr("requant")
     if mode not in REQUANT_MODES:
-        _fail(f"unknown requantization mode {mode!r}; supported: {', '.join(REQUANT_MODES)}", f"{where}.attrs.requant")
+        _fail(f"unknown requantization mode {_short(mode)}; supported: {', '.join(REQUANT_MODES)}", f"{where}.attrs.requant")
     clip = lay.attr("clip")
     if clip is not None:
-        lo, hi = _int_list(clip, 2, f"{where}.attrs.clip", lo=-(1 << 31))
+        lo, hi = _int_list(clip, 2, f"{where}.attrs.clip", lo=-(1 << 31), hi=(1 << 31) - 1)
         if lo > hi:
             _fail(f"min {lo} > max {hi}", f"{where}.attrs.clip")
 
@@ -227,10 +288,11 @@ def _check_mac(lay, where):
     if lay.weight is None or lay.weight_enc is None:
         _fail(f"{lay.op} needs a weight tensor and a weight encoding", f"{where}.weight")
     w = lay.weight
-    acc_bits = lay.attr("acc_bits")
-    _int_list([acc_bits], 1, f"{where}.attrs.acc_bits", lo=2)
-    if acc_bits > 64:
-        _fail(f"must be <= 64, got {acc_bits}", f"{where}.attrs.acc_bits")
+    if not isinstance(w, np.ndarray) or w.dtype.kind not in "iu":
+        _fail("must be an integer tensor", f"{where}.weight")
+    if any(d > MAX_DIM for d in w.shape):
+        _fail(f"shape {list(w.shape)} has a dimension above {MAX_DIM}", f"{where}.weight.shape")
+    acc_bits = _int_list([lay.attr("acc_bits")], 1, f"{where}.attrs.acc_bits", lo=2, hi=64)[0]
     if lay.attr("overflow") not in ("wrap", "saturate"):
         _fail(f"must be 'wrap' or 'saturate', got {lay.attr('overflow')!r}", f"{where}.attrs.overflow")
     if lay.op == "conv2d":
@@ -239,9 +301,9 @@ def _check_mac(lay, where):
         if w.ndim != 4:
             _fail(f"conv2d weight must be [Co, Ci/groups, KH, KW], got {list(w.shape)}", f"{where}.weight.shape")
         co, cig, kh, kw = w.shape
-        groups = _int_list([lay.attr("groups")], 1, f"{where}.attrs.groups", lo=1)[0]
-        sh, sw = _int_list(lay.attr("stride"), 2, f"{where}.attrs.stride", lo=1)
-        pt, pl, pb, pr = _int_list(lay.attr("padding"), 4, f"{where}.attrs.padding")
+        groups = _int_list([lay.attr("groups")], 1, f"{where}.attrs.groups", lo=1, hi=MAX_DIM)[0]
+        sh, sw = _int_list(lay.attr("stride"), 2, f"{where}.attrs.stride", lo=1, hi=MAX_DIM)
+        pt, pl, pb, pr = _int_list(lay.attr("padding"), 4, f"{where}.attrs.padding", hi=MAX_DIM)
         c, h, wd = inp
         if c % groups or co % groups or cig * groups != c:
             _fail(f"weight expects {cig} x {groups} groups = {cig * groups} input channels, but {lay.inputs[0]!r} "
@@ -251,13 +313,14 @@ def _check_mac(lay, where):
             _fail(f"kernel {kh}x{kw} does not fit the padded input {h + pt + pb}x{wd + pl + pr}", f"{where}.weight.shape")
         if max(pt, pb) >= kh or max(pl, pr) >= kw:
             _fail(f"padding {[pt, pl, pb, pr]} must be smaller than the kernel {kh}x{kw}", f"{where}.attrs.padding")
+        _check_stride(sh, sw, h + pt + pb, wd + pl + pr, where)
         pad_code = lay.attr("pad_code")
         if pad_code is not None:
             lo, hi = in_enc.code_range()
             _int_list([pad_code], 1, f"{where}.attrs.pad_code", lo=lo)
             if pad_code > hi:
                 _fail(f"must be a code of the input encoding in [{lo}, {hi}], got {pad_code}", f"{where}.attrs.pad_code")
-        if lay.attr("binary_pad") not in BINARY_PAD_MODES:
+        if not isinstance(lay.attr("binary_pad"), str) or lay.attr("binary_pad") not in BINARY_PAD_MODES:
             _fail(f"must be one of {BINARY_PAD_MODES}", f"{where}.attrs.binary_pad")
         lay.out_shape = (co, ho, wo)
     else:
@@ -274,10 +337,16 @@ def _check_mac(lay, where):
         _fail("needs at least one output channel", f"{where}.weight.shape")
     _check_weight_codes(lay, where, co)
     _check_operand_limits(lay, where)
+    _int_list([lay.bias_bits], 1, f"{where}.bias_bits", lo=1, hi=64)
     if lay.bias is not None:
-        _int_list([lay.bias_bits], 1, f"{where}.bias_bits", lo=1)
+        if not isinstance(lay.bias, np.ndarray) or lay.bias.dtype.kind not in "iu":
+            _fail("must be an integer tensor", f"{where}.bias")
         if lay.bias.shape != (co,):
             _fail(f"bias shape {list(lay.bias.shape)} must be [{co}]", f"{where}.bias.shape")
+        blo, bhi = int_range(lay.bias_bits, True)
+        if lay.bias.size and (int(lay.bias.min()) < blo or int(lay.bias.max()) > bhi):
+            _fail(f"bias values lie outside [{blo}, {bhi}], the range of bias_bits {lay.bias_bits}",
+                  f"{where}.bias_bits")
     if lay.out_enc is None:
         _fail("output encoding is required", f"{where}.encoding")
     _check_requant(lay, where)
@@ -287,17 +356,73 @@ def _check_mac(lay, where):
     mult = lay.attr("multiplier")
     if mult is not None:
         if not isinstance(mult, (list, tuple)) or len(mult) not in (1, co) or any(
-                isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or m <= 0 for m in mult):
+                isinstance(m, bool) or not isinstance(m, (int, float)) or not _finite(m) or m <= 0 for m in mult):
             _fail(f"must be a list of 1 or {co} positive numbers", f"{where}.attrs.multiplier")
     if isinstance(in_enc, BinaryAct) is False and isinstance(lay.out_enc, BinaryAct) and lay.attr("clip"):
         _fail("a binary output takes no clip", f"{where}.attrs.clip")
     _check_datapath(lay, where, in_enc)
+    _check_mac_output(lay, where, co)
+
+
+def _finite(x) -> bool:
+    try:
+        return math.isfinite(x)
+    except OverflowError:   # an integer beyond the float range
+        return False
+
+
+def _check_stride(sh, sw, hp, wp, where):
+    """A stride beyond the padded input only repeats one window: bounded by the padded extent (16 on tiny inputs)."""
+    for s, extent in ((sh, hp), (sw, wp)):
+        if s > max(extent, 16):
+            _fail(f"stride {[sh, sw]} is larger than the padded input {hp}x{wp}", f"{where}.attrs.stride")
+
+
+def _check_mac_output(lay, where, co):
+    """What the engine needs of a MAC layer's output stage, checked here so that a model that loads also runs."""
+    enc = lay.out_enc
+    if isinstance(enc, ThresholdAct):   # comparator bank on the accumulator: no requantizer, no clip
+        if len(enc.thresholds) not in (1, co):
+            _fail(f"has {len(enc.thresholds)} rows, expected 1 or {co} (output channels)",
+                  f"{where}.encoding.thresholds")
+        if lay.attr("clip") is not None:
+            _fail("a threshold output takes no clip (the thresholds are the activation)", f"{where}.attrs.clip")
+    if lay.is_xnor:
+        bound = int(lay.weight[0].size) + (0 if lay.bias is None or not lay.bias.size
+                                           else int(np.abs(lay.bias.astype(np.int64)).max()))
+        if bound >= 1 << (lay.attr("acc_bits") - 1):
+            _fail(f"accumulator of {lay.attr('acc_bits')} bits cannot hold the binary dot product (up to {bound})",
+                  f"{where}.attrs.acc_bits")
+    if isinstance(enc, (BinaryAct, ThresholdAct)):
+        return      # no requantizer
+    mult = lay.attr("multiplier")
+    if mult is None:
+        with np.errstate(all="ignore"):
+            m = lay.in_encs[0].value_scale * lay.weight_enc.channel_scales(co) / enc.value_scale
+    else:
+        m = np.asarray(mult, dtype=np.float64)
+    _check_multipliers(m, lay.attr("requant"), where)
+
+
+def _check_multipliers(m, mode, where):
+    m = np.asarray(m, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(m)) or not np.all(m > 0):
+        _fail("the scales give a requantization multiplier (s_in * s_w / s_out) that is zero or not finite",
+              f"{where}.encoding.scale")
+    if mode == "float32":
+        with np.errstate(all="ignore"):
+            m32 = m.astype(np.float32)
+        if not np.all(np.isfinite(m32)):
+            _fail("a requantization multiplier overflows float32", where)
+    elif mode == "shift":
+        if any(math.frexp(float(v))[0] != 0.5 for v in m):
+            _fail("shift requantization needs power-of-two multipliers (s_in * s_w / s_out = 2^-s)", where)
 
 
 def _check_datapath(lay, where, in_enc):
     datapath = lay.attr("datapath")
     if datapath not in DATAPATHS:
-        _fail(f"unknown datapath {datapath!r}; supported: {', '.join(DATAPATHS)}", f"{where}.attrs.datapath")
+        _fail(f"unknown datapath {_short(datapath)}; supported: {', '.join(DATAPATHS)}", f"{where}.attrs.datapath")
     if datapath == "x86_pair_sat16":
         w_enc = lay.weight_enc
         u8 = isinstance(in_enc, UniformAct) and in_enc.bits == 8 and not in_enc.signed
@@ -329,14 +454,17 @@ def _check_operand_limits(lay, where):
     if max(abs(lo), abs(hi)) >= OPERAND_LIMIT:
         _fail(f"input values reach {max(abs(lo), abs(hi))}; the MAC PE takes operands with |value| < 2^16",
               f"{where}.inputs")
+    # min / max per tensor (or per output channel): no int64 copy of a possibly large weight tensor
     if lay.codebook is not None:
-        w_max = int(np.abs(lay.codebook.astype(np.int64)).max())
+        w_max = max(abs(int(lay.codebook.min())), abs(int(lay.codebook.max())))
     elif lay.weight_enc.kind == "uniform":
         zp = np.asarray(lay.weight_enc.zero_point, dtype=np.int64)
-        w_max = int(np.abs(lay.weight.astype(np.int64) - zp.reshape((-1,) + (1,) * (lay.weight.ndim - 1))
-                           if zp.size > 1 else lay.weight.astype(np.int64) - zp).max())
+        w2 = lay.weight.reshape(lay.weight.shape[0], -1)
+        lo_c = w2.min(axis=1).astype(np.int64) - zp
+        hi_c = w2.max(axis=1).astype(np.int64) - zp
+        w_max = int(max(np.abs(lo_c).max(), np.abs(hi_c).max()))
     elif lay.weight_enc.kind == "pow2":
-        w_max = 1 << max(int(np.abs(lay.weight.astype(np.int64)).max()) - 1, 0)
+        w_max = 1 << max(max(abs(int(lay.weight.min())), abs(int(lay.weight.max()))) - 1, 0)
     else:
         w_max = 1
     if w_max >= OPERAND_LIMIT:
@@ -378,19 +506,23 @@ def _check_pool(lay, where):
     if len(inp) != 3:
         _fail(f"{lay.op} needs a [C, H, W] input, got {list(inp)}", f"{where}.inputs")
     c, h, w = inp
-    if lay.op == "avgpool" and lay.attr("global"):
+    if lay.op == "avgpool":
+        _check_bool(lay.attr("count_include_pad"), f"{where}.attrs.count_include_pad")
+    if lay.op == "avgpool" and _check_bool(lay.attr("global"), f"{where}.attrs.global"):
         kh, kw = h, w
     else:
-        kh, kw = _int_list(lay.attr("kernel"), 2, f"{where}.attrs.kernel", lo=1)
+        kh, kw = _int_list(lay.attr("kernel"), 2, f"{where}.attrs.kernel", lo=1, hi=MAX_DIM)
     stride = lay.attr("stride")
-    sh, sw = (kh, kw) if stride is None else _int_list(stride, 2, f"{where}.attrs.stride", lo=1)
-    pt, pl, pb, pr = _int_list(lay.attr("padding"), 4, f"{where}.attrs.padding")
+    sh, sw = (kh, kw) if stride is None else _int_list(stride, 2, f"{where}.attrs.stride", lo=1, hi=MAX_DIM)
+    pt, pl, pb, pr = _int_list(lay.attr("padding"), 4, f"{where}.attrs.padding", hi=MAX_DIM)
     if max(pt, pb) >= kh or max(pl, pr) >= kw:
-        _fail("padding must be smaller than the kernel", f"{where}.attrs.padding")
+        _fail(f"padding {[pt, pl, pb, pr]} must be smaller than the kernel {kh}x{kw}", f"{where}.attrs.padding")
     if h + pt + pb < kh or w + pl + pr < kw:
         _fail(f"kernel {kh}x{kw} does not fit the input {h}x{w}", f"{where}.attrs.kernel")
+    if stride is not None:
+        _check_stride(sh, sw, h + pt + pb, w + pl + pr, where)
     if lay.op == "avgpool":
-        if lay.attr("rounding") not in AVGPOOL_ROUNDINGS:
+        if not isinstance(lay.attr("rounding"), str) or lay.attr("rounding") not in AVGPOOL_ROUNDINGS:
             _fail(f"must be one of {AVGPOOL_ROUNDINGS}", f"{where}.attrs.rounding")
         if isinstance(lay.in_encs[0], BinaryAct):
             _fail("average pooling of binary activations is not defined", f"{where}.inputs")
@@ -421,7 +553,7 @@ def _check_clip(lay, where):
         _fail(f"{lay.op} of binary activations is not defined", f"{where}.inputs")
     if lay.op == "clip":
         lo, hi = lay.attr("min"), lay.attr("max")
-        _int_list([lo, hi], 2, f"{where}.attrs", lo=-(1 << 31))
+        _int_list([lo, hi], 2, f"{where}.attrs", lo=-(1 << 31), hi=(1 << 31) - 1)
         if lo > hi:
             _fail(f"min {lo} > max {hi}", f"{where}.attrs")
     lay.out_shape = lay.in_shapes[0]
@@ -437,7 +569,7 @@ def _check_reshape(lay, where):
         shape = lay.attr("shape")
         if not isinstance(shape, (list, tuple)) or len(shape) not in (1, 3):
             _fail("must be [K] or [C, H, W]", f"{where}.attrs.shape")
-        shape = _int_list(shape, len(shape), f"{where}.attrs.shape", lo=1)
+        shape = _int_list(shape, len(shape), f"{where}.attrs.shape", lo=1, hi=MAX_DIM)
         if math.prod(shape) != size:
             _fail(f"{shape} has {math.prod(shape)} elements, input has {size}", f"{where}.attrs.shape")
         lay.out_shape = tuple(shape)
@@ -468,7 +600,13 @@ def _check_add(lay, where):
         _fail("output encoding is required", f"{where}.encoding")
     if isinstance(lay.out_enc, BinaryAct):
         _fail("a residual add cannot output binary activations", f"{where}.encoding")
+    if isinstance(lay.out_enc, ThresholdAct):
+        _fail("only conv2d / dense layers can write a threshold encoding", f"{where}.encoding")
     _check_requant(lay, where)
+    with np.errstate(all="ignore"):
+        ratios = np.array([e.value_scale / lay.out_enc.value_scale for e in lay.in_encs], dtype=np.float64)
+    if not np.all(np.isfinite(ratios)) or not np.all(ratios > 0):
+        _fail("an input scale / output scale ratio is zero or not finite", f"{where}.encoding.scale")
     if lay.attr("rescale") not in ADD_RESCALES:
         _fail(f"must be one of {ADD_RESCALES}, got {lay.attr('rescale')!r}", f"{where}.attrs.rescale")
     if lay.attr("rescale") == "dequantize" and lay.attr("requant") not in ("float32", "float64"):
@@ -479,6 +617,96 @@ def _check_add(lay, where):
 CHECKS = {"conv2d": _check_mac, "dense": _check_mac, "maxpool": _check_pool, "avgpool": _check_pool,
           "relu": _check_clip, "clip": _check_clip, "flatten": _check_reshape, "reshape": _check_reshape,
           "concat": _check_concat, "add": _check_add}
+
+
+# ------------------------------------------------------------------------------------------------ budget
+
+OP_UNITS = {"conv2d": "MACs", "dense": "MACs", "maxpool": "compares", "avgpool": "adds"}
+
+
+def _fmt(n: int) -> str:
+    return f"{n:,}" if n < 10 ** 12 else f"{n:.3g}"
+
+
+def _limit_text(key: str) -> str:
+    v = LIMITS[key]
+    exp = v.bit_length() - 1
+    return f"2^{exp}" if v == 1 << exp else _fmt(v)
+
+
+def layer_figures(lay: Layer, batch: int = 1) -> dict:
+    """Shape-derived figures of one checked layer: output elements and operations per sample, the bytes the
+    engine touches for `batch` samples (int64 inputs, padded inputs, weights and output), window cells and
+    stride phases."""
+    out = math.prod(lay.out_shape)
+    ins = sum(math.prod(s) for s in lay.in_shapes)
+    padded, window, phases = 0, 1, 1
+    if lay.op in ("conv2d", "maxpool", "avgpool"):
+        c, h, w = lay.in_shapes[0]
+        pt, pl, pb, pr = lay.attr("padding")
+        padded = c * (h + pt + pb) * (w + pl + pr)
+        if lay.op == "conv2d":
+            kh, kw = lay.weight.shape[2:]
+            sh, sw = lay.attr("stride")
+            phases = sh * sw
+        else:
+            kh, kw = lay.attr("kernel")
+        window = kh * kw
+    if lay.op == "conv2d":
+        ops = out * lay.weight.shape[1] * window
+    elif lay.op == "dense":
+        ops = out * lay.weight.shape[1]
+    elif lay.op in ("maxpool", "avgpool"):
+        ops = out * window
+    else:
+        ops = out * max(len(lay.inputs), 1)
+    params = sum(t.size for t in (lay.weight, lay.codebook, lay.bias) if t is not None)
+    return {"output_elements": out, "ops": ops, "bytes": 8 * (batch * (ins + padded + out) + params),
+            "window": window, "stride_phases": phases}
+
+
+def check_budget(model: Model, batch: int = 1) -> None:
+    """Refuse a checked model whose work or memory is beyond LIMITS (one error naming the layer and the figure).
+
+    Computed from shapes alone, before any work; lifted by HWSIM_NO_LIMITS=1 or --no-limits (no_limits())."""
+    if not limits_enabled():
+        return
+    hint = "(lift the limits with --no-limits or HWSIM_NO_LIMITS=1)"
+    inp = math.prod(model.input_shape)
+    if inp > LIMITS["output_elements"]:
+        _fail(f"the input has {_fmt(inp)} elements per sample, more than the limit of "
+              f"{_limit_text('output_elements')} {hint}", "input.shape")
+    total = 0
+    for lay in model.layers:
+        fld = f"layers.{lay.name}"
+        fig = layer_figures(lay, batch)
+        unit = OP_UNITS.get(lay.op, "operations")
+        if fig["window"] > LIMITS["window"]:
+            _fail(f"{lay.op} kernel window of {_fmt(fig['window'])} cells, more than the limit of "
+                  f"{_limit_text('window')} {hint}", fld)
+        if fig["stride_phases"] > LIMITS["stride_phases"]:
+            _fail(f"{lay.op} stride of {_fmt(fig['stride_phases'])} phases (stride_h x stride_w), more than the "
+                  f"limit of {_limit_text('stride_phases')} {hint}", fld)
+        if fig["output_elements"] > LIMITS["output_elements"]:
+            _fail(f"{lay.op} output of {_fmt(fig['output_elements'])} elements per sample, more than the limit "
+                  f"of {_limit_text('output_elements')} {hint}", fld)
+        if fig["ops"] > LIMITS["layer_ops"]:
+            _fail(f"{lay.op} needs {_fmt(fig['ops'])} {unit} per sample, more than the limit of "
+                  f"{_limit_text('layer_ops')} {hint}", fld)
+        if fig["bytes"] > LIMITS["layer_bytes"]:
+            _fail(f"{lay.op} touches {_fmt(fig['bytes'])} bytes for a batch of {batch}, more than the limit of "
+                  f"{LIMITS['layer_bytes'] >> 30} GiB {hint}", fld)
+        total += fig["ops"]
+        if total > LIMITS["model_ops"]:
+            _fail(f"the model needs {_fmt(total)} operations per sample up to this layer, more than the limit "
+                  f"of {_limit_text('model_ops')} {hint}", fld)
+
+
+def check_sample_size(count: int, fld: str = "sample_input") -> None:
+    """The sample input stored in a model is bounded like any tensor (checked before it is unpacked)."""
+    if limits_enabled() and count > LIMITS["sample_elements"]:
+        _fail(f"holds {_fmt(count)} elements, more than the limit of {_limit_text('sample_elements')} "
+              "(lift the limits with --no-limits or HWSIM_NO_LIMITS=1)", fld)
 
 
 BINARY_PAD_VALUES = {"+1": 1, "-1": -1, "zero": 0}

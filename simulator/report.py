@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 
 from . import __version__
+from .errors import HwsimError, safe_text
 from .graph import Model
 
 VIEW_OPS = ("flatten", "reshape", "concat")  # share storage with their inputs
@@ -132,7 +134,7 @@ def cost_report(cost, network: str, network_name: str | None = None) -> dict:
             "mapping": layer.mapping,
         })
     clock = cost.clock
-    return plain({
+    return checked_plain({
         "hwsim_version": __version__,
         "network": {"path": network, "name": network_name or network},
         "hw": {"path": hw.path, "name": arch.name, "technology": tech.name,
@@ -177,9 +179,71 @@ def plain(value):
     return value
 
 
+def nonfinite_path(value, path: str = ""):
+    """(dotted path, value) of the first inf or NaN number in a report tree, or None when every number is finite."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = nonfinite_path(item, f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = nonfinite_path(item, f"{path}[{i}]")
+            if found:
+                return found
+    elif isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return path or "(report)", float(value)
+    return None
+
+
+COST_OVERFLOW = ("the cost arithmetic overflowed: a figure of the design is too large (or too small, as a "
+                 "divisor) for this network; check the --hw file's figures")
+
+
+def check_finite(rep, source: str | None = None, why: str = "a report holds finite numbers only") -> None:
+    """Refuse a report holding inf or NaN: one HwsimError naming the figure, never inf in a table or Infinity in
+    the JSON."""
+    found = nonfinite_path(rep)
+    if found:
+        path, value = found
+        raise HwsimError(f"is {value} (not a finite number): {why}", source=source, field=path)
+
+
+def checked_plain(rep: dict) -> dict:
+    """`plain(rep)` of a cost report, after refusing any non-finite figure (naming the --hw file and the figure)."""
+    check_finite(rep, source=(rep.get("hw") or {}).get("path"), why=COST_OVERFLOW)
+    return plain(rep)
+
+
+def to_json(rep) -> str:
+    """The report as strict JSON text (allow_nan=False: never Infinity or NaN); a non-finite number is one
+    HwsimError naming it. numpy scalars and arrays are written as Python numbers and lists."""
+    check_finite(rep)
+
+    def default(obj):
+        if isinstance(obj, (np.generic, np.ndarray)):
+            return obj.tolist()
+        raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+    try:
+        return json.dumps(rep, indent=2, allow_nan=False, default=default) + "\n"
+    except ValueError as exc:     # a non-finite number check_finite could not see (inside a numpy array)
+        raise HwsimError(f"cannot be written as JSON: {exc}", field="report") from None
+
+
 # --------------------------------------------------------------------------------------------- terminal
 
+CELL_LIMIT = 200  # characters of a table cell (names from files are escaped and cut to this)
+
+
+def _s(value, limit: int = 200) -> str:
+    """A string from a file (name, path, metadata) made safe for one terminal line: escaped and bounded."""
+    return safe_text(value, limit)
+
+
 def _table(headers, rows, align=None):
+    headers = [_s(h, CELL_LIMIT) for h in headers]
+    rows = [[_s(c, CELL_LIMIT) for c in row] for row in rows]
     cols = list(zip(*([headers] + rows))) if rows else [[h] for h in headers]
     widths = [max(len(str(c)) for c in col) for col in cols]
     align = align or ["<"] + [">"] * (len(headers) - 1)
@@ -220,8 +284,8 @@ def format_cost(rep: dict) -> str:
                      f"{layer['compute_cycles']:,}", top or "-", f"{100 * layer['utilization']:.0f}%",
                      _energy(layer["energy_pj"])])
     hw = rep["hw"]
-    arch = f"{hw['name']}" + (" (default architecture)" if hw["default_architecture"] else "")
-    out = [f"hw {hw['path']}: {arch} on {hw['technology']} ({hw['technology_nm']:g} nm); batch {rep['batch']}; "
+    arch = f"{_s(hw['name'])}" + (" (default architecture)" if hw["default_architecture"] else "")
+    out = [f"hw {_s(hw['path'])}: {arch} on {_s(hw['technology'])} ({hw['technology_nm']:g} nm); batch {rep['batch']}; "
            f"cycles and latency per batch, energy per inference", "",
            _table(["layer", "op", "MACs", "cycles", "compute", "largest stalls", "util", "energy"], rows,
                   ["<", "<", ">", ">", ">", "<", ">", ">"]), ""]
@@ -266,8 +330,8 @@ def format_run(rep: dict) -> str:
         bits = ", ".join(layer["macs_by_bits"]) or ("1x1 xnor" if layer["binary_macs"] else "")
         rows.append([layer["name"], layer["op"], "x".join(map(str, layer["output_shape"])), layer["output_encoding"],
                      bits, " ".join(events)])
-    out = [f"hwsim {rep['hwsim_version']}  model {rep['model']['path']} ({rep['model']['name']})",
-           f"input: {rep['input']}; {rep['samples']} inference(s) run", "",
+    out = [f"hwsim {rep['hwsim_version']}  model {_s(rep['model']['path'])} ({_s(rep['model']['name'])})",
+           f"input: {_s(rep['input'], 400)}; {rep['samples']} inference(s) run", "",
            _table(["layer", "op", "output", "encoding", "a x w bits", "other events"], rows,
                   ["<", "<", "<", "<", "<", "<"]), "", format_cost(rep)]
     out.append(f"weight storage        {rep['weight_storage_bits']:,} bits ({rep['weight_storage_bits'] / 8 / 1024:.2f} KiB)")
@@ -299,7 +363,7 @@ def _notes(rep: dict) -> list:
 
 
 def format_estimate(rep: dict) -> str:
-    out = [f"hwsim {rep['hwsim_version']}  network {rep['network']['path']} (shapes only: no execution, no accuracy, "
+    out = [f"hwsim {rep['hwsim_version']}  network {_s(rep['network']['path'])} (shapes only: no execution, no accuracy, "
            f"no zero gating)", "", format_cost(rep), _timing_line(rep)]
     return "\n".join(out + _notes(rep))
 
@@ -340,8 +404,8 @@ def compare_table(rep: dict) -> tuple[list, list]:
 
 def format_compare(rep: dict) -> str:
     header, rows = compare_table(rep)
-    out = [f"hwsim {rep['hwsim_version']}  compare {rep['network']['path']}: {len(rep['designs'])} designs, batch "
-           f"{rep['batch']}; {rep['input']}", "",
+    out = [f"hwsim {rep['hwsim_version']}  compare {_s(rep['network']['path'])}: {len(rep['designs'])} designs, "
+           f"batch {rep['batch']}; {_s(rep['input'], 400)}", "",
            _table(header, rows, ["<"] + [">"] * (len(header) - 1)), "",
            "* best design in that row. " + ("Shapes only: no functional run." if rep["accuracy"] is None and
                                             rep["input"].startswith("shapes") else
@@ -349,7 +413,7 @@ def format_compare(rep: dict) -> str:
                                             "output bits.")]
     for d in rep["designs"]:
         arch = " (default architecture)" if d["hw"]["default_architecture"] else ""
-        out.append(f"{d['hw']['name']}{arch}: {d['hw']['path']} on {d['hw']['technology']}, "
+        out.append(f"{_s(d['hw']['name'])}{arch}: {_s(d['hw']['path'])} on {_s(d['hw']['technology'])}, "
                    f"{len(d['assumptions'])} assumption rows")
     return "\n".join(out)
 
@@ -402,7 +466,8 @@ def format_validation(rep: dict) -> str:
         rows.append([c["name"], c["op"], c["requant"]] + ([c.get("datapath", "-")] if datapaths else [])
                     + [f"{c['elements']:,}", f"{c['mismatches']:,}", c["max_diff_lsb"], f"{c['local_mismatches']:,}",
                        c["local_max_diff_lsb"], hist or "-"])
-    out = [f"validate {rep['model']} against the float64 reference; input: {rep['input']}; {rep['samples']} samples",
+    out = [f"validate {_s(rep['model'])} against the float64 reference; input: {_s(rep['input'], 400)}; "
+           f"{rep['samples']} samples",
            "", _table(["layer", "op", "requant"] + (["datapath"] if datapaths else [])
                       + ["elements", "mismatches", "max LSB", "local mism.", "local max", "local |diff| LSB: count"],
                       rows), "",
@@ -417,8 +482,8 @@ def format_validation(rep: dict) -> str:
             return "n/a (no labels)" if v is None else f"{100 * v:.2f}%"
         agree = "n/a" if fb["top1_agreement"] is None else \
             f"{100 * fb['top1_agreement']:.2f}% ({fb['agreeing_samples']:,} of {fb['samples']:,} samples)"
-        out += ["", f"float baseline: {fb['model']} in {fb['runtime']} ({fb['batching']}); input "
-                    f"{fb['input_name']!r} <- {fb['input']}; output {fb['output_name']!r}",
+        out += ["", f"float baseline: {_s(fb['model'])} in {fb['runtime']} ({fb['batching']}); input "
+                    f"{_s(repr(fb['input_name']))} <- {_s(fb['input'])}; output {_s(repr(fb['output_name']))}",
                 _table(["", "value"], [["float accuracy", pct(fb["float_accuracy"])],
                                        ["integer accuracy (hwsim engine)", pct(fb["integer_accuracy"])],
                                        ["top-1 agreement (float vs integer)", agree],
@@ -430,7 +495,7 @@ def format_validation(rep: dict) -> str:
         out.append(f"PASS: every layer is {tol}")
     else:
         out.append(f"FAIL: first layer whose own result differs by more than {rep['tolerance_lsb']} LSB: "
-                   f"{rep['first_divergent_layer']}")
+                   f"{_s(rep['first_divergent_layer'])}")
         failing = [c for c in rep["layers"] if c["local_max_diff_lsb"] > rep["tolerance_lsb"]]
         if all(c["requant"] in ("float32", "fixed_double", "fixed_single") and c["local_max_diff_lsb"] == 1
                and c.get("datapath", "exact") in ("exact", "-") for c in failing):
@@ -439,7 +504,7 @@ def format_validation(rep: dict) -> str:
                        "not a simulator error (--tolerance-lsb 1 accepts it)")
     if rep["first_differing_layer_end_to_end"]:
         out.append(f"end to end, the engine and the reference first part ways at "
-                   f"{rep['first_differing_layer_end_to_end']}")
+                   f"{_s(rep['first_differing_layer_end_to_end'])}")
     return "\n".join(out)
 
 
@@ -453,7 +518,7 @@ def _datapath_notes(rep: dict) -> list:
             c["exact_datapath_local_max_diff_lsb"] is not None and \
             c["exact_datapath_local_max_diff_lsb"] <= rep["tolerance_lsb"]
         notes.append(
-            f"{c['name']}: datapath {c['datapath']} (int16 pair saturation, x86 vpmaddubsw): "
+            f"{_s(c['name'])}: datapath {c['datapath']} (int16 pair saturation, x86 vpmaddubsw): "
             f"{c['pair_saturations']:,} saturated pairs in {c['pair_saturated_outputs']:,} outputs; they changed "
             f"{c['datapath_changed_outputs']:,} of {c['elements']:,} output codes vs the exact datapath. "
             f"The exact datapath on the same inputs: {c['exact_datapath_local_mismatches']:,} local mismatches, "
@@ -490,7 +555,7 @@ def format_inspect(rep: dict) -> str:
         rows.append([lay["name"], lay["op"], ",".join(lay["inputs"]), "x".join(map(str, lay["output_shape"])),
                      lay["encoding_summary"], lay.get("weight_encoding_summary", ""),
                      "x".join(map(str, lay.get("weight_shape", []))), attrs])
-    out = [f"{rep['path']}: model {rep['name']!r}, input {rep['input_shape']} "
+    out = [f"{_s(rep['path'])}: model {_s(repr(rep['name']))}, input {rep['input_shape']} "
            f"{rep['input_encoding_summary']} (rounding {rep['input_rounding']})",
            f"sample input: {rep['sample_input'] or 'none'}", "",
            _table(["layer", "op", "inputs", "output", "encoding", "weights", "weight shape", "attributes"], rows,
@@ -498,5 +563,5 @@ def format_inspect(rep: dict) -> str:
            f"weight storage {rep['weight_storage_bits']:,} bits; activation storage "
            f"{rep['activation_storage_bits']:,} bits per inference"]
     for key, value in rep["metadata"].items():
-        out.append(f"{key}: {value}")
+        out.append(f"{_s(key, CELL_LIMIT)}: {_s(value, 1000)}")
     return "\n".join(out)

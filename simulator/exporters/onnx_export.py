@@ -65,8 +65,12 @@ SCALE_SEARCH_ULPS = 64
 
 def export_onnx(model: Model, path, *, qdq: bool = True) -> None:
     """Write `model` as an ONNX file at `path` (atomically). qdq=False takes the integer route everywhere."""
-    proto = to_onnx(model, qdq=qdq)
-    atomic_write_bytes(path, proto.SerializeToString())
+    atomic_write_bytes(path, onnx_bytes(model, qdq=qdq))
+
+
+def onnx_bytes(model: Model, *, qdq: bool = True) -> bytes:
+    """The serialized ONNX file of `model` (for an output plan, simulator.fileio.Outputs)."""
+    return to_onnx(model, qdq=qdq).SerializeToString()
 
 
 def to_onnx(model: Model, *, qdq: bool = True):

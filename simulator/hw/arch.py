@@ -16,9 +16,8 @@ import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from simulator.errors import HwsimError
+from simulator.safeyaml import YamlSyntaxError, load_yaml, short_repr
 from simulator.hw.techtable import (Figure, FieldReader, TechTable, parse_techtable, read_yaml, resolve_hw_path,
                                     shipped_hwconfigs_dir)
 
@@ -175,7 +174,10 @@ def load_hardware(arg: str, sets: list[str] | None = None, shortcuts: dict | Non
             default = default_architecture_path()
             arch_doc, arch_source, defaulted = read_yaml(default, str(default)), str(default), True
     elif fmt == ARCH_FORMAT:
-        _FileReader(source).mapping(data, "", required=["format", "name", "description", "tech", "architecture"])
+        header = _FileReader(source)
+        header.mapping(data, "", required=["format", "name", "description", "tech", "architecture"])
+        header.text(data, "name", "")
+        header.text(data, "description", "")
         tech_arg = data["tech"]
         if not isinstance(tech_arg, str) or not tech_arg.strip():
             raise HwsimError("must name a technology table (a shipped name or a path)", source=source,
@@ -194,7 +196,8 @@ def load_hardware(arg: str, sets: list[str] | None = None, shortcuts: dict | Non
         tech = parse_techtable(tech_data, str(tech_path), ignore_keys=("architecture",))
         arch_doc, arch_source, defaulted = data, source, False
     else:
-        raise HwsimError(f"must be '{TECH_FORMAT}' or '{ARCH_FORMAT}', got {fmt!r}", source=source, field="format")
+        raise HwsimError(f"must be '{TECH_FORMAT}' or '{ARCH_FORMAT}', got {short_repr(fmt)}", source=source,
+                         field="format")
 
     raw = arch_doc.get("architecture")
     if fmt == TECH_FORMAT:   # the design is named after its table (the default architecture says so itself)
@@ -244,9 +247,11 @@ def apply_sets(raw, sets: list[str], resolved: dict):
             raise HwsimError(f"no such field '{path}'{hint} (the report's 'architecture' lists every path)",
                              field="--set")
         try:
-            value = yaml.safe_load(text) if text else None
-        except yaml.YAMLError:
+            value = load_yaml(text, "--set") if text else None
+        except YamlSyntaxError:
             value = text
+        except HwsimError as exc:
+            raise HwsimError(f"{path}: {exc.message}", field="--set") from None
         keys = path.split(".")
         node = raw
         for key in keys[:-1]:
@@ -300,9 +305,9 @@ class _FileReader(FieldReader):
             return default
         value = parent[key]
         if value not in options:
-            close = difflib.get_close_matches(str(value), options, n=1)
+            close = difflib.get_close_matches(str(value)[:100], options, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            self.fail(_join(row, key), f"must be one of {', '.join(options)}, got {value!r}{hint}")
+            self.fail(_join(row, key), f"must be one of {', '.join(options)}, got {short_repr(value)}{hint}")
         return value
 
     def bool_or(self, parent: dict, key: str, row: str, default: bool) -> bool:
@@ -390,7 +395,7 @@ def parse_architecture(raw, source: str, tech: TechTable, name: str, description
     resolved["memory"] = {}
     for lname, lraw in mem.items():
         if not isinstance(lname, str) or not lname.replace("_", "").isalnum():
-            r.fail(f"{top}.memory", f"level names must be identifiers, got {lname!r}")
+            r.fail(f"{top}.memory", f"level names must be identifiers, got {short_repr(lname)}")
         lv = _level(r, lraw, f"{top}.memory.{lname}", lname, tech)
         levels.append(lv)
         resolved["memory"][lname] = _level_resolved(lv)
@@ -498,7 +503,7 @@ def _level(r: _FileReader, raw, row: str, name: str, tech: TechTable) -> MemoryL
     if (not isinstance(holds, list) or not holds or any(t not in TENSORS for t in holds)
             or len(set(holds)) != len(holds)):
         r.fail(f"{row}.holds", f"must be a non-empty list of distinct tensors from {', '.join(TENSORS)}, "
-                               f"got {holds!r}")
+                               f"got {short_repr(holds)}")
     if "interleave_words" in m and r.count(m, "interleave_words", row) > 1 << 20:
         r.fail(f"{row}.interleave_words", "must be at most 2^20")
     read_bw = r.count(m, "read_bw_bits_per_cycle", row, default=banks * ports * word)

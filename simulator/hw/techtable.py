@@ -5,8 +5,10 @@ Every number in a table is a *figure*: a mapping ``{value: ..., source: "..."}``
 ``scale: energy | area`` (the value is written at the reference node of the file's ``scaling:`` rule and
 multiplied by that rule's factor when loaded). A number without a source is an error.
 
-The schema is documented in docs/hwconfig-format.md. The loader reads the file with ``yaml.safe_load`` and
-checks every field; the first problem becomes one `HwsimError` naming the file and the dotted field path.
+The schema is documented in docs/hwconfig-format.md. The loader reads the file with
+``simulator.safeyaml.load_yaml`` (a bounded yaml.SafeLoader) and checks every field; the first problem
+becomes one `HwsimError` naming the file and the dotted field path. Every figure, as written and after
+scaling, must be finite and at most `MAX_FIGURE` (so no derived cost can overflow to inf).
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 import simulator
 from simulator.errors import HwsimError
+from simulator.safeyaml import MAX_BYTES, load_yaml, short_repr
 
 FORMAT = "hwsim-techtable/1"
+
+# The largest figure a table or an architecture may hold, as written and after scaling: far above any real
+# design (2^40-byte memories, 1e9-cycle latencies), and small enough that counts x figures stay finite.
+MAX_FIGURE = 1e15
 
 # Rows an energy-scaled figure depends on (the scaling rule), and an area-scaled one.
 ENERGY_SCALING_ROWS = ("scaling.from_nm", "scaling.to_nm", "scaling.from_v", "scaling.to_v")
@@ -76,7 +81,8 @@ class Scaling:
 
     @property
     def energy_factor(self) -> float:
-        return (self.to_nm.value / self.from_nm.value) * (self.to_v.value / self.from_v.value) ** 2
+        v = self.to_v.value / self.from_v.value
+        return (self.to_nm.value / self.from_nm.value) * v * v    # v * v: inf on overflow, never OverflowError
 
 
 @dataclass(frozen=True)
@@ -238,21 +244,23 @@ def resolve_hw_path(arg: str) -> Path:
 
 
 def read_yaml(path, source: str | None = None):
-    """safe_load a YAML file; an unreadable file or a syntax error is one HwsimError naming the file."""
+    """Load a YAML file with simulator.safeyaml (size, depth, alias, duplicate-key and number limits); an
+    unreadable file, a syntax error or a limit is one HwsimError naming the file."""
     source = source or str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
     except OSError as exc:
         raise HwsimError(f"cannot read file: {exc.strerror or exc}", source=source) from None
+    if len(raw) > MAX_BYTES:
+        raise HwsimError(f"larger than {MAX_BYTES:,} bytes: not a hardware description", source=source)
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise HwsimError("not a UTF-8 text file", source=source) from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise HwsimError(f"YAML syntax error{where}: {problem}", source=source) from None
+    # .inf / .nan are let through to FieldReader.figure, which refuses them naming the row (every number of a
+    # table or an architecture is a figure); numbers that overflow (1.0e+400) are refused by the loader.
+    return load_yaml(text, source, keep_special_floats=True)
 
 
 def load_techtable(path) -> TechTable:
@@ -271,7 +279,7 @@ def parse_techtable(data, source: str, ignore_keys: tuple[str, ...] = ()) -> Tec
                     optional=["scaling", *ignore_keys])
     fmt = top["format"]
     if fmt != FORMAT:
-        r.fail("format", f"must be '{FORMAT}', got {fmt!r}")
+        r.fail("format", f"must be '{FORMAT}', got {short_repr(fmt)}")
 
     node = r.read_node(top["node"])
     r.scaling = r.read_scaling(top["scaling"], node) if "scaling" in top else None
@@ -295,12 +303,12 @@ def _show(value) -> str:
     if isinstance(value, bool):
         return f"{str(value).lower()} (a boolean)"
     if isinstance(value, str):
-        return f"{value!r} (a string)"
+        return f"{short_repr(value)} (a string)"
     if value is None:
         return "nothing (null)"
     if isinstance(value, (dict, list)):
         return f"a {'mapping' if isinstance(value, dict) else 'list'}"
-    return repr(value)
+    return short_repr(value)
 
 
 class FieldReader:
@@ -364,6 +372,8 @@ class FieldReader:
             self.fail(full, f"must be {what}, got {value!r}")
         if value < 0 or (kind != "nonnegative" and value == 0):
             self.fail(full, f"must be {what}, got {value!r}")
+        if value > MAX_FIGURE:
+            self.fail(full, f"must be at most {MAX_FIGURE:g} (no figure of a design is larger), got {value:g}")
         if kind == "count" and value != int(value):
             self.fail(full, f"must be {what}, got {value!r}")
         source = raw["source"]
@@ -395,7 +405,14 @@ class FieldReader:
             factor, rows = self.scaling.energy_factor, ENERGY_SCALING_ROWS
         else:
             factor, rows = self.scaling.area_factor.value, AREA_SCALING_ROWS
-        return Figure(row=fig.row, value=fig.value * factor, source=fig.source, assumption=fig.assumption,
+        if not (math.isfinite(factor) and 0 < factor <= MAX_FIGURE):
+            self.fail(row, f"the {scale} scaling factor of the 'scaling:' rule is {factor:g}: out of range "
+                           f"(must be positive and at most {MAX_FIGURE:g})")
+        scaled = fig.value * factor
+        if not (math.isfinite(scaled) and scaled <= MAX_FIGURE):
+            self.fail(fig.row, f"{fig.value:g} x{factor:.6g} ({scale} scaling rule) = {scaled:g}: out of range "
+                               f"after scaling (must be at most {MAX_FIGURE:g})")
+        return Figure(row=fig.row, value=scaled, source=fig.source, assumption=fig.assumption,
                       scale=scale, written_value=fig.value, scale_factor=factor, depends_on=rows)
 
     # -- sections -----------------------------------------------------------------------------------------
@@ -416,7 +433,12 @@ class FieldReader:
         if figs["to_nm"].value != node.feature_nm.value:
             self.fail("scaling.to_nm", f"must equal node.feature_nm ({node.feature_nm.value:g}), "
                                              f"got {figs['to_nm'].value:g}")
-        return Scaling(rule=rule, **figs)
+        scaling = Scaling(rule=rule, **figs)
+        factor = scaling.energy_factor
+        if not (math.isfinite(factor) and 1 / MAX_FIGURE <= factor <= MAX_FIGURE):
+            self.fail("scaling", f"energy factor (to_nm/from_nm) x (to_v/from_v)^2 = {factor:g} is out of range "
+                                 f"({1 / MAX_FIGURE:g} to {MAX_FIGURE:g})")
+        return scaling
 
     def read_arith(self, raw) -> Arith:
         keys = ["mult_pj_per_bit2", "mult_pj_per_bit", "add_pj_per_bit",

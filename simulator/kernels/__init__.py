@@ -4,6 +4,10 @@
 - popcount: XNOR-popcount conv2d / dense for binary layers (Larq convention: bit 1 = -1, sign(0) = +1)
 - pairsat:  the x86 int16 pair-saturation datapath (ONNX Runtime u8 x s8 without VNNI, vpmaddubsw) on raw codes
 - im2col:   conv geometry and the register-tiled SIMD micro-kernel both fast paths share
+
+With NUMBA_DISABLE_JIT=1 every kernel runs as plain Python / numpy, bit for bit the same (tests/test_nojit.py):
+the @njit functions as written, except the LLVM-IR micro-kernel (im2col._tile -> _tile_numpy) and mac's row
+updates (numpy twins: numpy scalars would warn where numba's int64 arithmetic wraps), chosen by JIT_DISABLED.
 """
 from .mac import (accumulator_bound, conv2d_acc, conv2d_acc_reference, dense_acc, dense_acc_reference,
                   overflow_impossible)

@@ -50,6 +50,9 @@ def _vector_bits() -> int:
 
 
 VECTOR_BITS = _vector_bits()
+# NUMBA_DISABLE_JIT=1: every @njit function runs as the Python it is written in; the few that cannot (the
+# intrinsic micro-kernel) or that would raise numpy's scalar overflow warnings have a numpy twin chosen instead.
+JIT_DISABLED = bool(config.DISABLE_JIT)
 MAX_NVEC = 2  # channel vectors per tile: 4 pixels × 2 vectors = 8 accumulators (measured as fast as 16)
 LANES = {np.dtype(np.int16): VECTOR_BITS // 32, np.dtype(np.uint64): VECTOR_BITS // 64}
 ELEMS_PER_LANE = {np.dtype(np.int16): 2, np.dtype(np.uint64): 1}
@@ -492,3 +495,33 @@ def _store_tile(builder, op, nv, accs, out0, out_stride, npix, nco, init0, scale
                                 pick = builder.select(first, builder.extract_element(init, ir.Constant(_I32, p)), before)
                                 value = builder.add(pick, builder.extract_element(column, ir.Constant(_I32, p)))
                                 builder.store(builder.trunc(value, out_type) if out_type.width < 64 else value, ptr)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The micro-kernel in numpy, for NUMBA_DISABLE_JIT=1 (an intrinsic cannot run as Python): the same function
+# ----------------------------------------------------------------------------------------------------------
+def _tile_numpy(x, x_base, x_step, offs, r0, r1, w, w_base, out, out_base, out_stride, npix, nco,
+                init, init_base, scale, nvec):
+    """What `_tile` computes, bit for bit: int16 pairs summed in int32 lanes (wrapping mod 2^32, as the
+    vector lanes do), popcounts in int64; the store truncates to the output's dtype."""
+    lanes, e = LANES[x.dtype], ELEMS_PER_LANE[x.dtype]
+    width = nvec * lanes
+    npix, nco, nr = int(npix), int(nco), int(r1) - int(r0)
+    offs = np.asarray(offs[r0:r1], np.int64)
+    idx = x_base + np.arange(npix, dtype=np.int64)[:, None] * x_step + offs[None, :]  # [P, R]
+    wv = w[w_base + r0 * width * e:w_base + r1 * width * e].reshape(nr, width, e)[:, :nco]  # [R, C, e]
+    if e == 2:  # int16 channel pairs: x0·w0 + x1·w1 per step, summed in an int32 lane
+        xv = np.stack([x[idx], x[idx + 1]], axis=-1).astype(np.int64)  # [P, R, 2]
+        acc = np.einsum("pre,rce->pc", xv, wv.astype(np.int64)).astype(np.int32).astype(np.int64)
+    else:  # 64 packed bits: popcount(x XOR w)
+        acc = np.bitwise_count(x[idx][:, :, None] ^ wv[None, :, :, 0]).sum(axis=1, dtype=np.int64)
+    rows = out_base + np.arange(nco, dtype=np.int64)[None, :] * out_stride + np.arange(npix)[:, None]  # [P, C]
+    if r0 == 0:
+        before = np.broadcast_to(np.asarray(init[init_base:init_base + nco], np.int64)[None, :], acc.shape)
+    else:
+        before = out[rows].astype(np.int64)
+    out[rows] = (before + np.int64(scale) * acc).astype(out.dtype)
+
+
+if JIT_DISABLED:
+    _tile = _tile_numpy  # noqa: F811  (the intrinsic is not callable from Python)

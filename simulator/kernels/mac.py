@@ -37,7 +37,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import im2col
-from .im2col import ConvGeometry, conv_geometry
+from .im2col import JIT_DISABLED, ConvGeometry, conv_geometry
 
 POLICIES = ("wrap", "saturate")
 OPERAND_LIMIT = 1 << 16  # |x|, |w| must stay below this
@@ -310,6 +310,30 @@ def _add_row_64(a, o, xrow, wv, saturate):
             s = np.int64(9223372036854775807) if p > 0 else np.int64(-9223372036854775808)
         o[ow] |= left
         a[ow] = s
+
+
+if JIT_DISABLED:  # NUMBA_DISABLE_JIT=1: the same three row functions on whole numpy arrays, whose int64
+    # arithmetic wraps silently as numba's does (numpy *scalars* would warn on the 64-bit wrap), and fast
+    def _add_row_wrap(a, o, xrow, wv, lo, mask):  # noqa: F811
+        s = a + xrow * wv
+        r = ((s - lo) & mask) + lo
+        o |= r != s
+        a[:] = r
+
+    def _add_row_saturate(a, o, xrow, wv, lo, hi):  # noqa: F811
+        s = a + xrow * wv
+        r = np.minimum(np.maximum(s, lo), hi)
+        o |= r != s
+        a[:] = r
+
+    def _add_row_64(a, o, xrow, wv, saturate):  # noqa: F811
+        p = xrow * wv
+        s = a + p
+        left = ((a ^ s) & (p ^ s)) < 0
+        if saturate:
+            s = np.where(left, np.where(p > 0, np.iinfo(np.int64).max, np.iinfo(np.int64).min), s)
+        o |= left
+        a[:] = s
 
 
 # ----------------------------------------------------------------------------------------------------------

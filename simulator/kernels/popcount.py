@@ -54,7 +54,7 @@ def pack_bits(bits, axis: int) -> np.ndarray:
 def _pack_words(bits, words):
     """words[a, c // 64, b] |= bits[a, c, b] << (c % 64); returns the OR of all values (0 or 1 for valid bits)."""
     outer, n, inner = bits.shape
-    seen = 0
+    seen = np.int64(0)  # int64 with or without the JIT (in Python, 0 | uint8 is uint8)
     for a in range(outer):
         for c in range(n):
             shift = np.uint64(c % WORD_BITS)
@@ -118,7 +118,7 @@ def _filter_words(w_bits, g: ConvGeometry) -> np.ndarray:
 def _pack_filter(w, words):
     """words[o, k, c // 64] = OR_c w[o, c, k] << (c % 64); returns the OR of all w (0 or 1 for valid bits)."""
     co_n, cig, taps = w.shape
-    seen = 0
+    seen = np.int64(0)  # int64 with or without the JIT
     for o in range(co_n):
         for k in range(taps):
             for wd in range(words.shape[2]):
@@ -150,7 +150,7 @@ def _pack_canvas(x, canvas, top, left, groups):
     bad_rows = 0
     for t in prange(n * h):
         ni, i = t // h, t % h
-        seen = 0  # OR of the row's values: 0 or 1 when they are all bits
+        seen = np.int64(0)  # OR of the row's values: 0 or 1 when they are all bits
         word = np.empty(w, np.uint64)  # one packed word per pixel of the row, built with contiguous loops
         for gi in range(groups):
             for k in range(nw):

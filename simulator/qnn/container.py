@@ -53,7 +53,12 @@ def write_container(path, header: dict, tensors: dict[str, tuple[np.ndarray, int
     stored untouched.  `tensors` maps name -> (integer array, bits, signed); blobs are stored in
     the dict's order.  Nothing is written if any value is invalid.
     """
-    src = str(path)
+    atomic_write_bytes(path, container_bytes(header, tensors, source=str(path)))
+
+
+def container_bytes(header: dict, tensors: dict[str, tuple[np.ndarray, int, bool]], source: str = "<bytes>") -> bytes:
+    """The bytes of a `.qnn` container (see :func:`write_container`), for staging in an output plan."""
+    src = source
     if not isinstance(header, dict):
         raise HwsimError(f"header must be a dict, got {type(header).__name__}", source=src, field="header")
     if not isinstance(tensors, dict):
@@ -112,18 +117,21 @@ def write_container(path, header: dict, tensors: dict[str, tuple[np.ndarray, int
             field="header",
         )
     prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(header_bytes), zlib.crc32(header_bytes))
-    atomic_write_bytes(path, b"".join([prefix, header_bytes, *blobs]))
+    return b"".join([prefix, header_bytes, *blobs])
 
 
 # ---------------------------------------------------------------------------------------------- read
 
 
-def read_container(path) -> tuple[dict, dict[str, np.ndarray]]:
+def read_container(path, check_table=None) -> tuple[dict, dict[str, np.ndarray]]:
     """Read and fully validate a `.qnn` container.
 
     Returns ``(header, tensors)``: the header dict exactly as stored (including the "format_version"
     and "tensors" table, which gives each tensor's bits and signedness) and name -> numpy array of the
     declared shape in the smallest fitting integer dtype (see bitpack.result_dtype).
+    `check_table(header, table)`, if given, runs after the tensor table is validated and before any blob is
+    checksummed or unpacked (`table`: name -> (shape, bits, signed)); it may raise HwsimError to refuse the file
+    (e.g. a declared size beyond what the caller accepts).
     """
     src = str(path)
     try:
@@ -137,10 +145,10 @@ def read_container(path) -> tuple[dict, dict[str, np.ndarray]]:
         raise HwsimError("is a directory, not a .qnn file", source=src) from None
     except OSError as exc:
         raise HwsimError(f"cannot read file: {exc.strerror or exc}", source=src) from None
-    return parse_container(raw, source=src)
+    return parse_container(raw, source=src, check_table=check_table)
 
 
-def parse_container(raw: bytes, source: str = "<bytes>") -> tuple[dict, dict[str, np.ndarray]]:
+def parse_container(raw: bytes, source: str = "<bytes>", check_table=None) -> tuple[dict, dict[str, np.ndarray]]:
     """Validate and decode the bytes of a `.qnn` container (see :func:`read_container`)."""
 
     def fail(message: str, field: str) -> HwsimError:
@@ -256,6 +264,13 @@ def parse_container(raw: bytes, source: str = "<bytes>") -> tuple[dict, dict[str
         end, prev = e[5] + e[6], e[0]
     if data_len > end:
         raise fail(f"{data_len - end} unexpected bytes after the last tensor blob", "data")
+    if check_table is not None:  # the caller's limits on declared sizes, before anything is unpacked
+        try:
+            check_table(header, {e[0]: (list(e[1]), e[3], e[4]) for e in entries})
+        except HwsimError as exc:
+            if exc.source is None:
+                raise HwsimError(exc.message, source=source, field=exc.field) from None
+            raise
 
     # --- checksums, then decode (sizes are now proven to be within the file)
     out: dict[str, np.ndarray] = {}

@@ -11,8 +11,8 @@ import os
 
 from ..encodings import activation_from_dict, weight_from_dict
 from ..errors import HwsimError
-from ..graph import ATTR_DEFAULTS, Layer, Model
-from .container import read_container, write_container
+from ..graph import ATTR_DEFAULTS, Layer, Model, check_sample_size
+from .container import container_bytes, read_container, write_container
 
 MODEL_KEYS = {"name", "input", "output", "layers", "metadata"}
 INPUT_KEYS = {"shape", "encoding", "rounding", "division"}
@@ -55,6 +55,13 @@ def save_model(model: Model, path) -> None:
     write_container(path, header, tensors)
 
 
+def model_bytes(model: Model, path="<bytes>") -> bytes:
+    """The `.qnn` file of `model` as bytes (for an output plan, simulator.fileio.Outputs); `path` names it in
+    errors."""
+    header, tensors = model_to_header(model)
+    return container_bytes(header, tensors, source=str(path))
+
+
 def _require(d, keys, required, fld):
     if not isinstance(d, dict):
         raise HwsimError("must be a JSON object", field=fld)
@@ -64,6 +71,37 @@ def _require(d, keys, required, fld):
     missing = required - set(d)
     if missing:
         raise HwsimError(f"missing key(s) {sorted(missing)}", field=fld)
+
+
+def _check_declared_sizes(header: dict, table: dict) -> None:
+    """Declared sizes, before any blob is unpacked: the sample input is [N >= 1, *input shape], within the limit."""
+    if "sample_input" not in table:
+        return
+    shape = table["sample_input"][0]
+    m = header.get("model")
+    inp = m.get("input") if isinstance(m, dict) else None
+    want = inp.get("shape") if isinstance(inp, dict) else None
+    fld = "tensors.sample_input.shape"
+    if isinstance(want, list) and (len(shape) != len(want) + 1 or shape[1:] != want):
+        raise HwsimError(f"{str(shape)[:60]} does not match [N, *model.input.shape]", field=fld)
+    if not shape or shape[0] < 1:
+        raise HwsimError("the sample input holds no samples", field=fld)
+    count = 1
+    for n in shape:
+        count *= n
+    check_sample_size(count, fld)
+
+
+def _check_stored_width(header: dict, name: str, bits, signed, fld: str) -> None:
+    """A tensor's stored width (the container's table) must be the width its header field declares."""
+    table = header.get("tensors")
+    entry = table.get(name) if isinstance(table, dict) else None
+    if not isinstance(entry, dict):
+        return  # not read from a container (header built in memory)
+    if entry.get("bits") != bits or entry.get("signed") is not signed:
+        kind = "signed" if signed else "unsigned"
+        raise HwsimError(f"declares {kind} {bits}-bit values, but tensor {name!r} is stored as "
+                         f"{'signed' if entry.get('signed') else 'unsigned'} {entry.get('bits')}-bit", field=fld)
 
 
 def header_to_model(header: dict, tensors: dict, source: str) -> Model:
@@ -99,11 +137,19 @@ def header_to_model(header: dict, tensors: dict, source: str) -> Model:
             lay.weight = tensor(f"{name}.weight")
             if lay.weight is None:
                 raise HwsimError(f"tensor '{name}.weight' is missing", field=f"{fld}.weight_encoding")
+            enc = lay.weight_enc
+            _check_stored_width(header, f"{name}.weight", enc.storage_bits, bool(enc.storage_signed),
+                                f"{fld}.weight_encoding")
             lay.codebook = tensor(f"{name}.codebook")
+            if lay.codebook is not None:
+                _check_stored_width(header, f"{name}.codebook", getattr(enc, "table_bits", None), True,
+                                    f"{fld}.weight_encoding.table_bits")
         lay.bias = tensor(f"{name}.bias")
         bias_bits = d.get("bias_bits", 32)
-        if isinstance(bias_bits, bool) or not isinstance(bias_bits, int):
-            raise HwsimError("must be an integer", field=f"{fld}.bias_bits")
+        if isinstance(bias_bits, bool) or not isinstance(bias_bits, int) or not 1 <= bias_bits <= 64:
+            raise HwsimError(f"must be an integer in [1, 64], got {str(bias_bits)[:40]}", field=f"{fld}.bias_bits")
+        if lay.bias is not None:
+            _check_stored_width(header, f"{name}.bias", bias_bits, True, f"{fld}.bias_bits")
         lay.bias_bits = bias_bits
         layers.append(lay)
     metadata = m.get("metadata", {})
@@ -124,8 +170,12 @@ def header_to_model(header: dict, tensors: dict, source: str) -> Model:
     dequantize = out.get("dequantize", False)
     if not isinstance(dequantize, bool):
         raise HwsimError(f"must be true or false, got {dequantize!r}", field="model.output.dequantize")
+    input_enc = activation_from_dict(inp["encoding"], "model.input.encoding")
+    if sample is not None:
+        _check_stored_width(header, "sample_input", input_enc.storage_bits, bool(getattr(input_enc, "signed", False)),
+                            "model.input.encoding")
     model = Model(name=m["name"], input_shape=tuple(inp["shape"]),
-                  input_enc=activation_from_dict(inp["encoding"], "model.input.encoding"),
+                  input_enc=input_enc,
                   layers=layers, input_rounding=rounding, sample_input=sample, metadata=metadata,
                   source=source, input_division=division, output_dequantize=dequantize)
     return model.check()
@@ -133,7 +183,7 @@ def header_to_model(header: dict, tensors: dict, source: str) -> Model:
 
 def load_model(path) -> Model:
     source = os.fspath(path)
-    header, tensors = read_container(path)
+    header, tensors = read_container(path, check_table=_check_declared_sizes)
     try:
         return header_to_model(header, tensors, source)
     except HwsimError as exc:

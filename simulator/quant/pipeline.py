@@ -412,24 +412,38 @@ def _encoding_of_tensor(fg, plan, tensor, encs):
 
 # ------------------------------------------------------------------------------------------------ entry point
 
-def check_calibration(fg: FloatGraph, data: dict, source: str) -> tuple[np.ndarray, np.ndarray | None]:
+def check_calibration(fg: FloatGraph, data: dict, source: str, limit: int | None = None
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+    """x (float64, the first `limit` samples: cut before converting) and y of a calibration set, checked:
+    at least one sample, the model's input shape, finite values, labels within the model's outputs."""
     if "x" not in data:
         raise HwsimError(f"missing array 'x' (found {sorted(data)})", source=source, field="x")
     x = data["x"]
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)) or x.dtype == np.bool_:
         raise HwsimError(f"must be a float array, got {x.dtype}", source=source, field="x")
-    if x.ndim != len(fg.input_shape) + 1 or tuple(x.shape[1:]) != tuple(fg.input_shape) or x.shape[0] < 1:
+    if x.ndim != len(fg.input_shape) + 1 or tuple(x.shape[1:]) != tuple(fg.input_shape):
         raise HwsimError(f"shape {list(x.shape)} does not match the model input [N, "
                          f"{', '.join(map(str, fg.input_shape))}]", source=source, field="x")
-    x = x.astype(np.float64)
-    if not np.all(np.isfinite(x)):
-        raise HwsimError("contains NaN or infinity", source=source, field="x")
+    if x.shape[0] < 1:
+        raise HwsimError(f"holds no samples (shape {list(x.shape)}): nothing to calibrate on", source=source,
+                         field="x")
     y = data.get("y")
     if y is not None:
         y = np.asarray(y)
         if y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer):
             raise HwsimError(f"must be {x.shape[0]} integer labels, got shape {list(y.shape)} of {y.dtype}",
                              source=source, field="y")
+    if limit is not None:
+        x, y = x[:limit], None if y is None else y[:limit]
+    x = x.astype(np.float64)
+    if not np.all(np.isfinite(x)):
+        raise HwsimError("contains NaN or infinity", source=source, field="x")
+    if y is not None and fg.output in fg.shapes():
+        classes = int(np.prod(fg.shapes()[fg.output]))
+        bad = (y < 0) | (y >= classes)
+        if np.any(bad):
+            raise HwsimError(f"{int(np.count_nonzero(bad))} of {y.size} labels lie outside the model's classes "
+                             f"0..{classes - 1} (e.g. {int(y[np.argmax(bad)])})", source=source, field="y")
     return x, y
 
 

@@ -123,21 +123,21 @@ class Recipe:
 
 
 def load_recipe(path) -> Recipe:
-    """Read a recipe YAML (yaml.safe_load); every field checked, errors name the file and field."""
-    import yaml
+    """Read a recipe YAML (simulator.safeyaml: bounded size, depth, aliases; no duplicate keys); every field
+    checked, errors name the file and field."""
+    from simulator.safeyaml import MAX_BYTES, YamlSyntaxError, load_yaml
     source = os.fspath(path)
     try:
         with open(source, "rb") as f:
-            raw = f.read((1 << 20) + 1)
-        if len(raw) > 1 << 20:
-            raise HwsimError("larger than 1 MiB: not a recipe", source=source)
-        data = yaml.safe_load(raw)
+            raw = f.read(MAX_BYTES + 1)
     except OSError as exc:
         raise HwsimError(f"cannot read ({exc.strerror or exc})", source=source) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise HwsimError(f"not valid YAML{at}", source=source) from None
+    if len(raw) > MAX_BYTES:
+        raise HwsimError("larger than 1 MiB: not a recipe", source=source)
+    try:
+        data = load_yaml(raw, source)
+    except YamlSyntaxError as exc:
+        raise HwsimError("not valid YAML" + exc.message.removeprefix("YAML syntax error"), source=source) from None
     try:
         return recipe_from_dict(data, source)
     except HwsimError as exc:

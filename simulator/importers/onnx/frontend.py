@@ -43,7 +43,134 @@ def load_onnx(path):
         raise HwsimError(f"not a readable ONNX model ({type(exc).__name__}: {detail[:200]})", source=source) from None
     if not proto.HasField("graph") or not proto.graph.node:
         raise HwsimError("not an ONNX model: no graph nodes", source=source)
+    check_valid(proto, source)
     return proto
+
+
+MIN_OPSET = 7   # older default-domain opsets lack the op versions the readers implement (opset 1: no QDQ, ...)
+
+
+def check_valid(proto, source: str) -> None:
+    """Refuse a graph that is not valid ONNX, with one line: an opset outside [MIN_OPSET, what this onnx
+    knows], negative dimensions, a node that writes its own input or a tensor written twice (not SSA), an
+    input no earlier node produces; then ONNX's own checker (``check_model``, no shape inference), its first
+    line as the reason."""
+    onnx = require("onnx")
+    newest = onnx.defs.onnx_opset_version()
+    for op in proto.opset_import:
+        if op.domain in ("", "ai.onnx") and not MIN_OPSET <= op.version <= newest:
+            raise HwsimError(f"opset {op.version} is not supported: hwsim reads ONNX opsets {MIN_OPSET} to {newest}"
+                             + (" (the installed onnx knows none newer)" if op.version > newest else ""),
+                             source=source, field="opset_import")
+    graph = proto.graph
+    for init in graph.initializer:
+        if any(d < 0 for d in init.dims):
+            raise HwsimError(f"initializer {_short(init.name)!r} has a negative dimension {list(init.dims)}",
+                             source=source, field="graph.initializer")
+    for kind, infos in (("input", graph.input), ("output", graph.output), ("value_info", graph.value_info)):
+        for vi in infos:
+            tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+            if tt is not None and tt.HasField("shape") and any(
+                    d.HasField("dim_value") and d.dim_value < 0 for d in tt.shape.dim):
+                dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in tt.shape.dim]
+                raise HwsimError(f"{kind} {_short(vi.name)!r} has a negative dimension {dims}", source=source,
+                                 field=f"graph.{kind}")
+    written = {}  # tensor name -> what defines it
+    for init in graph.initializer:
+        if init.name in written:
+            raise HwsimError(f"initializer {_short(init.name)!r} is defined twice (ONNX graphs are in single "
+                             "static assignment form)", source=source, field="graph.initializer")
+        written[init.name] = "an initializer"
+    for vi in graph.input:
+        written.setdefault(vi.name, "a graph input")
+    for i, node_proto in enumerate(graph.node):
+        where = Node(node_proto, i, None).where
+        for name in node_proto.output:
+            if name and name in node_proto.input:
+                raise HwsimError(f"the node writes its own input {_short(name)!r} (a cycle: ONNX graphs are "
+                                 "acyclic, in single static assignment form)", source=source, field=where)
+        for name in node_proto.input:
+            if name and name not in written:
+                raise HwsimError(f"input {_short(name)!r} is not produced by an earlier node (a missing "
+                                 "initializer? the graph must also be topologically sorted, as ONNX requires)",
+                                 source=source, field=where)
+        for name in node_proto.output:
+            if not name:
+                continue
+            if name in written:
+                raise HwsimError(f"tensor {_short(name)!r} is written twice (already {written[name]}): ONNX graphs "
+                                 "are in single static assignment form", source=source, field=where)
+            written[name] = f"the output of {where}"
+    # Every node of a standard op hwsim reads (or folds) is checked against its ONNX schema (attributes, input
+    # and output counts), the error naming the node. Any other node (an op ONNX does not define at the model's
+    # opset, or one no reader handles) is left to the readers, which refuse it naming the ops they support: for
+    # the whole-model check it is moved to a private domain (the checker skips ops of domains it has no schemas
+    # for), then put back.
+    from .ops import domain_ops
+    readable = domain_ops("") | set(FOLDABLE)
+    ctx = onnx.checker.C.CheckerContext()
+    ctx.ir_version = proto.ir_version
+    imports = {op.domain: op.version for op in proto.opset_import}
+    ctx.opset_imports = imports
+    unknown = []
+    for i, node_proto in enumerate(graph.node):
+        domain = node_proto.domain
+        version = imports.get(domain, imports.get({"": "ai.onnx", "ai.onnx": ""}.get(domain, domain)))
+        if domain not in ("", "ai.onnx") or version is None:
+            continue  # custom domains (QONNX, com.microsoft) are the readers' to check; no import: checker
+        try:
+            if node_proto.op_type not in readable:
+                raise LookupError(node_proto.op_type)
+            onnx.defs.get_schema(node_proto.op_type, version, "")
+        except Exception:
+            unknown.append((node_proto, node_proto.HasField("domain"), domain))
+            continue
+        try:
+            onnx.checker.check_node(node_proto, ctx)
+        except Exception as exc:
+            where = Node(node_proto, i, None).where
+            raise HwsimError(f"malformed {_short(node_proto.op_type)} node (not valid ONNX: {_reason(exc)})",
+                             source=source, field=where) from None
+    # The checker also insists on a shape for every graph input and output, which ONNX leaves optional (unknown
+    # rank; ONNX Runtime runs such models): those get an empty shape for the check only (no shape inference
+    # runs, so its content is never used), then the field is cleared again.
+    shapeless = [vi.type.tensor_type for vi in list(graph.input) + list(graph.output)
+                 if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape")]
+    private = "hwsim.unchecked"
+    try:
+        for tt in shapeless:
+            tt.shape.SetInParent()
+        if unknown:
+            for node_proto, _, _ in unknown:
+                node_proto.domain = private
+            proto.opset_import.add(domain=private, version=1)
+        onnx.checker.check_model(proto, full_check=False)
+    except Exception as exc:  # onnx.checker.ValidationError, or protobuf errors on odd fields
+        raise HwsimError(f"not a valid ONNX model: {_reason(exc)}", source=source) from None
+    finally:
+        for tt in shapeless:
+            tt.ClearField("shape")
+        if unknown:
+            for node_proto, had_domain, domain in unknown:  # proto2: an unset field stays unset
+                if had_domain:
+                    node_proto.domain = domain
+                else:
+                    node_proto.ClearField("domain")
+            for k in range(len(proto.opset_import) - 1, -1, -1):
+                if proto.opset_import[k].domain == private:
+                    del proto.opset_import[k]
+
+
+def _reason(exc: Exception) -> str:
+    """The first line of an exception's message (the checker's reason, without its context lines)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return _short(lines[0] if lines else type(exc).__name__, 200)
+
+
+def _short(text, limit: int = 80) -> str:
+    """A name or message from the file for an error line: no control characters, bounded length."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def file_sha256(path) -> str:

@@ -1,0 +1,273 @@
+"""Ctrl-C at any moment: `hwsim: interrupted` on one line, exit status 130, no traceback, no output left behind,
+and a numba cache that works on the next run (simulator/interrupt.py).
+
+The command runs as `python -X importtime -m simulator.cli ...`: the import-time lines on standard error tell
+the test where start-up is (they are left out when the rest of standard error is compared). Each case sends
+SIGINT at a point (a module just imported, then a delay) and accepts two endings: interrupted (130, the one
+line, no outputs, no temporary files) or finished before the signal (0); every phase must see at least one
+interruption (the delay shrinks until it does).
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
+LINE = "hwsim: interrupted"
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+def _run_and_interrupt(args, trigger, delay, env=None, cwd=None):
+    """Start the command, wait for `trigger` (a module whose import just finished; None: from the start),
+    sleep `delay`, send SIGINT; return (exit status, standard error without the import-time lines)."""
+    cmd = [sys.executable, "-X", "importtime", "-m", "simulator.cli", *map(str, args)]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        if trigger is not None:
+            pattern = re.compile(rf"\|\s+{re.escape(trigger)}(\.\S+)?$")
+            for line in proc.stderr:
+                lines.append(line)
+                if pattern.search(line.rstrip("\n")):
+                    break
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        lines += proc.stderr.readlines()
+        status = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return status, [ln.rstrip("\n") for ln in lines if not ln.startswith("import time:")]
+
+
+def _temporaries(directory: Path):
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp") or ".tmp." in p.name)
+
+
+def _check_ending(status, err, outputs, directory):
+    """'interrupted' or 'finished'; anything else fails the test."""
+    if status == 0:
+        assert err == [], err
+        return "finished"
+    assert status == 130, f"exit status {status}, stderr:\n" + "\n".join(err[-30:])
+    assert err == [LINE]
+    assert [p.name for p in outputs if p.exists()] == []
+    assert _temporaries(directory) == []
+    return "interrupted"
+
+
+def _interrupt_at(args, points, outputs, directory, env=None):
+    """Send SIGINT at each (trigger, delay); halve a delay that let the command finish (up to 3 times)."""
+    endings = []
+    for trigger, delay in points:
+        for _ in range(4):
+            status, err = _run_and_interrupt(args, trigger, delay, env=env, cwd=directory)
+            ending = _check_ending(status, err, outputs, directory)
+            if ending == "interrupted":
+                break
+            for p in outputs:
+                p.unlink(missing_ok=True)
+            delay /= 2
+        endings.append(ending)
+    assert "interrupted" in endings
+    return endings
+
+
+@pytest.fixture(scope="module")
+def big_dataset(tmp_path_factory):
+    d = np.load(MODELS / "digits_test.npz")
+    path = tmp_path_factory.mktemp("data") / "digits_x10.npz"
+    np.savez(path, x=np.tile(d["x"], (10, 1, 1, 1)), y=np.tile(d["y"], 10))
+    return path
+
+
+def test_interrupt_during_start_up_and_imports(tmp_path):
+    out = tmp_path / "y.npy"
+    args = ["run", MODELS / "lenet_digits_u8.qnn", "--hw", "tsmc90", "--output", out]
+    # argparse: just after the handler went in (start-up: exit at once); numpy / numba: heavy imports inside
+    # the command's guard; simulator.commands: the imports are done, the command starts
+    _interrupt_at(args, [("argparse", 0.0), ("numpy", 0.0), ("numba", 0.0), ("simulator.commands", 0.0)],
+                  [out], tmp_path)
+
+
+def test_interrupt_during_the_first_numba_compile_keeps_the_cache_usable(tmp_path):
+    cache = tmp_path / "numba_cache"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
+    work = tmp_path / "work"
+    work.mkdir()
+    out, report = work / "y.npy", work / "r.json"
+    args = ["run", MODELS / "lenet_digits_u8.qnn", "--hw", "tsmc90", "--output", out, "--json", report]
+    # a fresh cache: the first kernels compile for seconds after the imports; several interruptions, each
+    # at another point of the compile, the cache filling up in between
+    endings = _interrupt_at(args, [("simulator.commands", 0.5), ("simulator.commands", 2.0),
+                                   ("simulator.commands", 4.0)], [out, report], work, env=env)
+    assert endings[0] == "interrupted"
+    if cache.exists():
+        leftovers = [p for p in cache.rglob("*") if ".tmp" in p.name]
+        assert leftovers == []
+    # the next run works with that cache and computes what a run with the shared cache computes
+    done = subprocess.run([sys.executable, "-m", "simulator.cli", *map(str, args)], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr == ""
+    reference = tmp_path / "reference.npy"
+    ref = subprocess.run([sys.executable, "-m", "simulator.cli", "run", MODELS / "lenet_digits_u8.qnn", "--hw",
+                          "tsmc90", "--output", reference], cwd=work, capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    a, b = np.load(out), np.load(reference)
+    assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_interrupt_during_a_run_leaves_no_outputs(tmp_path, big_dataset):
+    out, report, csv = tmp_path / "y.npy", tmp_path / "r.json", tmp_path / "layers.csv"
+    args = ["run", MODELS / "lenet_digits_u8.qnn", "--hw", "tsmc90", "--dataset", big_dataset, "--batch-size", "8",
+            "--output", out, "--json", report, "--csv", csv]
+    _interrupt_at(args, [("simulator.commands", 0.3), ("simulator.commands", 1.0)], [out, report, csv], tmp_path)
+
+
+def test_interrupt_during_quantize_leaves_no_outputs(tmp_path):
+    pytest.importorskip("onnx")
+    qnn, report = tmp_path / "q.qnn", tmp_path / "q.json"
+    args = ["quantize", MODELS / "lenet_digits_float.onnx", "--calib", MODELS / "digits_test.npz", "-o", qnn,
+            "--json", report]
+    _interrupt_at(args, [("simulator.commands", 0.1), ("simulator.commands", 0.6)], [qnn, report], tmp_path)
+
+
+def _child(code: str, *args, timeout=60):
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_interrupt_while_committing_outputs_commits_them_all(tmp_path):
+    """SIGINT between two renames of the commit: the commit completes, then the interrupt is reported."""
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    proc = _child("""
+        import os, signal, sys
+        from simulator import fileio, interrupt
+
+        interrupt.install()
+        real_replace = os.replace
+
+        def replace(src, dst):
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C during the commit
+            real_replace(src, dst)
+
+        try:
+            with interrupt.guarded():
+                outputs = fileio.Outputs()
+                with outputs:
+                    outputs.text(sys.argv[1], "a")
+                    outputs.text(sys.argv[2], "b")
+                    os.replace = replace
+                os.replace = real_replace
+                interrupt.check()
+            sys.exit(0)
+        except KeyboardInterrupt:
+            sys.exit(interrupt.report())
+    """, a, b)
+    assert (proc.returncode, proc.stderr) == (130, LINE + "\n")
+    assert a.read_text() == "a" and b.read_text() == "b"
+    assert _temporaries(tmp_path) == []
+
+
+def test_interrupt_swallowed_by_an_unraisable_context_is_delivered_again():
+    """A KeyboardInterrupt that lands where Python ignores exceptions (a __del__, a ctypes callback) is not
+    printed as 'Exception ignored ...' and still ends the command with 130."""
+    proc = _child("""
+        import gc, os, signal, sys, time
+        from simulator import interrupt
+
+        class Finalized:
+            def __del__(self):
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(1000):  # the handler runs here: the exception cannot leave __del__
+                    pass
+
+        interrupt.install()
+        try:
+            with interrupt.guarded():
+                Finalized()
+                gc.collect()
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline:  # delivered again by the retry timer
+                    sum(range(100))
+            sys.exit(0)
+        except KeyboardInterrupt:
+            sys.exit(interrupt.report())
+    """)
+    assert (proc.returncode, proc.stderr) == (130, LINE + "\n")
+
+
+@pytest.mark.parametrize("module", ["numba.core.caching", "llvmlite.binding.executionengine"])
+def test_interrupt_waits_while_llvmlite_callbacks_or_numba_cache_run(module):
+    """Inside the modules of WAIT_MODULES (llvmlite's ctypes callbacks, numba's cache) the interrupt is only
+    recorded; it is raised right after, and a second Ctrl-C meanwhile changes nothing."""
+    from simulator import interrupt
+    assert module in interrupt.WAIT_MODULES
+    proc = _child("""
+        import os, signal, sys, time
+        from simulator import interrupt
+
+        def callback():  # runs as if it were a function of that module
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+            deadline = time.monotonic() + 0.3
+            while time.monotonic() < deadline:
+                pass
+            done.append(True)
+
+        done = []
+        space = {"__name__": sys.argv[1], "os": os, "signal": signal, "time": time, "done": done}
+        callback = type(callback)(callback.__code__, space)
+        interrupt.install()
+        try:
+            with interrupt.guarded():
+                callback()
+                assert interrupt.pending()
+                time.sleep(1)
+                print("not delivered")
+        except KeyboardInterrupt:
+            print("delivered after the callback" if done else "raised inside the callback")
+    """, module)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "delivered after the callback\n", "")
+
+
+def test_nothing_changes_without_install():
+    """Library users and in-process callers keep Python's own Ctrl-C."""
+    proc = _child("""
+        import os, signal
+        from simulator import interrupt
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        interrupt.check()
+        with interrupt.guarded():
+            pass
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(10000):
+                pass
+        except KeyboardInterrupt:
+            print("raised")
+    """)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "raised\n", "")
+
+
+def test_the_hwsim_script_is_the_guarded_entry():
+    """The console script calls cli.entry (Ctrl-C handled from start-up to exit), not main."""
+    text = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^hwsim = "simulator\.cli:entry"$', text, re.M)
+    from simulator import cli
+    assert callable(cli.entry)
