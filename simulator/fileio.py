@@ -283,6 +283,8 @@ class Outputs:
         if self._done:
             return
         pending = self._stdout_text
+        from .interrupt import check
+        check()                 # a Ctrl-C that arrived while staging stops before any output is committed
         try:
             for _, target, given in self._staged:  # the targets may have changed since staging
                 check_output_target(given)

@@ -141,14 +141,15 @@ def float_inputs(model, args, codes: np.ndarray) -> tuple[np.ndarray, str]:
     """
     from .fileio import load_npy, load_npz
     raw = None
+    n = codes.shape[0]     # only the samples load_inputs kept (--limit) are read
     if getattr(args, "input", None):
-        raw = load_npy(args.input)
+        raw = load_npy(args.input, mmap=True)
     elif getattr(args, "dataset", None):
-        raw = load_npz(args.dataset).get("x")
+        raw = load_npz(args.dataset, keys=("x",), limit=n).get("x")
     if raw is not None and np.issubdtype(raw.dtype, np.floating):
         if tuple(raw.shape) == tuple(model.input_shape):
             raw = raw[None]
-        return raw[:codes.shape[0]], "the float input x as given"
+        return np.array(raw[:n]), "the float input x as given"
     enc = model.input_enc
     values = (enc.decode(codes).astype(np.float64) * enc.value_scale).astype(np.float32)
     return values, "the input codes decoded by the model's input encoding (code value × scale)"
