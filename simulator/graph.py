@@ -665,6 +665,13 @@ def layer_figures(lay: Layer, batch: int = 1) -> dict:
             "window": window, "stride_phases": phases}
 
 
+# Per-layer figures checked against LIMITS: (figure, limit, what the figure is in the error line).
+LAYER_CHECKS = (("window", "window", "kernel window of {} cells"),
+                ("stride_phases", "stride_phases", "stride of {} phases (stride_h x stride_w)"),
+                ("output_elements", "output_elements", "output of {} elements per sample"),
+                ("ops", "layer_ops", "needs {} {unit} per sample"))
+
+
 def check_budget(model: Model, batch: int = 1) -> None:
     """Refuse a checked model whose work or memory is beyond LIMITS (one error naming the layer and the figure).
 
@@ -681,18 +688,10 @@ def check_budget(model: Model, batch: int = 1) -> None:
         fld = f"layers.{lay.name}"
         fig = layer_figures(lay, batch)
         unit = OP_UNITS.get(lay.op, "operations")
-        if fig["window"] > LIMITS["window"]:
-            _fail(f"{lay.op} kernel window of {_fmt(fig['window'])} cells, more than the limit of "
-                  f"{_limit_text('window')} {hint}", fld)
-        if fig["stride_phases"] > LIMITS["stride_phases"]:
-            _fail(f"{lay.op} stride of {_fmt(fig['stride_phases'])} phases (stride_h x stride_w), more than the "
-                  f"limit of {_limit_text('stride_phases')} {hint}", fld)
-        if fig["output_elements"] > LIMITS["output_elements"]:
-            _fail(f"{lay.op} output of {_fmt(fig['output_elements'])} elements per sample, more than the limit "
-                  f"of {_limit_text('output_elements')} {hint}", fld)
-        if fig["ops"] > LIMITS["layer_ops"]:
-            _fail(f"{lay.op} needs {_fmt(fig['ops'])} {unit} per sample, more than the limit of "
-                  f"{_limit_text('layer_ops')} {hint}", fld)
+        for key, limit, what in LAYER_CHECKS:
+            if fig[key] > LIMITS[limit]:
+                _fail(f"{lay.op} {what.format(_fmt(fig[key]), unit=unit)}, more than the limit of "
+                      f"{_limit_text(limit)} {hint}", fld)
         if fig["bytes"] > LIMITS["layer_bytes"]:
             _fail(f"{lay.op} touches {_fmt(fig['bytes'])} bytes for a batch of {batch}, more than the limit of "
                   f"{LIMITS['layer_bytes'] >> 30} GiB {hint}", fld)

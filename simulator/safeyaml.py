@@ -180,6 +180,19 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def read_document(path, source: str, what: str) -> bytes:
+    """A YAML file's bytes, refusing one larger than MAX_BYTES before it is parsed; an unreadable file or one too
+    large is one HwsimError naming it (`what` says what the file should have been)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise HwsimError(f"cannot read file: {exc.strerror or exc}", source=source) from None
+    if len(raw) > MAX_BYTES:
+        raise HwsimError(f"larger than {MAX_BYTES:,} bytes: not {what}", source=source)
+    return raw
+
+
 def load_yaml(text_or_bytes, source: str, keep_special_floats: bool = False):
     """Parse one YAML document safely. Any problem is one HwsimError(message, source=source, field=line).
 

@@ -114,7 +114,7 @@ def train_torch(net, data, epochs, lr, seed=0, progress_every=0, name="net", cla
                         p.clamp_(-1.0, 1.0)
         if progress_every and (ep + 1) % progress_every == 0:
             log(f"  {name} epoch {ep + 1}/{epochs} loss {loss.item():.4f}")
-    net.eval()
+    net.train(False)      # inference mode
     return net
 
 

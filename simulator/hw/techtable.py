@@ -20,7 +20,7 @@ from pathlib import Path
 
 import simulator
 from simulator.errors import HwsimError
-from simulator.safeyaml import MAX_BYTES, load_yaml, short_repr
+from simulator.safeyaml import load_yaml, read_document, short_repr
 
 FORMAT = "hwsim-techtable/1"
 
@@ -247,13 +247,7 @@ def read_yaml(path, source: str | None = None):
     """Load a YAML file with simulator.safeyaml (size, depth, alias, duplicate-key and number limits); an
     unreadable file, a syntax error or a limit is one HwsimError naming the file."""
     source = source or str(path)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_BYTES + 1)
-    except OSError as exc:
-        raise HwsimError(f"cannot read file: {exc.strerror or exc}", source=source) from None
-    if len(raw) > MAX_BYTES:
-        raise HwsimError(f"larger than {MAX_BYTES:,} bytes: not a hardware description", source=source)
+    raw = read_document(path, source, "a hardware description")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -125,15 +125,9 @@ class Recipe:
 def load_recipe(path) -> Recipe:
     """Read a recipe YAML (simulator.safeyaml: bounded size, depth, aliases; no duplicate keys); every field
     checked, errors name the file and field."""
-    from simulator.safeyaml import MAX_BYTES, YamlSyntaxError, load_yaml
+    from simulator.safeyaml import YamlSyntaxError, load_yaml, read_document
     source = os.fspath(path)
-    try:
-        with open(source, "rb") as f:
-            raw = f.read(MAX_BYTES + 1)
-    except OSError as exc:
-        raise HwsimError(f"cannot read ({exc.strerror or exc})", source=source) from None
-    if len(raw) > MAX_BYTES:
-        raise HwsimError("larger than 1 MiB: not a recipe", source=source)
+    raw = read_document(source, source, "a recipe")
     try:
         data = load_yaml(raw, source)
     except YamlSyntaxError as exc:

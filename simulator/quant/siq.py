@@ -148,7 +148,7 @@ def train_graph(module, x, y, epochs, lr, seed, torch, progress=None, label="tra
             sched.step()
         if progress:
             progress(f"{label} epoch {ep + 1}/{epochs} loss {loss.item():.4f}")
-    module.eval()
+    module.train(False)   # inference mode
     return module
 
 
