@@ -24,6 +24,7 @@ from .kernels import mac, pairsat, popcount
 from .trace import STATIC_FIELDS, LayerCounts, Trace
 from .units import pooling
 from .units.codebook_lut import lut_decode
+from .units.elementwise import lut_lookup, mul_codes
 from .units.requantizer import requantize
 from .units.residual_add import residual_add
 from .units.rounding import round_float
@@ -284,9 +285,27 @@ class Engine:
         return self._encode(lay, out, counts)
 
 
+    def _mul(self, lay, inputs, counts):
+        (ea, eb), out_enc = lay.in_encs, lay.out_enc
+        a, b = ea.decode(inputs[0]), eb.decode(inputs[1])
+        lo, hi = out_enc.code_range()
+        out = mul_codes(a, b, ea.scale, eb.scale, out_enc.scale, out_enc.zero_point, lo, hi, lay.attr("requant"))
+        counts.muls = out.size
+        counts.mul_bits = max(ea.operand_bits, eb.operand_bits)
+        counts.requants = out.size
+        return out
+
+    def _lut(self, lay, inputs, counts):
+        lo, _ = lay.in_encs[0].code_range()
+        counts.lut_reads = inputs[0].size
+        counts.lut_entries = lay.table.shape[1]
+        counts.lut_width_bits = lay.out_enc.storage_bits
+        return lut_lookup(inputs[0], lay.table, lo)
+
+
 RUNNERS = {"conv2d": Engine._mac, "dense": Engine._mac, "maxpool": Engine._maxpool, "avgpool": Engine._avgpool,
            "relu": Engine._clip, "clip": Engine._clip, "flatten": Engine._reshape, "reshape": Engine._reshape,
-           "concat": Engine._concat, "add": Engine._add}
+           "concat": Engine._concat, "add": Engine._add, "mul": Engine._mul, "lut": Engine._lut}
 
 
 def _last_use(model: Model) -> dict:
@@ -345,6 +364,8 @@ def _count_traffic(lay: Layer, inputs, output, counts: LayerCounts):
             counts.weight_bits[f"{lay.name}.bias"] = n * lay.bias.size * lay.bias_bits
         if lay.codebook is not None:
             counts.weight_bits[f"{lay.name}.codebook"] = n * lay.codebook.size * lay.weight_enc.table_bits
+    if lay.table is not None:   # the lut's table is loaded like a weight tensor
+        counts.weight_bits[f"{lay.name}.table"] = n * lay.table.size * lay.out_enc.storage_bits
 
 
 def run_batched(engine: Engine, codes: np.ndarray, batch_size: int = 512):

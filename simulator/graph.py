@@ -20,7 +20,15 @@ from .errors import HwsimError
 
 MAC_OPS = ("conv2d", "dense")
 PASS_OPS = ("maxpool", "avgpool", "relu", "clip", "flatten", "reshape", "concat")
-OPS = MAC_OPS + PASS_OPS + ("add",)
+# Elementwise units: "lut" maps each code through a stored table (activation functions, float islands);
+# "mul" multiplies two quantized tensors (squeeze-and-excitation gating), with broadcasting like "add".
+ELEMENTWISE_OPS = ("add", "mul", "lut")
+OPS = MAC_OPS + PASS_OPS + ELEMENTWISE_OPS
+# mul arithmetic: "float32" is ONNX Runtime's QLinearMul on x86 (MLAS qlmul.cpp, SSE2 path): the exact integer
+# product of the two values, times float32(float32(s_a * s_b) / s_out), plus the output zero point in float32,
+# rounded half to even, saturated; "float64" rounds the exact real product half to even.
+MUL_MODES = ("float32", "float64")
+LUT_MAX_CODES = 1 << 16   # a lut layer's input has at most 16-bit codes (the table has one row per code)
 REQUANT_MODES = ("float32", "float64", "fixed_double", "fixed_single", "shift")
 # The rounding each requantization mode means to do: the float reference rounds the exact real result this way,
 # so what remains are the mode's true arithmetic effects (float32 precision, TFLite's double rounding).
@@ -83,6 +91,8 @@ ATTR_DEFAULTS = {
     "relu": {},
     "clip": {"min": None, "max": None},
     "add": {"requant": "float64", "clip": None, "rescale": "ratio"},
+    "mul": {"requant": "float64"},
+    "lut": {},
     "flatten": {},
     "reshape": {"shape": None},
     "concat": {},
@@ -101,6 +111,7 @@ class Layer:
     codebook: np.ndarray | None = None     # [groups, entries] signed fixed-point table (codebook weights)
     bias: np.ndarray | None = None         # int64 [Co], in accumulator units (s_in * s_w[c])
     bias_bits: int = 32
+    table: np.ndarray | None = None        # lut: output codes [1 or C, input codes], row per channel
     # Filled by Model.check():
     in_shapes: list = field(default_factory=list)
     out_shape: tuple = ()
@@ -236,7 +247,7 @@ def _check_model(model: Model):
         for name in lay.inputs:
             if name not in shapes:
                 _fail(f"input {name!r} is not the model input or an earlier layer", f"{where}.inputs")
-        n_in = {"add": None, "concat": None}.get(lay.op, 1)
+        n_in = {"add": None, "concat": None, "mul": 2}.get(lay.op, 1)
         if n_in is not None and len(lay.inputs) != n_in:
             _fail(f"{lay.op} takes {n_in} input(s), got {len(lay.inputs)}", f"{where}.inputs")
         lay.in_shapes = [shapes[n] for n in lay.inputs]
@@ -259,7 +270,7 @@ def _check_model(model: Model):
 
 
 def _check_params_absent(lay, where):
-    for key in ("weight", "bias", "codebook"):
+    for key in ("weight", "bias", "codebook", "table"):
         if getattr(lay, key) is not None:
             _fail(f"{lay.op} takes no {key}", f"{where}.{key}")
 
@@ -287,6 +298,8 @@ def _check_mac(lay, where):
     inp, in_enc = lay.in_shapes[0], lay.in_encs[0]
     if lay.weight is None or lay.weight_enc is None:
         _fail(f"{lay.op} needs a weight tensor and a weight encoding", f"{where}.weight")
+    if lay.table is not None:
+        _fail(f"{lay.op} takes no table", f"{where}.table")
     w = lay.weight
     if not isinstance(w, np.ndarray) or w.dtype.kind not in "iu":
         _fail("must be an integer tensor", f"{where}.weight")
@@ -589,11 +602,19 @@ def _check_concat(lay, where):
     _inherit_encoding(lay, where)
 
 
+def broadcast_shape(shapes, where) -> tuple:
+    """Per-sample shapes of equal rank whose dimensions agree or are 1 (SE gating: [C, 1, 1] with [C, H, W])."""
+    first = tuple(shapes[0])
+    for shape in shapes[1:]:
+        if len(shape) != len(first) or any(a != b and 1 not in (a, b) for a, b in zip(first, shape)):
+            _fail(f"inputs have shapes {list(first)} and {list(shape)}, which do not broadcast (equal rank, each "
+                  "dimension equal or 1)", f"{where}.inputs")
+    return tuple(max(dims) for dims in zip(*shapes))
+
+
 def _check_add(lay, where):
     _check_params_absent(lay, where)
-    for shape in lay.in_shapes[1:]:
-        if shape != lay.in_shapes[0]:
-            _fail(f"inputs have shapes {list(lay.in_shapes[0])} and {list(shape)}", f"{where}.inputs")
+    out_shape = broadcast_shape(lay.in_shapes, where)
     if any(isinstance(e, BinaryAct) for e in lay.in_encs):
         _fail("residual add of binary activations is not defined", f"{where}.inputs")
     if lay.out_enc is None:
@@ -611,12 +632,58 @@ def _check_add(lay, where):
         _fail(f"must be one of {ADD_RESCALES}, got {lay.attr('rescale')!r}", f"{where}.attrs.rescale")
     if lay.attr("rescale") == "dequantize" and lay.attr("requant") not in ("float32", "float64"):
         _fail("rescale 'dequantize' needs requant float32 or float64", f"{where}.attrs.rescale")
+    lay.out_shape = out_shape
+
+
+def _check_mul(lay, where):
+    _check_params_absent(lay, where)
+    lay.out_shape = broadcast_shape(lay.in_shapes, where)
+    for name, enc in zip(lay.inputs, lay.in_encs):
+        if not isinstance(enc, UniformAct):
+            _fail(f"input {name!r} must have a uniform encoding (mul multiplies integer values)", f"{where}.inputs")
+    if not isinstance(lay.out_enc, UniformAct):
+        _fail("mul writes a uniform encoding", f"{where}.encoding")
+    mode = lay.attr("requant")
+    if mode not in MUL_MODES:
+        _fail(f"must be one of {MUL_MODES}, got {_short(mode)}", f"{where}.attrs.requant")
+    a, b = lay.in_encs
+    with np.errstate(all="ignore"):
+        ratio = np.float32(np.float32(a.scale) * np.float32(b.scale)) / np.float32(lay.out_enc.scale)
+        exact = a.scale * b.scale / lay.out_enc.scale
+    if not (np.isfinite(exact) and exact > 0) or (mode == "float32" and not (np.isfinite(ratio) and ratio > 0)):
+        _fail("the scale ratio s_a * s_b / s_out is zero or not finite", f"{where}.encoding.scale")
+
+
+def _check_lut(lay, where):
+    """A table of output codes, one row per input code: per tensor ([1, codes]) or per channel ([C, codes])."""
+    for key in ("weight", "bias", "codebook"):
+        if getattr(lay, key) is not None:
+            _fail(f"lut takes no {key}", f"{where}.{key}")
+    enc = lay.in_encs[0]
+    if isinstance(enc, (BinaryAct, ThresholdAct)) or not hasattr(enc, "code_range"):
+        _fail("a lut input needs a multi-bit encoding", f"{where}.inputs")
+    lo, hi = enc.code_range()
+    codes = hi - lo + 1
+    if codes > LUT_MAX_CODES:
+        _fail(f"a lut input has at most {LUT_MAX_CODES} codes, got {codes}", f"{where}.inputs")
+    t = lay.table
+    if not isinstance(t, np.ndarray) or t.dtype.kind not in "iu" or t.ndim != 2:
+        _fail("lut needs an integer table [1 or C, input codes]", f"{where}.table")
+    channels = lay.in_shapes[0][0]
+    if t.shape[1] != codes or t.shape[0] not in (1, channels):
+        _fail(f"table shape {list(t.shape)} must be [1 or {channels}, {codes}] (one row per channel, one column "
+              "per input code)", f"{where}.table.shape")
+    if lay.out_enc is None or isinstance(lay.out_enc, (BinaryAct, ThresholdAct)):
+        _fail("a lut writes a multi-bit encoding", f"{where}.encoding")
+    out_lo, out_hi = lay.out_enc.code_range()
+    if t.size and (t.min() < out_lo or t.max() > out_hi):
+        _fail(f"table codes outside the output encoding's range [{out_lo}, {out_hi}]", f"{where}.table")
     lay.out_shape = lay.in_shapes[0]
 
 
 CHECKS = {"conv2d": _check_mac, "dense": _check_mac, "maxpool": _check_pool, "avgpool": _check_pool,
           "relu": _check_clip, "clip": _check_clip, "flatten": _check_reshape, "reshape": _check_reshape,
-          "concat": _check_concat, "add": _check_add}
+          "concat": _check_concat, "add": _check_add, "mul": _check_mul, "lut": _check_lut}
 
 
 # ------------------------------------------------------------------------------------------------ budget
@@ -660,7 +727,7 @@ def layer_figures(lay: Layer, batch: int = 1) -> dict:
         ops = out * window
     else:
         ops = out * max(len(lay.inputs), 1)
-    params = sum(t.size for t in (lay.weight, lay.codebook, lay.bias) if t is not None)
+    params = sum(t.size for t in (lay.weight, lay.codebook, lay.bias, lay.table) if t is not None)
     return {"output_elements": out, "ops": ops, "bytes": 8 * (batch * (ins + padded + out) + params),
             "window": window, "stride_phases": phases}
 

@@ -15,6 +15,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from .encodings import BinaryAct, ThresholdAct
 from .engine import check_input_shape, decode_weights, layer_multiplier
 from .graph import REQUANT_ROUNDING, Layer, Model, default_pad_code, pad_value
+from .units.elementwise import lut_lookup
 from .units.rounding import round_float
 
 
@@ -115,6 +116,16 @@ def reference_layer(lay: Layer, inputs: list) -> np.ndarray:
     if lay.op == "add":
         total = sum(_real(e, x) for e, x in zip(lay.in_encs, inputs))
         return _quantize(lay, total / lay.out_enc.value_scale)
+    if lay.op == "mul":
+        # exact real product, rounded half to even (the float32 mode's own effects show in validate)
+        (ea, eb), out = lay.in_encs, lay.out_enc
+        real = _real(ea, inputs[0]) * _real(eb, inputs[1]) / out.scale
+        lo, hi = out.code_range()
+        return np.clip(np.rint(np.clip(real, -2.0 ** 62, 2.0 ** 62)) + out.zero_point, lo, hi).astype(np.int64)
+    if lay.op == "lut":
+        # The table is the unit's definition (computed at import from the float function it stands for), as the
+        # encoders are the storage format's: both sides look it up.
+        return lut_lookup(inputs[0], lay.table, lay.in_encs[0].code_range()[0])
     raise AssertionError(lay.op)
 
 

@@ -81,7 +81,7 @@ def run_report(model, result, cost, input_desc, accuracy, wall_s) -> dict:
             "macs_by_bits": {f"{a}x{w}": v for (a, w), v in sorted(counts.macs.items())},
             "binary_macs": counts.binary_macs, "popcount_words": counts.popcount_words,
             "lut_reads": counts.lut_reads, "qe": counts.qe, "ce": counts.ce, "qk": counts.qk, "ck": counts.ck,
-            "requants": counts.requants, "compares": counts.compares, "adds": counts.adds,
+            "requants": counts.requants, "compares": counts.compares, "adds": counts.adds, "muls": counts.muls,
             "zero_act_macs": counts.zero_act_macs, "zero_any_macs": counts.zero_any_macs,
             "overflows": counts.overflows, "datapath": counts.datapath,
             "pair_saturations": counts.pair_saturations, "pair_saturated_outputs": counts.pair_saturated_outputs,
@@ -320,8 +320,8 @@ def format_run(rep: dict) -> str:
         events = []
         if layer["binary_macs"]:
             events.append(f"{layer['popcount_words']:,.0f} pc-words")
-        for key in ("lut_reads", "qe", "ce", "qk", "ck"):
-            if layer[key]:
+        for key in ("lut_reads", "muls", "qe", "ce", "qk", "ck"):
+            if layer.get(key):
                 events.append(f"{key.replace('_reads', '')} {layer[key]:,.0f}")
         if layer["overflows"]:
             events.append(f"OVERFLOW {layer['overflows']:,.0f}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 # Fields that describe the hardware rather than count events: copied, never summed or divided.
 STATIC_FIELDS = ("name", "op", "acc_bits", "datapath", "popcount_word_bits", "lut_entries", "lut_width_bits",
-                 "qk_comparators", "batch")
+                 "qk_comparators", "mul_bits", "batch")
 
 
 @dataclass
@@ -42,6 +42,9 @@ class LayerCounts:
     # Pooling, residual add and clip: comparisons and additions outside the MAC array.
     compares: int = 0
     adds: int = 0
+    # Elementwise multiplications of two activations (mul layers: squeeze-and-excitation gating).
+    muls: int = 0
+    mul_bits: int = 0         # operand width of those multiplications (the wider input's value bits)
     # MACs whose activation operand is zero, and whose activation or weight operand is zero (what a zero-gated
     # PE skips; units/zero_gating.py). XNOR layers have no zero operands (+1/-1) unless padded with zeros.
     zero_act_macs: int = 0

@@ -32,7 +32,7 @@ MACROS = ("cacti", "registers", "explicit")
 UNIT_NAMES = ("requant", "qe", "ce", "qk", "ck", "lut", "alu")
 # What each auxiliary unit executes (Workload.events keys) — one event per unit operation.
 UNIT_EVENTS = {"requant": ("requants",), "qe": ("qe",), "ce": ("ce",), "qk": ("qk",), "ck": ("ck",),
-               "lut": ("lut_reads",), "alu": ("compares", "adds")}
+               "lut": ("lut_reads",), "alu": ("compares", "adds", "muls")}
 SET_SOURCE = "--set on the command line"
 
 

@@ -28,7 +28,7 @@ from simulator.errors import HwsimError
 from simulator.hw.access import F, Link, geometry_of, warm_up
 from simulator.hw.arch import UNIT_EVENTS, Hardware
 from simulator.hw.area import AreaReport, Clock, design_area, design_clock
-from simulator.hw.energy import (alu_add_energy, compare_energy, converter_energy, lut_read_energy,
+from simulator.hw.energy import (alu_add_energy, compare_energy, converter_energy, lut_read_energy, mult_energy,
                                  mac_energy, popcount_word_energy, requant_energy)
 from simulator.hw.mapping import choose_staging, edge_traffic, fold_schedule
 
@@ -419,13 +419,16 @@ def _vector_cost(wl, hw, area: AreaReport, residency: Residency) -> LayerCost:
     to the buffer, for activations kept on chip)."""
     arch = hw.arch
     stage, stages = _unit_stages(wl, hw)
-    compute = stages.get("alu", 0)
+    main = "lut" if wl.op == "lut" else "alu"      # the unit doing the layer's work; the others are stages
+    compute = stages.get(main, 0)
     in_lv, out_lv = arch.shared_level_for("inputs"), arch.shared_level_for("outputs")
     in_bits, out_bits = wl.in_elems * wl.in_bits, wl.out_elems * wl.out_bits
     burst = arch.dram.burst_bits
     dram = {"inputs": {"read": 0.0 if residency.inputs else _bursts(in_bits, burst), "write": 0.0},
             "outputs": {"read": 0.0, "write": 0.0 if residency.output else _bursts(out_bits, burst)}}
-    moved = dram["inputs"]["read"] + dram["outputs"]["write"]
+    if wl.extra_weight_bits:   # a lut's table, fetched once per batch like weights
+        dram["weights"] = {"read": _bursts(wl.extra_weight_bits, burst), "write": 0.0}
+    moved = sum(v["read"] + v["write"] for v in dram.values())
     transfer = math.ceil(moved / arch.dram.bandwidth_bits) + arch.dram.latency_cycles if moved else 0
     overlapped = all(lv is not None and lv.double_buffered for lv in (in_lv, out_lv))
     stalls = {"dram": max(0, transfer - compute) if overlapped else transfer,
@@ -447,8 +450,9 @@ def _vector_cost(wl, hw, area: AreaReport, residency: Residency) -> LayerCost:
     cost = LayerCost(wl.name, wl.op, wl.path, 0, int(compute), stalls, 0.0, accesses, dram,
                      {"unit_stage_cycles": stages, "alu_lanes": arch.units["alu"].throughput,
                       "inputs_on_chip": residency.inputs, "output_on_chip": residency.output})
-    lanes = arch.units["alu"].throughput
-    cost.utilization = (wl.event("compares") + wl.event("adds")) / (lanes * cost.cycles) if cost.cycles else 0.0
+    lanes = arch.units[main].throughput
+    work = sum(wl.event(k) for k in UNIT_EVENTS[main])
+    cost.utilization = work / (lanes * cost.cycles) if cost.cycles else 0.0
     return cost
 
 
@@ -484,6 +488,8 @@ def _add_energy(cost: LayerCost, wl, hw, area: AreaReport, clock: Clock, batch: 
                        + wl.event("ck") * converter_energy(tech, "ck").pj)
     e["requant"] = wl.event("requants") * requant_energy(tech).pj
     e["other_alu"] = wl.event("compares") * compare_energy(tech).pj + wl.event("adds") * alu_add_energy(tech).pj
+    if wl.event("muls"):
+        e["other_alu"] += wl.event("muls") * mult_energy(tech, wl.mul_bits, wl.mul_bits).pj
     for name, acc in cost.accesses.items():
         macro = area.macros[name]
         e["sram"] += acc["reads"] * macro.read_pj + acc["writes"] * macro.write_pj

@@ -13,6 +13,7 @@ Per-event formulas (b = bits; every coefficient is a table row):
     requantization  = mult(m, m) + add(m) + s*ceil(log2 s) * logic.mux2_pj + 2 * add(c)
                       (m, s, c = requant.multiplier_bits, shift_bits, clamp_bits)
     compare / add   = add(alu.compare_bits) / add(alu.add_bits)
+    elementwise mul = mult(b, b), b = the wider operand's value bits (a mul layer; its requantization apart)
 Memory, leakage and clock energy are the architecture model's (cost.py, sram.py).
 """
 
@@ -57,6 +58,12 @@ def mac_energy(table: TechTable, a_bits: int, w_bits: int, acc_bits: int) -> Per
     ar = table.arith
     return PerEvent(mult_pj(table, a_bits, w_bits) + add_pj(table, acc_bits),
                     _rows(ar.mult_pj_per_bit2, ar.mult_pj_per_bit, ar.add_pj_per_bit))
+
+
+def mult_energy(table: TechTable, a_bits: int, b_bits: int) -> PerEvent:
+    """One elementwise multiplication of two activations (a mul layer's ALU lane)."""
+    ar = table.arith
+    return PerEvent(mult_pj(table, a_bits, b_bits), _rows(ar.mult_pj_per_bit2, ar.mult_pj_per_bit))
 
 
 def popcount_full_adders(word_bits: int) -> int:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 MAC_PATHS = ("mac", "xnor")
 PATHS = MAC_PATHS + ("vector", "view")
 # Events the auxiliary units execute (per batch): requantizers, ENQ/KNQ converters, codebook LUT, ALU.
-EVENT_KEYS = ("requants", "qe", "ce", "qk", "ck", "lut_reads", "compares", "adds")
+EVENT_KEYS = ("requants", "qe", "ce", "qk", "ck", "lut_reads", "compares", "adds", "muls")
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class Workload:
     qk_comparators: int = 0
     lut_entries: int = 0
     lut_width_bits: int = 0
+    mul_bits: int = 0            # operand width of elementwise multiplications (mul layers)
     popcount_word_bits: int = 64
     zero_act_macs: int | None = None   # MACs whose activation operand is zero (None: unknown, shapes only)
     zero_any_macs: int | None = None   # MACs with a zero activation or a zero weight

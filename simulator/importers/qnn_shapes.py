@@ -90,6 +90,14 @@ def _layer_counts(lay) -> LayerCounts:
             _decode(enc, size, lc)
         lc.adds = out
         _requant_and_encode(lay, out, lc)
+    elif lay.op == "mul":                # Engine._mul: uniform operands only, its own rounding (no encoder)
+        lc.muls = out
+        lc.mul_bits = max(enc.operand_bits for enc in lay.in_encs)
+        lc.requants = out
+    elif lay.op == "lut":                # Engine._lut: one table read per element
+        lc.lut_reads = sizes[0]
+        lc.lut_entries = lay.table.shape[1]
+        lc.lut_width_bits = lay.out_enc.storage_bits
     if lay.op not in VIEW_OPS:           # Engine's _count_traffic: compulsory traffic, views are free
         for name, enc, size in zip(lay.inputs, lay.in_encs, sizes):
             lc.input_bits[name] = size * enc.storage_bits
@@ -100,6 +108,8 @@ def _layer_counts(lay) -> LayerCounts:
                 lc.weight_bits[f"{lay.name}.bias"] = lay.bias.size * lay.bias_bits
             if lay.codebook is not None:
                 lc.weight_bits[f"{lay.name}.codebook"] = lay.codebook.size * lay.weight_enc.table_bits
+        if lay.table is not None:
+            lc.weight_bits[f"{lay.name}.table"] = lay.table.size * lay.out_enc.storage_bits
     return lc
 
 
@@ -146,7 +156,8 @@ def workloads_from_model(model: Model, trace: Trace | None = None) -> list[Workl
 def _workload(lay, lc, measured):
     events = {key: getattr(lc, key) for key in EVENT_KEYS if getattr(lc, key)}
     common = dict(events=events, qk_comparators=lc.qk_comparators, lut_entries=lc.lut_entries,
-                  lut_width_bits=lc.lut_width_bits, out_bits=lay.out_enc.storage_bits, inputs=tuple(lay.inputs))
+                  lut_width_bits=lc.lut_width_bits, out_bits=lay.out_enc.storage_bits, inputs=tuple(lay.inputs),
+                  mul_bits=lc.mul_bits)
     if lay.op in VIEW_OPS:
         return Workload(lay.name, lay.op, "view", **common)
     if lay.op not in MAC_OPS:
@@ -178,7 +189,8 @@ def _workload(lay, lc, measured):
 
 
 def _vector(lay, common):
-    """Pools, add, relu, clip on the ALU: elements in (all inputs) and out; the window for pools."""
+    """Pools, add, mul, relu, clip on the ALU and lut on the LUT units: elements in (all inputs) and out; the
+    window for pools; the table is loaded like weights."""
     shape = lay.in_shapes[0]
     if len(shape) == 3:
         c, h, w = shape
@@ -190,7 +202,8 @@ def _vector(lay, common):
         kh, kw = lay.attr("kernel")
         dims.update(r=kh, s=kw, stride=tuple(lay.attr("stride")), pad=tuple(lay.attr("padding")))
     in_bits = max(enc.storage_bits for enc in lay.in_encs)   # the widest input when an add mixes encodings
+    table_bits = 0 if lay.table is None else lay.table.size * lay.out_enc.storage_bits
     return Workload(lay.name, lay.op, "vector", **dims, in_bits=in_bits,
                     in_elems=sum(math.prod(s) for s in lay.in_shapes), out_elems=math.prod(lay.out_shape),
-                    **common)
+                    extra_weight_bits=table_bits, **common)
 

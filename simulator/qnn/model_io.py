@@ -1,6 +1,6 @@
 """Model <-> .qnn file: the graph goes into the container's JSON header, integer tensors into bit-packed blobs.
 
-Tensor names: "<layer>.weight", "<layer>.bias", "<layer>.codebook", "sample_input".
+Tensor names: "<layer>.weight", "<layer>.bias", "<layer>.codebook", "<layer>.table" (lut), "sample_input".
 Every field read from a file is type-checked here or in Model.check() before use.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 
-from ..encodings import activation_from_dict, weight_from_dict
+from ..encodings import EnqAct, KnqAct, UniformAct, activation_from_dict, weight_from_dict
 from ..errors import HwsimError
 from ..graph import ATTR_DEFAULTS, Layer, Model, check_sample_size
 from .container import container_bytes, read_container, write_container
@@ -37,6 +37,9 @@ def model_to_header(model: Model) -> tuple[dict, dict]:
         if lay.bias is not None:
             entry["bias_bits"] = lay.bias_bits
             tensors[f"{lay.name}.bias"] = (lay.bias, lay.bias_bits, True)
+        if lay.table is not None:
+            tensors[f"{lay.name}.table"] = (lay.table, lay.out_enc.storage_bits,
+                                            bool(lay.out_enc.code_range()[0] < 0))
         layers.append(entry)
     if model.sample_input is not None:
         enc = model.input_enc
@@ -145,6 +148,12 @@ def header_to_model(header: dict, tensors: dict, source: str) -> Model:
                 _check_stored_width(header, f"{name}.codebook", getattr(enc, "table_bits", None), True,
                                     f"{fld}.weight_encoding.table_bits")
         lay.bias = tensor(f"{name}.bias")
+        lay.table = tensor(f"{name}.table")
+        if lay.table is not None:
+            out_enc = lay.out_enc
+            if isinstance(out_enc, (UniformAct, KnqAct, EnqAct)):
+                _check_stored_width(header, f"{name}.table", out_enc.storage_bits,
+                                    bool(out_enc.code_range()[0] < 0), f"{fld}.encoding")
         bias_bits = d.get("bias_bits", 32)
         if isinstance(bias_bits, bool) or not isinstance(bias_bits, int) or not 1 <= bias_bits <= 64:
             raise HwsimError(f"must be an integer in [1, 64], got {str(bias_bits)[:40]}", field=f"{fld}.bias_bits")

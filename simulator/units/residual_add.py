@@ -34,6 +34,7 @@ def tflite_left_shift(value_bits: int) -> int:
 
 def residual_add(values, scales, out_scale, mode, value_bits=8, rescale="ratio"):
     values = [np.asarray(v, dtype=np.int64) for v in values]
+    shape = np.broadcast_shapes(*(v.shape for v in values))   # a [N, C, 1, 1] input broadcasts over H, W
     if rescale == "dequantize":
         if mode not in ("float32", "float64"):
             raise HwsimError(f"rescale 'dequantize' needs a float requantization mode, got {mode!r}")
@@ -49,21 +50,21 @@ def residual_add(values, scales, out_scale, mode, value_bits=8, rescale="ratio")
         raise HwsimError(f"unknown rescale {rescale!r}; expected 'ratio' or 'dequantize'")
     if mode in ("float32", "float64"):
         ftype = np.float32 if mode == "float32" else np.float64
-        total = np.zeros(values[0].shape, dtype=ftype)
+        total = np.zeros(shape, dtype=ftype)
         for v, s in zip(values, scales):
             total = total + v.astype(ftype) * ftype(s / out_scale)
         return np.rint(total).astype(np.int64)
     if mode in ("fixed_double", "fixed_single"):
         left_shift = tflite_left_shift(value_bits)
         twice_max = 2.0 * max(scales)
-        total = np.zeros(values[0].shape, dtype=np.int64)
+        total = np.zeros(shape, dtype=np.int64)
         for v, s in zip(values, scales):
             total += requantize(v << left_shift, np.array([s / twice_max]), mode, channel_axis=0)
         out_multiplier = twice_max / ((1 << left_shift) * out_scale)
         return requantize(total, np.array([out_multiplier]), mode, channel_axis=0)
     if mode == "shift":
         finest = min(scales)
-        total = np.zeros(values[0].shape, dtype=np.int64)
+        total = np.zeros(shape, dtype=np.int64)
         for v, s in zip(values, scales):
             ratio = s / finest
             exponent = int(np.round(np.log2(ratio)))
@@ -77,7 +78,8 @@ def residual_add(values, scales, out_scale, mode, value_bits=8, rescale="ratio")
 def residual_add_reference(values, scales, out_scale):
     """Exact real arithmetic with round half to even (Python fractions), for tests and the float reference."""
     from fractions import Fraction
-    flat = [np.asarray(v).ravel().tolist() for v in values]
+    values = np.broadcast_arrays(*(np.asarray(v) for v in values))
+    flat = [v.ravel().tolist() for v in values]
     out = []
     for items in zip(*flat):
         exact = sum(Fraction(int(v)) * Fraction(s) / Fraction(out_scale) for v, s in zip(items, scales))

@@ -1,0 +1,50 @@
+"""Elementwise units on quantized tensors: the activation lookup table and the two-input multiplier.
+
+- lut: output code = table[channel, input code - lowest code]. Any single-input elementwise function between
+  quantized tensors (sigmoid, HardSwish, a constant affine, a float island of ONNX Runtime) is exactly such a
+  table over the 2^bits input codes, which is also how integer accelerators build these functions.
+- mul: y = a_value * b_value (exact integer product) rescaled to the output scale.
+  "float32" is ONNX Runtime's QLinearMul on x86 (onnxruntime/core/mlas/lib/qlmul.cpp, the SSE2 kernel that the
+  AVX2/AVX-512 builds also run): product in int32, converted to float32 (exact below 2^24), times the float32
+  ratio float32(float32(s_a * s_b) / s_out), plus float32(zero point), rounded half to even (cvtps2dq under the
+  default MXCSR; a result outside int32 becomes INT32_MIN), saturated to the output type (packs). "float64" rounds the exact real product half to even.
+Both take NumPy-broadcast operands (a [N, C, 1, 1] gate times a [N, C, H, W] map).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def lut_lookup(codes: np.ndarray, table: np.ndarray, lowest_code: int) -> np.ndarray:
+    """codes [N, C, ...] -> table[c, code - lowest_code]; a [1, codes] table applies to every channel."""
+    index = codes.astype(np.int64) - lowest_code
+    if table.shape[0] == 1:
+        return table[0].astype(np.int64)[index]
+    channel = np.arange(table.shape[0]).reshape((1, -1) + (1,) * (codes.ndim - 2))
+    return table.astype(np.int64)[channel, index]
+
+
+def mul_codes(a_values, b_values, s_a, s_b, s_out, zero_point, code_lo, code_hi, mode):
+    """Output codes of y = a * b (values: code - zero point), in `mode`'s arithmetic, clamped to [lo, hi]."""
+    product = np.asarray(a_values, dtype=np.int64) * np.asarray(b_values, dtype=np.int64)
+    if mode == "float32":
+        ratio = np.float32(np.float32(s_a) * np.float32(s_b)) / np.float32(s_out)
+        with np.errstate(over="ignore", invalid="ignore"):
+            rounded = np.rint(product.astype(np.float32) * ratio + np.float32(zero_point)).astype(np.float64)
+            # cvtps2dq returns 0x80000000 ("integer indefinite") for a result outside int32 (or NaN)
+            codes = np.where((rounded >= -2.0 ** 31) & (rounded < 2.0 ** 31), rounded, -2.0 ** 31)
+    else:
+        real = product.astype(np.float64) * (s_a * s_b / s_out)
+        codes = np.rint(np.clip(real, -2.0 ** 62, 2.0 ** 62)) + zero_point
+    return np.clip(codes, code_lo, code_hi).astype(np.int64)
+
+
+def mul_reference(a_values, b_values, s_a, s_b, s_out, zero_point, code_lo, code_hi):
+    """Exact rational arithmetic, round half to even (Python fractions): the test reference for mul_codes."""
+    from fractions import Fraction
+    a, b = np.broadcast_arrays(np.asarray(a_values), np.asarray(b_values))
+    ratio = Fraction(s_a) * Fraction(s_b) / Fraction(s_out)
+    out = [min(max(round(Fraction(int(x) * int(y)) * ratio) + zero_point, code_lo), code_hi)
+           for x, y in zip(a.ravel().tolist(), b.ravel().tolist())]
+    return np.asarray(out, dtype=np.int64).reshape(a.shape)
