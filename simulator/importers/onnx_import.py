@@ -43,6 +43,7 @@ from ..errors import HwsimError
 from ..graph import CHECKS, Layer, Model
 from . import require
 from .onnx.frontend import Node, OnnxGraph, load_onnx  # noqa: F401  (load_onnx: re-exported, used elsewhere)
+from .onnx.islands import island_step, tabulate
 from .onnx.ops import lookup
 
 ORT_SOURCES = {
@@ -140,11 +141,14 @@ class OrtBuilder:
         self.qdq_int8_allowed = qdq_int8_allowed
         self.ort_type = {}         # DequantizeLinear output -> the 8-bit type ORT's kernels see ("u8" / "s8")
         self.ort_float_nodes = []  # QDQ node groups ORT leaves unfused (computed in float32)
+        self.lut_sources = {}      # lut layer -> the ONNX ops its table stands for
 
     # --------------------------------------------------------------------------------------- the walk
     def run(self) -> Model:
         self.read_input(self.graph.inputs[0])
         for node in self.graph.nodes():
+            if island_step(node, self):   # an elementwise float op on a dequantized tensor: a lut to be
+                continue
             handler = lookup(node, "ort")
             try:
                 handler.ort(node, self)
@@ -166,6 +170,8 @@ class OrtBuilder:
         if kind not in ("q", "dq"):
             what = {"pending": "a float result that is never quantized (ONNX Runtime would compute it in float32, "
                                "which hwsim does not model)",
+                    "island": "the result of float ops that is never quantized (a float tail ONNX Runtime computes "
+                              "in float32; end the graph with a QuantizeLinear or a DequantizeLinear output)",
                     "float_input": "the float input itself"}.get(kind, f"a {kind}")
             self.fail(f"the graph output {out_name!r} is {what}; it must be a quantized tensor or its "
                       "DequantizeLinear", "graph.output")
@@ -181,6 +187,9 @@ class OrtBuilder:
                 "arithmetic": "ONNX Runtime CPU (MLAS, x86 with AVX2); the formulas follow these sources",
                 "ort_sources": ORT_SOURCES,
                 "ort_qdq_int8_allowed": self.qdq_int8_allowed}
+        if self.lut_sources:
+            meta["lookup_tables"] = {name: " -> ".join(ops) for name, ops in self.lut_sources.items()
+                                     if any(lay.name == name for lay in layers)}
         if self.ort_float_nodes:
             meta["ort_float_nodes"] = list(self.ort_float_nodes)
             meta["ort_warning"] = (
@@ -390,6 +399,10 @@ class OrtBuilder:
             lay = Layer(self.new_name(base), "avgpool", [p.inputs[0].name], attrs, enc)
             q = self.add_layer(lay, p.inputs, where)
             return self.clip_layer(q, p.clip, where, base)
+        if p.kind == "mul":
+            lay = Layer(self.new_name(base), "mul", [q.name for q in p.inputs], {"requant": "float32"}, enc)
+            q = self.add_layer(lay, p.inputs, where)
+            return self.clip_layer(q, p.clip, where, base)
         if p.kind == "concat":
             parts = [self.rescale(q, enc, where, base) for q in p.inputs]
             lay = Layer(self.new_name(base), "concat", [q.name for q in parts])
@@ -399,6 +412,14 @@ class OrtBuilder:
             q = self.rescale(p.inputs[0], enc, where, base)
             return self.clip_layer(q, p.clip, where, base)
         raise AssertionError(p.kind)
+
+    def lut_layer(self, nodes, source: QT, dq_names, q_node, enc, where, feed="hwsim_codes") -> QT:
+        """A float island (or a QOperator unary op) -> a lut layer whose table ONNX Runtime computed."""
+        table = tabulate(self, nodes, source, dq_names, q_node, enc, where, feed)
+        lay = Layer(self.new_name(q_node.output[0]), "lut", [source.name], {}, enc, table=table)
+        ops = [n.op_type for n in nodes] or [q_node.op_type]
+        self.lut_sources[lay.name] = ops
+        return self.add_layer(lay, [source], where)
 
     def reshape(self, x: QT, shape, where, base):
         if tuple(shape) == tuple(x.shape):
@@ -470,7 +491,9 @@ class OrtBuilder:
             hint = {"q": "a quantized tensor used by a float op (missing DequantizeLinear?)",
                     "float_input": "the float model input (missing QuantizeLinear?)",
                     "pending": "a float result that was never quantized (missing QuantizeLinear / DequantizeLinear "
-                               "pair; ONNX Runtime would compute it in float32)"}.get(kind, kind)
+                               "pair; ONNX Runtime would compute it in float32)",
+                    "island": "the result of elementwise float ops that is never quantized (hwsim makes such a chain "
+                              "a lookup table when a QuantizeLinear ends it)"}.get(kind, kind)
             self.fail(f"{what} {name!r} must be a DequantizeLinear output, got {hint}", where)
         return payload
 

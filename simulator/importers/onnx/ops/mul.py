@@ -1,6 +1,7 @@
 """Mul by a per-channel constant after a conv / dense: float reader -> folded into its weights and bias; QONNX
 -> (positive factors) folded into its activation chain, or an AveragePool times its window size -> the sum of a
-TruncAvgPool."""
+TruncAvgPool. In a quantized ONNX Runtime model: of two quantized tensors (squeeze-and-excitation gating) -> a
+mul layer (ORT fuses the QDQ group to QLinearMul); of one tensor and constants -> a float island (islands.py)."""
 
 from fractions import Fraction
 
@@ -16,6 +17,14 @@ class Mul:
     def to_float(self, node, fb):
         node.only_attrs({})
         fold_constant(node, fb, "mul")
+
+    def ort(self, node, imp):
+        """DQ(a) * DQ(b) of two quantized tensors, pending until its QuantizeLinear (QLinearMul)."""
+        node.only_attrs({})
+        xs = [imp.dq_input(n, node.where) for n in node.inputs]
+        if len(xs) != 2:
+            node.fail(f"Mul needs 2 inputs, got {len(xs)}")
+        imp.qdq_group(node, "mul", xs)
 
     def qonnx(self, node, imp):
         acc, c, _ = imp.acc_and_const(node)

@@ -1,4 +1,4 @@
-"""QLinearAdd (com.microsoft) of two equal-shape quantized tensors -> add (ORT's float32 rescale)."""
+"""QLinearAdd (com.microsoft) of two quantized tensors (equal shapes or broadcasting per channel) -> add (ORT's float32 rescale)."""
 
 from . import MS, handler
 
@@ -9,6 +9,4 @@ class QLinearAdd:
         inp = node.inputs
         a = imp.q_input(inp[0], inp[1], inp[2], node.where)
         b = imp.q_input(inp[3], inp[4], inp[5], node.where)
-        if a.shape != b.shape:
-            node.fail(f"QLinearAdd needs equal shapes (no broadcasting), got {list(a.shape)} and {list(b.shape)}")
         imp.qlinear(node, "add", [a, b], imp.enc_like(inp[6], node.input(7), a, node.where))

@@ -31,6 +31,10 @@ class QuantizeLinear:
         elif kind == "dq":
             imp.forms.add("QDQ")
             imp.values[out] = ("q", imp.rescale(payload, enc, node.where, out))
+        elif kind == "island":
+            imp.forms.add("QDQ")
+            imp.values[out] = ("q", imp.lut_layer(payload.nodes, payload.source, payload.dq_names, node.proto, enc,
+                                                  node.where))
         elif kind == "pending":
             imp.forms.add("QDQ")
             imp.values[out] = ("q", imp.close_group(payload, enc, out, node.where))
