@@ -22,9 +22,9 @@ from . import interrupt
 from .graph import MAC_OPS, Layer, Model, default_pad_code, pad_value
 from .kernels import mac, pairsat, popcount
 from .trace import STATIC_FIELDS, LayerCounts, Trace
-from .units import pooling
+from .units import pooling, resize
 from .units.codebook_lut import lut_decode
-from .units.elementwise import lut_lookup, mul_codes
+from .units.elementwise import dilate_codes, lut_lookup, mul_codes
 from .units.requantizer import requantize
 from .units.residual_add import residual_add
 from .units.rounding import round_float
@@ -303,9 +303,28 @@ class Engine:
         return lut_lookup(inputs[0], lay.table, lo)
 
 
+    def _dilate(self, lay, inputs, counts):
+        return dilate_codes(inputs[0], lay.attr("stride"), default_pad_code(lay.in_encs[0]))
+
+    def _resize(self, lay, inputs, counts):
+        size, scales, coord = lay.attr("size"), lay.attr("scales"), lay.attr("coordinate")
+        if lay.attr("mode") == "nearest":
+            return resize.resize_nearest(inputs[0], size, scales, coord, lay.attr("nearest_mode"))
+        enc, out_enc = lay.in_encs[0], lay.out_enc
+        lo, hi = out_enc.code_range()
+        fn = resize.resize_linear_ort if lay.attr("requant") == "float32" else resize.resize_linear_exact
+        out = fn(enc.decode(inputs[0]), enc.scale, size, scales, coord, out_enc.scale, out_enc.zero_point, lo, hi)
+        counts.muls = 4 * out.size      # four taps times their weights
+        counts.mul_bits = enc.operand_bits
+        counts.adds = 3 * out.size
+        counts.requants = out.size
+        return out
+
+
 RUNNERS = {"conv2d": Engine._mac, "dense": Engine._mac, "maxpool": Engine._maxpool, "avgpool": Engine._avgpool,
            "relu": Engine._clip, "clip": Engine._clip, "flatten": Engine._reshape, "reshape": Engine._reshape,
-           "concat": Engine._concat, "add": Engine._add, "mul": Engine._mul, "lut": Engine._lut}
+           "concat": Engine._concat, "add": Engine._add, "mul": Engine._mul, "lut": Engine._lut,
+           "resize": Engine._resize, "dilate": Engine._dilate}
 
 
 def _last_use(model: Model) -> dict:

@@ -23,7 +23,7 @@ PASS_OPS = ("maxpool", "avgpool", "relu", "clip", "flatten", "reshape", "concat"
 # Elementwise units: "lut" maps each code through a stored table (activation functions, float islands);
 # "mul" multiplies two quantized tensors (squeeze-and-excitation gating), with broadcasting like "add".
 ELEMENTWISE_OPS = ("add", "mul", "lut")
-OPS = MAC_OPS + PASS_OPS + ELEMENTWISE_OPS
+OPS = MAC_OPS + PASS_OPS + ELEMENTWISE_OPS + ("resize", "dilate")
 # mul arithmetic: "float32" is ONNX Runtime's QLinearMul on x86 (MLAS qlmul.cpp, SSE2 path): the exact integer
 # product of the two values, times float32(float32(s_a * s_b) / s_out), plus the output zero point in float32,
 # rounded half to even, saturated; "float64" rounds the exact real product half to even.
@@ -93,6 +93,13 @@ ATTR_DEFAULTS = {
     "add": {"requant": "float64", "clip": None, "rescale": "ratio"},
     "mul": {"requant": "float64"},
     "lut": {},
+    # size: output [H, W]; scales: the float32 factors the source coordinates use (ONNX Resize "scales", or
+    # size / input size); arithmetic of "linear": "float32" (ONNX Runtime) or "float64" (exact reference)
+    # dilate: zero insertion, (stride - 1) zero-point codes between pixels: a transposed convolution is a dilate
+    # followed by an ordinary conv2d on the MAC array (with its kernel flipped)
+    "dilate": {"stride": [1, 1]},
+    "resize": {"size": None, "scales": None, "mode": "nearest", "coordinate": "half_pixel",
+               "nearest_mode": "round_prefer_floor", "requant": "float64"},
     "flatten": {},
     "reshape": {"shape": None},
     "concat": {},
@@ -654,6 +661,44 @@ def _check_mul(lay, where):
         _fail("the scale ratio s_a * s_b / s_out is zero or not finite", f"{where}.encoding.scale")
 
 
+def _check_resize(lay, where):
+    from .units.resize import COORDINATE_MODES, NEAREST_MODES, RESIZE_MODES
+    _check_params_absent(lay, where)
+    inp = lay.in_shapes[0]
+    if len(inp) != 3:
+        _fail(f"resize needs a [C, H, W] input, got {list(inp)}", f"{where}.inputs")
+    size = _int_list(lay.attr("size"), 2, f"{where}.attrs.size", lo=1, hi=MAX_DIM)
+    scales = lay.attr("scales")
+    if (not isinstance(scales, (list, tuple)) or len(scales) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                       and 1e-6 <= v <= 1e6 for v in scales)):
+        _fail(f"must be two finite factors in [1e-6, 1e6], got {_short(scales)}", f"{where}.attrs.scales")
+    for key, options in (("mode", RESIZE_MODES), ("coordinate", COORDINATE_MODES),
+                         ("nearest_mode", NEAREST_MODES), ("requant", ("float32", "float64"))):
+        if lay.attr(key) not in options:
+            _fail(f"must be one of {options}, got {_short(lay.attr(key))}", f"{where}.attrs.{key}")
+    if lay.attr("mode") == "nearest":
+        _inherit_encoding(lay, where)
+    else:
+        for enc in (lay.in_encs[0], lay.out_enc):
+            if not isinstance(enc, UniformAct):
+                _fail("linear resize reads and writes uniform encodings", f"{where}.encoding")
+    lay.out_shape = (inp[0], size[0], size[1])
+
+
+def _check_dilate(lay, where):
+    _check_params_absent(lay, where)
+    inp = lay.in_shapes[0]
+    if len(inp) != 3:
+        _fail(f"dilate needs a [C, H, W] input, got {list(inp)}", f"{where}.inputs")
+    if isinstance(lay.in_encs[0], BinaryAct):
+        _fail("dilate of binary activations is not defined (no zero code)", f"{where}.inputs")
+    sh, sw = _int_list(lay.attr("stride"), 2, f"{where}.attrs.stride", lo=1, hi=1 << 10)
+    c, h, w = inp
+    lay.out_shape = (c, (h - 1) * sh + 1, (w - 1) * sw + 1)
+    _inherit_encoding(lay, where)
+
+
 def _check_lut(lay, where):
     """A table of output codes, one row per input code: per tensor ([1, codes]) or per channel ([C, codes])."""
     for key in ("weight", "bias", "codebook"):
@@ -683,7 +728,8 @@ def _check_lut(lay, where):
 
 CHECKS = {"conv2d": _check_mac, "dense": _check_mac, "maxpool": _check_pool, "avgpool": _check_pool,
           "relu": _check_clip, "clip": _check_clip, "flatten": _check_reshape, "reshape": _check_reshape,
-          "concat": _check_concat, "add": _check_add, "mul": _check_mul, "lut": _check_lut}
+          "concat": _check_concat, "add": _check_add, "mul": _check_mul, "lut": _check_lut,
+          "resize": _check_resize, "dilate": _check_dilate}
 
 
 # ------------------------------------------------------------------------------------------------ budget
@@ -725,6 +771,8 @@ def layer_figures(lay: Layer, batch: int = 1) -> dict:
         ops = out * lay.weight.shape[1]
     elif lay.op in ("maxpool", "avgpool"):
         ops = out * window
+    elif lay.op == "resize":
+        ops = out * 4
     else:
         ops = out * max(len(lay.inputs), 1)
     params = sum(t.size for t in (lay.weight, lay.codebook, lay.bias, lay.table) if t is not None)

@@ -15,7 +15,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from .encodings import BinaryAct, ThresholdAct
 from .engine import check_input_shape, decode_weights, layer_multiplier
 from .graph import REQUANT_ROUNDING, Layer, Model, default_pad_code, pad_value
-from .units.elementwise import lut_lookup
+from .units import resize
+from .units.elementwise import dilate_codes, lut_lookup
 from .units.rounding import round_float
 
 
@@ -122,6 +123,15 @@ def reference_layer(lay: Layer, inputs: list) -> np.ndarray:
         real = _real(ea, inputs[0]) * _real(eb, inputs[1]) / out.scale
         lo, hi = out.code_range()
         return np.clip(np.rint(np.clip(real, -2.0 ** 62, 2.0 ** 62)) + out.zero_point, lo, hi).astype(np.int64)
+    if lay.op == "resize":
+        size, scales, coord = lay.attr("size"), lay.attr("scales"), lay.attr("coordinate")
+        if lay.attr("mode") == "nearest":
+            return resize.resize_nearest(inputs[0], size, scales, coord, lay.attr("nearest_mode"))
+        out = lay.out_enc
+        return resize.resize_linear_exact(enc.decode(inputs[0]), enc.scale, size, scales, coord, out.scale,
+                                          out.zero_point, *out.code_range())
+    if lay.op == "dilate":
+        return dilate_codes(inputs[0], lay.attr("stride"), default_pad_code(enc))
     if lay.op == "lut":
         # The table is the unit's definition (computed at import from the float function it stands for), as the
         # encoders are the storage format's: both sides look it up.

@@ -403,6 +403,10 @@ class OrtBuilder:
             lay = Layer(self.new_name(base), "mul", [q.name for q in p.inputs], {"requant": "float32"}, enc)
             q = self.add_layer(lay, p.inputs, where)
             return self.clip_layer(q, p.clip, where, base)
+        if p.kind == "resize":
+            lay = Layer(self.new_name(base), "resize", [p.inputs[0].name], p.params["attrs"], enc)
+            q = self.add_layer(lay, p.inputs, where)
+            return self.clip_layer(q, p.clip, where, base)
         if p.kind == "concat":
             parts = [self.rescale(q, enc, where, base) for q in p.inputs]
             lay = Layer(self.new_name(base), "concat", [q.name for q in parts])

@@ -94,6 +94,9 @@ def _layer_counts(lay) -> LayerCounts:
         lc.muls = out
         lc.mul_bits = max(enc.operand_bits for enc in lay.in_encs)
         lc.requants = out
+    elif lay.op == "resize" and lay.attr("mode") == "linear":   # Engine._resize: 4 taps, 3 adds, requant
+        lc.muls, lc.adds, lc.requants = 4 * out, 3 * out, out
+        lc.mul_bits = in_enc.operand_bits
     elif lay.op == "lut":                # Engine._lut: one table read per element
         lc.lut_reads = sizes[0]
         lc.lut_entries = lay.table.shape[1]

@@ -1,4 +1,5 @@
-"""Elementwise units on quantized tensors: the activation lookup table and the two-input multiplier.
+"""Elementwise units on quantized tensors: the activation lookup table, the two-input multiplier, and zero
+insertion (the data movement in front of a transposed convolution).
 
 - lut: output code = table[channel, input code - lowest code]. Any single-input elementwise function between
   quantized tensors (sigmoid, HardSwish, a constant affine, a float island of ONNX Runtime) is exactly such a
@@ -48,3 +49,12 @@ def mul_reference(a_values, b_values, s_a, s_b, s_out, zero_point, code_lo, code
     out = [min(max(round(Fraction(int(x) * int(y)) * ratio) + zero_point, code_lo), code_hi)
            for x, y in zip(a.ravel().tolist(), b.ravel().tolist())]
     return np.asarray(out, dtype=np.int64).reshape(a.shape)
+
+
+def dilate_codes(codes: np.ndarray, stride, zero_code: int) -> np.ndarray:
+    """Zero insertion: [N, C, H, W] -> [N, C, (H-1)*sh+1, (W-1)*sw+1], the gaps holding the code of real 0."""
+    sh, sw = stride
+    n, c, h, w = codes.shape
+    out = np.full((n, c, (h - 1) * sh + 1, (w - 1) * sw + 1), zero_code, dtype=np.int64)
+    out[:, :, ::sh, ::sw] = codes
+    return out
