@@ -187,6 +187,9 @@ class OrtBuilder:
                 "arithmetic": "ONNX Runtime CPU (MLAS, x86 with AVX2); the formulas follow these sources",
                 "ort_sources": ORT_SOURCES,
                 "ort_qdq_int8_allowed": self.qdq_int8_allowed}
+        kept = {lay.name for lay in layers}
+        meta["onnx_tensors"] = {name: payload.name for name, (kind, payload) in self.values.items()
+                                if kind == "q" and payload.name in kept}
         if self.lut_sources:
             meta["lookup_tables"] = {name: " -> ".join(ops) for name, ops in self.lut_sources.items()
                                      if any(lay.name == name for lay in layers)}

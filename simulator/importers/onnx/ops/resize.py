@@ -2,9 +2,9 @@
 
 In a quantized ONNX Runtime model: nearest moves codes (ORT drops the Q/DQ pair around it), so it is read on the
 codes, with a rescale when the output is quantized differently; bilinear between a DequantizeLinear and a
-QuantizeLinear is computed by ORT in float32 (units/resize.py reproduces it); bilinear on 8-bit codes (the
-QOperator form) interpolates the codes themselves in float32 and truncates (ORT's UpsampleBilinear<uint8_t>),
-which hwsim does not model yet and refuses.
+QuantizeLinear is computed by ORT in float32 (units/resize.py reproduces it). Bilinear on 8-bit codes (the
+QOperator form) is refused: ORT interpolates the codes either in float32 and truncates (NCHW) or in 10-bit
+fixed point (its NHWC kernel after a layout change), and which one runs depends on the nodes around it.
 """
 
 import numpy as np
@@ -69,8 +69,9 @@ class Resize:
         if kind == "q":
             attrs = resize_attrs(node, imp, payload.shape)
             if attrs["mode"] != "nearest":
-                node.fail("bilinear Resize on 8-bit codes (ORT interpolates the codes and truncates) is not "
-                          "supported; quantize in QDQ form, where ORT resizes dequantized values")
+                node.fail("bilinear Resize on 8-bit codes is not supported: ONNX Runtime runs either a float32 "
+                          "NCHW kernel or a fixed-point NHWC kernel, depending on the layout of the nodes around it; "
+                          "quantize in QDQ form, where ORT resizes dequantized values in float32")
             imp.forms.add("QOperator")
             lay = Layer(imp.new_name(node.outputs[0]), "resize", [payload.name], attrs)
             imp.values[node.outputs[0]] = ("q", imp.add_layer(lay, [payload], node.where))
