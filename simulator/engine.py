@@ -24,7 +24,7 @@ from .kernels import mac, pairsat, popcount
 from .trace import STATIC_FIELDS, LayerCounts, Trace
 from .units import pooling, resize
 from .units.codebook_lut import lut_decode
-from .units.elementwise import dilate_codes, lut_lookup, mul_codes
+from .units.elementwise import dilate_codes, lut_lookup, mul_codes, qlinear_softmax, softmax_exact
 from .units.requantizer import requantize
 from .units.residual_add import residual_add
 from .units.rounding import round_float
@@ -303,6 +303,17 @@ class Engine:
         return lut_lookup(inputs[0], lay.table, lo)
 
 
+    def _softmax(self, lay, inputs, counts):
+        enc, out = lay.in_encs[0], lay.out_enc
+        x = inputs[0]
+        counts.lut_reads = 2 * x.size          # the exp table, read for the sum and for each output
+        counts.lut_entries, counts.lut_width_bits = 256, 32
+        counts.adds = x.size
+        counts.requants = x.size               # e * (1 / s_out) / sum, rounded
+        if lay.attr("arithmetic") == "ort_qlinear":
+            return qlinear_softmax(x, enc.scale, out.scale, out.zero_point, enc.signed)
+        return softmax_exact(enc.decode(x) * enc.scale, out)
+
     def _dilate(self, lay, inputs, counts):
         return dilate_codes(inputs[0], lay.attr("stride"), default_pad_code(lay.in_encs[0]))
 
@@ -324,7 +335,8 @@ class Engine:
 RUNNERS = {"conv2d": Engine._mac, "dense": Engine._mac, "maxpool": Engine._maxpool, "avgpool": Engine._avgpool,
            "relu": Engine._clip, "clip": Engine._clip, "flatten": Engine._reshape, "reshape": Engine._reshape,
            "concat": Engine._concat, "add": Engine._add, "mul": Engine._mul, "lut": Engine._lut,
-           "resize": Engine._resize, "dilate": Engine._dilate}
+           "resize": Engine._resize, "dilate": Engine._dilate,
+           "softmax": Engine._softmax}
 
 
 def _last_use(model: Model) -> dict:

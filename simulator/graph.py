@@ -23,7 +23,7 @@ PASS_OPS = ("maxpool", "avgpool", "relu", "clip", "flatten", "reshape", "concat"
 # Elementwise units: "lut" maps each code through a stored table (activation functions, float islands);
 # "mul" multiplies two quantized tensors (squeeze-and-excitation gating), with broadcasting like "add".
 ELEMENTWISE_OPS = ("add", "mul", "lut")
-OPS = MAC_OPS + PASS_OPS + ELEMENTWISE_OPS + ("resize", "dilate")
+OPS = MAC_OPS + PASS_OPS + ELEMENTWISE_OPS + ("resize", "dilate", "softmax")
 # mul arithmetic: "float32" is ONNX Runtime's QLinearMul on x86 (MLAS qlmul.cpp, SSE2 path): the exact integer
 # product of the two values, times float32(float32(s_a * s_b) / s_out), plus the output zero point in float32,
 # rounded half to even, saturated; "float64" rounds the exact real product half to even.
@@ -98,6 +98,9 @@ ATTR_DEFAULTS = {
     # dilate: zero insertion, (stride - 1) zero-point codes between pixels: a transposed convolution is a dilate
     # followed by an ordinary conv2d on the MAC array (with its kernel flipped)
     "dilate": {"stride": [1, 1]},
+    # softmax over a [K] vector: "ort_qlinear" is ONNX Runtime's QLinearSoftmax (an exp table, float32 sums,
+    # units/elementwise.py); "float64" is the exact softmax rounded half to even
+    "softmax": {"arithmetic": "float64"},
     "resize": {"size": None, "scales": None, "mode": "nearest", "coordinate": "half_pixel",
                "nearest_mode": "round_prefer_floor", "requant": "float64"},
     "flatten": {},
@@ -699,6 +702,18 @@ def _check_dilate(lay, where):
     _inherit_encoding(lay, where)
 
 
+def _check_softmax(lay, where):
+    _check_params_absent(lay, where)
+    if len(lay.in_shapes[0]) != 1:
+        _fail(f"softmax works on a [K] vector, got {list(lay.in_shapes[0])} (flatten first)", f"{where}.inputs")
+    for enc in (lay.in_encs[0], lay.out_enc):
+        if not isinstance(enc, UniformAct) or enc.bits != 8:
+            _fail("softmax reads and writes 8-bit uniform encodings", f"{where}.encoding")
+    if lay.attr("arithmetic") not in ("ort_qlinear", "float64"):
+        _fail(f"must be 'ort_qlinear' or 'float64', got {_short(lay.attr('arithmetic'))}", f"{where}.attrs.arithmetic")
+    lay.out_shape = lay.in_shapes[0]
+
+
 def _check_lut(lay, where):
     """A table of output codes, one row per input code: per tensor ([1, codes]) or per channel ([C, codes])."""
     for key in ("weight", "bias", "codebook"):
@@ -729,7 +744,7 @@ def _check_lut(lay, where):
 CHECKS = {"conv2d": _check_mac, "dense": _check_mac, "maxpool": _check_pool, "avgpool": _check_pool,
           "relu": _check_clip, "clip": _check_clip, "flatten": _check_reshape, "reshape": _check_reshape,
           "concat": _check_concat, "add": _check_add, "mul": _check_mul, "lut": _check_lut,
-          "resize": _check_resize, "dilate": _check_dilate}
+          "resize": _check_resize, "dilate": _check_dilate, "softmax": _check_softmax}
 
 
 # ------------------------------------------------------------------------------------------------ budget

@@ -48,8 +48,8 @@ def test_valid_model_loads(tmp_path):
 
 def test_unknown_op(tmp_path):
     def mutate(m, t):
-        m["layers"][1]["op"] = "softmax"
-    expect_error(tmp_path, mutate, "layers.flat.op", "softmax", "supported")
+        m["layers"][1]["op"] = "gelu"
+    expect_error(tmp_path, mutate, "layers.flat.op", "gelu", "supported")
 
 
 def test_shape_that_does_not_chain(tmp_path):

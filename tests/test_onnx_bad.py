@@ -117,9 +117,9 @@ def test_empty_and_missing_file(tmp_path):
 
 
 def test_unsupported_op(tmp_path):
-    src = write(tmp_path, tiny_qdq(extra_op="Softmax"))
+    src = write(tmp_path, tiny_qdq(extra_op="Hardmax"))
     r, out = cli_import(tmp_path, src)
-    assert_clean_failure(r, out, src, "head", "Softmax", "supported:", "QLinearConv", "AveragePool")
+    assert_clean_failure(r, out, src, "head", "Hardmax", "supported:", "QLinearConv", "AveragePool")
 
 
 def test_dynamic_spatial_dimension(tmp_path):

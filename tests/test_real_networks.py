@@ -96,3 +96,70 @@ def test_every_quantized_tensor_matches_onnx_runtime(float_models, tmp_path, net
     else:
         assert not float_nodes
         assert sum(diffs.values()) == 0, {k: v for k, v in diffs.items() if v}
+
+
+@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
+@pytest.mark.parametrize("act", ["QUInt8", "QInt8"])
+def test_softmax_head_is_ort_qlinear_softmax(tmp_path, fmt, act):
+    """A classifier ending in Softmax: ORT runs QLinearSoftmax (an exp table, float32 sums); so does hwsim."""
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 8, 3, 2, 1), nn.Linear(8 * 8 * 8, 10)
+
+        def forward(self, x):
+            return torch.softmax(self.fc(torch.flatten(torch.relu(self.conv(x)), 1)), -1)
+
+    torch.manual_seed(1)
+    src = tmp_path / "f.onnx"
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Net().eval(), torch.randn(1, 3, 16, 16), str(src), opset_version=17, dynamo=False,
+                          input_names=["x"], output_names=["y"])
+
+    class Reader(quantization.CalibrationDataReader):
+        def __init__(self):
+            self.data = iter([{"x": np.random.default_rng(i).standard_normal((1, 3, 16, 16)).astype(np.float32)}
+                              for i in range(4)])
+
+        def get_next(self):
+            return next(self.data, None)
+
+    dst = tmp_path / "q.onnx"
+    quantization.quantize_static(str(src), str(dst), Reader(), quant_format=getattr(quantization.QuantFormat, fmt),
+                                 activation_type=getattr(quantization.QuantType, act),
+                                 weight_type=quantization.QuantType.QInt8)
+    model = import_onnx(dst)
+    assert model.layers[-1].op == "softmax" and model.layers[-1].attr("arithmetic") == "ort_qlinear"
+    x = 3 * np.random.default_rng(3).standard_normal((64, 3, 16, 16)).astype(np.float32)
+    diffs = compare_every_tensor(dst, model, x)
+    assert len(diffs) == 4 and sum(diffs.values()) == 0, diffs
+
+
+def test_qlinear_softmax_kernel_against_onnx_runtime():
+    """The QLinearSoftmax unit alone, uint8 and int8, on row lengths from 3 to 1000 and several input scales."""
+    from onnx import TensorProto, helper, numpy_helper
+    from simulator.units.elementwise import qlinear_softmax
+    for signed in (False, True):
+        for d, xs in ((10, 0.1), (1000, 0.05), (7, 0.3), (3, 1.5), (100, 0.004)):
+            dt, tp = (np.int8, TensorProto.INT8) if signed else (np.uint8, TensorProto.UINT8)
+            ys, yz = 1 / 256, (-128 if signed else 0)
+            inits = [numpy_helper.from_array(np.array(xs, np.float32), "xs"),
+                     numpy_helper.from_array(np.array(0, dt), "xz"),
+                     numpy_helper.from_array(np.array(ys, np.float32), "ys"),
+                     numpy_helper.from_array(np.array(yz, dt), "yz")]
+            node = helper.make_node("QLinearSoftmax", ["x", "xs", "xz", "ys", "yz"], ["y"], domain="com.microsoft",
+                                    axis=-1, opset=13)
+            graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", tp, [64, d])],
+                                      [helper.make_tensor_value_info("y", tp, None)], inits)
+            m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                        helper.make_opsetid("com.microsoft", 1)])
+            sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+            lo, hi = (-128, 127) if signed else (0, 255)
+            x = np.random.default_rng(d).integers(lo, hi + 1, (64, d)).astype(dt)
+            want = sess.run(None, {"x": x})[0].astype(np.int64)
+            got = qlinear_softmax(x.astype(np.int64), xs, ys, yz, signed)
+            assert np.array_equal(got, want), (signed, d, xs)

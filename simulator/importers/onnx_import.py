@@ -406,6 +406,10 @@ class OrtBuilder:
             lay = Layer(self.new_name(base), "mul", [q.name for q in p.inputs], {"requant": "float32"}, enc)
             q = self.add_layer(lay, p.inputs, where)
             return self.clip_layer(q, p.clip, where, base)
+        if p.kind == "softmax":
+            lay = Layer(self.new_name(base), "softmax", [p.inputs[0].name], {"arithmetic": "ort_qlinear"}, enc)
+            q = self.add_layer(lay, p.inputs, where)
+            return self.clip_layer(q, p.clip, where, base)
         if p.kind == "resize":
             lay = Layer(self.new_name(base), "resize", [p.inputs[0].name], p.params["attrs"], enc)
             q = self.add_layer(lay, p.inputs, where)

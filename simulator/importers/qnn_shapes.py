@@ -97,6 +97,9 @@ def _layer_counts(lay) -> LayerCounts:
     elif lay.op == "resize" and lay.attr("mode") == "linear":   # Engine._resize: 4 taps, 3 adds, requant
         lc.muls, lc.adds, lc.requants = 4 * out, 3 * out, out
         lc.mul_bits = in_enc.operand_bits
+    elif lay.op == "softmax":            # Engine._softmax
+        lc.lut_reads, lc.lut_entries, lc.lut_width_bits = 2 * out, 256, 32
+        lc.adds, lc.requants = out, out
     elif lay.op == "lut":                # Engine._lut: one table read per element
         lc.lut_reads = sizes[0]
         lc.lut_entries = lay.table.shape[1]

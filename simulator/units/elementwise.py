@@ -58,3 +58,49 @@ def dilate_codes(codes: np.ndarray, stride, zero_code: int) -> np.ndarray:
     out = np.full((n, c, (h - 1) * sh + 1, (w - 1) * sw + 1), zero_code, dtype=np.int64)
     out[:, :, ::sh, ::sw] = codes
     return out
+
+
+def qlinear_softmax_table(x_scale: float, reduce_len: int, signed: bool) -> np.ndarray:
+    """ONNX Runtime's QLinearSoftmax exp table (contrib_ops/cpu/quantization/qlinear_softmax.cc,
+    QlinearBuildLookupTableUint32, EXP_OUT_DTYPE float): 256 float32 values exp((i - 255 + shift) * x_scale),
+    shift = max(0, ln(FLT_MAX / D) - 5) / x_scale, computed in double (C's exp and log), indexed by the code's
+    byte (int8 codes: i - 128)."""
+    import math
+    flt_max_over_d = float(np.float32(np.finfo(np.float32).max) / np.float32(reduce_len))
+    shift = max(0.0, math.log(flt_max_over_d) - 5.0) / float(np.float32(x_scale))
+    table = np.empty(256, dtype=np.float32)
+    for i in range(256):
+        value = math.exp((i - 255 + shift) * float(np.float32(x_scale)))
+        table[(i - 128) & 0xFF if signed else i] = np.float32(value) if value < 3.4e38 else np.float32(np.inf)
+    return table
+
+
+def qlinear_softmax(codes: np.ndarray, x_scale: float, y_scale: float, y_zero_point: int, signed: bool):
+    """ONNX Runtime's QLinearSoftmax over the last axis of [N, D] codes (QlinearSoftmaxCPU): the row's max is
+    aligned to the table's top, the exp values summed in float32 in order, each divided as
+    nearbyintf(e * floor(1 / y_scale) / sum) + zero point, saturated (uint8 above at 255; int8 to [-128, 127])."""
+    n, d = codes.shape
+    table = qlinear_softmax_table(x_scale, d, signed)
+    ys = np.float32(np.floor(np.float32(1.0) / np.float32(y_scale)))
+    if signed:
+        index = (127 - codes.max(axis=1, keepdims=True) + codes) & 0xFF
+    else:
+        index = 255 - codes.max(axis=1, keepdims=True) + codes
+    e = table[index]                                   # [N, D] float32
+    total = np.zeros(n, dtype=np.float32)
+    for j in range(d):                                 # sequential float32 sum, as the C loop
+        total = total + e[:, j]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        q = np.rint((e * ys) / total[:, None]).astype(np.float64)
+    q = np.where(np.isfinite(q), q, 0) + y_zero_point
+    if signed:   # saturated: onnxruntime 1.32 gives 127 where an older source read wraps 128 to -128
+        return np.clip(q, -128, 127).astype(np.int64)
+    return np.minimum(q, 255).astype(np.int64)
+
+
+def softmax_exact(real: np.ndarray, out_enc) -> np.ndarray:
+    """Softmax of real values [N, K] in float64, quantized half to even to `out_enc` (the reference)."""
+    e = np.exp(real - real.max(axis=1, keepdims=True))
+    y = e / e.sum(axis=1, keepdims=True) / out_enc.scale
+    lo, hi = out_enc.code_range()
+    return np.clip(np.rint(y) + out_enc.zero_point, lo, hi).astype(np.int64)

@@ -47,6 +47,20 @@ def supported(reader: str) -> list:
     return sorted(default | other)
 
 
+def supported_summary(reader: str) -> str:
+    """The ops of `reader` for an error line: the default domain by name, the others counted by domain
+    (the whole list is in docs/qonnx-import.md)."""
+    ops = supported(reader)
+    plain = [op for op in ops if " (" not in op]
+    others = {}
+    for op in ops:
+        if " (" in op:
+            dom = op.split(" (", 1)[1].rstrip(")")
+            others[dom] = others.get(dom, 0) + 1
+    extra = "".join(f" + {n} {dom} op{'s' if n > 1 else ''}" for dom, n in sorted(others.items()))
+    return ", ".join(plain) + extra
+
+
 def domain_ops(domain: str) -> set:
     """The op types registered in `domain` (QONNX: the ops that mark a graph as QONNX)."""
     _load()
@@ -68,7 +82,7 @@ def lookup(node, reader: str, any_domain: bool = False):
         h = next((x for (d, op), x in REGISTRY.items() if op == node.op_type and hasattr(x, reader)), None)
     if h is None or not hasattr(h, reader):
         dom = f" (domain {domain})" if domain else ""
-        node.fail(f"unsupported op {node.op_type!r}{dom}; supported: {', '.join(supported(reader))}")
+        node.fail(f"unsupported op {node.op_type!r}{dom}; supported: {supported_summary(reader)}")
     return h
 
 
