@@ -15,6 +15,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import HwsimError
+from .graph import LIMITS, MAX_DIM, limits_enabled
 from .reference import conv2d_float
 
 FLOAT_OPS = ("conv2d", "dense", "maxpool", "avgpool", "relu", "clip", "add", "concat", "flatten", "reshape")
@@ -63,6 +64,7 @@ class FloatGraph:
         """Append a node, inferring its output shape from its inputs' (fails with the node's name)."""
         shapes = self.shapes()
         node.shape = _infer(node, [shapes[i] for i in node.inputs])
+        _check_work(node, [shapes[i] for i in node.inputs])
         self.nodes.append(node)
         self.output = node.name
         return node
@@ -127,6 +129,43 @@ def _window_out(size, k, s, before, after, name):
     return out
 
 
+def _ints(a: dict, key: str, n: int, lo: int, where: str) -> list:
+    """attrs[key]: n integers in [lo, MAX_DIM] (a reader's bug or a hand-built graph fails here, not in numpy)."""
+    value = a.get(key)
+    if (not isinstance(value, (list, tuple)) or len(value) != n
+            or any(isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not lo <= v <= MAX_DIM
+                   for v in value)):
+        text = repr(value)
+        raise HwsimError(f"{key} must be {n} integers in [{lo}, {MAX_DIM}], got "
+                         f"{text if len(text) <= 80 else text[:77] + '...'}", field=where)
+    return [int(v) for v in value]
+
+
+def _check_work(n: FloatNode, shapes: list):
+    """The integer graph's per-sample budget (graph.LIMITS), checked as each node is read: calibration evaluates
+    the float graph before the quantized one is ever checked (lifted like it: --no-limits, HWSIM_NO_LIMITS=1)."""
+    if not limits_enabled():
+        return
+    out, window = math.prod(n.shape), 1
+    if n.op == "conv2d":
+        window = int(n.weight.shape[2]) * int(n.weight.shape[3])
+        ops = out * int(n.weight.shape[1]) * window
+    elif n.op == "dense":
+        ops = out * int(n.weight.shape[1])
+    elif n.op in ("maxpool", "avgpool"):
+        window = math.prod(shapes[0][1:]) if n.attrs.get("global") else math.prod(n.attrs["kernel"])
+        ops = out * window
+    else:
+        ops = out * max(len(n.inputs), 1)
+    hint = "(lift the limits with --no-limits or HWSIM_NO_LIMITS=1)"
+    for value, key, what in ((window, "window", "a kernel window of {:,} cells"),
+                             (out, "output_elements", "an output of {:,} elements per sample"),
+                             (ops, "layer_ops", "{:,} operations per sample")):
+        if value > LIMITS[key]:
+            raise HwsimError(f"{n.op} with {what.format(value)}, more than the limit of {LIMITS[key]:,} {hint}",
+                             field=f"node {n.name}")
+
+
 def _infer(n: FloatNode, shapes: list) -> tuple:
     a, where = n.attrs, f"node {n.name}"
     x = shapes[0]
@@ -134,6 +173,11 @@ def _infer(n: FloatNode, shapes: list) -> tuple:
         raise HwsimError(f"{n.op} needs a [C, H, W] input, got {list(x)}", field=where)
     if n.op == "conv2d":
         co, cg, kh, kw = n.weight.shape
+        _ints(a, "stride", 2, 1, where)
+        _ints(a, "padding", 4, 0, where)
+        _ints({"groups": [a.get("groups")]}, "groups", 1, 1, where)
+        if min(kh, kw, co, cg) < 1:
+            raise HwsimError(f"weights {list(n.weight.shape)} have an empty dimension", field=where)
         if x[0] != cg * a["groups"] or co % a["groups"]:
             raise HwsimError(f"weights {list(n.weight.shape)} with {a['groups']} group(s) do not fit a "
                              f"{x[0]}-channel input", field=where)
@@ -147,7 +191,10 @@ def _infer(n: FloatNode, shapes: list) -> tuple:
     if n.op in ("maxpool", "avgpool"):
         if a.get("global"):
             return (x[0], 1, 1)
-        (kh, kw), (sh, sw), (pt, pl, pb, pr) = a["kernel"], a["stride"], a["padding"]
+        (kh, kw), (sh, sw) = _ints(a, "kernel", 2, 1, where), _ints(a, "stride", 2, 1, where)
+        pt, pl, pb, pr = _ints(a, "padding", 4, 0, where)
+        if max(pt, pb) >= kh or max(pl, pr) >= kw:
+            raise HwsimError(f"padding {[pt, pl, pb, pr]} must be smaller than the kernel {kh}x{kw}", field=where)
         return (x[0], _window_out(x[1], kh, sh, pt, pb, where), _window_out(x[2], kw, sw, pl, pr, where))
     if n.op in ("relu", "clip"):
         return x

@@ -209,8 +209,38 @@ def load_hardware(arg: str, sets: list[str] | None = None, shortcuts: dict | Non
     overrides = list(sets or []) + _shortcut_sets(shortcuts or {})
     if overrides:
         raw = apply_sets(raw, overrides, arch.resolved)
-        arch = parse_architecture(raw, arch_source, tech, arch.name, arch.description, defaulted)
+        try:
+            arch = parse_architecture(raw, arch_source, tech, arch.name, arch.description, defaulted)
+        except HwsimError as exc:
+            raise _blame_overrides(exc, list(sets or []), shortcuts or {}, arch_source) from None
     return Hardware(path=source, tech=tech, arch=arch)
+
+
+def _blame_overrides(exc: HwsimError, sets: list[str], shortcuts: dict, arch_source: str) -> HwsimError:
+    """The architecture parsed before the overrides, so an error now comes from them: name the option that gave
+    the value (`--set PATH`, `--array`, `--dataflow`), never the file the user did not change."""
+    if exc.source != arch_source:
+        return exc
+    given = []    # (architecture row, what the user typed it as, the text), later ones win
+    for item in sets:
+        path = item.split("=", 1)[0].strip().removeprefix("architecture.")
+        given.append((f"architecture.{path}", f"--set architecture.{path}", f"--set {item.strip()}"))
+    if shortcuts.get("array"):
+        given += [("architecture.pe_array.mac.rows", "--array", f"--array {shortcuts['array']}"),
+                  ("architecture.pe_array.mac.cols", "--array", f"--array {shortcuts['array']}")]
+    if shortcuts.get("dataflow"):
+        given.append(("architecture.dataflow", "--dataflow", f"--dataflow {shortcuts['dataflow']}"))
+    fld = exc.field or ""
+    for row, option, _ in reversed(given):
+        if fld == row or fld.startswith(row + "."):
+            rest = fld[len(row) + 1:]
+            return HwsimError(exc.message, field=f"{option}.{rest}" if rest else option)
+    # a combination: a value of the file conflicts with the overrides; name them, then the field
+    texts = list(dict.fromkeys(text for _, _, text in given))
+    shown = ", ".join(t if len(t) <= 60 else t[:57] + "..." for t in texts[:3])
+    if len(texts) > 3:
+        shown += f" (and {len(texts) - 3} more)"
+    return HwsimError(exc.message, field=f"{shown}: {fld}" if fld else shown)
 
 
 def _shortcut_sets(shortcuts: dict) -> list[str]:
@@ -241,6 +271,8 @@ def apply_sets(raw, sets: list[str], resolved: dict):
         if "=" not in item:
             raise HwsimError(f"must be PATH=VALUE, got {item!r}", field="--set")
         path, text = (part.strip() for part in item.split("=", 1))
+        if path not in leaves and path.removeprefix("architecture.") in leaves:
+            path = path.removeprefix("architecture.")    # the report's full name of the field
         if path not in leaves:
             close = difflib.get_close_matches(path, leaves, n=1, cutoff=0.5)
             hint = f"; did you mean '{close[0]}'?" if close else ""
@@ -402,11 +434,11 @@ def parse_architecture(raw, source: str, tech: TechTable, name: str, description
     for tensor in TENSORS:
         shared = [lv.name for lv in levels if not lv.per_pe and tensor in lv.holds]
         if len(shared) > 1:
-            r.fail(f"{top}.memory", f"{tensor} are held by several shared buffers ({', '.join(shared)}): "
+            r.fail(f"{top}.memory", f"{tensor} are held by several shared buffers ({_names(shared)}): "
                                     f"give each tensor at most one on-chip buffer and at most one per-PE level")
         per_pe = [lv.name for lv in levels if lv.per_pe and tensor in lv.holds]
         if len(per_pe) > 1:
-            r.fail(f"{top}.memory", f"{tensor} are held by several per-PE levels ({', '.join(per_pe)})")
+            r.fail(f"{top}.memory", f"{tensor} are held by several per-PE levels ({_names(per_pe)})")
 
     # DRAM.
     dm = r.mapping(m["dram"], f"{top}.dram", required=["bandwidth_bits_per_cycle", "latency_cycles"],
@@ -547,6 +579,13 @@ def _level_resolved(lv: MemoryLevel) -> dict:
     for key, fig in lv.explicit.items():
         out[key] = fig.value
     return out
+
+
+def _names(names: list, limit: int = 4) -> str:
+    """A few level names, then the count: an error line stays short with thousands of levels."""
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[:limit]) + f", ... ({len(names)} levels)"
 
 
 def _join(row: str, key: str) -> str:

@@ -56,8 +56,9 @@ def _qonnx_run(onnx_path, x):
         if x.shape[0] == 1:
             raise
     parts = [run(x[i:i + 1]) for i in range(x.shape[0])]
+    common = set(parts[0]).intersection(*parts[1:])   # qonnx may add tensors with random names per run
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]
-            if isinstance(parts[0][k], np.ndarray) and parts[0][k].ndim and parts[0][k].shape[0] == 1}
+            if k in common and isinstance(parts[0][k], np.ndarray) and parts[0][k].ndim and parts[0][k].shape[0] == 1}
 
 
 def require_qonnx():

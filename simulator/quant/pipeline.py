@@ -69,9 +69,30 @@ def plan_schemes(fg: FloatGraph, recipe: Recipe) -> Plan:
         if n.name in ends and not recipe.all_layers and n.name not in recipe.layers:
             w, a = UNIFORM8, UNIFORM8      # the papers keep the first and last layers at 8 bits
         plan.weights[n.name], plan.acts[n.name] = w, a
+    _check_against_layers(fg, plan, recipe)
     _fuse_activations(fg, plan)
     _tensor_schemes(fg, plan, recipe)
     return plan
+
+
+def _check_against_layers(fg, plan, recipe):
+    """What a scheme asks of the layer it applies to, checked before any calibration; errors name where the
+    scheme was given (the recipe file and field, or the option)."""
+    dictionary = None
+    for n in fg.mac_nodes():
+        w = plan.weights[n.name]
+        co = n.weight.shape[0]
+        if w.kind in ("kmeans", "siq"):
+            groups = w.opt("groups", 1)
+            if co % groups:
+                raise recipe.error(w, f"groups={groups} does not divide the {co} output channels of layer "
+                                      f"{n.name!r}", f"layer {n.name}")
+        if w.kind == "dictionary":
+            if dictionary is None:
+                dictionary = w
+            elif (w.bits, w.opt("init", "kmeans")) != (dictionary.bits, dictionary.opt("init", "kmeans")):
+                raise recipe.error(w, f"dictionary layers share one table: {w} (layer {n.name!r}) differs from "
+                                      f"{dictionary}; give them the same dictionary:N scheme", "recipe")
 
 
 def _fuse_activations(fg, plan):
@@ -345,7 +366,14 @@ class Quantizer:
             else:
                 layers.append(Layer(n.name, n.op, inputs))
         model = Model(name, tuple(fg.input_shape), encs["input"], layers)
-        return model.check()
+        try:
+            return model.check()
+        except HwsimError as exc:
+            # the built graph is the float model's: name the file the user gave, never the internal "model"
+            if exc.source not in (None, model.source):
+                raise
+            raise HwsimError(exc.message, source=getattr(fg, "source", None) or None,
+                             field=f"quantized graph: {exc.field}" if exc.field else "quantized graph") from None
 
     def _mac_layer(self, n, inputs, encs):
         codes, wenc, codebook = self.weight_cache[n.name]
@@ -365,7 +393,8 @@ class Quantizer:
             bias = (np.floor(b) if isinstance(out_enc, BinaryAct) else np.rint(b)).astype(np.int64)
             if np.abs(bias).max(initial=0) >= 2 ** 31:
                 raise HwsimError("the bias does not fit 32 bits at this layer's scales (weights or activations too "
-                                 "finely scaled)", field=f"layer {n.name}")
+                                 "finely scaled)", source=getattr(self.fg, "source", None) or None,
+                                 field=f"layer {n.name}")
         lay = Layer(n.name, n.op, inputs, attrs, out_enc=out_enc, weight=codes, weight_enc=wenc,
                     codebook=codebook, bias=bias, bias_bits=32)
         self._fused_clip(lay, out_enc)

@@ -29,6 +29,9 @@ class Scheme:
     kind: str
     arg: object = None               # bits (int), or a variant name ("twn", "hwang", "xnor", "auto"), or None
     options: tuple = ()              # sorted (key, value) pairs
+    # where the scheme was given ("--weights", "layers.conv2.weights", ...): names it in errors found later
+    # (against the model's layers); not part of the scheme's identity
+    where: str = field(default="", compare=False, repr=False)
 
     def opt(self, key, default=None):
         return dict(self.options).get(key, default)
@@ -103,7 +106,7 @@ def parse_scheme(text, role: str, where: str) -> Scheme:
         if isinstance(value, int) and value > qm:
             raise HwsimError(f"{kind}:{value} needs at most q_m = {qm} bits ({2 ** value} levels cannot come out of "
                              f"{qm}-bit activations)", field=where)
-    return Scheme(kind, value, tuple(sorted(options.items())))
+    return Scheme(kind, value, tuple(sorted(options.items())), where=where)
 
 
 @dataclass
@@ -115,6 +118,16 @@ class Recipe:
     layers: dict = field(default_factory=dict)     # layer name or op -> {"weights": Scheme, "acts": Scheme}
     budget: float = 0.01                           # enq:auto: accuracy (or agreement) drop allowed
     source: str = "defaults"
+
+    def error(self, scheme: Scheme, message: str, fallback: str) -> HwsimError:
+        """An error about `scheme` as applied to the model, naming where the user gave it: the option
+        ("--weights") or the recipe file and field ("R.yaml: layers.conv2.weights"); `fallback` otherwise."""
+        where = getattr(scheme, "where", "")
+        if not where:
+            return HwsimError(message, field=fallback)
+        if where.startswith("--") or self.source in ("defaults", "recipe", ""):
+            return HwsimError(message, field=where)
+        return HwsimError(message, source=self.source, field=where)
 
     def to_dict(self) -> dict:
         return {"format": RECIPE_FORMAT, "weights": str(self.weights), "acts": str(self.acts),

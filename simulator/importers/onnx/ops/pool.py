@@ -13,7 +13,9 @@ def _pool(node, fb, op, ceil_ok, extra):
     if len(shape) != 3:
         node.fail(f"needs a 4-D NCHW input, got a per-sample shape {list(shape)}")
     kernel = list(node.attr("kernel_shape", []))
-    stride, padding = window(node, kernel, shape[1:], ceil_ok=ceil_ok)
+    if not kernel:
+        node.fail("kernel_shape is required")
+    stride, padding = window(node, kernel, shape[1:], ceil_ok=ceil_ok, pool=True)
     fb.emit(node, op, [x], dict({"kernel": kernel, "stride": stride, "padding": padding}, **extra))
 
 
@@ -24,7 +26,7 @@ def ort_pool_attrs(node, q) -> dict:
     if len(node.outputs) > 1 and node.outputs[1]:
         node.fail("MaxPool's Indices output is not supported")
     kernel = [int(k) for k in node.attr("kernel_shape", [])]
-    stride, padding = window(node, kernel, q.shape[1:])
+    stride, padding = window(node, kernel, q.shape[1:], pool=True)
     return {"kernel": kernel, "stride": stride, "padding": padding}
 
 
@@ -33,7 +35,7 @@ def qonnx_pool_attrs(node, avg=False) -> dict:
     if auto_pad not in ("NOTSET", "VALID"):
         node.fail("auto_pad pooling is not supported; export explicit pads")
     kernel = list(node.attrs()["kernel_shape"])      # required: a KeyError reports a malformed node
-    stride, padding = window(node, kernel, None)      # the input size only matters for SAME pads
+    stride, padding = window(node, kernel, None, pool=True)  # the input size only matters for SAME pads
     out = {"kernel": kernel, "stride": stride, "padding": padding}
     if avg:
         out["count_include_pad"] = bool(node.attr("count_include_pad", 0))
