@@ -40,7 +40,11 @@ def output_array(model: Model, codes: np.ndarray) -> np.ndarray:
     model ends in a dequantizer (`output.dequantize`), float32 (code - zero_point) * scale as ONNX DequantizeLinear."""
     enc = model.layers[-1].out_enc
     if getattr(model, "output_dequantize", False):
-        return (np.asarray(codes, dtype=np.int64) - enc.zero_point).astype(np.float32) * np.float32(enc.scale)
+        y = (np.asarray(codes, dtype=np.int64) - enc.zero_point).astype(np.float32) * np.float32(enc.scale)
+        bias = getattr(model, "output_bias", None)
+        if bias is not None:   # a float bias added after dequantization (output.bias), per output channel
+            y = y + np.asarray(bias, np.float32).reshape((1, -1) + (1,) * (y.ndim - 2))
+        return y
     lo, hi = model.layers[-1].out_enc.code_range()
     for dtype in (np.uint8, np.int8, np.uint16, np.int16, np.int32):
         info = np.iinfo(dtype)

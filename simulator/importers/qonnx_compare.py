@@ -70,6 +70,9 @@ def _qonnx_codes(entry, real):
     real = np.asarray(real, np.float64)
     if entry.get("binary"):
         return (real < 0).astype(np.int64), 0.0
+    if entry.get("bias") is not None:   # a float output bias (model.output.bias) is added after dequantization
+        bias = np.asarray(entry["bias"], np.float64)
+        real = real - bias.reshape((1, -1) + (1,) * (real.ndim - 2))
     u = real / entry["scale"]
     codes = np.rint(u)
     off = float(np.abs(u - codes).max(initial=0.0))

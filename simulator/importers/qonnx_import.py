@@ -165,6 +165,7 @@ class QonnxBuilder:
         self.names = {"input"}
         self.mapping = {}         # hwsim tensor -> {"onnx": name, "scale": s, "zero_point": zp} or {"binary": s}
         self.notes = []
+        self.output_bias = None    # float32 bias of a float graph output, added after dequantization
         self.input = None         # (shape, enc, rounding)
         self.consumers = {}
         for node in graph.proto.graph.node:
@@ -201,7 +202,8 @@ class QonnxBuilder:
         if len(outputs) != 1:
             raise HwsimError(f"the graph must have exactly one output, got {len(outputs)}", field="graph.output")
         out = self.env.get(outputs[0])
-        if isinstance(out, Acc):
+        float_output = isinstance(out, Acc)
+        if float_output:
             out = self.finish_float(out, outputs[0])
         if not isinstance(out, Q):
             raise HwsimError("the graph output must be a quantized tensor or the float output of a MAC layer",
@@ -215,8 +217,11 @@ class QonnxBuilder:
         if self.notes:
             meta["import_notes"] = self.notes
         # qonnx's input Quant divides in float32 (float32 tensor / float32 scale), as ONNX Runtime's QuantizeLinear.
-        return Model(self.name, tuple(shape), enc, self.layers, input_rounding=rounding, input_division="float32",
-                     metadata=meta)
+        model = Model(self.name, tuple(shape), enc, self.layers, input_rounding=rounding, input_division="float32",
+                      metadata=meta, output_dequantize=float_output)
+        if self.output_bias is not None:
+            model.output_bias = np.asarray(self.output_bias, dtype=np.float32)
+        return model
 
     # ----------------------------------------------------------------------------------- helpers
 
@@ -512,11 +517,14 @@ class QonnxBuilder:
         self.note_odd_zp(acc.layer.name, enc, mode)
         a, b, relu = simple
         bias = []
+        worst = 0.0
         for c, (ac, bc) in enumerate(zip(a, b)):
             r = bc / ac
-            if r.denominator != 1:
-                self.notes.append(f"{acc.layer.name}: bias {float(r):.6g} accumulator units rounded to {round(r)}")
+            worst = max(worst, float(abs(r - round(r)) * ac / Fraction(enc.scale)))
             bias.append(round(r))
+        if worst:   # the integer datapath cannot add a fractional bias before its requantizer: say what it costs
+            self.notes.append(f"{acc.layer.name}: float bias rounded to whole accumulator units, worst case "
+                              f"{worst:.3g} of an output step (quant_as='thresholds' keeps it exact)")
         zp = enc.zero_point
         clip_lo = max(qrange[0] - zp, 0) if relu else qrange[0] - zp
         clip = [clip_lo, qrange[1] - zp]
@@ -612,7 +620,12 @@ class QonnxBuilder:
         a, b, _ = simple
         bias = [round(bc / ac) for ac, bc in zip(a, b)]
         if any((bc / ac).denominator != 1 for ac, bc in zip(a, b)):
-            self.notes.append(f"{acc.layer.name}: output bias rounded to whole accumulator units")
+            # A float bias (Brevitas' default) is not a whole number of accumulator units: it stays a float32
+            # added after dequantization (model.output.bias), exactly as qonnx's executor adds it.
+            self.output_bias = [float(bc) for bc in b]
+            bias = [0] * len(b)
+            self.notes.append(f"{acc.layer.name}: float bias added after dequantization (output.bias), as qonnx "
+                              "computes it")
         unit = min(a)
         bound = _acc_bound(acc) + max(abs(v) for v in bias)
         peak = max(Fraction(bound) * ac / unit for ac in a)
@@ -630,6 +643,8 @@ class QonnxBuilder:
         self._emit_mac(acc, [ac / Fraction(acc.in_q.enc.scale) for ac in a], bias)
         q = Q(acc.layer.name, enc, 3 if acc.layer.op == "conv2d" else 1)
         self.mapping[q.name] = {"onnx": onnx_name, "scale": enc.scale, "zero_point": 0, "dequantized": True}
+        if self.output_bias is not None:
+            self.mapping[q.name]["bias"] = self.output_bias
         return q
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 
 from ..encodings import EnqAct, KnqAct, UniformAct, activation_from_dict, weight_from_dict
 from ..errors import HwsimError
@@ -16,7 +18,7 @@ from .container import container_bytes, read_container, write_container
 
 MODEL_KEYS = {"name", "input", "output", "layers", "metadata"}
 INPUT_KEYS = {"shape", "encoding", "rounding", "division"}
-OUTPUT_KEYS = {"dequantize"}
+OUTPUT_KEYS = {"dequantize", "bias"}
 LAYER_KEYS = {"name", "op", "inputs", "attrs", "encoding", "weight_encoding", "bias_bits"}
 
 
@@ -50,6 +52,8 @@ def model_to_header(model: Model) -> tuple[dict, dict]:
     header = {"model": {"name": model.name, "input": inp, "layers": layers, "metadata": model.metadata}}
     if model.output_dequantize:
         header["model"]["output"] = {"dequantize": True}
+        if getattr(model, "output_bias", None) is not None:
+            header["model"]["output"]["bias"] = [float(v) for v in model.output_bias]
     return header, tensors
 
 
@@ -179,6 +183,13 @@ def header_to_model(header: dict, tensors: dict, source: str) -> Model:
     dequantize = out.get("dequantize", False)
     if not isinstance(dequantize, bool):
         raise HwsimError(f"must be true or false, got {dequantize!r}", field="model.output.dequantize")
+    output_bias = out.get("bias")
+    if output_bias is not None:
+        if (not isinstance(output_bias, list) or not output_bias or len(output_bias) > (1 << 24)
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in output_bias)):
+            raise HwsimError("must be a non-empty list of numbers (one float32 per output channel)",
+                             field="model.output.bias")
+        output_bias = np.asarray(output_bias, dtype=np.float64)
     input_enc = activation_from_dict(inp["encoding"], "model.input.encoding")
     if sample is not None:
         _check_stored_width(header, "sample_input", input_enc.storage_bits, bool(getattr(input_enc, "signed", False)),
@@ -187,6 +198,8 @@ def header_to_model(header: dict, tensors: dict, source: str) -> Model:
                   input_enc=input_enc,
                   layers=layers, input_rounding=rounding, sample_input=sample, metadata=metadata,
                   source=source, input_division=division, output_dequantize=dequantize)
+    if output_bias is not None:
+        model.output_bias = output_bias
     return model.check()
 
 
