@@ -222,8 +222,9 @@ def _main(args) -> int:
 
 
 def entry(argv=None) -> int:
-    """The `hwsim` console script: main() with Ctrl-C handled from start-up to exit — one line
-    `hwsim: interrupted`, status 130, no traceback, no partial output (simulator/interrupt.py)."""
+    """main() with Ctrl-C and SIGTERM handled from start-up to exit — one line `hwsim: interrupted` (status
+    130) or `hwsim: terminated` (143), no traceback, no partial output (simulator/interrupt.py). The `hwsim`
+    console script (simulator/entry.py) calls it once its early signal handlers are in place."""
     from . import interrupt
     interrupt.install()
     try:

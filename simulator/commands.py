@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 import time
 
@@ -10,7 +12,7 @@ import numpy as np
 from . import report
 from .engine import Engine, check_input_shape, quantize_input, run_batched
 from .errors import HwsimError, safe_text
-from .fileio import Outputs, load_npy, load_npz
+from .fileio import Outputs, _describe_kind, load_npy, load_npz
 from .qnn.model_io import load_model
 
 
@@ -146,11 +148,19 @@ def accuracy(model, output_codes, labels) -> float:
     return float(np.mean(np.argmax(values, axis=1) == labels))
 
 
-def _hardware(args, hw_arg):
+def _hardware(args, hw_arg, outputs: Outputs | None = None):
+    """Load one --hw design; its files (the design and its technology table) become inputs of `outputs`."""
     from .hw.arch import load_hardware
 
-    return load_hardware(hw_arg, getattr(args, "set", None) or [],
-                         {"array": getattr(args, "array", None), "dataflow": getattr(args, "dataflow", None)})
+    try:
+        hw = load_hardware(hw_arg, getattr(args, "set", None) or [],
+                           {"array": getattr(args, "array", None), "dataflow": getattr(args, "dataflow", None)})
+    except OSError as exc:  # a path the system refuses (e.g. a `tech:` name too long)
+        raise HwsimError(f"names a file that cannot be opened: {exc.strerror or exc}", source=hw_arg,
+                         field="tech") from None
+    if outputs is not None:
+        outputs.add_inputs(hw.path, hw.tech.source)
+    return hw
 
 
 def _check_batch(args):
@@ -181,7 +191,7 @@ def run(args) -> int:
                          field="--hw")
     _check_batch(args)
     outputs = _outputs(args, binary=("output",))
-    hw = _hardware(args, args.hw[0])
+    hw = _hardware(args, args.hw[0], outputs)
     model = load_model(args.model)
     result, acc, where = _functional_run(args, model)
     cost = estimate(workloads_from_model(model, result.trace), hw, args.batch)
@@ -190,26 +200,75 @@ def run(args) -> int:
         if args.output:
             outputs.npy(args.output, report.output_array(model, result.output))
         _write_reports(args, rep, report.cost_csv, outputs)
-        text = report.format_run(rep)
-    _emit(text, outputs)
+        _emit(report.format_run(rep), outputs)
     return 0
 
 
-def _outputs(args, text=("json", "csv"), binary=()) -> Outputs:
-    """The command's output plan, its targets checked before any work (see fileio.Outputs).
+# The input files each command reads (argparse dest -> option shown in errors; None: the positional argument)
+INPUT_FILES = {
+    "run": {"model": None, "input": "--input", "dataset": "--dataset"},
+    "estimate": {"network": None},
+    "compare": {"network": None, "input": "--input", "dataset": "--dataset"},
+    "validate": {"model": None, "input": "--input", "dataset": "--dataset", "float_model": "--float-model"},
+    "import": {"onnx_model": None},
+    "export": {"model": None},
+    "quantize": {"float_model": None, "calib": "--calib", "train": "--train", "recipe": "--recipe"},
+    "analyze": {"float_model": None, "calib": "--calib", "qnn": "--qnn"},
+    "inspect": {"model": None},
+}
+OUTPUT_OPTIONS = {"json": "--json", "csv": "--csv", "output": "--output", "recipe_out": "--recipe-out"}
 
-    Every command stages its outputs in the plan, formats its report to a string, commits the plan (all
-    outputs appear together, or none on any failure) and only then prints the report (_emit)."""
-    outputs = Outputs()
+
+def _input_paths(args) -> list[str]:
+    """The input files named on the command line (--hw resolved to its file), each checked to be a regular
+    file (a FIFO, device, socket or directory is refused at once; a missing one is left to its loader)."""
+    from .hw.techtable import resolve_hw_path
+
+    paths = []
+    for dest, option in INPUT_FILES.get(getattr(args, "command", None), {}).items():
+        path = getattr(args, dest, None)
+        if path:
+            _check_input_file(path, option)
+            paths.append(path)
+    hw = getattr(args, "hw", None)
+    for arg in ([hw] if isinstance(hw, str) else hw or []):
+        try:
+            paths.append(str(resolve_hw_path(arg)))
+        except HwsimError:
+            pass  # reported when the design is loaded
+    return paths
+
+
+def _check_input_file(path: str, option: str | None) -> None:
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:
+        raise HwsimError(f"cannot read file: {getattr(exc, 'strerror', None) or exc}", source=path,
+                         field=option) from None
+    if not stat.S_ISREG(mode):
+        raise HwsimError(f"not a regular file ({_describe_kind(mode)}): refusing to read it", source=path,
+                         field=option)
+
+
+def _outputs(args, text=("json", "csv"), binary=()) -> Outputs:
+    """The command's output plan, its targets checked before any work (see fileio.Outputs): none may be an
+    input of the command, and every input file is checked to be a regular file.
+
+    Every command stages its outputs in the plan and hands it its report (_emit); the plan then writes
+    standard output and commits the files (all outputs appear together, or none on any failure)."""
+    names = {getattr(args, k): option for k, option in OUTPUT_OPTIONS.items()
+             if isinstance(getattr(args, k, None), str)}
+    outputs = Outputs(inputs=_input_paths(args), names=names)
     outputs.check(*(getattr(args, k, None) for k in text), binary=[getattr(args, k, None) for k in binary])
     return outputs
 
 
-def _emit(text: str, outputs: Outputs | None = None) -> None:
-    """Print report text: control characters escaped, never failing on odd characters; on standard error
-    when an output went to standard output ('-')."""
-    stream = sys.stderr if outputs is not None and outputs.uses_stdout else sys.stdout
-    print(safe_text(text, limit=None, keep_newlines=True), file=stream)
+def _emit(text: str, outputs: Outputs) -> None:
+    """Hand the report text to the plan (inside its block): control characters escaped; printed at commit,
+    on standard error when an output went to standard output ('-')."""
+    outputs.report(safe_text(text, limit=None, keep_newlines=True))
 
 
 def _write_reports(args, rep, csv_writer, outputs: Outputs):
@@ -258,14 +317,13 @@ def estimate(args) -> int:
         raise HwsimError("a .qnn model carries its own bit widths; --bits is for ONNX and topology files",
                          field="--bits")
     outputs = _outputs(args)
-    hw = _hardware(args, args.hw)
+    hw = _hardware(args, args.hw, outputs)
     workloads, name = load_network(args.network, bits)
     cost = cost_estimate(workloads, hw, args.batch)
     rep = report.cost_report(cost, network=args.network, network_name=name)
     with outputs:
         _write_reports(args, rep, report.cost_csv, outputs)
-        text = report.format_estimate(rep)
-    _emit(text, outputs)
+        _emit(report.format_estimate(rep), outputs)
     return 0
 
 
@@ -277,7 +335,7 @@ def compare(args) -> int:
     if len(args.hw) < 2:
         raise HwsimError(f"needs at least two designs to compare, got {len(args.hw)}", field="--hw")
     outputs = _outputs(args)
-    designs = [_hardware(args, h) for h in args.hw]  # every --hw is checked before the functional run
+    designs = [_hardware(args, h, outputs) for h in args.hw]  # every --hw is checked before the functional run
     acc, where = None, "shapes only (no execution)"
     if args.network.lower().endswith(".qnn"):
         model = load_model(args.network)
@@ -293,8 +351,7 @@ def compare(args) -> int:
            "batch": args.batch, "accuracy": acc, "designs": reps}
     with outputs:
         _write_reports(args, rep, report.compare_csv, outputs)
-        text = report.format_compare(rep)
-    _emit(text, outputs)
+        _emit(report.format_compare(rep), outputs)
     return 0
 
 
@@ -326,8 +383,7 @@ def validate(args) -> int:
     with outputs:
         if args.json:
             outputs.text(args.json, report.to_json(rep))
-        text = report.format_validation(rep)
-    _emit(text, outputs)
+        _emit(report.format_validation(rep), outputs)
     return 0 if result.passed else 1
 
 
@@ -338,8 +394,7 @@ def inspect(args) -> int:
     with outputs:
         if args.json:
             outputs.text(args.json, report.to_json(rep))
-        text = report.format_inspect(rep)
-    _emit(text, outputs)
+        _emit(report.format_inspect(rep), outputs)
     return 0
 
 
@@ -351,9 +406,8 @@ def import_model(args) -> int:
     model = import_any(args.onnx_model, qdq_int8_allowed=args.ort_qdq_int8_allowed)
     with outputs:
         outputs.bytes(args.output, model_bytes(model, args.output))
-        text = (f"{args.onnx_model} -> {args.output}: {len(model.layers)} layers, input {list(model.input_shape)}, "
-                f"{report.weight_storage_bits(model):,} weight bits")
-    _emit(text, outputs)
+        _emit(f"{args.onnx_model} -> {args.output}: {len(model.layers)} layers, input "
+              f"{list(model.input_shape)}, {report.weight_storage_bits(model):,} weight bits", outputs)
     if model.metadata.get("ort_warning"):
         print(f"hwsim: warning: {safe_text(model.metadata['ort_warning'], 1000)}", file=sys.stderr)
     return 0
@@ -366,7 +420,7 @@ def export_model(args) -> int:
     model = load_model(args.model)
     with outputs:
         outputs.bytes(args.output, onnx_bytes(model))
-    _emit(f"{args.model} -> {args.output}", outputs)
+        _emit(f"{args.model} -> {args.output}", outputs)
     return 0
 
 
@@ -430,8 +484,7 @@ def quantize(args) -> int:
         outputs.bytes(args.output, model_bytes(result.model, args.output))
         if args.json:
             outputs.text(args.json, report.to_json(rep))
-        text = format_quantize(rep)
-    _emit(text, outputs)
+        _emit(format_quantize(rep), outputs)
     return 0
 
 
@@ -461,6 +514,5 @@ def analyze(args) -> int:
             rep["recipe_out"] = args.recipe_out
         if args.json:
             outputs.text(args.json, report.to_json(report.plain(rep)))
-        text = format_analyze(rep)
-    _emit(text, outputs)
+        _emit(format_analyze(rep), outputs)
     return 0

@@ -11,11 +11,14 @@ failure into one :class:`~simulator.errors.HwsimError` naming the file (and the 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
 import secrets
+import shutil
 import stat
+import sys
 import zipfile
 from pathlib import Path
 
@@ -146,13 +149,28 @@ def check_output_target(path) -> Path:
     writable = os.access(p, os.W_OK, effective_ids=effective) if effective else os.access(p, os.W_OK)
     if not writable or (hasattr(os, "geteuid") and os.geteuid() == 0 and not st.st_mode & stat.S_IWUSR):
         raise HwsimError("the existing file is read-only: refusing to replace it", source=text)
+    if _sticky_forbids_replace(p, st):
+        raise HwsimError("belongs to another user in a shared (sticky) directory: it cannot be replaced",
+                         source=text)
     return Path(os.path.realpath(p)) if os.path.islink(p) else p
 
 
-def _create_temp(directory: Path, name: str):
+def _sticky_forbids_replace(path, st) -> bool:
+    """True when renaming onto the existing file `path` (stat `st`) would fail with EPERM: its directory is
+    sticky (like /tmp) and the effective user, not root, owns neither the file nor the directory."""
+    if not hasattr(os, "geteuid") or os.geteuid() in (0, st.st_uid):
+        return False
+    try:
+        directory = os.stat(os.path.dirname(os.path.realpath(path)) or ".")
+    except OSError:
+        return False
+    return bool(directory.st_mode & stat.S_ISVTX) and directory.st_uid != os.geteuid()
+
+
+def _create_temp(directory: Path, name: str, suffix: str = ".tmp"):
     """(fd, path) of a new temporary file next to the target (O_EXCL, mode 0o666 minus the umask)."""
     for _ in range(100):
-        candidate = directory / f".{name}.{secrets.token_hex(6)}.tmp"
+        candidate = directory / f".{name}.{secrets.token_hex(6)}{suffix}"
         try:
             fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         except FileExistsError:
@@ -166,23 +184,36 @@ class Outputs:
 
     ``text(path, s)``, ``npy(path, array)`` and ``bytes(path, data)`` check the target
     (:func:`check_output_target`) and write the content to a temporary file in the target's directory
-    (fsynced). :meth:`commit` renames every temporary onto its target and then writes the standard-output
-    text (``-``), if any. Used as a context manager, the plan commits when the block ends normally and, on
-    any exception (KeyboardInterrupt included), removes every temporary: no output is left. ``check(*paths)``
-    refuses bad targets early, before the expensive work. Commands format their report to a string inside
-    the block and print it after the block, i.e. only once every output is in place.
+    (fsynced); ``report(text)`` adds the command's printed report. :meth:`commit` writes the text for ``-`` to
+    standard output first, then renames every temporary onto its target as one transaction (an existing
+    target is kept as a hard-linked backup until the end; on any failure every target is restored), then
+    prints the report: on standard output (a failure there restores the targets too), or on standard error
+    when ``-`` took standard output. Used as a context manager, the plan commits when the block ends normally
+    and, on any exception (KeyboardInterrupt included), removes every temporary: no output is left.
+    ``check(*paths)`` refuses bad targets early, before the expensive work. A target that is the same file as
+    one of the command's `inputs` (also ``add_inputs``) is refused: outputs never replace what the command
+    reads.
     """
 
-    def __init__(self):
+    def __init__(self, inputs=(), names=None):
         self._staged: list[tuple[Path, Path, str]] = []  # (temporary, final target, path as given)
+        self._backups: list[Path] = []
         self._stdout_text: str | None = None
+        self._report: str | None = None
         self._seen: set[str] = set()
+        self._inputs: list[str] = []
+        self._names = dict(names or {})  # output path as given -> its option, for error lines
         self._done = False
+        self.add_inputs(*inputs)
 
     @property
     def uses_stdout(self) -> bool:
         """True when an output goes to standard output (the report then belongs on standard error)."""
         return self._stdout_text is not None or STDOUT in self._seen
+
+    def add_inputs(self, *paths) -> None:
+        """Files the command reads (None skipped): no output may replace them."""
+        self._inputs += [os.fspath(p) for p in paths if p is not None and os.fspath(p) not in ("", STDOUT)]
 
     def __enter__(self) -> "Outputs":
         return self
@@ -193,20 +224,42 @@ class Outputs:
         else:
             self.discard()
 
+    def _refuse_input(self, given: str) -> None:
+        """Refuse an output that is the same file (any path, link or hard link) as an input of the command."""
+        try:
+            st = os.stat(given)
+        except OSError:
+            return  # does not exist (yet): cannot be an input that was read
+        for path in self._inputs:
+            try:
+                other = os.stat(path)
+            except OSError:
+                continue
+            if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                same = "" if path == given else f" ({path})"
+                raise HwsimError(f"is an input of this command{same}: refusing to overwrite it", source=given,
+                                 field=self._names.get(given))
+
+    def _check_one(self, text: str, binary: bool):
+        """Check one target as given: (key telling two outputs of the same file apart, path to rename onto or
+        None for standard output)."""
+        if text == STDOUT:
+            if binary:
+                raise HwsimError("this output is binary: it cannot go to standard output ('-'); give a file",
+                                 source=text)
+            if sys.stdout is None:
+                raise HwsimError("cannot write to standard output: it is closed")
+            return STDOUT, None
+        target = check_output_target(text)
+        self._refuse_input(text)
+        return os.path.realpath(target), target
+
     def _claim(self, path, allow_stdout: bool):
         """Check one target before staging; returns the path to rename onto (None for standard output)."""
         if path is None:
             raise HwsimError("no output path given")
         text = os.fspath(path)
-        if text == STDOUT:
-            if not allow_stdout:
-                raise HwsimError("this output is binary: it cannot go to standard output ('-'); give a file",
-                                 source=text)
-            key = STDOUT
-            target = None
-        else:
-            target = check_output_target(text)
-            key = os.path.realpath(target)
+        key, target = self._check_one(text, binary=not allow_stdout)
         if key in self._seen:
             raise HwsimError("given for two outputs of the same command", source=text)
         self._seen.add(key)
@@ -218,16 +271,9 @@ class Outputs:
         for path in list(paths) + list(binary):
             if path is None:
                 continue
-            text = os.fspath(path)
-            if text == STDOUT:
-                if path in binary:
-                    raise HwsimError("this output is binary: it cannot go to standard output ('-'); give a file",
-                                     source=text)
-                key = STDOUT
-            else:
-                key = os.path.realpath(check_output_target(text))
+            key, _ = self._check_one(os.fspath(path), binary=path in binary)
             if key in seen:
-                raise HwsimError("given for two outputs of the same command", source=text)
+                raise HwsimError("given for two outputs of the same command", source=os.fspath(path))
             seen.add(key)
 
     def _stage(self, path, write) -> None:
@@ -270,49 +316,122 @@ class Outputs:
             raise HwsimError("cannot save array: object arrays are not saved", source=os.fspath(path))
         self._stage(path, lambda f: npformat.write_array(f, arr, allow_pickle=False))
 
+    def report(self, text: str) -> None:
+        """The command's report, printed at commit (standard output, or standard error when '-' is used)."""
+        self._report = text + "\n"
+
     def discard(self) -> None:
-        """Remove every staged temporary; nothing is written."""
+        """Remove every staged temporary and backup; nothing is written."""
         self._done = True
         staged, self._staged = self._staged, []
-        for tmp, _, _ in staged:
-            _unlink_quietly(tmp)
+        backups, self._backups = self._backups, []
+        for path in [tmp for tmp, _, _ in staged] + backups:
+            _unlink_quietly(path)
         self._stdout_text = None
 
     def commit(self) -> None:
-        """Rename every staged file onto its target, then write the standard-output text."""
+        """Write standard output, then rename every staged file onto its target: all of them or none."""
         if self._done:
             return
-        pending = self._stdout_text
-        from .interrupt import check
-        check()                 # a Ctrl-C that arrived while staging stops before any output is committed
+        from . import interrupt
+        data, report = self._stdout_text, self._report
+        done: list[tuple[Path, Path | None]] = []  # (target, its backup or None) already renamed
         try:
+            interrupt.check()   # a Ctrl-C that arrived while staging stops before any output is committed
             for _, target, given in self._staged:  # the targets may have changed since staging
                 check_output_target(given)
+                self._refuse_input(given)
+            backups = []
+            for _, target, given in self._staged:
+                backups.append(self._backup(target, given))
+            if data is not None:  # a second Ctrl-C while this blocks exits at once, nothing committed
+                with interrupt.stdout_write(self.discard):
+                    _write_stdout(data)
             directories = set()
-            while self._staged:
-                tmp, target, given = self._staged[0]
+            for (tmp, target, given), backup in zip(self._staged, backups):
                 try:
                     os.replace(tmp, target)
                 except OSError as exc:
                     raise HwsimError(f"cannot write file: {exc.strerror or exc}", source=given) from exc
-                self._staged.pop(0)
+                done.append((target, backup))
                 directories.add(target.parent if str(target.parent) else Path("."))
+            self._staged = []
+            if report is not None and data is None:  # the report is out, or the files are restored
+                with interrupt.stdout_write(self.discard):
+                    _write_stdout(report, escape=False)
             for directory in directories:
                 _fsync_directory(directory)
+        except BaseException:
+            for target, backup in reversed(done):  # put every replaced target back, remove the new ones
+                if backup is None:
+                    _unlink_quietly(target)
+                else:
+                    with contextlib.suppress(OSError):
+                        os.replace(backup, target)
+                    self._backups.remove(backup)  # (if it could not be put back, it stays: never deleted)
+            raise
         finally:
-            self.discard()  # removes whatever was not renamed (after a failure); no-op otherwise
-        if pending is not None:
-            _write_stdout(pending)
+            self.discard()  # temporaries not renamed and the backups
+        if report is not None and data is not None:
+            print(report, end="", file=sys.stderr, flush=True)
+
+    def _backup(self, target: Path, given: str) -> Path | None:
+        """Keep the existing `target` as a hard link beside it (a copy where links are refused), so a failed
+        commit can restore it; None when there is no target."""
+        if not os.path.lexists(target):
+            return None
+        directory = target.parent if str(target.parent) else Path(".")
+        try:
+            try:
+                backup = _link_beside(target, directory)
+                self._backups.append(backup)
+            except OSError:  # hard links refused here: a copy
+                fd, backup = _create_temp(directory, target.name, ".bak")
+                os.close(fd)
+                self._backups.append(backup)
+                shutil.copy2(target, backup)
+        except OSError as exc:
+            raise HwsimError(f"cannot keep the existing file until the outputs are committed: "
+                             f"{exc.strerror or exc}", source=given) from exc
+        return backup
 
 
-def _write_stdout(text: str) -> None:
-    import sys
+def _link_beside(target: Path, directory: Path) -> Path:
+    """A new hard link to `target` under a fresh name in `directory`."""
+    for _ in range(100):
+        candidate = directory / f".{target.name}.{secrets.token_hex(6)}.bak"
+        try:
+            os.link(target, candidate)
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"could not create a backup link in {directory}")
 
-    if sys.stdout.isatty():  # data for a terminal: control characters shown, not sent
-        from simulator.errors import safe_text
-        text = safe_text(text, limit=None, keep_newlines=True)
-    sys.stdout.write(text)
-    sys.stdout.flush()
+
+def _write_stdout(text: str, escape: bool = True) -> None:
+    """Write `text` to standard output in one piece, straight to its file descriptor (nothing left in a
+    buffer to fail later); a failure is one HwsimError, a reader that went away (EPIPE) is not an error."""
+    stream = sys.stdout
+    if stream is None:
+        raise HwsimError("cannot write to standard output: it is closed")
+    try:
+        if escape and stream.isatty():  # data for a terminal: control characters shown, not sent
+            from simulator.errors import safe_text
+            text = safe_text(text, limit=None, keep_newlines=True)
+        stream.flush()
+        try:
+            fd = stream.fileno()
+        except (OSError, ValueError):  # not a real file (captured by a test): write through the stream
+            stream.write(text)
+            stream.flush()
+            return
+        data = memoryview(text.encode(getattr(stream, "encoding", None) or "utf-8", errors="backslashreplace"))
+        while data:
+            data = data[os.write(fd, data):]
+    except BrokenPipeError:  # output piped into head/less that closed early: the rest goes nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError) as exc:
+        raise HwsimError(f"cannot write to standard output: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def _unlink_quietly(path) -> None:

@@ -1,6 +1,8 @@
-"""Ctrl-C (SIGINT) for the command line: one line `hwsim: interrupted`, exit status 130, nothing half done.
+"""Ctrl-C (SIGINT) and SIGTERM for the command line: one line `hwsim: interrupted`, exit status 130, nothing
+half done.
 
-The `hwsim` command (cli.entry, and `python -m simulator.cli`) calls :func:`install` first thing. From then on:
+The `hwsim` command (simulator/entry.py, then cli.entry; `python -m simulator.cli`) calls :func:`install` first
+thing. From then on:
 
 - Start-up (module imports, before the command's guard): nothing has been written, so the handler prints the
   line and ends the process at once (no KeyboardInterrupt travelling through the import machinery).
@@ -14,12 +16,17 @@ The `hwsim` command (cli.entry, and `python -m simulator.cli`) calls :func:`inst
       exited 0), and the compiled object it was handing over goes missing;
     * numba's cache (loading, saving): saving writes index and data through temporary files that a
       KeyboardInterrupt would leave behind (numba's clean-up catches only Exception);
+    * module imports (importlib): numpy turns a KeyboardInterrupt inside its C extensions' import into an
+      ImportError (a traceback, exit 1);
     * the output functions listed in CRITICAL (committing staged outputs renames them all or none; a
       temporary file just created is registered for cleanup before the interrupt lands), and any code
       inside :func:`critical`.
 - A recorded interrupt is also raised by :func:`check`, which the engine calls between layers, and one lost
   anyway (an "unraisable" KeyboardInterrupt, e.g. in a ``__del__``) is silenced and delivered again.
 - A second Ctrl-C while the first is being handled is ignored: the line is printed once, never a traceback.
+  Except while standard output is written (:func:`stdout_write`: the write may block on a slow reader): the
+  first Ctrl-C waits until the text is out whole, a second one removes the staged files and exits at once.
+- SIGTERM is handled the same way, with the line `hwsim: terminated` and exit status 143.
 
 Nothing here acts unless :func:`install` was called: library users and the tests keep Python's behaviour.
 """
@@ -32,6 +39,8 @@ import sys
 
 LINE = "hwsim: interrupted"
 EXIT_STATUS = 130
+TERM_LINE = "hwsim: terminated"
+TERM_STATUS = 143
 RETRY_S = 0.02
 
 # (module, function) pairs during which an interrupt waits (see the module docstring)
@@ -44,13 +53,17 @@ CRITICAL = {
     ("simulator.fileio", "atomic_write_bytes"),
 }
 # modules during which an interrupt waits: numba's cache (it saves index and data through temporary files that
-# a KeyboardInterrupt would leave behind) and llvmlite's object-cache ctypes callbacks (they ignore exceptions)
-WAIT_MODULES = ("numba.core.caching", "llvmlite.binding.executionengine")
+# a KeyboardInterrupt would leave behind), llvmlite's object-cache ctypes callbacks (they ignore exceptions) and
+# the import machinery (a KeyboardInterrupt inside a C extension's import, numpy's, becomes an ImportError)
+WAIT_MODULES = ("numba.core.caching", "llvmlite.binding.executionengine", "importlib._bootstrap",
+                "importlib._bootstrap_external")
 
 _OFF, _STARTUP, _GUARDED, _DONE = range(4)
 _phase = _OFF
 _pending = False     # an interrupt arrived
 _delivered = False   # ... and was raised as KeyboardInterrupt
+_signum = None       # the signal of the interrupt (SIGINT or SIGTERM; the first one counts)
+_force_exit = None   # while standard output is written: clean-up before exiting at a second interrupt
 _critical_depth = 0
 _previous_unraisablehook = None
 
@@ -62,6 +75,7 @@ def install() -> None:
         return
     try:
         signal.signal(signal.SIGINT, _on_signal)
+        signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGALRM, _on_signal)
     except ValueError:  # not the main thread: leave Python's handling alone
         return
@@ -94,6 +108,7 @@ def finish() -> None:
     with contextlib.suppress(ValueError, OSError):
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGALRM, signal.SIG_IGN)
 
 
@@ -123,14 +138,31 @@ def critical():
         check()
 
 
+@contextlib.contextmanager
+def stdout_write(cleanup):
+    """Standard output being written (part of a critical section): an interrupt waits until the text is out,
+    but a second one calls `cleanup()` and exits at once (a reader that never reads must not hang hwsim)."""
+    global _force_exit
+    _force_exit = cleanup
+    try:
+        yield
+    finally:
+        _force_exit = None
+
+
+def _line_and_status(signum):
+    return (TERM_LINE, TERM_STATUS) if signum == signal.SIGTERM else (LINE, EXIT_STATUS)
+
+
 def report(stream=None) -> int:
     """Print the one line (once per process) and return the exit status; later interrupts are ignored."""
     global _reported
+    line, status = _line_and_status(_signum)
     if _phase == _OFF or not _reported:  # (not installed: in-process callers, every time)
         _reported = _phase != _OFF
-        print(LINE, file=sys.stderr if stream is None else stream, flush=True)
+        print(line, file=sys.stderr if stream is None else stream, flush=True)
     finish()
-    return EXIT_STATUS
+    return status
 
 
 _reported = False
@@ -139,17 +171,22 @@ _reported = False
 # ------------------------------------------------------------------------------------------------ internals
 
 def _on_signal(signum, frame):
-    """SIGINT, and SIGALRM: the timer that retries a waiting interrupt."""
-    global _pending, _delivered
+    """SIGINT or SIGTERM, and SIGALRM: the timer that retries a waiting interrupt."""
+    global _pending, _delivered, _signum
+    stop = signum in (signal.SIGINT, signal.SIGTERM)
     if _phase == _STARTUP:
-        if signum != signal.SIGINT:
+        if not stop:
             return
-        os.write(2, (LINE + "\n").encode())
-        os._exit(EXIT_STATUS)  # nothing written yet; no traceback through half-imported modules
+        _exit_now(signum)  # nothing written yet; no traceback through half-imported modules
     if _phase != _GUARDED or _delivered:
         return  # finished, or a second Ctrl-C while the first one unwinds
-    if signum == signal.SIGINT:
+    if stop:
+        if _pending and _force_exit is not None:  # a second one while standard output blocks
+            with contextlib.suppress(Exception):
+                _force_exit()
+            _exit_now(_signum)
         _pending = True
+        _signum = _signum or signum
     elif not _pending:
         return
     if _critical_depth or _must_wait(frame):
@@ -157,6 +194,13 @@ def _on_signal(signum, frame):
         return
     _delivered = True
     raise KeyboardInterrupt
+
+
+def _exit_now(signum):
+    line, status = _line_and_status(signum)
+    with contextlib.suppress(OSError):
+        os.write(2, (line + "\n").encode())
+    os._exit(status)
 
 
 def _must_wait(frame) -> bool:

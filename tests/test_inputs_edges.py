@@ -350,3 +350,53 @@ def test_out_of_memory_advice_names_what_helps(tmp_path, model_path, capsys, mon
     monkeypatch.setattr(commands, "import_model", oom)
     assert main(["import", "m.onnx", "-o", "m.qnn"]) == 2
     one_line(capsys, "out of memory", "model is too large")
+
+
+# --------------------------------------------------------------------------- input files that are not files
+
+def _cli(*args, timeout=60):
+    proc = subprocess.run([sys.executable, "-m", "simulator.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=timeout)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("hwsim: error: "), proc.stderr[-3000:]
+    return proc.returncode, lines[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_input_files_that_are_not_regular_files_are_refused_at_once(tmp_path, model_path):
+    """A FIFO (which would block forever), a directory or a device given as an input file: one line at once."""
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    lenet = ROOT / "models" / "lenet_digits_u8.qnn"
+    cases = [
+        (["run", lenet, "--hw", "tsmc90", "--input", fifo], "--input: not a regular file (a FIFO)"),
+        (["validate", lenet, "--dataset", fifo], "--dataset: not a regular file (a FIFO)"),
+        (["compare", lenet, "--hw", "tsmc90", "--hw", "generic45", "--input", fifo], "--input"),
+        (["inspect", fifo], "not a regular file (a FIFO)"),
+        (["estimate", fifo, "--hw", "tsmc90"], "not a regular file (a FIFO)"),
+        (["inspect", tmp_path], "not a regular file (a directory)"),
+        (["quantize", FLOAT_ONNX, "--calib", fifo, "-o", tmp_path / "o.qnn"], "--calib: not a regular file"),
+        (["analyze", FLOAT_ONNX, "--calib", ROOT / "models" / "digits_test.npz", "--qnn", fifo], "--qnn"),
+        (["validate", lenet, "--float-model", fifo], "--float-model"),
+    ]
+    if os.path.exists("/dev/zero"):
+        cases.append((["run", lenet, "--hw", "tsmc90", "--input", "/dev/zero"], "not a regular file (a device)"))
+    for args, needle in cases:
+        start = time.monotonic()
+        code, line = _cli(*args, timeout=30)
+        assert code == 2 and needle in line, (args, line)
+        assert time.monotonic() - start < 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.fifo"]
+
+
+def test_hw_names_too_long_for_a_file_are_one_line(tmp_path, capsys):
+    """--hw or an architecture's `tech:` longer than a file name may be: one line, exit 2 (no internal error)."""
+    lenet = ROOT / "models" / "lenet_digits_u8.qnn"
+    for name in ("A" * 256, "A" * 300, "/".join(["B" * 200] * 30)):
+        assert main(["run", str(lenet), "--hw", name]) == 2
+        one_line(capsys, "--hw", "cannot be a file")
+    arch = (ROOT / "hwconfigs" / "architectures" / "default.yaml").read_text()
+    design = tmp_path / "design.yaml"
+    design.write_text(arch.replace("format: hwsim-arch/1", "format: hwsim-arch/1\ntech: '" + "A" * 300 + "'", 1))
+    assert main(["estimate", str(lenet), "--hw", str(design)]) == 2
+    one_line(capsys, str(design), "tech")

@@ -9,6 +9,7 @@ interruption (the delay shrinks until it does).
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -24,14 +25,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 LINE = "hwsim: interrupted"
+TERM_LINE = "hwsim: terminated"
+ENDINGS = {signal.SIGINT: (LINE, 130), signal.SIGTERM: (TERM_LINE, 143)}
+CLI = ["-m", "simulator.cli"]
+SCRIPT = ["-c", "import sys; from simulator.entry import main; sys.exit(main())"]  # as the console script
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 
-def _run_and_interrupt(args, trigger, delay, env=None, cwd=None):
+def _run_and_interrupt(args, trigger, delay, env=None, cwd=None, sig=signal.SIGINT, launcher=CLI):
     """Start the command, wait for `trigger` (a module whose import just finished; None: from the start),
-    sleep `delay`, send SIGINT; return (exit status, standard error without the import-time lines)."""
-    cmd = [sys.executable, "-X", "importtime", "-m", "simulator.cli", *map(str, args)]
+    sleep `delay`, send `sig`; return (exit status, standard error without the import-time lines)."""
+    cmd = [sys.executable, "-X", "importtime", *launcher, *map(str, args)]
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines = []
     try:
@@ -43,7 +48,7 @@ def _run_and_interrupt(args, trigger, delay, env=None, cwd=None):
                     break
         time.sleep(delay)
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)
         lines += proc.stderr.readlines()
         status = proc.wait(timeout=120)
     finally:
@@ -57,25 +62,26 @@ def _temporaries(directory: Path):
     return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp") or ".tmp." in p.name)
 
 
-def _check_ending(status, err, outputs, directory):
+def _check_ending(status, err, outputs, directory, sig=signal.SIGINT):
     """'interrupted' or 'finished'; anything else fails the test."""
     if status == 0:
         assert err == [], err
         return "finished"
-    assert status == 130, f"exit status {status}, stderr:\n" + "\n".join(err[-30:])
-    assert err == [LINE]
+    line, expected = ENDINGS[sig]
+    assert status == expected, f"exit status {status}, stderr:\n" + "\n".join(err[-30:])
+    assert err == [line]
     assert [p.name for p in outputs if p.exists()] == []
     assert _temporaries(directory) == []
     return "interrupted"
 
 
-def _interrupt_at(args, points, outputs, directory, env=None):
-    """Send SIGINT at each (trigger, delay); halve a delay that let the command finish (up to 3 times)."""
+def _interrupt_at(args, points, outputs, directory, env=None, sig=signal.SIGINT, launcher=CLI):
+    """Send `sig` at each (trigger, delay); halve a delay that let the command finish (up to 3 times)."""
     endings = []
     for trigger, delay in points:
         for _ in range(4):
-            status, err = _run_and_interrupt(args, trigger, delay, env=env, cwd=directory)
-            ending = _check_ending(status, err, outputs, directory)
+            status, err = _run_and_interrupt(args, trigger, delay, env=env, cwd=directory, sig=sig, launcher=launcher)
+            ending = _check_ending(status, err, outputs, directory, sig)
             if ending == "interrupted":
                 break
             for p in outputs:
@@ -265,9 +271,112 @@ def test_nothing_changes_without_install():
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "raised\n", "")
 
 
-def test_the_hwsim_script_is_the_guarded_entry():
-    """The console script calls cli.entry (Ctrl-C handled from start-up to exit), not main."""
+def test_the_hwsim_script_is_the_early_entry():
+    """The console script is simulator/entry.py: its signal handlers go in before anything but os, signal and
+    sys is imported, then cli.entry (Ctrl-C handled from start-up to exit) takes over."""
     text = (ROOT / "pyproject.toml").read_text()
-    assert re.search(r'^hwsim = "simulator\.cli:entry"$', text, re.M)
-    from simulator import cli
-    assert callable(cli.entry)
+    assert re.search(r'^hwsim = "simulator\.entry:main"$', text, re.M)
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import simulator.entry"],
+                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    names = [line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    imported = names[names.index("simulator") + 1:names.index("simulator.entry")]
+    assert set(imported) <= {"signal"}, imported
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_while_the_console_script_imports_the_cli(tmp_path, sig):
+    """A signal just after the console script's module is imported (simulator.cli, argparse still loading):
+    the one line, no traceback."""
+    out = tmp_path / "y.npy"
+    args = ["run", MODELS / "lenet_digits_u8.qnn", "--hw", "tsmc90", "--output", out]
+    endings = _interrupt_at(args, [("simulator.entry", 0.0), ("simulator.entry", 0.005), ("simulator.entry", 0.02),
+                                   ("argparse", 0.0), ("simulator.commands", 0.0)], [out], tmp_path, sig=sig,
+                            launcher=SCRIPT)
+    assert endings[:3] == ["interrupted"] * 3
+
+
+def test_sigterm_during_a_run_leaves_no_outputs(tmp_path, big_dataset):
+    """SIGTERM is handled like Ctrl-C: staged outputs removed, one line `hwsim: terminated`, exit 143."""
+    out, report, csv = tmp_path / "y.npy", tmp_path / "r.json", tmp_path / "layers.csv"
+    args = ["run", MODELS / "lenet_digits_u8.qnn", "--hw", "tsmc90", "--dataset", big_dataset, "--batch-size", "8",
+            "--output", out, "--json", report, "--csv", csv]
+    _interrupt_at(args, [("numpy", 0.0), ("simulator.commands", 0.3), ("simulator.commands", 1.0)],
+                  [out, report, csv], tmp_path, sig=signal.SIGTERM)
+
+
+def _blocked_on_stdout(proc, timeout=60):
+    """Wait until `proc` blocks writing to its standard output pipe (Linux: /proc/PID/wchan)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        with open(f"/proc/{proc.pid}/wchan") as f:
+            if "pipe_write" in f.read():
+                return
+        time.sleep(0.05)
+    raise AssertionError("never blocked on standard output")
+
+
+@pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/wchan"), reason="needs Linux /proc")
+@pytest.mark.parametrize("second", [False, True])
+def test_interrupt_while_standard_output_blocks(tmp_path, second):
+    """`--json -` into a pipe nobody reads yet (more than the pipe buffer). One Ctrl-C waits until the JSON is
+    out whole (then the command reports the interruption: one line at the end); a second one exits at once:
+    exit 130, only the line on standard error, no file output, no temporary left."""
+    csv = tmp_path / "r.csv"
+    topo = MODELS / "topologies" / "resnet18.csv"
+    r, w = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-m", "simulator.cli", "compare", str(topo), "--hw", "tsmc90", "--hw",
+                             "generic45", "--hw", "tpu_like", "--json", "-", "--csv", str(csv)],
+                            stdout=w, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    os.close(w)
+    try:
+        _blocked_on_stdout(proc)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        assert proc.poll() is None  # still writing: the JSON is not cut
+        if second:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=10) == 130
+        with os.fdopen(r, "rb") as reader:
+            data = reader.read()
+        err = proc.stderr.read()
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if second:
+        assert err == LINE + "\n"
+        assert list(tmp_path.iterdir()) == []
+    else:
+        assert json.loads(data)["designs"]
+        lines = err.splitlines()
+        assert lines[-1] == LINE and lines.count(LINE) == 1 and "Traceback" not in err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv"]
+
+
+def test_interrupt_waits_until_an_import_is_done(tmp_path):
+    """A Ctrl-C during an import (numpy's C extensions turn a KeyboardInterrupt into an ImportError) is raised
+    once the import is done."""
+    (tmp_path / "slow_module.py").write_text(textwrap.dedent("""
+        import os, signal, time
+        os.kill(os.getpid(), signal.SIGINT)
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end:
+            pass
+        DONE = True
+    """))
+    proc = _child("""
+        import sys, time
+        sys.path.insert(0, sys.argv[1])
+        from simulator import interrupt
+        interrupt.install()
+        try:
+            with interrupt.guarded():
+                import slow_module
+                time.sleep(1)
+                print("not delivered")
+        except KeyboardInterrupt:
+            print("delivered after the import" if "slow_module" in sys.modules else "raised inside the import")
+    """, tmp_path)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "delivered after the import\n", "")

@@ -330,3 +330,155 @@ def test_symlink_to_regular_file_is_written_through(tmp_path):
     dangling.symlink_to(tmp_path / "nowhere")
     with pytest.raises(HwsimError, match="symbolic link"):
         check_output_target(dangling)
+
+
+# ------------------------------------------------------------------------------- outputs that are inputs
+
+MODELS = ROOT / "models"
+
+
+def _workdir(tmp_path):
+    """Copies of the shipped files a command may read, in a fresh directory."""
+    import shutil
+    for src, name in ((LENET, "m.qnn"), (MODELS / "lenet_digits_ort_qdq.onnx", "q.onnx"),
+                      (MODELS / "lenet_digits_float.onnx", "f.onnx"), (MODELS / "digits_test.npz", "c.npz"),
+                      (ROOT / "hwconfigs" / "tsmc90.yaml", "hw.yaml")):
+        shutil.copy(src, tmp_path / name)
+    np.save(tmp_path / "x.npy", np.load(tmp_path / "c.npz")["x"][:4])
+    (tmp_path / "link.qnn").symlink_to(tmp_path / "m.qnn")
+    os.link(tmp_path / "m.qnn", tmp_path / "hard.qnn")
+
+
+@pytest.mark.parametrize("victim, option, args", [
+    ("m.qnn", "--json", ["run", "m.qnn", "--hw", "tsmc90", "--json", "m.qnn"]),
+    ("m.qnn", "--output", ["run", "m.qnn", "--hw", "tsmc90", "--output", "link.qnn"]),
+    ("x.npy", "--output", ["run", "m.qnn", "--hw", "tsmc90", "--input", "x.npy", "--output", "x.npy"]),
+    ("c.npz", "--csv", ["run", "m.qnn", "--hw", "tsmc90", "--dataset", "c.npz", "--csv", "c.npz"]),
+    ("hw.yaml", "--json", ["run", "m.qnn", "--hw", "hw.yaml", "--json", "hw.yaml"]),
+    ("q.onnx", "--output", ["import", "q.onnx", "-o", "q.onnx"]),
+    ("m.qnn", "--output", ["export", "m.qnn", "-o", "hard.qnn"]),
+    ("f.onnx", "--json", ["quantize", "f.onnx", "--calib", "c.npz", "-o", "o.qnn", "--json", "f.onnx"]),
+    ("c.npz", "--json", ["quantize", "f.onnx", "--calib", "c.npz", "-o", "o.qnn", "--json", "c.npz"]),
+    ("m.qnn", "--json", ["inspect", "m.qnn", "--json", "m.qnn"]),
+    ("m.qnn", "--json", ["compare", "m.qnn", "--hw", "tsmc90", "--hw", "generic45", "--json", "link.qnn"]),
+    ("f.onnx", "--csv", ["estimate", "f.onnx", "--hw", "tsmc90", "--csv", "f.onnx"]),
+    ("m.qnn", "--json", ["validate", "m.qnn", "--json", "m.qnn"]),
+    ("f.onnx", "--json", ["analyze", "f.onnx", "--calib", "c.npz", "--json", "f.onnx"]),
+])
+def test_output_that_is_an_input_is_refused_and_the_input_kept(tmp_path, victim, option, args):
+    """An output naming a file the command reads (the same path, a symbolic link or a hard link to it) is
+    refused before any work: one line naming the output, the input untouched, nothing written."""
+    _workdir(tmp_path)
+    before = (tmp_path / victim).read_bytes()
+    listing = sorted(p.name for p in tmp_path.iterdir())
+    proc = subprocess.run([sys.executable, "-m", "simulator.cli", *args], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2, proc.stderr
+    line = one_error_line(proc.stderr)
+    assert f"{option}: is an input of this command" in line, line
+    assert (tmp_path / victim).read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == listing
+
+
+def test_output_that_is_the_tech_table_of_an_architecture_is_refused(tmp_path):
+    """The technology table an architecture file names is an input too."""
+    tech = tmp_path / "tech.yaml"
+    tech.write_bytes((ROOT / "hwconfigs" / "tsmc90.yaml").read_bytes())
+    arch = (ROOT / "hwconfigs" / "architectures" / "default.yaml").read_text()
+    design = tmp_path / "design.yaml"
+    design.write_text(arch.replace("format: hwsim-arch/1", "format: hwsim-arch/1\ntech: tech.yaml", 1))
+    code, out, err = run_cli("run", LENET, "--hw", design, "--json", tech)
+    assert code == 2, err
+    assert "is an input of this command" in one_error_line(err)
+    assert tech.read_bytes() == (ROOT / "hwconfigs" / "tsmc90.yaml").read_bytes()
+
+
+# ------------------------------------------------------------------------------- commit as a transaction
+
+def _cli_child(code, cwd, *args):
+    """Run the CLI in a child after `code` (a patch of the environment hwsim sees)."""
+    import textwrap
+    script = textwrap.dedent(code) + "\nimport sys\nfrom simulator.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    return subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_failed_rename_at_commit_restores_every_target(tmp_path):
+    """A rename that fails at commit (EPERM, say) undoes the ones already done: a replaced file is back, a
+    new one removed, no temporary or backup left."""
+    (tmp_path / "a.json").write_text("OLD REPORT")
+    (tmp_path / "b.csv").write_text("old csv")
+    proc = _cli_child("""
+        import errno, os
+        real_replace = os.replace
+        def replace(src, dst):
+            if str(dst).endswith("b.csv"):
+                raise PermissionError(errno.EPERM, "Operation not permitted")
+            real_replace(src, dst)
+        os.replace = replace
+    """, tmp_path, "run", LENET, "--hw", "tsmc90", "--output", "y.npy", "--json", "a.json", "--csv", "b.csv")
+    assert proc.returncode == 2, proc.stderr
+    assert "b.csv: cannot write file: Operation not permitted" in one_error_line(proc.stderr)
+    assert proc.stdout == ""
+    assert (tmp_path / "a.json").read_text() == "OLD REPORT"
+    assert (tmp_path / "b.csv").read_text() == "old csv"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.csv"]
+
+
+def test_outputs_plan_keeps_no_backup_after_success(tmp_path):
+    a = tmp_path / "a.txt"
+    a.write_text("old")
+    link = tmp_path / "other-name.txt"
+    os.link(a, link)
+    with Outputs() as outputs:
+        outputs.text(a, "new")
+    assert a.read_text() == "new" and link.read_text() == "old"  # replaced, not written in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "other-name.txt"]
+
+
+def test_target_of_another_user_in_a_sticky_directory_refused_early(tmp_path):
+    """In a sticky directory (like /tmp) a file that the user does not own, in a directory the user does not
+    own, cannot be renamed onto (EPERM): refused before any work, unless root. Run as another user by
+    pretending the effective user id differs from the owner of both."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    target = shared / "b.csv"
+    target.write_text("someone else's")
+    target.chmod(0o666)
+    other = os.stat(target).st_uid + 4242
+    proc = _cli_child(f"import os\nos.geteuid = lambda: {other}\n", tmp_path,
+                      "run", LENET, "--hw", "tsmc90", "--json", "a.json", "--csv", target)
+    assert proc.returncode == 2, proc.stderr
+    assert "sticky" in one_error_line(proc.stderr)
+    assert target.read_text() == "someone else's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared"]
+    assert sorted(p.name for p in shared.iterdir()) == ["b.csv"]
+
+
+# ---------------------------------------------------------------------------------- standard output fails
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_standard_output_full_is_one_error_and_no_file_output(tmp_path):
+    """Standard output that cannot be written (a full device): one line, exit 2, and no file output (standard
+    output is written before the files are committed)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for args in (["run", LENET, "--hw", "tsmc90", "--json", "-", "--csv", "r.csv", "--output", "y.npy"],
+                 ["inspect", LENET], ["run", LENET, "--hw", "tsmc90", "--json", "r.json"]):
+        with open("/dev/full", "wb") as full:
+            proc = subprocess.run([sys.executable, "-m", "simulator.cli", *map(str, args)], stdout=full,
+                                  stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+        assert (proc.returncode, proc.stderr) == (
+            2, "hwsim: error: cannot write to standard output: No space left on device\n"), (args, proc.stderr)
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_closed_standard_output_is_one_error_and_no_file_output(tmp_path):
+    """`hwsim ... --json - >&-`: refused at once with one line; the console script's entry keeps the closed
+    descriptor occupied so no file opened later takes its place."""
+    proc = subprocess.run([sys.executable, "-m", "simulator.entry", "run", str(LENET), "--hw", "tsmc90",
+                           "--json", "-", "--csv", "r.csv"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          preexec_fn=lambda: os.close(1))
+    assert (proc.returncode, proc.stderr) == (2, "hwsim: error: cannot write to standard output: it is closed\n")
+    assert list(tmp_path.iterdir()) == []

@@ -228,12 +228,16 @@ def shipped_table_names() -> list[str]:
 def resolve_hw_path(arg: str) -> Path:
     """`arg` as given if it is a file; else `arg` or `arg.yaml` in ./hwconfigs, then in the shipped tables."""
     given = Path(arg)
-    if given.is_file():
-        return given
-    for directory in (Path.cwd() / "hwconfigs", shipped_hwconfigs_dir()):
-        for candidate in (directory / arg, directory / (arg + ".yaml")):
-            if candidate.is_file():
-                return candidate
+    try:
+        if given.is_file():
+            return given
+        for directory in (Path.cwd() / "hwconfigs", shipped_hwconfigs_dir()):
+            for candidate in (directory / arg, directory / (arg + ".yaml")):
+                if candidate.is_file():
+                    return candidate
+    except OSError as exc:  # a name the system refuses, e.g. longer than 255 bytes
+        raise HwsimError(f"no hardware table: a name of {len(arg)} characters cannot be a file "
+                         f"({exc.strerror or exc})", source="--hw") from None
     names = ", ".join(shipped_table_names()) or "(none found)"
     raise HwsimError(f"no hardware table '{arg}': not a file, and not in ./hwconfigs or "
                      f"{shipped_hwconfigs_dir()}; shipped tables: {names}", source="--hw")
