@@ -19,7 +19,8 @@ import numpy as np
 from .encodings import BinaryAct, CodebookW, EnqAct, KnqAct, ThresholdAct
 from .errors import HwsimError
 from . import interrupt
-from .graph import MAC_OPS, Layer, Model, default_pad_code, pad_value
+from .graph import (LIMITS, MAC_OPS, Layer, Model, check_run_work, default_pad_code, layer_figures, pad_value,
+                    run_work)
 from .kernels import mac, pairsat, popcount
 from .trace import STATIC_FIELDS, LayerCounts, Trace
 from .units import pooling, resize
@@ -122,6 +123,9 @@ class RunResult:
 class Engine:
     model: Model
     plans: dict = field(default_factory=dict)
+    _work_checked: bool = field(default=False, repr=False)
+    _work: int | None = field(default=None, repr=False)
+    _single: tuple | None = field(default=None, repr=False)
 
     def __post_init__(self):
         self.model.check()   # every structural check (threshold encodings, accumulators, budget) is there
@@ -137,6 +141,12 @@ class Engine:
         model = self.model
         codes = check_input_shape(model, np.asarray(codes))
         n = codes.shape[0]
+        if not self._work_checked:   # the execution limit (graph.check_run_work): one sample's work
+            try:
+                check_run_work(model, 1)
+            except HwsimError as exc:
+                raise HwsimError(exc.message, source=model.source, field=exc.field) from None
+            self._work_checked = True
         tensors = {"input": codes.astype(np.int64)}
         consumers = _last_use(model)
         trace = Trace(batch=n, dram_input_bits=codes.size * model.input_enc.storage_bits)
@@ -145,7 +155,7 @@ class Engine:
             interrupt.check()  # Ctrl-C at the command line: raised here if it could not be at once
             counts = LayerCounts(lay.name, lay.op, batch=n)
             inputs = [tensors[name] for name in lay.inputs]
-            tensors[lay.name] = RUNNERS[lay.op](self, lay, inputs, counts)
+            tensors[lay.name] = self.run_layer(lay, inputs, counts)
             _count_traffic(lay, inputs, tensors[lay.name], counts)
             trace.layers.append(counts)
             if not keep_all:
@@ -155,7 +165,34 @@ class Engine:
         elapsed = time.perf_counter() - start
         out = tensors[model.output_name]
         trace.dram_output_bits = out.size * model.layers[-1].out_enc.storage_bits
-        return RunResult(out, tensors, trace, elapsed)
+        result = RunResult(out, tensors, trace, elapsed)
+        if n == 1 and not keep_all and self.work_per_sample >= REUSE_WORK:
+            # a heavy model's single-sample run (the CLI's JIT warm-up) is kept for run_batched to reuse
+            self._single = (codes.astype(np.int64), result)
+        return result
+
+    def run_layer(self, lay: Layer, inputs: list, counts: LayerCounts) -> np.ndarray:
+        """One layer on its input codes; a failure that depends on the data (e.g. a requantizer overflow) names
+        the model file and the layer."""
+        try:
+            return RUNNERS[lay.op](self, lay, inputs, counts)
+        except HwsimError as exc:
+            where = f"layers.{lay.name}"
+            fld = exc.field if exc.field and exc.field.startswith(where) else where
+            raise HwsimError(exc.message, source=exc.source or self.model.source, field=fld) from None
+
+    @property
+    def work_per_sample(self) -> int:
+        if self._work is None:
+            self._work = run_work(self.model)
+        return self._work
+
+    def take_single(self, codes: np.ndarray):
+        """The kept result of a single-sample run on exactly `codes` [1, ...] (once), else None."""
+        kept, self._single = self._single, None
+        if kept is not None and kept[0].shape == codes.shape and np.array_equal(kept[0], codes):
+            return kept[1]
+        return None
 
     # ----------------------------------------------------------------------------------- per op
 
@@ -399,15 +436,53 @@ def _count_traffic(lay: Layer, inputs, output, counts: LayerCounts):
         counts.weight_bits[f"{lay.name}.table"] = n * lay.table.size * lay.out_enc.storage_bits
 
 
+REUSE_WORK = 1 << 26   # work units (~67 ms) from which a single-sample run is worth keeping for run_batched
+
+
+def check_stored_samples(model: Model, codes: np.ndarray, passes: int = 1) -> None:
+    """The execution limit over all samples when they are the model's own `sample_input` (part of the file, so
+    the file's work); samples the user supplies are the user's choice of work (--limit N bounds it)."""
+    stored = model.sample_input
+    if stored is None or tuple(codes.shape) != tuple(stored.shape) or not np.array_equal(codes, stored):
+        return
+    try:
+        check_run_work(model, codes.shape[0], "sample_input", passes)
+    except HwsimError as exc:
+        raise HwsimError(exc.message, source=model.source, field=exc.field) from None
+
+
+def batch_for_memory(model: Model, batch_size: int) -> int:
+    """`batch_size`, made smaller for a model whose largest layer would touch more than LIMITS["layer_bytes"]
+    (the per-sample memory limit) for the whole batch: the engine's int64 tensors then stay near that size."""
+    per_sample = max(layer_figures(lay)["bytes"] for lay in model.layers)
+    return max(1, min(int(batch_size), LIMITS["layer_bytes"] // max(per_sample, 1)))
+
+
 def run_batched(engine: Engine, codes: np.ndarray, batch_size: int = 512):
-    """Run a large set in batches (bounded memory); returns outputs and the summed trace."""
-    codes = check_input_shape(engine.model, np.asarray(codes))
+    """Run a large set in batches (bounded memory); returns outputs and the summed trace.
+
+    The batch shrinks for a model with large layers (batch_for_memory); the model's stored sample input must be
+    within the execution limit as a whole (check_stored_samples); a single-sample run just made on the first
+    sample (the CLI's JIT warm-up) is reused rather than repeated for a heavy model."""
+    model = engine.model
+    codes = check_input_shape(model, np.asarray(codes))
+    check_stored_samples(model, codes)
+    batch_size = batch_for_memory(model, batch_size)
     outputs, total, functional_s = [], None, 0.0
-    for start in range(0, codes.shape[0], batch_size):
-        res = engine.run(codes[start:start + batch_size])
+    start = 0
+    first = engine.take_single(codes[:1])
+    if first is not None:
+        outputs.append(first.output)
+        functional_s += first.functional_s
+        total = first.trace
+        start = 1
+    while start < codes.shape[0]:
+        stop = min(codes.shape[0], start + batch_size)
+        res = engine.run(codes[start:stop])
         outputs.append(res.output)
         functional_s += res.functional_s
         total = res.trace if total is None else _merge(total, res.trace)
+        start = stop
     return RunResult(np.concatenate(outputs), {}, total, functional_s)
 
 

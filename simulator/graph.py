@@ -51,13 +51,22 @@ MAX_DIM = 1 << 24
 # The work and memory budget (check_budget; docs/qnn-format.md "Limits"), per sample unless said otherwise.
 # HWSIM_NO_LIMITS=1 in the environment, or --no-limits on the command line, lifts these (not MAX_DIM).
 LIMITS = {
-    "output_elements": 1 << 31,   # elements of one layer's output tensor
+    # structural and memory limits: checked by every command that reads a model (inspect, import, estimate, run)
+    "output_elements": 1 << 24,   # elements of one layer's output tensor (and of the input)
     "layer_ops": 1 << 36,         # MACs / compares / adds of one layer
     "model_ops": 1 << 38,         # MACs / compares / adds of the whole model
-    "layer_bytes": 8 << 30,       # bytes one layer touches at the engine's int64 width (inputs, weights, output)
+    "layer_bytes": 1 << 28,       # activation bytes one layer touches at the engine's int64 width (inputs, output)
+    "param_bytes": 1 << 30,       # parameter bytes of one layer at the engine's int64 width (VGG-16 fc6: 822 MB)
+    "model_param_bytes": 3 << 29,  # parameter bytes of the whole model at int64 width (VGG-16: 1.1 GB)
     "window": 1 << 20,            # cells of one kernel window (conv / pool)
     "stride_phases": 1 << 20,     # stride_h * stride_w of one layer
-    "sample_elements": 1 << 24,   # elements of the sample input stored in a model (all samples)
+    "sample_elements": 1 << 20,   # elements of the sample input stored in a model (all samples)
+    "layers": 1 << 14,            # layers in a model
+    "layer_inputs": 1 << 10,      # inputs of one layer (add, concat)
+    "model_inputs": 1 << 16,      # inputs of all layers together (the graph's edges)
+    # execution limit: checked where the engine runs (run, validate, compare; check_run_work), not by inspect or
+    # estimate: the engine's estimated time (run_work, about nanoseconds on the reference machine) of one run
+    "run_work": 1 << 33,
 }
 _NO_LIMITS = contextvars.ContextVar("hwsim_no_limits", default=False)
 
@@ -225,11 +234,18 @@ def _check_model(model: Model):
     if model.input_rounding not in ROUNDINGS:
         _fail(f"must be one of {ROUNDINGS}", "input.rounding")
     if model.input_division not in INPUT_DIVISIONS:
-        _fail(f"must be one of {INPUT_DIVISIONS}, got {model.input_division!r}", "input.division")
+        _fail(f"must be one of {INPUT_DIVISIONS}, got {_short(model.input_division)}", "input.division")
     if not isinstance(model.output_dequantize, bool):
-        _fail(f"must be true or false, got {model.output_dequantize!r}", "output.dequantize")
+        _fail(f"must be true or false, got {_short(model.output_dequantize)}", "output.dequantize")
     if not model.layers:
         _fail("the model has no layers", "layers")
+    if limits_enabled() and len(model.layers) > LIMITS["layers"]:
+        _fail(f"the model has {_fmt(len(model.layers))} layers, more than the limit of {_limit_text('layers')} "
+              f"{LIMITS_HINT}", "layers")
+    edges = sum(len(lay.inputs) for lay in model.layers if isinstance(lay.inputs, (list, tuple)))
+    if limits_enabled() and edges > LIMITS["model_inputs"]:
+        _fail(f"the layers list {_fmt(edges)} inputs in all, more than the limit of "
+              f"{_limit_text('model_inputs')} {LIMITS_HINT}", "layers")
     if model.sample_input is not None:
         if model.sample_input.ndim < 1 or tuple(model.sample_input.shape[1:]) != tuple(shape):
             _fail(f"shape {list(model.sample_input.shape)} does not match input shape {shape}", "sample_input")
@@ -244,19 +260,22 @@ def _check_model(model: Model):
     for i, lay in enumerate(model.layers):
         where = f"layers[{i}]"
         if not isinstance(lay.name, str) or not lay.name or lay.name in shapes:
-            _fail(f"layer name {lay.name!r} is empty or not unique", f"{where}.name")
+            _fail(f"layer name {_short(lay.name)} is empty or not unique", f"{where}.name")
         where = f"layers.{lay.name}"
         if lay.op not in OPS:
-            _fail(f"unknown op {lay.op!r}; supported: {', '.join(OPS)}", f"{where}.op")
+            _fail(f"unknown op {_short(lay.op)}; supported: {', '.join(OPS)}", f"{where}.op")
         unknown = set(lay.attrs) - set(ATTR_DEFAULTS[lay.op])
         if unknown:
             _fail(f"unknown attribute(s) {sorted(unknown)} for {lay.op}; allowed: {sorted(ATTR_DEFAULTS[lay.op])}",
                   f"{where}.attrs")
         if not isinstance(lay.inputs, (list, tuple)) or not lay.inputs:
             _fail("must list at least one input tensor", f"{where}.inputs")
+        if limits_enabled() and len(lay.inputs) > LIMITS["layer_inputs"]:
+            _fail(f"lists {_fmt(len(lay.inputs))} inputs, more than the limit of {_limit_text('layer_inputs')} "
+                  f"{LIMITS_HINT}", f"{where}.inputs")
         for name in lay.inputs:
             if name not in shapes:
-                _fail(f"input {name!r} is not the model input or an earlier layer", f"{where}.inputs")
+                _fail(f"input {_short(name)} is not the model input or an earlier layer", f"{where}.inputs")
         n_in = {"add": None, "concat": None, "mul": 2}.get(lay.op, 1)
         if n_in is not None and len(lay.inputs) != n_in:
             _fail(f"{lay.op} takes {n_in} input(s), got {len(lay.inputs)}", f"{where}.inputs")
@@ -317,10 +336,10 @@ def _check_mac(lay, where):
         _fail(f"shape {list(w.shape)} has a dimension above {MAX_DIM}", f"{where}.weight.shape")
     acc_bits = _int_list([lay.attr("acc_bits")], 1, f"{where}.attrs.acc_bits", lo=2, hi=64)[0]
     if lay.attr("overflow") not in ("wrap", "saturate"):
-        _fail(f"must be 'wrap' or 'saturate', got {lay.attr('overflow')!r}", f"{where}.attrs.overflow")
+        _fail(f"must be 'wrap' or 'saturate', got {_short(lay.attr('overflow'))}", f"{where}.attrs.overflow")
     if lay.op == "conv2d":
         if len(inp) != 3:
-            _fail(f"conv2d needs a [C, H, W] input, got {list(inp)} from {lay.inputs[0]!r}", f"{where}.inputs")
+            _fail(f"conv2d needs a [C, H, W] input, got {list(inp)} from {_short(lay.inputs[0])}", f"{where}.inputs")
         if w.ndim != 4:
             _fail(f"conv2d weight must be [Co, Ci/groups, KH, KW], got {list(w.shape)}", f"{where}.weight.shape")
         co, cig, kh, kw = w.shape
@@ -342,13 +361,14 @@ def _check_mac(lay, where):
             lo, hi = in_enc.code_range()
             _int_list([pad_code], 1, f"{where}.attrs.pad_code", lo=lo)
             if pad_code > hi:
-                _fail(f"must be a code of the input encoding in [{lo}, {hi}], got {pad_code}", f"{where}.attrs.pad_code")
+                _fail(f"must be a code of the input encoding in [{lo}, {hi}], got {_short(pad_code)}",
+                      f"{where}.attrs.pad_code")
         if not isinstance(lay.attr("binary_pad"), str) or lay.attr("binary_pad") not in BINARY_PAD_MODES:
             _fail(f"must be one of {BINARY_PAD_MODES}", f"{where}.attrs.binary_pad")
         lay.out_shape = (co, ho, wo)
     else:
         if len(inp) != 1:
-            _fail(f"dense needs a flat [K] input, got {list(inp)} from {lay.inputs[0]!r} (add a flatten layer)",
+            _fail(f"dense needs a flat [K] input, got {list(inp)} from {_short(lay.inputs[0])} (add a flatten layer)",
                   f"{where}.inputs")
         if w.ndim != 2:
             _fail(f"dense weight must be [Co, K], got {list(w.shape)}", f"{where}.weight.shape")
@@ -424,14 +444,23 @@ def _check_mac_output(lay, where, co):
             m = lay.in_encs[0].value_scale * lay.weight_enc.channel_scales(co) / enc.value_scale
     else:
         m = np.asarray(mult, dtype=np.float64)
-    _check_multipliers(m, lay.attr("requant"), where)
+    _check_multipliers(m, lay.attr("requant"), where, explicit=mult is not None)
 
 
-def _check_multipliers(m, mode, where):
+def _check_multipliers(m, mode, where, explicit=False):
     m = np.asarray(m, dtype=np.float64).reshape(-1)
     if not np.all(np.isfinite(m)) or not np.all(m > 0):
         _fail("the scales give a requantization multiplier (s_in * s_w / s_out) that is zero or not finite",
               f"{where}.encoding.scale")
+    # a multiplier whose fixed-point form (the requantizer's own arithmetic) no non-zero accumulator survives
+    if mode in ("fixed_double", "shift"):
+        from .units.requantizer import multiplier_fault
+        for v in dict.fromkeys(m.tolist()):
+            fault = multiplier_fault(v, mode)
+            if fault:
+                fld = f"{where}.attrs.multiplier" if explicit else f"{where}.encoding.scale"
+                what = "multiplier" if explicit else "multiplier s_in * s_w / s_out"
+                _fail(f"{what} {v:.6g}: {fault}", fld)
     if mode == "float32":
         with np.errstate(all="ignore"):
             m32 = m.astype(np.float32)
@@ -563,7 +592,7 @@ def _check_pool(lay, where):
         if fzp is not None:
             _int_list([fzp], 1, f"{where}.attrs.float_zero_point", lo=-(1 << 16))
             if fzp > 1 << 16:
-                _fail(f"must be an integer in [-65536, 65536], got {fzp}", f"{where}.attrs.float_zero_point")
+                _fail(f"must be an integer in [-65536, 65536], got {_short(fzp)}", f"{where}.attrs.float_zero_point")
         return
     if lay.op == "avgpool" and lay.attr("float_zero_point") is not None:
         _fail("float_zero_point applies to rounding 'ort_float32' only", f"{where}.attrs.float_zero_point")
@@ -604,10 +633,10 @@ def _check_concat(lay, where):
     first = lay.in_shapes[0]
     for name, shape, enc in zip(lay.inputs, lay.in_shapes, lay.in_encs):
         if len(shape) != len(first) or shape[1:] != first[1:]:
-            _fail(f"input {name!r} has shape {list(shape)}, which does not concatenate with {list(first)} "
+            _fail(f"input {_short(name)} has shape {list(shape)}, which does not concatenate with {list(first)} "
                   "along channels", f"{where}.inputs")
         if enc != lay.in_encs[0]:
-            _fail(f"input {name!r} has a different encoding; concat needs equal encodings", f"{where}.inputs")
+            _fail(f"input {_short(name)} has a different encoding; concat needs equal encodings", f"{where}.inputs")
     lay.out_shape = (sum(s[0] for s in lay.in_shapes),) + tuple(first[1:])
     _inherit_encoding(lay, where)
 
@@ -639,7 +668,7 @@ def _check_add(lay, where):
     if not np.all(np.isfinite(ratios)) or not np.all(ratios > 0):
         _fail("an input scale / output scale ratio is zero or not finite", f"{where}.encoding.scale")
     if lay.attr("rescale") not in ADD_RESCALES:
-        _fail(f"must be one of {ADD_RESCALES}, got {lay.attr('rescale')!r}", f"{where}.attrs.rescale")
+        _fail(f"must be one of {ADD_RESCALES}, got {_short(lay.attr('rescale'))}", f"{where}.attrs.rescale")
     if lay.attr("rescale") == "dequantize" and lay.attr("requant") not in ("float32", "float64"):
         _fail("rescale 'dequantize' needs requant float32 or float64", f"{where}.attrs.rescale")
     lay.out_shape = out_shape
@@ -650,7 +679,8 @@ def _check_mul(lay, where):
     lay.out_shape = broadcast_shape(lay.in_shapes, where)
     for name, enc in zip(lay.inputs, lay.in_encs):
         if not isinstance(enc, UniformAct):
-            _fail(f"input {name!r} must have a uniform encoding (mul multiplies integer values)", f"{where}.inputs")
+            _fail(f"input {_short(name)} must have a uniform encoding (mul multiplies integer values)",
+                  f"{where}.inputs")
     if not isinstance(lay.out_enc, UniformAct):
         _fail("mul writes a uniform encoding", f"{where}.encoding")
     mode = lay.attr("requant")
@@ -762,6 +792,9 @@ def _limit_text(key: str) -> str:
     return f"2^{exp}" if v == 1 << exp else _fmt(v)
 
 
+LIMITS_HINT = "(lift the limits with --no-limits or HWSIM_NO_LIMITS=1)"
+
+
 def layer_figures(lay: Layer, batch: int = 1) -> dict:
     """Shape-derived figures of one checked layer: output elements and operations per sample, the bytes the
     engine touches for `batch` samples (int64 inputs, padded inputs, weights and output), window cells and
@@ -791,8 +824,8 @@ def layer_figures(lay: Layer, batch: int = 1) -> dict:
     else:
         ops = out * max(len(lay.inputs), 1)
     params = sum(t.size for t in (lay.weight, lay.codebook, lay.bias, lay.table) if t is not None)
-    return {"output_elements": out, "ops": ops, "bytes": 8 * (batch * (ins + padded + out) + params),
-            "window": window, "stride_phases": phases}
+    return {"output_elements": out, "ops": ops, "bytes": 8 * batch * (ins + padded + out), "param_bytes": 8 * params,
+            "window": window, "stride_phases": phases, "elements": ins + padded + out, "params": params}
 
 
 # Per-layer figures checked against LIMITS: (figure, limit, what the figure is in the error line).
@@ -808,12 +841,12 @@ def check_budget(model: Model, batch: int = 1) -> None:
     Computed from shapes alone, before any work; lifted by HWSIM_NO_LIMITS=1 or --no-limits (no_limits())."""
     if not limits_enabled():
         return
-    hint = "(lift the limits with --no-limits or HWSIM_NO_LIMITS=1)"
+    hint = LIMITS_HINT
     inp = math.prod(model.input_shape)
     if inp > LIMITS["output_elements"]:
         _fail(f"the input has {_fmt(inp)} elements per sample, more than the limit of "
               f"{_limit_text('output_elements')} {hint}", "input.shape")
-    total = 0
+    total = params = 0
     for lay in model.layers:
         fld = f"layers.{lay.name}"
         fig = layer_figures(lay, batch)
@@ -824,11 +857,75 @@ def check_budget(model: Model, batch: int = 1) -> None:
                       f"{_limit_text(limit)} {hint}", fld)
         if fig["bytes"] > LIMITS["layer_bytes"]:
             _fail(f"{lay.op} touches {_fmt(fig['bytes'])} bytes for a batch of {batch}, more than the limit of "
-                  f"{LIMITS['layer_bytes'] >> 30} GiB {hint}", fld)
+                  f"{LIMITS['layer_bytes'] >> 20} MiB {hint}", fld)
+        if fig["param_bytes"] > LIMITS["param_bytes"]:
+            _fail(f"{lay.op} has {_fmt(fig['params'])} parameters, {_fmt(fig['param_bytes'])} bytes at the engine's "
+                  f"int64 width, more than the limit of {LIMITS['param_bytes'] >> 20} MiB {hint}", fld)
+        params += fig["param_bytes"]
+        if params > LIMITS["model_param_bytes"]:
+            _fail(f"the model's parameters up to this layer take {_fmt(params)} bytes at the engine's int64 width, "
+                  f"more than the limit of {LIMITS['model_param_bytes'] >> 20} MiB {hint}", fld)
         total += fig["ops"]
         if total > LIMITS["model_ops"]:
             _fail(f"the model needs {_fmt(total)} operations per sample up to this layer, more than the limit "
                   f"of {_limit_text('model_ops')} {hint}", fld)
+
+
+# The engine's time per sample, in work units of about a nanosecond on the reference machine (2 cores; figures
+# from benchmarks/limits_throughput.py, each weight rounded up to the slowest shape measured for its kind):
+# every element a layer reads, pads or writes costs WORK_PER_ELEMENT (decode, im2col, requantize, encode,
+# zero-operand counts: 12-16 ns measured), every operation its kind's weight, every layer a fixed overhead.
+WORK_PER_ELEMENT = 32
+WORK_PER_LAYER = 50_000
+WORK_PER_PARAM = 4
+
+
+def _work_per_op(lay: Layer, fig: dict) -> float:
+    if lay.op == "conv2d":
+        # the SIMD kernel (4 * output channels per group >= 16 lanes): 0.01-0.25 ns per MAC; else the
+        # sequential kernel: up to 3.2 ns per MAC (1x1-channel 256x256 kernels)
+        return 0.25 if 4 * (lay.weight.shape[0] // lay.attr("groups")) >= 16 else 4
+    if lay.op == "dense":   # one sample is a 1-wide image: 3.6-7.3 ns per MAC, up to 50 ns with K >= 2^18
+        k = lay.weight.shape[1]
+        return 8 if k <= 1 << 16 and lay.weight.shape[0] >= 4 else 64
+    if lay.op in ("maxpool", "avgpool"):
+        return 2            # 0.4-1 ns per compare / add in the engine; the reference maxpool ~1.7 ns
+    return 4                # elementwise ops: their elements dominate (relu, add: 10-11 ns per element)
+
+
+def layer_work(lay: Layer) -> int:
+    """Work units (about ns) the engine spends on one checked layer for one sample (see WORK_PER_ELEMENT)."""
+    fig = layer_figures(lay)
+    return int(WORK_PER_LAYER + WORK_PER_ELEMENT * fig["elements"] + WORK_PER_PARAM * fig["params"]
+               + _work_per_op(lay, fig) * fig["ops"])
+
+
+def run_work(model: Model) -> int:
+    """Work units of one sample through the whole checked model (the figure LIMITS["run_work"] bounds)."""
+    return sum(layer_work(lay) for lay in model.layers)
+
+
+def check_run_work(model: Model, samples: int = 1, fld: str | None = None, passes: int = 1) -> None:
+    """The execution limit, checked where the engine runs (run, validate, compare) and not by inspect or
+    estimate: `samples` samples of the checked model, each run `passes` times (validate: the engine and twice
+    the float reference, 3), must stay within LIMITS["run_work"]. The error names the layer where one sample's
+    running total passes the limit, else `fld` (what holds the samples)."""
+    if not limits_enabled():
+        return
+    limit = LIMITS["run_work"] // max(1, passes)
+    total = 0
+    for lay in model.layers:
+        total += layer_work(lay)
+        if total > limit:
+            _fail(f"{lay.op}: running the model up to this layer is about {_fmt(total)} work units (~ns) per "
+                  f"sample, more than the execution limit of {_limit_text('run_work')}"
+                  f"{'' if passes == 1 else f' / {passes} (the passes of validate)'} (inspect and estimate do "
+                  f"not check it) {LIMITS_HINT}", f"layers.{lay.name}")
+    if samples > 1 and total * samples > limit:
+        _fail(f"{_fmt(samples)} samples at about {_fmt(total)} work units (~ns) each are "
+              f"{_fmt(total * samples)}, more than the execution limit of {_limit_text('run_work')}"
+              f"{'' if passes == 1 else f' / {passes}'}: run fewer "
+              f"samples (--limit N) {LIMITS_HINT}", fld or "input")
 
 
 def check_sample_size(count: int, fld: str = "sample_input") -> None:

@@ -21,16 +21,42 @@ from .units.rounding import round_float
 
 
 def conv2d_float(x, w, stride, padding, groups, pad_value):
-    """Real-valued grouped convolution, NCHW, float64."""
+    """Real-valued grouped convolution, NCHW, float64.
+
+    Memory stays near the output's size: the sum runs over the kernel offsets (each adds the strided slice of
+    the padded input that offset sees, contracted with that tap of the weights), or, for a kernel with more
+    cells than the output has positions, over the output positions (each one window); groups are one
+    contraction, not a loop."""
     pt, pl, pb, pr = padding
     sh, sw = stride
     xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=pad_value)
+    n, c = xp.shape[:2]
     co, cg, kh, kw = w.shape
-    windows = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]  # N, C, Ho, Wo, KH, KW
+    ho = (xp.shape[2] - kh) // sh + 1
+    wo = (xp.shape[3] - kw) // sw + 1
     cog = co // groups
-    parts = [np.einsum("nchwij,ocij->nohw", windows[:, g * cg:(g + 1) * cg], w[g * cog:(g + 1) * cog],
-                       optimize=True) for g in range(groups)]
-    return np.concatenate(parts, axis=1)
+    xg = xp.reshape(n, groups, cg, xp.shape[2], xp.shape[3])
+    wg = w.reshape(groups, cog, cg, kh, kw)
+    y = np.zeros((n, groups, cog, ho, wo), dtype=np.float64)
+    if kh * kw <= ho * wo:
+        few = cg * cog <= 8          # a few channels per group: multiply-adds beat an einsum per offset
+        tmp = np.empty((n, groups, ho, wo), dtype=np.float64) if few else None
+        for i in range(kh):
+            for j in range(kw):
+                patch = xg[:, :, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
+                if not few:
+                    y += np.einsum("ngchw,goc->ngohw", patch, wg[:, :, :, i, j], optimize=True)
+                    continue
+                for o in range(cog):
+                    for ci in range(cg):
+                        np.multiply(patch[:, :, ci], wg[:, o, ci, i, j].reshape(1, -1, 1, 1), out=tmp)
+                        y[:, :, o] += tmp
+    else:
+        for oh in range(ho):
+            for ow in range(wo):
+                window = xg[:, :, :, oh * sh:oh * sh + kh, ow * sw:ow * sw + kw]
+                y[:, :, :, oh, ow] = np.einsum("ngcij,gocij->ngo", window, wg, optimize=True)
+    return y.reshape(n, co, ho, wo)
 
 
 def _real(enc, codes):
@@ -84,6 +110,32 @@ def _pool_windows(lay, x, pad_value):
     return sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
 
 
+def _window_sums(lay, x, fill):
+    """Per pooling window: the sum of its cells (padded cells worth `fill`) and its count of real cells, from
+    summed-area tables (exact integer sums; memory ~ the padded input, not the windows)."""
+    pt, pl, pb, pr = lay.attr("padding")
+    kh, kw = lay.attr("kernel")
+    sh, sw = lay.attr("stride")
+    n, c, h, w = x.shape
+    ints = np.issubdtype(np.asarray(x).dtype, np.integer)
+    xp = np.pad(np.asarray(x, dtype=np.int64 if ints else np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    real = np.pad(np.ones((h, w), dtype=np.int64), ((pt, pb), (pl, pr)))
+    rows = np.arange((h + pt + pb - kh) // sh + 1) * sh
+    cols = np.arange((w + pl + pr - kw) // sw + 1) * sw
+
+    def box(a):
+        table = np.zeros(a.shape[:-2] + (a.shape[-2] + 1, a.shape[-1] + 1), dtype=a.dtype)
+        table[..., 1:, 1:] = a.cumsum(-2).cumsum(-1)
+        top, bottom = table[..., rows, :], table[..., rows + kh, :]
+        return (bottom[..., cols + kw] - bottom[..., cols] - top[..., cols + kw] + top[..., cols])
+
+    count = box(real)
+    sums = box(xp).astype(np.float64)
+    if fill:
+        sums = sums + fill * (kh * kw - count)
+    return sums, count
+
+
 def reference_layer(lay: Layer, inputs: list) -> np.ndarray:
     """One layer of the float reference, on input codes; returns output codes."""
     if lay.op in ("conv2d", "dense"):
@@ -97,11 +149,9 @@ def reference_layer(lay: Layer, inputs: list) -> np.ndarray:
     if lay.op == "avgpool":
         x = enc.decode(inputs[0]).astype(np.float64)
         pad_value = float(enc.decode(np.array([default_pad_code(enc)]))[0])
-        windows = _pool_windows(lay, x, np.nan)
-        real = ~np.isnan(windows)
-        fill = pad_value if lay.attr("count_include_pad") else 0.0
-        sums = np.where(real, windows, fill).sum(axis=(-2, -1))
-        count = windows[0, 0, 0, 0].size if lay.attr("count_include_pad") else real.sum(axis=(-2, -1))
+        sums, count = _window_sums(lay, x, pad_value if lay.attr("count_include_pad") else 0.0)
+        if lay.attr("count_include_pad"):
+            count = int(np.prod(lay.attr("kernel")))
         if lay.attr("rounding") == "ort_float32":
             # ONNX Runtime's arithmetic means: the exact mean, rescaled to the output encoding, half to even
             mean = sums / count * enc.value_scale / lay.out_enc.value_scale

@@ -21,8 +21,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .engine import RUNNERS, Engine
-from .reference import reference_layer, run_reference
+from . import interrupt
+from .engine import RUNNERS, Engine, _last_use, batch_for_memory, check_input_shape, check_stored_samples
+from .errors import HwsimError
+from .graph import check_run_work
+from .reference import reference_layer
 from .trace import LayerCounts
 
 
@@ -81,22 +84,42 @@ class Validation:
                 "layers": [c.to_dict() for c in self.layers]}
 
 
+VALIDATE_PASSES = 1   # measured: validate of the worst accepted layers takes 1-3x run (8.3 s at most), so the
+#                       execution limit is the same as run's
+
+
 def compare(engine: Engine, codes: np.ndarray, tolerance_lsb: int = 0, batch_size: int = 256) -> Validation:
+    """Engine against reference, layer by layer, `batch_size` samples at a time (fewer for a model with large
+    layers: batch_for_memory). Both sides keep a tensor only until its last consumer has run, so memory follows
+    the live tensors, not the whole graph; the execution limit (graph.check_run_work) is checked first."""
     model = engine.model
+    try:
+        check_run_work(model, 1, passes=VALIDATE_PASSES)
+    except HwsimError as exc:
+        raise HwsimError(exc.message, source=model.source, field=exc.field) from None
+    check_stored_samples(model, check_input_shape(model, np.asarray(codes)), VALIDATE_PASSES)
+    batch_size = batch_for_memory(model, batch_size)
+    last_use = _last_use(model)
     totals, datapath_totals = {}, {}
     for start in range(0, len(codes), batch_size):
-        batch = codes[start:start + batch_size]
-        res = engine.run(batch, keep_all=True)
-        ours = res.tensors
-        theirs = run_reference(model, batch)
-        for lay, lay_counts in zip(model.layers, res.trace.layers):
-            a = ours[lay.name].astype(np.int64)
+        batch = check_input_shape(model, np.asarray(codes[start:start + batch_size])).astype(np.int64)
+        ours, theirs = {"input": batch}, {"input": batch}
+        for i, lay in enumerate(model.layers):
+            interrupt.check()
+            lay_counts = LayerCounts(lay.name, lay.op, batch=batch.shape[0])
+            ins = [ours[n] for n in lay.inputs]
+            a = ours[lay.name] = engine.run_layer(lay, ins, lay_counts).astype(np.int64)
+            theirs[lay.name] = reference_layer(lay, [theirs[n] for n in lay.inputs])
             chained = np.abs(a - theirs[lay.name])
-            ref_local = reference_layer(lay, [ours[n] for n in lay.inputs])
+            ref_local = reference_layer(lay, ins)
             local = np.abs(a - ref_local)
             if lay_counts.datapath != "exact":
                 _add_datapath_cost(datapath_totals.setdefault(lay.name, [lay_counts.datapath, 0, 0, 0, 0, 0]),
                                    engine, lay, ours, a, ref_local, lay_counts)
+            del ins
+            for name in set(lay.inputs):
+                if last_use[name] == i:
+                    del ours[name], theirs[name]
             t = totals.setdefault(lay.name, [0, 0, 0, 0, 0, {}])
             t[0] += a.size
             t[1] += int(np.count_nonzero(chained))

@@ -331,6 +331,235 @@ def test_small_sample_input_runs(tmp_path, capsys):
     assert cli(capsys, "run", path, "--hw", HW)[0] == 0
 
 
+# ------------------------------------------------------------- execution limit, memory, layer counts (red team)
+
+def _relu_chain(path, n, shape=(1, 4, 4)):
+    layers = [{"name": f"r{i}", "op": "relu", "inputs": ["input" if i == 0 else f"r{i - 1}"], "encoding": U8}
+              for i in range(n)]
+    return write_model(path, list(shape), layers)
+
+
+def test_maxpool_within_structural_limits_is_refused_by_run_not_inspect(tmp_path, capsys):
+    # red team time_maxpool_window_2e20_ops_2e36: 2^36 compares passed every limit and hung `run` for > 60 s
+    path = write_model(tmp_path / "pool.qnn", [1, 1279, 1279], [
+        {"name": "p", "op": "maxpool", "inputs": ["input"], "encoding": U8,
+         "attrs": {"kernel": [1024, 1024], "stride": [1, 1]}}])
+    assert cli(capsys, "inspect", path)[0] == 0          # structure and memory are within the limits
+    for argv in (("run", path, "--hw", HW), ("validate", path), ("export", path, "-o", tmp_path / "p.onnx")):
+        line = refused(capsys, *argv, words=("layers.p", "execution limit", "--no-limits"))
+        assert str(path) in line
+
+
+def test_conv_at_2_35_macs_is_refused_by_run(tmp_path, capsys):
+    # red team work_conv_2e35_macs: 41 s in run
+    lay, tensors = _conv("c", 33, 16, co=2)     # 2.3 G MACs on the sequential kernel (2 output channels)
+    path = write_model(tmp_path / "conv.qnn", [1, 1024, 1024], [lay], tensors)
+    refused(capsys, "run", path, "--hw", HW, words=("layers.c", "execution limit"))
+
+
+def test_layer_bytes_limit_keeps_the_engine_under_2_gb(tmp_path, capsys):
+    # a 1x1 conv on 1x4096x4096 touches 402 MB of int64 per sample (was accepted up to 8 GiB)
+    lay, tensors = _conv("c", 1, 0)
+    path = write_model(tmp_path / "conv.qnn", [1, 4096, 4096], [lay], tensors)
+    inspect_and_run_refused(capsys, path, words=("layers.c", "bytes", "MiB"))
+
+
+def test_run_batched_shrinks_the_batch_for_big_layers(tmp_path):
+    from simulator.engine import batch_for_memory
+    from simulator.graph import LIMITS
+    from simulator.qnn.model_io import load_model
+    model = load_model(_relu_chain(tmp_path / "r.qnn", 2, (1, 1024, 1024)))   # 16 MiB per sample per layer
+    assert batch_for_memory(model, 512) == LIMITS["layer_bytes"] // (16 << 20)
+    assert batch_for_memory(load_model(MODELS[0]), 512) == 512
+
+
+def test_single_sample_warm_up_is_reused_by_run_batched(tmp_path, monkeypatch):
+    from simulator.engine import Engine, run_batched
+    from simulator.qnn.model_io import load_model
+    engine = Engine(load_model(_relu_chain(tmp_path / "r.qnn", 1, (1, 1024, 2048))))   # heavy enough to reuse
+    codes = np.zeros((1, 1, 1024, 2048), np.int64)
+    calls = []
+    real = Engine.run_layer
+    monkeypatch.setattr(Engine, "run_layer", lambda self, *a: calls.append(1) or real(self, *a))
+    first = engine.run(codes[:1])                 # the CLI's JIT warm-up
+    result = run_batched(engine, codes)
+    assert len(calls) == 1 and np.array_equal(result.output, first.output)
+
+
+def test_validate_keeps_only_live_tensors(tmp_path, capsys):
+    # 64 layers of 512 KiB each: keeping every tensor of both sides was > 64 MiB
+    path = _relu_chain(tmp_path / "r.qnn", 64, (1, 256, 256))
+    rc, _, err, elapsed, peak = cli(capsys, "validate", path)
+    assert rc == 0 and not err and elapsed < 5
+    assert peak < 24 << 20, peak
+
+
+def test_reference_conv_and_avgpool_are_memory_lean():
+    from numpy.lib.stride_tricks import sliding_window_view
+    from simulator.reference import _window_sums, conv2d_float
+    rng = np.random.default_rng(0)
+    for groups, cg, cog, k, stride, pad in [(1, 3, 5, 3, (1, 1), (1, 1, 1, 1)), (2, 2, 3, 4, (2, 1), (0, 1, 2, 3)),
+                                           (1, 1, 1, 5, (1, 2), (0, 0, 0, 0)), (3, 1, 1, 2, (3, 3), (1, 0, 1, 0))]:
+        x = rng.integers(-9, 9, size=(2, groups * cg, 9, 11)).astype(float)
+        w = rng.integers(-9, 9, size=(groups * cog, cg, k, k)).astype(float)
+        xp = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[2]), (pad[1], pad[3])), constant_values=2.0)
+        win = sliding_window_view(xp, (k, k), axis=(2, 3))[:, :, ::stride[0], ::stride[1]]
+        want = np.concatenate([np.einsum("nchwij,ocij->nohw", win[:, g * cg:(g + 1) * cg],
+                                         w[g * cog:(g + 1) * cog]) for g in range(groups)], axis=1)
+        assert np.array_equal(conv2d_float(x, w, stride, pad, groups, 2.0), want)
+    # a 32x32 kernel on 300x300: the windows were 269^2 x 1024 float64 (590 MB); now about the output
+    tracemalloc.start()
+    conv2d_float(np.ones((1, 1, 300, 300)), np.ones((1, 1, 32, 32)), (1, 1), (0, 0, 0, 0), 1, 0.0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 << 20, peak
+
+    class Pool:
+        attrs = {"padding": [10, 10, 10, 10], "kernel": [64, 64], "stride": [1, 1]}
+        attr = lambda self, key: self.attrs[key]   # noqa: E731
+    tracemalloc.start()
+    sums, count = _window_sums(Pool(), np.ones((1, 1, 128, 128)), 3.0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 << 20, peak                      # the windows were 85^2 x 4096 float64 (237 MB)
+    assert sums[0, 0, 0, 0] == 54 * 54 + 3.0 * (4096 - 54 * 54) and count[0, 0] == 54 * 54
+
+
+def test_stored_samples_count_in_the_execution_limit(tmp_path, capsys):
+    # red team work_sample_262144: 2^18 stored samples ran 36.7 s; 2^14 samples of 64 elements (within
+    # sample_elements) times lenet's work per sample is over the execution limit: inspect accepts, run refuses
+    def edit(m, t):
+        t["sample_input"] = (np.zeros((1 << 14, 1, 8, 8), np.uint8), 5, False)
+    path = u8_variant(tmp_path, edit)
+    assert cli(capsys, "inspect", path)[0] == 0
+    refused(capsys, "run", path, "--hw", HW, words=("sample_input", "16,384 samples", "execution limit"))
+
+
+def test_layer_count_limit(tmp_path, capsys, monkeypatch):
+    from simulator.graph import LIMITS
+    assert LIMITS["layers"] == 16384
+    monkeypatch.setitem(LIMITS, "layers", 100)    # the same check as at 16,384, on a file that loads fast
+    inspect_and_run_refused(capsys, _relu_chain(tmp_path / "r.qnn", 101), words=("layers:", "101 layers"))
+    assert cli(capsys, "inspect", _relu_chain(tmp_path / "ok.qnn", 100))[0] == 0
+
+
+def test_inputs_per_layer_and_per_model_limits(tmp_path, capsys):
+    add = {"name": "a", "op": "add", "inputs": ["input"] * 1025, "encoding": U8}
+    inspect_and_run_refused(capsys, write_model(tmp_path / "a.qnn", [1, 2, 2], [add]),
+                            words=("layers.a.inputs", "1,025 inputs"))
+    adds = [{"name": f"a{i}", "op": "add", "inputs": ["input"] * 1024, "encoding": U8} for i in range(65)]
+    inspect_and_run_refused(capsys, write_model(tmp_path / "m.qnn", [1, 2, 2], adds), words=("layers:", "66,560"))
+
+
+def test_many_layers_estimate_is_linear(tmp_path, capsys):
+    # the residency plan summed every resident span at every layer: 20,000 layers took > 60 s
+    from simulator.hw.arch import load_hardware
+    from simulator.hw.cost import ResidencyPlan
+    from simulator.importers.qnn_shapes import workloads_from_model
+    from simulator.qnn.model_io import load_model
+    workloads = workloads_from_model(load_model(_relu_chain(tmp_path / "r.qnn", 16384)))
+    t0 = time.perf_counter()
+    plan = ResidencyPlan(workloads, load_hardware(HW, [], {}).arch)
+    reserved = [plan.at(i).reserved_bits for i in range(len(workloads))]
+    assert time.perf_counter() - t0 < 1.0
+    assert len(reserved) == 16384
+
+
+def test_onnx_estimate_refuses_more_layers_than_import(tmp_path, capsys, monkeypatch):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+    from simulator.graph import LIMITS
+    monkeypatch.setitem(LIMITS, "layers", 100)   # the same check as at 16,384 layers, on a small graph
+    nodes = [helper.make_node("Relu", ["x" if i == 0 else f"t{i - 1}"], [f"t{i}"]) for i in range(101)]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("t100", TensorProto.FLOAT, [1, 4])])
+    path = tmp_path / "chain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    refused(capsys, "estimate", path, "--hw", HW, words=("graph.node", "limit of 100"))
+    monkeypatch.setitem(LIMITS, "layers", 101)
+    assert cli(capsys, "estimate", path, "--hw", HW)[0] == 0
+
+
+def _requant_variant(tmp_path, mode, multiplier):
+    def edit(m, t):
+        attrs = layer(m, "conv1").setdefault("attrs", {})
+        attrs.update(requant=mode, multiplier=[multiplier])
+    return u8_variant(tmp_path, edit)
+
+
+@pytest.mark.parametrize("mode,multiplier", [("fixed_double", 2.0 ** 40), ("fixed_double", 1e38),
+                                             ("shift", 2.0 ** 70)])
+def test_multiplier_no_accumulator_survives_is_refused_by_inspect(tmp_path, capsys, mode, multiplier):
+    inspect_and_run_refused(capsys, _requant_variant(tmp_path, mode, multiplier),
+                            words=("layers.conv1.attrs.multiplier", "every non-zero accumulator"))
+
+
+@pytest.mark.parametrize("mode", ["fixed_double", "fixed_single"])
+def test_data_dependent_requant_overflow_names_file_and_layer(tmp_path, capsys, mode):
+    path = _requant_variant(tmp_path, mode, 2.0 ** 20)
+    assert cli(capsys, "inspect", path)[0] == 0
+    line = refused(capsys, "run", path, "--hw", HW, words=(str(path), "layers.conv1", "int32"))
+    assert "int32_overflow" not in line and "saturate" not in line
+
+
+def test_export_of_a_wide_dense_layer_is_fast(tmp_path, capsys):
+    # red team work_dense_1x2e24: the float32 chunking looped over 2^24 inputs in Python (> 60 s)
+    w = np.full((1, 1 << 21), 127, np.int8)
+    path = write_model(tmp_path / "d.qnn", [1 << 21], [
+        {"name": "d", "op": "dense", "inputs": ["input"], "encoding": U8,
+         "weight_encoding": {"kind": "uniform", "bits": 8, "signed": True, "scale": [1e-6], "zero_point": [0]}}],
+        {"d.weight": (w, 8, True)})
+    rc, _, err, elapsed, _ = cli(capsys, "export", path, "-o", tmp_path / "d.onnx", trace_memory=False)
+    assert rc == 0 and not err and elapsed < 4.0, (rc, err, elapsed)
+
+
+def test_export_bounds_window_slices(tmp_path, capsys):
+    # a 1024x1024 conv with one output: cheap to run, but the exact ONNX form had 2^20 Slice nodes (167 s, 13 GB)
+    w = np.random.default_rng(0).integers(-100, 100, size=(1, 1, 1024, 1024)).astype(np.int8)
+    path = write_model(tmp_path / "k.qnn", [1, 1024, 1024], [
+        {"name": "k", "op": "conv2d", "inputs": ["input"], "encoding": U8,
+         "weight_encoding": {"kind": "uniform", "bits": 8, "signed": True, "scale": [0.01]}}],
+        {"k.weight": (w, 8, True)})
+    refused(capsys, "export", path, "-o", tmp_path / "k.onnx", words=("layers.k", "Slice", "export limit"))
+
+
+def test_export_escapes_lone_surrogates_in_names(tmp_path, capsys):
+    onnx = pytest.importorskip("onnx")
+
+    def edit(m, t):   # placeholders, then JSON escapes of lone surrogates (strict JSON; the reader accepts them)
+        m["name"] = "m@HI"
+        old = m["layers"][0]["name"]
+        m["layers"][0]["name"] = "c@LO"
+        for lay in m["layers"][1:]:
+            lay["inputs"] = ["c@LO" if i == old else i for i in lay["inputs"]]
+        for key in [k for k in t if k.startswith(old + ".")]:
+            t["c@LO" + key[len(old):]] = t.pop(key)
+    raw = u8_variant(tmp_path, edit).read_bytes()
+    size = struct.unpack("<Q", raw[12:20])[0]
+    header = raw[24:24 + size].replace(b"@HI", b"\\ud800").replace(b"@LO", b"\\udc00")
+    path = tmp_path / "s.qnn"
+    path.write_bytes(struct.pack("<8sHHQI", MAGIC, 1, 0, len(header), zlib.crc32(header)) + header
+                     + raw[24 + size:])
+    assert cli(capsys, "inspect", path)[0] == 0
+    out = tmp_path / "m.onnx"
+    rc, _, err, _, _ = cli(capsys, "export", path, "-o", out, trace_memory=False)
+    assert rc == 0 and not err, err
+    proto = onnx.load(str(out))
+    assert proto.graph.name == "m\\ud800" and any(n.output[0] == "c\\udc00" for n in proto.graph.node)
+
+
+@pytest.mark.parametrize("key", ["op", "overflow", "pad_code"])
+def test_huge_values_are_cut_in_the_error_line(tmp_path, capsys, key):
+    def edit(m, t):
+        conv = layer(m, "conv1")
+        if key == "op":
+            conv["op"] = 10 ** 400
+        else:
+            conv.setdefault("attrs", {})[key] = 10 ** 400
+    line = refused(capsys, "inspect", u8_variant(tmp_path, edit), words=("layers.conv1",))
+    assert len(line) < 300, len(line)
+
+
 # ------------------------------------------------------------------------------------------------- fuzzer
 
 BASES = [load_parts(p) for p in MODELS]

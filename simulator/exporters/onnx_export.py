@@ -50,7 +50,7 @@ import numpy as np
 from ..encodings import BinaryAct, EnqAct, KnqAct, ThresholdAct, UniformAct
 from ..errors import HwsimError
 from ..fileio import atomic_write_bytes
-from ..graph import MAC_OPS, Model, default_pad_code
+from ..graph import MAC_OPS, Model, check_run_work, default_pad_code
 from ..importers import require
 from ..units.requantizer import quantize_multiplier, requantize
 from ..units.residual_add import tflite_left_shift
@@ -58,6 +58,8 @@ from ..units.residual_add import tflite_left_shift
 OPSET = 19            # onnx >= 1.14, onnxruntime >= 1.15
 IR_VERSION = 9
 F32_EXACT = 1 << 24          # float32 holds every integer of magnitude <= 2^24
+MAX_WINDOW_SLICES = 1 << 15  # Slice nodes of kernel windows in one export (2^14 took 2.4 s; 2^20 took 167 s, 13 GB)
+MAX_FLOAT_CHUNKS = 1024      # float32 chunks of one MAC layer, beyond which the int64 path is used
 INT64_SAFE = 1 << 62         # exact int64 sums below this (with room for a bias and a wrap offset)
 FLOAT_CLAMP = float(1 << 40)  # float requant results are clamped here before the cast (hwsim: 2^62)
 SCALE_SEARCH_ULPS = 64
@@ -146,10 +148,11 @@ class _Graph:
 
     def __init__(self, reserved):
         self.nodes, self.inits = [], []
-        self.used = set(reserved)
+        self.used = {_utf8(r) for r in reserved}
         self.count = 0
 
     def name(self, hint: str) -> str:
+        hint = _utf8(hint)
         while True:
             self.count += 1
             cand = f"{hint}/{self.count}"
@@ -165,9 +168,10 @@ class _Graph:
 
     def op(self, op_type, inputs, hint, out=None, domain="", **attrs) -> str:
         from onnx import helper
-        out = out or self.name(hint)
+        out = _utf8(out) if out else self.name(hint)
         self.used.add(out)
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=self.name(f"{hint}:{op_type}"),
+        self.nodes.append(helper.make_node(op_type, [_utf8(i) for i in inputs], [out],
+                                           name=self.name(f"{hint}:{op_type}"),
                                            domain=domain, **attrs))
         return out
 
@@ -181,10 +185,22 @@ class _Exporter:
         self.qdq = qdq
         try:
             self.engine = Engine(model)          # checks the model and prepares every MAC plan as hwsim does
+            # the graph written holds the engine's work (one Slice per kernel position on the integer conv path):
+            # a model beyond the execution limit would take minutes and gigabytes to write (red team: 2^20-cell conv)
+            check_run_work(model, 1)
         except HwsimError as exc:
             raise HwsimError(exc.message, source=exc.source or model.source, field=exc.field) from None
         self.g = _Graph({"input"} | {lay.name for lay in model.layers})
+        if len(self.g.used) != len(model.layers) + 1:   # two names alike once made valid UTF-8 (_utf8)
+            seen = {"input"}
+            for i, lay in enumerate(model.layers):
+                if _utf8(lay.name) in seen:
+                    raise HwsimError(f"layer name {_utf8(lay.name)!r} is not unique once its unpaired surrogates "
+                                     "are escaped for ONNX (names there are UTF-8)", source=model.source,
+                                     field=f"layers[{i}].name")
+                seen.add(_utf8(lay.name))
         self.codes = {}                           # hwsim tensor -> ONNX tensor holding its codes
+        self.slices = 0                           # window Slice nodes written (MAX_WINDOW_SLICES)
         self.routes = {}
 
     # ------------------------------------------------------------------ driver
@@ -200,18 +216,18 @@ class _Exporter:
             except HwsimError as exc:
                 fld = f"layers.{lay.name}" + (f".{exc.field}" if exc.field else "")
                 raise HwsimError(exc.message, source=model.source, field=fld) from None
-            if out != lay.name:
+            if out != _utf8(lay.name):
                 self.g.op("Identity", [out], lay.name, out=lay.name)
             self.codes[lay.name] = lay.name
         last = model.layers[-1]
         elem, _ = _code_type(last.out_enc)
-        out_name = last.name
+        out_name = _utf8(last.name)
         if getattr(model, "output_dequantize", False) and isinstance(last.out_enc, UniformAct):
             # the codes keep their name with a suffix; the float output takes the layer's name
             codes = self.g.name(f"{last.name}/codes")
             for node in self.g.nodes:
-                node.output[:] = [codes if o == last.name else o for o in node.output]
-                node.input[:] = [codes if i == last.name else i for i in node.input]
+                node.output[:] = [codes if o == out_name else o for o in node.output]
+                node.input[:] = [codes if i == out_name else i for i in node.input]
             enc = last.out_enc
             if enc.bits <= 8:   # float32(code - zp) * scale
                 self.g.op("DequantizeLinear", [codes, self.g.const(np.float32(enc.scale), np.float32, "out_scale"),
@@ -225,15 +241,15 @@ class _Exporter:
             elem = T.FLOAT
         n_dim = ["N"] + list(model.input_shape)
         graph = helper.make_graph(
-            self.g.nodes, _safe_name(model.name),
+            self.g.nodes, _safe_name(_utf8(model.name)),
             [helper.make_tensor_value_info("input", T.FLOAT, n_dim)],
             [helper.make_tensor_value_info(out_name, elem, ["N"] + list(last.out_shape))],
             initializer=self.g.inits,
-            doc_string=f"exported by hwsim from {model.source}")
+            doc_string=_utf8(f"exported by hwsim from {model.source}"))
         proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
                                   producer_name="hwsim")
         helper.set_model_props(proto, {"hwsim.routes": json.dumps(self.routes),
-                                       "hwsim.model": str(model.name)})
+                                       "hwsim.model": _utf8(model.name)})
         checker.check_model(proto)
         return proto
 
@@ -378,6 +394,11 @@ class _Exporter:
     def window_slices(self, xp, kernel, stride, out_hw, hint):
         """The strided view of every window slot (i, j) of a padded [N, C, Hp, Wp] tensor: [N, C, Ho, Wo] each."""
         (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_hw
+        self.slices += kh * kw
+        if self.slices > MAX_WINDOW_SLICES:   # 5 constants and a node each: ~0.15 ms and 0.5 KB apiece to build
+            raise HwsimError(f"the exact ONNX form writes one Slice node per kernel window cell; this layer's "
+                             f"{kh}x{kw} window brings the model to {self.slices:,}, more than the export limit "
+                             f"of {MAX_WINDOW_SLICES:,}")
         views = []
         for i in range(kh):
             for j in range(kw):
@@ -460,13 +481,25 @@ class _Exporter:
         per_input = reach * (w.reshape(w.shape[0], w.shape[1], -1).sum(axis=2) if w.ndim == 4 else w)   # [Co, Cin]
         if per_input.max() > F32_EXACT:
             return None
-        chunks, start, running = [], 0, np.zeros(w.shape[0], np.int64)
-        for c in range(w.shape[1]):
-            if (running + per_input[:, c]).max() > F32_EXACT:
-                chunks.append((start, c))
-                start, running = c, np.zeros(w.shape[0], np.int64)
-            running += per_input[:, c]
-        chunks.append((start, w.shape[1]))
+        # Greedy maximal chunks, each found by a binary search on the prefix sums (every column fits alone, so
+        # a chunk holds at least one): vectorised over the output channels, no Python loop over the inputs.
+        # More than MAX_FLOAT_CHUNKS chunks: None (the exact int64 path, one node instead of thousands).
+        k = w.shape[1]
+        prefix = np.zeros((w.shape[0], k + 1), np.int64)
+        np.cumsum(per_input, axis=1, out=prefix[:, 1:])
+        chunks, start = [], 0
+        while start < k:
+            if len(chunks) >= MAX_FLOAT_CHUNKS:
+                return None
+            lo, hi = start + 1, k
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if (prefix[:, mid] - prefix[:, start]).max() <= F32_EXACT:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            chunks.append((start, lo))
+            start = lo
         return chunks
 
     def _max_product(self, lay):
@@ -1075,6 +1108,17 @@ def _enc_name(enc):
     if not bits:
         return enc.kind
     return f"{enc.kind} {'int' if enc.signed else 'uint'}{bits}"
+
+
+def _utf8(text) -> str:
+    """`text` as valid UTF-8 for the ONNX protobuf: unpaired surrogates (valid in a JSON header's escapes, not
+    in UTF-8) become backslash escapes such as \\ud800; any other string is unchanged."""
+    text = str(text)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _safe_name(name):

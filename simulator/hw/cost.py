@@ -18,6 +18,7 @@ Cycles and latency are for one batch of N inferences; energies are per inference
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -172,12 +173,40 @@ class ResidencyPlan:
         self.span = {name: (names[name], end) for name, end in last_use.items()
                      if workloads[names[name]].path in ("mac", "xnor", "vector")}
         self.resident = set()
+        # reserved bits per layer index: a Fenwick tree over range adds (linear-logarithmic in the layer count,
+        # where summing every resident span at every layer was quadratic)
+        self._tree = [0] * (len(workloads) + 2)
         if self.level is not None:
             budget = self.level.size_bits // 2
+            # Spans in order of their start (each producer starts one): a resident span overlaps [start, end]
+            # exactly when it ends at or after `start`, so the ones ended before it leave a heap for good.
+            ending, alive = [], 0
             for name, (start, end) in sorted(self.span.items(), key=lambda kv: kv[1][0]):
-                alive = sum(self.bits(other) for other in self.resident if self._overlaps(other, start, end))
-                if alive + self.bits(name) <= budget:
+                while ending and ending[0][0] < start:
+                    alive -= heapq.heappop(ending)[1]
+                bits = self.bits(name)
+                if alive + bits <= budget:
                     self.resident.add(name)
+                    heapq.heappush(ending, (end, bits))
+                    alive += bits
+            for name in self.resident:
+                self._add_span(name, self.bits(name))
+
+    def _add_span(self, name, bits: int) -> None:
+        """Add `bits` to the reserved figure of every layer index in the span of `name`."""
+        a, b = self.span[name]
+        for i, v in ((a, bits), (b + 1, -bits)):
+            i += 1
+            while i < len(self._tree):
+                self._tree[i] += v
+                i += i & -i
+
+    def _reserved(self, index: int) -> int:
+        i, total = index + 1, 0
+        while i > 0:
+            total += self._tree[i]
+            i -= i & -i
+        return total
 
     def bits(self, name: str) -> int:
         wl = self.workloads[self.span[name][0]]
@@ -191,7 +220,7 @@ class ResidencyPlan:
         if self.level is None:
             return Residency()
         wl = self.workloads[index]
-        reserved = sum(self.bits(name) for name in self.resident if self._overlaps(name, index, index))
+        reserved = self._reserved(index)
         inputs = bool(self.sources[index]) and all(name in self.resident for name in self.sources[index])
         return Residency(self.level.name, inputs, wl.name in self.resident, reserved)
 
@@ -199,7 +228,9 @@ class ResidencyPlan:
         alive = [name for name in self.resident if self._overlaps(name, index, index)]
         if not alive:
             return False
-        self.resident.discard(max(alive, key=lambda name: (self.bits(name), name)))
+        victim = max(alive, key=lambda name: (self.bits(name), name))
+        self.resident.discard(victim)
+        self._add_span(victim, -self.bits(victim))
         return True
 
 

@@ -36,6 +36,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..errors import HwsimError
+from ..graph import LIMITS, limits_enabled
 from ..hw.workload import Workload
 from . import require
 from .onnx.frontend import load_onnx
@@ -179,6 +180,10 @@ class _Reader:
                 if len(self.out) > before:
                     self.out[-1] = replace(self.out[-1], inputs=sources)
                     sources = (self.out[-1].name,)
+                    if len(self.out) > LIMITS["layers"] and limits_enabled():   # as import's check (graph.py)
+                        self.fail(f"the graph has more layers to cost than the limit of "
+                                  f"{LIMITS['layers']:,} (lift the limits with --no-limits or HWSIM_NO_LIMITS=1)",
+                                  "graph.node")
                 for y in node.output:
                     producers[y] = sources
             except HwsimError:

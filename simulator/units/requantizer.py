@@ -86,6 +86,22 @@ def quantize_multiplier(m: float, single_rounding: bool = False) -> tuple[int, i
     return int(q_fixed), int(e)
 
 
+def multiplier_fault(m: float, mode: str) -> str | None:
+    """Why requantizing with multiplier `m` in `mode` fails for every accumulator other than 0 (and -1), from
+    the same fixed-point form `requantize` uses; None when some non-zero accumulator goes through."""
+    if mode == "fixed_double":
+        _, shift = quantize_multiplier(m)
+        if shift >= 31:    # acc * 2^shift must fit int32: only 0 (and -1 at shift 31) do
+            return (f"fixed_double shifts the accumulator left by {shift} bits before its int32 multiply: "
+                    "every non-zero accumulator overflows int32")
+    elif mode == "shift":
+        q, e = math.frexp(_check_multiplier(m))
+        if q == 0.5 and e - 1 >= 63:   # acc * 2^(e-1) must fit int64
+            return (f"shift requantization shifts the accumulator left by {e - 1} bits: every non-zero "
+                    "accumulator leaves int64")
+    return None
+
+
 def _multiplier_array(multiplier, acc_shape, channel_axis: int) -> tuple[np.ndarray, tuple]:
     """The multipliers as a 1-D float64 array and the shape that broadcasts them along `channel_axis`."""
     m = np.atleast_1d(np.asarray(multiplier, dtype=np.float64))
@@ -118,7 +134,7 @@ def _int32_input(x: np.ndarray, policy: str, what: str) -> np.ndarray:
             return np.clip(x, INT32_MIN, INT32_MAX)
         first = int(x[bad].ravel()[0])
         raise HwsimError(f"{what}: {int(bad.sum())} value(s) outside int32 (first {first}); TFLite's "
-                         "requantizer takes an int32 (use int32_overflow='saturate' to saturate)")
+                         "fixed-point requantizer works on int32 values")
     return x
 
 
@@ -215,7 +231,8 @@ def requantize(acc, multiplier, mode: str, channel_axis: int = 1, *,
     if bad.any():
         if int32_overflow == "error":
             raise HwsimError(f"fixed_double requantization: acc * 2^{int(left_b[bad].ravel()[0])} overflows "
-                             f"int32 (acc {int(x[bad].ravel()[0])}); use int32_overflow='saturate' to saturate")
+                             f"int32 (acc {int(x[bad].ravel()[0])}): the multiplier is too large for TFLite's "
+                             "int32 fixed-point requantizer")
         shifted = np.where(bad, np.where(x < 0, INT32_MIN, INT32_MAX), x << np.minimum(left_b, 32))
     else:
         shifted = x << np.minimum(left_b, 32)
