@@ -351,6 +351,9 @@ class Engine:
             return qlinear_softmax(x, enc.scale, out.scale, out.zero_point, enc.signed)
         return softmax_exact(enc.decode(x) * enc.scale, out)
 
+    def _transpose(self, lay, inputs, counts):
+        return np.ascontiguousarray(inputs[0].transpose((0,) + tuple(p + 1 for p in lay.attr("perm"))))
+
     def _dilate(self, lay, inputs, counts):
         return dilate_codes(inputs[0], lay.attr("stride"), default_pad_code(lay.in_encs[0]))
 
@@ -373,7 +376,7 @@ RUNNERS = {"conv2d": Engine._mac, "dense": Engine._mac, "maxpool": Engine._maxpo
            "relu": Engine._clip, "clip": Engine._clip, "flatten": Engine._reshape, "reshape": Engine._reshape,
            "concat": Engine._concat, "add": Engine._add, "mul": Engine._mul, "lut": Engine._lut,
            "resize": Engine._resize, "dilate": Engine._dilate,
-           "softmax": Engine._softmax}
+           "softmax": Engine._softmax, "transpose": Engine._transpose}
 
 
 def _last_use(model: Model) -> dict:

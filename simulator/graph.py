@@ -23,7 +23,7 @@ PASS_OPS = ("maxpool", "avgpool", "relu", "clip", "flatten", "reshape", "concat"
 # Elementwise units: "lut" maps each code through a stored table (activation functions, float islands);
 # "mul" multiplies two quantized tensors (squeeze-and-excitation gating), with broadcasting like "add".
 ELEMENTWISE_OPS = ("add", "mul", "lut")
-OPS = MAC_OPS + PASS_OPS + ELEMENTWISE_OPS + ("resize", "dilate", "softmax")
+OPS = MAC_OPS + PASS_OPS + ELEMENTWISE_OPS + ("resize", "dilate", "softmax", "transpose")
 # mul arithmetic: "float32" is ONNX Runtime's QLinearMul on x86 (MLAS qlmul.cpp, SSE2 path): the exact integer
 # product of the two values, times float32(float32(s_a * s_b) / s_out), plus the output zero point in float32,
 # rounded half to even, saturated; "float64" rounds the exact real product half to even.
@@ -107,6 +107,8 @@ ATTR_DEFAULTS = {
     # dilate: zero insertion, (stride - 1) zero-point codes between pixels: a transposed convolution is a dilate
     # followed by an ordinary conv2d on the MAC array (with its kernel flipped)
     "dilate": {"stride": [1, 1]},
+    # transpose: per-sample axes permuted (the batch axis stays first), e.g. [1, 2, 0]: [C, H, W] -> [H, W, C]
+    "transpose": {"perm": None},
     # softmax over a [K] vector: "ort_qlinear" is ONNX Runtime's QLinearSoftmax (an exp table, float32 sums,
     # units/elementwise.py); "float64" is the exact softmax rounded half to even
     "softmax": {"arithmetic": "float64"},
@@ -155,6 +157,8 @@ class Model:
     input_rounding: str = "half_even"      # how a float input is rounded by the input quantizer
     input_division: str = "float64"        # x / scale in float64, or in float32 (ONNX Runtime QuantizeLinear)
     output_dequantize: bool = False        # the model's output is float32 (code - zp) * scale (ONNX DequantizeLinear)
+    output_bias: np.ndarray | None = None  # float32 per output channel, added after that dequantization (a float
+                                           # bias of a QONNX / Brevitas float output, as qonnx computes it)
     sample_input: np.ndarray | None = None  # codes [N, *input_shape], run when no input is given
     metadata: dict = field(default_factory=dict)
     source: str = "model"                   # file name used in error messages
@@ -288,6 +292,13 @@ def _check_model(model: Model):
         encs[lay.name] = lay.out_enc
     if model.output_dequantize and not isinstance(model.layers[-1].out_enc, UniformAct):
         _fail("a dequantized output needs a uniform output encoding", "output.dequantize")
+    if model.output_bias is not None:
+        bias = np.asarray(model.output_bias)
+        channels = model.layers[-1].out_shape[0]
+        if not model.output_dequantize:
+            _fail("an output bias needs output.dequantize (it is added to the dequantized output)", "output.bias")
+        if bias.ndim != 1 or bias.size != channels or not np.all(np.isfinite(bias.astype(np.float32))):
+            _fail(f"must be {channels} finite float32 values (one per output channel), got {bias.size}", "output.bias")
     with np.errstate(all="ignore"):
         if model.output_dequantize and not np.isfinite(np.float32(model.layers[-1].out_enc.scale)):
             _fail("the output scale overflows float32 (the dequantized output is float32)", "output.dequantize")
@@ -732,6 +743,16 @@ def _check_dilate(lay, where):
     _inherit_encoding(lay, where)
 
 
+def _check_transpose(lay, where):
+    _check_params_absent(lay, where)
+    rank = len(lay.in_shapes[0])
+    perm = _int_list(lay.attr("perm"), rank, f"{where}.attrs.perm", lo=0, hi=rank - 1)
+    if sorted(perm) != list(range(rank)):
+        _fail(f"must be a permutation of the {rank} per-sample axes, got {perm}", f"{where}.attrs.perm")
+    lay.out_shape = tuple(lay.in_shapes[0][p] for p in perm)
+    _inherit_encoding(lay, where)
+
+
 def _check_softmax(lay, where):
     _check_params_absent(lay, where)
     if len(lay.in_shapes[0]) != 1:
@@ -774,7 +795,8 @@ def _check_lut(lay, where):
 CHECKS = {"conv2d": _check_mac, "dense": _check_mac, "maxpool": _check_pool, "avgpool": _check_pool,
           "relu": _check_clip, "clip": _check_clip, "flatten": _check_reshape, "reshape": _check_reshape,
           "concat": _check_concat, "add": _check_add, "mul": _check_mul, "lut": _check_lut,
-          "resize": _check_resize, "dilate": _check_dilate, "softmax": _check_softmax}
+          "resize": _check_resize, "dilate": _check_dilate, "softmax": _check_softmax,
+          "transpose": _check_transpose}
 
 
 # ------------------------------------------------------------------------------------------------ budget

@@ -182,6 +182,8 @@ def reference_layer(lay: Layer, inputs: list) -> np.ndarray:
                                           out.zero_point, *out.code_range())
     if lay.op == "softmax":   # the exact softmax; ORT's table arithmetic shows as a difference in validate
         return softmax_exact(_real(enc, inputs[0]), lay.out_enc)
+    if lay.op == "transpose":
+        return inputs[0].transpose((0,) + tuple(p + 1 for p in lay.attr("perm")))
     if lay.op == "dilate":
         return dilate_codes(inputs[0], lay.attr("stride"), default_pad_code(enc))
     if lay.op == "lut":

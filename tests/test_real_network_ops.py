@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.encodings import UniformAct
+from simulator.encodings import UniformAct, UniformW
 from simulator.engine import Engine
 from simulator.errors import HwsimError
 from simulator.graph import Layer, Model
@@ -220,3 +220,38 @@ def test_squeeze_unsqueeze_on_codes(tmp_path):
     assert [lay.op for lay in model.layers] == ["avgpool", "flatten", "reshape"]
     x = np.random.default_rng(0).standard_normal((4, 2, 4, 4)).astype(np.float32)
     assert sum(compare_every_tensor(path, model, x).values()) == 0
+
+
+def test_transpose_on_codes_keeps_the_batch_axis(tmp_path):
+    from simulator.importers.onnx_import import import_onnx
+    from ort_cuts import compare_every_tensor
+    qd = [helper.make_node("QuantizeLinear", ["t", "s", "z"], ["tq"]),
+          helper.make_node("DequantizeLinear", ["tq", "s", "z"], ["td"])]
+    nodes = [helper.make_node("Transpose", ["xd"], ["t"], perm=[0, 2, 3, 1]), *qd,
+             helper.make_node("Flatten", ["td"], ["m"])]
+    path = _qdq_graph(tmp_path, nodes)
+    model = import_onnx(path)
+    assert [(lay.op, lay.out_shape) for lay in model.layers] == [("transpose", (4, 4, 2)), ("flatten", (32,))]
+    x = np.random.default_rng(0).standard_normal((4, 2, 4, 4)).astype(np.float32)
+    assert sum(compare_every_tensor(path, model, x).values()) == 0
+    bad = _qdq_graph(tmp_path, [helper.make_node("Transpose", ["xd"], ["m"], name="tb", perm=[1, 0, 2, 3])])
+    assert "batch axis first" in _import_error(bad)
+
+
+@pytest.mark.parametrize("bias,needle", [([0.5, 1.0], "one per output channel"), ([float("inf")] * 3, "finite"),
+                                         ([1.0, 2.0, 3.0], None)])
+def test_output_bias_is_checked(bias, needle):
+    layers = [Layer("f", "flatten", ["input"]), Layer("d", "dense", ["f"], {"requant": "float64"},
+                                                          UniformAct(16, True, 0.01, 0),
+                                                          np.ones((3, 36), dtype=np.int64),
+                                                          UniformW(8, True, (0.1,), (0,)))]
+    model = Model("t", (4, 3, 3), UniformAct(8, False, 0.05, 128), layers, output_dequantize=True)
+    model.output_bias = np.asarray(bias)
+    if needle is None:
+        model.check()
+        from simulator.report import output_array
+        y = output_array(model, np.zeros((2, 3), dtype=np.int64))
+        assert np.array_equal(y, np.tile(np.float32(bias), (2, 1)))
+        return
+    with pytest.raises(HwsimError, match=needle):
+        model.check()

@@ -440,7 +440,7 @@ def _unit_stages(wl, hw) -> tuple[int, dict]:
         unit = hw.arch.units[name]
         if unit.count == 0:
             raise HwsimError(f"layer '{wl.name}' needs {events:,} {name} operations but the design has no {name} "
-                             f"units", field=f"architecture.units.{name}.count")
+                             f"units (add some: --set units.{name}.count=N)", field=f"architecture.units.{name}.count")
         stages[name] = math.ceil(events / unit.throughput)
     return (max(stages.values()) if stages else 0), stages
 

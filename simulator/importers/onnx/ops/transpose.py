@@ -1,6 +1,9 @@
 """Transpose: float reader -> NCHW to NHWC right before a Flatten / Reshape into a dense layer (Keras' flatten
 order, folded into the dense weights); QONNX -> of constants only, e.g. a quantized 2-D weight matrix before
-MatMul (Brevitas' Linear)."""
+MatMul (Brevitas' Linear); quantized ONNX Runtime model -> a transpose layer on the codes (ORT drops the Q/DQ
+pair around it), the batch axis staying first."""
+
+from ....graph import Layer
 
 import numpy as np
 
@@ -21,6 +24,21 @@ class Transpose:
             node.fail(f"only the NCHW -> NHWC Transpose (perm [0, 2, 3, 1]) before a flatten is supported, got "
                       f"perm {perm}")
         fb.channels_last[node.outputs[0]] = x
+
+    def ort(self, node, imp):
+        node.only_attrs({"perm": None})
+
+        def build(x):
+            rank = len(x.shape) + 1
+            perm = [int(p) for p in node.attr("perm", list(range(rank))[::-1])]
+            if sorted(perm) != list(range(rank)) or perm[0] != 0:
+                node.fail(f"perm {perm} must permute the axes of a rank-{rank} tensor and keep the batch axis first")
+            sample = [p - 1 for p in perm[1:]]
+            if sample == list(range(rank - 1)):
+                return x
+            lay = Layer(imp.new_name(node.outputs[0]), "transpose", [x.name], {"perm": sample})
+            return imp.add_layer(lay, [x], node.where)
+        imp.on_codes(node, build)
 
     def qonnx(self, node, imp):
         x = imp.get(node.inputs[0])
