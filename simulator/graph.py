@@ -267,7 +267,7 @@ def _check_model(model: Model):
             _fail(f"layer name {_short(lay.name)} is empty or not unique", f"{where}.name")
         where = f"layers.{lay.name}"
         if lay.op not in OPS:
-            _fail(f"unknown op {_short(lay.op)}; supported: {', '.join(OPS)}", f"{where}.op")
+            _fail(f"unknown op {_short(lay.op, 40)}; supported: {', '.join(OPS)}", f"{where}.op")
         unknown = set(lay.attrs) - set(ATTR_DEFAULTS[lay.op])
         if unknown:
             _fail(f"unknown attribute(s) {sorted(unknown)} for {lay.op}; allowed: {sorted(ATTR_DEFAULTS[lay.op])}",

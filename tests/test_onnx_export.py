@@ -72,10 +72,31 @@ def odd_scale(rng, lo, hi):
 
 # ------------------------------------------------------------------------------------ shipped models
 
+def dataset_for(model):
+    """The shipped test set whose samples have the model's input shape (8x8 digits, 28x28 MNIST)."""
+    for name in ("digits_test.npz", "mnist_test.npz"):
+        x = np.load(ROOT / "models" / name)["x"]
+        if tuple(x.shape[1:]) == tuple(model.input_shape):
+            return x
+    raise AssertionError(f"no shipped data set of shape {model.input_shape}")
+
+
 @pytest.mark.parametrize("path", sorted(glob.glob(str(ROOT / "models" / "*.qnn"))), ids=lambda p: Path(p).stem)
 def test_shipped_models_bit_exact(path):
     model = load_model(path)
-    x = np.load(ROOT / "models" / "digits_test.npz")["x"]
+    assert_exact(model, dataset_for(model))
+
+
+def test_mobilenet_mnist_exports_every_op():
+    """The shipped MobileNet (HardSwish / HardSigmoid luts, SE gating muls with broadcasting, residual adds, a
+    float output), exported and run on the MNIST test set: bit for bit the engine's output."""
+    model = load_model(ROOT / "models" / "mobilenet_mnist.qnn")
+    assert {"lut", "mul", "add"} <= {lay.op for lay in model.layers}
+    routes = export_routes(model)
+    assert {routes[lay.name] for lay in model.layers if lay.op == "lut"} == {"codes"}
+    assert {routes[lay.name] for lay in model.layers if lay.op == "mul"} == {"integer"}
+    x = np.load(ROOT / "models" / "mnist_test.npz")["x"]
+    assert x.shape[1:] == (1, 28, 28)
     assert_exact(model, x)
 
 
@@ -123,7 +144,7 @@ def test_float32_accumulator_in_chunks(name, limit, monkeypatch):
     ops = [n.op_type for n in to_onnx(model, qdq=False).graph.node]
     assert ops.count("Conv") + ops.count("Gemm") > 4                 # 2 conv + 2 dense layers: some chunked
     assert ("MatMul" in ops) == (name == "knq")                      # knq's conv2: a channel alone passes 2^16
-    assert_exact(model, np.load(ROOT / "models" / "digits_test.npz")["x"][:100], qdq=False)
+    assert_exact(model, dataset_for(model)[:100], qdq=False)
 
 
 def test_integer_route_needs_no_graph_optimization():
@@ -632,3 +653,209 @@ def test_import_export_roundtrip(tmp_path):
         assert_exact(imported, x)
         done += 1
     assert done >= 5
+
+
+# ------------------------------------------------------------------------------------ elementwise and resize layers
+
+def random_lut(rng, name, src, in_enc, out_enc, channels):
+    """A lut from `in_enc` codes to random `out_enc` codes: one table or one per channel."""
+    lo, hi = in_enc.code_range()
+    olo, ohi = out_enc.code_range()
+    return Layer(name, "lut", [src], {}, out_enc, table=rng.integers(olo, ohi + 1, size=(channels, hi - lo + 1)))
+
+
+def code_input(model, rng, n=4):
+    """Float inputs that quantize to every code of the input encoding (uniformly random codes)."""
+    enc = model.input_enc
+    lo, hi = enc.code_range()
+    codes = rng.integers(lo, hi + 1, size=(n,) + tuple(model.input_shape))
+    return ((codes - enc.zero_point) * enc.scale).astype(np.float32)
+
+
+@pytest.mark.parametrize("in_enc, out_enc, per_channel, shape", [
+    (UniformAct(8, False, 0.05, 7), UniformAct(8, True, 0.1, -3), False, (3, 4, 5)),
+    (UniformAct(8, False, 0.05, 7), UniformAct(8, False, 0.1, 9), True, (3, 4, 5)),
+    (UniformAct(8, True, 0.03, -5), UniformAct(12, True, 0.01, 100), True, (5, 2, 3)),
+    (UniformAct(4, True, 0.25, 0), UniformAct(16, False, 0.01, 300), True, (6,)),
+    (UniformAct(11, True, 0.25, 3), UniformAct(6, False, 0.3, 1), True, (2, 3, 3)),
+])
+def test_lut_exports_as_gather(in_enc, out_enc, per_channel, shape):
+    rng = np.random.default_rng(shape[0])
+    lay = random_lut(rng, "lut", "input", in_enc, out_enc, shape[0] if per_channel else 1)
+    model = Model("lut", shape, in_enc, [lay]).check()
+    assert export_routes(model) == {"lut": "codes"}
+    assert "Gather" in [n.op_type for n in to_onnx(model).graph.node]
+    assert_exact(model, code_input(model, rng, 20))
+    assert_exact(model, code_input(model, rng, 5), optimize=False)
+
+
+def mul_model(rng, mode, a_enc, b_enc, out_enc, gate_first=False, shape=(3, 4, 5)):
+    """input (a_enc) -> lut to b_enc -> global maxpool [C, 1, 1] -> mul(a, gate) (or mul(gate, a))."""
+    layers = [random_lut(rng, "b", "input", a_enc, b_enc, shape[0]),
+              Layer("gate", "maxpool", ["b"], {"kernel": list(shape[1:]), "stride": list(shape[1:])})]
+    inputs = ["gate", "input"] if gate_first else ["input", "gate"]
+    layers.append(Layer("mul", "mul", inputs, {"requant": mode}, out_enc))
+    return Model("mul", shape, a_enc, layers).check()
+
+
+@pytest.mark.parametrize("mode", ["float32", "float64"])
+@pytest.mark.parametrize("case", range(8))
+def test_mul_broadcasting_is_exact(mode, case):
+    rng = np.random.default_rng(case)
+    if case == 0:      # power-of-two scales: exact ties of the half-to-even rounding
+        encs = UniformAct(8, False, 0.5, 3), UniformAct(8, True, 0.25, 0), UniformAct(8, False, 1.0, 100)
+    elif case == 1:    # a tiny output scale: products far outside int32 (INT32_MIN in float32), saturation
+        encs = UniformAct(8, False, 0.5, 3), UniformAct(8, True, 0.25, -2), UniformAct(8, True, 1e-9, 0)
+    elif case == 2:    # 16-bit operands: products beyond 2^24 (float32 rounds them), 16-bit output
+        encs = UniformAct(16, True, 0.01, 7), UniformAct(16, False, 0.02, 0), UniformAct(16, True, 0.5, -9)
+    else:
+        encs = uniform_act(rng), uniform_act(rng), uniform_act(rng, 16)
+    model = mul_model(rng, mode, *encs, gate_first=bool(case % 2))
+    assert export_routes(model)["mul"] == "integer"
+    assert_exact(model, code_input(model, rng, 30))
+
+
+def test_mul_of_equal_shapes():
+    rng = np.random.default_rng(3)
+    a = UniformAct(8, False, 0.05, 7)
+    layers = [random_lut(rng, "b", "input", a, UniformAct(7, True, 0.07, 2), 3),
+              Layer("mul", "mul", ["b", "input"], {"requant": "float32"}, UniformAct(8, True, 0.01, -1))]
+    model = Model("mul", (3, 4, 5), a, layers).check()
+    assert_exact(model, code_input(model, rng, 30))
+
+
+@pytest.mark.parametrize("requant, rescale", [("float32", "dequantize"), ("float64", "dequantize"),
+                                              ("float32", "ratio"), ("float64", "ratio"),
+                                              ("fixed_double", "ratio"), ("fixed_single", "ratio"),
+                                              ("shift", "ratio")])
+def test_add_broadcasting_is_exact(requant, rescale):
+    rng = np.random.default_rng(len(requant) + len(rescale))
+    pow2 = requant == "shift"
+    a = UniformAct(8, False, 0.125 if pow2 else 0.047, 11)
+    b = UniformAct(8, True, 0.25 if pow2 else 0.031, -4)
+    out = UniformAct(8, False, 0.25 if pow2 else 0.061, 120)
+    layers = [random_lut(rng, "b", "input", a, b, 3),
+              Layer("gate", "maxpool", ["b"], {"kernel": [4, 5], "stride": [4, 5]}),           # [3, 1, 1]
+              Layer("row", "maxpool", ["input"], {"kernel": [4, 1], "stride": [4, 1]}),        # [3, 1, 5]
+              Layer("add", "add", ["input", "gate", "row"], {"requant": requant, "rescale": rescale}, out)]
+    model = Model("add", (3, 4, 5), a, layers).check()
+    assert model.layers[-1].out_shape == (3, 4, 5)
+    assert_exact(model, code_input(model, rng, 30))
+    layers[-1] = Layer("add", "add", ["gate", "input"], {"requant": requant, "rescale": rescale}, out)
+    model = Model("add", (3, 4, 5), a, layers).check()
+    assert_exact(model, code_input(model, rng, 30))
+    assert_exact(model, code_input(model, rng, 30), qdq=False)
+
+
+@pytest.mark.parametrize("stride", [(2, 2), (3, 3), (2, 3), (3, 1), (1, 1)])
+@pytest.mark.parametrize("enc", [UniformAct(8, False, 0.1, 17), UniformAct(8, True, 0.1, -3),
+                                 UniformAct(12, True, 0.1, 5), UniformAct(16, False, 0.1, 900)])
+def test_dilate_is_exact(stride, enc):
+    model = Model("dil", (2, 3, 4), enc, [Layer("dil", "dilate", ["input"], {"stride": list(stride)})]).check()
+    assert model.layers[0].out_shape == (2, 2 * stride[0] + 1, 3 * stride[1] + 1)
+    assert export_routes(model) == {"dil": "codes"}
+    assert_exact(model, code_input(model, np.random.default_rng(0), 5))
+
+
+def test_dilate_then_conv_as_transposed_convolution():
+    rng = np.random.default_rng(5)
+    enc = UniformAct(8, False, 0.05, 9)
+    wenc, wcodes, _ = UniformW(8, True, (0.01,), (0,)), rng.integers(-100, 100, size=(4, 2, 3, 3)), None
+    layers = [Layer("dil", "dilate", ["input"], {"stride": [2, 2]}),
+              Layer("conv", "conv2d", ["dil"], {"padding": [2, 2, 2, 2], "requant": "float32"},
+                    UniformAct(8, False, 0.2, 3), wcodes, wenc)]
+    model = Model("convT", (2, 4, 3), enc, layers).check()
+    assert_exact(model, code_input(model, rng, 5))
+
+
+RESIZE_CASES = [((5, 7), (9, 4)), ((3, 3), (7, 11)), ((4, 6), (2, 3)), ((5, 5), (1, 1)), ((1, 3), (3, 7)),
+                ((6, 4), (13, 9))]
+
+
+@pytest.mark.parametrize("coordinate", ["half_pixel", "pytorch_half_pixel", "asymmetric", "align_corners",
+                                        "tf_half_pixel_for_nn"])
+@pytest.mark.parametrize("nearest_mode", ["floor", "ceil", "round_prefer_floor", "round_prefer_ceil"])
+def test_resize_nearest_is_exact(coordinate, nearest_mode):
+    rng = np.random.default_rng(1)
+    for enc in (UniformAct(8, False, 0.1, 3), UniformAct(16, True, 0.1, 0)):
+        for (h, w), size in RESIZE_CASES:
+            for scales in ([size[0] / h, size[1] / w], [2.0, 1.5]):
+                lay = Layer("rs", "resize", ["input"], {"size": list(size), "scales": scales, "mode": "nearest",
+                                                        "coordinate": coordinate, "nearest_mode": nearest_mode})
+                model = Model("rs", (2, h, w), enc, [lay]).check()
+                assert export_routes(model) == {"rs": "codes"}
+                assert_exact(model, code_input(model, rng, 3))
+
+
+@pytest.mark.parametrize("coordinate", ["half_pixel", "pytorch_half_pixel", "asymmetric", "align_corners",
+                                        "tf_half_pixel_for_nn"])
+@pytest.mark.parametrize("requant", ["float32", "float64"])
+def test_resize_linear_is_exact(coordinate, requant):
+    rng = np.random.default_rng(2)
+    encs = [(UniformAct(8, False, 0.1, 3), UniformAct(8, False, 0.1, 3)),          # same scale: exact ties
+            (UniformAct(8, False, 0.0371, 128), UniformAct(8, True, 0.0173, -7)),
+            (UniformAct(12, True, 0.003, 5), UniformAct(8, False, 0.9, 0))]
+    for in_enc, out_enc in encs:
+        for (h, w), size in RESIZE_CASES:
+            for scales in ([size[0] / h, size[1] / w], [2.0, 1.5]):
+                lay = Layer("rs", "resize", ["input"], {"size": list(size), "scales": scales, "mode": "linear",
+                                                        "coordinate": coordinate, "requant": requant}, out_enc)
+                model = Model("rs", (2, h, w), in_enc, [lay]).check()
+                assert export_routes(model) == {"rs": "integer"}
+                assert_exact(model, code_input(model, rng, 3))
+
+
+@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize("k", [1, 2, 10, 225, 1000])
+def test_softmax_ort_qlinear_is_exact(signed, k):
+    rng = np.random.default_rng(k)
+    for trial in range(6):
+        lo = -128 if signed else 0
+        in_enc = UniformAct(8, signed, float(2.0 ** rng.uniform(-8, 1)), int(rng.integers(lo, lo + 256)))
+        out_zp = lo if trial % 2 else int(rng.integers(lo, lo + 256))
+        out_scale = [1 / 256, 1 / 255, float(2.0 ** rng.uniform(-12, -5))][trial % 3]
+        lay = Layer("sm", "softmax", ["input"], {"arithmetic": "ort_qlinear"}, UniformAct(8, signed, out_scale, out_zp))
+        model = Model("sm", (k,), in_enc, [lay]).check()
+        assert_exact(model, code_input(model, rng, 40))
+
+
+def test_softmax_float64_is_refused_naming_the_layer():
+    enc = UniformAct(8, False, 0.1, 0)
+    model = Model("sm", (10,), enc, [Layer("probs", "softmax", ["input"], {"arithmetic": "float64"},
+                                           UniformAct(8, False, 1 / 256, 0))]).check()
+    with pytest.raises(HwsimError) as exc:
+        to_onnx(model)
+    assert exc.value.field == "layers.probs" and "float64" in exc.value.message
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 5), (6,)])
+def test_output_bias(shape):
+    rng = np.random.default_rng(len(shape))
+    enc = UniformAct(8, False, 0.05, 7)
+    model = Model("ob", shape, enc, [random_lut(rng, "lut", "input", enc, UniformAct(8, True, 0.0371, -3), 1)])
+    model.output_dequantize = True
+    model.output_bias = rng.normal(0, 3, shape[0]).astype(np.float32)
+    model.check()
+    x = code_input(model, rng, 20)
+    assert_exact(model, x)
+    codes = Engine(model).run(quantize_input(model, x)).output
+    plain = (codes + 3).astype(np.float32) * np.float32(0.0371)
+    got = session(to_onnx(model)).run(None, {"input": x})[0]
+    bias = model.output_bias.reshape((1, -1) + (1,) * (len(shape) - 1))
+    assert (got == plain + bias).all() and not (got == plain).all()
+
+
+@pytest.mark.parametrize("perm", [[1, 2, 0], [2, 0, 1], [0, 2, 1]])
+def test_transpose_is_exact(perm):
+    enc = UniformAct(12, True, 0.1, 5)
+    model = Model("tr", (2, 3, 4), enc, [Layer("tr", "transpose", ["input"], {"perm": perm})]).check()
+    assert export_routes(model) == {"tr": "codes"}
+    assert_exact(model, code_input(model, np.random.default_rng(0), 5))
+
+
+def test_op_without_an_exporter_is_one_error_naming_the_layer(monkeypatch):
+    monkeypatch.delitem(onnx_export.EMITTERS, "dilate")
+    model = Model("dil", (2, 3, 4), UniformAct(8), [Layer("zeros", "dilate", ["input"], {"stride": [2, 2]})]).check()
+    with pytest.raises(HwsimError) as exc:
+        to_onnx(model)
+    assert exc.value.field == "layers.zeros" and "dilate" in exc.value.message

@@ -30,12 +30,27 @@ Each layer takes one route (`export_routes(model)` lists them, with the reason a
   Mul, Round; shift and TFLite fixed point: int64 Add / Mul / Div / Mod, Div truncating as C's); threshold
   outputs as comparisons counted; encoders (uniform clamp, QE Clip + Div, QK comparisons counted, sign).
   Average pooling, relu / clip and the other adds take this route too.
-- "codes": maxpool (MaxPool on the codes; float32 for 16/24-bit codes, negated for binary), concat, reshape.
+  Adds broadcast NumPy-style (a [N, C, 1, 1] input with a [N, C, H, W] one), as ONNX's Add does.
+- "integer" (the real-network layers): mul (SE gating, NumPy broadcasting) as units/elementwise.py mul_codes:
+  int64 product, then requant "float32" (QLinearMul: float32(product) * float32 ratio + float32(zp), Round half
+  to even, INT32_MIN outside int32, saturate) or "float64" (double product, Round, + zp); linear resize as
+  units/resize.py: the dequantized values, four Gathers of taps, float32 (or float64) weight * tap products
+  summed left to right, Div by the output scale, Round; softmax "ort_qlinear" as units/elementwise.py
+  qlinear_softmax: the exp table gathered at (code - row max), a Loop summing the row in order in float32,
+  Round(e * floor(1 / s_out) / sum) + zp (ORT's own QLinearSoftmax kernel sums in another order on some
+  builds, so it is not used).
+- "codes": maxpool (MaxPool on the codes; float32 for 16/24-bit codes, negated for binary), concat, reshape;
+  lut (a Gather of the table at code - lowest code; per-channel tables flattened, index c * codes + code);
+  dilate (Reshape to [N, C, H, 1, W, 1], Pad with the zero code, Reshape, Slice off the trailing s - 1);
+  nearest resize (Gathers along H and W at units/resize.py's index vectors); transpose (Transpose, batch first).
+
+A model-level output_bias is an Add of the float32 per-channel bias after the final DequantizeLinear.
 
 The input quantizer is a QuantizeLinear when that is exact (rounding half_even, <= 8 bits, and the division
 in float32: input_division "float32" or a power-of-two scale), else the same steps in double.
 
-Not expressible, reported as an HwsimError naming the layer: accumulators whose exact value could leave int64
+Not expressible, reported as an HwsimError naming the layer: softmax arithmetic "float64" (an exact exp in
+double, which ONNX's Exp does not promise bit for bit), accumulators whose exact value could leave int64
 (beyond what hwsim's MAC, whose operands stay below 2^16, can run), and what hwsim itself refuses (a shift
 requantizer with a multiplier that is not a power of two, a float32 multiplier that overflows).
 """
@@ -82,8 +97,9 @@ def to_onnx(model: Model, *, qdq: bool = True):
 
 
 def export_routes(model: Model, *, qdq: bool = True) -> dict:
-    """{layer name: route}: "qdq", "codes" (maxpool, concat, reshape) or "integer", the latter followed, for
-    conv / dense / add layers, by the reason QDQ would not be exact (e.g. "integer: output is knq")."""
+    """{layer name: route}: "qdq", "codes" (maxpool, concat, reshape, lut, dilate, nearest resize,
+    transpose) or "integer", the latter followed, for conv / dense / add layers, by the reason QDQ would not
+    be exact (e.g. "integer: output is knq")."""
     require("onnx")
     exp = _Exporter(model, qdq)
     exp.build()
@@ -212,6 +228,8 @@ class _Exporter:
         for lay in model.layers:
             self.lay = lay
             try:
+                if lay.op not in EMITTERS:    # an op newer than this exporter: one clear error, not a KeyError
+                    raise HwsimError(f"op {lay.op!r} has no ONNX export")
                 out = EMITTERS[lay.op](self, lay)
             except HwsimError as exc:
                 fld = f"layers.{lay.name}" + (f".{exc.field}" if exc.field else "")
@@ -229,15 +247,20 @@ class _Exporter:
                 node.output[:] = [codes if o == out_name else o for o in node.output]
                 node.input[:] = [codes if i == out_name else i for i in node.input]
             enc = last.out_enc
+            bias = getattr(model, "output_bias", None)
+            deq = out_name if bias is None else None
             if enc.bits <= 8:   # float32(code - zp) * scale
-                self.g.op("DequantizeLinear", [codes, self.g.const(np.float32(enc.scale), np.float32, "out_scale"),
-                                               self.g.const(enc.zero_point, _code_type(enc)[1], "out_zp")],
-                          "output", out=out_name)
+                y = self.g.op("DequantizeLinear", [codes, self.g.const(np.float32(enc.scale), np.float32, "out_scale"),
+                                                   self.g.const(enc.zero_point, _code_type(enc)[1], "out_zp")],
+                              "output", out=deq)
             else:               # opset 19 has no 16-bit DequantizeLinear: the same arithmetic spelled out
                 v = self.g.op("Sub", [self.cast(codes, T.INT32, "output"), self.g.const(enc.zero_point, np.int32)],
                               "output")
-                self.g.op("Mul", [self.cast(v, T.FLOAT, "output"), self.g.const(np.float32(enc.scale), np.float32)],
-                          "output", out=out_name)
+                y = self.g.op("Mul", [self.cast(v, T.FLOAT, "output"),
+                                      self.g.const(np.float32(enc.scale), np.float32)], "output", out=deq)
+            if bias is not None:   # output.bias: float32 per output channel, added after the dequantization
+                b = np.asarray(bias, dtype=np.float32).reshape((1, -1) + (1,) * (len(last.out_shape) - 1))
+                self.g.op("Add", [y, self.g.const(b, np.float32, "output_bias")], "output", out=out_name)
             elem = T.FLOAT
         n_dim = ["N"] + list(model.input_shape)
         graph = helper.make_graph(
@@ -708,9 +731,10 @@ class _Exporter:
             cols = g.op("Transpose", [cols], hint, perm=[0, 1, 3, 2, 4])
         return g.op("Reshape", [cols, self.c64([0, groups, -1, ho * wo])], hint)
 
-    def _acc_loop(self, acc0, steps, step, clamp, hint):
+    def _acc_loop(self, acc0, steps, step, clamp, hint, elem=None):
         """An ONNX Loop of `steps` iterations: acc = clamp(acc + step(sub, k)) (no clamp when `clamp` is None).
-        `step(sub, k)` adds the k-th contribution's nodes to the body graph `sub` and returns its name."""
+        `step(sub, k)` adds the k-th contribution's nodes to the body graph `sub` and returns its name; the
+        accumulator is int64 unless `elem` says otherwise."""
         from onnx import TensorProto as T
         from onnx import helper
         g = self.g
@@ -725,9 +749,9 @@ class _Exporter:
         body = helper.make_graph(
             sub.nodes, f"{hint}_accumulate",
             [helper.make_tensor_value_info(it, T.INT64, []), helper.make_tensor_value_info(cond_in, T.BOOL, []),
-             helper.make_tensor_value_info(acc_in, T.INT64, None)],
+             helper.make_tensor_value_info(acc_in, elem or T.INT64, None)],
             [helper.make_tensor_value_info(cond_out, T.BOOL, []),
-             helper.make_tensor_value_info(acc_out, T.INT64, None)],
+             helper.make_tensor_value_info(acc_out, elem or T.INT64, None)],
             initializer=sub.inits)
         return g.op("Loop", [self.c64(steps), g.const(True, np.bool_), acc0], hint, body=body)
 
@@ -979,6 +1003,11 @@ class _Exporter:
         return self.g.op("Reshape", [self.codes[lay.inputs[0]], self.c64([0] + list(lay.out_shape))], lay.name,
                          out=lay.name)
 
+    def _transpose(self, lay):
+        self.routes[lay.name] = "codes"
+        perm = [0] + [int(p) + 1 for p in lay.attr("perm")]      # the batch axis stays first
+        return self.g.op("Transpose", [self.codes[lay.inputs[0]]], lay.name, out=lay.name, perm=perm)
+
     def _concat(self, lay):
         self.routes[lay.name] = "codes"
         return self.g.op("Concat", [self.codes[n] for n in lay.inputs], lay.name, out=lay.name, axis=1)
@@ -1079,6 +1108,165 @@ class _Exporter:
         return codes
 
 
+    # ------------------------------------------------------------------ elementwise and real-network layers
+    def _lut(self, lay):
+        """Output code = table[c, code - lowest code]: a Gather of the table (an initializer of output codes); a
+        per-channel table [C, codes] is gathered flattened at c * codes + (code - lowest code), in int64."""
+        from onnx import TensorProto as T
+        self.routes[lay.name] = "codes"
+        g, name = self.g, lay.name
+        enc = lay.in_encs[0]
+        lo, _ = enc.code_range()
+        _, dt = _code_type(lay.out_enc)
+        table = np.asarray(lay.table)
+        index = self.cast(self.codes[lay.inputs[0]], T.INT64, name)
+        if lo:
+            index = g.op("Sub", [index, self.c64(lo)], name)
+        if table.shape[0] > 1:
+            ndim = 1 + len(lay.in_shapes[0])
+            offsets = (np.arange(table.shape[0], dtype=np.int64) * table.shape[1]).reshape((1, -1) + (1,) * (ndim - 2))
+            index = g.op("Add", [index, self.c64(offsets, f"{name}/row")], name)
+        return g.op("Gather", [g.const(table.reshape(-1).astype(dt), dt, f"{name}/table"), index], name, out=name,
+                    axis=0)
+
+    def _mul(self, lay):
+        """y = v_a * v_b rescaled as units/elementwise.py mul_codes, in explicit ops (NumPy broadcasting)."""
+        from onnx import TensorProto as T
+        self.routes[lay.name] = "integer"
+        g, name = self.g, lay.name
+        (ea, eb), out = lay.in_encs, lay.out_enc
+        lo, hi = out.code_range()
+        elem, _ = _code_type(out)
+        a = self.values(self.codes[lay.inputs[0]], ea, name)
+        b = self.values(self.codes[lay.inputs[1]], eb, name)
+        product = g.op("Mul", [a, b], name)                        # |v| < 2^17: exact in int64
+        f32 = np.float32
+        if lay.attr("requant") == "float32":
+            # QLinearMul: float32(product) * float32 ratio + float32(zp), round half to even, INT32_MIN outside
+            # int32 (cvtps2dq), saturate
+            ratio = f32(f32(ea.scale) * f32(eb.scale)) / f32(out.scale)
+            r = g.op("Mul", [self.cast(product, T.FLOAT, name), g.const(ratio, f32, f"{name}/ratio")], name)
+            r = g.op("Round", [g.op("Add", [r, g.const(f32(out.zero_point), f32)], name)], name)
+            inside = g.op("And", [g.op("GreaterOrEqual", [r, g.const(f32(-2.0 ** 31), f32)], name),
+                                  g.op("Less", [r, g.const(f32(2.0 ** 31), f32)], name)], name)
+            r = g.op("Where", [inside, r, g.const(f32(-2.0 ** 31), f32)], name)
+            r = g.op("Clip", [r, g.const(f32(lo), f32), g.const(f32(hi), f32)], name)
+            return g.op("Cast", [r], name, out=name, to=int(elem))
+        # float64: rint(clip(float64(product) * (s_a * s_b / s_out), +-2^62)) + zp, clamped
+        real = g.op("Mul", [self.cast(product, T.DOUBLE, name),
+                            g.const(ea.scale * eb.scale / out.scale, np.float64, f"{name}/ratio")], name)
+        r = g.op("Round", [g.op("Clip", [real, g.const(-2.0 ** 62, np.float64), g.const(2.0 ** 62, np.float64)],
+                                name)], name)
+        r = g.op("Clip", [r, g.const(float(lo - out.zero_point), np.float64),
+                          g.const(float(hi - out.zero_point), np.float64)], name)
+        return self.encode(self.cast(r, T.INT64, name), out, None, name, out=name)
+
+    def _dilate(self, lay):
+        """Zero insertion on the codes: [N, C, H, 1, W, 1], padded with the zero code to [.., H, s_h, W, s_w],
+        reshaped to [N, C, H s_h, W s_w] and the trailing (s - 1) rows / columns sliced off."""
+        from onnx import TensorProto as T
+        self.routes[lay.name] = "codes"
+        g, name = self.g, lay.name
+        enc = lay.in_encs[0]
+        sh, sw = (int(v) for v in lay.attr("stride"))
+        c, h, w = lay.in_shapes[0]
+        x = self.codes[lay.inputs[0]]
+        if (sh, sw) == (1, 1):
+            return g.op("Identity", [x], name, out=name)
+        elem, dt = _code_type(enc)
+        wide = elem not in (T.UINT8, T.INT8, T.INT32)          # ORT's Pad has no 16-bit kernels
+        if wide:
+            x, dt = self.cast(x, T.INT32, name), np.int32
+        x = g.op("Reshape", [x, self.c64([0, c, h, 1, w, 1])], name)
+        x = g.op("Pad", [x, self.c64([0, 0, 0, 0, 0, 0, 0, 0, 0, sh - 1, 0, sw - 1]),
+                         g.const(default_pad_code(enc), dt, f"{name}/zero")], name, mode="constant")
+        x = g.op("Reshape", [x, self.c64([0, c, h * sh, w * sw])], name)
+        _, ho, wo = lay.out_shape
+        x = g.op("Slice", [x, self.c64([0, 0]), self.c64([ho, wo]), self.c64([2, 3])], name,
+                 out=None if wide else name)
+        return g.op("Cast", [x], name, out=name, to=int(elem)) if wide else x
+
+    def _resize(self, lay):
+        from onnx import TensorProto as T
+        from ..units import resize
+        g, name = self.g, lay.name
+        size, scales, coord = lay.attr("size"), lay.attr("scales"), lay.attr("coordinate")
+        _, h, w = lay.in_shapes[0]
+        x = self.codes[lay.inputs[0]]
+        if lay.attr("mode") == "nearest":   # moves codes: two Gathers with units/resize.py's index vectors
+            self.routes[name] = "codes"
+            nm = lay.attr("nearest_mode")
+            rows = resize.nearest_index(resize.source_coordinates(size[0], h, scales[0], coord), h, nm)
+            cols = resize.nearest_index(resize.source_coordinates(size[1], w, scales[1], coord), w, nm)
+            x = g.op("Gather", [x, self.c64(rows, f"{name}/rows")], name, axis=2)
+            return g.op("Gather", [x, self.c64(cols, f"{name}/cols")], name, out=name, axis=3)
+        # linear: ORT's UpsampleBilinear spelled out (float32), or the float64 reference, tap by tap
+        self.routes[name] = "integer"
+        enc, out = lay.in_encs[0], lay.out_enc
+        ftype, felem = (np.float32, T.FLOAT) if lay.attr("requant") == "float32" else (np.float64, T.DOUBLE)
+        y1, y2, dy1, dy2 = resize._linear_axis(size[0], h, scales[0], coord)
+        x1, x2, dx1, dx2 = resize._linear_axis(size[1], w, scales[1], coord)
+        if ftype is np.float64:
+            dy1, dy2, dx1, dx2 = (a.astype(np.float64) for a in (dy1, dy2, dx1, dx2))
+        dy1, dy2 = dy1[:, None], dy2[:, None]
+        real = g.op("Mul", [self.cast(self.values(x, enc, name), felem, name), g.const(ftype(enc.scale), ftype)],
+                    name)
+        r1 = g.op("Gather", [real, self.c64(y1)], name, axis=2)
+        r2 = g.op("Gather", [real, self.c64(y2)], name, axis=2)
+        taps = [(dx2 * dy2, r1, x1), (dx1 * dy2, r1, x2), (dx2 * dy1, r2, x1), (dx1 * dy1, r2, x2)]
+        y = None
+        for weight, rows, cols in taps:     # (weight) * tap, summed left to right
+            term = g.op("Mul", [g.const(weight.astype(ftype), ftype, f"{name}/weight"),
+                                g.op("Gather", [rows, self.c64(cols)], name, axis=3)], name)
+            y = term if y is None else g.op("Add", [y, term], name)
+        r = g.op("Round", [g.op("Div", [y, g.const(ftype(out.scale), ftype)], name)], name)
+        lo, hi = out.code_range()
+        r = g.op("Clip", [r, g.const(ftype(lo - out.zero_point), ftype), g.const(ftype(hi - out.zero_point), ftype)],
+                 name)
+        return self.encode(self.cast(r, T.INT64, name), out, None, name, out=name)
+
+    def _softmax(self, lay):
+        """ONNX Runtime's QLinearSoftmax as units/elementwise.py qlinear_softmax computes it, spelled out: the exp
+        table gathered at the code's offset from the row's max, a sequential float32 sum (a Loop, in order),
+        round(e * floor(1 / s_out) / sum) + zp, saturated. (ORT's own QLinearSoftmax kernel sums differently in
+        some builds, so it is not used.)"""
+        from onnx import TensorProto as T
+        from ..units.elementwise import qlinear_softmax_table
+        g, name = self.g, lay.name
+        enc, out = lay.in_encs[0], lay.out_enc
+        if lay.attr("arithmetic") != "ort_qlinear":
+            raise HwsimError("softmax arithmetic 'float64' (an exact exp in double) has no bit-exact ONNX form; "
+                             "only 'ort_qlinear' exports")
+        self.routes[name] = "integer"
+        f32 = np.float32
+        (k,) = lay.in_shapes[0]
+        x = self.cast(self.codes[lay.inputs[0]], T.INT64, name)
+        top = g.op("ReduceMax", [x, self.c64([1])], name, keepdims=1)
+        if enc.signed:   # (127 - max + code) & 0xFF
+            index = g.op("Mod", [g.op("Add", [g.op("Sub", [x, top], name), self.c64(127)], name), self.c64(256)],
+                         name, fmod=0)
+        else:            # 255 - max + code
+            index = g.op("Add", [g.op("Sub", [x, top], name), self.c64(255)], name)
+        table = qlinear_softmax_table(enc.scale, k, enc.signed)
+        e = g.op("Gather", [g.const(table, f32, f"{name}/exp_table"), index], name, axis=0)      # [N, K]
+        total = g.op("Gather", [e, self.c64(0)], name, axis=1)                                   # [N]
+        if k > 1:
+            def step(sub, it):
+                col = sub.op("Add", [it, sub.const(1, np.int64)], name)
+                return sub.op("Gather", [e, col], name, axis=1)
+            total = self._acc_loop(total, k - 1, step, None, name, elem=T.FLOAT)
+        ys = f32(np.floor(f32(1.0) / f32(out.scale)))
+        q = g.op("Div", [g.op("Mul", [e, g.const(ys, f32, f"{name}/y_scale")], name),
+                         g.op("Unsqueeze", [total, self.c64([1])], name)], name)
+        q = g.op("Round", [q], name)
+        bad = g.op("Or", [g.op("IsNaN", [q], name), g.op("IsInf", [q], name)], name)
+        q = g.op("Where", [bad, g.const(f32(0), f32), q], name)
+        lo, hi = out.code_range()
+        q = g.op("Clip", [g.op("Add", [q, g.const(f32(out.zero_point), f32)], name), g.const(f32(lo), f32),
+                          g.const(f32(hi), f32)], name)
+        return g.op("Cast", [q], name, out=name, to=int(_code_type(out)[0]))
+
+
 def _float32_is_exact(multipliers, bound) -> bool:
     """True when float32 requantization provably equals float64 for every |acc| <= bound: each multiplier is a
     float32 m * 2^e (m odd) with bound * m < 2^24, so float32(acc) * M is exact, as in float64 (pow2 scales)."""
@@ -1128,6 +1316,7 @@ def _safe_name(name):
 EMITTERS = {"conv2d": _Exporter._mac, "dense": _Exporter._mac, "maxpool": _Exporter._maxpool,
             "avgpool": _Exporter._avgpool, "relu": _Exporter._clip, "clip": _Exporter._clip,
             "flatten": _Exporter._reshape, "reshape": _Exporter._reshape, "concat": _Exporter._concat,
-            "add": _Exporter._add}
+            "add": _Exporter._add, "lut": _Exporter._lut, "mul": _Exporter._mul, "dilate": _Exporter._dilate,
+            "resize": _Exporter._resize, "softmax": _Exporter._softmax, "transpose": _Exporter._transpose}
 
 assert set(EMITTERS) >= set(MAC_OPS)

@@ -44,19 +44,28 @@ from .onnx.frontend import load_onnx
 MAC_OPS = ("Conv", "ConvInteger", "QLinearConv", "Gemm", "QGemm", "MatMul", "MatMulInteger", "QLinearMatMul")
 POOL_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "QLinearAveragePool",
             "QLinearGlobalAveragePool")
-VECTOR_OPS = ("Add", "QLinearAdd", "Relu", "Clip")
-VIEW_OPS = ("Flatten", "Reshape", "Concat", "QLinearConcat")
+# Single-input elementwise functions: a lookup table (a `lut` layer, as import_onnx's float islands).
+UNARY_OPS = ("HardSwish", "HardSigmoid", "Sigmoid", "Tanh", "Erf", "Gelu", "LeakyRelu", "PRelu", "Elu", "Selu",
+             "Celu", "Softplus", "Softsign", "Mish", "Exp", "Log", "Sqrt", "Reciprocal", "Neg", "Abs", "Floor",
+             "Ceil", "Round", "Sin", "Cos")
+BINARY_OPS = ("Add", "Sub", "Mul", "Div", "Pow", "Min", "Max")     # with a constant, or of one tensor: a table
+ELEMENTWISE_OPS = UNARY_OPS + BINARY_OPS + ("Relu", "Clip", "BatchNormalization")
+QLINEAR_UNARY = ("QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftsign")
+VECTOR_OPS = ("QLinearAdd", "QLinearMul", "Softmax", "QLinearSoftmax", "Resize") + QLINEAR_UNARY
+VIEW_OPS = ("Flatten", "Reshape", "Concat", "QLinearConcat", "Squeeze", "Unsqueeze", "Transpose")
 PASS_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Cast", "Identity", "Dropout",
-            "BatchNormalization", "Sub", "Mul", "Div", "Constant", "Shape")
-SUPPORTED = MAC_OPS + POOL_OPS + VECTOR_OPS + VIEW_OPS + PASS_OPS
+            "Constant", "Shape")
+SUPPORTED = MAC_OPS + ("ConvTranspose",) + POOL_OPS + ELEMENTWISE_OPS + VECTOR_OPS + VIEW_OPS + PASS_OPS
 QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "ConvInteger",
              "MatMulInteger", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearAveragePool",
-             "QLinearGlobalAveragePool", "QLinearConcat"}
+             "QLinearGlobalAveragePool", "QLinearConcat", "QLinearMul", "QLinearSoftmax", *QLINEAR_UNARY}
 # Where each QOperator node keeps (x, x_zero_point) and (w, w_zero_point) / its output zero point.
 Q_INPUTS = {"QLinearConv": ((0, 2), (3, 5), 7), "QLinearMatMul": ((0, 2), (3, 5), 7), "QGemm": ((0, 2), (3, 5), 8),
             "ConvInteger": ((0, 2), (1, 3), None), "MatMulInteger": ((0, 2), (1, 3), None),
-            "QLinearAdd": ((0, 2), (3, 5), 7), "QLinearAveragePool": ((0, 2), None, 4),
-            "QLinearGlobalAveragePool": ((0, 2), None, 4)}
+            "QLinearAdd": ((0, 2), (3, 5), 7), "QLinearMul": ((0, 2), (3, 5), 7),
+            "QLinearAveragePool": ((0, 2), None, 4), "QLinearGlobalAveragePool": ((0, 2), None, 4),
+            "QLinearSoftmax": ((0, 2), None, 4), **{op: ((0, 2), None, 4) for op in QLINEAR_UNARY}}
+ALIAS_OPS = ("DequantizeLinear", "Identity", "Cast", "Dropout")   # the same values (codes) under another name
 MAX_ELEMS = 1 << 40
 
 
@@ -113,6 +122,10 @@ class _Reader:
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
         self.out = []
+        self.root_of = {}                # tensor -> the tensor whose values (codes) it carries: DQ, Identity, islands
+        self.island = {}                 # tensor -> the lut Workload name of the open elementwise chain it ends
+        self.foldable = {vi.name for vi in self.inputs}   # MAC outputs (and the input): a constant op folds there
+        self.read_from = self.produced = None
 
     # ---------------------------------------------------------------------------------------- helpers
     def qbits(self, elem_type):
@@ -173,17 +186,22 @@ class _Reader:
         for i, node in enumerate(self.graph.node):
             where = f"node {node.name or '#' + str(i)} ({node.op_type})"
             before = len(self.out)
+            self.read_from = self.produced = None
             try:
                 self.node(node, where)
-                sources = tuple(dict.fromkeys(p for x in node.input if x and x not in self.consts
+                reads = node.input if self.read_from is None else self.read_from
+                sources = tuple(dict.fromkeys(p for x in reads if x and x not in self.consts
                                               for p in producers.get(x, ("input",))))
-                if len(self.out) > before:
-                    self.out[-1] = replace(self.out[-1], inputs=sources)
-                    sources = (self.out[-1].name,)
+                if len(self.out) > before:   # a ConvTranspose adds two layers: dilate, then the conv reading it
+                    for j in range(before, len(self.out)):
+                        self.out[j] = replace(self.out[j], inputs=sources)
+                        sources = (self.out[j].name,)
                     if len(self.out) > LIMITS["layers"] and limits_enabled():   # as import's check (graph.py)
                         self.fail(f"the graph has more layers to cost than the limit of "
                                   f"{LIMITS['layers']:,} (lift the limits with --no-limits or HWSIM_NO_LIMITS=1)",
                                   "graph.node")
+                elif self.produced is not None:   # a step of an elementwise chain: the chain's lut
+                    sources = self.produced
                 for y in node.output:
                     producers[y] = sources
             except HwsimError:
@@ -217,12 +235,22 @@ class _Reader:
             self.fail(f"unsupported op {op!r}{dom}; supported: {', '.join(SUPPORTED)}", where)
         if op in MAC_OPS:
             self.out.append(self.mac(node, op, where))
+            self.foldable.add(node.output[0])
+        elif op == "ConvTranspose":
+            self.conv_transpose(node, where)
         elif op in POOL_OPS:
             self.out.append(self.pool(node, op, where))
-        elif op in VECTOR_OPS and not (op == "Add" and any(n in self.consts for n in node.input)):
-            wl = self.vector(node, op, where)
-            if wl is not None:
-                self.out.append(wl)
+        elif op in ELEMENTWISE_OPS:
+            self.elementwise(node, op, where)
+        elif op in ("QLinearAdd", "QLinearMul"):
+            self.out.append(self.binary(node, op, where))
+        elif op in QLINEAR_UNARY:
+            self.qlinear_params(node, op)
+            self.out.append(self.lut(node, node.input[0], where))
+        elif op in ("Softmax", "QLinearSoftmax"):
+            self.out.append(self.softmax(node, op, where))
+        elif op == "Resize":
+            self.out.append(self.resize(node, where))
         elif op in VIEW_OPS:
             self.view(node, op, where)
         else:
@@ -247,18 +275,22 @@ class _Reader:
                 self.consts[o] = None     # the scalar scale and zero point
         elif x in self.qinfo:
             self.qinfo[y] = self.qinfo[x]
-        if op in ("Add", "Sub", "Mul", "Div"):
-            live = [n for n in node.input if n not in self.consts]
-            if len(live) != 1:
-                self.fail(f"{op} of two activations is not supported (only {op} with a constant, which folds "
-                          "into the neighbouring layer, and Add of two equal-shape activations)", where)
-            x = live[0]
-            xs, ys = self.shapes.get(x), self.shapes.get(y)
-            if xs and ys and xs != ys:
-                self.fail(f"{op} with a constant broadcasts {list(xs)} to {list(ys)}; only a same-shape bias or "
-                          "scale folds away", where)
+        if op in ALIAS_OPS:
+            self.root_of[y] = self.root(x)
+            if op != "DequantizeLinear":
+                if x in self.island:
+                    self.island[y] = self.island[x]
+                    self.produced = (self.island[x],)
+                if x in self.foldable:
+                    self.foldable.add(y)
         if y not in self.shapes and x in self.shapes:
             self.shapes[y] = self.shapes[x]
+
+    def root(self, name):
+        return self.root_of.get(name, name)
+
+    def single_use(self, name, node):
+        return all(c is node for c in self.consumers.get(name, []))
 
     # ---------------------------------------------------------------------------------------- layers
     def batch(self, dims, name, where):
@@ -385,6 +417,220 @@ class _Reader:
                         out_bits=self.out_bits(y) if "Avg" in op else in_bits, in_elems=self.n * c * h * w,
                         out_elems=outs, events=events)
 
+    def qlinear_params(self, node, op):
+        """A QOperator node's zero points: its inputs' and its output's operand widths."""
+        x_pos, w_pos, y_zp = Q_INPUTS[op]
+        for pos in (x_pos, w_pos):
+            if pos is not None and len(node.input) > pos[0]:
+                name = node.input[pos[0]]
+                zp = node.input[pos[1]] if len(node.input) > pos[1] else ""
+                self.qinfo.setdefault(name, (self.qbits(self.types.get(name)) or 8, self.zp_nonzero(zp)))
+        y = node.output[0]
+        zp = node.input[y_zp] if len(node.input) > y_zp else ""
+        self.qinfo[y] = (self.qbits(self.types.get(y)) or 8, self.zp_nonzero(zp))
+
+    def elementwise(self, node, op, where):
+        """Relu / Clip, Add / Mul of two activations, a constant folded into the MAC before it, or a lookup table:
+        a chain of single-input elementwise ops (and of their products with the same input, as x * Sigmoid(x))
+        extends one lut, as import_onnx tabulates a float island once."""
+        y = node.output[0]
+        live = [x for x in node.input if x and x not in self.consts]
+        if op == "BatchNormalization" and len(live) > 1:
+            self.fail("BatchNormalization with non-constant statistics is not supported", where)
+        roots = list(dict.fromkeys(self.root(x) for x in live))
+        if len(roots) > 1:
+            if op in ("Add", "Mul") and len(live) == 2:
+                self.out.append(self.binary(node, op, where))
+                return
+            self.fail(f"{op} of two activations is not supported (only Add and Mul of two activations, and "
+                      "elementwise ops of one activation and constants)", where)
+        x = live[0]
+        chains = [t for t in dict.fromkeys(live) if t in self.island and self.single_use(t, node)]
+        if op in ("Relu", "Clip") and not chains:
+            wl = self.vector(node, op, where)
+            if wl is not None:
+                self.out.append(wl)
+            return
+        xd = self.shape(x, where)
+        ys = self.shapes.get(y)
+        known = [self.shapes.get(n) for n in node.input if n]
+        if op in BINARY_OPS + ("PRelu",) and all(d is not None and None not in d for d in known):
+            try:                         # the constants' own shapes: numpy broadcasting, as ONNX's
+                ys = tuple(int(d) for d in np.broadcast_shapes(*known))
+            except ValueError:
+                self.fail(f"{op} inputs {[list(d) for d in known]} do not broadcast", where)
+        if op in ("Add", "Sub", "Mul", "Div", "BatchNormalization") and x in self.foldable and self.single_use(x, node):
+            if ys and ys != xd:          # a bias or a scale of the MAC before: folds into its weights
+                self.fail(f"{op} with a constant broadcasts {list(xd)} to {list(ys)}; only a same-shape bias or "
+                          "scale folds away", where)
+            self.foldable.add(y)
+            self.shapes[y] = xd
+            if x in self.qinfo:
+                self.qinfo[y] = self.qinfo[x]
+            return
+        if ys and ys != xd:
+            self.fail(f"{op} with a constant broadcasts {list(xd)} to {list(ys)}; an elementwise function (a "
+                      "lookup table) keeps its input's shape", where)
+        self.shapes[y] = xd
+        self.root_of[y] = roots[0]
+        if chains:                       # one more step of an open chain: the same table, a new output width
+            name = self.island[chains[0]]
+            for other in {self.island[t] for t in chains[1:]} - {name}:   # two chains of one input meet
+                self.out = [wl for wl in self.out if wl.name != other]
+                self.island = {t: name if v == other else v for t, v in self.island.items()}
+            i = next(j for j in range(len(self.out) - 1, -1, -1) if self.out[j].name == name)
+            out_bits = self.out_bits(y)
+            self.out[i] = replace(self.out[i], out_bits=out_bits, lut_width_bits=out_bits,
+                                  extra_weight_bits=self.out[i].lut_entries * out_bits)
+            self.island[y] = name
+            self.produced = (name,)
+            return
+        self.read_from = [roots[0]]
+        self.out.append(self.lut(node, x, where))
+        self.island[y] = self.out[-1].name
+
+    def lut(self, node, x, where):
+        """One table read per element: 2^(input bits) entries of the output's width; one table (shapes cannot
+        tell whether a constant differs per channel)."""
+        y = node.output[0]
+        xd = self.shape(x, where)
+        self.batch(xd, x, where)
+        elems = math.prod(xd)
+        in_bits = self.info(x if x in self.qinfo else self.root(x), self.a_bits)[0]
+        out_bits = self.out_bits(y)
+        self.shapes[y] = xd
+        c, h, w = _chw(xd)
+        return Workload(node.name or y, "lut", "vector", n=self.n, k=c, c=c, h=h, w=w, p=h, q=w, in_bits=in_bits,
+                        out_bits=out_bits, in_elems=elems, out_elems=elems, events={"lut_reads": elems},
+                        lut_entries=1 << in_bits, lut_width_bits=out_bits, extra_weight_bits=(1 << in_bits) * out_bits)
+
+    def binary(self, node, op, where):
+        """Add / Mul of two activations, broadcasting (a squeeze-and-excitation gate [N, C, 1, 1] x [N, C, H, W]):
+        adds or muls, and requants, one per output element."""
+        y = node.output[0]
+        if op.startswith("QLinear"):
+            self.qlinear_params(node, op)
+            xs = [node.input[0], node.input[3]]
+        else:
+            xs = list(node.input)
+        dims = [self.shape(x, where) for x in xs]
+        try:
+            out = tuple(int(d) for d in np.broadcast_shapes(*dims))
+        except ValueError:
+            self.fail(f"{op} inputs {[list(d) for d in dims]} do not broadcast", where)
+        self.batch(out, y, where)
+        elems = math.prod(out)
+        mul = "Mul" in op
+        events = {"muls" if mul else "adds": elems, "requants": elems}
+        mul_bits = max(self.info(x, self.a_bits)[1] for x in xs) if mul else 0
+        self.shapes[y] = out
+        c, h, w = _chw(out)
+        return Workload(node.name or y, "mul" if mul else "add", "vector", n=self.n, k=c, c=c, h=h, w=w, p=h, q=w,
+                        in_bits=max(self.info(x, self.a_bits)[0] for x in xs), out_bits=self.out_bits(y),
+                        in_elems=sum(math.prod(d) for d in dims), out_elems=elems, events=events, mul_bits=mul_bits)
+
+    def softmax(self, node, op, where):
+        """As the engine's softmax: an exp table (2 reads per element, 256 x 32 bits), a sum, a divide."""
+        x, y = node.input[0], node.output[0]
+        if op == "QLinearSoftmax":
+            self.qlinear_params(node, op)
+        xd = self.shape(x, where)
+        self.batch(xd, x, where)
+        elems = math.prod(xd)
+        self.shapes[y] = xd
+        c, h, w = _chw(xd)
+        return Workload(node.name or y, "softmax", "vector", n=self.n, k=c, c=c, h=h, w=w, p=h, q=w,
+                        in_bits=self.info(x, self.a_bits)[0], out_bits=self.out_bits(y), in_elems=elems,
+                        out_elems=elems, events={"lut_reads": 2 * elems, "adds": elems, "requants": elems},
+                        lut_entries=256, lut_width_bits=32)
+
+    def resize(self, node, where):
+        """Nearest: data movement only; linear: 4 muls, 3 adds and a requantization per output (Engine._resize)."""
+        x, y = node.input[0], node.output[0]
+        a = self.attrs(node)
+        mode = a.get("mode", b"nearest")
+        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+        if mode not in ("nearest", "linear", "bilinear"):
+            self.fail(f"Resize mode {mode!r} is not supported (nearest or linear)", where)
+        if a.get("axes") is not None:
+            self.fail("Resize with axes is not supported (give scales or sizes for all four axes)", where)
+        xd = self.shape(x, where)
+        if len(xd) != 4:
+            self.fail(f"Resize needs an [N, C, H, W] input, got {list(xd)}", where)
+        self.batch(xd, x, where)
+        names = [node.input[1]] if len(node.input) == 2 else list(node.input[2:4])   # opset 10: (X, scales)
+        scales, sizes = (self.const(n) if n else None for n in (names + [""])[:2])
+        if scales is not None and scales.size:
+            scales = scales.reshape(-1)
+            if scales.size != 4 or not np.all(np.isfinite(scales)) or np.any(scales <= 0):
+                self.fail(f"scales must be 4 positive factors, got {scales.tolist()[:6]}", where)
+            out = tuple(int(np.float32(d) * np.float32(f)) for d, f in zip(xd, scales))  # ORT: (int64)(scale*dim)
+        elif sizes is not None and sizes.size:
+            out = tuple(int(v) for v in sizes.reshape(-1))
+        else:
+            out = self.shapes.get(y)
+            if out is None or None in out:
+                self.fail("Resize needs constant scales or sizes", where)
+        if len(out) != 4 or out[:2] != xd[:2] or min(out) < 1:
+            self.fail(f"Resize of {list(xd)} to {list(out)}: only H and W may change", where)
+        self.shapes[y] = out
+        if mode == "nearest" and x in self.qinfo:
+            self.qinfo[y] = self.qinfo[x]
+        elems = math.prod(out)
+        events, mul_bits = {}, 0
+        if mode != "nearest":
+            events = {"muls": 4 * elems, "adds": 3 * elems, "requants": elems}
+            mul_bits = self.info(x, self.a_bits)[1]
+        in_bits = self.info(x, self.a_bits)[0]
+        return Workload(node.name or y, "resize", "vector", n=self.n, k=xd[1], c=xd[1], h=xd[2], w=xd[3], p=out[2],
+                        q=out[3], in_bits=in_bits, out_bits=in_bits if mode == "nearest" else self.out_bits(y),
+                        in_elems=math.prod(xd), out_elems=elems, events=events, mul_bits=mul_bits)
+
+    def conv_transpose(self, node, where):
+        """Zero insertion (a `dilate` layer: (s - 1) zeros between pixels, data movement only), then an ordinary
+        stride-1 convolution with the flipped kernel, padded by k - 1 - p (+ output_padding at the end)."""
+        a = self.attrs(node)
+        x, w, y = node.input[0], node.input[1], node.output[0]
+        if w not in self.consts:
+            self.fail(f"the weight {w!r} must be a constant (an initializer, or a DequantizeLinear of one)", where)
+        xd, wd = self.shape(x, where), self.shape(w, where)
+        if len(xd) != 4 or len(wd) != 4:
+            self.fail(f"only 2-D transposed convolutions are supported (input {list(xd)}, weight {list(wd)})", where)
+        self.batch(xd, x, where)
+        if any(d != 1 for d in a.get("dilations", [1, 1])):
+            self.fail(f"dilations {list(a['dilations'])} are not supported (only 1)", where)
+        auto = a.get("auto_pad", b"NOTSET")
+        if a.get("output_shape") is not None or (auto.decode() if isinstance(auto, bytes) else auto) != "NOTSET":
+            self.fail("output_shape and auto_pad are not supported (give pads and output_padding)", where)
+        g = int(a.get("group", 1))
+        (_, c, h, wi), (ci, cog, kh, kw) = xd, wd
+        if g < 1 or ci != c or ci % g:
+            self.fail(f"weight {list(wd)} does not fit {c} input channels in {g} groups", where)
+        sh, sw = (int(v) for v in a.get("strides", [1, 1]))
+        pt, pl, pb, pr = (int(v) for v in a.get("pads", [0, 0, 0, 0]))
+        oph, opw = (int(v) for v in a.get("output_padding", [0, 0]))
+        if min(sh, sw) < 1 or min(pt, pl, pb, pr, oph, opw) < 0 or oph >= sh or opw >= sw:
+            self.fail("strides must be >= 1, pads and output_padding >= 0, output_padding < stride", where)
+        if max(pt, pb) > kh - 1 or max(pl, pr) > kw - 1:
+            self.fail(f"pads {[pt, pl, pb, pr]} larger than kernel - 1 are not supported", where)
+        in_bits, a_op = self.info(x, self.a_bits)
+        w_bits, w_op = self.info(w, self.w_bits)
+        name = node.name or y
+        hd, wdd = (h - 1) * sh + 1, (wi - 1) * sw + 1
+        if (sh, sw) != (1, 1):
+            self.out.append(Workload(f"{name}_dilate", "dilate", "vector", n=self.n, k=c, c=c, h=h, w=wi, p=hd,
+                                     q=wdd, in_bits=in_bits, out_bits=in_bits, in_elems=self.n * c * h * wi,
+                                     out_elems=self.n * c * hd * wdd))
+        pad = (kh - 1 - pt, kw - 1 - pl, kh - 1 - pb + oph, kw - 1 - pr + opw)
+        p, q = _out(hd, kh, 1, pad[0], pad[2]), _out(wdd, kw, 1, pad[1], pad[3])
+        has_bias = len(node.input) > 2 and bool(node.input[2])
+        wl = Workload(name, "conv2d", "mac", n=self.n, g=g, k=cog, c=ci // g, p=p, q=q, r=kh, s=kw, h=hd, w=wdd,
+                      pad=pad, in_bits=in_bits, w_bits=w_bits, a_op_bits=a_op, w_op_bits=w_op,
+                      out_bits=self.out_bits(y), acc_bits=32, extra_weight_bits=32 * g * cog if has_bias else 0)
+        self.out.append(replace(wl, events={"requants": wl.output_elems}))
+        self.shapes[y] = (self.n, g * cog, p, q)
+        self.foldable.add(y)
+
     def vector(self, node, op, where):
         y = node.output[0]
         xs = list(node.input[0:4:3]) if op == "QLinearAdd" else list(node.input) if op == "Add" else [node.input[0]]
@@ -436,6 +682,15 @@ class _Reader:
         elif op == "Flatten":
             axis = int(self.attrs(node).get("axis", 1)) % (len(dims[0]) + 1)
             self.shapes[y] = (math.prod(dims[0][:axis]), math.prod(dims[0][axis:]))
+        elif op == "Transpose":
+            perm = [int(v) for v in self.attrs(node).get("perm", range(len(dims[0]) - 1, -1, -1))]
+            if sorted(perm) != list(range(len(dims[0]))) or perm[0] != 0:
+                self.fail(f"perm {perm} must permute the axes of a rank-{len(dims[0])} tensor and keep the batch "
+                          "axis first", where)
+            self.shapes[y] = tuple(dims[0][i] for i in perm)
+        elif op in ("Squeeze", "Unsqueeze"):
+            self.shapes[y] = _squeeze(op, dims[0], self.attrs(node).get("axes"),
+                                      self.const(node.input[1]) if len(node.input) > 1 and node.input[1] else None)
         elif self.shapes.get(y) is None or None in self.shapes[y]:
             self.shapes[y] = _reshape(dims[0], self.const(node.input[1]))
         out = self.shape(y, where)       # Reshape: shape inference, else a constant target
@@ -444,7 +699,8 @@ class _Reader:
             self.qinfo[y] = (self.qbits(self.types.get(y)) or 8, self.zp_nonzero(node.input[1]))
         elif xs[0] in self.qinfo:
             self.qinfo[y] = self.qinfo[xs[0]]
-        name = {"Flatten": "flatten", "Reshape": "reshape"}.get(op, "concat")
+        name = {"Flatten": "flatten", "Reshape": "reshape", "Squeeze": "reshape", "Unsqueeze": "reshape",
+                "Transpose": "transpose"}.get(op, "concat")
         self.out.append(Workload(node.name or y, name, "view", n=self.n))
 
 
@@ -462,6 +718,28 @@ def _reshape(dims, target):
         known = math.prod(d for d in out if d != -1)
         out[out.index(-1)] = math.prod(dims) // known if known else None
     return tuple(out)
+
+
+def _squeeze(op, dims, attr_axes, const_axes):
+    """Squeeze / Unsqueeze output dimensions; None when the axes are unknown."""
+    axes = attr_axes if const_axes is None else const_axes.reshape(-1).tolist()
+    if op == "Squeeze":
+        if axes is None:
+            return tuple(d for d in dims if d != 1) if dims[0] != 1 else (1,) + tuple(d for d in dims[1:] if d != 1)
+        axes = {int(a) % len(dims) for a in axes}
+        return tuple(d for i, d in enumerate(dims) if i not in axes)
+    if axes is None:
+        return None
+    rank = len(dims) + len(axes)
+    axes = {int(a) % rank for a in axes}
+    rest = iter(dims)
+    return tuple(1 if i in axes else next(rest) for i in range(rank))
+
+
+def _chw(dims):
+    """(C, H, W) of a vector layer's [N, C, H, W] or [N, K] tensor (other ranks: all in C)."""
+    sample = tuple(dims[1:])
+    return (sample + (1, 1))[:3] if len(sample) in (1, 3) else (math.prod(sample) or 1, 1, 1)
 
 
 def _dims_text(dims):
