@@ -19,7 +19,9 @@ from .errors import HwsimError
 
 def _check_int(value, lo, hi, field):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
-        raise HwsimError(f"must be an integer in [{lo}, {hi}], got {value!r}", field=field)
+        text = repr(value)
+        text = text if len(text) <= 60 else text[:57] + "..."
+        raise HwsimError(f"must be an integer in [{lo}, {hi}], got {text}", field=field)
     return int(value)
 
 
@@ -33,7 +35,7 @@ def _check_bool(value, field):
 
 def _check_scale(value, field):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise HwsimError(f"must be a positive finite number, got {value!r}", field=field)
+        raise HwsimError(f"must be a positive finite number, got {repr(value)[:60]}", field=field)
     try:
         value = float(value)
     except OverflowError:   # an integer beyond the float range
