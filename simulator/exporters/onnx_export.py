@@ -1259,8 +1259,7 @@ class _Exporter:
         q = g.op("Div", [g.op("Mul", [e, g.const(ys, f32, f"{name}/y_scale")], name),
                          g.op("Unsqueeze", [total, self.c64([1])], name)], name)
         q = g.op("Round", [q], name)
-        bad = g.op("Or", [g.op("IsNaN", [q], name), g.op("IsInf", [q], name)], name)
-        q = g.op("Where", [bad, g.const(f32(0), f32), q], name)
+        q = g.op("Where", [g.op("IsNaN", [q], name), g.const(f32(0), f32), q], name)   # inf saturates below
         lo, hi = out.code_range()
         q = g.op("Clip", [g.op("Add", [q, g.const(f32(out.zero_point), f32)], name), g.const(f32(lo), f32),
                           g.const(f32(hi), f32)], name)
