@@ -20,12 +20,13 @@ from .encodings import BinaryAct, CodebookW, EnqAct, KnqAct, ThresholdAct
 from .errors import HwsimError
 from . import interrupt
 from .graph import (LIMITS, MAC_OPS, Layer, Model, check_run_work, default_pad_code, layer_figures, pad_value,
-                    run_work)
+                    run_work, table_bits)
 from .kernels import mac, pairsat, popcount
 from .trace import STATIC_FIELDS, LayerCounts, Trace
 from .units import pooling, resize
 from .units.codebook_lut import lut_decode
-from .units.elementwise import dilate_codes, lut_lookup, mul_codes, qlinear_softmax, softmax_exact
+from .units.elementwise import (dilate_codes, lut_avgpool_ort, lut_lookup, mul_codes, qlinear_softmax,
+                                softmax_exact)
 from .units.requantizer import requantize
 from .units.residual_add import residual_add
 from .units.rounding import round_float
@@ -351,6 +352,13 @@ class Engine:
             return qlinear_softmax(x, enc.scale, out.scale, out.zero_point, enc.signed)
         return softmax_exact(enc.decode(x) * enc.scale, out)
 
+    def _lut_avgpool(self, lay, inputs, counts):
+        enc, out = lay.in_encs[0], lay.out_enc
+        x = inputs[0]
+        counts.lut_reads, counts.lut_entries, counts.lut_width_bits = x.size, lay.table.shape[1], 32
+        counts.adds, counts.requants = x.size, x.shape[0] * x.shape[1]
+        return lut_avgpool_ort(x, lay.table, enc.code_range()[0], out.scale, out.zero_point, *out.code_range())
+
     def _transpose(self, lay, inputs, counts):
         return np.ascontiguousarray(inputs[0].transpose((0,) + tuple(p + 1 for p in lay.attr("perm"))))
 
@@ -376,7 +384,8 @@ RUNNERS = {"conv2d": Engine._mac, "dense": Engine._mac, "maxpool": Engine._maxpo
            "relu": Engine._clip, "clip": Engine._clip, "flatten": Engine._reshape, "reshape": Engine._reshape,
            "concat": Engine._concat, "add": Engine._add, "mul": Engine._mul, "lut": Engine._lut,
            "resize": Engine._resize, "dilate": Engine._dilate,
-           "softmax": Engine._softmax, "transpose": Engine._transpose}
+           "softmax": Engine._softmax, "transpose": Engine._transpose,
+           "lut_avgpool": Engine._lut_avgpool}
 
 
 def _last_use(model: Model) -> dict:
@@ -436,7 +445,7 @@ def _count_traffic(lay: Layer, inputs, output, counts: LayerCounts):
         if lay.codebook is not None:
             counts.weight_bits[f"{lay.name}.codebook"] = n * lay.codebook.size * lay.weight_enc.table_bits
     if lay.table is not None:   # the lut's table is loaded like a weight tensor
-        counts.weight_bits[f"{lay.name}.table"] = n * lay.table.size * lay.out_enc.storage_bits
+        counts.weight_bits[f"{lay.name}.table"] = n * lay.table.size * table_bits(lay)
 
 
 REUSE_WORK = 1 << 26   # work units (~67 ms) from which a single-sample run is worth keeping for run_batched

@@ -23,7 +23,7 @@ PASS_OPS = ("maxpool", "avgpool", "relu", "clip", "flatten", "reshape", "concat"
 # Elementwise units: "lut" maps each code through a stored table (activation functions, float islands);
 # "mul" multiplies two quantized tensors (squeeze-and-excitation gating), with broadcasting like "add".
 ELEMENTWISE_OPS = ("add", "mul", "lut")
-OPS = MAC_OPS + PASS_OPS + ELEMENTWISE_OPS + ("resize", "dilate", "softmax", "transpose")
+OPS = MAC_OPS + PASS_OPS + ELEMENTWISE_OPS + ("resize", "dilate", "softmax", "transpose", "lut_avgpool")
 # mul arithmetic: "float32" is ONNX Runtime's QLinearMul on x86 (MLAS qlmul.cpp, SSE2 path): the exact integer
 # product of the two values, times float32(float32(s_a * s_b) / s_out), plus the output zero point in float32,
 # rounded half to even, saturated; "float64" rounds the exact real product half to even.
@@ -109,6 +109,10 @@ ATTR_DEFAULTS = {
     "dilate": {"stride": [1, 1]},
     # transpose: per-sample axes permuted (the batch axis stays first), e.g. [1, 2, 0]: [C, H, W] -> [H, W, C]
     "transpose": {"perm": None},
+    # lut_avgpool: a lookup table into float32 values (bit patterns in <layer>.table), averaged over the whole
+    # map in float32 in order and quantized like QuantizeLinear: ONNX Runtime's float GlobalAveragePool after a
+    # float island (a QOperator MobileNetV3's HardSwish -> GlobalAveragePool)
+    "lut_avgpool": {},
     # softmax over a [K] vector: "ort_qlinear" is ONNX Runtime's QLinearSoftmax (an exp table, float32 sums,
     # units/elementwise.py); "float64" is the exact softmax rounded half to even
     "softmax": {"arithmetic": "float64"},
@@ -743,6 +747,32 @@ def _check_dilate(lay, where):
     _inherit_encoding(lay, where)
 
 
+def table_bits(lay) -> int:
+    """Stored width of a layer's table: output codes (lut), float32 bit patterns (lut_avgpool)."""
+    return 32 if lay.op == "lut_avgpool" else lay.out_enc.storage_bits
+
+
+def _check_lut_avgpool(lay, where):
+    for key in ("weight", "bias", "codebook"):
+        if getattr(lay, key) is not None:
+            _fail(f"lut_avgpool takes no {key}", f"{where}.{key}")
+    inp, enc = lay.in_shapes[0], lay.in_encs[0]
+    if len(inp) != 3 or isinstance(enc, (BinaryAct, ThresholdAct)) or not hasattr(enc, "code_range"):
+        _fail("lut_avgpool needs a [C, H, W] input with a multi-bit encoding", f"{where}.inputs")
+    lo, hi = enc.code_range()
+    t = lay.table
+    if not isinstance(t, np.ndarray) or t.dtype.kind not in "iu" or t.ndim != 2:
+        _fail("lut_avgpool needs an integer table [1 or C, input codes] of float32 bit patterns", f"{where}.table")
+    if t.shape[1] != hi - lo + 1 or t.shape[0] not in (1, inp[0]):
+        _fail(f"table shape {list(t.shape)} must be [1 or {inp[0]}, {hi - lo + 1}]", f"{where}.table.shape")
+    if t.size and (t.min() < -(1 << 31) or t.max() >= 1 << 31
+                   or not np.all(np.isfinite(t.astype(np.int64).astype(np.int32).view(np.float32)))):
+        _fail("table entries must be the bit patterns of finite float32 values", f"{where}.table")
+    if not isinstance(lay.out_enc, UniformAct):
+        _fail("lut_avgpool writes a uniform encoding", f"{where}.encoding")
+    lay.out_shape = (inp[0], 1, 1)
+
+
 def _check_transpose(lay, where):
     _check_params_absent(lay, where)
     rank = len(lay.in_shapes[0])
@@ -796,7 +826,7 @@ CHECKS = {"conv2d": _check_mac, "dense": _check_mac, "maxpool": _check_pool, "av
           "relu": _check_clip, "clip": _check_clip, "flatten": _check_reshape, "reshape": _check_reshape,
           "concat": _check_concat, "add": _check_add, "mul": _check_mul, "lut": _check_lut,
           "resize": _check_resize, "dilate": _check_dilate, "softmax": _check_softmax,
-          "transpose": _check_transpose}
+          "transpose": _check_transpose, "lut_avgpool": _check_lut_avgpool}
 
 
 # ------------------------------------------------------------------------------------------------ budget
@@ -843,6 +873,8 @@ def layer_figures(lay: Layer, batch: int = 1) -> dict:
         ops = out * window
     elif lay.op == "resize":
         ops = out * 4
+    elif lay.op == "lut_avgpool":
+        ops = ins
     else:
         ops = out * max(len(lay.inputs), 1)
     params = sum(t.size for t in (lay.weight, lay.codebook, lay.bias, lay.table) if t is not None)

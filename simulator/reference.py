@@ -182,6 +182,12 @@ def reference_layer(lay: Layer, inputs: list) -> np.ndarray:
                                           out.zero_point, *out.code_range())
     if lay.op == "softmax":   # the exact softmax; ORT's table arithmetic shows as a difference in validate
         return softmax_exact(_real(enc, inputs[0]), lay.out_enc)
+    if lay.op == "lut_avgpool":   # the float32 table is the definition; the mean in float64, half to even
+        vals = lut_lookup(inputs[0], lay.table, enc.code_range()[0]).astype(np.int32).view(np.float32)
+        mean = vals.astype(np.float64).mean(axis=(2, 3), keepdims=True)
+        out = lay.out_enc
+        q = np.rint(np.clip(mean / out.scale, -2.0 ** 40, 2.0 ** 40)) + out.zero_point
+        return np.clip(q, *out.code_range()).astype(np.int64)
     if lay.op == "transpose":
         return inputs[0].transpose((0,) + tuple(p + 1 for p in lay.attr("perm")))
     if lay.op == "dilate":

@@ -293,8 +293,8 @@ def test_onnx_unsupported_and_malformed(tmp_path):
     n = helper.make_node
     conv = n("Conv", ["x", "w"], ["c"], name="conv", kernel_shape=[3, 3])
     w = {"w": np.ones((4, 2, 3, 3))}
-    text = onnx_error(make_onnx(tmp_path, [conv, n("Sigmoid", ["c"], ["y"], name="act")], w, [1, 2, 6, 6]))
-    assert "node act (Sigmoid): unsupported op 'Sigmoid'; supported: Conv, " in text
+    text = onnx_error(make_onnx(tmp_path, [conv, n("TopK", ["c", "w"], ["y", "i"], name="act")], w, [1, 2, 6, 6]))
+    assert "node act (TopK): unsupported op 'TopK'; supported: Conv, " in text
     text = onnx_error(make_onnx(tmp_path, [conv], w, ["N", 2, "H", 6]))
     assert "tensor 'x' has unknown or empty dimensions [1, 2, ?, 6]" in text
     dil = n("Conv", ["x", "w"], ["y"], name="dil", kernel_shape=[3, 3], dilations=[2, 2])
@@ -302,8 +302,10 @@ def test_onnx_unsupported_and_malformed(tmp_path):
     assert "node dil (Conv): dilations [2, 2] are not supported" in text
     mm = n("MatMul", ["x", "x"], ["y"], name="mm")
     assert "node mm (MatMul): the weight 'x' must be a constant" in onnx_error(make_onnx(tmp_path, [mm], {}, [4, 4]))
-    mul = n("Mul", ["x", "x"], ["y"], name="sq")
-    assert "Mul of two activations is not supported" in onnx_error(make_onnx(tmp_path, [mul], {}, [1, 4]))
+    conv2 = n("Conv", ["x", "w"], ["c2"], name="conv2", kernel_shape=[3, 3])
+    sub = n("Sub", ["c", "c2"], ["y"], name="sq")
+    text = onnx_error(make_onnx(tmp_path, [conv, conv2, sub], w, [1, 2, 6, 6]))
+    assert "Sub of two activations is not supported" in text
     pool = n("MaxPool", ["x"], ["y"], name="p", kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)
     assert "ceil_mode" in onnx_error(make_onnx(tmp_path, [pool], {}, [1, 1, 5, 5]))
 

@@ -406,6 +406,11 @@ class OrtBuilder:
             lay = Layer(self.new_name(base), "mul", [q.name for q in p.inputs], {"requant": "float32"}, enc)
             q = self.add_layer(lay, p.inputs, where)
             return self.clip_layer(q, p.clip, where, base)
+        if p.kind == "lut_avgpool":
+            lay = Layer(self.new_name(base), "lut_avgpool", [p.inputs[0].name], {}, enc, table=p.params["table"])
+            self.lut_sources[lay.name] = p.params["ops"] + ["GlobalAveragePool"]
+            q = self.add_layer(lay, p.inputs, where)
+            return self.clip_layer(q, p.clip, where, base)
         if p.kind == "softmax":
             lay = Layer(self.new_name(base), "softmax", [p.inputs[0].name], {"arithmetic": "ort_qlinear"}, enc)
             q = self.add_layer(lay, p.inputs, where)
@@ -493,6 +498,8 @@ class OrtBuilder:
         if len(types) > 1 and p.node not in self.ort_float_nodes:
             self.ort_float_nodes.append(p.node)
         q = self.materialize(p, enc, q_out)
+        for view in p.params.get("after", []):   # views deferred until the quantized result existed
+            q = view(q)
         p.params["done"] = q
         return q
 
@@ -538,6 +545,14 @@ class OrtBuilder:
         """MaxPool / Flatten / Reshape commute with (de)quantization: `build(x: QT) -> QT` works on the 8-bit
         codes of a quantized tensor (QOperator) or of a DequantizeLinear's input (QDQ)."""
         kind, payload = self.lookup(node.inputs[0], node.where)
+        if kind == "pending" and payload.kind == "lut_avgpool" and "done" not in payload.params:
+            # a view of a float pooled result (QOperator MobileNetV3's head: GlobalAveragePool -> Flatten ->
+            # QuantizeLinear): it commutes with the quantization, so it is applied to the quantized layer
+            after = payload.params.get("after", []) + [build]
+            self.values[node.outputs[0]] = ("pending", Pending(payload.kind, payload.where, payload.inputs,
+                                                               {**payload.params, "after": after}, payload.clip,
+                                                               payload.node, payload.in_types))
+            return
         if kind == "q":
             self.forms.add("QOperator")
         else:

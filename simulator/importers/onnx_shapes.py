@@ -2,7 +2,7 @@
 
 `import_onnx` needs a quantized model it can run bit-exactly; costing an architecture only needs loop bounds,
 operand widths and event counts, so this reader accepts float models too and never reads tensor values
-except zero points (operand widths) and Reshape targets.
+except zero points (operand widths), Reshape targets, Squeeze / Unsqueeze axes and Resize scales / sizes.
 
 - Shapes come from onnx.shape_inference after a symbolic or unknown batch dimension is fixed to 1; any other
   unknown dimension is an error naming the tensor. The batch dimension is the Workload's n (counts are per
@@ -10,18 +10,47 @@ except zero points (operand widths) and Reshape targets.
 - MAC layers: Conv / ConvInteger / QLinearConv (2-D, any group, strides, pads, auto_pad; dilation 1),
   Gemm / QGemm / MatMul / MatMulInteger / QLinearMatMul (2-D, second operand constant). events: requants =
   outputs; a bias adds 32 bits per output channel to the weight fetch.
-- Vector layers (the ALU; counts as simulator/engine.py counts the same ops): MaxPool / GlobalMaxPool:
-  compares = (kernel elements - 1) per output; AveragePool / GlobalAveragePool / QLinear(Global)AveragePool:
-  adds = (kernel elements - 1) per output, plus requants = outputs when the model is quantized (ONNX Runtime's
-  QLinearAveragePool requantizes; import_onnx maps it to rounding "ort_float32"); Add / QLinearAdd of two
-  activations: adds = requants = outputs; Relu: 1 compare per element; Clip: 1 per bound given.
-- Views (free): Flatten, Reshape, Concat, QLinearConcat. (import_onnx adds a rescaling layer per Concat input
-  whose scale differs from the output's; shapes alone do not see those.)
-- Not layers: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, Cast, Identity, Dropout,
-  BatchNormalization (folded into the conv), Add / Sub / Mul / Div with a constant (a bias or a scale, folded),
-  and any node whose inputs are all constants (weight preprocessing, Shape arithmetic).
-  Anything else (Sigmoid, HardSwish, Softmax, ...) is an error naming the node and listing the supported ops:
-  the engine has no unit for them, so there is no count to mirror.
+- Vector layers (counts as simulator/importers/qnn_shapes.py `_layer_counts` derives the engine's for the same
+  ops): MaxPool / GlobalMaxPool: compares = (kernel elements - 1) per output; AveragePool / GlobalAveragePool /
+  QLinear(Global)AveragePool: adds = (kernel elements - 1) per output, plus requants = outputs when the model is
+  quantized (ONNX Runtime's QLinearAveragePool requantizes; import_onnx maps it to rounding "ort_float32");
+  Relu: 1 compare per element; Clip: 1 per bound given.
+  Add / QLinearAdd of two activations (numpy broadcasting): `add`, adds = requants = outputs; Mul / QLinearMul of
+  two activations (a squeeze-and-excitation gate [N, C, 1, 1] x [N, C, H, W]): `mul`, muls = requants =
+  outputs, mul_bits = the wider operand.
+  Softmax / QLinearSoftmax (any axis; the engine's is over [N, K]): `softmax`, lut_reads = 2 per element from a
+  256 x 32-bit exp table, adds = requants = elements.
+  Resize (nearest or linear; the output from constant scales, as ONNX Runtime: int(float32(dim) * scale), or
+  sizes): `resize`; nearest moves data only (no events), linear: muls = 4, adds = 3, requants = 1 per output.
+  ConvTranspose (2-D, group, strides, pads, output_padding): a `dilate` vector layer (zero insertion to
+  (H - 1) * stride + 1, data movement only; left out at stride 1) and a stride-1 conv2d MAC layer on the dilated
+  input with the flipped kernel, padded k - 1 - p (+ output_padding at the bottom / right), as import_onnx.
+- Lookup tables (`lut`, on the LUT units): single-input elementwise functions (HardSwish, HardSigmoid, Sigmoid,
+  Tanh, Erf, Gelu, LeakyRelu, PRelu, Elu, Selu, Celu, Softplus, Softsign, Mish, Exp, Log, Sqrt, Reciprocal, Neg,
+  Abs, Floor, Ceil, Round, Sin, Cos), Add / Sub / Mul / Div / Pow / Min / Max of one activation and constants
+  (when they do not fold, below), an elementwise op of a tensor with itself (x * x), QLinearSigmoid /
+  QLinearLeakyRelu / QLinearSoftsign: lut_reads = elements, lut_entries = 2^(input bits), lut_width_bits = output
+  bits; the table (2^in x out bits) is fetched like weights, once: shapes cannot tell whether a constant differs
+  per channel (then import_onnx keeps one table per channel).
+  Chains count once: an elementwise op whose inputs are all the same source tensor or an open chain of it (read
+  by this op alone) extends that chain's lut instead of adding one, as import_onnx tabulates a float island once;
+  Relu / Clip extend an open chain too. So a decomposed HardSwish x * Clip(x + 3, 0, 6) / 6 costs as the fused
+  HardSwish, and Swish x * Sigmoid(x) is one table. A QuantizeLinear ends a chain: in a QDQ model the counts are
+  exactly the engine's (tests/test_onnx_shapes_real_ops.py). A float graph cannot know where a quantizer will put
+  QuantizeLinear nodes: ONNX Runtime's quantize_static quantizes a Sigmoid's output, so its QDQ EfficientNet has a
+  lut and a mul per Swish where the float graph's estimate has one lut.
+- Constants fold into the MAC layer before them: Add / Sub / Mul / Div with a constant and BatchNormalization
+  whose activation input is a MAC output (or the model input) read by that op alone are not layers (a bias or a
+  scale; the output must keep the input's shape). After any other op (a pool, an add, a table, a
+  DequantizeLinear in a quantized model) the same op is a lookup table.
+- Views (free): Flatten, Reshape, Concat, QLinearConcat, Squeeze, Unsqueeze, Transpose (the batch axis staying
+  first; the engine's transpose layer on codes moves data, shapes count it free). (import_onnx adds a rescaling
+  layer per Concat input whose scale differs from the output's, and after a nearest Resize whose output is
+  quantized differently; shapes alone do not see those.)
+- Not layers: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, Cast, Identity, Dropout, and any node
+  whose inputs are all constants (weight preprocessing, Shape arithmetic).
+  Anything else (TopK, LayerNormalization, MatMul of two activations, Sub / Div of two activations, ...) is an
+  error of one line naming the node (and, for an unknown op, listing the supported ones).
 - Bits: a tensor's quantized type gives its width (int8/uint8 -> 8, int4 -> 4, int16 -> 16); operand widths
   add one bit when the zero point is not 0, as hwsim's uniform encodings do. Float tensors take
   `bits=(a_bits, w_bits)`. Accumulators are 32 bits.
@@ -278,7 +307,7 @@ class _Reader:
         if op in ALIAS_OPS:
             self.root_of[y] = self.root(x)
             if op != "DequantizeLinear":
-                if x in self.island:
+                if x in self.island and self.single_use(x, node):
                     self.island[y] = self.island[x]
                     self.produced = (self.island[x],)
                 if x in self.foldable:
@@ -459,7 +488,7 @@ class _Reader:
                 ys = tuple(int(d) for d in np.broadcast_shapes(*known))
             except ValueError:
                 self.fail(f"{op} inputs {[list(d) for d in known]} do not broadcast", where)
-        if op in ("Add", "Sub", "Mul", "Div", "BatchNormalization") and x in self.foldable and self.single_use(x, node):
+        if op in ("Add", "Sub", "Mul", "Div", "BatchNormalization") and len(live) == 1 and x in self.foldable and self.single_use(x, node):
             if ys and ys != xd:          # a bias or a scale of the MAC before: folds into its weights
                 self.fail(f"{op} with a constant broadcasts {list(xd)} to {list(ys)}; only a same-shape bias or "
                           "scale folds away", where)

@@ -15,7 +15,7 @@ import math
 
 from ..encodings import BinaryAct, CodebookW, EnqAct, KnqAct, ThresholdAct
 from ..errors import HwsimError
-from ..graph import MAC_OPS, Model
+from ..graph import MAC_OPS, Model, table_bits
 from ..hw.workload import EVENT_KEYS, Workload
 from ..trace import LayerCounts, Trace
 
@@ -97,6 +97,9 @@ def _layer_counts(lay) -> LayerCounts:
     elif lay.op == "resize" and lay.attr("mode") == "linear":   # Engine._resize: 4 taps, 3 adds, requant
         lc.muls, lc.adds, lc.requants = 4 * out, 3 * out, out
         lc.mul_bits = in_enc.operand_bits
+    elif lay.op == "lut_avgpool":        # Engine._lut_avgpool
+        lc.lut_reads, lc.lut_entries, lc.lut_width_bits = sizes[0], lay.table.shape[1], 32
+        lc.adds, lc.requants = sizes[0], out
     elif lay.op == "softmax":            # Engine._softmax
         lc.lut_reads, lc.lut_entries, lc.lut_width_bits = 2 * out, 256, 32
         lc.adds, lc.requants = out, out
@@ -115,7 +118,7 @@ def _layer_counts(lay) -> LayerCounts:
             if lay.codebook is not None:
                 lc.weight_bits[f"{lay.name}.codebook"] = lay.codebook.size * lay.weight_enc.table_bits
         if lay.table is not None:
-            lc.weight_bits[f"{lay.name}.table"] = lay.table.size * lay.out_enc.storage_bits
+            lc.weight_bits[f"{lay.name}.table"] = lay.table.size * table_bits(lay)
     return lc
 
 
@@ -208,8 +211,8 @@ def _vector(lay, common):
         kh, kw = lay.attr("kernel")
         dims.update(r=kh, s=kw, stride=tuple(lay.attr("stride")), pad=tuple(lay.attr("padding")))
     in_bits = max(enc.storage_bits for enc in lay.in_encs)   # the widest input when an add mixes encodings
-    table_bits = 0 if lay.table is None else lay.table.size * lay.out_enc.storage_bits
+    table_size = 0 if lay.table is None else lay.table.size * table_bits(lay)
     return Workload(lay.name, lay.op, "vector", **dims, in_bits=in_bits,
                     in_elems=sum(math.prod(s) for s in lay.in_shapes), out_elems=math.prod(lay.out_shape),
-                    extra_weight_bits=table_bits, **common)
+                    extra_weight_bits=table_size, **common)
 

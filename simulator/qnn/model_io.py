@@ -13,7 +13,7 @@ import numpy as np
 
 from ..encodings import EnqAct, KnqAct, UniformAct, activation_from_dict, weight_from_dict
 from ..errors import HwsimError
-from ..graph import ATTR_DEFAULTS, Layer, Model, check_sample_size
+from ..graph import ATTR_DEFAULTS, Layer, Model, check_sample_size, table_bits
 from .container import container_bytes, read_container, write_container
 
 MODEL_KEYS = {"name", "input", "output", "layers", "metadata"}
@@ -40,8 +40,8 @@ def model_to_header(model: Model) -> tuple[dict, dict]:
             entry["bias_bits"] = lay.bias_bits
             tensors[f"{lay.name}.bias"] = (lay.bias, lay.bias_bits, True)
         if lay.table is not None:
-            tensors[f"{lay.name}.table"] = (lay.table, lay.out_enc.storage_bits,
-                                            bool(lay.out_enc.code_range()[0] < 0))
+            signed = lay.op == "lut_avgpool" or bool(lay.out_enc.code_range()[0] < 0)
+            tensors[f"{lay.name}.table"] = (lay.table, table_bits(lay), signed)
         layers.append(entry)
     if model.sample_input is not None:
         enc = model.input_enc
@@ -155,7 +155,9 @@ def header_to_model(header: dict, tensors: dict, source: str) -> Model:
         lay.table = tensor(f"{name}.table")
         if lay.table is not None:
             out_enc = lay.out_enc
-            if isinstance(out_enc, (UniformAct, KnqAct, EnqAct)):
+            if lay.op == "lut_avgpool":
+                _check_stored_width(header, f"{name}.table", 32, True, f"{fld}.op")
+            elif isinstance(out_enc, (UniformAct, KnqAct, EnqAct)):
                 _check_stored_width(header, f"{name}.table", out_enc.storage_bits,
                                     bool(out_enc.code_range()[0] < 0), f"{fld}.encoding")
         bias_bits = d.get("bias_bits", 32)

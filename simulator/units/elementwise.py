@@ -119,3 +119,22 @@ def softmax_exact(real: np.ndarray, out_enc) -> np.ndarray:
     y = e / e.sum(axis=1, keepdims=True) / out_enc.scale
     lo, hi = out_enc.code_range()
     return np.clip(np.rint(y) + out_enc.zero_point, lo, hi).astype(np.int64)
+
+
+def lut_avgpool_ort(codes: np.ndarray, table_bits: np.ndarray, lowest_code: int, out_scale: float,
+                    out_zero_point: int, code_lo: int, code_hi: int) -> np.ndarray:
+    """[N, C, H, W] codes -> [N, C, 1, 1] output codes: each code looked up as a float32 (the table holds bit
+    patterns), the H*W values summed in float32 in row-major order and divided by float32(H*W) (ONNX Runtime's
+    float GlobalAveragePool, checked sequential against it), then QuantizeLinear: / scale in float32, rounded
+    half to even, plus the zero point, saturated."""
+    values = lut_lookup(codes, table_bits, lowest_code).astype(np.int32).view(np.float32)
+    n, c = values.shape[:2]
+    flat = values.reshape(n, c, -1)
+    total = np.zeros((n, c), dtype=np.float32)
+    for j in range(flat.shape[2]):
+        total = total + flat[:, :, j]
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = total / np.float32(flat.shape[2])
+        q = np.rint(mean / np.float32(out_scale)).astype(np.float64)
+    q = np.clip(np.nan_to_num(q, nan=0.0), -2.0 ** 40, 2.0 ** 40) + out_zero_point
+    return np.clip(q, code_lo, code_hi).astype(np.int64).reshape(n, c, 1, 1)

@@ -105,7 +105,8 @@ def _synthetic_codes(enc, shape):
 def tabulate(imp, nodes, source, dq_names, q_node, out_enc, where, feed="hwsim_codes") -> np.ndarray:
     """Run the island `nodes` (ending with the QuantizeLinear `q_node`, whose output is the island's code)
     in ONNX Runtime on every input code of every channel; returns the table [1 or C, codes]. A QOperator node
-    that reads codes itself comes as `q_node` alone, with `feed` its input's name."""
+    that reads codes itself comes as `q_node` alone, with `feed` its input's name. With `q_node` None the island
+    ends in float: the table holds the float32 results' bit patterns (int32)."""
     onnx = require("onnx")
     ort = require("onnxruntime")
     helper, numpy_helper = onnx.helper, onnx.numpy_helper
@@ -118,7 +119,7 @@ def tabulate(imp, nodes, source, dq_names, q_node, out_enc, where, feed="hwsim_c
              numpy_helper.from_array(np.array(enc.zero_point, dtype=dtype), "hwsim_zp")]
     graph_nodes = [helper.make_node("DequantizeLinear", ["hwsim_codes", "hwsim_scale", "hwsim_zp"], [name])
                    for name in sorted(dq_names)]
-    graph_nodes += list(nodes) + [q_node]
+    graph_nodes += list(nodes) + ([q_node] if q_node is not None else [])
     produced = {n for node in graph_nodes for n in node.output} | {t.name for t in inits}
     for name in sorted({n for node in graph_nodes for n in node.input if n} - produced - {feed}):
         kind, payload = imp.values.get(name, (None, None))
@@ -138,9 +139,10 @@ def tabulate(imp, nodes, source, dq_names, q_node, out_enc, where, feed="hwsim_c
             imp.fail(f"the float island reads {name!r}, which is neither a constant nor its quantized input", where)
     x_info = helper.make_tensor_value_info(feed, onnx.TensorProto.INT8 if enc.signed
                                            else onnx.TensorProto.UINT8, list(codes.shape))
-    out_name = q_node.output[0]
-    y_info = helper.make_tensor_value_info(out_name, onnx.TensorProto.INT8 if out_enc.signed
-                                           else onnx.TensorProto.UINT8, None)
+    out_name = (q_node if q_node is not None else nodes[-1]).output[0]
+    out_type = (onnx.TensorProto.FLOAT if q_node is None else onnx.TensorProto.INT8 if out_enc.signed
+                else onnx.TensorProto.UINT8)
+    y_info = helper.make_tensor_value_info(out_name, out_type, None)
     graph = helper.make_graph(graph_nodes, "hwsim_island", [x_info], [y_info], inits)
     model = helper.make_model(graph, opset_imports=list(imp.proto.opset_import))
     model.ir_version = imp.proto.ir_version
@@ -159,6 +161,8 @@ def tabulate(imp, nodes, source, dq_names, q_node, out_enc, where, feed="hwsim_c
         imp.fail(f"the float island ({', '.join(n.op_type for n in nodes)[:120]}) is not elementwise per channel: "
                  f"a constant varies over positions (output {list(out.shape)} for input {list(codes.shape)})",
                  where)
+    if q_node is None:
+        out = np.ascontiguousarray(out, dtype=np.float32).view(np.int32)
     table = out.reshape(n_codes, shape[0]).T.astype(np.int64)
     if np.all(table == table[:1]):
         table = table[:1]

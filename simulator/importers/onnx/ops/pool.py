@@ -108,6 +108,17 @@ class GlobalAveragePool:
                                        "padding": [0, 0, 0, 0], "global": True, "count_include_pad": True})
 
     def ort(self, node, imp):
+        kind, payload = imp.lookup(node.inputs[0], node.where)
+        if kind == "island":
+            # ORT computes the float island and this pooling in float32 (a QOperator model leaves HardSwish
+            # unquantized): a table of the island's float32 results, averaged in float32 (lut_avgpool)
+            from ..islands import tabulate
+            if len(payload.source.shape) != 3:
+                node.fail(f"pooling needs a [C, H, W] input, got {list(payload.source.shape)}")
+            table = tabulate(imp, payload.nodes, payload.source, payload.dq_names, None, None, node.where)
+            imp.qdq_group(node, "lut_avgpool", [payload.source], {"table": table,
+                                                                   "ops": [n.op_type for n in payload.nodes]})
+            return
         x = imp.dq_input(node.inputs[0], node.where)
         if len(x.shape) != 3:
             node.fail(f"pooling needs a [C, H, W] input, got {list(x.shape)}")
