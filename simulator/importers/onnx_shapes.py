@@ -261,7 +261,10 @@ class _Reader:
             return
         if op not in SUPPORTED:
             dom = f" (domain {node.domain})" if node.domain not in ("", "ai.onnx") else ""
-            self.fail(f"unsupported op {op!r}{dom}; supported: {', '.join(SUPPORTED)}", where)
+            listed = ", ".join(SUPPORTED)
+            if len(listed) > 160:   # one bounded line; the whole list is in this module's docstring
+                listed = listed[:listed.rfind(", ", 0, 160)] + f", ... ({len(SUPPORTED)} ops)"
+            self.fail(f"unsupported op {_short_name(op)}{dom}; supported: {listed}", where)
         if op in MAC_OPS:
             self.out.append(self.mac(node, op, where))
             self.foldable.add(node.output[0])
@@ -731,6 +734,11 @@ class _Reader:
         name = {"Flatten": "flatten", "Reshape": "reshape", "Squeeze": "reshape", "Unsqueeze": "reshape",
                 "Transpose": "transpose"}.get(op, "concat")
         self.out.append(Workload(node.name or y, name, "view", n=self.n))
+
+
+def _short_name(text, limit=40) -> str:
+    text = repr(text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _out(size, k, stride, before, after, ceil=False):
