@@ -406,8 +406,14 @@ def import_model(args) -> int:
     model = import_any(args.onnx_model, qdq_int8_allowed=args.ort_qdq_int8_allowed)
     with outputs:
         outputs.bytes(args.output, model_bytes(model, args.output))
-        _emit(f"{args.onnx_model} -> {args.output}: {len(model.layers)} layers, input "
-              f"{list(model.input_shape)}, {report.weight_storage_bits(model):,} weight bits", outputs)
+        lines = [f"{args.onnx_model} -> {args.output}: {len(model.layers)} layers, input "
+                 f"{list(model.input_shape)}, {report.weight_storage_bits(model):,} weight bits"]
+        tables = model.metadata.get("lookup_tables") or {}
+        if tables:
+            lines.append(f"note: {len(tables)} float island(s) became lookup-table layers (metadata lookup_tables)")
+        # what the importer had to decide (a rounded bias, a float output bias): said here, not only in inspect
+        lines += [f"note: {safe_text(n, 300)}" for n in (model.metadata.get("import_notes") or [])[:20]]
+        _emit("\n".join(lines), outputs)
     if model.metadata.get("ort_warning"):
         print(f"hwsim: warning: {safe_text(model.metadata['ort_warning'], 1000)}", file=sys.stderr)
     return 0

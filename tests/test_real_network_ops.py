@@ -255,3 +255,15 @@ def test_output_bias_is_checked(bias, needle):
         return
     with pytest.raises(HwsimError, match=needle):
         model.check()
+
+
+def test_import_says_which_islands_became_tables(tmp_path):
+    import subprocess
+    import sys
+    const = numpy_helper.from_array(np.array([0.5, 2.0], np.float32).reshape(1, 2, 1, 1), "c")
+    path = _qdq_graph(tmp_path, [helper.make_node("Mul", ["xd", "c"], ["t"]),
+                                 helper.make_node("HardSigmoid", ["t"], ["m"])], [const])
+    r = subprocess.run([sys.executable, "-m", "simulator.cli", "import", str(path), "-o", str(tmp_path / "m.qnn")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "note: 1 float island(s) became lookup-table layers" in r.stdout
