@@ -42,18 +42,7 @@ def atomic_write_bytes(path, data: bytes) -> None:
     directory = path.parent if str(path.parent) else Path(".")
     tmp = None
     try:
-        # O_EXCL on a random name instead of mkstemp: the kernel applies the umask to mode 0o666, so the
-        # final file gets the same permissions a plain open(path, "wb") would give it.
-        for _ in range(100):
-            candidate = directory / f".{path.name}.{secrets.token_hex(6)}.tmp"
-            try:
-                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-            except FileExistsError:
-                continue
-            tmp = candidate
-            break
-        else:
-            raise FileExistsError(f"could not create a temporary file in {directory}")
+        fd, tmp = _create_temp(directory, path.name)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -168,7 +157,9 @@ def _sticky_forbids_replace(path, st) -> bool:
 
 
 def _create_temp(directory: Path, name: str, suffix: str = ".tmp"):
-    """(fd, path) of a new temporary file next to the target (O_EXCL, mode 0o666 minus the umask)."""
+    """(fd, path) of a new temporary file next to the target. O_EXCL on a random name instead of mkstemp: the
+    kernel applies the umask to mode 0o666, so the final file gets the permissions a plain open(path, "wb")
+    would give it."""
     for _ in range(100):
         candidate = directory / f".{name}.{secrets.token_hex(6)}{suffix}"
         try:

@@ -14,6 +14,8 @@ Both take NumPy-broadcast operands (a [N, C, 1, 1] gate times a [N, C, H, W] map
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 
@@ -74,6 +76,7 @@ def _logf(x: np.float32) -> np.float32:
         return np.float32(math.log(float(x)))
 
 
+@functools.lru_cache(maxsize=64)   # per batch the engine asks again; logf's library lookup runs a subprocess
 def qlinear_softmax_table(x_scale: float, reduce_len: int, signed: bool) -> np.ndarray:
     """ONNX Runtime's QLinearSoftmax exp table (contrib_ops/cpu/quantization/qlinear_softmax.cc,
     QlinearBuildLookupTableUint32, EXP_OUT_DTYPE float): 256 float32 values exp((i - 255 + shift) * x_scale),
@@ -87,6 +90,7 @@ def qlinear_softmax_table(x_scale: float, reduce_len: int, signed: bool) -> np.n
     for i in range(256):
         value = math.exp((i - 255 + shift) * float(np.float32(x_scale)))
         table[(i - 128) & 0xFF if signed else i] = np.float32(value) if value < 3.4e38 else np.float32(np.inf)
+    table.flags.writeable = False
     return table
 
 
