@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # whole_model_nets
+
 
 def resnet18_float(size: int = 224, num_classes: int = 1000, seed: int = 0):
     """The torchvision ResNet-18 topology (batch norm folded into conv biases) with random He-scaled weights."""
@@ -86,35 +88,10 @@ def build_resnet18_qdq(path, *, size: int = 224, calib_samples: int = 2, seed: i
     `activation` / `weight`: "u8" or "s8"; `fmt`: "QDQ" or "QOperator". The float model is written next to it
     as `<path>.float.onnx` (removed afterwards).
     """
-    import logging
+    from whole_model_nets import quantize_qdq
 
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    types = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
-    path = os.fspath(path)
-    float_path = path + ".float.onnx"
-    onnx.save(resnet18_float(size=size, seed=seed), float_path)
-    rng = np.random.default_rng(seed + 1)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{"input": rng.normal(size=(1, 3, size, size)).astype(np.float32)}
-                            for _ in range(calib_samples)])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    level = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)
-    try:
-        quantize_static(float_path, path, Reader(), quant_format=QuantFormat.QDQ if fmt == "QDQ" else
-                        QuantFormat.QOperator, per_channel=per_channel, activation_type=types[activation],
-                        weight_type=types[weight])
-    finally:
-        logging.getLogger().setLevel(level)
-        os.remove(float_path)
-    return path
+    return quantize_qdq(resnet18_float(size=size, seed=seed), path, size, fmt=fmt, per_channel=per_channel,
+                        seed=seed + 1, calib_samples=calib_samples, activation=activation, weight=weight)
 
 
 def time_import(path, repeats: int = 3) -> dict:

@@ -21,9 +21,12 @@ from .errors import HwsimError
 from . import interrupt
 from .graph import (LIMITS, MAC_OPS, Layer, Model, check_run_work, default_pad_code, layer_figures, pad_value,
                     run_work, table_bits)
-from .kernels import mac, pairsat, popcount
+from .kernels import codes_path, mac, pairsat, popcount
+from .kernels.im2col import conv_geometry
+from .kernels import code_tables
+from .kernels.epilogue import code_dtype, make_epilogue, run_epilogue
 from .trace import STATIC_FIELDS, LayerCounts, Trace
-from .units import pooling, resize
+from .units import float_conv_transpose, pooling, resize
 from .units.codebook_lut import lut_decode
 from .units.elementwise import (dilate_codes, lut_avgpool_ort, lut_lookup, mul_codes, qlinear_softmax,
                                 softmax_exact)
@@ -77,6 +80,49 @@ class MacPlan:
     multiplier: np.ndarray          # s_in * s_w[c] / s_out (or the file's explicit multiplier)
     pad_value: int
     bias: np.ndarray | None
+    epilogue: object = None         # the fused requantize -> clip -> encode pass (kernels/epilogue.py), if any
+    from_codes: object = None       # CodesPlan: the exact sum straight from the codes (kernels/codes_path.py)
+
+
+@dataclass
+class CodesPlan:
+    table: np.ndarray               # operand value of each input code (index code - code_lo)
+    code_lo: int
+    x_reach: int                    # largest |operand| a window can see (codes and padding)
+    w_max: int
+    is_zero: np.ndarray             # per code: its value is 0
+    zero_w_per_tap: np.ndarray      # [Ci, KH, KW]: zero weights among a group's filters at each tap
+    zero_w_total: int
+    acc_dtype: type                 # int32 where the bound (bias included) fits it: half the memory traffic
+    u8_offset: int | None = None    # uniform 8-bit input with int8 weights: operand = (code - lo) + u8_offset,
+    #                                 the u8 x s8 kernel (codes_path.conv2d_sum_u8) applies
+
+
+def make_codes_plan(lay: Layer, w_values: np.ndarray, pad: int, bias) -> CodesPlan | None:
+    """The code-driven fast path of a MAC layer, when the accumulator bound proves it exact for any input
+    (from the encoding's largest |value|, not from data), and its operands fit the int16 micro-kernel."""
+    if lay.is_xnor or lay.attr("datapath") == "x86_pair_sat16":
+        return None
+    enc = lay.in_encs[0]
+    table = codes_path.decode_table(enc)
+    if table is None:
+        return None
+    x_reach = max(int(np.abs(table).max()), abs(pad))
+    w_max = int(np.abs(w_values).max()) if w_values.size else 0
+    bound = mac.accumulator_bound(x_reach, w_values, bias)
+    if not codes_path.fits_int16(x_reach, w_max) or bound > mac.acc_limits(lay.attr("acc_bits"))[1]:
+        return None
+    w4 = w_values if w_values.ndim == 4 else w_values[:, :, None, None]
+    groups = lay.attr("groups") if lay.op == "conv2d" else 1
+    co, cig, kh, kw = w4.shape
+    zero_w = (w4 == 0).reshape(groups, co // groups, cig, kh, kw).sum(axis=1).reshape(groups * cig, kh, kw)
+    plan = CodesPlan(table, enc.code_range()[0], x_reach, w_max, table == 0, zero_w.astype(np.int64),
+                     int((w4 == 0).sum()), np.int32 if bound < (1 << 31) else np.int64)
+    offset = int(table[0])
+    if (table.size <= 256 and np.array_equal(table, np.arange(table.size) + offset) and 0 <= pad - offset <= 255
+            and (w_values.size == 0 or (w_values.min() >= -128 and w_values.max() <= 127))):
+        plan.u8_offset = offset
+    return plan
 
 
 def decode_weights(lay: Layer) -> np.ndarray:
@@ -104,6 +150,9 @@ def make_plan(lay: Layer) -> MacPlan:
     pad = pad_value(lay) if lay.op == "conv2d" else 0
     bias = None if lay.bias is None else lay.bias.astype(np.int64)
     plan = MacPlan(w_values, None, layer_multiplier(lay), pad, bias)
+    if not lay.is_xnor:
+        plan.epilogue = make_epilogue(plan.multiplier, lay.attr("requant"), lay.attr("clip"), lay.out_enc)
+    plan.from_codes = make_codes_plan(lay, w_values, pad, bias)
     if lay.is_xnor:   # Model.check() proved the accumulator holds the binary dot product
         plan.w_bits = lay.weight.astype(np.uint8)
     # threshold outputs (row count, no clip) are checked by Model.check(), so a model that loads also runs
@@ -127,6 +176,7 @@ class Engine:
     _work_checked: bool = field(default=False, repr=False)
     _work: int | None = field(default=None, repr=False)
     _single: tuple | None = field(default=None, repr=False)
+    _tables: dict = field(default_factory=dict, repr=False)   # per layer: its code table (kernels/code_tables.py)
 
     def __post_init__(self):
         self.model.check()   # every structural check (threshold encodings, accumulators, budget) is there
@@ -148,7 +198,7 @@ class Engine:
             except HwsimError as exc:
                 raise HwsimError(exc.message, source=model.source, field=exc.field) from None
             self._work_checked = True
-        tensors = {"input": codes.astype(np.int64)}
+        tensors = {"input": codes.astype(code_dtype(model.input_enc))}
         consumers = _last_use(model)
         trace = Trace(batch=n, dram_input_bits=codes.size * model.input_enc.storage_bits)
         start = time.perf_counter()
@@ -156,7 +206,10 @@ class Engine:
             interrupt.check()  # Ctrl-C at the command line: raised here if it could not be at once
             counts = LayerCounts(lay.name, lay.op, batch=n)
             inputs = [tensors[name] for name in lay.inputs]
-            tensors[lay.name] = self.run_layer(lay, inputs, counts)
+            if lay.op not in NARROW_INPUTS:   # units written for int64 codes get them
+                inputs = [x.astype(np.int64, copy=False) for x in inputs]
+            # codes are kept in the narrowest dtype of their encoding between layers
+            tensors[lay.name] = self.run_layer(lay, inputs, counts).astype(code_dtype(lay.out_enc), copy=False)
             _count_traffic(lay, inputs, tensors[lay.name], counts)
             trace.layers.append(counts)
             if not keep_all:
@@ -164,7 +217,9 @@ class Engine:
                     if consumers[name] == i and name != model.output_name:
                         del tensors[name]
         elapsed = time.perf_counter() - start
-        out = tensors[model.output_name]
+        out = tensors[model.output_name].astype(np.int64)
+        if keep_all:
+            tensors = {name: t.astype(np.int64) for name, t in tensors.items()}
         trace.dram_output_bits = out.size * model.layers[-1].out_enc.storage_bits
         result = RunResult(out, tensors, trace, elapsed)
         if n == 1 and not keep_all and self.work_per_sample >= REUSE_WORK:
@@ -220,8 +275,12 @@ class Engine:
             counts.binary_macs = out_elems * k
             counts.popcount_words = out_elems * words
         elif lay.attr("datapath") == "x86_pair_sat16":
-            acc = _pair_sat_mac(lay, x_codes, plan, counts)
+            acc = _pair_sat_mac(lay, x_codes.astype(np.int64), plan, counts)
             counts.macs[(8, 8)] += out_elems * k  # raw u8 x s8 codes; the zero points are corrected apart
+        elif plan.from_codes is not None:
+            acc = _mac_from_codes(lay, plan, x_codes, counts)
+            counts.macs[(in_enc.operand_bits, w_enc.operand_bits)] += out_elems * k
+            _count_decode(in_enc, x_codes.size, counts)
         else:
             x_values = in_enc.decode(x_codes)
             if lay.op == "conv2d":
@@ -250,16 +309,22 @@ class Engine:
             counts.qk += out_elems
             counts.qk_comparators = out_enc.n_thresholds
             return out_enc.encode_acc(acc, channel_axis=1)
-        values = requantize(acc, plan.multiplier, lay.attr("requant"), channel_axis=1)
         counts.requants = out_elems
+        if lay.attr("arithmetic") == "ort_float32":   # ORT's float32 ConvTranspose: same MACs, its own output
+            return self._encode(lay, float_conv_transpose.layer_values(lay, x_codes, plan.w_values, plan.bias),
+                                counts)
+        codes = None if plan.epilogue is None else run_epilogue(plan.epilogue, acc)
+        if codes is not None:   # the fused pass; the reference units below where it declines
+            _count_clip_encode(lay, codes.size, counts)
+            return codes
+        values = requantize(acc, plan.multiplier, lay.attr("requant"), channel_axis=1)
         return self._encode(lay, values, counts)
 
     def _encode(self, lay, values, counts):
         clip = lay.attr("clip")
         if clip is not None:
             values = np.clip(values, clip[0], clip[1])
-            counts.compares += 2 * values.size
-        _count_encode(lay.out_enc, values.size, counts)
+        _count_clip_encode(lay, values.size, counts)
         return lay.out_enc.encode(values)
 
     def _maxpool(self, lay, inputs, counts):
@@ -268,10 +333,16 @@ class Engine:
         # max of the values is the min of the bits (an AND gate tree).
         descending = isinstance(lay.in_encs[0], BinaryAct)
         x = 1 - inputs[0] if descending else inputs[0]
-        out, compares = pooling.maxpool(x, tuple(lay.attr("kernel")), tuple(lay.attr("stride")),
-                                        tuple(lay.attr("padding")), None)
-        counts.compares = int(compares)
+        kernel = tuple(lay.attr("kernel"))
+        out = code_tables.maxpool_codes(x, kernel, tuple(lay.attr("stride")), tuple(lay.attr("padding")))
+        counts.compares = (kernel[0] * kernel[1] - 1) * out.size
         return 1 - out if descending else out
+
+    def _table(self, lay, build):
+        """The layer's code table, built once (None when the reference unit must run on the data)."""
+        if lay.name not in self._tables:
+            self._tables[lay.name] = build()
+        return self._tables[lay.name]
 
     def _avgpool(self, lay, inputs, counts):
         enc = lay.in_encs[0]
@@ -296,12 +367,15 @@ class Engine:
 
     def _clip(self, lay, inputs, counts):
         enc = lay.in_encs[0]
-        lo, hi = (0, None) if lay.op == "relu" else (lay.attr("min"), lay.attr("max"))
-        x = enc.decode(inputs[0])
-        _count_decode(enc, inputs[0].size, counts)
+        x = inputs[0]
+        _count_decode(enc, x.size, counts)
         counts.compares = (1 if lay.op == "relu" else 2) * x.size
         _count_encode(enc, x.size, counts)
-        return enc.encode(np.clip(x, lo, hi))
+        table = self._table(lay, lambda: code_tables.unary_table(enc, lambda c: _clip_codes(lay, c),
+                                                                 code_dtype(lay.out_enc)))
+        if table is not None:
+            return code_tables.lookup1(x, table, enc.code_range()[0])
+        return _clip_codes(lay, x)
 
     def _reshape(self, lay, inputs, counts):
         x = inputs[0]
@@ -311,17 +385,19 @@ class Engine:
         return np.concatenate(inputs, axis=1)
 
     def _add(self, lay, inputs, counts):
-        values = [enc.decode(x) for enc, x in zip(lay.in_encs, inputs)]
         for enc, x in zip(lay.in_encs, inputs):
             _count_decode(enc, x.size, counts)
-        scales = [enc.value_scale for enc in lay.in_encs]
-        value_bits = max(max(abs(lo), abs(hi)).bit_length() for lo, hi in (e.value_range() for e in lay.in_encs))
-        out = residual_add(values, scales, lay.out_enc.value_scale, lay.attr("requant"), value_bits,
-                           rescale=lay.attr("rescale"))
-        counts.adds = out.size
-        counts.requants = out.size
-        return self._encode(lay, out, counts)
-
+        size = int(np.prod(np.broadcast_shapes(*(x.shape for x in inputs))))
+        counts.adds = size
+        counts.requants = size
+        _count_clip_encode(lay, size, counts)
+        if len(inputs) == 2:
+            ea, eb = lay.in_encs
+            table = self._table(lay, lambda: code_tables.pair_table(ea, eb, lambda a, b: _add_codes(lay, [a, b]),
+                                                                    code_dtype(lay.out_enc)))
+            if table is not None:
+                return code_tables.lookup2(inputs[0], inputs[1], table, ea.code_range()[0], eb.code_range()[0])
+        return _add_codes(lay, inputs)
 
     def _mul(self, lay, inputs, counts):
         (ea, eb), out_enc = lay.in_encs, lay.out_enc
@@ -357,7 +433,8 @@ class Engine:
         x = inputs[0]
         counts.lut_reads, counts.lut_entries, counts.lut_width_bits = x.size, lay.table.shape[1], 32
         counts.adds, counts.requants = x.size, x.shape[0] * x.shape[1]
-        return lut_avgpool_ort(x, lay.table, enc.code_range()[0], out.scale, out.zero_point, *out.code_range())
+        return lut_avgpool_ort(x, lay.table, enc.code_range()[0], out.scale, out.zero_point, *out.code_range(),
+                               lay.attr("sum_order"))
 
     def _transpose(self, lay, inputs, counts):
         return np.ascontiguousarray(inputs[0].transpose((0,) + tuple(p + 1 for p in lay.attr("perm"))))
@@ -369,6 +446,11 @@ class Engine:
         size, scales, coord = lay.attr("size"), lay.attr("scales"), lay.attr("coordinate")
         if lay.attr("mode") == "nearest":
             return resize.resize_nearest(inputs[0], size, scales, coord, lay.attr("nearest_mode"))
+        if lay.attr("arithmetic") != "dequantized":   # ORT's kernels on the 8-bit codes (QOperator form)
+            out = resize.resize_codes(inputs[0], size, scales, coord, lay.attr("arithmetic"))
+            counts.muls, counts.mul_bits, counts.adds = 4 * out.size, lay.in_encs[0].operand_bits, 3 * out.size
+            counts.requants = out.size      # the truncation / 2^20 division back to a code (qnn_shapes counts it)
+            return out
         enc, out_enc = lay.in_encs[0], lay.out_enc
         lo, hi = out_enc.code_range()
         fn = resize.resize_linear_ort if lay.attr("requant") == "float32" else resize.resize_linear_exact
@@ -388,12 +470,44 @@ RUNNERS = {"conv2d": Engine._mac, "dense": Engine._mac, "maxpool": Engine._maxpo
            "lut_avgpool": Engine._lut_avgpool}
 
 
+# Ops whose runners take codes in any integer dtype (the others get int64 codes)
+NARROW_INPUTS = frozenset({"conv2d", "dense", "flatten", "reshape", "concat", "transpose", "maxpool", "relu",
+                           "clip", "add"})
+
+
 def _last_use(model: Model) -> dict:
     last = {}
     for i, lay in enumerate(model.layers):
         for name in lay.inputs:
             last[name] = i
     return last
+
+
+def _mac_from_codes(lay, plan, x_codes, counts):
+    """Accumulators of a conv / dense layer on the code-driven fast path, and its zero-operand counts."""
+    fast = plan.from_codes
+    if lay.op == "conv2d":
+        x4, w4 = x_codes, plan.w_values
+        stride, padding, groups = tuple(lay.attr("stride")), tuple(lay.attr("padding")), lay.attr("groups")
+    else:   # dense: the batch becomes the width of a one-row image
+        x4, w4 = x_codes.T[None, :, None, :], plan.w_values[:, :, None, None]
+        stride, padding, groups = (1, 1), (0, 0, 0, 0), 1
+    g = conv_geometry(x4.shape, w4.shape, stride, padding, groups)
+    if fast.u8_offset is not None and not (g.cig == 1 and g.cog < 4):   # depthwise: its own int16-free kernel
+        acc = codes_path.conv2d_sum_u8(x4, fast.code_lo, fast.u8_offset, w4, plan.bias, g,
+                                       plan.pad_value - fast.u8_offset, fast.w_max, fast.acc_dtype)
+    else:
+        acc = codes_path.conv2d_sum_codes(x4, fast.table, fast.code_lo, w4, plan.bias, g, plan.pad_value,
+                                          fast.x_reach, fast.w_max, fast.acc_dtype)
+    # zero-operand counts (units/zero_gating.py): per sample for dense, so taps over [N, K, 1, 1]
+    zx = x_codes if lay.op == "conv2d" else x_codes[:, :, None, None]
+    gz = g if lay.op == "conv2d" else conv_geometry(zx.shape, w4.shape, (1, 1), (0, 0, 0, 0), 1)
+    taps = codes_path.zero_taps_codes(zx, fast.is_zero, fast.code_lo, gz, plan.pad_value == 0)
+    counts.zero_act_macs, counts.zero_any_macs = codes_path.zero_counts_from_taps(
+        taps, fast.zero_w_per_tap, fast.zero_w_total, gz.cog, gz.n * gz.ho * gz.wo)
+    if lay.op == "dense":
+        acc = np.ascontiguousarray(acc[0, :, 0, :].T)
+    return acc
 
 
 def _pair_sat_mac(lay, x_codes, plan, counts):
@@ -413,6 +527,32 @@ def _pair_sat_mac(lay, x_codes, plan, counts):
     counts.pair_saturations = pairs
     counts.pair_saturated_outputs = outs
     return acc
+
+
+def _clip_codes(lay, codes):
+    """The clip / ReLU layer on codes: decode, clamp in the value domain, encode (the reference units)."""
+    enc = lay.in_encs[0]
+    lo, hi = (0, None) if lay.op == "relu" else (lay.attr("min"), lay.attr("max"))
+    return enc.encode(np.clip(enc.decode(codes), lo, hi))
+
+
+def _add_codes(lay, codes):
+    """The residual add on codes (units/residual_add.py), then clip and encode."""
+    values = [enc.decode(x) for enc, x in zip(lay.in_encs, codes)]
+    scales = [enc.value_scale for enc in lay.in_encs]
+    value_bits = max(max(abs(lo), abs(hi)).bit_length() for lo, hi in (e.value_range() for e in lay.in_encs))
+    out = residual_add(values, scales, lay.out_enc.value_scale, lay.attr("requant"), value_bits,
+                       rescale=lay.attr("rescale"))
+    clip = lay.attr("clip")
+    if clip is not None:
+        out = np.clip(out, clip[0], clip[1])
+    return lay.out_enc.encode(out)
+
+
+def _count_clip_encode(lay, n, counts):
+    if lay.attr("clip") is not None:
+        counts.compares += 2 * n
+    _count_encode(lay.out_enc, n, counts)
 
 
 def _count_decode(enc, n, counts):

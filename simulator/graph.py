@@ -91,7 +91,7 @@ def no_limits(active: bool = True):
 ATTR_DEFAULTS = {
     "conv2d": {"stride": [1, 1], "padding": [0, 0, 0, 0], "groups": 1, "pad_code": None, "binary_pad": "+1",
                "acc_bits": 32, "overflow": "wrap", "requant": "float64", "multiplier": None, "clip": None,
-               "datapath": "exact"},
+               "datapath": "exact", "arithmetic": "integer", "bias_scale": None},
     "dense": {"acc_bits": 32, "overflow": "wrap", "requant": "float64", "multiplier": None, "clip": None,
               "datapath": "exact"},
     "maxpool": {"kernel": [2, 2], "stride": None, "padding": [0, 0, 0, 0]},
@@ -110,14 +110,17 @@ ATTR_DEFAULTS = {
     # transpose: per-sample axes permuted (the batch axis stays first), e.g. [1, 2, 0]: [C, H, W] -> [H, W, C]
     "transpose": {"perm": None},
     # lut_avgpool: a lookup table into float32 values (bit patterns in <layer>.table), averaged over the whole
-    # map in float32 in order and quantized like QuantizeLinear: ONNX Runtime's float GlobalAveragePool after a
-    # float island (a QOperator MobileNetV3's HardSwish -> GlobalAveragePool)
-    "lut_avgpool": {},
+    # map in float32 (in sum_order) and quantized like QuantizeLinear: ONNX Runtime's float GlobalAveragePool after a
+    # float island (a QOperator MobileNetV3's HardSwish -> GlobalAveragePool); sum_order: "sequential" (ORT's
+    # GlobalAveragePool) or "eigen_sse" (ORT's ReduceMean, Eigen's SSE redux; units/elementwise.py)
+    "lut_avgpool": {"sum_order": "sequential"},
     # softmax over a [K] vector: "ort_qlinear" is ONNX Runtime's QLinearSoftmax (an exp table, float32 sums,
     # units/elementwise.py); "float64" is the exact softmax rounded half to even
     "softmax": {"arithmetic": "float64"},
+    # resize: linear on "dequantized" values rounded per `requant`, or (QOperator form) one of ORT's kernels on
+    # the 8-bit codes, "ort_nchw_float32_trunc" / "ort_nhwc_int10" / "ort_nhwc_float32_trunc" (units/resize.py)
     "resize": {"size": None, "scales": None, "mode": "nearest", "coordinate": "half_pixel",
-               "nearest_mode": "round_prefer_floor", "requant": "float64"},
+               "nearest_mode": "round_prefer_floor", "requant": "float64", "arithmetic": "dequantized"},
     "flatten": {},
     "reshape": {"shape": None},
     "concat": {},
@@ -419,6 +422,8 @@ def _check_mac(lay, where):
     if isinstance(in_enc, BinaryAct) is False and isinstance(lay.out_enc, BinaryAct) and lay.attr("clip"):
         _fail("a binary output takes no clip", f"{where}.attrs.clip")
     _check_datapath(lay, where, in_enc)
+    if lay.op == "conv2d":
+        _check_conv_arithmetic(lay, where, co)
     _check_mac_output(lay, where, co)
 
 
@@ -484,6 +489,44 @@ def _check_multipliers(m, mode, where, explicit=False):
     elif mode == "shift":
         if any(math.frexp(float(v))[0] != 0.5 for v in m):
             _fail("shift requantization needs power-of-two multipliers (s_in * s_w / s_out = 2^-s)", where)
+
+
+def _check_conv_arithmetic(lay, where, co):
+    """conv2d arithmetic: "integer" (the MAC array's exact accumulator, then the requantizer) or "ort_float32":
+    ONNX Runtime's unfused float32 ConvTranspose that this (dilate + flipped-kernel) conv2d stands for
+    (units/float_conv_transpose.py): uniform codes dequantized to float32, MLAS's SGEMM + col2im order, the bias
+    as float32(bias) * bias_scale (default float32(s_in * s_w[c])), QuantizeLinear. Its MAC events are those
+    of the integer conv of the same shape."""
+    arith = lay.attr("arithmetic")
+    if arith not in ("integer", "ort_float32"):
+        _fail(f"must be 'integer' or 'ort_float32', got {_short(arith)}", f"{where}.attrs.arithmetic")
+    bias_scale = lay.attr("bias_scale")
+    if arith == "integer":
+        if bias_scale is not None:
+            _fail("bias_scale applies to arithmetic 'ort_float32' only", f"{where}.attrs.bias_scale")
+        return
+    encs = (lay.in_encs[0], lay.weight_enc, lay.out_enc)
+    if not all(getattr(e, "kind", None) == "uniform" for e in encs):
+        _fail("ort_float32 (ONNX Runtime's float ConvTranspose) needs uniform input, weight and output encodings, "
+              f"got {', '.join(_enc_desc(e) for e in encs)}", f"{where}.attrs.arithmetic")
+    if lay.attr("datapath") != "exact":
+        _fail("ort_float32 takes datapath 'exact'", f"{where}.attrs.datapath")
+    if lay.attr("pad_code") not in (None, lay.in_encs[0].zero_point):
+        _fail("ort_float32 pads with real 0 (the zero point's code)", f"{where}.attrs.pad_code")
+    if list(lay.attr("stride")) != [1, 1]:   # a transposed conv's stride is the dilate layer's
+        _fail("ort_float32 takes stride [1, 1] (the transposed stride is the dilate in front)", f"{where}.attrs.stride")
+    scales = [lay.in_encs[0].scale, lay.out_enc.scale, *lay.weight_enc.channel_scales(co)]
+    if bias_scale is not None:
+        if lay.bias is None:
+            _fail("bias_scale needs a bias", f"{where}.attrs.bias_scale")
+        if not isinstance(bias_scale, (list, tuple)) or len(bias_scale) not in (1, co) or any(
+                isinstance(s, bool) or not isinstance(s, (int, float)) or not _finite(s) or s <= 0
+                for s in bias_scale):
+            _fail(f"must be a list of 1 or {co} positive numbers", f"{where}.attrs.bias_scale")
+        scales += list(bias_scale)
+    with np.errstate(over="ignore"):
+        if not np.all(np.isfinite(np.asarray(scales, dtype=np.float64).astype(np.float32))):
+            _fail("ort_float32 computes in float32: a scale overflows float32", f"{where}.attrs.arithmetic")
 
 
 def _check_datapath(lay, where, in_enc):
@@ -710,7 +753,7 @@ def _check_mul(lay, where):
 
 
 def _check_resize(lay, where):
-    from .units.resize import COORDINATE_MODES, NEAREST_MODES, RESIZE_MODES
+    from .units.resize import ARITHMETICS, COORDINATE_MODES, NEAREST_MODES, RESIZE_MODES
     _check_params_absent(lay, where)
     inp = lay.in_shapes[0]
     if len(inp) != 3:
@@ -722,10 +765,20 @@ def _check_resize(lay, where):
                        and 1e-6 <= v <= 1e6 for v in scales)):
         _fail(f"must be two finite factors in [1e-6, 1e6], got {_short(scales)}", f"{where}.attrs.scales")
     for key, options in (("mode", RESIZE_MODES), ("coordinate", COORDINATE_MODES),
-                         ("nearest_mode", NEAREST_MODES), ("requant", ("float32", "float64"))):
+                         ("nearest_mode", NEAREST_MODES), ("requant", ("float32", "float64")),
+                         ("arithmetic", ARITHMETICS)):
         if lay.attr(key) not in options:
             _fail(f"must be one of {options}, got {_short(lay.attr(key))}", f"{where}.attrs.{key}")
-    if lay.attr("mode") == "nearest":
+    if lay.attr("mode") == "linear" and lay.attr("arithmetic") != "dequantized":   # ORT's kernels on 8-bit codes
+        enc = lay.in_encs[0]
+        if not (isinstance(enc, UniformAct) and enc.bits == 8):
+            _fail(f"arithmetic {lay.attr('arithmetic')!r} interpolates 8-bit uniform codes, got {_short(enc)}",
+                  f"{where}.encoding")
+        if lay.attr("arithmetic") == "ort_nhwc_float32_trunc" and (size[0] != inp[1] or scales[0] != 1):
+            _fail("arithmetic 'ort_nhwc_float32_trunc' is ORT's kernel for an H scale of 1 (H unchanged)",
+                  f"{where}.attrs.arithmetic")
+        _inherit_encoding(lay, where)
+    elif lay.attr("mode") == "nearest":
         _inherit_encoding(lay, where)
     else:
         for enc in (lay.in_encs[0], lay.out_enc):
@@ -770,6 +823,9 @@ def _check_lut_avgpool(lay, where):
         _fail("table entries must be the bit patterns of finite float32 values", f"{where}.table")
     if not isinstance(lay.out_enc, UniformAct):
         _fail("lut_avgpool writes a uniform encoding", f"{where}.encoding")
+    if lay.attr("sum_order") not in ("sequential", "eigen_sse"):
+        _fail(f"must be 'sequential' or 'eigen_sse', got {_short(lay.attr('sum_order'))}",
+              f"{where}.attrs.sum_order")
     lay.out_shape = (inp[0], 1, 1)
 
 

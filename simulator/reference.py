@@ -67,7 +67,8 @@ def reference_mac(lay: Layer, x_codes: np.ndarray) -> np.ndarray:
     in_enc, out_enc = lay.in_encs[0], lay.out_enc
     co = lay.out_shape[0]
     s_in, s_out = in_enc.value_scale, out_enc.value_scale
-    if lay.attr("multiplier") is not None:
+    ort_float = lay.op == "conv2d" and lay.attr("arithmetic") == "ort_float32"
+    if lay.attr("multiplier") is not None and not ort_float:   # ORT's float ConvTranspose uses the scales
         w_scale = layer_multiplier(lay) * s_out / s_in
     else:
         w_scale = lay.weight_enc.channel_scales(co)
@@ -81,7 +82,10 @@ def reference_mac(lay: Layer, x_codes: np.ndarray) -> np.ndarray:
         y = x_real @ w_real.T
         shape = (1, -1)
     if lay.bias is not None:
-        y = y + (lay.bias.astype(np.float64) * s_in * w_scale).reshape(shape)
+        b_scale = s_in * w_scale
+        if ort_float and lay.attr("bias_scale") is not None:   # the int32 bias's own scale (ORT's DequantizeLinear)
+            b_scale = np.broadcast_to(np.asarray(lay.attr("bias_scale"), dtype=np.float64), (co,))
+        y = y + (lay.bias.astype(np.float64) * b_scale).reshape(shape)
     if isinstance(out_enc, BinaryAct):
         return out_enc.encode(y)
     if isinstance(out_enc, ThresholdAct):

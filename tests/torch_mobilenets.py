@@ -4,7 +4,8 @@ tests of the real-network op set. `width` scales the channels so the tests stay 
 
 - MobileNetV2: Sandler et al., CVPR 2018, Table 2 (inverted residuals, ReLU6, linear bottlenecks).
 - MobileNetV3-small: Howard et al., ICCV 2019, Table 2 (SE with hard-sigmoid gating, HardSwish, ReLU).
-- EfficientNet-Lite: the EfficientNet MBConv block (Tan & Le, ICML 2019) with Swish (x * sigmoid(x)) and SE.
+- EfficientNet-Lite: the EfficientNet MBConv block (Tan & Le, ICML 2019) with Swish (x * sigmoid(x)) and SE;
+  efficientnet_lite_block_mean squeezes with x.mean((2, 3), keepdim=True) as timm does (ReduceMean).
 - The head: lateral 1x1 convs, nearest and bilinear Resize upsampling, a ConvTranspose, skip additions.
 """
 
@@ -124,6 +125,27 @@ def efficientnet_lite_block(c=16, expand=4, num_classes=10):
             x = self.stem(x)
             return self.head(x + self.block(x))
     return Net()
+
+
+class MeanSqueezeExcite(nn.Module):
+    """timm / EfficientNet-Lite's SE: the squeeze is x.mean((2, 3), keepdim=True), exported as ReduceMean."""
+
+    def __init__(self, c, squeeze, gate=nn.Sigmoid, act=nn.ReLU):
+        super().__init__()
+        self.fc1, self.act = nn.Conv2d(c, squeeze, 1), act()
+        self.fc2, self.gate = nn.Conv2d(squeeze, c, 1), gate()
+
+    def forward(self, x):
+        return x * self.gate(self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True)))))
+
+
+def efficientnet_lite_block_mean(c=16, expand=4, num_classes=10):
+    """efficientnet_lite_block with the SE squeeze written as x.mean((2, 3), keepdim=True) (ReduceMean)."""
+    net = efficientnet_lite_block(c, expand, num_classes)
+    se = net.block[2]
+    net.block[2] = MeanSqueezeExcite(c * expand, c // 2, gate=nn.Sigmoid, act=Swish)
+    net.block[2].load_state_dict(se.state_dict())
+    return net
 
 
 class FpnHead(nn.Module):

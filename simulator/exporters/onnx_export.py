@@ -21,6 +21,9 @@ Each layer takes one route (`export_routes(model)` lists them, with the reason a
 - "qdq" (add with requant float32, rescale "dequantize", uniform <= 8-bit inputs and output): DequantizeLinear
   of every input, float32 Adds in input order, QuantizeLinear: that is the rescale's arithmetic whether ORT
   fuses it (QLinearAdd) or not.
+- "qdq: ort_float32" (conv2d with arithmetic "ort_float32", on either route): DequantizeLinear -> ConvTranspose
+  (stride 1, the kernel unflipped) -> QuantizeLinear, which ONNX Runtime runs unfused in float32 exactly as
+  units/float_conv_transpose.py computes (8-bit codes; per-channel weights only without groups).
 - "integer": an exact decomposition into standard ops: decoders (zero point, CE shift, CK Gather, sign),
   weights as their decoded integer values (codebook, ternary, binary, pow2 all become integers); the MAC as
   float32 Conv / Gemm over chunks of input channels whose partial sums provably stay within 2^24 (exact in any
@@ -35,7 +38,9 @@ Each layer takes one route (`export_routes(model)` lists them, with the reason a
   int64 product, then requant "float32" (QLinearMul: float32(product) * float32 ratio + float32(zp), Round half
   to even, INT32_MIN outside int32, saturate) or "float64" (double product, Round, + zp); linear resize as
   units/resize.py: the dequantized values, four Gathers of taps, float32 (or float64) weight * tap products
-  summed left to right, Div by the output scale, Round; softmax "ort_qlinear" as units/elementwise.py
+  summed left to right, Div by the output scale, Round (ORT's kernels on 8-bit codes, `arithmetic`: the same taps
+  on the codes, float32 then Cast to int32, or int64 10-bit weights then Div by 2^20, both truncating); softmax
+  "ort_qlinear" as units/elementwise.py
   qlinear_softmax: the exp table gathered at (code - row max), a Loop summing the row in order in float32,
   Round(e * floor(1 / s_out) / sum) + zp (ORT's own QLinearSoftmax kernel sums in another order on some
   builds, so it is not used).
@@ -469,6 +474,9 @@ class _Exporter:
 
     # ------------------------------------------------------------------ conv / dense
     def _mac(self, lay):
+        if lay.op == "conv2d" and lay.attr("arithmetic") == "ort_float32":
+            self.routes[lay.name] = "qdq: ort_float32"
+            return self._conv_transpose_float(lay)
         plan = self.qdq and self._qdq_plan(lay)
         if isinstance(plan, dict):
             self.routes[lay.name] = "qdq"
@@ -611,6 +619,48 @@ class _Exporter:
             yf = g.op("Conv", inputs, name, **attrs)
         else:
             yf = g.op("Gemm", inputs, name, transB=1)
+        return self._quantize_out(lay, yf)
+
+    def _conv_transpose_float(self, lay):
+        """conv2d arithmetic "ort_float32" as ONNX Runtime's own unfused float32 ConvTranspose (on any route: it
+        has no integer form): DequantizeLinear of the (dilated) input codes and of the weight codes unflipped to
+        ONNX's [Ci, Co/g, KH, KW], a stride-1 ConvTranspose with pads k - 1 - padding, QuantizeLinear. ORT then
+        runs what units/float_conv_transpose.py computes: the same SGEMM (K = Ci/g, the weight's DequantizeLinear
+        not folded), col2im in the same kernel order, the zero-inserted pixels adding exact zeros."""
+        g, name = self.g, lay.name
+        in_enc, w_enc, out_enc = lay.in_encs[0], lay.weight_enc, lay.out_enc
+        co, cig, kh, kw = lay.weight.shape
+        groups = int(lay.attr("groups"))
+        per_channel = len(w_enc.scale) > 1 or len(w_enc.zero_point) > 1
+        if max(in_enc.bits, w_enc.bits, out_enc.bits) > 8 or (per_channel and groups > 1):
+            raise HwsimError("conv2d arithmetic 'ort_float32' exports as DequantizeLinear -> ConvTranspose -> "
+                             "QuantizeLinear, which takes 8-bit codes and per-channel weights only without groups",
+                             field="attrs.arithmetic")
+        _, in_dt = _code_type(in_enc)
+        w_dt = np.int8 if w_enc.signed else np.uint8
+        cog = co // groups
+        wcodes = lay.weight.reshape(groups, cog, cig, kh, kw)[..., ::-1, ::-1].transpose(0, 2, 1, 3, 4)
+        wcodes = np.ascontiguousarray(wcodes.reshape(groups * cig, cog, kh, kw))
+        ws = np.asarray(w_enc.scale, dtype=np.float32)
+        wzp = np.asarray(w_enc.zero_point)
+        if per_channel:
+            ws, wzp = np.broadcast_to(ws, (co,)), np.broadcast_to(wzp, (co,))
+        else:
+            ws, wzp = ws.reshape(()), wzp.reshape(())
+        xf = g.op("DequantizeLinear", [self.codes[lay.inputs[0]], g.const(np.float32(in_enc.scale), np.float32,
+                                       f"{name}/x_scale"), g.const(in_enc.zero_point, in_dt, f"{name}/x_zp")], name)
+        wf = g.op("DequantizeLinear", [g.const(wcodes, w_dt, f"{name}/weight"), g.const(ws, np.float32,
+                                       f"{name}/w_scale"), g.const(wzp, w_dt, f"{name}/w_zp")], name, axis=1)
+        inputs = [xf, wf]
+        plan = self.engine.plans[name]
+        if plan.bias is not None:
+            from ..units.float_conv_transpose import bias_scales
+            inputs.append(g.op("DequantizeLinear", [g.const(plan.bias, np.int32, f"{name}/bias"),
+                                                    g.const(bias_scales(lay, co), np.float32, f"{name}/b_scale"),
+                                                    g.const(np.zeros(co), np.int32, f"{name}/b_zp")], name, axis=0))
+        pt, pl, pb, pr = (int(v) for v in lay.attr("padding"))
+        yf = g.op("ConvTranspose", inputs, name, strides=[1, 1], group=groups, kernel_shape=[kh, kw],
+                  pads=[kh - 1 - pt, kw - 1 - pl, kh - 1 - pb, kw - 1 - pr])
         return self._quantize_out(lay, yf)
 
     def _mac_integer(self, lay):
@@ -1200,30 +1250,68 @@ class _Exporter:
             cols = resize.nearest_index(resize.source_coordinates(size[1], w, scales[1], coord), w, nm)
             x = g.op("Gather", [x, self.c64(rows, f"{name}/rows")], name, axis=2)
             return g.op("Gather", [x, self.c64(cols, f"{name}/cols")], name, out=name, axis=3)
+        arithmetic = lay.attr("arithmetic")
+        if arithmetic != "dequantized":     # ORT's kernels on the 8-bit codes: the codes stay codes
+            self.routes[name] = "integer"
+            return self._resize_codes(lay, x, size, scales, coord, arithmetic)
         # linear: ORT's UpsampleBilinear spelled out (float32), or the float64 reference, tap by tap
         self.routes[name] = "integer"
         enc, out = lay.in_encs[0], lay.out_enc
         ftype, felem = (np.float32, T.FLOAT) if lay.attr("requant") == "float32" else (np.float64, T.DOUBLE)
-        y1, y2, dy1, dy2 = resize._linear_axis(size[0], h, scales[0], coord)
-        x1, x2, dx1, dx2 = resize._linear_axis(size[1], w, scales[1], coord)
+        real = g.op("Mul", [self.cast(self.values(x, enc, name), felem, name), g.const(ftype(enc.scale), ftype)],
+                    name)
+        if tuple(size) == (h, w) and ftype is np.float32:   # ORT copies an input of the output's size
+            y = real
+        else:
+            y = self._bilinear_taps(real, size, scales, coord, h, w, ftype, resize._linear_axis, name)
+        r = g.op("Round", [g.op("Div", [y, g.const(ftype(out.scale), ftype)], name)], name)
+        lo, hi = out.code_range()
+        r = g.op("Clip", [r, g.const(ftype(lo - out.zero_point), ftype), g.const(ftype(hi - out.zero_point), ftype)],
+                 name)
+        return self.encode(self.cast(r, T.INT64, name), out, None, name, out=name)
+
+    def _bilinear_taps(self, v, size, scales, coord, h, w, ftype, axis_fn, name):
+        """sum of (weight) * tap over the four taps, left to right (units/resize.py), on tensor `v`."""
+        g = self.g
+        y1, y2, dy1, dy2 = axis_fn(size[0], h, scales[0], coord)
+        x1, x2, dx1, dx2 = axis_fn(size[1], w, scales[1], coord)
         if ftype is np.float64:
             dy1, dy2, dx1, dx2 = (a.astype(np.float64) for a in (dy1, dy2, dx1, dx2))
         dy1, dy2 = dy1[:, None], dy2[:, None]
-        real = g.op("Mul", [self.cast(self.values(x, enc, name), felem, name), g.const(ftype(enc.scale), ftype)],
-                    name)
-        r1 = g.op("Gather", [real, self.c64(y1)], name, axis=2)
-        r2 = g.op("Gather", [real, self.c64(y2)], name, axis=2)
+        r1 = g.op("Gather", [v, self.c64(y1)], name, axis=2)
+        r2 = g.op("Gather", [v, self.c64(y2)], name, axis=2)
         taps = [(dx2 * dy2, r1, x1), (dx1 * dy2, r1, x2), (dx2 * dy1, r2, x1), (dx1 * dy1, r2, x2)]
         y = None
         for weight, rows, cols in taps:     # (weight) * tap, summed left to right
             term = g.op("Mul", [g.const(weight.astype(ftype), ftype, f"{name}/weight"),
                                 g.op("Gather", [rows, self.c64(cols)], name, axis=3)], name)
             y = term if y is None else g.op("Add", [y, term], name)
-        r = g.op("Round", [g.op("Div", [y, g.const(ftype(out.scale), ftype)], name)], name)
-        lo, hi = out.code_range()
-        r = g.op("Clip", [r, g.const(ftype(lo - out.zero_point), ftype), g.const(ftype(hi - out.zero_point), ftype)],
-                 name)
-        return self.encode(self.cast(r, T.INT64, name), out, None, name, out=name)
+        return y
+
+    def _resize_codes(self, lay, x, size, scales, coord, arithmetic):
+        """ORT's Resize kernels on 8-bit codes (units/resize.py resize_codes): float32 taps truncated toward zero,
+        or 10-bit integer weights whose int64 sum is divided by 2^20 (ONNX integer Div truncates toward zero)."""
+        from onnx import TensorProto as T
+        from ..units import resize
+        g, name = self.g, lay.name
+        elem, _ = _code_type(lay.out_enc)
+        c, h, w = lay.in_shapes[0]
+        if tuple(size) == (h, w):
+            return g.op("Identity", [x], name, out=name)
+        if arithmetic == "ort_nhwc_float32_trunc":   # the NCHW kernel on [N, H, W, C]: over W (as H) and C (as W)
+            x = g.op("Transpose", [x], name, perm=[0, 2, 3, 1])
+            size, scales, h, w = (size[1], c), (scales[1], 1.0), w, c
+        if arithmetic == "ort_nhwc_int10":
+            v = self.cast(x, T.INT64, name)
+            y = self._bilinear_taps(v, size, scales, coord, h, w, np.int64, resize._int10_axis, name)
+            y = g.op("Div", [y, self.c64(1 << 20)], name)
+        else:
+            v = self.cast(x, T.FLOAT, name)
+            y = self._bilinear_taps(v, size, scales, coord, h, w, np.float32, resize._linear_axis, name)
+            y = self.cast(y, T.INT32, name)       # Cast float -> int: truncation toward zero
+        if arithmetic == "ort_nhwc_float32_trunc":
+            y = g.op("Transpose", [y], name, perm=[0, 3, 1, 2])
+        return g.op("Cast", [y], name, out=name, to=int(elem))
 
     def _softmax(self, lay):
         """ONNX Runtime's QLinearSoftmax as units/elementwise.py qlinear_softmax computes it, spelled out: the exp

@@ -26,7 +26,9 @@ against its source (microsoft/onnxruntime):
   (qlinear_lookup_table.cc): (sum_i float32(v_i * s_i)) / s_out, round half to even -> `add` with
   `requant: "float32", rescale: "dequantize"` (one input: a rescale);
 - QLinearAveragePool / QLinearGlobalAveragePool (qlinear_pool.cc, MLAS qlgavgpool.cpp) -> `avgpool` with
-  `rounding: "ort_float32"` (see units/pooling.py avgpool_ort).
+  `rounding: "ort_float32"` (see units/pooling.py avgpool_ort);
+- DQ -> ConvTranspose -> Q, which ORT runs unfused in float32 (core/providers/cpu/nn/conv_transpose.cc, MLAS
+  SGEMM, Col2im) -> `dilate` + `conv2d` with `arithmetic: "ort_float32"` (units/float_conv_transpose.py).
 """
 
 from __future__ import annotations
@@ -407,8 +409,9 @@ class OrtBuilder:
             q = self.add_layer(lay, p.inputs, where)
             return self.clip_layer(q, p.clip, where, base)
         if p.kind == "lut_avgpool":
-            lay = Layer(self.new_name(base), "lut_avgpool", [p.inputs[0].name], {}, enc, table=p.params["table"])
-            self.lut_sources[lay.name] = p.params["ops"] + ["GlobalAveragePool"]
+            attrs = {"sum_order": p.params["sum_order"]} if "sum_order" in p.params else {}
+            lay = Layer(self.new_name(base), "lut_avgpool", [p.inputs[0].name], attrs, enc, table=p.params["table"])
+            self.lut_sources[lay.name] = p.params["ops"] + [p.params.get("pool_op", "GlobalAveragePool")]
             q = self.add_layer(lay, p.inputs, where)
             return self.clip_layer(q, p.clip, where, base)
         if p.kind == "softmax":

@@ -14,6 +14,8 @@ except zero points (operand widths), Reshape targets, Squeeze / Unsqueeze axes a
   ops): MaxPool / GlobalMaxPool: compares = (kernel elements - 1) per output; AveragePool / GlobalAveragePool /
   QLinear(Global)AveragePool: adds = (kernel elements - 1) per output, plus requants = outputs when the model is
   quantized (ONNX Runtime's QLinearAveragePool requantizes; import_onnx maps it to rounding "ort_float32");
+  ReduceMean over H and W: the same in a float graph; in a quantized one (ORT leaves it in float) import_onnx's
+  `lut_avgpool`: lut_reads = adds = input elements, requants = outputs, a 2^(input bits) x 32-bit table;
   Relu: 1 compare per element; Clip: 1 per bound given.
   Add / QLinearAdd of two activations (numpy broadcasting): `add`, adds = requants = outputs; Mul / QLinearMul of
   two activations (a squeeze-and-excitation gate [N, C, 1, 1] x [N, C, H, W]): `mul`, muls = requants =
@@ -84,7 +86,8 @@ VECTOR_OPS = ("QLinearAdd", "QLinearMul", "Softmax", "QLinearSoftmax", "Resize")
 VIEW_OPS = ("Flatten", "Reshape", "Concat", "QLinearConcat", "Squeeze", "Unsqueeze", "Transpose")
 PASS_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Cast", "Identity", "Dropout",
             "Constant", "Shape")
-SUPPORTED = MAC_OPS + ("ConvTranspose",) + POOL_OPS + ELEMENTWISE_OPS + VECTOR_OPS + VIEW_OPS + PASS_OPS
+SUPPORTED = (MAC_OPS + ("ConvTranspose",) + POOL_OPS + ("ReduceMean",) + ELEMENTWISE_OPS + VECTOR_OPS + VIEW_OPS
+             + PASS_OPS)
 QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "ConvInteger",
              "MatMulInteger", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearAveragePool",
              "QLinearGlobalAveragePool", "QLinearConcat", "QLinearMul", "QLinearSoftmax", *QLINEAR_UNARY}
@@ -272,6 +275,8 @@ class _Reader:
             self.conv_transpose(node, where)
         elif op in POOL_OPS:
             self.out.append(self.pool(node, op, where))
+        elif op == "ReduceMean":
+            self.out.append(self.reduce_mean(node, where))
         elif op in ELEMENTWISE_OPS:
             self.elementwise(node, op, where)
         elif op in ("QLinearAdd", "QLinearMul"):
@@ -448,6 +453,31 @@ class _Reader:
                         p=p, q=q, r=ks[0], s=ks[1], h=h, w=w, stride=stride, pad=pad, in_bits=in_bits,
                         out_bits=self.out_bits(y) if "Avg" in op else in_bits, in_elems=self.n * c * h * w,
                         out_elems=outs, events=events)
+
+    def reduce_mean(self, node, where):
+        """ReduceMean over H and W: a global average pool in a float graph; in a quantized one what import_onnx
+        makes of ORT's float ReduceMean, a lut_avgpool: a float32 table read and an add per element, one
+        requantization per channel (the table: 2^(input bits) x 32 bits)."""
+        x, y = node.input[0], node.output[0]
+        axes = self.attrs(node).get("axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = self.const(node.input[1])
+        xd = self.shape(x, where)
+        if axes is None or len(xd) != 4 or sorted(int(v) % 4 for v in np.ravel(axes)) != [2, 3]:
+            self.fail("only the mean over H and W of an NCHW tensor (axes [2, 3]) is supported", where)
+        self.batch(xd, x, where)
+        _, c, h, w = xd
+        keep = self.attrs(node).get("keepdims", 1)
+        if not self.quantized:
+            wl = self.pool(node, "GlobalAveragePool", where)
+        else:
+            elems, in_bits = self.n * c * h * w, self.info(x if x in self.qinfo else self.root(x), self.a_bits)[0]
+            wl = Workload(node.name or y, "lut_avgpool", "vector", n=self.n, k=c, c=c, h=h, w=w, in_bits=in_bits,
+                          out_bits=self.out_bits(y), in_elems=elems, out_elems=self.n * c,
+                          events={"lut_reads": elems, "adds": elems, "requants": self.n * c},
+                          lut_entries=1 << in_bits, lut_width_bits=32, extra_weight_bits=(1 << in_bits) * 32)
+        self.shapes[y] = (self.n, c, 1, 1) if keep else (self.n, c)
+        return wl
 
     def qlinear_params(self, node, op):
         """A QOperator node's zero points: its inputs' and its output's operand widths."""

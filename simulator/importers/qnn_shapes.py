@@ -133,7 +133,7 @@ def _mac_counts(lay, lc, in_size, out):
     elif lay.attr("datapath") == "x86_pair_sat16":
         lc.macs[(8, 8)] += out * k       # raw u8 x s8 codes; no decoder
         lc.datapath = "x86_pair_sat16"
-    else:
+    else:   # arithmetic "ort_float32" (ORT's float ConvTranspose) counts as the integer conv of its shape
         lc.macs[(in_enc.operand_bits, w_enc.operand_bits)] += out * k
         _decode(in_enc, in_size, lc)
     if isinstance(w_enc, CodebookW):

@@ -54,8 +54,17 @@ VECTOR_BITS = _vector_bits()
 # intrinsic micro-kernel) or that would raise numpy's scalar overflow warnings have a numpy twin chosen instead.
 JIT_DISABLED = bool(config.DISABLE_JIT)
 MAX_NVEC = 2  # channel vectors per tile: 4 pixels × 2 vectors = 8 accumulators (measured as fast as 16)
-LANES = {np.dtype(np.int16): VECTOR_BITS // 32, np.dtype(np.uint64): VECTOR_BITS // 64}
-ELEMS_PER_LANE = {np.dtype(np.int16): 2, np.dtype(np.uint64): 1}
+LANES = {np.dtype(np.int16): VECTOR_BITS // 32, np.dtype(np.uint64): VECTOR_BITS // 64,
+         np.dtype(np.uint8): VECTOR_BITS // 32}
+ELEMS_PER_LANE = {np.dtype(np.int16): 2, np.dtype(np.uint64): 1, np.dtype(np.uint8): 4}
+
+
+def _has_vnni() -> bool:
+    feats = config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features()
+    return VECTOR_BITS == 512 and "+avx512vnni" in feats
+
+
+VNNI = _has_vnni()   # vpdpbusd: 64 u8 x s8 products per instruction
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -168,7 +177,8 @@ def pack_weights(wg, ce: int, dtype, nvec: int) -> np.ndarray:
     groups, cog, kh, kw, _ = wg.shape
     lanes, e = LANES[np.dtype(dtype)], ELEMS_PER_LANE[np.dtype(dtype)]
     ncb = -(-cog // (nvec * lanes))
-    out = np.zeros(groups * ncb * kh * kw * ce * nvec * lanes, dtype)
+    wdtype = np.int8 if np.dtype(dtype) == np.uint8 else dtype   # u8 activations meet s8 weights
+    out = np.zeros(groups * ncb * kh * kw * ce * nvec * lanes, wdtype)
     _pack_into(wg, ce, nvec, lanes, e, out)
     return out
 
@@ -180,7 +190,6 @@ def _pack_into(wg, ce, nvec, lanes, e, out):
     ncb = (cog + width - 1) // width
     rows = ce // e  # reduction steps per kernel position
     step = width * e  # distance between consecutive reduction steps
-    half = e - 1  # e is 1 or 2: c // e == c >> half, c % e == c & half
     for gi in range(groups):
         for co in range(cog):
             cb, lane_el = co // width, (co % width) * e
@@ -189,7 +198,7 @@ def _pack_into(wg, ce, nvec, lanes, e, out):
                 for kw in range(kw_n):
                     base = block + (kh * kw_n + kw) * rows * step
                     for c in range(c_n):
-                        out[base + (c >> half) * step + (c & half)] = wg[gi, co, kh, kw, c]
+                        out[base + (c // e) * step + (c % e)] = wg[gi, co, kh, kw, c]
 
 
 _PACKED: OrderedDict = OrderedDict()  # (address, shape, strides, dtype, params) -> (w's bytes, packed)
@@ -363,6 +372,40 @@ class _Madd16:
         return builder.sext(acc, ir.VectorType(_I64, self.lanes))
 
 
+class _Dpbusd8:
+    """u8 activation quads times s8 weight quads: acc_i32 += x0·w0 + x1·w1 + x2·w2 + x3·w3 (AVX-512 VNNI
+    vpdpbusd where the CPU has it: the non-saturating form, exact modulo 2^32 like the generic IR below)."""
+
+    def __init__(self, lanes):
+        self.lanes = lanes
+        self.acc_type = ir.VectorType(_I32, lanes)
+        self.w_type = ir.VectorType(ir.IntType(8), 4 * lanes)
+        self.align = 1
+
+    def load_x(self, builder, ptr):
+        quad = builder.load(builder.bitcast(ptr, _I32.as_pointer()), align=1)
+        return _splat(builder, quad, self.acc_type)      # kept as i32 lanes (the intrinsic's operand type)
+
+    def accumulate(self, builder, acc, xb, wv):
+        if VNNI and self.lanes == 16:
+            name = "llvm.x86.avx512.vpdpbusd.512"
+            mod = builder.module
+            fn = mod.globals.get(name) or ir.Function(
+                mod, ir.FunctionType(self.acc_type, [self.acc_type] * 3), name)
+            return builder.call(fn, [acc, xb, builder.bitcast(wv, self.acc_type)])
+        wide = ir.VectorType(_I32, 4 * self.lanes)
+        xs = builder.zext(builder.bitcast(xb, self.w_type), wide)
+        prod = builder.mul(xs, builder.sext(wv, wide))
+        total = acc
+        for k in range(4):
+            pick = ir.Constant(ir.VectorType(_I32, self.lanes), list(range(k, 4 * self.lanes, 4)))
+            total = builder.add(total, builder.shuffle_vector(prod, prod, pick))
+        return total
+
+    def widen(self, builder, acc):
+        return builder.sext(acc, ir.VectorType(_I64, self.lanes))
+
+
 class _XorPop64:
     """64 packed bits: acc_i64 += popcount(x XOR w)."""
 
@@ -386,6 +429,8 @@ class _XorPop64:
 
 
 def _op_for(dtype):
+    if dtype == types.uint8:
+        return _Dpbusd8(LANES[np.dtype(np.uint8)])
     if dtype == types.int16:
         return _Madd16(LANES[np.dtype(np.int16)])
     if dtype == types.uint64:
@@ -403,7 +448,8 @@ def _tile(typingctx, x, x_base, x_step, offs, r0, r1, w, w_base, out, out_base, 
         out[out_base + c·out_stride + p] = init[init_base + c] + scale·acc[p, c]   (first chunk, r0 == 0)
         out[out_base + c·out_stride + p] += scale·acc[p, c]                         (later chunks)."""
     scalars = (x_base, x_step, r0, r1, w_base, out_base, out_stride, npix, nco, init_base, scale)
-    if (not isinstance(nvec, types.IntegerLiteral) or _op_for(x.dtype) is None or w.dtype != x.dtype
+    w_ok = w.dtype == (types.int8 if x.dtype == types.uint8 else x.dtype)
+    if (not isinstance(nvec, types.IntegerLiteral) or _op_for(x.dtype) is None or not w_ok
             or out.dtype not in (types.int32, types.int64) or any(a != types.int64 for a in scalars)):
         return None  # the IR below assumes exactly these types
     sig = types.void(x, x_base, x_step, offs, r0, r1, w, w_base, out, out_base, out_stride, npix, nco,
@@ -449,7 +495,8 @@ def _reduction_loop(builder, op, nv, xd, x_base, x_step, od, r0, r1, wd, w_base)
     new = []
     for p in range(TILE_P):
         xb = op.load_x(builder, builder.gep(pix[p], [off]))
-        new.append([builder.add(accs[p][v], op.combine(builder, xb, wvs[v])) for v in range(nv)])
+        new.append([op.accumulate(builder, accs[p][v], xb, wvs[v]) if hasattr(op, "accumulate")
+                    else builder.add(accs[p][v], op.combine(builder, xb, wvs[v])) for v in range(nv)])
     r_next = builder.add(r, ir.Constant(_I64, 1))
     tail = builder.block
     r.add_incoming(r_next, tail)
@@ -510,8 +557,8 @@ def _tile_numpy(x, x_base, x_step, offs, r0, r1, w, w_base, out, out_base, out_s
     offs = np.asarray(offs[r0:r1], np.int64)
     idx = x_base + np.arange(npix, dtype=np.int64)[:, None] * x_step + offs[None, :]  # [P, R]
     wv = w[w_base + r0 * width * e:w_base + r1 * width * e].reshape(nr, width, e)[:, :nco]  # [R, C, e]
-    if e == 2:  # int16 channel pairs: x0·w0 + x1·w1 per step, summed in an int32 lane
-        xv = np.stack([x[idx], x[idx + 1]], axis=-1).astype(np.int64)  # [P, R, 2]
+    if e in (2, 4):  # int16 pairs / u8 quads: x·w per step, summed in an int32 lane (wrapping)
+        xv = np.stack([x[idx + k] for k in range(e)], axis=-1).astype(np.int64)  # [P, R, e]
         acc = np.einsum("pre,rce->pc", xv, wv.astype(np.int64)).astype(np.int32).astype(np.int64)
     else:  # 64 packed bits: popcount(x XOR w)
         acc = np.bitwise_count(x[idx][:, :, None] ^ wv[None, :, :, 0]).sum(axis=1, dtype=np.int64)

@@ -125,19 +125,95 @@ def softmax_exact(real: np.ndarray, out_enc) -> np.ndarray:
     return np.clip(np.rint(y) + out_enc.zero_point, lo, hi).astype(np.int64)
 
 
+# lut_avgpool's float32 sum over the H*W values of one channel (attr sum_order):
+# - "sequential": in row-major order, ONNX Runtime's float GlobalAveragePool (MLAS), checked against it;
+# - "eigen_sse": ONNX Runtime's float ReduceMean over H and W (reduction_ops.h: ReduceAggregatorMean::FastReduceKR
+#   -> ReduceAggregatorSum::aggall, Eigen's Map<VectorXf>.sum(), then /= float(H*W)). Eigen's vectorized redux
+#   (Eigen/src/Core/Redux.h, LinearVectorizedTraversal) with ORT's SSE build (4-float packets, 16-byte
+#   alignment): the elements before the first 16-byte-aligned one (the head) are skipped, the aligned packets go
+#   to two packet accumulators (even / odd packets) that are then added, plus one odd last packet; the packet
+#   is reduced as (p0 + p2) + (p1 + p3) (predux); then the head elements and the tail elements are added in
+#   order. Fewer than 4 elements after the head: a plain sequential sum. The row of channel c starts c*H*W floats
+#   into the sample's tensor, which ORT's allocator aligns to 64 bytes (one sample per run).
+_PACKET = 4                        # floats in an SSE packet
+
+
+def eigen_sse_sum(row: np.ndarray, offset: int) -> np.float32:
+    """Eigen's redux sum of a float32 row whose first element sits `offset` floats past a 16-byte boundary (the
+    reference, a line-by-line reading of redux_impl<..., LinearVectorizedTraversal, NoUnrolling>::run)."""
+    x = np.asarray(row, dtype=np.float32)
+    size, p = x.size, _PACKET
+    start = min((p - offset % p) % p, size)            # first_aligned
+    aligned = (size - start) // p * p
+    end, end2 = start + aligned, start + (size - start) // (2 * p) * (2 * p)
+    if not aligned:
+        res = x[0]
+        for i in range(1, size):
+            res = np.float32(res + x[i])
+        return np.float32(res)
+    r0 = x[start:start + p]
+    if aligned > p:
+        r1 = x[start + p:start + 2 * p]
+        for i in range(start + 2 * p, end2, 2 * p):
+            r0, r1 = r0 + x[i:i + p], r1 + x[i + p:i + 2 * p]
+        r0 = r0 + r1
+        if end > end2:
+            r0 = r0 + x[end2:end2 + p]
+    res = np.float32((r0[0] + r0[2]) + (r0[1] + r0[3]))
+    for i in list(range(start)) + list(range(end, size)):
+        res = np.float32(res + x[i])
+    return res
+
+
+def _sequential_sums(x):
+    total = x[..., 0].copy()       # the first element, not 0.0 + it (the same but for the sign of a zero)
+    for j in range(1, x.shape[-1]):
+        total = total + x[..., j]
+    return total
+
+
+def eigen_sse_sums(flat: np.ndarray) -> np.ndarray:
+    """[N, C, L] float32 -> [N, C]: eigen_sse_sum of every row, the row of channel c at offset c*L (vectorized
+    over the rows that share an offset)."""
+    n, c, size = flat.shape
+    p = _PACKET
+    out = np.empty((n, c), dtype=np.float32)
+    offsets = np.arange(c) * size % p
+    for off in np.unique(offsets):
+        rows = offsets == off
+        x = flat[:, rows, :]
+        start = min((p - int(off)) % p, size)
+        k = (size - start) // p                        # aligned packets
+        if k == 0:
+            out[:, rows] = _sequential_sums(x)
+            continue
+        packets = x[..., start:start + k * p].reshape(n, -1, k, p)
+        r0 = packets[:, :, 0]
+        if k > 1:
+            r1 = packets[:, :, 1]
+            for j in range(1, k // 2):
+                r0, r1 = r0 + packets[:, :, 2 * j], r1 + packets[:, :, 2 * j + 1]
+            r0 = r0 + r1
+            if k % 2:
+                r0 = r0 + packets[:, :, k - 1]
+        res = (r0[..., 0] + r0[..., 2]) + (r0[..., 1] + r0[..., 3])
+        for j in list(range(start)) + list(range(start + k * p, size)):
+            res = res + x[..., j]
+        out[:, rows] = res
+    return out
+
+
 def lut_avgpool_ort(codes: np.ndarray, table_bits: np.ndarray, lowest_code: int, out_scale: float,
-                    out_zero_point: int, code_lo: int, code_hi: int) -> np.ndarray:
+                    out_zero_point: int, code_lo: int, code_hi: int, sum_order: str = "sequential") -> np.ndarray:
     """[N, C, H, W] codes -> [N, C, 1, 1] output codes: each code looked up as a float32 (the table holds bit
-    patterns), the H*W values summed in float32 in row-major order and divided by float32(H*W) (ONNX Runtime's
-    float GlobalAveragePool, checked sequential against it), then QuantizeLinear: / scale in float32, rounded
-    half to even, plus the zero point, saturated."""
+    patterns), the H*W values summed in float32 in `sum_order` (above) and divided by float32(H*W) (ONNX
+    Runtime's float GlobalAveragePool / ReduceMean), then QuantizeLinear: / scale in float32, rounded half to
+    even, plus the zero point, saturated."""
     values = lut_lookup(codes, table_bits, lowest_code).astype(np.int32).view(np.float32)
     n, c = values.shape[:2]
     flat = values.reshape(n, c, -1)
-    total = np.zeros((n, c), dtype=np.float32)
-    for j in range(flat.shape[2]):
-        total = total + flat[:, :, j]
     with np.errstate(over="ignore", invalid="ignore"):
+        total = eigen_sse_sums(flat) if sum_order == "eigen_sse" else _sequential_sums(flat)
         mean = total / np.float32(flat.shape[2])
         q = np.rint(mean / np.float32(out_scale)).astype(np.float64)
     q = np.clip(np.nan_to_num(q, nan=0.0), -2.0 ** 40, 2.0 ** 40) + out_zero_point

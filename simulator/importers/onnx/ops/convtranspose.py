@@ -1,12 +1,22 @@
-"""ConvTranspose (2-D) between DequantizeLinear and QuantizeLinear -> dilate (zero insertion) + conv2d.
+"""ConvTranspose (2-D) between DequantizeLinear and QuantizeLinear -> dilate (zero insertion) + conv2d with
+`arithmetic: "ort_float32"`.
 
 A transposed convolution with stride s, kernel k and pads p is an ordinary convolution of the input with
 (s - 1) zeros inserted between pixels, padded by k - 1 - p, with the kernel flipped in H and W and its two
 channel axes swapped. On the MAC array that is a zero-insertion mapping: the inserted zeros are MACs a
-zero-gated PE skips (they show as zero-operand MACs). ONNX Runtime does not fuse this group: it runs a float32
-ConvTranspose (MLAS SGEMM + col2im) between the DequantizeLinear and QuantizeLinear; hwsim accumulates the exact
-integer products and requantizes like QLinearConv, so an output may differ from ORT's by one code where
-float32 rounding decides (the importer lists the node in metadata["ort_float_nodes"]).
+zero-gated PE skips (they show as zero-operand MACs), and the layer's MAC events are those of that conv.
+
+ONNX Runtime does not fuse this group (no QLinearConvTranspose kernel on its CPU EP): it dequantizes to float32,
+runs its float32 ConvTranspose (MLAS SGEMM into a column buffer, col2im, bias) and quantizes. The conv2d's
+`ort_float32` arithmetic is exactly that computation (simulator/units/float_conv_transpose.py, with the ORT
+sources), so hwsim matches ORT bit for bit, whatever the 8-bit types (QDQS8ToU8 changes no float value); the
+int32 bias's own float32 scale is kept in `bias_scale`. ORT's session option session.disable_quant_qdq=1 would
+constant-fold and prepack the weight and block the SGEMM's K differently for small inputs: not modelled.
+
+QOperator form: onnxruntime.quantization has no QOperator ConvTranspose (its QLinearOpsRegistry lists none, and
+ORT's com.microsoft QLinearConvTranspose schema has no CPU kernel), so quantize_static leaves the node in float
+with float weights between DequantizeLinear and QuantizeLinear; hwsim refuses it (float weights are no 8-bit
+MAC operands).
 """
 
 import numpy as np
@@ -24,12 +34,21 @@ class ConvTranspose:
     def ort(self, node, imp):
         node.only_attrs(ATTRS)
         x = imp.dq_input(node.inputs[0], node.where)
+        kind, _ = imp.lookup(node.inputs[1], node.where)
+        if kind == "const":
+            node.fail("ConvTranspose with float weights (quantize_static's QOperator form leaves ConvTranspose "
+                      "unquantized: ONNX Runtime has no QLinearConvTranspose CPU kernel); hwsim needs 8-bit "
+                      "weights: quantize in QDQ form")
         wq = imp.dq_const(node.inputs[1], node.where, "weight")
         if len(x.shape) != 3 or wq.codes.ndim != 4:
             node.fail(f"only 2-D transposed convolutions are supported (input {list(x.shape)}, weight "
                       f"{list(wq.codes.shape)})")
         if node.attr("output_shape") is not None:
             node.fail("output_shape is not supported (give pads and output_padding)")
+        if node.attr("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
+            node.fail("auto_pad is not supported (give pads)")
+        if [int(v) for v in node.attr("dilations", [1, 1])] != [1, 1]:
+            node.fail(f"dilations {list(node.attr('dilations'))} are not supported (only 1)")
         groups = int(node.attr("group", 1))
         ci, cog, kh, kw = wq.codes.shape
         if ci != x.shape[0] or ci % groups:
@@ -59,8 +78,10 @@ class ConvTranspose:
             lay = Layer(imp.new_name(node.outputs[0] + "_dilate"), "dilate", [x.name], {"stride": [sh, sw]})
             src = imp.add_layer(lay, [x], node.where)
         attrs = {"stride": [1, 1], "padding": [kh - 1 - pt, kw - 1 - pl, kh - 1 - pb + oph, kw - 1 - pr + opw],
-                 "groups": groups}
+                 "groups": groups, "arithmetic": "ort_float32"}
+        if b is not None:   # ORT adds float32(bias) * the bias's own float32 scale
+            attrs["bias_scale"] = [float(s) for s in np.asarray(b.scale, dtype=np.float32).reshape(-1)]
         imp.qdq_group(node, "mac", [src], {"op": "conv2d", "w": w, "bias": bias, "attrs": attrs})
-        name = node.proto.name or node.where
-        if name not in imp.ort_float_nodes:
-            imp.ort_float_nodes.append(name)
+        # ORT computes the group in float32 whatever its 8-bit types, so close_group's check that ORT's
+        # QDQS8ToU8 rewrite keeps the types of a fused group together does not apply (no ort_float_nodes entry)
+        imp.values[node.outputs[0]][1].in_types = []

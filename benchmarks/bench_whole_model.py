@@ -1,0 +1,200 @@
+"""Whole-model speed: hwsim's functional engine against ONNX Runtime on whole networks, outputs compared bit for bit.
+
+    pip install -e ".[bench]"          # onnx, onnxruntime
+    python benchmarks/bench_whole_model.py [--quick] [--skip-resnet18] [--skip-memory]
+
+Cases (the benchmark builds its own models with random weights, quantized by ORT's quantize_static, QDQ, u8
+activations x s8 per-channel weights):
+  qlinearconv   one imported QLinearConv 8x64x56x56 -> 64, 3x3: throughput, target hwsim >= 0.5x ORT's
+  mobilenet_v1  MobileNet-v1-like, 96x96, batch 4: target hwsim within 3x of ORT's time
+  resnet_like   ResNet-like, 64x64, batch 8: within 3x
+  resnet18      ResNet-18 224x224 at batch 1 and 8 (benchmarks/onnx_models.py): within 3x
+  digits        every shipped digits model on the whole test set, against ORT on its `hwsim export` (where the
+                export exists): within 2x
+  memory        peak resident memory of a ResNet-18 batch-32 run, each in a fresh process: hwsim at most 2x ORT
+Each side runs at its best thread count (1 or 2: numba threads for hwsim, intra-op threads for ORT); the time is
+the median of repeated runs after a warm-up; hwsim's time is `timing.functional_s` (the engine alone, no
+loading or compiling). The machine may be shared: load averages are saved with the figures, and a busy second
+core hurts the 2-thread runs most. Printed, and written to benchmarks/results/whole_model.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numba  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+
+from bench_onnx import ort_output_codes, time_hwsim, time_ort  # noqa: E402
+import whole_model_nets as nets  # noqa: E402
+from simulator.engine import Engine, quantize_input  # noqa: E402
+from simulator.importers.onnx_import import import_onnx  # noqa: E402
+from simulator.qnn.model_io import load_model  # noqa: E402
+
+MODELS = ROOT / "models"
+TARGETS = {"qlinearconv": ("throughput", 0.5), "mobilenet_v1": ("time", 3.0), "resnet_like": ("time", 3.0),
+           "resnet18_b1": ("time", 3.0), "resnet18_b8": ("time", 3.0), "digits": ("time", 2.0)}
+
+
+def side_by_side(label, model, onnx_path, x, repeats, macs=None):
+    """Time ORT and hwsim on the same input; compare ORT's output codes with hwsim's."""
+    engine = Engine(model)
+    codes = quantize_input(model, x)
+    ort_per, y_ort = time_ort(onnx_path, x, repeats)
+    hw_per, y_hw = time_hwsim(engine, codes, repeats)
+    q_ort = ort_output_codes(onnx_path, y_ort)
+    equal = None if q_ort is None else int(np.count_nonzero(q_ort.reshape(len(x), -1) == y_hw.reshape(len(x), -1)))
+    best_hw, best_ort = min(hw_per.values()), min(ort_per.values())
+    row = {"case": label, "batch": int(len(x)),
+           "hwsim_s": {str(t): v for t, v in hw_per.items()}, "ort_s": {str(t): v for t, v in ort_per.items()},
+           "hwsim_best_s": best_hw, "ort_best_s": best_ort, "ratio_hwsim_over_ort": best_hw / best_ort,
+           "outputs_equal": equal, "outputs": int(y_hw.size)}
+    if macs:
+        row["macs"] = int(macs)
+        row["hwsim_gmac_s"] = macs / best_hw / 1e9
+        row["ort_gmac_s"] = macs / best_ort / 1e9
+    rate = f", {row['hwsim_gmac_s']:.0f} vs {row['ort_gmac_s']:.0f} GMAC/s" if macs else ""
+    eq = "n/a" if equal is None else f"{equal:,}/{y_hw.size:,} equal"
+    print(f"{label:<34} hwsim {best_hw * 1e3:8.2f} ms  ORT {best_ort * 1e3:8.2f} ms  "
+          f"hwsim/ORT {best_hw / best_ort:6.2f}x{rate}  ({eq})", flush=True)
+    return row
+
+
+def model_macs(model, batch):
+    return batch * sum(int(np.prod(lay.out_shape)) * lay.weight[0].size for lay in model.layers
+                       if lay.op in ("conv2d", "dense"))
+
+
+def digits_cases(work: Path, repeats: int):
+    with np.load(MODELS / "digits_test.npz", allow_pickle=False) as d:
+        x = d["x"]
+    rows = []
+    for qnn in sorted(MODELS.glob("lenet_digits_*.qnn")):
+        out = work / (qnn.stem + ".onnx")
+        proc = subprocess.run([sys.executable, "-m", "simulator.cli", "export", str(qnn), "-o", str(out)],
+                              cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"{qnn.name:<34} no ONNX export: {proc.stderr.strip().splitlines()[-1][:100]}")
+            rows.append({"case": qnn.name, "export": proc.stderr.strip().splitlines()[-1][:200]})
+            continue
+        rows.append(side_by_side(qnn.name, load_model(qnn), out, x.astype(np.float32), repeats))
+    return rows
+
+
+MEMORY_CHILD = r"""
+import json, resource, sys, numpy as np
+which, path, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+if which == "ort":
+    import onnxruntime as ort
+    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    s.run(None, {s.get_inputs()[0].name: x})
+else:
+    sys.path.insert(0, sys.argv[4])
+    from simulator.engine import Engine, quantize_input
+    from simulator.qnn.model_io import load_model
+    m = load_model(path); e = Engine(m)
+    e.run(quantize_input(m, x[:1]))           # compile / load the kernels first
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    e.run(quantize_input(m, x))
+print(json.dumps({"peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "before_run_kb": base}))
+"""
+
+
+def peak_memory(qdq: Path, qnn: Path, batch: int = 32) -> dict:
+    out = {}
+    for which, path in (("ort", qdq), ("hwsim", qnn)):
+        proc = subprocess.run([sys.executable, "-c", MEMORY_CHILD, which, str(path), str(batch), str(ROOT)],
+                              capture_output=True, text=True, check=True)
+        out[which] = json.loads(proc.stdout.strip().splitlines()[-1])
+    ratio = out["hwsim"]["peak_kb"] / out["ort"]["peak_kb"]
+    print(f"{'peak memory, ResNet-18 batch ' + str(batch):<34} hwsim {out['hwsim']['peak_kb'] / 1024:8.0f} MB  "
+          f"ORT {out['ort']['peak_kb'] / 1024:8.0f} MB  hwsim/ORT {ratio:.2f}x (target <= 2x)")
+    return {"batch": batch, **out, "ratio": ratio, "meets_target": ratio <= 2.0}
+
+
+def verdicts(results: dict) -> dict:
+    out = {}
+    for key, row in results["cases"].items():
+        kind, target = TARGETS["digits" if key.startswith("digits") else key]
+        if "hwsim_best_s" not in row:
+            continue
+        ratio = row["ratio_hwsim_over_ort"]
+        met = (1 / ratio >= target) if kind == "throughput" else (ratio <= target)
+        out[key] = {"kind": kind, "target": target, "measured": (1 / ratio) if kind == "throughput" else ratio,
+                    "met": bool(met)}
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats")
+    ap.add_argument("--skip-resnet18", action="store_true")
+    ap.add_argument("--skip-memory", action="store_true")
+    args = ap.parse_args()
+    repeats = 3 if args.quick else 10
+    results = {"machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
+                           "numpy": np.__version__, "numba": numba.__version__, "onnxruntime": ort.__version__},
+               "timing": f"median of {repeats} runs after a warm-up, best of 1 or 2 threads per side",
+               "load_average_at_start": list(os.getloadavg()), "cases": {}}
+    cases = results["cases"]
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        path = nets.qlinearconv_model(work / "qlinearconv.onnx")
+        model = import_onnx(path)
+        x = ((rng.integers(0, 256, (8, 64, 56, 56)) - 128) * 0.02).astype(np.float32)
+        cases["qlinearconv"] = side_by_side("QLinearConv 8x64x56x56->64 3x3", model, path, x, repeats,
+                                            model_macs(model, 8))
+        for key, build, size, batch in (("mobilenet_v1", nets.mobilenet_v1_float, 96, 4),
+                                        ("resnet_like", nets.resnet_like_float, 64, 8)):
+            path = nets.quantize_qdq(build(size), work / f"{key}.onnx", size)
+            model = import_onnx(path)
+            x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
+            cases[key] = side_by_side(f"{key} {size}x{size} batch {batch}", model, path, x, repeats,
+                                      model_macs(model, batch))
+        if not args.skip_resnet18:
+            from onnx_models import build_resnet18_qdq
+            qdq = Path(build_resnet18_qdq(work / "resnet18_qdq.onnx"))
+            model = import_onnx(qdq)
+            for batch in (1, 8):
+                x = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
+                cases[f"resnet18_b{batch}"] = side_by_side(f"resnet18 224x224 batch {batch}", model, qdq, x,
+                                                           repeats if batch == 1 else max(3, repeats // 3),
+                                                           model_macs(model, batch))
+            if not args.skip_memory:
+                from simulator.qnn.model_io import save_model
+                qnn = work / "resnet18.qnn"
+                save_model(model, qnn)
+                results["memory"] = peak_memory(qdq, qnn)
+        for row in digits_cases(work, repeats * 3):
+            cases["digits:" + row["case"]] = row
+    results["targets"] = verdicts(results)
+    results["load_average_at_end"] = list(os.getloadavg())
+    missed = [k for k, v in results["targets"].items() if not v["met"]]
+    print(f"targets met: {len(results['targets']) - len(missed)} of {len(results['targets'])}"
+          + (f"; missed: {', '.join(missed)}" if missed else ""))
+    print(f"load average at start {results['load_average_at_start']}, at end {results['load_average_at_end']}")
+    out = ROOT / "benchmarks" / "results" / "whole_model.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Elementwise layers on narrow codes as tables computed by their reference units.
+
+A layer whose output code depends only on one input code (clip / ReLU, a lut) or on one code from each of two
+inputs (residual add) is, on codes of at most 8 bits, a table of at most 2^16 entries. The engine builds the
+table once per layer by running the reference unit (units/residual_add.py, the encoder, ...) on every code
+combination, so the table is exact by construction; the run is then one lookup per element. Where the
+reference unit refuses some combination (a fixed-point mode out of its int32 contract, say) no table is made
+and the reference runs on the data as before, raising only if the data meet the refusal.
+
+`maxpool_codes` is the max pool on codes of any integer dtype (every activation encoding is monotone in its
+code), with ONNX's -inf padding; units/pooling.py stays its reference.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ..errors import HwsimError
+
+PAIR_TABLE_LIMIT = 1 << 16   # entries of a two-input table (8-bit x 8-bit)
+
+
+def code_grid(enc) -> np.ndarray:
+    lo, hi = enc.code_range()
+    return np.arange(lo, hi + 1, dtype=np.int64)
+
+
+def unary_table(enc_in, fn, out_dtype) -> np.ndarray | None:
+    """fn(codes) over every code of enc_in, or None if fn refuses one (HwsimError) or the range is too wide."""
+    grid = code_grid(enc_in)
+    if grid.size > PAIR_TABLE_LIMIT:
+        return None
+    try:
+        return np.ascontiguousarray(fn(grid)).astype(out_dtype)
+    except HwsimError:
+        return None
+
+
+def pair_table(enc_a, enc_b, fn, out_dtype) -> np.ndarray | None:
+    """fn(codes_a, codes_b) over every pair of codes, [len_a, len_b], or None (as unary_table)."""
+    ga, gb = code_grid(enc_a), code_grid(enc_b)
+    if ga.size * gb.size > PAIR_TABLE_LIMIT:
+        return None
+    a, b = np.meshgrid(ga, gb, indexing="ij")
+    try:
+        return np.ascontiguousarray(fn(a[:, :, None, None], b[:, :, None, None])[:, :, 0, 0]).astype(out_dtype)
+    except HwsimError:
+        return None
+
+
+def lookup1(x: np.ndarray, table: np.ndarray, lo: int) -> np.ndarray:
+    out = np.empty(x.shape, table.dtype)
+    _lookup1(np.ascontiguousarray(x).reshape(-1), table, lo, out.reshape(-1))
+    return out
+
+
+def lookup2(a: np.ndarray, b: np.ndarray, table: np.ndarray, lo_a: int, lo_b: int) -> np.ndarray:
+    """table[a - lo_a, b - lo_b] elementwise, with numpy broadcasting between a and b."""
+    if a.shape == b.shape:
+        out = np.empty(a.shape, table.dtype)
+        _lookup2(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1), table, lo_a, lo_b,
+                 out.reshape(-1))
+        return out
+    return table[a.astype(np.int64) - lo_a, b.astype(np.int64) - lo_b]
+
+
+@njit(parallel=True, cache=True)
+def _lookup1(x, table, lo, out):
+    for i in prange(x.shape[0]):
+        out[i] = table[np.int64(x[i]) - lo]
+
+
+@njit(parallel=True, cache=True)
+def _lookup2(a, b, table, lo_a, lo_b, out):
+    for i in prange(a.shape[0]):
+        out[i] = table[np.int64(a[i]) - lo_a, np.int64(b[i]) - lo_b]
+
+
+def maxpool_codes(x: np.ndarray, kernel, stride, padding) -> np.ndarray:
+    """Max over each window of codes [N, C, H, W] (padding never wins), the input's dtype."""
+    (kh, kw), (sh, sw), (pt, pl, pb, pr) = kernel, stride, padding
+    n, c, h, w = x.shape
+    oh, ow = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
+    out = np.empty((n, c, oh, ow), x.dtype)
+    _maxpool(np.ascontiguousarray(x), kh, kw, sh, sw, pt, pl, out)
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _maxpool(x, kh, kw, sh, sw, pt, pl, out):
+    n, c, h, w = x.shape
+    oh_n, ow_n = out.shape[2], out.shape[3]
+    for t in prange(n * c):
+        plane, dst = x[t // c, t % c], out[t // c, t % c]
+        for oh in range(oh_n):
+            i0 = oh * sh - pt
+            for ow in range(ow_n):
+                j0 = ow * sw - pl
+                best = plane[max(i0, 0), max(j0, 0)]   # a real element (pads are smaller than the kernel)
+                for i in range(max(i0, 0), min(i0 + kh, h)):
+                    for j in range(max(j0, 0), min(j0 + kw, w)):
+                        v = plane[i, j]
+                        if v > best:
+                            best = v
+                dst[oh, ow] = best

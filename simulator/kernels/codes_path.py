@@ -1,0 +1,245 @@
+"""The MAC layer fed straight from stored codes: decode inside the kernel, no int64 activation tensor.
+
+A layer's input arrives as codes in the narrowest dtype of its encoding. Every activation decoder (uniform
+code - zp, ENQ's CE shift, KNQ's CK centroid mux) is a function of the code alone, so it is a table of
+2^bits values (`decode_table`, built once from the reference decoder) read while the kernel lays out its
+operands. The exact sum is taken only where the accumulator bound proves, from the table's largest |value|
+(not from the data), that no partial sum can leave the accumulator: then every order gives the same integer
+and the policy never acts (kernels/mac.py). Otherwise the engine keeps the sequential reference-order kernel.
+
+- `conv2d_sum_codes`: ordinary and pointwise convs on the int16 SIMD micro-kernel (im2col.py), the canvas
+  written straight from the codes; depthwise-like convs (one input channel per group) on their own kernel.
+- `zero_taps_codes`: the zero-operand tap counts of units/zero_gating.py, counted from the codes.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from . import im2col
+from .im2col import ConvGeometry
+from .mac import _INT16_MAX
+
+DECODE_TABLE_LIMIT = 1 << 16
+
+
+def decode_table(enc) -> np.ndarray | None:
+    """Operand value of every code of `enc` (int64, index code - lo), or None for a too-wide code range."""
+    lo, hi = enc.code_range()
+    if hi - lo + 1 > DECODE_TABLE_LIMIT:
+        return None
+    return np.ascontiguousarray(enc.decode(np.arange(lo, hi + 1, dtype=np.int64)), dtype=np.int64)
+
+
+def conv2d_sum_codes(codes, table, code_lo: int, w, bias, g: ConvGeometry, pad_value: int, x_reach: int,
+                     w_max: int, out_dtype=np.int64) -> np.ndarray:
+    """bias[co] + Σ decode(code)·w over each window, [N, Co, Ho, Wo] of `out_dtype`. The caller has proved
+    (bound) that no partial sum leaves the accumulator, nor out_dtype, and that x_reach, w_max <= 32767."""
+    init = np.zeros(g.co, np.int64) if bias is None else np.asarray(bias, np.int64)
+    if g.cig == 1 and 4 * g.cog < im2col.LANES[np.dtype(np.int16)]:
+        return _depthwise(codes, table, code_lo, w, init, g, pad_value, x_reach, out_dtype)
+    ce = g.cig + (g.cig & 1)   # the micro-kernel takes channels in pairs
+    pad_pixel = np.zeros((g.groups, ce), np.int16)
+    pad_pixel[:, :g.cig] = pad_value
+    canvas = np.empty(im2col.canvas_shape(g, ce), np.int16)
+    if g.has_padding or canvas.shape[2] > g.w:
+        canvas[...] = pad_pixel
+    _decode_into(codes, table.astype(np.int16), code_lo, canvas, g.top, g.left, g.cig)
+    nvec = im2col.choose_nvec(g.cog, np.int16)
+    wg = w.reshape(g.groups, g.cog, g.cig, g.kh, g.kw).transpose(0, 1, 3, 4, 2)
+    wpk = im2col.memo_pack(w, ("int16", g.groups, nvec), lambda: im2col.pack_weights(wg, ce, np.int16, nvec))
+    chunk = ((1 << 31) - 1) // (2 * max(1, x_reach) * max(1, w_max))   # int32 lanes: exact chunks
+    return im2col.run_tiles(canvas, wpk, im2col.offset_table(g, canvas), g, nvec, chunk, init, 1, out_dtype)
+
+
+def conv2d_sum_u8(codes, code_lo: int, offset: int, w, bias, g: ConvGeometry, pad_byte: int, w_max: int,
+                  out_dtype=np.int64, _chunk: int | None = None) -> np.ndarray:
+    """The same sum for a uniform 8-bit input, whose operand is byte + offset with byte = code - code_lo in
+    [0, 255]: the bytes go to the u8 x s8 micro-kernel (vpdpbusd: four products per lane and step) as they
+    are, and offset·Σw moves into the bias: Σ (byte + offset)·w = Σ byte·w + offset·Σ_window w, padded taps
+    included (they hold pad_byte). The caller checked the bound, int8 weights and 0 <= pad_byte <= 255."""
+    init = np.zeros(g.co, np.int64) if bias is None else np.asarray(bias, np.int64)
+    sums = im2col.memo_pack(w, ("sums",), lambda: w.astype(np.int64).reshape(w.shape[0], -1).sum(axis=1))
+    init = init + offset * sums
+    ce = -(-g.cig // 4) * 4
+    canvas = np.empty(im2col.canvas_shape(g, ce), np.uint8)
+    if g.has_padding or canvas.shape[2] > g.w or ce > g.cig:
+        pad_pixel = np.zeros((g.groups, ce), np.uint8)
+        pad_pixel[:, :g.cig] = pad_byte
+        canvas[...] = pad_pixel
+    _bytes_into(codes, code_lo, canvas, g.top, g.left, g.cig)
+    nvec = im2col.choose_nvec(g.cog, np.uint8)
+    wg = w.reshape(g.groups, g.cog, g.cig, g.kh, g.kw).transpose(0, 1, 3, 4, 2)
+    wpk = im2col.memo_pack(w, ("u8s8", g.groups, nvec), lambda: im2col.pack_weights(wg, ce, np.uint8, nvec))
+    chunk = ((1 << 31) - 1) // (4 * 255 * max(1, w_max))   # int32 lanes: exact chunks of raw byte products
+    chunk = chunk if _chunk is None else _chunk              # (tests: tiny chunks exercise the chunked sums)
+    return im2col.run_tiles(canvas, wpk, im2col.offset_table(g, canvas), g, nvec, chunk, init, 1, out_dtype)
+
+
+@njit(parallel=True, cache=True)
+def _bytes_into(codes, lo, canvas, top, left, cig):
+    """canvas[n, top + i, left + j, g, k] = codes[n, g·cig + k, i, j] - lo (a transposing copy)."""
+    n, ci, h, w = codes.shape
+    groups = canvas.shape[3]
+    for t in prange(n * h):
+        ni, i = t // h, t % h
+        for j in range(w):
+            for gi in range(groups):
+                dst = canvas[ni, top + i, left + j, gi]
+                for k in range(cig):
+                    dst[k] = np.uint8(np.int64(codes[ni, gi * cig + k, i, j]) - lo)
+
+
+@njit(parallel=True, cache=True)
+def _decode_into(codes, table, lo, canvas, top, left, cig):
+    """canvas[n, top + i, left + j, g, k] = table[codes[n, g·cig + k, i, j] - lo]; spare channel elements 0."""
+    n, ci, h, w = codes.shape
+    groups, ce = canvas.shape[3], canvas.shape[4]
+    for t in prange(n * h):
+        ni, i = t // h, t % h
+        for gi in range(groups):
+            for k in range(cig):
+                src = codes[ni, gi * cig + k, i]
+                for j in range(w):
+                    canvas[ni, top + i, left + j, gi, k] = table[np.int64(src[j]) - lo]
+            for k in range(cig, ce):
+                for j in range(w):
+                    canvas[ni, top + i, left + j, gi, k] = 0
+
+
+def _depthwise(codes, table, code_lo, w, init, g: ConvGeometry, pad_value: int, x_reach: int,
+               out_dtype) -> np.ndarray:
+    """Channels-last with output channels in SIMD lanes. The decoded input is an int32 canvas split by column
+    phase, [N, Hp, sw, Wq, Ci] (column j at phase j % sw, position j // sw), so that tap (kh, kw) of a whole
+    output row is one contiguous run of Wo·Ci values; the weights are tiled along the row to match."""
+    hp = max(g.h + g.top, (g.ho - 1) * g.sh + g.kh)
+    wq = -(-max(g.w + g.left, (g.wo - 1) * g.sw + g.kw) // g.sw)
+    canvas = np.full((g.n, hp, g.sw, wq, g.ci), pad_value, np.int32)
+    _decode_phases(codes, table.astype(np.int32), code_lo, canvas, g.top, g.left)
+    w3 = w.reshape(g.co, g.kh, g.kw)
+    src = np.arange(g.co) // g.cog                    # the input channel each output channel reads
+    wt = np.ascontiguousarray(np.tile(w3.transpose(1, 2, 0)[:, :, None, :], (1, 1, g.wo, 1)), dtype=np.int32)
+    # int32 sums where they provably fit (bias added in int64 at the store), else int64
+    sums = np.abs(w3.astype(np.int64)).reshape(g.co, -1).sum(axis=1)
+    acc_dtype = np.int32 if x_reach * int(sums.max(initial=0)) < (1 << 31) else np.int64
+    acc = np.empty((g.n * g.ho, g.wo * g.co), acc_dtype)
+    out = np.empty((g.n, g.co, g.ho, g.wo), out_dtype)
+    _depthwise_kernel(canvas, wt.reshape(g.kh, g.kw, -1), src, init, g.sh, g.sw, acc, out)
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _decode_phases(codes, table, lo, canvas, top, left):
+    n, ci, h, w = codes.shape
+    sw = canvas.shape[2]
+    for t in prange(n * h):
+        ni, i = t // h, t % h
+        for j in range(w):
+            col = left + j
+            dst = canvas[ni, top + i, col % sw, col // sw]
+            for c in range(ci):   # a transposing copy: contiguous writes, strided reads
+                dst[c] = table[np.int64(codes[ni, c, i, j]) - lo]
+
+
+@njit(parallel=True, cache=True)
+def _depthwise_kernel(canvas, wt, src, init, sh, sw, acc, out):
+    """One task per (image, output row): acc[ow·Co + co] = Σ_taps w[co, tap] · x[src[co], tap], one long
+    contiguous loop per tap (exact: the bound keeps every partial sum within acc's dtype), then stored
+    transposed into NCHW with the bias."""
+    n, co_n, ho, wo = out.shape
+    kh_n, kw_n = wt.shape[0], wt.shape[1]
+    ci = canvas.shape[4]
+    m = wo * co_n
+    same = ci == co_n
+    for t in prange(n * ho):
+        ni, oh = t // ho, t % ho
+        a = acc[t]
+        a[:] = 0
+        for kh in range(kh_n):
+            for kw in range(kw_n):
+                run = canvas[ni, oh * sh + kh, kw % sw].reshape(-1)[(kw // sw) * ci:]
+                wv = wt[kh, kw]
+                if same:
+                    for i in range(m):
+                        a[i] += wv[i] * run[i]
+                else:   # channel multiplier > 1: output channel co reads input channel src[co]
+                    for ow in range(wo):
+                        for co in range(co_n):
+                            a[ow * co_n + co] += wv[ow * co_n + co] * run[ow * ci + src[co]]
+        for co in range(co_n):
+            for ow in range(wo):
+                out[ni, co, oh, ow] = init[co] + a[ow * co_n + co]
+
+
+def zero_taps_codes(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_zero: bool) -> np.ndarray:
+    """taps[c, r, s]: over the batch and every output position, how often tap (r, s) of input channel c reads
+    a zero operand (a code whose value is 0, or a padded position when the pad value is 0)."""
+    taps = np.zeros((g.ci, g.kh, g.kw), np.int64)
+    zeros = np.flatnonzero(is_zero)
+    # one zero code (every uniform encoding): a compare that vectorises, instead of a table read per element
+    zero_code = int(zeros[0]) + code_lo if zeros.size == 1 else None
+    zc = np.array([0 if zero_code is None else zero_code], codes.dtype)   # compared in the codes' own dtype
+    _zero_taps(codes, is_zero.astype(np.uint8), code_lo, zero_code is not None, zc, g.kh, g.kw, g.sh, g.sw,
+               g.top, g.left, g.ho, g.wo, pad_is_zero, taps)
+    return taps
+
+
+@njit(parallel=True, cache=True)
+def _zero_taps(codes, is_zero, lo, single, zc, kh_n, kw_n, sh, sw, top, left, ho, wo, pad_is_zero, taps):
+    n, ci, h, w = codes.shape
+    zero_code = zc[0]
+    hp = max(h + top, (ho - 1) * sh + kh_n)
+    wp = max(w + left, (wo - 1) * sw + kw_n)
+    if kh_n == kw_n == sh == sw == 1 and hp == h and wp == w:   # 1x1, unpadded: every position is one tap
+        for c in prange(ci):
+            total = 0
+            for ni in range(n):
+                for i in range(h):
+                    src = codes[ni, c, i]
+                    for j in range(w):
+                        total += (src[j] == zero_code) if single else is_zero[np.int64(src[j]) - lo]
+            taps[c, 0, 0] = total
+        return
+    for c in prange(ci):
+        # zeros per padded position over the batch (a padded position: all N images, if the pad is 0)
+        count = np.full((hp, wp), n if pad_is_zero else 0, np.int32)
+        for i in range(h):
+            for j in range(w):
+                count[top + i, left + j] = 0
+        for ni in range(n):
+            for i in range(h):
+                src = codes[ni, c, i]
+                dst = count[top + i, left:left + w]
+                if single:
+                    for j in range(w):
+                        dst[j] += np.int32(src[j] == zero_code)
+                else:
+                    for j in range(w):
+                        dst[j] += np.int32(is_zero[np.int64(src[j]) - lo])
+        # strided prefix sums: chain[i, j] = count[i, j] + chain[i, j - sw], so the sum over a tap's
+        # positions s, s + sw, ..., s + (wo - 1)·sw is a difference of two entries (likewise for rows)
+        for i in range(hp):
+            for j in range(sw, wp):
+                count[i, j] += count[i, j - sw]
+        cols = np.zeros((hp, kw_n), np.int64)
+        for i in range(hp):
+            for s in range(kw_n):
+                cols[i, s] = count[i, s + (wo - 1) * sw] - (count[i, s - sw] if s >= sw else 0)
+        for i in range(sh, hp):
+            for s in range(kw_n):
+                cols[i, s] += cols[i - sh, s]
+        for r in range(kh_n):
+            for s in range(kw_n):
+                taps[c, r, s] = cols[r + (ho - 1) * sh, s] - (cols[r - sh, s] if r >= sh else 0)
+
+
+def zero_counts_from_taps(taps, zero_w_per_tap, zero_w_total: int, k: int, positions: int) -> tuple[int, int]:
+    """(MACs with a zero activation, with a zero activation or weight), as units/zero_gating.py combines them:
+    zero_w_per_tap[c, r, s] counts the zero weights among a group's K filters at that tap."""
+    zero_act = int(taps.sum()) * k
+    both = int((taps * zero_w_per_tap).sum())
+    return zero_act, zero_act + positions * zero_w_total - both
+
+
+def fits_int16(x_reach: int, w_max: int) -> bool:
+    return x_reach <= _INT16_MAX and w_max <= _INT16_MAX

@@ -1,0 +1,236 @@
+"""Fused layer epilogue: accumulator -> requantizer -> clip/ReLU -> encoder, one pass, narrow codes out.
+
+What it computes is, bit for bit, the chain of reference units the engine used to run one numpy pass at a time:
+
+    values = units.requantizer.requantize(acc, multiplier, mode)      # every mode (float32 ... shift)
+    values = np.clip(values, clip_lo, clip_hi)                        # the layer's clip / ReLU, if any
+    codes  = out_enc.encode(values)                                   # uniform, ENQ QE, KNQ QK
+
+Clip then encode is one table lookup: every activation encoder saturates (a value beyond the encoding's value
+range gets the end code), so encode(clip(v, c0, c1)) = T[clip(v, A, B) - A] with [A, B] the clip interval
+clamped into the value range and T[i] = out_enc.encode(A + i), built once from the reference encoder
+(`make_epilogue` checks the saturation on the encoder itself before trusting it). The requantizer's arithmetic
+is written out per mode below, as units/requantizer.py documents it.
+
+Values the fixed-point modes refuse (an accumulator outside int32, a shift leaving int64) are not handled
+here: the kernel reports them and the caller runs the reference units, which raise the precise error.
+Output codes are stored in the narrowest integer dtype of the encoding's code range (`code_dtype`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, prange
+
+from ..encodings import BinaryAct, ThresholdAct
+from ..errors import HwsimError
+from ..units.requantizer import FLOAT_SATURATION, REQUANT_MODES, quantize_multiplier
+
+MODE_IDS = {name: i for i, name in enumerate(REQUANT_MODES)}   # float32, float64, fixed_double, fixed_single, shift
+TABLE_LIMIT = 1 << 20   # largest clip-and-encode table (entries); wider value ranges take the reference units
+_PROBE = 1 << 40        # how far beyond the value range the encoder's saturation is checked
+
+
+def code_dtype(enc) -> np.dtype:
+    """The narrowest integer dtype holding every code of `enc`."""
+    lo, hi = enc.code_range()
+    for dt in (np.uint8, np.int8, np.uint16, np.int16, np.int32):
+        info = np.iinfo(dt)
+        if info.min <= lo and hi <= info.max:
+            return np.dtype(dt)
+    return np.dtype(np.int64)
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    mode: int
+    m32: np.ndarray      # float32 multiplier per channel (float32 mode)
+    m64: np.ndarray      # float64 multiplier per channel (float64 mode)
+    q: np.ndarray        # fixed-point multiplier per channel (fixed modes)
+    shift: np.ndarray    # exponent per channel (fixed modes), right shift s (shift mode: multiplier 2^-s)
+    lo: int              # A: the lowest value kept by clip and encoding
+    hi: int              # B
+    table: np.ndarray    # codes of A .. B, in the output dtype
+    offset: int          # code = value + offset when the table is that line (uniform encodings), else 0
+    linear: bool
+
+
+def make_epilogue(multiplier: np.ndarray, mode: str, clip, out_enc) -> Epilogue | None:
+    """The fused epilogue of a layer, or None when it cannot be fused (then the reference units run)."""
+    if isinstance(out_enc, (BinaryAct, ThresholdAct)) or mode not in MODE_IDS:
+        return None
+    m = np.asarray(multiplier, np.float64).reshape(-1)
+    if m.size == 0 or not np.all(np.isfinite(m)) or np.any(m <= 0):
+        return None
+    with np.errstate(over="ignore"):
+        m32 = m.astype(np.float32)
+    q = np.zeros(m.size, np.int64)
+    shift = np.zeros(m.size, np.int64)
+    if mode == "float32" and not np.all(np.isfinite(m32)):
+        return None
+    if mode in ("fixed_double", "fixed_single"):
+        for i, v in enumerate(m.tolist()):
+            q[i], shift[i] = quantize_multiplier(v, single_rounding=mode == "fixed_single")
+    if mode == "shift":
+        for i, v in enumerate(m.tolist()):
+            frac, e = math.frexp(v)
+            if frac != 0.5 or not -62 <= 1 - e <= 62:
+                return None        # not a power of two, or a shift the reference handles (and may refuse)
+            shift[i] = 1 - e
+    vlo, vhi = out_enc.value_range()
+    c0, c1 = (vlo, vhi) if clip is None else (int(clip[0]), int(clip[1]))
+    if c0 > c1:
+        return None
+    a, b = min(max(c0, vlo), vhi), min(max(c1, vlo), vhi)
+    if b - a + 1 > TABLE_LIMIT:
+        return None
+    values = np.arange(a, b + 1, dtype=np.int64)
+    codes = out_enc.encode(np.clip(values, c0, c1))
+    # the saturation the table relies on, checked on the encoder itself
+    probe = np.array([vlo - _PROBE, vlo - 1, vhi + 1, vhi + _PROBE], np.int64)
+    ends = out_enc.encode(np.clip(probe, c0, c1))
+    if ends[0] != ends[1] or ends[2] != ends[3] or ends[1] != out_enc.encode(np.clip(np.array([vlo]), c0, c1))[0] \
+            or ends[2] != out_enc.encode(np.clip(np.array([vhi]), c0, c1))[0]:
+        return None
+    dt = code_dtype(out_enc)
+    linear = bool(np.all(np.diff(codes) == 1))   # uniform: no table lookup (a gather stops vectorisation)
+    return Epilogue(MODE_IDS[mode], m32, m, q, shift, int(a), int(b), codes.astype(dt), int(codes[0]) - int(a),
+                    linear)
+
+
+def run_epilogue(ep: Epilogue, acc: np.ndarray) -> np.ndarray | None:
+    """Codes of `acc` [N, C, ...] (channel axis 1; int32 or int64), or None if some value needs the reference
+    units."""
+    if acc.dtype not in (np.int32, np.int64):
+        acc = acc.astype(np.int64)
+    acc = np.ascontiguousarray(acc)
+    n, c = acc.shape[0], acc.shape[1]
+    per = ep.m64.size
+    if per not in (1, c):
+        raise HwsimError(f"{per} multipliers for {c} channels")
+    out = np.empty(acc.shape, ep.table.dtype)
+    flat = acc.reshape(n, c, -1)
+    bad = _epilogue(flat, ep.mode, ep.m32, ep.m64, ep.q, ep.shift, per == 1, ep.lo, ep.hi, ep.table,
+                    ep.linear, ep.offset, out.reshape(n, c, -1))
+    return None if bad else out
+
+
+_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+@njit(cache=True)
+def _requant_one(a, mode, m32, m64, q, sh):
+    """(value, ok) for one accumulator; ok False where the reference requantizer raises."""
+    sat = np.int64(FLOAT_SATURATION)
+    if mode == 0:                                   # float32: one IEEE single multiply, half to even
+        r = np.rint(np.float32(a) * m32)
+        if r >= np.float32(FLOAT_SATURATION):
+            return sat, True
+        if r <= -np.float32(FLOAT_SATURATION):
+            return -sat, True
+        return np.int64(r), True
+    if mode == 1:                                   # float64
+        r = np.rint(np.float64(a) * m64)
+        if r >= np.float64(FLOAT_SATURATION):
+            return sat, True
+        if r <= -np.float64(FLOAT_SATURATION):
+            return -sat, True
+        return np.int64(r), True
+    if mode == 4:                                   # shift: 2^-sh, half up
+        if sh > 0:
+            if a > np.int64(0x7FFFFFFFFFFFFFFF) - (np.int64(1) << (sh - 1)):
+                return np.int64(0), False           # the reference's wider arithmetic decides
+            return (a + (np.int64(1) << (sh - 1))) >> sh, True
+        if sh == 0:
+            return a, True
+        left = -sh
+        if a > (np.int64(0x7FFFFFFFFFFFFFFF) >> left) or a < (np.int64(-0x7FFFFFFFFFFFFFFF - 1) >> left):
+            return np.int64(0), False
+        return a << left, True
+    if a < _INT32_MIN or a > _INT32_MAX:            # TFLite's requantizer works on int32
+        return np.int64(0), False
+    if mode == 3:                                   # fixed_single: (a*q + 2^(t-1)) >> t, t = 31 - shift
+        t = 31 - sh
+        r = (a * q + (np.int64(1) << (t - 1))) >> t
+        if r < _INT32_MIN or r > _INT32_MAX:
+            return np.int64(0), False
+        return r, True
+    # fixed_double: RDBPOT(SRDHM(a * 2^left, q), right)
+    left = sh if sh > 0 else 0
+    right = -sh if sh < 0 else 0
+    if left >= 32:
+        if a != 0:
+            return np.int64(0), False
+        x = np.int64(0)
+    else:
+        if a < (np.int64(_INT32_MIN) >> left) or a > (np.int64(_INT32_MAX) >> left):
+            return np.int64(0), False
+        x = a << left
+    if x == _INT32_MIN and q == _INT32_MIN:
+        high = np.int64(_INT32_MAX)
+    else:
+        ab = x * q
+        t = ab + (np.int64(1 << 30) if ab >= 0 else np.int64(1 - (1 << 30)))
+        high = t >> 31 if t >= 0 else -((-t) >> 31)
+    mask = (np.int64(1) << right) - 1
+    threshold = (mask >> 1) + (1 if high < 0 else 0)
+    return (high >> right) + (1 if (high & mask) > threshold else 0), True
+
+
+@njit(parallel=True, cache=True)
+def _epilogue(acc, mode, m32, m64, q, sh, shared, lo, hi, table, linear, offset, out):
+    n, c, s = acc.shape
+    bad = 0
+    for t in prange(n * c):
+        ni, ci = t // c, t % c
+        k = 0 if shared else ci
+        # the float modes get their own branch-free loops (they vectorise)
+        if mode == 0 and linear:
+            _float32_line(acc[ni, ci], m32[k], lo, hi, offset, out[ni, ci])
+        elif mode == 0:
+            _float32_row(acc[ni, ci], m32[k], lo, hi, table, out[ni, ci])
+        elif mode == 1:
+            _float64_row(acc[ni, ci], m64[k], lo, hi, table, out[ni, ci])
+        else:
+            bad += _generic_row(acc[ni, ci], mode, m32[k], m64[k], q[k], sh[k], lo, hi, table, out[ni, ci])
+    return bad
+
+
+# Clipping the rounded float to [lo, hi] before the integer conversion equals converting (with the +-2^62
+# saturation) and then clipping: lo and hi are integers well inside float32's exact range (TABLE_LIMIT).
+@njit(cache=True)
+def _float32_line(acc, m, lo, hi, offset, out):
+    flo, fhi = np.float32(lo), np.float32(hi)
+    for i in range(acc.shape[0]):
+        r = np.rint(np.float32(acc[i]) * m)
+        out[i] = np.int64(min(max(r, flo), fhi)) + offset
+
+
+@njit(cache=True)
+def _float32_row(acc, m, lo, hi, table, out):
+    flo, fhi = np.float32(lo), np.float32(hi)
+    for i in range(acc.shape[0]):
+        r = np.rint(np.float32(acc[i]) * m)
+        out[i] = table[np.int64(min(max(r, flo), fhi)) - lo]
+
+
+@njit(cache=True)
+def _float64_row(acc, m, lo, hi, table, out):
+    flo, fhi = np.float64(lo), np.float64(hi)
+    for i in range(acc.shape[0]):
+        r = np.rint(np.float64(acc[i]) * m)
+        out[i] = table[np.int64(min(max(r, flo), fhi)) - lo]
+
+
+@njit(cache=True)
+def _generic_row(acc, mode, m32, m64, q, sh, lo, hi, table, out):
+    bad = 0
+    for i in range(acc.shape[0]):
+        v, ok = _requant_one(acc[i], mode, m32, m64, q, sh)
+        if not ok:
+            bad += 1
+            v = lo
+        out[i] = table[min(max(v, lo), hi) - lo]
+    return bad

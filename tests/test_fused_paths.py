@@ -1,0 +1,223 @@
+"""The engine's fast paths against the reference units they replace, bit for bit.
+
+- kernels/epilogue.py (requantize -> clip -> encode in one pass) against units/requantizer.py + np.clip + the
+  encoder, every mode and encoding, extreme accumulators included; None exactly where the reference refuses.
+- kernels/codes_path.py (the MAC sum straight from codes: int16 micro-kernel, u8 x s8 micro-kernel, depthwise
+  kernel) against mac.conv2d_acc_reference (Python integers), with operands at the extremes each path admits
+  (±32767 for int16, 0..255 x -128 for u8) and tiny reduction chunks for the int32 lane arithmetic.
+- codes_path.zero_taps_codes against units/zero_gating.zero_operand_macs, and code_tables.maxpool_codes against
+  units/pooling.maxpool.
+- The whole engine with its fast paths against the same engine with them switched off (the reference units),
+  on random models of every encoding: output codes and every event count equal.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from model_factory import random_act_enc, random_model
+from simulator import engine as engine_mod
+from simulator.encodings import BinaryAct, EnqAct, KnqAct, UniformAct
+from simulator.errors import HwsimError
+from simulator.kernels import code_tables, codes_path, im2col, mac
+from simulator.kernels.epilogue import code_dtype, make_epilogue, run_epilogue
+from simulator.kernels.im2col import conv_geometry
+from simulator.units import pooling
+from simulator.units.requantizer import REQUANT_MODES, requantize
+from simulator.units.zero_gating import zero_operand_macs
+
+EDGE_ACC = [0, 1, -1, 2**31 - 1, -2**31, 2**31, -2**31 - 1, 2**24 + 1, -(2**24) - 1, 2**40, -2**40, 2**62, -2**62]
+
+
+def reference_epilogue(acc, m, mode, clip, enc):
+    v = requantize(acc, m, mode, 1)
+    if clip is not None:
+        v = np.clip(v, clip[0], clip[1])
+    return enc.encode(v)
+
+
+def out_encodings(rng):
+    return [UniformAct(8, False, 0.1, int(rng.integers(0, 256))), UniformAct(8, True, 0.1, int(rng.integers(-128, 128))),
+            UniformAct(16, True, 0.5, 3), UniformAct(3, False, 1.0, 0), random_act_enc(rng, allow_binary=False),
+            EnqAct(2, 5, 1), KnqAct(2, (0, 3, 10, 40), (), 0)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), mode=st.sampled_from(REQUANT_MODES), per_channel=st.booleans(),
+       clipped=st.booleans(), int32=st.booleans())
+def test_epilogue_equals_reference_units(seed, mode, per_channel, clipped, int32):
+    rng = np.random.default_rng(seed)
+    c = 5 if per_channel else 1
+    if mode == "shift":
+        m = 2.0 ** -rng.integers(-4, 40, c).astype(np.float64)
+    else:
+        m = np.exp(rng.uniform(-25, 3, c))
+    acc = rng.integers(-2**33, 2**33, (2, 5, 7)) >> rng.integers(0, 34, (2, 5, 7))
+    acc[0, :, :2] = rng.choice(EDGE_ACC, (5, 2))
+    if mode in ("float32", "float64"):   # exact ties: acc * m = k + 1/2 when m is a power of two
+        acc[1, :, 0] = 2 * rng.integers(-1000, 1000, 5) + 1
+    if int32:
+        acc = np.clip(acc, -2**31, 2**31 - 1).astype(np.int32)
+    for enc in out_encodings(rng):
+        lo, hi = enc.value_range()
+        clip = (int(rng.integers(lo - 3, hi + 1)), int(hi + rng.integers(0, 3))) if clipped else None
+        ep = make_epilogue(m, mode, clip, enc)
+        if ep is None:
+            continue
+        got = run_epilogue(ep, acc)
+        try:
+            ref = reference_epilogue(acc.astype(np.int64), m, mode, clip, enc)
+        except HwsimError:
+            assert got is None
+            continue
+        assert got is not None and got.dtype == code_dtype(enc)
+        np.testing.assert_array_equal(got.astype(np.int64), ref)
+
+
+def test_epilogue_declines_what_it_cannot_fuse():
+    assert make_epilogue(np.array([0.3]), "shift", None, UniformAct(8)) is None        # not a power of two
+    assert make_epilogue(np.array([0.5]), "float32", None, BinaryAct(1.0)) is None
+    assert make_epilogue(np.array([np.inf]), "float32", None, UniformAct(8)) is None
+    assert make_epilogue(np.array([0.5]), "float64", (5, 1), UniformAct(8)) is None     # empty clip
+    assert make_epilogue(np.array([0.5]), "float64", None, UniformAct(8)) is not None
+
+
+def test_code_dtype():
+    assert code_dtype(UniformAct(8)) == np.uint8 and code_dtype(UniformAct(8, True)) == np.int8
+    assert code_dtype(UniformAct(9)) == np.uint16 and code_dtype(UniformAct(16, True)) == np.int16
+    assert code_dtype(BinaryAct(1.0)) == np.uint8
+
+
+def conv_case(rng, depthwise=False):
+    n = int(rng.integers(1, 3))
+    groups = int(rng.integers(1, 4))
+    cig = 1 if depthwise else int(rng.integers(1, 12))
+    cog = int(rng.integers(1, 4)) if depthwise else int(rng.integers(4, 24))
+    h, w = (int(v) for v in rng.integers(1, 9, 2))
+    kh, kw = (int(v) for v in rng.integers(1, 4, 2))
+    sh, sw = (int(v) for v in rng.integers(1, 3, 2))
+    pads = tuple(int(v) for v in rng.integers(0, 2, 4))
+    if h + pads[0] + pads[2] < kh or w + pads[1] + pads[3] < kw:
+        kh = kw = 1
+    return n, groups, cig, cog, h, w, kh, kw, (sh, sw), pads
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), depthwise=st.booleans(), extreme=st.booleans())
+def test_int16_and_depthwise_paths_equal_python_ints(seed, depthwise, extreme):
+    rng = np.random.default_rng(seed)
+    n, groups, cig, cog, h, w, kh, kw, stride, pads = conv_case(rng, depthwise)
+    # a decode table reaching ±32767 (the int16 limit the micro-kernel admits) and weights at ±32767
+    top = 32767 if extreme else 300
+    table = rng.integers(-top, top + 1, 64)
+    table[:2] = [-top, top]
+    codes = rng.integers(0, 64, (n, cig * groups, h, w)).astype(np.uint8)
+    codes.reshape(-1)[:2] = [0, 1][:codes.size]
+    wv = rng.integers(-top, top + 1, (cog * groups, cig, kh, kw))
+    wv.reshape(-1)[:2] = [top, -top][:wv.size]
+    bias = rng.integers(-2**40, 2**40, cog * groups)
+    pad = int(rng.choice([-top, 0, top]))
+    g = conv_geometry(codes.shape, wv.shape, stride, pads, groups)
+    got = codes_path.conv2d_sum_codes(codes, table, 0, wv, bias, g, pad, top, top)
+    ref, _ = mac.conv2d_acc_reference(table[codes], wv, bias, stride, pads, groups, pad, 64, "wrap")
+    np.testing.assert_array_equal(got, ref)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), signed=st.booleans(), chunk=st.sampled_from([None, 1, 2, 3]),
+       int32=st.booleans())
+def test_u8_path_equals_python_ints(seed, signed, chunk, int32):
+    rng = np.random.default_rng(seed)
+    n, groups, cig, cog, h, w, kh, kw, stride, pads = conv_case(rng)
+    lo = -128 if signed else 0
+    codes = rng.integers(lo, lo + 256, (n, cig * groups, h, w)).astype(np.int8 if signed else np.uint8)
+    codes.reshape(-1)[:2] = [lo, lo + 255][:codes.size]         # bytes 0 and 255
+    wv = rng.integers(-128, 128, (cog * groups, cig, kh, kw))
+    wv.reshape(-1)[:2] = [-128, 127][:wv.size]
+    zp = int(rng.integers(lo, lo + 256))
+    pad_code = int(rng.integers(lo, lo + 256))
+    bias = rng.integers(-2**20, 2**20, cog * groups)
+    g = conv_geometry(codes.shape, wv.shape, stride, pads, groups)
+    got = codes_path.conv2d_sum_u8(codes, lo, lo - zp, wv, bias, g, pad_code - lo, 128,
+                                   np.int32 if int32 else np.int64, _chunk=chunk)
+    ref, _ = mac.conv2d_acc_reference(codes.astype(np.int64) - zp, wv, bias, stride, pads, groups, pad_code - zp,
+                                      64, "wrap")
+    np.testing.assert_array_equal(got, ref)
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), pad_zero=st.booleans(), one_zero_code=st.booleans())
+def test_zero_taps_equal_zero_gating_unit(seed, pad_zero, one_zero_code):
+    rng = np.random.default_rng(seed)
+    n, groups, cig, cog, h, w, kh, kw, stride, pads = conv_case(rng, depthwise=bool(rng.integers(2)))
+    table = rng.integers(-2, 3, 8)
+    if one_zero_code:
+        table = np.arange(8) - int(rng.integers(0, 8))
+    codes = rng.integers(0, 8, (n, cig * groups, h, w)).astype(np.uint8)
+    wv = rng.integers(-1, 2, (cog * groups, cig, kh, kw))
+    g = conv_geometry(codes.shape, wv.shape, stride, pads, groups)
+    taps = codes_path.zero_taps_codes(codes, table == 0, 0, g, pad_zero)
+    zw = (wv == 0).reshape(groups, cog, cig, kh, kw).sum(axis=1).reshape(groups * cig, kh, kw)
+    got = codes_path.zero_counts_from_taps(taps, zw, int((wv == 0).sum()), cog, n * g.ho * g.wo)
+    assert got == zero_operand_macs(table[codes], wv, stride, pads, groups, 0 if pad_zero else 5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from([np.uint8, np.int8, np.int16, np.int64]))
+def test_maxpool_codes_equals_pooling_unit(seed, dtype):
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(dtype)
+    kh, kw = (int(v) for v in rng.integers(1, 4, 2))
+    stride = tuple(int(v) for v in rng.integers(1, 4, 2))
+    pads = (int(rng.integers(0, kh)), int(rng.integers(0, kw)), int(rng.integers(0, kh)), int(rng.integers(0, kw)))
+    h, w = kh + int(rng.integers(0, 6)), kw + int(rng.integers(0, 6))
+    x = rng.integers(max(info.min, -2**40), min(info.max, 2**40), (2, 3, h, w), endpoint=True).astype(dtype)
+    got = code_tables.maxpool_codes(x, (kh, kw), stride, pads)
+    ref, _ = pooling.maxpool(x.astype(np.int64), (kh, kw), stride, pads, None)
+    assert got.dtype == x.dtype
+    np.testing.assert_array_equal(got.astype(np.int64), ref)
+
+
+def _engine_without_fast_paths(monkeypatch, model):
+    monkeypatch.setattr(engine_mod, "make_codes_plan", lambda *a, **k: None)
+    monkeypatch.setattr(engine_mod, "make_epilogue", lambda *a, **k: None)
+    monkeypatch.setattr(engine_mod.Engine, "_table", lambda self, lay, build: None)
+    return engine_mod.Engine(model)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_engine_fast_paths_equal_reference_units(monkeypatch, seed):
+    model = random_model(seed, requant=("float64", "float32", "shift", "fixed_double", "fixed_single"))
+    x = model.sample_input
+    fast = engine_mod.Engine(model)
+    try:
+        res = fast.run(x)
+    except HwsimError as exc:       # the same refusal (a fixed-point contract) on the reference path
+        with monkeypatch.context() as m:
+            with pytest.raises(HwsimError) as ref_exc:
+                _engine_without_fast_paths(m, model).run(x)
+        assert str(ref_exc.value) == str(exc)
+        return
+    with monkeypatch.context() as m:
+        ref = _engine_without_fast_paths(m, model).run(x, keep_all=True)
+    np.testing.assert_array_equal(res.output, ref.output)
+    assert res.output.dtype == np.int64
+    for a, b in zip(res.trace.layers, ref.trace.layers):
+        assert vars(a) == vars(b), a.name
+
+
+def test_fast_paths_are_taken_on_an_ort_like_model():
+    """A uniform 8-bit model with int8 weights takes the u8 path, the fused epilogue and code tables."""
+    for seed in range(200):
+        model = random_model(seed)
+        lays = [lay for lay in model.layers if lay.op in ("conv2d", "dense")]
+        eng = engine_mod.Engine(model)
+        if any(eng.plans[lay.name].from_codes is not None and eng.plans[lay.name].from_codes.u8_offset is not None
+               for lay in lays):
+            break
+    else:
+        pytest.fail("no random model reaches the u8 path")
+    assert any(eng.plans[lay.name].epilogue is not None for lay in lays)
+    assert im2col.LANES[np.dtype(np.uint8)] * 32 == im2col.VECTOR_BITS
