@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ort-qdq-int8-allowed", action="store_true",
                    help="match ONNX Runtime run with session.qdqisint8allowed=1 (int8 QDQ node groups with "
                         "several consumers fused into integer kernels instead of computed in float32)")
+    p.add_argument("--ort-cpu", choices=("host", "vnni", "avx2"), default="host",
+                   help="the CPU whose ONNX Runtime to match bit for bit: its u8 x s8 kernels sum exactly with "
+                        "VNNI, and saturate product pairs to int16 on x86 AVX2 without VNNI (default: this "
+                        "machine's)")
 
     p = sub.add_parser("export", help="export a .qnn model as a QDQ ONNX model ONNX Runtime can run",
                        description="Write MODEL.qnn as ONNX (QDQ form). Encodings ONNX cannot express exactly "

@@ -403,7 +403,7 @@ def import_model(args) -> int:
     from .qnn.model_io import model_bytes
 
     outputs = _outputs(args, text=(), binary=("output",))
-    model = import_any(args.onnx_model, qdq_int8_allowed=args.ort_qdq_int8_allowed)
+    model = import_any(args.onnx_model, qdq_int8_allowed=args.ort_qdq_int8_allowed, ort_cpu=args.ort_cpu)
     with outputs:
         outputs.bytes(args.output, model_bytes(model, args.output))
         lines = [f"{args.onnx_model} -> {args.output}: {len(model.layers)} layers, input "

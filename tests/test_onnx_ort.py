@@ -4,8 +4,9 @@ Random small float models (tests/onnx_factory.py) are quantized by onnxruntime.q
 every combination of format (QDQ, QOperator), types (u8 x s8, s8 x s8, u8 x u8), per-channel and reduce_range
 (7-bit weights), imported, and run on random inputs (float32, some saturating). The comparison is on ORT's own
 output: float32 after the final DequantizeLinear (or the 8-bit codes when the graph ends quantized).
-This machine has AVX-512 VNNI, so ORT's u8 x s8 kernels are exact integer arithmetic; on x86 without VNNI the
-full-range u8 x s8 cases would need the vpmaddubsw saturation option of the PE (see REFERENCES.md section 4).
+The importer matches the ORT of the machine the tests run on (`ort_cpu="host"`): with VNNI ORT's u8 x s8 kernels
+are exact integer sums; on x86 AVX2 without VNNI they saturate product pairs to int16, and the importer gives
+those layers the x86_pair_sat16 datapath (REFERENCES.md section 4). The tests at the end check that choice.
 """
 
 from __future__ import annotations
@@ -168,3 +169,38 @@ def test_cli_ort_qdq_int8_allowed_flag(tmp_path):
         out = tmp_path / f"m{int(expected)}.qnn"
         assert main(["import", str(src), "-o", str(out), *flag]) == 0
         assert load_model(out).metadata["ort_qdq_int8_allowed"] is expected
+
+
+def test_host_int8_path_follows_the_cpu_features(monkeypatch):
+    from numba.core import config
+
+    from simulator.importers.onnx_import import host_int8_path
+    for feats, expected in (("+avx2,+fma", "avx2"), ("+avx2,+avx512vnni", "vnni"), ("+avx2,+avxvnni", "vnni"),
+                            ("+neon,+dotprod", "vnni"), ("+sse4.2", "vnni")):
+        monkeypatch.setattr(config, "CPU_FEATURES", feats)
+        assert host_int8_path() == expected
+
+
+@pytest.mark.parametrize("ort_cpu", ["vnni", "avx2"])
+def test_ort_cpu_chooses_the_u8s8_datapath(tmp_path, ort_cpu):
+    """On an AVX2 CPU without VNNI, every u8 x s8 conv / dense layer but the depthwise ones gets the
+    pair-saturating datapath; with VNNI every layer stays exact. The CLI option says the same."""
+    seed = next(s for s in range(N_MODELS) if "conv" in random_float_model(s)[2])
+    proto, shape, _ = random_float_model(seed)
+    fpath, path = tmp_path / "float.onnx", tmp_path / "quant.onnx"
+    onnx.save(proto, str(fpath))
+    quantize(fpath, path, shape, seed=seed, fmt="QDQ", types="u8s8")
+    model = import_onnx(path, ort_cpu=ort_cpu)
+    assert model.metadata["ort_cpu"] == {"requested": ort_cpu, "int8_kernel": ort_cpu}
+    macs = [lay for lay in model.layers if lay.op in ("conv2d", "dense")]
+    assert macs
+    for lay in macs:
+        depthwise = lay.op == "conv2d" and lay.weight.shape[1] == 1 and lay.weight.shape[0] == lay.attr("groups")
+        expected = "x86_pair_sat16" if ort_cpu == "avx2" and not depthwise else "exact"
+        assert lay.attr("datapath") == expected, lay.name
+    out = tmp_path / "m.qnn"
+    proc = subprocess.run([sys.executable, "-m", "simulator.cli", "import", str(path), "-o", str(out),
+                           "--ort-cpu", ort_cpu], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert [lay.attr("datapath") for lay in load_model(str(out)).layers if lay.op in ("conv2d", "dense")] == \
+        [lay.attr("datapath") for lay in macs]

@@ -14,9 +14,10 @@ def require(module: str, extra: str = "onnx"):
         raise HwsimError(f"this needs the '{module}' package: pip install 'hwsim[{extra}]'") from None
 
 
-def import_any(path, qdq_int8_allowed: bool = False):
+def import_any(path, qdq_int8_allowed: bool = False, ort_cpu: str = "host"):
     """Import an ONNX file, choosing the QONNX importer when the graph uses QONNX ops. `qdq_int8_allowed`:
-    match ONNX Runtime run with the session option session.qdqisint8allowed=1 (see import_onnx)."""
+    match ONNX Runtime run with the session option session.qdqisint8allowed=1; `ort_cpu`: the CPU whose ORT
+    u8 x s8 kernels to match, "host", "vnni" or "avx2" (see import_onnx)."""
     require("onnx")
     from .onnx.frontend import load_onnx
     from .onnx.ops import QONNX, domain_ops
@@ -26,4 +27,4 @@ def import_any(path, qdq_int8_allowed: bool = False):
     if any(node.op_type in qonnx_ops for node in proto.graph.node):
         from .qonnx_import import import_qonnx
         return import_qonnx(path, proto)
-    return import_onnx(path, proto, qdq_int8_allowed=qdq_int8_allowed)
+    return import_onnx(path, proto, qdq_int8_allowed=qdq_int8_allowed, ort_cpu=ort_cpu)

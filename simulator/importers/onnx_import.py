@@ -61,8 +61,47 @@ ACT_DTYPES = {np.dtype(np.uint8): False, np.dtype(np.int8): True}
 MALFORMED = (IndexError, KeyError, ValueError, TypeError, AttributeError)   # a malformed node, not a bug here
 
 
-def import_onnx(path, proto=None, *, qdq_int8_allowed: bool = False) -> Model:
+ORT_CPUS = ("host", "vnni", "avx2")
+
+
+def host_int8_path() -> str:
+    """Which u8 x s8 kernel ONNX Runtime's MLAS runs on this CPU: "vnni" (vpdpbusd: exact int32 sums; also
+    what ARM's dot-product kernels and x86 without AVX2 compute) or "avx2" (vpmaddubsw: adjacent products
+    summed into int16 with saturation, REFERENCES.md section 4)."""
+    from numba.core import config
+    from numba.core.codegen import get_host_cpu_features
+    feats = config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features()
+    if "+avx512vnni" in feats or "+avxvnni" in feats or "+avx2" not in feats:
+        return "vnni"
+    return "avx2"
+
+
+def apply_ort_cpu(model: Model, ort_cpu: str) -> Model:
+    """Give every u8 x s8 conv / dense layer the datapath ORT's kernels on `ort_cpu` compute (depthwise convs and
+    ORT's float32 ConvTranspose keep the exact one: ORT runs them on other kernels)."""
+    if ort_cpu not in ORT_CPUS:
+        raise HwsimError(f"unknown ORT CPU {ort_cpu!r}; expected one of {', '.join(ORT_CPUS)}", field="ort_cpu")
+    cpu = host_int8_path() if ort_cpu == "host" else ort_cpu
+    model.metadata["ort_cpu"] = {"requested": ort_cpu, "int8_kernel": cpu}
+    if cpu != "avx2":
+        return model
+    for lay in model.layers:
+        if lay.op not in ("conv2d", "dense") or lay.attr("arithmetic") == "ort_float32":
+            continue
+        enc, w = lay.in_encs[0], lay.weight_enc
+        u8 = isinstance(enc, UniformAct) and enc.bits == 8 and not enc.signed
+        s8 = getattr(w, "kind", None) == "uniform" and w.bits == 8 and w.signed
+        depthwise = lay.op == "conv2d" and lay.weight.shape[1] == 1 and lay.weight.shape[0] == lay.attr("groups")
+        if u8 and s8 and not depthwise:
+            lay.attrs["datapath"] = "x86_pair_sat16"
+    return model
+
+
+def import_onnx(path, proto=None, *, qdq_int8_allowed: bool = False, ort_cpu: str = "host") -> Model:
     """Import a QOperator or QDQ ONNX model; returns a checked Model whose source is `path`.
+
+    `ort_cpu`: the CPU whose ONNX Runtime the model should match bit for bit: "vnni" (exact u8 x s8 sums),
+    "avx2" (x86 without VNNI: the pair-saturating datapath on u8 x s8 layers), or "host" (this machine's).
 
     `qdq_int8_allowed` mirrors ONNX Runtime's session option `session.qdqisint8allowed`. Its default on x86 is
     off: ORT then rewrites every int8 QuantizeLinear -> DequantizeLinear pair whose QuantizeLinear has a single
@@ -75,7 +114,7 @@ def import_onnx(path, proto=None, *, qdq_int8_allowed: bool = False) -> Model:
     source = os.fspath(path)
     try:
         model = OrtBuilder(OnnxGraph(path, proto), qdq_int8_allowed).run()
-        return model.check()
+        return apply_ort_cpu(model.check(), ort_cpu).check()   # encodings are resolved by the first check
     except HwsimError as exc:
         if exc.source is None:
             raise HwsimError(exc.message, source=source, field=exc.field) from None
