@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from . import report
+from .kernels import kernels_cached
 from .engine import Engine, check_input_shape, quantize_input, run_batched
 from .errors import HwsimError, safe_text
 from .fileio import Outputs, _describe_kind, load_npy, load_npz
@@ -174,6 +175,9 @@ def _functional_run(args, model):
     _check_batch_size(args)
     codes, labels, where = load_inputs(model, args)
     engine = Engine(model)
+    if not kernels_cached():
+        print("hwsim: compiling the numba kernels for this CPU (first run after install only; cached afterwards)",
+              file=sys.stderr, flush=True)
     engine.run(codes[:1])  # JIT compile (or load the cache) outside the timed run
     result = run_batched(engine, codes, args.batch_size)
     acc = None if labels is None else accuracy(model, result.output, labels)

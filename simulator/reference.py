@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .encodings import BinaryAct, ThresholdAct
-from .engine import check_input_shape, decode_weights, layer_multiplier
-from .graph import REQUANT_ROUNDING, Layer, Model, default_pad_code, pad_value
+from .encodings import BinaryAct, CodebookW, ThresholdAct
+from .engine import check_input_shape
+from .graph import BINARY_PAD_VALUES, REQUANT_ROUNDING, Layer, Model
 from .units import resize
 from .units.elementwise import dilate_codes, lut_lookup, softmax_exact
 from .units.rounding import round_float
@@ -63,19 +63,52 @@ def _real(enc, codes):
     return enc.decode(codes).astype(np.float64) * enc.value_scale
 
 
+# Padding, weight decoding and the multiplier are derived here on their own, not taken from the engine or graph
+# helpers, so that a bug there shows up as a difference in `validate` and the tests instead of on both sides.
+
+def zero_code(enc) -> int:
+    """The code whose value is nearest to real zero (the lowest such code): what zero padding stores."""
+    lo, hi = enc.code_range()
+    codes = np.arange(lo, hi + 1, dtype=np.int64)
+    return int(codes[np.argmin(np.abs(enc.decode(codes)))])
+
+
+def reference_pad_value(lay: Layer) -> int:
+    """The value a conv's padded positions hold: binary_pad for binary inputs, else the pad code's value."""
+    enc = lay.in_encs[0]
+    if isinstance(enc, BinaryAct):
+        return BINARY_PAD_VALUES[lay.attr("binary_pad")]
+    code = lay.attr("pad_code")
+    return int(enc.decode(np.array([zero_code(enc) if code is None else code]))[0])
+
+
+def weight_values(lay: Layer) -> np.ndarray:
+    """Integer weight values: codebook entries looked up channel by channel, else the encoding's decoder."""
+    enc = lay.weight_enc
+    if isinstance(enc, CodebookW):
+        out = np.empty(lay.weight.shape, np.int64)
+        for c in range(lay.weight.shape[0]):
+            group = 0 if enc.group_size == 0 else c // enc.group_size
+            out[c] = lay.codebook[group][lay.weight[c].astype(np.int64)]
+        return out
+    return enc.decode(lay.weight)
+
+
 def reference_mac(lay: Layer, x_codes: np.ndarray) -> np.ndarray:
     in_enc, out_enc = lay.in_encs[0], lay.out_enc
     co = lay.out_shape[0]
     s_in, s_out = in_enc.value_scale, out_enc.value_scale
     ort_float = lay.op == "conv2d" and lay.attr("arithmetic") == "ort_float32"
-    if lay.attr("multiplier") is not None and not ort_float:   # ORT's float ConvTranspose uses the scales
-        w_scale = layer_multiplier(lay) * s_out / s_in
+    explicit = lay.attr("multiplier")
+    if explicit is not None and not ort_float:   # ORT's float ConvTranspose uses the scales
+        # the file's multiplier m = s_in * s_w / s_out, so the weight scale it implies is m * s_out / s_in
+        w_scale = np.broadcast_to(np.asarray(explicit, dtype=np.float64), (co,)) * s_out / s_in
     else:
         w_scale = lay.weight_enc.channel_scales(co)
-    w_real = decode_weights(lay).astype(np.float64) * w_scale.reshape((-1,) + (1,) * (lay.weight.ndim - 1))
+    w_real = weight_values(lay).astype(np.float64) * w_scale.reshape((-1,) + (1,) * (lay.weight.ndim - 1))
     x_real = _real(in_enc, x_codes)
     if lay.op == "conv2d":
-        pad_real = pad_value(lay) * s_in
+        pad_real = reference_pad_value(lay) * s_in
         y = conv2d_float(x_real, w_real, lay.attr("stride"), lay.attr("padding"), lay.attr("groups"), pad_real)
         shape = (1, -1, 1, 1)
     else:
@@ -152,7 +185,7 @@ def reference_layer(lay: Layer, inputs: list) -> np.ndarray:
         return enc.encode(out.astype(np.int64))
     if lay.op == "avgpool":
         x = enc.decode(inputs[0]).astype(np.float64)
-        pad_value = float(enc.decode(np.array([default_pad_code(enc)]))[0])
+        pad_value = float(enc.decode(np.array([zero_code(enc)]))[0])
         sums, count = _window_sums(lay, x, pad_value if lay.attr("count_include_pad") else 0.0)
         if lay.attr("count_include_pad"):
             count = int(np.prod(lay.attr("kernel")))
@@ -195,7 +228,7 @@ def reference_layer(lay: Layer, inputs: list) -> np.ndarray:
     if lay.op == "transpose":
         return inputs[0].transpose((0,) + tuple(p + 1 for p in lay.attr("perm")))
     if lay.op == "dilate":
-        return dilate_codes(inputs[0], lay.attr("stride"), default_pad_code(enc))
+        return dilate_codes(inputs[0], lay.attr("stride"), zero_code(enc))
     if lay.op == "lut":
         # The table is the unit's definition (computed at import from the float function it stands for), as the
         # encoders are the storage format's: both sides look it up.

@@ -141,7 +141,10 @@ def _runs(role, n, out_size, lo, hi, rec, mult):
     return count
 
 
-@njit(cache=True)
+# One explicit signature: called with literal flags from a dozen places, numba would otherwise compile a
+# version per literal combination (seconds of first-run compile time)
+@njit("int64(int64[:, ::1], int64[::1], int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)",
+      cache=True)
 def _push(rec, mult, count, size, size_in, ov, ov_in, prev_size, first, final, prev_final, m):
     """Append a record with multiplicity m, merged into the last one when equal. Returns the run count."""
     if m <= 0:

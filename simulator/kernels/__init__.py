@@ -9,11 +9,24 @@ With NUMBA_DISABLE_JIT=1 every kernel runs as plain Python / numpy, bit for bit 
 the @njit functions as written, except the LLVM-IR micro-kernel (im2col._tile -> _tile_numpy) and mac's row
 updates (numpy twins: numpy scalars would warn where numba's int64 arithmetic wraps), chosen by JIT_DISABLED.
 """
+import os
+
+
+def kernels_cached() -> bool:
+    """Whether numba's on-disk cache already holds the engine's kernels (a first run after install compiles them,
+    which takes seconds; the CLI says so). Reads numba's cache index path; any surprise counts as cached."""
+    try:
+        from .epilogue import _epilogue
+        return os.path.exists(_epilogue._cache._cache_file._index_path)
+    except Exception:   # numba internals moved: say nothing rather than fail
+        return True
+
+
 from .mac import (accumulator_bound, conv2d_acc, conv2d_acc_reference, dense_acc, dense_acc_reference,
                   overflow_impossible)
 from .popcount import (pack_bits, popcount_words_per_output, xnor_conv2d, xnor_conv2d_reference, xnor_dense,
                        xnor_dense_reference)
 
-__all__ = ["accumulator_bound", "conv2d_acc", "conv2d_acc_reference", "dense_acc", "dense_acc_reference",
+__all__ = ["kernels_cached", "accumulator_bound", "conv2d_acc", "conv2d_acc_reference", "dense_acc", "dense_acc_reference",
            "overflow_impossible", "pack_bits", "popcount_words_per_output", "xnor_conv2d", "xnor_conv2d_reference",
            "xnor_dense", "xnor_dense_reference"]

@@ -184,14 +184,14 @@ def zero_taps_codes(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_zero: 
     return taps
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)   # serial: cheap next to the conv, and a parallel version compiles 4x slower
 def _zero_taps(codes, is_zero, lo, single, zc, kh_n, kw_n, sh, sw, top, left, ho, wo, pad_is_zero, taps):
     n, ci, h, w = codes.shape
     zero_code = zc[0]
     hp = max(h + top, (ho - 1) * sh + kh_n)
     wp = max(w + left, (wo - 1) * sw + kw_n)
     if kh_n == kw_n == sh == sw == 1 and hp == h and wp == w:   # 1x1, unpadded: every position is one tap
-        for c in prange(ci):
+        for c in range(ci):
             total = 0
             for ni in range(n):
                 for i in range(h):
@@ -200,7 +200,7 @@ def _zero_taps(codes, is_zero, lo, single, zc, kh_n, kw_n, sh, sw, top, left, ho
                         total += (src[j] == zero_code) if single else is_zero[np.int64(src[j]) - lo]
             taps[c, 0, 0] = total
         return
-    for c in prange(ci):
+    for c in range(ci):
         # zeros per padded position over the batch (a padded position: all N images, if the pad is 0)
         count = np.full((hp, wp), n if pad_is_zero else 0, np.int32)
         for i in range(h):

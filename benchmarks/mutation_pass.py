@@ -1,0 +1,142 @@
+"""A small mutation pass over the kernels and units: does the test suite catch one small bug at a time?
+
+    python benchmarks/mutation_pass.py [--only NAME ...] [--list]
+
+Each mutation below replaces one exact snippet of one source file (a flipped comparison, an off-by-one bound,
+a wrong constant). The repository is copied to a temporary directory (the working tree is never touched); for
+each mutation the copy is patched, the core tests run there (`CORE_TESTS`, stopping at the first failure), and
+the file is restored. A mutation is *caught* when the tests fail, *survived* when they pass. Results are
+printed and written to benchmarks/results/mutation.json. Every mutation here was checked to change behaviour
+(none is an equivalent rewrite), so a survivor is a hole in the tests.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CORE_TESTS = ["tests/test_fused_paths.py", "tests/test_independent_models.py", "tests/test_kernels_mac.py",
+              "tests/test_engine_vs_reference.py", "tests/test_units_requantizer.py", "tests/test_units_rounding.py",
+              "tests/test_units_enq_knq.py", "tests/test_units_lut_pool_bin.py", "tests/test_zero_gating.py",
+              "tests/test_pair_saturation.py", "tests/test_kernels_popcount.py", "tests/test_models.py"]
+
+# (name, file, original snippet, mutated snippet)
+MUTATIONS = [
+    ("int16 lane bound", "simulator/kernels/mac.py",
+     "_INT16_MAX = (1 << 15) - 1", "_INT16_MAX = (1 << 15)"),
+    ("int16 chunk factor (mac)", "simulator/kernels/mac.py",
+     "chunk = ((1 << 31) - 1) // (2 * max(1, x_max) * max(1, w_max))",
+     "chunk = ((1 << 31) - 1) // (max(1, x_max) * max(1, w_max))"),
+    ("int16 chunk factor (codes path)", "simulator/kernels/codes_path.py",
+     "chunk = ((1 << 31) - 1) // (2 * max(1, x_reach) * max(1, w_max))",
+     "chunk = ((1 << 31) - 1) // (max(1, x_reach) * max(1, w_max))"),
+    ("u8 offset folded into the bias with the wrong sign", "simulator/kernels/codes_path.py",
+     "init = init + offset * sums", "init = init - offset * sums"),
+    ("u8 pad byte", "simulator/engine.py",
+     "plan.pad_value - fast.u8_offset, fast.w_max", "plan.pad_value + fast.u8_offset, fast.w_max"),
+    ("depthwise column phase ignored", "simulator/kernels/codes_path.py",
+     "run = canvas[ni, oh * sh + kh, kw % sw]", "run = canvas[ni, oh * sh + kh, 0]"),
+    ("zero taps: prefix chain stride", "simulator/kernels/codes_path.py",
+     "count[i, j] += count[i, j - sw]", "count[i, j] += count[i, j - 1]"),
+    ("KNQ default pad code", "simulator/graph.py",
+     "return int(np.argmin(np.abs(np.asarray(enc.centroids))))", "return int(np.argmin(np.asarray(enc.centroids)))"),
+    ("TFLite add left shift", "simulator/units/residual_add.py",
+     "shift = min(20, 30 - value_bits)", "shift = min(19, 30 - value_bits)"),
+    ("round_float half_up tie", "simulator/units/rounding.py",
+     "return r + ((x - r) >= 0.5)", "return r + ((x - r) > 0.5)"),
+    ("epilogue float32 rounding", "simulator/kernels/epilogue.py",
+     "        r = np.rint(np.float32(acc[i]) * m)\n        out[i] = np.int64(min(max(r, flo), fhi)) + offset",
+     "        r = np.floor(np.float32(acc[i]) * m + np.float32(0.5))\n"
+     "        out[i] = np.int64(min(max(r, flo), fhi)) + offset"),
+    ("epilogue clip bound", "simulator/kernels/epilogue.py",
+     "out[i] = table[min(max(v, lo), hi) - lo]", "out[i] = table[min(max(v, lo), hi - 1) - lo]"),
+    ("epilogue fixed-point nudge", "simulator/kernels/epilogue.py",
+     "t = ab + (np.int64(1 << 30) if ab >= 0 else np.int64(1 - (1 << 30)))",
+     "t = ab + (np.int64(1 << 29) if ab >= 0 else np.int64(1 - (1 << 30)))"),
+    ("maxpool window end", "simulator/kernels/code_tables.py",
+     "for i in range(max(i0, 0), min(i0 + kh, h)):", "for i in range(max(i0, 0), min(i0 + kh - 1, h)):"),
+    ("requantizer srdhm nudge", "simulator/units/requantizer.py",
+     "nudge = np.where(ab >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))",
+     "nudge = np.where(ab > 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))"),
+    ("pair saturation bound", "simulator/kernels/pairsat.py",
+     "s = min(max(p, -32768), 32767)", "s = min(max(p, -32768), 32766)"),
+    ("sequential kernel skips zero weights wrongly", "simulator/kernels/mac.py",
+     "if wv != 0:  # adding 0", "if wv > 0:  # adding 0"),
+]
+
+
+def copy_repo(dst: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for f in files:
+        src = ROOT / f
+        if src.is_file():
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / f)
+
+
+def run_tests(where: Path, timeout: int) -> tuple[bool, float, str]:
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:warnings", "-p", "no:cacheprovider",
+                               *CORE_TESTS], cwd=where, capture_output=True, text=True, timeout=timeout,
+                              env={"PYTHONPATH": str(where), "PATH": "/usr/bin:/bin",
+                                   "NUMBA_CACHE_DIR": str(where / ".numba_cache"), "HOME": str(where)})
+    except subprocess.TimeoutExpired:
+        return False, time.perf_counter() - t0, "timeout (counted as caught)"
+    last = (proc.stdout.strip().splitlines() or [""])[-1]
+    return proc.returncode == 0, time.perf_counter() - t0, last
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="*", help="run only the mutations whose name contains one of these")
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--timeout", type=int, default=900)
+    args = ap.parse_args()
+    chosen = [m for m in MUTATIONS if not args.only or any(o in m[0] for o in args.only)]
+    if args.list:
+        print("\n".join(m[0] for m in chosen))
+        return 0
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        copy_repo(work)
+        ok, secs, last = run_tests(work, args.timeout)
+        print(f"unmutated: {'pass' if ok else 'FAIL'} in {secs:.0f} s ({last})", flush=True)
+        if not ok:
+            print("the core tests fail without any mutation; fix that first")
+            return 1
+        for name, rel, old, new in chosen:
+            path = work / rel
+            text = path.read_text()
+            if text.count(old) != 1:
+                print(f"{name}: snippet not found exactly once in {rel} (the code moved): skipped", flush=True)
+                results.append({"name": name, "file": rel, "status": "stale"})
+                continue
+            path.write_text(text.replace(old, new))
+            try:
+                passed, secs, last = run_tests(work, args.timeout)
+            finally:
+                path.write_text(text)
+            status = "survived" if passed else "caught"
+            print(f"{status:>8}  {name}  ({rel}, {secs:.0f} s: {last})", flush=True)
+            results.append({"name": name, "file": rel, "status": status, "seconds": round(secs, 1), "tests": last})
+    caught = sum(r["status"] == "caught" for r in results)
+    survived = [r["name"] for r in results if r["status"] == "survived"]
+    print(f"caught {caught} of {len(results)}" + (f"; survived: {', '.join(survived)}" if survived else ""))
+    out = ROOT / "benchmarks" / "results" / "mutation.json"
+    out.write_text(json.dumps({"core_tests": CORE_TESTS, "results": results, "caught": caught,
+                               "total": len(results), "survived": survived}, indent=2) + "\n")
+    print(f"wrote {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
