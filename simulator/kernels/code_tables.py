@@ -88,18 +88,25 @@ def maxpool_codes(x: np.ndarray, kernel, stride, padding) -> np.ndarray:
 
 @njit(parallel=True, cache=True)
 def _maxpool(x, kh, kw, sh, sw, pt, pl, out):
+    """Separable: per output row, the max over the window's rows for every column (contiguous loops that
+    vectorise), then the max over each window's columns. Padded rows and columns are left out, never compared."""
     n, c, h, w = x.shape
     oh_n, ow_n = out.shape[2], out.shape[3]
     for t in prange(n * c):
         plane, dst = x[t // c, t % c], out[t // c, t % c]
+        rows = np.empty(w, x.dtype)
         for oh in range(oh_n):
-            i0 = oh * sh - pt
+            i_lo, i_hi = max(oh * sh - pt, 0), min(oh * sh - pt + kh, h)
+            first = plane[i_lo]
+            for j in range(w):
+                rows[j] = first[j]
+            for i in range(i_lo + 1, i_hi):
+                row = plane[i]
+                for j in range(w):
+                    rows[j] = max(rows[j], row[j])
             for ow in range(ow_n):
-                j0 = ow * sw - pl
-                best = plane[max(i0, 0), max(j0, 0)]   # a real element (pads are smaller than the kernel)
-                for i in range(max(i0, 0), min(i0 + kh, h)):
-                    for j in range(max(j0, 0), min(j0 + kw, w)):
-                        v = plane[i, j]
-                        if v > best:
-                            best = v
+                j_lo, j_hi = max(ow * sw - pl, 0), min(ow * sw - pl + kw, w)
+                best = rows[j_lo]
+                for j in range(j_lo + 1, j_hi):
+                    best = max(best, rows[j])
                 dst[oh, ow] = best

@@ -115,12 +115,16 @@ def _depthwise(codes, table, code_lo, w, init, g: ConvGeometry, pad_value: int, 
     hp = max(g.h + g.top, (g.ho - 1) * g.sh + g.kh)
     wq = -(-max(g.w + g.left, (g.wo - 1) * g.sw + g.kw) // g.sw)
     canvas = np.full((g.n, hp, g.sw, wq, g.ci), pad_value, np.int32)
-    _decode_phases(codes, table.astype(np.int32), code_lo, canvas, g.top, g.left)
+    # a uniform code's value is code + offset: arithmetic, not a table read, so the copy vectorises
+    offset = int(table[0]) - code_lo
+    linear = bool(np.array_equal(table, np.arange(table.size) + table[0]))
+    _decode_phases(codes, table.astype(np.int32), code_lo, linear, offset, canvas, g.top, g.left)
     w3 = w.reshape(g.co, g.kh, g.kw)
     src = np.arange(g.co) // g.cog                    # the input channel each output channel reads
-    wt = np.ascontiguousarray(np.tile(w3.transpose(1, 2, 0)[:, :, None, :], (1, 1, g.wo, 1)), dtype=np.int32)
+    wt = im2col.memo_pack(w, ("depthwise", g.wo), lambda: np.ascontiguousarray(
+        np.tile(w3.transpose(1, 2, 0)[:, :, None, :], (1, 1, g.wo, 1)), dtype=np.int32))
     # int32 sums where they provably fit (bias added in int64 at the store), else int64
-    sums = np.abs(w3.astype(np.int64)).reshape(g.co, -1).sum(axis=1)
+    sums = im2col.memo_pack(w, ("abs_sums_depthwise",), lambda: np.abs(w3.astype(np.int64)).reshape(g.co, -1).sum(1))
     acc_dtype = np.int32 if x_reach * int(sums.max(initial=0)) < (1 << 31) else np.int64
     acc = np.empty((g.n * g.ho, g.wo * g.co), acc_dtype)
     out = np.empty((g.n, g.co, g.ho, g.wo), out_dtype)
@@ -129,7 +133,7 @@ def _depthwise(codes, table, code_lo, w, init, g: ConvGeometry, pad_value: int, 
 
 
 @njit(parallel=True, cache=True)
-def _decode_phases(codes, table, lo, canvas, top, left):
+def _decode_phases(codes, table, lo, linear, offset, canvas, top, left):
     n, ci, h, w = codes.shape
     sw = canvas.shape[2]
     for t in prange(n * h):
@@ -137,8 +141,12 @@ def _decode_phases(codes, table, lo, canvas, top, left):
         for j in range(w):
             col = left + j
             dst = canvas[ni, top + i, col % sw, col // sw]
-            for c in range(ci):   # a transposing copy: contiguous writes, strided reads
-                dst[c] = table[np.int64(codes[ni, c, i, j]) - lo]
+            if linear:   # a transposing copy: contiguous writes, strided reads
+                for c in range(ci):
+                    dst[c] = np.int64(codes[ni, c, i, j]) + offset
+            else:
+                for c in range(ci):
+                    dst[c] = table[np.int64(codes[ni, c, i, j]) - lo]
 
 
 @njit(parallel=True, cache=True)
