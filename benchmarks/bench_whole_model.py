@@ -56,7 +56,8 @@ def side_by_side(label, model, onnx_path, x, repeats, macs=None):
     codes = quantize_input(model, x)
     ort_per, y_ort = time_ort(onnx_path, x, repeats)
     hw_per, y_hw = time_hwsim(engine, codes, repeats)
-    q_ort = ort_output_codes(onnx_path, y_ort)
+    # ORT's output: codes already (an export ending in integer codes), or the final DequantizeLinear's floats
+    q_ort = y_ort.astype(np.int64) if np.issubdtype(y_ort.dtype, np.integer) else ort_output_codes(onnx_path, y_ort)
     equal = None if q_ort is None else int(np.count_nonzero(q_ort.reshape(len(x), -1) == y_hw.reshape(len(x), -1)))
     best_hw, best_ort = min(hw_per.values()), min(ort_per.values())
     row = {"case": label, "batch": int(len(x)),

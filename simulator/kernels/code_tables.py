@@ -92,21 +92,28 @@ def _maxpool(x, kh, kw, sh, sw, pt, pl, out):
     vectorise), then the max over each window's columns. Padded rows and columns are left out, never compared."""
     n, c, h, w = x.shape
     oh_n, ow_n = out.shape[2], out.shape[3]
-    for t in prange(n * c):
-        plane, dst = x[t // c, t % c], out[t // c, t % c]
-        rows = np.empty(w, x.dtype)
-        for oh in range(oh_n):
-            i_lo, i_hi = max(oh * sh - pt, 0), min(oh * sh - pt + kh, h)
-            first = plane[i_lo]
+    for ni in prange(n):
+        rows = np.empty(w, x.dtype)      # one scratch row per image (an allocation per plane costs more)
+        for ci in range(c):
+            _maxpool_plane(x[ni, ci], out[ni, ci], rows, kh, kw, sh, sw, pt, pl)
+
+
+@njit(cache=True)
+def _maxpool_plane(plane, dst, rows, kh, kw, sh, sw, pt, pl):
+    h, w = plane.shape
+    oh_n, ow_n = dst.shape
+    for oh in range(oh_n):
+        i_lo, i_hi = max(oh * sh - pt, 0), min(oh * sh - pt + kh, h)
+        first = plane[i_lo]
+        for j in range(w):
+            rows[j] = first[j]
+        for i in range(i_lo + 1, i_hi):
+            row = plane[i]
             for j in range(w):
-                rows[j] = first[j]
-            for i in range(i_lo + 1, i_hi):
-                row = plane[i]
-                for j in range(w):
-                    rows[j] = max(rows[j], row[j])
-            for ow in range(ow_n):
-                j_lo, j_hi = max(ow * sw - pl, 0), min(ow * sw - pl + kw, w)
-                best = rows[j_lo]
-                for j in range(j_lo + 1, j_hi):
-                    best = max(best, rows[j])
-                dst[oh, ow] = best
+                rows[j] = max(rows[j], row[j])
+        for ow in range(ow_n):
+            j_lo, j_hi = max(ow * sw - pl, 0), min(ow * sw - pl + kw, w)
+            best = rows[j_lo]
+            for j in range(j_lo + 1, j_hi):
+                best = max(best, rows[j])
+            dst[oh, ow] = best

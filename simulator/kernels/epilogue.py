@@ -191,6 +191,8 @@ def _epilogue(acc, mode, m32, m64, q, sh, shared, lo, hi, table, linear, offset,
             _float32_line(acc[ni, ci], m32[k], lo, hi, offset, out[ni, ci])
         elif mode == 0:
             _float32_row(acc[ni, ci], m32[k], lo, hi, table, out[ni, ci])
+        elif mode == 1 and linear:
+            _float64_line(acc[ni, ci], m64[k], lo, hi, offset, out[ni, ci])
         elif mode == 1:
             _float64_row(acc[ni, ci], m64[k], lo, hi, table, out[ni, ci])
         else:
@@ -205,6 +207,14 @@ def _float32_line(acc, m, lo, hi, offset, out):
     flo, fhi = np.float32(lo), np.float32(hi)
     for i in range(acc.shape[0]):
         r = np.rint(np.float32(acc[i]) * m)
+        out[i] = np.int64(min(max(r, flo), fhi)) + offset
+
+
+@njit(cache=True)
+def _float64_line(acc, m, lo, hi, offset, out):
+    flo, fhi = np.float64(lo), np.float64(hi)
+    for i in range(acc.shape[0]):
+        r = np.rint(np.float64(acc[i]) * m)
         out[i] = np.int64(min(max(r, flo), fhi)) + offset
 
 
