@@ -94,6 +94,7 @@ class CodesPlan:
     zero_w_per_tap: np.ndarray      # [Ci, KH, KW]: zero weights among a group's filters at each tap
     zero_w_total: int
     acc_dtype: type                 # int32 where the bound (bias included) fits it: half the memory traffic
+    memo: dict = field(default_factory=dict)   # per input shape: geometry, packed weights, tile plans
     u8_offset: int | None = None    # uniform 8-bit input with int8 weights: operand = (code - lo) + u8_offset,
     #                                 the u8 x s8 kernel (codes_path.conv2d_sum_u8) applies
 
@@ -487,21 +488,24 @@ def _mac_from_codes(lay, plan, x_codes, counts):
     """Accumulators of a conv / dense layer on the code-driven fast path, and its zero-operand counts."""
     fast = plan.from_codes
     if lay.op == "conv2d":
-        x4, w4 = x_codes, plan.w_values
-        stride, padding, groups = tuple(lay.attr("stride")), tuple(lay.attr("padding")), lay.attr("groups")
-    else:   # dense: the batch becomes the width of a one-row image
-        x4, w4 = x_codes.T[None, :, None, :], plan.w_values[:, :, None, None]
-        stride, padding, groups = (1, 1), (0, 0, 0, 0), 1
-    g = conv_geometry(x4.shape, w4.shape, stride, padding, groups)
+        x4, w4, zx = x_codes, plan.w_values, x_codes
+    else:   # dense: the batch becomes the width of a one-row image; zero counts per sample over [N, K, 1, 1]
+        x4, w4, zx = x_codes.T[None, :, None, :], plan.w_values[:, :, None, None], x_codes[:, :, None, None]
+    geometries = fast.memo.get(("geometry", x4.shape))
+    if geometries is None:   # computed once per input shape
+        conv = lay.op == "conv2d"
+        g = conv_geometry(x4.shape, w4.shape, tuple(lay.attr("stride")) if conv else (1, 1),
+                          tuple(lay.attr("padding")) if conv else (0, 0, 0, 0), lay.attr("groups") if conv else 1)
+        gz = g if conv else conv_geometry(zx.shape, w4.shape, (1, 1), (0, 0, 0, 0), 1)
+        geometries = fast.memo[("geometry", x4.shape)] = (g, gz)
+    g, gz = geometries
     if fast.u8_offset is not None and not (g.cig == 1 and g.cog < 4):   # depthwise: its own int16-free kernel
         acc = codes_path.conv2d_sum_u8(x4, fast.code_lo, fast.u8_offset, w4, plan.bias, g,
-                                       plan.pad_value - fast.u8_offset, fast.w_max, fast.acc_dtype)
+                                       plan.pad_value - fast.u8_offset, fast.w_max, fast.acc_dtype,
+                                       memo=fast.memo)
     else:
         acc = codes_path.conv2d_sum_codes(x4, fast.table, fast.code_lo, w4, plan.bias, g, plan.pad_value,
                                           fast.x_reach, fast.w_max, fast.acc_dtype)
-    # zero-operand counts (units/zero_gating.py): per sample for dense, so taps over [N, K, 1, 1]
-    zx = x_codes if lay.op == "conv2d" else x_codes[:, :, None, None]
-    gz = g if lay.op == "conv2d" else conv_geometry(zx.shape, w4.shape, (1, 1), (0, 0, 0, 0), 1)
     taps = codes_path.zero_taps_codes(zx, fast.is_zero, fast.code_lo, gz, plan.pad_value == 0)
     counts.zero_act_macs, counts.zero_any_macs = codes_path.zero_counts_from_taps(
         taps, fast.zero_w_per_tap, fast.zero_w_total, gz.cog, gz.n * gz.ho * gz.wo)

@@ -102,6 +102,37 @@ def test_tflite_add_shift_and_arithmetic(a, b, sa, sb, so):
     assert int(got[0]) == tflite_add(a, b, sa, sb, so)
 
 
+def test_tflite_add_on_every_pair_of_8_bit_values():
+    """Every (a, b) in [-255, 255]^2 for a few scale triples: a change of the left shift (20) or of any rounding
+    shows up somewhere in the 261,121 pairs even where random draws miss it."""
+    rng = np.random.default_rng(0)
+    values = np.arange(-255, 256, dtype=np.int64)
+    a, b = (v.ravel() for v in np.meshgrid(values, values, indexing="ij"))
+    for _ in range(6):   # scales a few orders of magnitude apart: where the shift's precision matters
+        sa, sb, so = (float(v) for v in np.exp(rng.uniform(-7, 0, 3)))
+        got = residual_add([a, b], [sa, sb], so, "fixed_double", value_bits=8)
+        np.testing.assert_array_equal(got, tflite_add_vectorised(a, b, sa, sb, so))
+
+
+def tflite_add_vectorised(a, b, sa, sb, so):
+    """tflite_add on int64 arrays (every product stays below 2^63: |x| < 2^31, q < 2^31)."""
+    left_shift = 20
+    twice_max = 2 * max(sa, sb)
+
+    def mul(x, m):
+        q, e = quantize_multiplier(m)
+        x = x * (1 << max(e, 0))
+        ab = x * q
+        t = ab + np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
+        high = np.where(t >= 0, t // (1 << 31), -((-t) // (1 << 31)))
+        right = max(-e, 0)
+        mask = (1 << right) - 1
+        return (high >> right) + ((high & mask) > (mask >> 1) + (high < 0))
+
+    total = mul(a << left_shift, sa / twice_max) + mul(b << left_shift, sb / twice_max)
+    return mul(total, twice_max / ((1 << left_shift) * so))
+
+
 def test_int16_fast_path_at_its_operand_limits():
     """|x| = |w| = 32767 with many output channels per group: the int16 micro-kernel's lane bound and the int32
     chunking must hold at the extremes (4·32767² overflows int32 if a chunk is too long)."""
@@ -114,3 +145,16 @@ def test_int16_fast_path_at_its_operand_limits():
         ref, ref_over = mac.conv2d_acc_reference(x, w, bias, (1, 1), (1, 1, 1, 1), groups, 32767, 64, "wrap")
         np.testing.assert_array_equal(got, ref)
         assert over == ref_over == 0
+
+
+def test_operands_just_beyond_int16_take_the_split_path():
+    """±32768 is not an int16: such operands must go through the split (hi/lo byte) path, exactly."""
+    rng = np.random.default_rng(4)
+    for x_edge, w_edge in ((32768, 3), (-32768, 5), (7, 32768), (32768, -32768)):
+        x = rng.integers(-3, 4, size=(1, 6, 4, 4))
+        w = rng.integers(-3, 4, size=(8, 6, 3, 3))
+        x.reshape(-1)[::5] = x_edge
+        w.reshape(-1)[::7] = w_edge
+        got, _ = mac.conv2d_acc(x, w, None, (1, 1), (1, 1, 1, 1), 1, 0, 64, "wrap")
+        ref, _ = mac.conv2d_acc_reference(x, w, None, (1, 1), (1, 1, 1, 1), 1, 0, 64, "wrap")
+        np.testing.assert_array_equal(got, ref)

@@ -53,27 +53,36 @@ def conv2d_sum_codes(codes, table, code_lo: int, w, bias, g: ConvGeometry, pad_v
 
 
 def conv2d_sum_u8(codes, code_lo: int, offset: int, w, bias, g: ConvGeometry, pad_byte: int, w_max: int,
-                  out_dtype=np.int64, _chunk: int | None = None) -> np.ndarray:
+                  out_dtype=np.int64, _chunk: int | None = None, memo: dict | None = None) -> np.ndarray:
     """The same sum for a uniform 8-bit input, whose operand is byte + offset with byte = code - code_lo in
     [0, 255]: the bytes go to the u8 x s8 micro-kernel (vpdpbusd: four products per lane and step) as they
     are, and offset·Σw moves into the bias: Σ (byte + offset)·w = Σ byte·w + offset·Σ_window w, padded taps
-    included (they hold pad_byte). The caller checked the bound, int8 weights and 0 <= pad_byte <= 255."""
-    init = np.zeros(g.co, np.int64) if bias is None else np.asarray(bias, np.int64)
-    sums = im2col.memo_pack(w, ("sums",), lambda: w.astype(np.int64).reshape(w.shape[0], -1).sum(axis=1))
-    init = init + offset * sums
+    included (they hold pad_byte). The caller checked the bound, int8 weights and 0 <= pad_byte <= 255.
+    `memo`: a dict the caller keeps with the layer (packed weights and tile plans, per input shape)."""
     ce = -(-g.cig // 4) * 4
-    canvas = np.empty(im2col.canvas_shape(g, ce), np.uint8)
-    if g.has_padding or canvas.shape[2] > g.w or ce > g.cig:
+    shape = im2col.canvas_shape(g, ce)
+    nvec = im2col.choose_nvec(g.cog, np.uint8)
+
+    def prepare():
+        init = np.zeros(g.co, np.int64) if bias is None else np.asarray(bias, np.int64)
+        init = init + offset * w.astype(np.int64).reshape(w.shape[0], -1).sum(axis=1)
+        wg = w.reshape(g.groups, g.cog, g.cig, g.kh, g.kw).transpose(0, 1, 3, 4, 2)
         pad_pixel = np.zeros((g.groups, ce), np.uint8)
         pad_pixel[:, :g.cig] = pad_byte
+        return (im2col.pack_weights(wg, ce, np.uint8, nvec), im2col.tile_plan(g, shape, np.uint8, init), pad_pixel)
+
+    key = ("u8s8", g, offset, pad_byte)
+    if memo is None:
+        wpk, tp, pad_pixel = im2col.memo_pack(w, key + (None if bias is None else bias.tobytes(),), prepare)
+    else:
+        wpk, tp, pad_pixel = memo[key] if key in memo else memo.setdefault(key, prepare())
+    canvas = np.empty(shape, np.uint8)
+    if g.has_padding or shape[2] > g.w or ce > g.cig:
         canvas[...] = pad_pixel
     _bytes_into(codes, code_lo, canvas, g.top, g.left, g.cig)
-    nvec = im2col.choose_nvec(g.cog, np.uint8)
-    wg = w.reshape(g.groups, g.cog, g.cig, g.kh, g.kw).transpose(0, 1, 3, 4, 2)
-    wpk = im2col.memo_pack(w, ("u8s8", g.groups, nvec), lambda: im2col.pack_weights(wg, ce, np.uint8, nvec))
     chunk = ((1 << 31) - 1) // (4 * 255 * max(1, w_max))   # int32 lanes: exact chunks of raw byte products
     chunk = chunk if _chunk is None else _chunk              # (tests: tiny chunks exercise the chunked sums)
-    return im2col.run_tiles(canvas, wpk, im2col.offset_table(g, canvas), g, nvec, chunk, init, 1, out_dtype)
+    return im2col.run_planned(canvas, wpk, tp, nvec, chunk, 1, out_dtype)
 
 
 @njit(parallel=True, cache=True)

@@ -253,14 +253,23 @@ def choose_nvec(cog: int, dtype) -> int:
     return nvec
 
 
-def run_tiles(canvas, wpk, offs, g: ConvGeometry, nvec: int, chunk: int, init, scale: int,
-              out_dtype=np.int64, row_class=None, col_class=None) -> np.ndarray:
-    """out[n, co, oh, ow] = init[co, row_class[oh], col_class[ow]] + scale · Σ_r combine(...), `out_dtype`
-    [N, Co, Ho, Wo]. `init` may also be just [Co] (no classes): a bias. Classes let a per-output offset that
-    depends only on where the window meets the padding (binary zero padding) ride along for free."""
-    _, hp, wpa, groups, ce = canvas.shape
-    lanes = LANES[canvas.dtype]
-    e = ELEMS_PER_LANE[canvas.dtype]
+@dataclass(frozen=True)
+class TilePlan:
+    """Everything `_run_tiles` needs besides the canvas and weights, for one geometry and init: built once per
+    layer and input shape by callers that run a layer batch after batch (`tile_plan`)."""
+    offs: np.ndarray
+    geom: tuple
+    table: np.ndarray
+    row_class: np.ndarray
+    col_class: np.ndarray
+    mid_class: int
+    odd_cols: np.ndarray
+    out_shape: tuple
+
+
+def tile_plan(g: ConvGeometry, canvas_shape_, dtype, init, row_class=None, col_class=None, offs=None) -> TilePlan:
+    _, hp, wpa, groups, ce = canvas_shape_
+    lanes, e = LANES[np.dtype(dtype)], ELEMS_PER_LANE[np.dtype(dtype)]
     init = np.asarray(init, np.int64)
     if init.ndim == 1:
         init = init[:, None, None]
@@ -269,11 +278,26 @@ def run_tiles(canvas, wpk, offs, g: ConvGeometry, nvec: int, chunk: int, init, s
     # the micro-kernel stores with the class of the middle column; columns of another class are adjusted after
     mid_class = int(col_class[g.wo // 2])
     odd_cols = np.flatnonzero(col_class != mid_class).astype(np.int64)
-    out = np.empty((g.n, g.co, g.ho, g.wo), out_dtype)
+    offs = _offsets(g.kh, g.kw, wpa, groups * ce, ce, e) if offs is None else offs
     geom = (g.n, groups, g.ho, g.wo, g.sh, g.sw, hp, wpa, ce, g.cog, lanes, e)
-    _run_tiles(canvas.ravel(), wpk, offs, geom, nvec, max(1, chunk), table, np.asarray(row_class, np.int64),
-               np.asarray(col_class, np.int64), mid_class, odd_cols, scale, out)
+    return TilePlan(offs, geom, table, np.asarray(row_class, np.int64), np.asarray(col_class, np.int64), mid_class,
+                    odd_cols, (g.n, g.co, g.ho, g.wo))
+
+
+def run_planned(canvas, wpk, tp: TilePlan, nvec: int, chunk: int, scale: int = 1, out_dtype=np.int64):
+    out = np.empty(tp.out_shape, out_dtype)
+    _run_tiles(canvas.reshape(-1), wpk, tp.offs, tp.geom, nvec, max(1, chunk), tp.table, tp.row_class,
+               tp.col_class, tp.mid_class, tp.odd_cols, scale, out)
     return out
+
+
+def run_tiles(canvas, wpk, offs, g: ConvGeometry, nvec: int, chunk: int, init, scale: int,
+              out_dtype=np.int64, row_class=None, col_class=None) -> np.ndarray:
+    """out[n, co, oh, ow] = init[co, row_class[oh], col_class[ow]] + scale · Σ_r combine(...), `out_dtype`
+    [N, Co, Ho, Wo]. `init` may also be just [Co] (no classes): a bias. Classes let a per-output offset that
+    depends only on where the window meets the padding (binary zero padding) ride along for free."""
+    return run_planned(canvas, wpk, tile_plan(g, canvas.shape, canvas.dtype, init, row_class, col_class, offs), nvec,
+                       chunk, scale, out_dtype)
 
 
 @njit(parallel=True, cache=True)
