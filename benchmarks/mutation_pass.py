@@ -63,7 +63,7 @@ MUTATIONS = [
      "for i in range(max(i0, 0), min(i0 + kh, h)):", "for i in range(max(i0, 0), min(i0 + kh - 1, h)):"),
     ("requantizer srdhm nudge", "simulator/units/requantizer.py",
      "nudge = np.where(ab >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))",
-     "nudge = np.where(ab > 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))"),
+     "nudge = np.where(ab >= 0, np.int64(1 << 29), np.int64(1 - (1 << 30)))"),
     ("pair saturation bound", "simulator/kernels/pairsat.py",
      "s = min(max(p, -32768), 32767)", "s = min(max(p, -32768), 32766)"),
     ("sequential kernel skips zero weights wrongly", "simulator/kernels/mac.py",

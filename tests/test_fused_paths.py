@@ -221,3 +221,18 @@ def test_fast_paths_are_taken_on_an_ort_like_model():
         pytest.fail("no random model reaches the u8 path")
     assert any(eng.plans[lay.name].epilogue is not None for lay in lays)
     assert im2col.LANES[np.dtype(np.uint8)] * 32 == im2col.VECTOR_BITS
+
+
+@pytest.mark.parametrize("stride,pads", [((1, 1), (1, 1, 1, 1)), ((2, 2), (1, 1, 1, 1)), ((2, 1), (0, 1, 1, 0)),
+                                         ((1, 2), (0, 0, 0, 0))])
+def test_depthwise_3x3_kernel_equals_python_ints(stride, pads):
+    """The 3x3 depthwise kernel (nine taps per pass), both column phases, against Python integers."""
+    rng = np.random.default_rng(sum(stride) + sum(pads))
+    codes = rng.integers(0, 256, (2, 7, 9, 8)).astype(np.uint8)
+    table = np.arange(256) - 117
+    wv = rng.integers(-128, 128, (7, 1, 3, 3))
+    bias = rng.integers(-1000, 1000, 7)
+    g = conv_geometry(codes.shape, wv.shape, stride, pads, 7)
+    got = codes_path.conv2d_sum_codes(codes, table, 0, wv, bias, g, 5, 138, 128, np.int32)
+    ref, _ = mac.conv2d_acc_reference(table[codes], wv, bias, stride, pads, 7, 5, 32, "wrap")
+    np.testing.assert_array_equal(got, ref)
