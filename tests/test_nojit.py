@@ -70,6 +70,28 @@ def kernel_results() -> dict:
             policy)
     out["pairsat dense"] = pairsat.dense_pairsat_acc(xc.reshape(2, -1)[:, :27], wc.reshape(4, -1)[:, :27], 128, 0,
                                                      None, 32, "wrap")
+    # the code-driven fast paths (kernels/codes_path.py, epilogue.py, code_tables.py)
+    from simulator.encodings import UniformAct
+    from simulator.kernels import code_tables, codes_path, epilogue
+    from simulator.kernels.im2col import conv_geometry
+    codes = rng.integers(0, 256, (2, 6, 7, 6)).astype(np.uint8)
+    table = np.arange(256) - 100
+    for name, wshape, groups, stride in (("dw3x3", (6, 1, 3, 3), 6, (2, 1)), ("dw2x2 x2", (12, 1, 2, 2), 6, (1, 1)),
+                                          ("conv", (8, 6, 3, 3), 1, (1, 2))):
+        wv = rng.integers(-128, 128, wshape)
+        g = conv_geometry(codes.shape, wv.shape, stride, (1, 1, 1, 0), groups)
+        out[f"codes {name}"] = codes_path.conv2d_sum_codes(codes, table, 0, wv, None, g, 3, 155, 128, np.int32)
+        if groups == 1:
+            out[f"u8 {name}"] = codes_path.conv2d_sum_u8(codes, 0, -100, wv, None, g, 103, 128, np.int32, _chunk=2)
+        out[f"zero taps {name}"] = codes_path.zero_taps_codes(codes, table == 0, 0, g, True)
+    acc = rng.integers(-2**20, 2**20, (2, 3, 10))
+    for mode in ("float32", "float64", "fixed_double", "fixed_single", "shift"):
+        m = np.array([2.0 ** -9, 2.0 ** -7, 2.0 ** -12]) if mode == "shift" else np.array([0.001, 0.003, 0.0007])
+        out[f"epilogue {mode}"] = epilogue.run_epilogue(epilogue.make_epilogue(m, mode, (0, 200), UniformAct(8)),
+                                                        acc)
+    out["maxpool codes"] = code_tables.maxpool_codes(codes, (3, 2), (2, 1), (1, 0, 1, 1))
+    out["lookup2"] = code_tables.lookup2(codes[:, :3], codes[:, 3:], rng.integers(0, 9, (256, 256)).astype(np.uint8),
+                                         0, 0)
     return out
 
 
