@@ -40,6 +40,8 @@ MUTATIONS = [
      "init = init + offset * sums", "init = init - offset * sums"),
     ("u8 pad byte", "simulator/engine.py",
      "plan.pad_value - fast.u8_offset, fast.w_max", "plan.pad_value + fast.u8_offset, fast.w_max"),
+    ("u8 byte table offset", "simulator/engine.py",
+     "plan.u8_bytes = (table - offset).astype(np.uint8)", "plan.u8_bytes = (table - offset + 1).astype(np.uint8)"),
     ("depthwise column phase ignored", "simulator/kernels/codes_path.py",
      "run = canvas[ni, oh * sh + kh, kw % sw]", "run = canvas[ni, oh * sh + kh, 0]"),
     ("zero taps: prefix chain stride", "simulator/kernels/codes_path.py",

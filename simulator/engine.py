@@ -24,7 +24,7 @@ from .graph import (LIMITS, MAC_OPS, Layer, Model, check_run_work, default_pad_c
 from .kernels import codes_path, mac, pairsat, popcount
 from .kernels.im2col import conv_geometry
 from .kernels import code_tables
-from .kernels.epilogue import code_dtype, make_epilogue, run_epilogue
+from .kernels.epilogue import code_dtype, make_epilogue, run_epilogue, run_thresholds
 from .trace import STATIC_FIELDS, LayerCounts, Trace
 from .units import float_conv_transpose, pooling, resize
 from .units.codebook_lut import lut_decode
@@ -82,6 +82,7 @@ class MacPlan:
     bias: np.ndarray | None
     epilogue: object = None         # the fused requantize -> clip -> encode pass (kernels/epilogue.py), if any
     from_codes: object = None       # CodesPlan: the exact sum straight from the codes (kernels/codes_path.py)
+    thresholds: np.ndarray | None = None   # a threshold output's [Co, n] comparator thresholds
 
 
 @dataclass
@@ -95,8 +96,9 @@ class CodesPlan:
     zero_w_total: int
     acc_dtype: type                 # int32 where the bound (bias included) fits it: half the memory traffic
     memo: dict = field(default_factory=dict)   # per input shape: geometry, packed weights, tile plans
-    u8_offset: int | None = None    # uniform 8-bit input with int8 weights: operand = (code - lo) + u8_offset,
-    #                                 the u8 x s8 kernel (codes_path.conv2d_sum_u8) applies
+    u8_offset: int | None = None    # operands within 256 consecutive values and int8 weights: operand = byte +
+    #                                 u8_offset on the u8 x s8 kernel (codes_path.conv2d_sum_u8)
+    u8_bytes: np.ndarray | None = None   # byte of each code (None: byte = code - code_lo, a uniform input)
 
 
 def make_codes_plan(lay: Layer, w_values: np.ndarray, pad: int, bias) -> CodesPlan | None:
@@ -119,10 +121,16 @@ def make_codes_plan(lay: Layer, w_values: np.ndarray, pad: int, bias) -> CodesPl
     zero_w = (w4 == 0).reshape(groups, co // groups, cig, kh, kw).sum(axis=1).reshape(groups * cig, kh, kw)
     plan = CodesPlan(table, enc.code_range()[0], x_reach, w_max, table == 0, zero_w.astype(np.int64),
                      int((w4 == 0).sum()), np.int32 if bound < (1 << 31) else np.int64)
-    offset = int(table[0])
-    if (table.size <= 256 and np.array_equal(table, np.arange(table.size) + offset) and 0 <= pad - offset <= 255
+    # operands that fit a window of 256 values (uniform 8-bit, KNQ, small ENQ) with int8 weights: the u8 x s8
+    # kernel on bytes = value - offset (uniform: the codes themselves, no table read)
+    linear = bool(np.array_equal(table, np.arange(table.size) + int(table[0])))
+    offset = int(table[0]) if linear else int(table.min())
+    span_ok = (table.size <= 256) if linear else (int(table.max()) - offset <= 255)
+    if (span_ok and 0 <= pad - offset <= 255
             and (w_values.size == 0 or (w_values.min() >= -128 and w_values.max() <= 127))):
         plan.u8_offset = offset
+        if not linear:
+            plan.u8_bytes = (table - offset).astype(np.uint8)
     return plan
 
 
@@ -154,6 +162,8 @@ def make_plan(lay: Layer) -> MacPlan:
     if not lay.is_xnor:
         plan.epilogue = make_epilogue(plan.multiplier, lay.attr("requant"), lay.attr("clip"), lay.out_enc)
     plan.from_codes = make_codes_plan(lay, w_values, pad, bias)
+    if isinstance(lay.out_enc, ThresholdAct):
+        plan.thresholds = np.ascontiguousarray(lay.out_enc.threshold_array(lay.out_shape[0]))
     if lay.is_xnor:   # Model.check() proved the accumulator holds the binary dot product
         plan.w_bits = lay.weight.astype(np.uint8)
     # threshold outputs (row count, no clip) are checked by Model.check(), so a model that loads also runs
@@ -309,6 +319,8 @@ class Engine:
             # re-encode a threshold tensor use the plain uniform clamp, so this is counted here only.
             counts.qk += out_elems
             counts.qk_comparators = out_enc.n_thresholds
+            if plan.thresholds is not None:   # the fused comparator bank (its reference: encode_acc)
+                return run_thresholds(acc, plan.thresholds, out_enc.code_range()[0], code_dtype(out_enc))
             return out_enc.encode_acc(acc, channel_axis=1)
         counts.requants = out_elems
         if lay.attr("arithmetic") == "ort_float32":   # ORT's float32 ConvTranspose: same MACs, its own output
@@ -502,7 +514,7 @@ def _mac_from_codes(lay, plan, x_codes, counts):
     if fast.u8_offset is not None and not (g.cig == 1 and g.cog < 4):   # depthwise: its own int16-free kernel
         acc = codes_path.conv2d_sum_u8(x4, fast.code_lo, fast.u8_offset, w4, plan.bias, g,
                                        plan.pad_value - fast.u8_offset, fast.w_max, fast.acc_dtype,
-                                       memo=fast.memo)
+                                       memo=fast.memo, byte_table=fast.u8_bytes)
     else:
         acc = codes_path.conv2d_sum_codes(x4, fast.table, fast.code_lo, w4, plan.bias, g, plan.pad_value,
                                           fast.x_reach, fast.w_max, fast.acc_dtype)

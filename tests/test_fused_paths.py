@@ -236,3 +236,39 @@ def test_depthwise_3x3_kernel_equals_python_ints(stride, pads):
     got = codes_path.conv2d_sum_codes(codes, table, 0, wv, bias, g, 5, 138, 128, np.int32)
     ref, _ = mac.conv2d_acc_reference(table[codes], wv, bias, stride, pads, 7, 5, 32, "wrap")
     np.testing.assert_array_equal(got, ref)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), shared=st.booleans(), int32=st.booleans())
+def test_threshold_bank_equals_encode_acc(seed, shared, int32):
+    from simulator.encodings import ThresholdAct
+    from simulator.kernels.epilogue import run_thresholds
+    rng = np.random.default_rng(seed)
+    c, n_th = 5, int(rng.integers(1, 8))
+    rows = np.sort(rng.integers(-50, 50, (1 if shared else c, n_th)), axis=1)
+    bits = max(1, int(n_th).bit_length())
+    enc = ThresholdAct(bits, bool(rng.integers(2)), 1.0, 0, tuple(tuple(int(v) for v in r) for r in rows))
+    acc = rng.integers(-60, 60, (3, c, 4, 2))
+    acc.reshape(-1)[:n_th] = rows[0]                       # values equal to a threshold: >= counts them
+    if int32:
+        acc = acc.astype(np.int32)
+    got = run_thresholds(acc, enc.threshold_array(c), enc.code_range()[0], code_dtype(enc))
+    np.testing.assert_array_equal(got.astype(np.int64), enc.encode_acc(acc.astype(np.int64), channel_axis=1))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_u8_path_with_a_byte_table_equals_python_ints(seed):
+    """A non-uniform decoder whose values fit 256 consecutive integers (KNQ centroids) on the u8 kernel."""
+    rng = np.random.default_rng(seed)
+    n, groups, cig, cog, h, w, kh, kw, stride, pads = conv_case(rng)
+    values = np.sort(rng.choice(np.arange(-40, 216), 16, replace=False))     # a 4-bit KNQ's centroids
+    codes = rng.integers(0, 16, (n, cig * groups, h, w)).astype(np.uint8)
+    wv = rng.integers(-128, 128, (cog * groups, cig, kh, kw))
+    vmin = int(values.min())
+    pad = int(values[np.argmin(np.abs(values))])
+    g = conv_geometry(codes.shape, wv.shape, stride, pads, groups)
+    got = codes_path.conv2d_sum_u8(codes, 0, vmin, wv, None, g, pad - vmin, 128, np.int64,
+                                   byte_table=(values - vmin).astype(np.uint8))
+    ref, _ = mac.conv2d_acc_reference(values[codes], wv, None, stride, pads, groups, pad, 64, "wrap")
+    np.testing.assert_array_equal(got, ref)

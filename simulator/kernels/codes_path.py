@@ -53,12 +53,15 @@ def conv2d_sum_codes(codes, table, code_lo: int, w, bias, g: ConvGeometry, pad_v
 
 
 def conv2d_sum_u8(codes, code_lo: int, offset: int, w, bias, g: ConvGeometry, pad_byte: int, w_max: int,
-                  out_dtype=np.int64, _chunk: int | None = None, memo: dict | None = None) -> np.ndarray:
+                  out_dtype=np.int64, _chunk: int | None = None, memo: dict | None = None,
+                  byte_table: np.ndarray | None = None) -> np.ndarray:
     """The same sum for a uniform 8-bit input, whose operand is byte + offset with byte = code - code_lo in
     [0, 255]: the bytes go to the u8 x s8 micro-kernel (vpdpbusd: four products per lane and step) as they
     are, and offset·Σw moves into the bias: Σ (byte + offset)·w = Σ byte·w + offset·Σ_window w, padded taps
     included (they hold pad_byte). The caller checked the bound, int8 weights and 0 <= pad_byte <= 255.
-    `memo`: a dict the caller keeps with the layer (packed weights and tile plans, per input shape)."""
+    `memo`: a dict the caller keeps with the layer (packed weights and tile plans, per input shape).
+    `byte_table`: the byte of each code (code - code_lo indexes it) for a non-uniform decoder whose values fit
+    256 consecutive integers (KNQ centroids, say); None: byte = code - code_lo."""
     ce = -(-g.cig // 4) * 4
     shape = im2col.canvas_shape(g, ce)
     nvec = im2col.choose_nvec(g.cog, np.uint8)
@@ -79,15 +82,16 @@ def conv2d_sum_u8(codes, code_lo: int, offset: int, w, bias, g: ConvGeometry, pa
     canvas = np.empty(shape, np.uint8)
     if g.has_padding or shape[2] > g.w or ce > g.cig:
         canvas[...] = pad_pixel
-    _bytes_into(codes, code_lo, canvas, g.top, g.left, g.cig)
+    bytes_of = np.zeros(1, np.uint8) if byte_table is None else byte_table
+    _bytes_into(codes, code_lo, byte_table is not None, bytes_of, canvas, g.top, g.left, g.cig)
     chunk = ((1 << 31) - 1) // (4 * 255 * max(1, w_max))   # int32 lanes: exact chunks of raw byte products
     chunk = chunk if _chunk is None else _chunk              # (tests: tiny chunks exercise the chunked sums)
     return im2col.run_planned(canvas, wpk, tp, nvec, chunk, 1, out_dtype)
 
 
 @njit(parallel=True, cache=True)
-def _bytes_into(codes, lo, canvas, top, left, cig):
-    """canvas[n, top + i, left + j, g, k] = codes[n, g·cig + k, i, j] - lo (a transposing copy)."""
+def _bytes_into(codes, lo, use_table, byte_table, canvas, top, left, cig):
+    """canvas[n, top + i, left + j, g, k] = the byte of codes[n, g·cig + k, i, j] (a transposing copy)."""
     n, ci, h, w = codes.shape
     groups = canvas.shape[3]
     for t in prange(n * h):
@@ -95,8 +99,12 @@ def _bytes_into(codes, lo, canvas, top, left, cig):
         for j in range(w):
             for gi in range(groups):
                 dst = canvas[ni, top + i, left + j, gi]
-                for k in range(cig):
-                    dst[k] = np.uint8(np.int64(codes[ni, gi * cig + k, i, j]) - lo)
+                if use_table:
+                    for k in range(cig):
+                        dst[k] = byte_table[np.int64(codes[ni, gi * cig + k, i, j]) - lo]
+                else:
+                    for k in range(cig):
+                        dst[k] = np.uint8(np.int64(codes[ni, gi * cig + k, i, j]) - lo)
 
 
 @njit(parallel=True, cache=True)

@@ -244,3 +244,29 @@ def _generic_row(acc, mode, m32, m64, q, sh, lo, hi, table, out):
             v = lo
         out[i] = table[min(max(v, lo), hi) - lo]
     return bad
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The comparator bank of a threshold output (encodings.ThresholdAct.encode_acc, its reference)
+# ----------------------------------------------------------------------------------------------------------
+def run_thresholds(acc: np.ndarray, thresholds: np.ndarray, code_lo: int, out_dtype) -> np.ndarray:
+    """code = code_lo + #{i : acc >= thresholds[c, i]} per output channel c (axis 1); thresholds int64 [C, n]."""
+    acc = np.ascontiguousarray(acc)
+    n, c = acc.shape[0], acc.shape[1]
+    out = np.empty(acc.shape, out_dtype)
+    _thresholds(acc.reshape(n, c, -1), np.ascontiguousarray(thresholds, dtype=np.int64), code_lo,
+                out.reshape(n, c, -1))
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _thresholds(acc, th, lo, out):
+    n, c, s = acc.shape
+    for t in prange(n * c):
+        row, dst, tc = acc[t // c, t % c], out[t // c, t % c], th[t % c]
+        for i in range(s):
+            count = 0
+            a = np.int64(row[i])
+            for k in range(tc.shape[0]):   # one comparator per threshold (a thermometer code), counted
+                count += a >= tc[k]
+            dst[i] = lo + count
