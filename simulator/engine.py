@@ -24,7 +24,7 @@ from .graph import (LIMITS, MAC_OPS, Layer, Model, check_run_work, default_pad_c
 from .kernels import codes_path, mac, pairsat, popcount
 from .kernels.im2col import conv_geometry
 from .kernels import code_tables
-from .kernels.epilogue import code_dtype, make_epilogue, run_epilogue, run_thresholds
+from .kernels.epilogue import code_dtype, make_epilogue, run_epilogue, run_signs, run_thresholds
 from .trace import STATIC_FIELDS, LayerCounts, Trace
 from .units import float_conv_transpose, pooling, resize
 from .units.codebook_lut import lut_decode
@@ -280,11 +280,13 @@ class Engine:
             else:
                 acc = popcount.xnor_dense(x_codes.astype(np.uint8), plan.w_bits)
                 words = popcount.popcount_words_per_output(k, 1, 1)
+            counts.binary_macs = out_elems * k
+            counts.popcount_words = out_elems * words
+            if isinstance(out_enc, BinaryAct):   # sign bits straight from the popcount sums (no int64 pass)
+                return run_signs(acc, plan.bias)
             acc = acc.astype(np.int64)
             if plan.bias is not None:
                 acc += plan.bias.reshape((1, -1) + (1,) * (acc.ndim - 2))
-            counts.binary_macs = out_elems * k
-            counts.popcount_words = out_elems * words
         elif lay.attr("datapath") == "x86_pair_sat16":
             acc = _pair_sat_mac(lay, x_codes.astype(np.int64), plan, counts)
             counts.macs[(8, 8)] += out_elems * k  # raw u8 x s8 codes; the zero points are corrected apart

@@ -272,3 +272,13 @@ def test_u8_path_with_a_byte_table_equals_python_ints(seed):
                                    byte_table=(values - vmin).astype(np.uint8))
     ref, _ = mac.conv2d_acc_reference(values[codes], wv, None, stride, pads, groups, pad, 64, "wrap")
     np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_sign_bits_equal_binary_encoder(with_bias):
+    from simulator.kernels.epilogue import run_signs
+    rng = np.random.default_rng(int(with_bias))
+    acc = rng.integers(-20, 20, (3, 6, 5, 4)).astype(np.int32)
+    bias = rng.integers(-5, 6, 6) if with_bias else None
+    ref = BinaryAct(1.0).encode(acc.astype(np.int64) + (0 if bias is None else bias.reshape(1, -1, 1, 1)))
+    np.testing.assert_array_equal(run_signs(acc, bias), ref)

@@ -270,3 +270,22 @@ def _thresholds(acc, th, lo, out):
             for k in range(tc.shape[0]):   # one comparator per threshold (a thermometer code), counted
                 count += a >= tc[k]
             dst[i] = lo + count
+
+
+def run_signs(acc: np.ndarray, bias) -> np.ndarray:
+    """A binary output's sign bits: 1 where acc + bias[c] < 0 (BinaryAct.encode of the biased accumulator), uint8."""
+    acc = np.ascontiguousarray(acc)
+    n, c = acc.shape[0], acc.shape[1]
+    b = np.zeros(c, np.int64) if bias is None else np.asarray(bias, np.int64)
+    out = np.empty(acc.shape, np.uint8)
+    _signs(acc.reshape(n, c, -1), b, out.reshape(n, c, -1))
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _signs(acc, bias, out):
+    n, c, s = acc.shape
+    for t in prange(n * c):
+        row, dst, b = acc[t // c, t % c], out[t // c, t % c], bias[t % c]
+        for i in range(s):
+            dst[i] = np.int64(row[i]) + b < 0
