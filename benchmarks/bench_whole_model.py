@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -98,13 +97,17 @@ def digits_cases(work: Path, repeats: int):
 
 
 MEMORY_CHILD = r"""
-import json, resource, sys, numpy as np
+import json, sys, numpy as np
+def hwm():   # this process's peak resident set (ru_maxrss would carry the parent's peak across fork + exec)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
 which, path, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
 x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
 if which == "ort":
     import onnxruntime as ort
     s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = hwm()
     s.run(None, {s.get_inputs()[0].name: x})
 else:
     sys.path.insert(0, sys.argv[4])
@@ -112,9 +115,9 @@ else:
     from simulator.qnn.model_io import load_model
     m = load_model(path); e = Engine(m)
     e.run(quantize_input(m, x[:1]))           # compile / load the kernels first
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = hwm()
     e.run(quantize_input(m, x))
-print(json.dumps({"peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "before_run_kb": base}))
+print(json.dumps({"peak_kb": hwm(), "before_run_kb": base}))
 """
 
 

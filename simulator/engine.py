@@ -37,19 +37,20 @@ from .units.zero_gating import zero_operand_macs
 
 
 def quantize_input(model: Model, x: np.ndarray) -> np.ndarray:
-    """The model's input quantizer: float array -> input codes (integer arrays are taken as codes)."""
+    """The model's input quantizer: float array -> input codes (integer arrays are taken as codes), in the
+    narrowest dtype of the input encoding (kernels/epilogue.code_dtype)."""
     enc = model.input_enc
     if np.issubdtype(x.dtype, np.integer):
         lo, hi = enc.code_range()
         if x.size and (x.min() < lo or x.max() > hi):
             raise HwsimError(f"integer input taken as codes, but values lie outside [{lo}, {hi}]", field="input")
-        return x.astype(np.int64)
+        return x.astype(code_dtype(enc))
     if not np.issubdtype(x.dtype, np.floating):
         raise HwsimError(f"input must be a float or integer array, got dtype {x.dtype}", field="input")
     if not np.all(np.isfinite(x)):
         raise HwsimError("input contains NaN or infinity", field="input")
     if isinstance(enc, BinaryAct):
-        return (x < 0).astype(np.int64)
+        return (x < 0).astype(np.uint8)
     if model.input_division == "float32":
         # ONNX Runtime's QuantizeLinear: the float32 input divided by the float32 scale in IEEE single precision
         with np.errstate(over="ignore"):
@@ -57,7 +58,7 @@ def quantize_input(model: Model, x: np.ndarray) -> np.ndarray:
     else:
         v = x.astype(np.float64) / enc.value_scale  # a true division, as ONNX QuantizeLinear
     v = round_float(v, model.input_rounding)
-    return enc.encode(np.clip(v, -2.0 ** 40, 2.0 ** 40).astype(np.int64))
+    return enc.encode(np.clip(v, -2.0 ** 40, 2.0 ** 40).astype(np.int64)).astype(code_dtype(enc))
 
 
 def check_input_shape(model: Model, codes: np.ndarray) -> np.ndarray:
@@ -111,7 +112,7 @@ def make_codes_plan(lay: Layer, w_values: np.ndarray, pad: int, bias) -> CodesPl
     if table is None:
         return None
     x_reach = max(int(np.abs(table).max()), abs(pad))
-    w_max = int(np.abs(w_values).max()) if w_values.size else 0
+    w_max = max(abs(int(w_values.min())), abs(int(w_values.max()))) if w_values.size else 0   # no int8 abs wrap
     bound = mac.accumulator_bound(x_reach, w_values, bias)
     if not codes_path.fits_int16(x_reach, w_max) or bound > mac.acc_limits(lay.attr("acc_bits"))[1]:
         return None
@@ -142,6 +143,17 @@ def decode_weights(lay: Layer) -> np.ndarray:
     return enc.decode(lay.weight)
 
 
+def narrowest(values: np.ndarray) -> np.ndarray:
+    """A private copy of integer `values` in the narrowest signed dtype that holds them."""
+    values = np.asarray(values)
+    if values.size and values.dtype.kind in "iu":
+        lo, hi = int(values.min()), int(values.max())
+        for dt in (np.int8, np.int16, np.int32):
+            if np.iinfo(dt).min <= lo and hi <= np.iinfo(dt).max:
+                return values.astype(dt)
+    return np.array(values)
+
+
 def layer_multiplier(lay: Layer) -> np.ndarray:
     """Real value of one accumulator unit in output value units, per output channel."""
     co = lay.out_shape[0]
@@ -154,7 +166,7 @@ def layer_multiplier(lay: Layer) -> np.ndarray:
 
 def make_plan(lay: Layer) -> MacPlan:
     # A private read-only copy: the kernels then trust their packed-weight cache without re-checking it.
-    w_values = np.array(decode_weights(lay))
+    w_values = narrowest(decode_weights(lay))   # int8 for 8-bit weights: an eighth of int64's memory
     w_values.flags.writeable = False
     pad = pad_value(lay) if lay.op == "conv2d" else 0
     bias = None if lay.bias is None else lay.bias.astype(np.int64)
@@ -291,9 +303,18 @@ class Engine:
             acc = _pair_sat_mac(lay, x_codes.astype(np.int64), plan, counts)
             counts.macs[(8, 8)] += out_elems * k  # raw u8 x s8 codes; the zero points are corrected apart
         elif plan.from_codes is not None:
-            acc = _mac_from_codes(lay, plan, x_codes, counts)
             counts.macs[(in_enc.operand_bits, w_enc.operand_bits)] += out_elems * k
             _count_decode(in_enc, x_codes.size, counts)
+            codes = _chunked_mac(lay, plan, x_codes, counts)
+            if codes is not None:   # sums and epilogue a few images at a time: the accumulators stay small
+                _count_clip_encode(lay, codes.size, counts)
+                counts.requants = out_elems
+                if isinstance(w_enc, CodebookW):
+                    counts.lut_reads = n * lay.weight.size
+                    counts.lut_entries = lay.codebook.shape[1]
+                    counts.lut_width_bits = w_enc.table_bits
+                return codes
+            acc = _mac_from_codes(lay, plan, x_codes, counts)
         else:
             x_values = in_enc.decode(x_codes)
             if lay.op == "conv2d":
@@ -496,6 +517,32 @@ def _last_use(model: Model) -> dict:
         for name in lay.inputs:
             last[name] = i
     return last
+
+
+CHUNK_ACC_BYTES = 16 << 20   # accumulator bytes of one chunk of images (_chunked_mac)
+
+
+def _chunked_mac(lay, plan, x_codes, counts):
+    """Output codes of a large conv computed a few images at a time (sums, then the fused epilogue), so its
+    accumulators never exist for the whole batch; None when the layer does not qualify or the epilogue
+    declines a chunk (the caller then runs the whole batch through the reference units)."""
+    n = x_codes.shape[0]
+    per_image = math.prod(lay.out_shape) * np.dtype(plan.from_codes.acc_dtype).itemsize
+    if (lay.op != "conv2d" or plan.epilogue is None or lay.attr("arithmetic") == "ort_float32" or n < 2
+            or n * per_image <= CHUNK_ACC_BYTES):
+        return None
+    step = max(1, CHUNK_ACC_BYTES // per_image)
+    out = np.empty((n,) + tuple(lay.out_shape), plan.epilogue.table.dtype)
+    zero_act = zero_any = 0
+    for start in range(0, n, step):
+        part = LayerCounts(lay.name, lay.op)
+        codes = run_epilogue(plan.epilogue, _mac_from_codes(lay, plan, x_codes[start:start + step], part))
+        if codes is None:
+            return None
+        out[start:start + step] = codes
+        zero_act, zero_any = zero_act + part.zero_act_macs, zero_any + part.zero_any_macs
+    counts.zero_act_macs, counts.zero_any_macs = zero_act, zero_any
+    return out
 
 
 def _mac_from_codes(lay, plan, x_codes, counts):

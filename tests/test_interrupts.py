@@ -55,7 +55,9 @@ def _run_and_interrupt(args, trigger, delay, env=None, cwd=None, sig=signal.SIGI
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return status, [ln.rstrip("\n") for ln in lines if not ln.startswith("import time:")]
+    # the first-run note ("hwsim: compiling the numba kernels ...") is information, not part of the ending
+    return status, [ln.rstrip("\n") for ln in lines
+                    if not ln.startswith("import time:") and not ln.startswith("hwsim: compiling the numba kernels")]
 
 
 def _temporaries(directory: Path):
@@ -128,7 +130,9 @@ def test_interrupt_during_the_first_numba_compile_keeps_the_cache_usable(tmp_pat
     done = subprocess.run([sys.executable, "-m", "simulator.cli", *map(str, args)], cwd=work, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stderr == ""
+    # nothing on stderr but, if the interrupted compiles left kernels to build, the first-run note
+    assert done.stderr in ("", "hwsim: compiling the numba kernels for this CPU (first run after install only; "
+                               "cached afterwards)\n"), done.stderr
     reference = tmp_path / "reference.npy"
     ref = subprocess.run([sys.executable, "-m", "simulator.cli", "run", MODELS / "lenet_digits_u8.qnn", "--hw",
                           "tsmc90", "--output", reference], cwd=work, capture_output=True, text=True, timeout=300)

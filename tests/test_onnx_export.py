@@ -330,7 +330,7 @@ def test_wide_uint8_weights_avoid_the_u8s8_kernel():
                 continue
             if export_routes(model)[lay.name] != "qdq":
                 continue
-            w = Engine(model).plans[lay.name].w_values
+            w = Engine(model).plans[lay.name].w_values.astype(np.int64)
             wq = next(t for name, t in inits.items() if name.startswith(f"{lay.name}/weight/"))
             unsigned = not lay.in_encs[0].signed and np.abs(w).max() > 64
             assert (wq.data_type == onnx.TensorProto.UINT8) == unsigned

@@ -491,7 +491,7 @@ class _Exporter:
         reach = max(abs(int(lo)), abs(int(hi)))
         if lay.op == "conv2d" and any(lay.attr("padding")):
             reach = max(reach, abs(int(plan.pad_value)))
-        w = plan.w_values.reshape(plan.w_values.shape[0], -1)
+        w = plan.w_values.reshape(plan.w_values.shape[0], -1).astype(np.int64)   # the engine keeps them narrow
         sums = [int(s) for s in np.abs(w).sum(axis=1, dtype=np.int64)]
         bias = [0] * len(sums) if plan.bias is None else [int(b) for b in plan.bias]
         return max(abs(b) + reach * s for b, s in zip(bias, sums))
@@ -537,7 +537,7 @@ class _Exporter:
         plan = self.engine.plans[lay.name]
         lo, hi = lay.in_encs[0].value_range()
         reach = max(abs(int(lo)), abs(int(hi)), abs(int(plan.pad_value)))
-        return reach * int(np.abs(plan.w_values).max())
+        return reach * int(np.abs(plan.w_values.astype(np.int64)).max())
 
     def _qdq_plan(self, lay):
         """The QDQ parameters when ORT's fused kernel is provably exact for this layer, else the reason."""
@@ -556,7 +556,7 @@ class _Exporter:
             return f"requant {mode}"
         if lay.attr("datapath") != "exact":
             return f"datapath {lay.attr('datapath')}"
-        w = plan.w_values
+        w = plan.w_values.astype(np.int64)   # the engine keeps them in their narrowest dtype
         if w.min() < -128 or w.max() > 127:
             return "weight values beyond int8"
         bias = plan.bias
