@@ -51,6 +51,18 @@ def quantize_input(model: Model, x: np.ndarray) -> np.ndarray:
         raise HwsimError("input contains NaN or infinity", field="input")
     if isinstance(enc, BinaryAct):
         return (x < 0).astype(np.uint8)
+    out = np.empty(x.shape, code_dtype(enc))
+    flat_in, flat_out = x.reshape(-1), out.reshape(-1)
+    for start in range(0, flat_in.size, QUANTIZE_CHUNK):   # float64 temporaries of one chunk at a time
+        flat_out[start:start + QUANTIZE_CHUNK] = _quantize_values(model, flat_in[start:start + QUANTIZE_CHUNK])
+    return out
+
+
+QUANTIZE_CHUNK = 1 << 20   # input elements quantized at a time (a few MB of float64 temporaries)
+
+
+def _quantize_values(model: Model, x: np.ndarray) -> np.ndarray:
+    enc = model.input_enc
     if model.input_division == "float32":
         # ONNX Runtime's QuantizeLinear: the float32 input divided by the float32 scale in IEEE single precision
         with np.errstate(over="ignore"):
@@ -58,7 +70,7 @@ def quantize_input(model: Model, x: np.ndarray) -> np.ndarray:
     else:
         v = x.astype(np.float64) / enc.value_scale  # a true division, as ONNX QuantizeLinear
     v = round_float(v, model.input_rounding)
-    return enc.encode(np.clip(v, -2.0 ** 40, 2.0 ** 40).astype(np.int64)).astype(code_dtype(enc))
+    return enc.encode(np.clip(v, -2.0 ** 40, 2.0 ** 40).astype(np.int64))
 
 
 def check_input_shape(model: Model, codes: np.ndarray) -> np.ndarray:
