@@ -100,7 +100,8 @@ class UniformAct:
 
     def encode(self, values):
         lo, hi = self.code_range()
-        return np.clip(values.astype(np.int64) + self.zero_point, lo, hi)
+        # clamp in the value domain first: value + zero_point could leave int64 for values near +-2^63
+        return np.clip(values.astype(np.int64), lo - self.zero_point, hi - self.zero_point) + self.zero_point
 
     def to_dict(self):
         return {"kind": "uniform", "bits": self.bits, "signed": self.signed, "scale": self.scale,

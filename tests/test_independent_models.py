@@ -158,3 +158,11 @@ def test_operands_just_beyond_int16_take_the_split_path():
         got, _ = mac.conv2d_acc(x, w, None, (1, 1), (1, 1, 1, 1), 1, 0, 64, "wrap")
         ref, _ = mac.conv2d_acc_reference(x, w, None, (1, 1), (1, 1, 1, 1), 1, 0, 64, "wrap")
         np.testing.assert_array_equal(got, ref)
+
+
+def test_uniform_encoder_saturates_at_the_int64_edges():
+    """Values near ±2^63 (a shift requantizer's left shift of a 64-bit accumulator) clamp to the code range;
+    adding the zero point first would wrap them to the other end."""
+    enc = UniformAct(8, True, 0.1, -31)
+    values = np.array([-(2**63), -(2**62), 2**63 - 1, 2**62, 0])
+    np.testing.assert_array_equal(enc.encode(values), [-128, -128, 127, 127, -31])

@@ -13,6 +13,8 @@ and the policy never acts (kernels/mac.py). Otherwise the engine keeps the seque
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from numba import njit, prange
 
@@ -134,7 +136,7 @@ def _depthwise(codes, table, code_lo, w, init, g: ConvGeometry, pad_value: int, 
     canvas = np.full((g.n, hp, g.sw, wq, g.ci), pad_value, np.int16)   # operands fit int16 (the caller)
     # a uniform code's value is code + offset: arithmetic, not a table read, so the copy vectorises
     offset = int(table[0]) - code_lo
-    linear = bool(np.array_equal(table, np.arange(table.size) + table[0]))
+    linear = bool(table.size < 2 or (table[-1] - table[0] == table.size - 1 and np.all(np.diff(table) == 1)))
     _decode_phases(codes, table.astype(np.int16), code_lo, linear, offset, canvas, g.top, g.left)
     w3 = w.reshape(g.co, g.kh, g.kw)
     src = np.arange(g.co) // g.cog                    # the input channel each output channel reads
@@ -230,13 +232,20 @@ def zero_taps_codes(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_zero: 
     """taps[c, r, s]: over the batch and every output position, how often tap (r, s) of input channel c reads
     a zero operand (a code whose value is 0, or a padded position when the pad value is 0)."""
     taps = np.zeros((g.ci, g.kh, g.kw), np.int64)
-    zeros = np.flatnonzero(is_zero)
-    # one zero code (every uniform encoding): a compare that vectorises, instead of a table read per element
-    zero_code = int(zeros[0]) + code_lo if zeros.size == 1 else None
-    zc = np.array([0 if zero_code is None else zero_code], codes.dtype)   # compared in the codes' own dtype
-    _zero_taps(codes, is_zero.astype(np.uint8), code_lo, zero_code is not None, zc, g.kh, g.kw, g.sh, g.sw,
-               g.top, g.left, g.ho, g.wo, pad_is_zero, taps)
+    is_zero_u8, single, zc = _zero_code(is_zero.tobytes(), code_lo, codes.dtype)
+    _zero_taps(codes, is_zero_u8, code_lo, single, zc, g.kh, g.kw, g.sh, g.sw, g.top, g.left, g.ho, g.wo,
+               pad_is_zero, taps)
     return taps
+
+
+@lru_cache(maxsize=256)
+def _zero_code(is_zero_bytes: bytes, code_lo: int, dtype):
+    """(zero mask as uint8, whether exactly one code is zero, that code in the codes' dtype): one zero code
+    (every uniform encoding) is a compare that vectorises, instead of a table read per element."""
+    is_zero = np.frombuffer(is_zero_bytes, np.bool_)
+    zeros = np.flatnonzero(is_zero)
+    zero_code = int(zeros[0]) + code_lo if zeros.size == 1 else 0
+    return is_zero.astype(np.uint8), zeros.size == 1, np.array([zero_code], dtype)
 
 
 @njit(cache=True)   # serial: cheap next to the conv, and a parallel version compiles 4x slower

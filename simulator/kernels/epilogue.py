@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from numba import njit, prange
@@ -33,6 +34,7 @@ TABLE_LIMIT = 1 << 20   # largest clip-and-encode table (entries); wider value r
 _PROBE = 1 << 40        # how far beyond the value range the encoder's saturation is checked
 
 
+@lru_cache(maxsize=4096)   # asked for every layer of every run; encodings are frozen (hashable)
 def code_dtype(enc) -> np.dtype:
     """The narrowest integer dtype holding every code of `enc`."""
     lo, hi = enc.code_range()
