@@ -21,9 +21,8 @@ from .errors import HwsimError
 from . import interrupt
 from .graph import (LIMITS, MAC_OPS, Layer, Model, check_run_work, default_pad_code, layer_figures, pad_value,
                     run_work, table_bits)
-from .kernels import codes_path, mac, pairsat, popcount
+from .kernels import code_tables, codes_path, mac, pairsat, popcount
 from .kernels.im2col import conv_geometry
-from .kernels import code_tables
 from .kernels.epilogue import code_dtype, make_epilogue, run_epilogue, run_signs, run_thresholds
 from .trace import STATIC_FIELDS, LayerCounts, Trace
 from .units import float_conv_transpose, pooling, resize
