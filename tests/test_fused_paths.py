@@ -296,3 +296,23 @@ def test_chunked_batches_equal_whole_batches(monkeypatch, seed):
     np.testing.assert_array_equal(whole.output, chunked.output)
     for a, b in zip(whole.trace.layers, chunked.trace.layers):
         assert vars(a) == vars(b), a.name
+
+
+def test_results_identical_for_any_thread_count():
+    """Exact integer sums: one numba thread or two give the same codes and counts (ResNet-like shapes with
+    residual adds, and random models of every encoding)."""
+    import numba
+    models = [random_model(seed) for seed in range(8)]
+    saved = numba.get_num_threads()
+    try:
+        for model in models:
+            x = np.concatenate([model.sample_input] * 4)
+            outs = []
+            for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+                numba.set_num_threads(threads)
+                res = engine_mod.Engine(model).run(x)
+                outs.append((res.output, [vars(lay) for lay in res.trace.layers]))
+            np.testing.assert_array_equal(outs[0][0], outs[1][0])
+            assert outs[0][1] == outs[1][1]
+    finally:
+        numba.set_num_threads(saved)
