@@ -299,8 +299,8 @@ def test_chunked_batches_equal_whole_batches(monkeypatch, seed):
 
 
 def test_results_identical_for_any_thread_count():
-    """Exact integer sums: one numba thread or two give the same codes and counts (ResNet-like shapes with
-    residual adds, and random models of every encoding)."""
+    """Exact integer sums: one numba thread or two give the same codes and counts, on random models of every
+    encoding (residual adds, pools, depthwise and dense layers among them)."""
     import numba
     models = [random_model(seed) for seed in range(8)]
     saved = numba.get_num_threads()
