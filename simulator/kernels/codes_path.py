@@ -7,8 +7,11 @@ operands. The exact sum is taken only where the accumulator bound proves, from t
 (not from the data), that no partial sum can leave the accumulator: then every order gives the same integer
 and the policy never acts (kernels/mac.py). Otherwise the engine keeps the sequential reference-order kernel.
 
-- `conv2d_sum_codes`: ordinary and pointwise convs on the int16 SIMD micro-kernel (im2col.py), the canvas
-  written straight from the codes; depthwise-like convs (one input channel per group) on their own kernel.
+- `conv2d_sum_u8`: operands within 256 consecutive values (uniform 8-bit; KNQ or small ENQ through a byte
+  table) with int8 weights, on the u8 x s8 micro-kernel (vpdpbusd where the CPU has AVX-512 VNNI).
+- `conv2d_sum_codes`: other convs on the int16 SIMD micro-kernel (im2col.py), the canvas written straight
+  from the codes through the decode table; depthwise-like convs (one input channel per group, few outputs
+  per group) on their own channels-last kernel.
 - `zero_taps_codes`: the zero-operand tap counts of units/zero_gating.py, counted from the codes.
 """
 from __future__ import annotations
