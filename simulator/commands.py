@@ -175,7 +175,8 @@ def _functional_run(args, model):
     _check_batch_size(args)
     codes, labels, where = load_inputs(model, args)
     engine = Engine(model)
-    if not kernels_cached():
+    if not kernels_cached() and sys.stderr.isatty():   # a note for a person waiting; logs and pipes keep
+        # their one line per error
         print("hwsim: compiling the numba kernels for this CPU (first run after install only; cached afterwards)",
               file=sys.stderr, flush=True)
     engine.run(codes[:1])  # JIT compile (or load the cache) outside the timed run
