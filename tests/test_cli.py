@@ -1,5 +1,6 @@
 """The command line as a user runs it: happy paths, reports, and one clear error line for bad input."""
 
+import io
 import json
 import os
 import subprocess
@@ -158,3 +159,21 @@ def test_input_shape_mismatch(tmp_path, model_path):
     code, _, err = run_cli("run", model_path, "--hw", "tsmc90", "--input", tmp_path / "x.npy")
     assert code != 0
     one_error_line(err, "x.npy", "does not match")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_first_run_compiling_note_only_on_a_terminal(monkeypatch, capsys, terminal):
+    """With kernels not yet in numba's cache, a person at a terminal is told why the first run waits; a pipe or
+    a log gets nothing extra (one line per error stays the rule)."""
+    from simulator import cli, commands
+    monkeypatch.setattr(commands, "kernels_cached", lambda: False)
+    err = _Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    assert cli.main(["run", str(ROOT / "models" / "lenet_digits_u8.qnn"), "--hw", "tsmc90"]) == 0
+    note = "hwsim: compiling the numba kernels for this CPU"
+    assert (note in err.getvalue()) == terminal
