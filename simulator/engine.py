@@ -569,6 +569,9 @@ def _mac_from_codes(lay, plan, x_codes, counts):
         g = conv_geometry(x4.shape, w4.shape, tuple(lay.attr("stride")) if conv else (1, 1),
                           tuple(lay.attr("padding")) if conv else (0, 0, 0, 0), lay.attr("groups") if conv else 1)
         gz = g if conv else conv_geometry(zx.shape, w4.shape, (1, 1), (0, 0, 0, 0), 1)
+        kept = [key for key in fast.memo if key[0] == "geometry"]
+        for key in kept[:len(kept) // 2] if len(kept) >= codes_path.MEMO_ENTRIES else ():
+            del fast.memo[key]   # a caller cycling through batch sizes: keep the newest
         geometries = fast.memo[("geometry", x4.shape)] = (g, gz)
     g, gz = geometries
     if fast.u8_offset is not None and not (g.cig == 1 and g.cog < 4):   # depthwise: its own int16-free kernel

@@ -316,3 +316,23 @@ def test_results_identical_for_any_thread_count():
             assert outs[0][1] == outs[1][1]
     finally:
         numba.set_num_threads(saved)
+
+
+def test_layer_memo_stays_bounded_across_batch_sizes():
+    """Weights are packed once per layer whatever the batch size; geometries are remembered for a bounded
+    number of batch sizes."""
+    from simulator.kernels import codes_path as cp
+    for seed in range(200):
+        model = random_model(seed)
+        eng = engine_mod.Engine(model)
+        fast = [p.from_codes for p in eng.plans.values() if p.from_codes is not None and p.from_codes.u8_offset
+                is not None]
+        if fast:
+            break
+    x = model.sample_input
+    for n in range(1, 2 * cp.MEMO_ENTRIES + 3):
+        eng.run(np.concatenate([x] * n)[:n])
+    for memo in (f.memo for f in fast):
+        assert sum(k[0] == "u8s8 weights" for k in memo) <= 1
+        assert sum(k[0] == "geometry" for k in memo) <= cp.MEMO_ENTRIES
+        assert sum(k[0] == "u8s8 plan" for k in memo) <= cp.MEMO_ENTRIES + 1

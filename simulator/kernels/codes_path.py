@@ -26,6 +26,7 @@ from .im2col import ConvGeometry
 from .mac import _INT16_MAX
 
 DECODE_TABLE_LIMIT = 1 << 16
+MEMO_ENTRIES = 32   # per layer: geometries (batch sizes) remembered
 
 
 def decode_table(enc) -> np.ndarray | None:
@@ -71,19 +72,29 @@ def conv2d_sum_u8(codes, code_lo: int, offset: int, w, bias, g: ConvGeometry, pa
     shape = im2col.canvas_shape(g, ce)
     nvec = im2col.choose_nvec(g.cog, np.uint8)
 
-    def prepare():
+    def pack():      # depends on the weights only: one copy whatever the batch size or image size
+        wg = w.reshape(g.groups, g.cog, g.cig, g.kh, g.kw).transpose(0, 1, 3, 4, 2)
+        return im2col.pack_weights(wg, ce, np.uint8, nvec)
+
+    def plan():      # per geometry: the bias with offset·Σw folded in, the tile plan, the pad pixel
         init = np.zeros(g.co, np.int64) if bias is None else np.asarray(bias, np.int64)
         init = init + offset * w.astype(np.int64).reshape(w.shape[0], -1).sum(axis=1)
-        wg = w.reshape(g.groups, g.cog, g.cig, g.kh, g.kw).transpose(0, 1, 3, 4, 2)
         pad_pixel = np.zeros((g.groups, ce), np.uint8)
         pad_pixel[:, :g.cig] = pad_byte
-        return (im2col.pack_weights(wg, ce, np.uint8, nvec), im2col.tile_plan(g, shape, np.uint8, init), pad_pixel)
+        return im2col.tile_plan(g, shape, np.uint8, init), pad_pixel
 
-    key = ("u8s8", g, offset, pad_byte)
     if memo is None:
-        wpk, tp, pad_pixel = im2col.memo_pack(w, key + (None if bias is None else bias.tobytes(),), prepare)
+        wpk = im2col.memo_pack(w, ("u8s8", g.groups, nvec), pack)
+        tp, pad_pixel = plan()
     else:
-        wpk, tp, pad_pixel = memo[key] if key in memo else memo.setdefault(key, prepare())
+        wkey, gkey = ("u8s8 weights", g.groups, nvec), ("u8s8 plan", g, offset, pad_byte)
+        wpk = memo[wkey] if wkey in memo else memo.setdefault(wkey, pack())
+        if gkey not in memo:
+            if len(memo) > MEMO_ENTRIES:   # a caller cycling through batch sizes: keep the newest only
+                for key in [k for k in memo if k[0] == "u8s8 plan"][:len(memo) // 2]:
+                    del memo[key]
+            memo[gkey] = plan()
+        tp, pad_pixel = memo[gkey]
     canvas = np.empty(shape, np.uint8)
     if g.has_padding or shape[2] > g.w or ce > g.cig:
         canvas[...] = pad_pixel
