@@ -295,6 +295,10 @@ class Engine:
         k = lay.weight[0].size
         acc_bits, policy = lay.attr("acc_bits"), lay.attr("overflow")
         counts.acc_bits = acc_bits
+        if isinstance(w_enc, CodebookW):
+            counts.lut_reads = n * lay.weight.size  # each weight index decoded once per inference
+            counts.lut_entries = lay.codebook.shape[1]
+            counts.lut_width_bits = w_enc.table_bits
         if lay.is_xnor:
             if lay.op == "conv2d":
                 acc = popcount.xnor_conv2d(x_codes.astype(np.uint8), plan.w_bits, tuple(lay.attr("stride")),
@@ -318,12 +322,8 @@ class Engine:
             _count_decode(in_enc, x_codes.size, counts)
             codes = _chunked_mac(lay, plan, x_codes, counts)
             if codes is not None:   # sums and epilogue a few images at a time: the accumulators stay small
-                _count_clip_encode(lay, codes.size, counts)
                 counts.requants = out_elems
-                if isinstance(w_enc, CodebookW):
-                    counts.lut_reads = n * lay.weight.size
-                    counts.lut_entries = lay.codebook.shape[1]
-                    counts.lut_width_bits = w_enc.table_bits
+                _count_clip_encode(lay, codes.size, counts)
                 return codes
             acc = _mac_from_codes(lay, plan, x_codes, counts)
         else:
@@ -340,10 +340,6 @@ class Engine:
                 x_values, plan.w_values, tuple(lay.attr("stride")), tuple(lay.attr("padding")), lay.attr("groups"),
                 plan.pad_value) if lay.op == "conv2d" else zero_operand_macs(x_values, plan.w_values)
             _count_decode(in_enc, x_codes.size, counts)
-        if isinstance(w_enc, CodebookW):
-            counts.lut_reads = n * lay.weight.size  # each weight index decoded once per inference
-            counts.lut_entries = lay.codebook.shape[1]
-            counts.lut_width_bits = w_enc.table_bits
         if isinstance(out_enc, BinaryAct):
             # Positive scales: the sign of the real output is the sign of the accumulator (bias is the threshold).
             return out_enc.encode(acc)
