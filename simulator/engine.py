@@ -21,7 +21,7 @@ from .errors import HwsimError
 from . import interrupt
 from .graph import (LIMITS, MAC_OPS, Layer, Model, check_run_work, default_pad_code, layer_figures, pad_value,
                     run_work, table_bits)
-from .kernels import code_tables, codes_path, mac, pairsat, popcount
+from .kernels import code_tables, codes_path, im2col, mac, pairsat, popcount
 from .kernels.im2col import conv_geometry
 from .kernels.epilogue import code_dtype, make_epilogue, run_epilogue, run_signs, run_thresholds
 from .trace import STATIC_FIELDS, LayerCounts, Trace
@@ -111,12 +111,22 @@ class CodesPlan:
     u8_offset: int | None = None    # operands within 256 consecutive values and int8 weights: operand = byte +
     #                                 u8_offset on the u8 x s8 kernel (codes_path.conv2d_sum_u8)
     u8_bytes: np.ndarray | None = None   # byte of each code (None: byte = code - code_lo, a uniform input)
+    pair_sat: pairsat.SaturatingPairs | None = None   # datapath x86_pair_sat16: the exact sums corrected by the
+    #                                 pairs that can saturate (pairsat.add_pair_saturation)
+    pad_code: int = 0               # the raw code of a padded position (for the pair-saturation correction)
+    pair_sat_kernel: bool = False   # x86_pair_sat16 whose pairs are the canvas's: the u8 kernel's pair-saturating
+    #                                 step (vpmaddubsw) computes the datapath's sums; the correction only counts
+
+
+# The exact u8 x s8 kernel where vpdpbusd runs it; elsewhere its generic IR is ~8x slower than the int16 kernel
+# (measured on AVX2), which the plan then takes. A switch, so that tests can take either route on any CPU.
+U8_KERNEL = im2col.VNNI
 
 
 def make_codes_plan(lay: Layer, w_values: np.ndarray, pad: int, bias) -> CodesPlan | None:
     """The code-driven fast path of a MAC layer, when the accumulator bound proves it exact for any input
     (from the encoding's largest |value|, not from data), and its operands fit the int16 micro-kernel."""
-    if lay.is_xnor or lay.attr("datapath") == "x86_pair_sat16":
+    if lay.is_xnor:
         return None
     enc = lay.in_encs[0]
     table = codes_path.decode_table(enc)
@@ -133,17 +143,44 @@ def make_codes_plan(lay: Layer, w_values: np.ndarray, pad: int, bias) -> CodesPl
     zero_w = (w4 == 0).reshape(groups, co // groups, cig, kh, kw).sum(axis=1).reshape(groups * cig, kh, kw)
     plan = CodesPlan(table, enc.code_range()[0], x_reach, w_max, table == 0, zero_w.astype(np.int64),
                      int((w4 == 0).sum()), np.int32 if bound < (1 << 31) else np.int64)
+    if lay.attr("datapath") == "x86_pair_sat16":
+        sat_bound = _pair_sat_bound(lay, bias)
+        if sat_bound > mac.acc_limits(lay.attr("acc_bits"))[1]:
+            return None   # an accumulator could overflow: the sequential pair-saturation kernel counts it
+        plan.pair_sat = pairsat.saturating_pairs(lay.weight if lay.weight.ndim == 4 else lay.weight[:, :, None, None])
+        code = lay.attr("pad_code")
+        plan.pad_code = default_pad_code(enc) if code is None else code
+        plan.acc_dtype = np.int32 if max(bound, sat_bound) < (1 << 31) else np.int64
+        cig = lay.weight.shape[1]
+        if cig % 2 == 0 and not np.any(lay.weight_enc.zero_point) and 0 <= plan.pad_code <= 255:
+            # even channel counts: MLAS's pairs (2j, 2j + 1) never cross a kernel tap, so they are the canvas's;
+            # zero weight points: the kernel's weights are the raw codes the datapath multiplies
+            plan.u8_offset, plan.pair_sat_kernel = int(table[0]), True
+        return plan   # otherwise exact sums on the int16 kernel (faster than the u8 one off VNNI), corrected
     # operands that fit a window of 256 values (uniform 8-bit, KNQ, small ENQ) with int8 weights: the u8 x s8
     # kernel on bytes = value - offset (uniform: the codes themselves, no table read)
     linear = bool(np.array_equal(table, np.arange(table.size) + int(table[0])))
     offset = int(table[0]) if linear else int(table.min())
     span_ok = (table.size <= 256) if linear else (int(table.max()) - offset <= 255)
-    if (span_ok and 0 <= pad - offset <= 255
+    if (U8_KERNEL and span_ok and 0 <= pad - offset <= 255
             and (w_values.size == 0 or (w_values.min() >= -128 and w_values.max() <= 127))):
         plan.u8_offset = offset
         if not linear:
             plan.u8_bytes = (table - offset).astype(np.uint8)
     return plan
+
+
+def _pair_sat_bound(lay: Layer, bias) -> int:
+    """Largest |partial sum| of the pair-saturating datapath (kernels/pairsat.py): bias, then pair sums no larger
+    than the raw products' (|s_j| <= |p_j| <= 255·(|w_a| + |w_b|)), then the zero-point correction
+    -zw·Σx - zx·Σw + K·zx·zw with Σx in [0, 255·K]."""
+    w = lay.weight.astype(np.int64).reshape(lay.weight.shape[0], -1)
+    k = w.shape[1]
+    zx = int(lay.in_encs[0].zero_point)
+    zw = np.broadcast_to(np.asarray(lay.weight_enc.zero_point, np.int64).reshape(-1), (w.shape[0],))
+    b = np.zeros(w.shape[0], np.int64) if bias is None else np.abs(np.asarray(bias, np.int64))
+    corr = np.abs(zw) * 255 * k + np.abs(k * zx * zw - zx * w.sum(axis=1))
+    return int((b + 255 * np.abs(w).sum(axis=1) + corr).max()) if w.size else 0
 
 
 def decode_weights(lay: Layer) -> np.ndarray:
@@ -314,12 +351,17 @@ class Engine:
             acc = acc.astype(np.int64)
             if plan.bias is not None:
                 acc += plan.bias.reshape((1, -1) + (1,) * (acc.ndim - 2))
-        elif lay.attr("datapath") == "x86_pair_sat16":
+        elif lay.attr("datapath") == "x86_pair_sat16" and (plan.from_codes is None
+                                                           or plan.from_codes.pair_sat is None):
             acc = _pair_sat_mac(lay, x_codes.astype(np.int64), plan, counts)
             counts.macs[(8, 8)] += out_elems * k  # raw u8 x s8 codes; the zero points are corrected apart
         elif plan.from_codes is not None:
-            counts.macs[(in_enc.operand_bits, w_enc.operand_bits)] += out_elems * k
-            _count_decode(in_enc, x_codes.size, counts)
+            if lay.attr("datapath") != "x86_pair_sat16":
+                counts.macs[(in_enc.operand_bits, w_enc.operand_bits)] += out_elems * k
+                _count_decode(in_enc, x_codes.size, counts)
+            else:   # the pair-saturating datapath's events, as the sequential kernel records them
+                counts.macs[(8, 8)] += out_elems * k
+                counts.datapath = "x86_pair_sat16"
             codes = _chunked_mac(lay, plan, x_codes, counts)
             if codes is not None:   # sums and epilogue a few images at a time: the accumulators stay small
                 counts.requants = out_elems
@@ -548,6 +590,8 @@ def _chunked_mac(lay, plan, x_codes, counts):
             return None
         out[start:start + step] = codes
         zero_act, zero_any = zero_act + part.zero_act_macs, zero_any + part.zero_any_macs
+        counts.pair_saturations += part.pair_saturations
+        counts.pair_saturated_outputs += part.pair_saturated_outputs
     counts.zero_act_macs, counts.zero_any_macs = zero_act, zero_any
     return out
 
@@ -555,6 +599,7 @@ def _chunked_mac(lay, plan, x_codes, counts):
 def _mac_from_codes(lay, plan, x_codes, counts):
     """Accumulators of a conv / dense layer on the code-driven fast path, and its zero-operand counts."""
     fast = plan.from_codes
+    pair_sat_kernel = fast.pair_sat_kernel and lay.attr("datapath") == "x86_pair_sat16"
     if lay.op == "conv2d":
         x4, w4, zx = x_codes, plan.w_values, x_codes
     else:   # dense: the batch becomes the width of a one-row image; zero counts per sample over [N, K, 1, 1]
@@ -573,13 +618,17 @@ def _mac_from_codes(lay, plan, x_codes, counts):
     if fast.u8_offset is not None and not (g.cig == 1 and g.cog < 4):   # depthwise: its own int16-free kernel
         acc = codes_path.conv2d_sum_u8(x4, fast.code_lo, fast.u8_offset, w4, plan.bias, g,
                                        plan.pad_value - fast.u8_offset, fast.w_max, fast.acc_dtype,
-                                       memo=fast.memo, byte_table=fast.u8_bytes)
+                                       memo=fast.memo, byte_table=fast.u8_bytes, pair_saturating=pair_sat_kernel)
     else:
         acc = codes_path.conv2d_sum_codes(x4, fast.table, fast.code_lo, w4, plan.bias, g, plan.pad_value,
                                           fast.x_reach, fast.w_max, fast.acc_dtype)
-    taps = codes_path.zero_taps_codes(zx, fast.is_zero, fast.code_lo, gz, plan.pad_value == 0)
-    counts.zero_act_macs, counts.zero_any_macs = codes_path.zero_counts_from_taps(
-        taps, fast.zero_w_per_tap, fast.zero_w_total, gz.cog, gz.n * gz.ho * gz.wo)
+    if lay.attr("datapath") == "x86_pair_sat16":   # its int16 pair saturation (it records no zero operands)
+        counts.pair_saturations, counts.pair_saturated_outputs = pairsat.add_pair_saturation(
+            acc, x4, fast.pair_sat, g, fast.pad_code, apply=not pair_sat_kernel)
+    else:
+        taps = codes_path.zero_taps_codes(zx, fast.is_zero, fast.code_lo, gz, plan.pad_value == 0)
+        counts.zero_act_macs, counts.zero_any_macs = codes_path.zero_counts_from_taps(
+            taps, fast.zero_w_per_tap, fast.zero_w_total, gz.cog, gz.n * gz.ho * gz.wo)
     if lay.op == "dense":
         acc = np.ascontiguousarray(acc[0, :, 0, :].T)
     return acc

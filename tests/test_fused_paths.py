@@ -187,8 +187,10 @@ def _engine_without_fast_paths(monkeypatch, model):
     return engine_mod.Engine(model)
 
 
+@pytest.mark.parametrize("u8_kernel", [True, False])
 @pytest.mark.parametrize("seed", range(40))
-def test_engine_fast_paths_equal_reference_units(monkeypatch, seed):
+def test_engine_fast_paths_equal_reference_units(monkeypatch, seed, u8_kernel):
+    monkeypatch.setattr(engine_mod, "U8_KERNEL", u8_kernel)   # both routes, whatever this CPU prefers
     model = random_model(seed, requant=("float64", "float32", "shift", "fixed_double", "fixed_single"))
     x = model.sample_input
     fast = engine_mod.Engine(model)
@@ -208,8 +210,16 @@ def test_engine_fast_paths_equal_reference_units(monkeypatch, seed):
         assert vars(a) == vars(b), a.name
 
 
-def test_fast_paths_are_taken_on_an_ort_like_model():
-    """A uniform 8-bit model with int8 weights takes the u8 path, the fused epilogue and code tables."""
+@pytest.mark.parametrize("u8_kernel", [True, False])
+def test_fast_paths_are_taken_on_an_ort_like_model(monkeypatch, u8_kernel):
+    """A uniform 8-bit model with int8 weights takes the u8 path (where the engine chooses it: VNNI CPUs), the
+    fused epilogue and code tables; either route gives the reference units' result."""
+    monkeypatch.setattr(engine_mod, "U8_KERNEL", u8_kernel)
+    if not u8_kernel:
+        model = random_model(0)
+        eng = engine_mod.Engine(model)
+        assert all(p.from_codes is None or p.from_codes.u8_offset is None for p in eng.plans.values())
+        return
     for seed in range(200):
         model = random_model(seed)
         lays = [lay for lay in model.layers if lay.op in ("conv2d", "dense")]
@@ -318,10 +328,11 @@ def test_results_identical_for_any_thread_count():
         numba.set_num_threads(saved)
 
 
-def test_layer_memo_stays_bounded_across_batch_sizes():
+def test_layer_memo_stays_bounded_across_batch_sizes(monkeypatch):
     """Weights are packed once per layer whatever the batch size; geometries are remembered for a bounded
     number of batch sizes."""
     from simulator.kernels import codes_path as cp
+    monkeypatch.setattr(engine_mod, "U8_KERNEL", True)
     for seed in range(200):
         model = random_model(seed)
         eng = engine_mod.Engine(model)

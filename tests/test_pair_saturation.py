@@ -6,14 +6,16 @@ qemu-x86_64 is installed) real ONNX Runtime on an emulated CPU without VNNI.
 """
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
 from itertools import product
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from simulator import report
@@ -21,7 +23,8 @@ from simulator.encodings import UniformAct, UniformW
 from simulator.engine import Engine
 from simulator.errors import HwsimError
 from simulator.graph import Layer, Model
-from simulator.kernels import pairsat
+from simulator.kernels import codes_path, pairsat
+from simulator.kernels.im2col import conv_geometry
 from simulator.validate import compare
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -131,6 +134,95 @@ def test_dense_kernel_equals_reference_and_bigint(data):
 # ----------------------------------------------------------------------------------------------------------
 # The edges, one pair at a time (dense, K = 2 or 3, zero points 0, 32-bit accumulator)
 # ----------------------------------------------------------------------------------------------------------
+@SETTINGS
+@given(conv_cases())
+def test_exact_sums_plus_saturating_pairs_equal_the_kernel(case):
+    """The engine's fast route: exact sums (here numpy int64) + add_pair_saturation == the sequential kernel,
+    wherever no accumulator can overflow (64-bit accumulators here)."""
+    x, w, zx, zw, bias, stride, pad, groups, pad_code, _, policy = case
+    want = pairsat.conv2d_pairsat_acc(x, w, zx, zw, bias, stride, pad, groups, pad_code, 64, policy)
+    g = conv_geometry(x.shape, w.shape, stride, pad, groups)
+    xp = np.full((g.n, g.ci, g.top + g.h + g.bottom, g.left + g.w + g.right), pad_code, np.int64)
+    xp[:, :, g.top:g.top + g.h, g.left:g.left + g.w] = x
+    zwc = np.broadcast_to(np.asarray(zw, np.int64).reshape(-1), (g.co,))
+    acc = np.zeros((g.n, g.co, g.ho, g.wo), np.int64) + (0 if bias is None else bias.astype(np.int64)[:, None, None])
+    for o in range(g.co):
+        c0 = (o // g.cog) * g.cig
+        for a, b, c in product(range(g.kh), range(g.kw), range(g.cig)):
+            win = xp[:, c0 + c, a:a + g.sh * (g.ho - 1) + 1:g.sh, b:b + g.sw * (g.wo - 1) + 1:g.sw]
+            acc[:, o] += (win - zx) * (int(w[o, c, a, b]) - zwc[o])
+    got = pairsat.add_pair_saturation(acc, x, pairsat.saturating_pairs(w), g, pad_code)
+    np.testing.assert_array_equal(acc, want[0])
+    assert got == tuple(want[2:])
+
+
+@SETTINGS
+@given(conv_cases())
+def test_pair_saturating_kernel_step_equals_the_kernel(case):
+    """codes_path.conv2d_sum_u8(pair_saturating=True) (vpmaddubsw, or its generic IR) == the sequential kernel
+    on raw codes where the canvas's pairs are MLAS's (even channels per group)."""
+    x, w, _, _, bias, stride, pad, groups, pad_code, _, _ = case
+    assume(w.shape[1] % 2 == 0)
+    g = conv_geometry(x.shape, w.shape, stride, pad, groups)
+    got = codes_path.conv2d_sum_u8(x, 0, 0, w, bias, g, pad_code, 128, np.int64, pair_saturating=True)
+    want = pairsat.conv2d_pairsat_acc(x, w, 0, 0, bias, stride, pad, groups, pad_code, 64, "wrap")[0]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_pair_saturating_step_generic_ir(tmp_path):
+    """The generic IR of the pair-saturating step (llvm.sadd.sat; what runs off x86) gives the same sums:
+    compiled in a fresh process with the x86 instructions switched off and its own numba cache."""
+    code = (
+        "import numpy as np\n"
+        "import simulator.kernels.im2col as im2col\n"
+        "im2col.PMADDUBSW = False\n"
+        "from simulator.kernels import codes_path, pairsat\n"
+        "rng = np.random.default_rng(3)\n"
+        "x = rng.choice([0, 1, 128, 254, 255], (2, 8, 7, 7)).astype(np.uint8)\n"
+        "w = rng.choice([-128, -127, -1, 0, 1, 64, 126, 127], (5, 8, 3, 3)).astype(np.int8)\n"
+        "g = im2col.conv_geometry(x.shape, w.shape, (1, 2), (1, 0, 2, 1), 1)\n"
+        "got = codes_path.conv2d_sum_u8(x, 0, 0, w, None, g, 200, 128, np.int64, pair_saturating=True)\n"
+        "want, _, pairs, _ = pairsat.conv2d_pairsat_acc(x, w, 0, 0, None, (1, 2), (1, 0, 2, 1), 1, 200, 64, 'wrap')\n"
+        "assert pairs > 0 and np.array_equal(got, want), 'generic IR differs'\n"
+        "print('ok')\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
+def test_saturating_pairs_are_exactly_those_that_can_saturate():
+    """Every weight pair: listed iff some u8 pair (x_a, x_b) makes its int16 sum saturate (brute force)."""
+    w = np.array([[[[127, 2]]], [[[64, 64]]], [[[65, 64]]], [[[-65, -64]]], [[[-64, -64]]], [[[-128, -1]]],
+                  [[[127, -128]]], [[[0, 127]]], [[[-128, -128]]]], np.int8).transpose(0, 3, 1, 2)   # [9, 2, 1, 1]
+    sp = pairsat.saturating_pairs(w)
+    listed = np.diff(sp.ptr) > 0
+    xs = np.arange(256)
+    for o in range(w.shape[0]):
+        p = xs[:, None] * int(w[o, 0, 0, 0]) + xs[None, :] * int(w[o, 1, 0, 0])
+        can = bool(((p > 32767) | (p < -32768)).any())
+        assert listed[o] == can, (o, w[o].ravel())
+
+
+def test_engine_fast_route_equals_the_sequential_kernel():
+    """Random pair-saturating models: the fast route (exact sums + correction, fused epilogue) against the
+    same engine forced onto the sequential kernel: every tensor and every trace field equal."""
+    rng = np.random.default_rng(7)
+    for seed in range(6):
+        model = make_model(seed=seed)
+        x = rng.integers(0, 256, (5, 4, 5, 5))
+        fast = Engine(model)
+        assert all(fast.plans[n].from_codes is not None for n in ("c1", "d"))
+        slow = Engine(model)
+        for n in ("c1", "d"):
+            slow.plans[n].from_codes = None
+        a, b = fast.run(x, keep_all=True), slow.run(x, keep_all=True)
+        for name in a.tensors:
+            np.testing.assert_array_equal(np.asarray(a.tensors[name], np.int64), np.asarray(b.tensors[name], np.int64))
+        for la, lb in zip(a.trace.layers, b.trace.layers):
+            assert la == lb
+        assert a.trace.layers[0].pair_saturations > 0
+
+
 @pytest.mark.parametrize("x, w, acc, saturated", [
     ([255, 255], [-128, -128], -32768, 1),      # -65280: the most negative pair, saturates
     ([255, 255], [127, 127], 32767, 1),         # 64770: the most positive pair

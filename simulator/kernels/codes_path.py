@@ -60,14 +60,16 @@ def conv2d_sum_codes(codes, table, code_lo: int, w, bias, g: ConvGeometry, pad_v
 
 def conv2d_sum_u8(codes, code_lo: int, offset: int, w, bias, g: ConvGeometry, pad_byte: int, w_max: int,
                   out_dtype=np.int64, _chunk: int | None = None, memo: dict | None = None,
-                  byte_table: np.ndarray | None = None) -> np.ndarray:
+                  byte_table: np.ndarray | None = None, pair_saturating: bool = False) -> np.ndarray:
     """The same sum for a uniform 8-bit input, whose operand is byte + offset with byte = code - code_lo in
     [0, 255]: the bytes go to the u8 x s8 micro-kernel (vpdpbusd: four products per lane and step) as they
     are, and offset·Σw moves into the bias: Σ (byte + offset)·w = Σ byte·w + offset·Σ_window w, padded taps
     included (they hold pad_byte). The caller checked the bound, int8 weights and 0 <= pad_byte <= 255.
     `memo`: a dict the caller keeps with the layer (packed weights and tile plans, per input shape).
     `byte_table`: the byte of each code (code - code_lo indexes it) for a non-uniform decoder whose values fit
-    256 consecutive integers (KNQ centroids, say); None: byte = code - code_lo."""
+    256 consecutive integers (KNQ centroids, say); None: byte = code - code_lo.
+    `pair_saturating`: the bytes times the weights on x86's non-VNNI step instead (im2col._Maddubs8: adjacent
+    channel products summed into int16 with saturation, in the canvas's channel order)."""
     ce = -(-g.cig // 4) * 4
     shape = im2col.canvas_shape(g, ce)
     nvec = im2col.choose_nvec(g.cog, np.uint8)
@@ -102,7 +104,8 @@ def conv2d_sum_u8(codes, code_lo: int, offset: int, w, bias, g: ConvGeometry, pa
     _bytes_into(codes, code_lo, byte_table is not None, bytes_of, canvas, g.top, g.left, g.cig)
     chunk = ((1 << 31) - 1) // (4 * 255 * max(1, w_max))   # int32 lanes: exact chunks of raw byte products
     chunk = chunk if _chunk is None else _chunk              # (tests: tiny chunks exercise the chunked sums)
-    return im2col.run_planned(canvas, wpk, tp, nvec, chunk, 1, out_dtype)
+    return im2col.run_planned(canvas.view(np.int8) if pair_saturating else canvas, wpk, tp, nvec, chunk, 1,
+                              out_dtype)
 
 
 @njit(parallel=True, cache=True)
@@ -142,31 +145,27 @@ def _decode_into(codes, table, lo, canvas, top, left, cig):
 
 def _depthwise(codes, table, code_lo, w, init, g: ConvGeometry, pad_value: int, x_reach: int,
                out_dtype) -> np.ndarray:
-    """Channels-last with output channels in SIMD lanes. The decoded input is an int32 canvas split by column
-    phase, [N, Hp, sw, Wq, Ci] (column j at phase j % sw, position j // sw), so that tap (kh, kw) of a whole
-    output row is one contiguous run of Wo·Ci values; the weights are tiled along the row to match."""
+    """Channels-last with channels in SIMD lanes. The decoded input is a canvas split by column phase,
+    [N, Hp, sw, Wq, Ci] (column j at phase j % sw, position j // sw), so that tap (kh, kw) of output pixel ow
+    is the Ci values at one offset: a flat 1-D index per tap, no per-pixel views. float32 where every partial
+    sum is an integer below 2^24 (exact, and vector FMA on any SIMD ISA: numba would multiply int32 operands
+    as int64, which AVX2 cannot vectorise), else int64."""
     hp = max(g.h + g.top, (g.ho - 1) * g.sh + g.kh)
     wq = -(-max(g.w + g.left, (g.wo - 1) * g.sw + g.kw) // g.sw)
-    canvas = np.full((g.n, hp, g.sw, wq, g.ci), pad_value, np.int16)   # operands fit int16 (the caller)
-    # a uniform code's value is code + offset: arithmetic, not a table read, so the copy vectorises
-    offset = int(table[0]) - code_lo
-    linear = bool(table.size < 2 or (table[-1] - table[0] == table.size - 1 and np.all(np.diff(table) == 1)))
-    _decode_phases(codes, table.astype(np.int16), code_lo, linear, offset, canvas, g.top, g.left)
-    w3 = w.reshape(g.co, g.kh, g.kw)
-    src = np.arange(g.co) // g.cog                    # the input channel each output channel reads
-    wt = im2col.memo_pack(w, ("depthwise", g.wo), lambda: np.ascontiguousarray(
-        np.tile(w3.transpose(1, 2, 0)[:, :, None, :], (1, 1, g.wo, 1)), dtype=np.int32))
-    # int32 sums where they provably fit (bias added in int64 at the store), else int64
-    sums = im2col.memo_pack(w, ("abs_sums_depthwise",), lambda: np.abs(w3.astype(np.int64)).reshape(g.co, -1).sum(1))
-    acc_dtype = np.int32 if x_reach * int(sums.max(initial=0)) < (1 << 31) else np.int64
-    acc = np.empty((g.n * g.ho, g.wo * g.co), acc_dtype)
+    sums = im2col.memo_pack(w, ("abs_sums_depthwise",), lambda: np.abs(w.astype(np.int64)).reshape(g.co, -1).sum(1))
+    bound = x_reach * int(sums.max(initial=0))
+    dtype = np.float32 if bound < (1 << 24) else np.int64
+    canvas = np.full((g.n, hp, g.sw, wq, g.ci), pad_value, dtype)
+    offset = int(table[0]) - code_lo   # a uniform code's value is code + offset: no table read
+    linear = bool(table.size < 2 or np.all(np.diff(table) == 1))
+    _decode_phases(codes, table.astype(dtype), code_lo, linear, offset, canvas, g.top, g.left)
+    # weights tap-major [KH·KW, Co]; output channel co reads input channel co // cog
+    wt = im2col.memo_pack(w, ("depthwise", np.dtype(dtype).str), lambda: np.ascontiguousarray(
+        w.reshape(g.co, g.kh * g.kw).T, dtype=dtype))
+    taps = np.array([((kh * g.sw + kw % g.sw) * wq + kw // g.sw) * g.ci for kh in range(g.kh) for kw in range(g.kw)],
+                    np.int64)   # each tap's offset from the window's corner (row oh·sh, phase 0, column ow)
     out = np.empty((g.n, g.co, g.ho, g.wo), out_dtype)
-    if (g.kh, g.kw) == (3, 3) and g.cog == 1:   # the common case: nine taps summed in registers
-        w9 = im2col.memo_pack(w, ("depthwise3x3",), lambda: np.ascontiguousarray(
-            w3.reshape(g.co, 9).T, dtype=np.int32))
-        _depthwise3x3_kernel(canvas, w9, init, g.sh, g.sw, acc, out)
-    else:
-        _depthwise_kernel(canvas, wt.reshape(g.kh, g.kw, -1), src, init, g.sh, g.sw, acc, out)
+    _depthwise_kernel(canvas.reshape(-1), wt, taps, init, g.n, hp, wq, g.ci, g.cog, g.sh, bound < (1 << 31), out)
     return out
 
 
@@ -179,67 +178,50 @@ def _decode_phases(codes, table, lo, linear, offset, canvas, top, left):
         for j in range(w):
             col = left + j
             dst = canvas[ni, top + i, col % sw, col // sw]
-            if linear:   # a transposing copy: contiguous writes, strided reads
+            if linear:   # a transposing copy: contiguous writes, strided reads; int32 on the way to float
                 for c in range(ci):
-                    dst[c] = np.int64(codes[ni, c, i, j]) + offset
+                    dst[c] = np.int32(np.int32(codes[ni, c, i, j]) + np.int32(offset))
             else:
                 for c in range(ci):
                     dst[c] = table[np.int64(codes[ni, c, i, j]) - lo]
 
 
 @njit(parallel=True, cache=True)
-def _depthwise_kernel(canvas, wt, src, init, sh, sw, acc, out):
-    """One task per (image, output row): acc[ow·Co + co] = Σ_taps w[co, tap] · x[src[co], tap], one long
-    contiguous loop per tap (exact: the bound keeps every partial sum within acc's dtype), then stored
-    transposed into NCHW with the bias."""
-    n, co_n, ho, wo = out.shape
-    kh_n, kw_n = wt.shape[0], wt.shape[1]
-    ci = canvas.shape[4]
-    m = wo * co_n
-    same = ci == co_n
+def _depthwise_kernel(xf, wt, taps, init, n, hp, wq, ci, cog, sh, narrow, out):
+    """One task per (image, output row): a[ow·Co + co] = Σ_taps w[tap, co] · x[tap of ow, co // cog], vector
+    loops over channels (nine taps at once for 3x3), then stored transposed into NCHW with the bias."""
+    _, co_n, ho, wo = out.shape
+    sw = (xf.shape[0] // (n * hp)) // (wq * ci)
+    nt = taps.shape[0]
+    row_pitch = sw * wq * ci
+    nine = nt == 9 and cog == 1   # 3x3 depthwise: the nine products of a channel in one expression
+    last = nt - 1   # 1-D weight rows: they vectorise (2-D indexing in the loop does not)
+    w0, w1, w2, w3, w4 = wt[0], wt[min(1, last)], wt[min(2, last)], wt[min(3, last)], wt[min(4, last)]
+    w5, w6, w7, w8 = wt[min(5, last)], wt[min(6, last)], wt[min(7, last)], wt[min(8, last)]
     for t in prange(n * ho):
         ni, oh = t // ho, t % ho
-        a = acc[t]
-        a[:] = 0
-        for kh in range(kh_n):
-            for kw in range(kw_n):
-                run = canvas[ni, oh * sh + kh, kw % sw].reshape(-1)[(kw // sw) * ci:]
-                wv = wt[kh, kw]
-                if same:
-                    for i in range(m):
-                        a[i] += wv[i] * run[i]
-                else:   # channel multiplier > 1: output channel co reads input channel src[co]
-                    for ow in range(wo):
-                        for co in range(co_n):
-                            a[ow * co_n + co] += wv[ow * co_n + co] * run[ow * ci + src[co]]
-        for co in range(co_n):
-            for ow in range(wo):
-                out[ni, co, oh, ow] = init[co] + a[ow * co_n + co]
-
-
-@njit(parallel=True, cache=True)
-def _depthwise3x3_kernel(canvas, w9, init, sh, sw, acc, out):
-    """3x3, one output channel per input channel: for each output pixel, the nine taps of all channels in one
-    loop over channels (nine weight rows and nine input runs read, one row written: a ninth of the memory
-    traffic of a pass per tap). Exact: the bound keeps every partial sum within acc's dtype."""
-    n, co_n, ho, wo = out.shape
-    for t in prange(n * ho):
-        ni, oh = t // ho, t % ho
-        a = acc[t]
-        r0, r1, r2 = canvas[ni, oh * sh], canvas[ni, oh * sh + 1], canvas[ni, oh * sh + 2]
-        w0, w1, w2, w3, w4, w5, w6, w7, w8 = w9[0], w9[1], w9[2], w9[3], w9[4], w9[5], w9[6], w9[7], w9[8]
+        a = np.zeros(wo * co_n, wt.dtype)
+        base = (ni * hp + oh * sh) * row_pitch
         for ow in range(wo):
-            # tap (kh, kw) of output ow: phase kw % sw, position ow + kw // sw
-            x0, x1, x2 = r0[0, ow], r0[1 % sw, ow + 1 // sw], r0[2 % sw, ow + 2 // sw]
-            x3, x4, x5 = r1[0, ow], r1[1 % sw, ow + 1 // sw], r1[2 % sw, ow + 2 // sw]
-            x6, x7, x8 = r2[0, ow], r2[1 % sw, ow + 1 // sw], r2[2 % sw, ow + 2 // sw]
+            p = base + ow * ci
             dst = a[ow * co_n:(ow + 1) * co_n]
-            for c in range(co_n):
-                dst[c] = (w0[c] * x0[c] + w1[c] * x1[c] + w2[c] * x2[c] + w3[c] * x3[c] + w4[c] * x4[c]
-                          + w5[c] * x5[c] + w6[c] * x6[c] + w7[c] * x7[c] + w8[c] * x8[c])
+            if nine:
+                x0, x1, x2 = xf[p + taps[0]:p + taps[0] + ci], xf[p + taps[1]:p + taps[1] + ci], xf[p + taps[2]:p + taps[2] + ci]
+                x3, x4, x5 = xf[p + taps[3]:p + taps[3] + ci], xf[p + taps[4]:p + taps[4] + ci], xf[p + taps[5]:p + taps[5] + ci]
+                x6, x7, x8 = xf[p + taps[6]:p + taps[6] + ci], xf[p + taps[7]:p + taps[7] + ci], xf[p + taps[8]:p + taps[8] + ci]
+                for c in range(co_n):
+                    dst[c] = (w0[c] * x0[c] + w1[c] * x1[c] + w2[c] * x2[c] + w3[c] * x3[c] + w4[c] * x4[c]
+                              + w5[c] * x5[c] + w6[c] * x6[c] + w7[c] * x7[c] + w8[c] * x8[c])
+            else:
+                for k in range(nt):
+                    wk, xk = wt[k], xf[p + taps[k]:p + taps[k] + ci]
+                    for c in range(co_n):
+                        dst[c] += wk[c] * xk[c // cog]
         for co in range(co_n):
-            for ow in range(wo):
-                out[ni, co, oh, ow] = init[co] + a[ow * co_n + co]
+            b = init[co]
+            for ow in range(wo):   # narrow (|a| < 2^31): through int32, which AVX2 converts in vectors
+                v = a[ow * co_n + co]
+                out[ni, co, oh, ow] = b + (np.int64(np.int32(v)) if narrow else np.int64(v))
 
 
 def zero_taps_codes(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_zero: bool) -> np.ndarray:

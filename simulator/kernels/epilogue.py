@@ -86,7 +86,7 @@ def make_epilogue(multiplier: np.ndarray, mode: str, clip, out_enc) -> Epilogue 
     if c0 > c1:
         return None
     a, b = min(max(c0, vlo), vhi), min(max(c1, vlo), vhi)
-    if b - a + 1 > TABLE_LIMIT:
+    if b - a + 1 > TABLE_LIMIT or max(abs(a), abs(b)) >= 1 << 24:   # the clip ends exact in float32 and int32
         return None
     values = np.arange(a, b + 1, dtype=np.int64)
     codes = out_enc.encode(np.clip(values, c0, c1))
@@ -206,18 +206,18 @@ def _epilogue(acc, mode, m32, m64, q, sh, shared, lo, hi, table, linear, offset,
 # saturation) and then clipping: lo and hi are integers well inside float32's exact range (TABLE_LIMIT).
 @njit(cache=True)
 def _float32_line(acc, m, lo, hi, offset, out):
-    flo, fhi = np.float32(lo), np.float32(hi)
-    for i in range(acc.shape[0]):
+    flo, fhi, off = np.float32(lo), np.float32(hi), np.int32(offset)
+    for i in range(acc.shape[0]):   # int32 conversions: AVX2 has no vector float -> int64
         r = np.rint(np.float32(acc[i]) * m)
-        out[i] = np.int64(min(max(r, flo), fhi)) + offset
+        out[i] = np.int32(min(max(r, flo), fhi)) + off
 
 
 @njit(cache=True)
 def _float64_line(acc, m, lo, hi, offset, out):
-    flo, fhi = np.float64(lo), np.float64(hi)
+    flo, fhi, off = np.float64(lo), np.float64(hi), np.int32(offset)
     for i in range(acc.shape[0]):
         r = np.rint(np.float64(acc[i]) * m)
-        out[i] = np.int64(min(max(r, flo), fhi)) + offset
+        out[i] = np.int32(min(max(r, flo), fhi)) + off
 
 
 @njit(cache=True)
@@ -225,7 +225,7 @@ def _float32_row(acc, m, lo, hi, table, out):
     flo, fhi = np.float32(lo), np.float32(hi)
     for i in range(acc.shape[0]):
         r = np.rint(np.float32(acc[i]) * m)
-        out[i] = table[np.int64(min(max(r, flo), fhi)) - lo]
+        out[i] = table[np.int32(min(max(r, flo), fhi)) - np.int32(lo)]
 
 
 @njit(cache=True)
@@ -233,7 +233,7 @@ def _float64_row(acc, m, lo, hi, table, out):
     flo, fhi = np.float64(lo), np.float64(hi)
     for i in range(acc.shape[0]):
         r = np.rint(np.float64(acc[i]) * m)
-        out[i] = table[np.int64(min(max(r, flo), fhi)) - lo]
+        out[i] = table[np.int32(min(max(r, flo), fhi)) - np.int32(lo)]
 
 
 @njit(cache=True)

@@ -55,8 +55,13 @@ VECTOR_BITS = _vector_bits()
 JIT_DISABLED = bool(config.DISABLE_JIT)
 MAX_NVEC = 2  # channel vectors per tile: 4 pixels × 2 vectors = 8 accumulators (measured as fast as 16)
 LANES = {np.dtype(np.int16): VECTOR_BITS // 32, np.dtype(np.uint64): VECTOR_BITS // 64,
-         np.dtype(np.uint8): VECTOR_BITS // 32}
-ELEMS_PER_LANE = {np.dtype(np.int16): 2, np.dtype(np.uint64): 1, np.dtype(np.uint8): 4}
+         np.dtype(np.uint8): VECTOR_BITS // 32, np.dtype(np.int8): VECTOR_BITS // 32}
+ELEMS_PER_LANE = {np.dtype(np.int16): 2, np.dtype(np.uint64): 1, np.dtype(np.uint8): 4, np.dtype(np.int8): 4}
+
+
+def _has_pmaddubsw() -> bool:
+    feats = config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features()
+    return (VECTOR_BITS == 256 and "+avx2" in feats) or (VECTOR_BITS == 512 and "+avx512bw" in feats)
 
 
 def _has_vnni() -> bool:
@@ -65,6 +70,7 @@ def _has_vnni() -> bool:
 
 
 VNNI = _has_vnni()   # vpdpbusd: 64 u8 x s8 products per instruction
+PMADDUBSW = _has_pmaddubsw()   # vpmaddubsw: x86's pair-saturating u8 x s8 products (the _Maddubs8 op)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -177,7 +183,7 @@ def pack_weights(wg, ce: int, dtype, nvec: int) -> np.ndarray:
     groups, cog, kh, kw, _ = wg.shape
     lanes, e = LANES[np.dtype(dtype)], ELEMS_PER_LANE[np.dtype(dtype)]
     ncb = -(-cog // (nvec * lanes))
-    wdtype = np.int8 if np.dtype(dtype) == np.uint8 else dtype   # u8 activations meet s8 weights
+    wdtype = np.int8 if np.dtype(dtype) == np.uint8 else dtype   # u8 activations meet s8 weights (also int8)
     out = np.zeros(groups * ncb * kh * kw * ce * nvec * lanes, wdtype)
     _pack_into(wg, ce, nvec, lanes, e, out)
     return out
@@ -430,6 +436,49 @@ class _Dpbusd8:
         return builder.sext(acc, ir.VectorType(_I64, self.lanes))
 
 
+class _Maddubs8:
+    """The pair-saturating u8 x s8 step of x86 without VNNI (vpmaddubsw, then vpmaddwd against 1s):
+    acc_i32 += sat16(x0·w0 + x1·w1) + sat16(x2·w2 + x3·w3), x unsigned bytes (held in an int8 canvas, which is
+    what selects this op), w signed. The x86 instructions where the CPU has them, else generic IR with
+    llvm.sadd.sat (same result on any target)."""
+
+    def __init__(self, lanes):
+        self.lanes = lanes
+        self.acc_type = ir.VectorType(_I32, lanes)
+        self.w_type = ir.VectorType(ir.IntType(8), 4 * lanes)
+        self.align = 1
+
+    def load_x(self, builder, ptr):
+        quad = builder.load(builder.bitcast(ptr, _I32.as_pointer()), align=1)
+        return builder.bitcast(_splat(builder, quad, self.acc_type), self.w_type)
+
+    def _call(self, builder, name, ret, args):
+        mod = builder.module
+        fn = mod.globals.get(name) or ir.Function(mod, ir.FunctionType(ret, [a.type for a in args]), name)
+        return builder.call(fn, args)
+
+    def accumulate(self, builder, acc, xb, wv):
+        pairs_t = ir.VectorType(_I16, 2 * self.lanes)
+        ones = ir.Constant(pairs_t, [1] * (2 * self.lanes))
+        if PMADDUBSW and self.lanes in (8, 16):
+            suffix = "avx2.pmadd.ub.sw" if self.lanes == 8 else "avx512.pmaddubs.w.512"
+            pairs = self._call(builder, f"llvm.x86.{suffix}", pairs_t, [xb, wv])
+            wide = "avx2.pmadd.wd" if self.lanes == 8 else "avx512.pmaddw.d.512"
+            return builder.add(acc, self._call(builder, f"llvm.x86.{wide}", self.acc_type, [pairs, ones]))
+        prod_t = ir.VectorType(_I16, 4 * self.lanes)
+        prod = builder.mul(builder.zext(xb, prod_t), builder.sext(wv, prod_t))   # |x·w| <= 32,640: exact
+        even = _mask(range(0, 4 * self.lanes, 2))
+        odd = _mask(range(1, 4 * self.lanes, 2))
+        pairs = self._call(builder, f"llvm.sadd.sat.v{2 * self.lanes}i16", pairs_t,
+                           [builder.shuffle_vector(prod, prod, even), builder.shuffle_vector(prod, prod, odd)])
+        wide = builder.sext(pairs, ir.VectorType(_I32, 2 * self.lanes))
+        return builder.add(acc, builder.add(builder.shuffle_vector(wide, wide, _mask(range(0, 2 * self.lanes, 2))),
+                                            builder.shuffle_vector(wide, wide, _mask(range(1, 2 * self.lanes, 2)))))
+
+    def widen(self, builder, acc):
+        return builder.sext(acc, ir.VectorType(_I64, self.lanes))
+
+
 class _XorPop64:
     """64 packed bits: acc_i64 += popcount(x XOR w)."""
 
@@ -455,6 +504,8 @@ class _XorPop64:
 def _op_for(dtype):
     if dtype == types.uint8:
         return _Dpbusd8(LANES[np.dtype(np.uint8)])
+    if dtype == types.int8:
+        return _Maddubs8(LANES[np.dtype(np.int8)])
     if dtype == types.int16:
         return _Madd16(LANES[np.dtype(np.int16)])
     if dtype == types.uint64:
@@ -472,7 +523,7 @@ def _tile(typingctx, x, x_base, x_step, offs, r0, r1, w, w_base, out, out_base, 
         out[out_base + c·out_stride + p] = init[init_base + c] + scale·acc[p, c]   (first chunk, r0 == 0)
         out[out_base + c·out_stride + p] += scale·acc[p, c]                         (later chunks)."""
     scalars = (x_base, x_step, r0, r1, w_base, out_base, out_stride, npix, nco, init_base, scale)
-    w_ok = w.dtype == (types.int8 if x.dtype == types.uint8 else x.dtype)
+    w_ok = w.dtype == (types.int8 if x.dtype in (types.uint8, types.int8) else x.dtype)
     if (not isinstance(nvec, types.IntegerLiteral) or _op_for(x.dtype) is None or not w_ok
             or out.dtype not in (types.int32, types.int64) or any(a != types.int64 for a in scalars)):
         return None  # the IR below assumes exactly these types
@@ -581,7 +632,12 @@ def _tile_numpy(x, x_base, x_step, offs, r0, r1, w, w_base, out, out_base, out_s
     offs = np.asarray(offs[r0:r1], np.int64)
     idx = x_base + np.arange(npix, dtype=np.int64)[:, None] * x_step + offs[None, :]  # [P, R]
     wv = w[w_base + r0 * width * e:w_base + r1 * width * e].reshape(nr, width, e)[:, :nco]  # [R, C, e]
-    if e in (2, 4):  # int16 pairs / u8 quads: x·w per step, summed in an int32 lane (wrapping)
+    if x.dtype == np.int8:  # u8 bytes in an int8 canvas: pairs saturated to int16, then summed (wrapping)
+        xv = np.stack([x.view(np.uint8)[idx + k] for k in range(e)], axis=-1).astype(np.int64)  # [P, R, 4]
+        prod = xv[:, :, None, :] * wv.astype(np.int64)[None]                                    # [P, R, C, 4]
+        pairs = np.clip(prod[..., 0::2] + prod[..., 1::2], -(1 << 15), (1 << 15) - 1)
+        acc = pairs.sum(axis=(1, 3)).astype(np.int32).astype(np.int64)
+    elif e in (2, 4):  # int16 pairs / u8 quads: x·w per step, summed in an int32 lane (wrapping)
         xv = np.stack([x[idx + k] for k in range(e)], axis=-1).astype(np.int64)  # [P, R, e]
         acc = np.einsum("pre,rce->pc", xv, wv.astype(np.int64)).astype(np.int32).astype(np.int64)
     else:  # 64 packed bits: popcount(x XOR w)

@@ -222,16 +222,16 @@ def _sequential_conv(x, w, bias, g: ConvGeometry, pad_value, acc_bits, policy):
     return acc, int(np.count_nonzero(over))
 
 
-def _phase_planes(x, g: ConvGeometry, pad_value: int) -> np.ndarray:
-    """The padded input split by stride phase, int64 [N, Ci, sh, sw, Hq, Wq]: plane (a, b) holds the padded
+def _phase_planes(x, g: ConvGeometry, pad_value: int, dtype=np.int64) -> np.ndarray:
+    """The padded input split by stride phase, [N, Ci, sh, sw, Hq, Wq] of `dtype`: plane (a, b) holds the padded
     input's rows a, a+sh, ... and columns b, b+sw, ... Tap (kh, kw) of output (oh, ow) is then element
     (oh + kh//sh, ow + kw//sw) of plane (kh % sh, kw % sw): a stride-1 access for any stride."""
     hp, wp = g.h + g.top + g.bottom, g.w + g.left + g.right
-    xpad = np.full((g.n, g.ci, hp, wp), pad_value, np.int64)
+    xpad = np.full((g.n, g.ci, hp, wp), pad_value, dtype)
     xpad[:, :, g.top:g.top + g.h, g.left:g.left + g.w] = x
     if g.sh == g.sw == 1:
         return xpad[:, :, None, None]
-    planes = np.full((g.n, g.ci, g.sh, g.sw, -(-hp // g.sh), -(-wp // g.sw)), pad_value, np.int64)
+    planes = np.full((g.n, g.ci, g.sh, g.sw, -(-hp // g.sh), -(-wp // g.sw)), pad_value, dtype)
     for a in range(g.sh):
         for b in range(g.sw):
             part = xpad[:, :, a::g.sh, b::g.sw]

@@ -38,6 +38,8 @@ Semantics, per output (n, co, oh, ow) of a conv (dense is a 1x1 conv: x [N, K], 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numba import njit, prange
 
@@ -131,6 +133,116 @@ def _check(x, w, x_zero_point, w_zero_point, bias, stride, padding, groups, pad_
                              f"got {bias.dtype} {bias.shape}")
         bias = bias.astype(np.int64)
     return x, w, zx, zw, bias, g
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The fast route: exact sums plus the pairs that can saturate
+# ----------------------------------------------------------------------------------------------------------
+# Only a pair whose two weights have the same sign and 255·(|w_a| + |w_b|) > 32,767 can leave the int16 lane:
+# a lone product, or two of opposite signs, stays within 255·128 = 32,640. Where no accumulator overflow is
+# possible (the caller's bound), the datapath's result is the exact sum plus Σ (s_j − p_j) over those pairs
+# alone, a few percent of the pairs of a real layer; the exact sum comes from the fast code-driven kernels.
+@dataclass(frozen=True)
+class SaturatingPairs:
+    """Per output channel, the pairs (in MLAS's order) whose int16 sum can saturate for some u8 input."""
+    ptr: np.ndarray    # int64 [Co + 1]: channel co's pairs are rows ptr[co]:ptr[co + 1]
+    taps: np.ndarray   # int64 [D, 6]: (ci, kh, kw) of the pair's first and second product
+    w: np.ndarray      # int64 [D, 2]: their weight codes
+    x_min: np.ndarray  # uint8 [D, 2]: the smallest code of each operand for which the pair can saturate
+
+
+def saturating_pairs(w_codes: np.ndarray) -> SaturatingPairs:
+    """The pairs of a conv's s8 weight codes [Co, Cg, KH, KW] that can saturate (see above)."""
+    co, cig, kh, kw = w_codes.shape
+    ta, tb = pair_taps(cig, kh, kw)
+    w64 = w_codes.astype(np.int64)
+    wa = w64[:, ta[:, 0], ta[:, 1], ta[:, 2]]
+    wb = np.where(tb[:, 0] < 0, 0, w64[:, tb[:, 0], tb[:, 1], tb[:, 2]])   # a lone last product: partner 0
+    danger = (wa * wb > 0) & (X_RANGE[1] * (np.abs(wa) + np.abs(wb)) > PAIR_MAX)
+    rows, cols = np.nonzero(danger)            # row-major: grouped by output channel
+    ptr = np.zeros(co + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=co), out=ptr[1:])
+    taps = np.ascontiguousarray(np.concatenate([ta[cols], tb[cols]], axis=1), dtype=np.int64)
+    w = np.abs(np.stack([wa[rows, cols], wb[rows, cols]], axis=1))
+    # x_a·|w_a| + x_b·|w_b| must pass 32,767 (32,768 below zero) with the partner at most 255
+    limit = np.where(wa[rows, cols] > 0, PAIR_MAX, -PAIR_MIN)[:, None]
+    x_min = np.clip((limit - X_RANGE[1] * w[:, ::-1]) // w + 1, 0, 255).astype(np.uint8)
+    return SaturatingPairs(ptr, taps, np.ascontiguousarray(np.stack([wa[rows, cols], wb[rows, cols]], axis=1)),
+                           np.ascontiguousarray(x_min))
+
+
+def add_pair_saturation(acc: np.ndarray, x: np.ndarray, sp: SaturatingPairs, g, pad_code: int,
+                        apply: bool = True) -> tuple[int, int]:
+    """acc [N, Co, Ho, Wo] holds exact sums of raw-code products (any offsets folded in): add Σ (s_j − p_j) of
+    the saturating pairs in place, making it the datapath's result. x: the raw u8 codes [N, Ci, H, W]; the
+    caller proved that no accumulator can overflow. Returns (saturated pairs, outputs with at least one).
+    apply=False: only count (acc already holds the datapath's sums, from the pair-saturating kernel)."""
+    if sp.ptr[-1] == 0 or acc.size == 0:
+        return 0, 0
+    pairs = np.zeros(acc.shape[:2], np.int64)
+    outs = np.zeros(acc.shape[:2], np.int64)
+    x_max = np.asarray(x).reshape(g.n, g.ci, -1).max(axis=2, initial=0).astype(np.uint8)   # per image, channel
+    if g.has_padding:
+        np.maximum(x_max, np.uint8(pad_code), out=x_max)
+    _saturation_kernel(_phase_planes(x, g, pad_code, np.uint8), x_max, sp.ptr, sp.taps, sp.w, sp.x_min, g.cog,
+                       g.cig, acc, pairs, outs, apply)
+    return int(pairs.sum()), int(outs.sum())
+
+
+CHANNELS_PER_TASK = 8   # output channels of one parallel task (its two scratch rows are allocated once)
+
+
+@njit(parallel=True, cache=True)
+def _saturation_kernel(planes, x_max, ptr, taps, wts, x_min, cog, cig, acc, pairs, outs, apply):
+    n, co_total, ho, wo = acc.shape
+    sh, sw, hq, wq = planes.shape[2], planes.shape[3], planes.shape[4], planes.shape[5]
+    flat = planes.reshape(n, planes.shape[1], sh, sw, hq * wq)
+    m = (ho - 1) * wq + wo          # outputs as one run with row pitch wq (as _pairsat_kernel)
+    blocks = -(-co_total // CHANNELS_PER_TASK)
+    for t in prange(n * blocks):
+        ni, b = t // blocks, t % blocks
+        delta = np.empty(m, np.int64)
+        hits = np.empty(m, np.int32)
+        for co in range(b * CHANNELS_PER_TASK, min(co_total, (b + 1) * CHANNELS_PER_TASK)):
+            c0 = (co // cog) * cig
+            touched = False
+            for d in range(ptr[co], ptr[co + 1]):
+                ta, tb = x_min[d, 0], x_min[d, 1]
+                if x_max[ni, c0 + taps[d, 0]] < ta or x_max[ni, c0 + taps[d, 3]] < tb:
+                    continue   # no code of this image reaches the pair's threshold
+                if not touched:
+                    delta[:] = 0
+                    hits[:] = 0
+                    touched = True
+                ka, kb = taps[d, 1], taps[d, 4]
+                sa = (ka // sh) * wq + taps[d, 2] // sw
+                sb = (kb // sh) * wq + taps[d, 5] // sw
+                xa = flat[ni, c0 + taps[d, 0], ka % sh, taps[d, 2] % sw, sa:sa + m]
+                xb = flat[ni, c0 + taps[d, 3], kb % sh, taps[d, 5] % sw, sb:sb + m]
+                wa, wb = np.int32(wts[d, 0]), np.int32(wts[d, 1])
+                for b0 in range(0, m, 64):   # blocks of outputs where both operands reach the threshold
+                    b1 = min(m, b0 + 64)
+                    candidate = False
+                    for i in range(b0, b1):
+                        candidate |= (xa[i] >= ta) & (xb[i] >= tb)
+                    if candidate:
+                        for i in range(b0, b1):
+                            p = np.int32(xa[i]) * wa + np.int32(xb[i]) * wb
+                            s = min(max(p, np.int32(-32768)), np.int32(32767))
+                            delta[i] += s - p
+                            hits[i] += s != p
+            if not touched:
+                continue
+            total = outputs = 0
+            for oh in range(ho):
+                for ow in range(wo):
+                    i = oh * wq + ow
+                    if apply:
+                        acc[ni, co, oh, ow] += delta[i]
+                    total += hits[i]
+                    outputs += hits[i] > 0
+            pairs[ni, co] = total
+            outs[ni, co] = outputs
 
 
 # ----------------------------------------------------------------------------------------------------------
