@@ -210,8 +210,13 @@ def main() -> int:
     ap.add_argument("--skip-memory", action="store_true")
     args = ap.parse_args()
     repeats = 3 if args.quick else 10
+    from simulator.importers.onnx_import import host_int8_path
+    from simulator.kernels import im2col
     results = {"machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
-                           "numpy": np.__version__, "numba": numba.__version__, "onnxruntime": ort.__version__},
+                           "numpy": np.__version__, "numba": numba.__version__, "onnxruntime": ort.__version__,
+                           "simd_bits": im2col.VECTOR_BITS, "vnni": im2col.VNNI,
+                           # ORT's u8 x s8 kernel here, hence the datapath the imported models declare
+                           "ort_int8_kernel": host_int8_path()},
                "timing": f"median of {repeats} runs after a warm-up, best of 1 or 2 threads per side",
                "load_average_at_start": list(os.getloadavg()), "cases": {}}
     cases = results["cases"]

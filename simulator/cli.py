@@ -179,8 +179,31 @@ def _safe_streams():
             pass
 
 
+def _skip_numba_blas_probe():
+    """numba probes for SciPy's BLAS when it loads its numpy support (importing scipy.linalg: ~0.3-0.5 s of every
+    run where SciPy is installed). hwsim's kernels call no BLAS (no np.dot / np.linalg in numba code), so the
+    command-line process, which runs hwsim's kernels only, tells numba there is none. The library import
+    (`import simulator`) leaves numba alone: a user's own numba code may need BLAS."""
+    if "numba.np.arraymath" in sys.modules:
+        return
+    try:
+        import numba.np.linalg as linalg
+    except ImportError:   # no numba: the import of the kernels reports it
+        return
+    probe = linalg.ensure_blas
+
+    def no_blas():
+        raise ImportError("hwsim's command line runs no BLAS in numba code")
+    linalg.ensure_blas = no_blas
+    try:
+        import numba.np.arraymath  # noqa: F401  (decides numba's _HAVE_BLAS now)
+    finally:
+        linalg.ensure_blas = probe
+
+
 def main(argv=None) -> int:
     _safe_streams()
+    _skip_numba_blas_probe()
     args = build_parser().parse_args(argv)
     import warnings
     # No Python warning ever reaches the user as a stray line: numpy floating-point warnings are silenced at

@@ -175,6 +175,8 @@ def _functional_run(args, model):
     _check_batch_size(args)
     codes, labels, where = load_inputs(model, args)
     engine = Engine(model)
+    from .hw.access import warm_up_in_background
+    warm_up_in_background()   # a first run compiles the cost model's kernel beside the engine's
     if not kernels_cached() and sys.stderr.isatty():   # a note for a person waiting; logs and pipes keep
         # their one line per error
         print("hwsim: compiling the numba kernels for this CPU (first run after install only; cached afterwards)",

@@ -545,8 +545,44 @@ class Pow2W:
         return {"kind": "pow2", "bits": self.bits, "scale": list(self.scale)}
 
 
+@dataclass(frozen=True)
+class Float32W:
+    """float32 weights held exactly: each stored code is the IEEE-754 bit pattern of one float32, as a signed
+    32-bit integer; `floats(codes)` is `codes.view(float32)`, the value multiplied as it is (real = value).
+
+    What onnxruntime.quantization's QOperator form leaves of a ConvTranspose (float weights between
+    DequantizeLinear and QuantizeLinear: ORT has no QLinearConvTranspose CPU kernel). Only a conv2d with
+    `arithmetic: "ort_float32"` (ORT's float32 ConvTranspose, units/float_conv_transpose.py) takes them
+    (graph.py checks it); they have no integer operand values, so `decode` refuses: the integer MAC path,
+    accumulator bounds and requantizer never see them. Their MACs are fp32 MACs (trace: `fp32_macs`)."""
+    kind = "float32"
+    storage_bits = 32
+    storage_signed = True
+    operand_bits = 32
+
+    def decode(self, codes):
+        raise HwsimError("float32 weights have no integer operand values: only a conv2d with arithmetic "
+                         "'ort_float32' computes with them", field="weight_encoding.kind")
+
+    @staticmethod
+    def floats(codes) -> np.ndarray:
+        """The float32 values of stored bit patterns (int32 range, checked at load)."""
+        return np.ascontiguousarray(np.asarray(codes).astype(np.int32)).view(np.float32)
+
+    @staticmethod
+    def codes(values) -> np.ndarray:
+        """float32 values -> their bit patterns as int64 codes (what the .qnn weight tensor stores)."""
+        return np.ascontiguousarray(np.asarray(values, dtype=np.float32)).view(np.int32).astype(np.int64)
+
+    def channel_scales(self, co):
+        return np.ones(co, dtype=np.float64)   # the stored float is the real weight
+
+    def to_dict(self):
+        return {"kind": "float32"}
+
+
 WEIGHT_KINDS = {"uniform": UniformW, "codebook": CodebookW, "ternary": TernaryW, "binary": BinaryW,
-                "pow2": Pow2W}
+                "pow2": Pow2W, "float32": Float32W}
 
 
 def weight_from_dict(d, field="weight_encoding"):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .encodings import BinaryAct, CodebookW, EnqAct, KnqAct, ThresholdAct
+from .encodings import BinaryAct, CodebookW, EnqAct, Float32W, KnqAct, ThresholdAct
 from .errors import HwsimError
 from . import interrupt
 from .graph import (LIMITS, MAC_OPS, Layer, Model, check_run_work, default_pad_code, layer_figures, pad_value,
@@ -149,7 +149,7 @@ def make_codes_plan(lay: Layer, w_values: np.ndarray, pad: int, bias) -> CodesPl
             return None   # an accumulator could overflow: the sequential pair-saturation kernel counts it
         plan.pair_sat = pairsat.saturating_pairs(lay.weight if lay.weight.ndim == 4 else lay.weight[:, :, None, None])
         code = lay.attr("pad_code")
-        plan.pad_code = default_pad_code(enc) if code is None else code
+        plan.pad_code = (default_pad_code(enc) if code is None else code) + _u8_shift(enc)   # its u8 operand
         plan.acc_dtype = np.int32 if max(bound, sat_bound) < (1 << 31) else np.int64
         cig = lay.weight.shape[1]
         if cig % 2 == 0 and not np.any(lay.weight_enc.zero_point) and 0 <= plan.pad_code <= 255:
@@ -176,7 +176,7 @@ def _pair_sat_bound(lay: Layer, bias) -> int:
     -zw·Σx - zx·Σw + K·zx·zw with Σx in [0, 255·K]."""
     w = lay.weight.astype(np.int64).reshape(lay.weight.shape[0], -1)
     k = w.shape[1]
-    zx = int(lay.in_encs[0].zero_point)
+    zx = int(lay.in_encs[0].zero_point) + _u8_shift(lay.in_encs[0])
     zw = np.broadcast_to(np.asarray(lay.weight_enc.zero_point, np.int64).reshape(-1), (w.shape[0],))
     b = np.zeros(w.shape[0], np.int64) if bias is None else np.abs(np.asarray(bias, np.int64))
     corr = np.abs(zw) * 255 * k + np.abs(k * zx * zw - zx * w.sum(axis=1))
@@ -213,6 +213,11 @@ def layer_multiplier(lay: Layer) -> np.ndarray:
 
 
 def make_plan(lay: Layer) -> MacPlan:
+    if isinstance(lay.weight_enc, Float32W):   # ORT's float32 ConvTranspose: no integer operands, bound or epilogue
+        w = Float32W.floats(lay.weight).copy()
+        w.flags.writeable = False
+        bias = None if lay.bias is None else lay.bias.astype(np.int64)
+        return MacPlan(w, None, layer_multiplier(lay), pad_value(lay), bias)
     # A private read-only copy: the kernels then trust their packed-weight cache without re-checking it.
     w_values = narrowest(decode_weights(lay))   # int8 for 8-bit weights: an eighth of int64's memory
     w_values.flags.writeable = False
@@ -332,6 +337,8 @@ class Engine:
         k = lay.weight[0].size
         acc_bits, policy = lay.attr("acc_bits"), lay.attr("overflow")
         counts.acc_bits = acc_bits
+        if isinstance(w_enc, Float32W):
+            return self._float_mac(lay, x_codes, plan, counts)
         if isinstance(w_enc, CodebookW):
             counts.lut_reads = n * lay.weight.size  # each weight index decoded once per inference
             counts.lut_entries = lay.codebook.shape[1]
@@ -403,6 +410,17 @@ class Engine:
             _count_clip_encode(lay, codes.size, counts)
             return codes
         values = requantize(acc, plan.multiplier, lay.attr("requant"), channel_axis=1)
+        return self._encode(lay, values, counts)
+
+    def _float_mac(self, lay, x_codes, plan, counts):
+        """conv2d on float32 weights (arithmetic "ort_float32"): ORT's float32 ConvTranspose; fp32 MACs, zero
+        operands counted on the float weights (w == 0.0); no integer accumulator exists."""
+        x_values = lay.in_encs[0].decode(x_codes)
+        counts.fp32_macs = x_codes.shape[0] * math.prod(lay.out_shape) * lay.weight[0].size
+        counts.zero_act_macs, counts.zero_any_macs = zero_operand_macs(
+            x_values, plan.w_values, (1, 1), tuple(lay.attr("padding")), lay.attr("groups"), plan.pad_value)
+        counts.requants = x_codes.shape[0] * math.prod(lay.out_shape)
+        values = float_conv_transpose.layer_values(lay, x_codes, plan.w_values, plan.bias)
         return self._encode(lay, values, counts)
 
     def _encode(self, lay, values, counts):
@@ -624,7 +642,8 @@ def _mac_from_codes(lay, plan, x_codes, counts):
                                           fast.x_reach, fast.w_max, fast.acc_dtype)
     if lay.attr("datapath") == "x86_pair_sat16":   # its int16 pair saturation (it records no zero operands)
         counts.pair_saturations, counts.pair_saturated_outputs = pairsat.add_pair_saturation(
-            acc, x4, fast.pair_sat, g, fast.pad_code, apply=not pair_sat_kernel)
+            acc, x4 if not lay.in_encs[0].signed else (x4.astype(np.int16) + 128).astype(np.uint8), fast.pair_sat,
+            g, fast.pad_code, apply=not pair_sat_kernel)
     else:
         taps = codes_path.zero_taps_codes(zx, fast.is_zero, fast.code_lo, gz, plan.pad_value == 0)
         counts.zero_act_macs, counts.zero_any_macs = codes_path.zero_counts_from_taps(
@@ -636,11 +655,13 @@ def _mac_from_codes(lay, plan, x_codes, counts):
 
 def _pair_sat_mac(lay, x_codes, plan, counts):
     """The x86 int16 pair-saturation datapath (kernels/pairsat.py) on raw codes; records its event counts."""
-    zx, zw = lay.in_encs[0].zero_point, np.asarray(lay.weight_enc.zero_point, dtype=np.int64)
+    shift = _u8_shift(lay.in_encs[0])
+    x_codes = x_codes + shift
+    zx, zw = lay.in_encs[0].zero_point + shift, np.asarray(lay.weight_enc.zero_point, dtype=np.int64)
     acc_bits, policy = lay.attr("acc_bits"), lay.attr("overflow")
     if lay.op == "conv2d":
         code = lay.attr("pad_code")
-        pad = default_pad_code(lay.in_encs[0]) if code is None else code
+        pad = (default_pad_code(lay.in_encs[0]) if code is None else code) + shift
         acc, over, pairs, outs = pairsat.conv2d_pairsat_acc(
             x_codes, lay.weight, zx, zw, plan.bias, tuple(lay.attr("stride")), tuple(lay.attr("padding")),
             lay.attr("groups"), pad, acc_bits, policy)
@@ -651,6 +672,12 @@ def _pair_sat_mac(lay, x_codes, plan, counts):
     counts.pair_saturations = pairs
     counts.pair_saturated_outputs = outs
     return acc
+
+
+def _u8_shift(enc) -> int:
+    """What the pair-saturating datapath adds to an activation code to get its u8 operand: 128 for int8 codes
+    (ORT's QDQS8ToU8 rewrite hands them to the u8 kernel as code + 128, zero point + 128), else 0."""
+    return 128 if enc.signed else 0
 
 
 def _clip_codes(lay, codes):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .encodings import BinaryAct, BinaryW, CodebookW, KnqAct, ThresholdAct, UniformAct, int_range
+from .encodings import BinaryAct, BinaryW, CodebookW, Float32W, KnqAct, ThresholdAct, UniformAct, int_range
 from .errors import HwsimError
 
 MAC_OPS = ("conv2d", "dense")
@@ -397,6 +397,7 @@ def _check_mac(lay, where):
     if co < 1:
         _fail("needs at least one output channel", f"{where}.weight.shape")
     _check_weight_codes(lay, where, co)
+    _check_float_weights(lay, where)
     _check_operand_limits(lay, where)
     _int_list([lay.bias_bits], 1, f"{where}.bias_bits", lo=1, hi=64)
     if lay.bias is not None:
@@ -496,7 +497,7 @@ def _check_conv_arithmetic(lay, where, co):
     ONNX Runtime's unfused float32 ConvTranspose that this (dilate + flipped-kernel) conv2d stands for
     (units/float_conv_transpose.py): uniform codes dequantized to float32, MLAS's SGEMM + col2im order, the bias
     as float32(bias) * bias_scale (default float32(s_in * s_w[c])), QuantizeLinear. Its MAC events are those
-    of the integer conv of the same shape."""
+    of the integer conv of the same shape; on float32 weights (Float32W, the QOperator form) they are fp32 MACs."""
     arith = lay.attr("arithmetic")
     if arith not in ("integer", "ort_float32"):
         _fail(f"must be 'integer' or 'ort_float32', got {_short(arith)}", f"{where}.attrs.arithmetic")
@@ -506,8 +507,10 @@ def _check_conv_arithmetic(lay, where, co):
             _fail("bias_scale applies to arithmetic 'ort_float32' only", f"{where}.attrs.bias_scale")
         return
     encs = (lay.in_encs[0], lay.weight_enc, lay.out_enc)
-    if not all(getattr(e, "kind", None) == "uniform" for e in encs):
-        _fail("ort_float32 (ONNX Runtime's float ConvTranspose) needs uniform input, weight and output encodings, "
+    if not all(getattr(e, "kind", None) == "uniform" for e in encs[::2]) or encs[1].kind not in ("uniform",
+                                                                                                  "float32"):
+        _fail("ort_float32 (ONNX Runtime's float ConvTranspose) needs uniform input and output encodings and "
+              "uniform or float32 weights, "
               f"got {', '.join(_enc_desc(e) for e in encs)}", f"{where}.attrs.arithmetic")
     if lay.attr("datapath") != "exact":
         _fail("ort_float32 takes datapath 'exact'", f"{where}.attrs.datapath")
@@ -535,12 +538,13 @@ def _check_datapath(lay, where, in_enc):
         _fail(f"unknown datapath {_short(datapath)}; supported: {', '.join(DATAPATHS)}", f"{where}.attrs.datapath")
     if datapath == "x86_pair_sat16":
         w_enc = lay.weight_enc
-        u8 = isinstance(in_enc, UniformAct) and in_enc.bits == 8 and not in_enc.signed
+        # 8-bit activations: unsigned codes as they are, signed ones as code + 128 (ORT's QDQS8ToU8 rewrite)
+        u8 = isinstance(in_enc, UniformAct) and in_enc.bits == 8
         s8 = getattr(w_enc, "kind", None) == "uniform" and w_enc.bits == 8 and w_enc.signed
         if not (u8 and s8):
-            _fail("x86_pair_sat16 (vpmaddubsw) multiplies unsigned 8-bit uniform activation codes by signed 8-bit "
-                  f"uniform weight codes; this layer has {_enc_desc(in_enc)} activations and {_enc_desc(w_enc)} "
-                  "weights", f"{where}.attrs.datapath")
+            _fail("x86_pair_sat16 (vpmaddubsw) multiplies 8-bit uniform activation codes (signed ones as code + "
+                  "128) by signed 8-bit uniform weight codes; this layer has "
+                  f"{_enc_desc(in_enc)} activations and {_enc_desc(w_enc)} weights", f"{where}.attrs.datapath")
         if lay.op == "conv2d" and lay.weight.shape[1] == 1 and lay.weight.shape[0] == lay.attr("groups"):
             _fail("x86_pair_sat16 is not defined for a depthwise conv (one input and one output channel per "
                   "group): ONNX Runtime runs those on its depthwise kernels, which widen to 16 bits and are "
@@ -608,6 +612,29 @@ def _check_weight_codes(lay, where, co):
             _fail(f"index {int(w.max())} is beyond the codebook's {cb.shape[1]} entries", f"{where}.weight")
     elif lay.codebook is not None:
         _fail(f"{enc.kind} weights take no codebook", f"{where}.codebook")
+
+
+def _check_float_weights(lay, where):
+    """float32 weights (Float32W): only ONNX Runtime's float32 ConvTranspose (conv2d arithmetic "ort_float32")
+    computes with them, and only finite ones (no ONNX quantizer writes a NaN or infinite weight)."""
+    if not isinstance(lay.weight_enc, Float32W):
+        return
+    if lay.op != "conv2d" or lay.attr("arithmetic") != "ort_float32":
+        what = f"this {lay.op} has arithmetic {_short(lay.attr('arithmetic'))}" if lay.op == "conv2d" else \
+            f"this is a {lay.op} layer"
+        _fail("float32 weights are taken only by a conv2d with arithmetic 'ort_float32' (ONNX Runtime's float32 "
+              f"ConvTranspose); {what}", f"{where}.weight_encoding.kind")
+    values = Float32W.floats(lay.weight).reshape(-1)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        first = int(bad[0])
+        _fail(f"{bad.size} weight(s) are NaN or infinite float32 bit patterns (the first at flat index {first}: "
+              f"0x{int(lay.weight.reshape(-1)[first]) & 0xFFFFFFFF:08x}); float32 weights must be finite",
+              f"{where}.weight")
+    with np.errstate(over="ignore"):   # ORT quantizes them to int8 on load: scale = float32(max - min) / 255
+        span = np.float32(max(values.max(), 0)) - np.float32(min(values.min(), 0))
+    if not np.isfinite(span):
+        _fail("the float32 weights span more than the float32 range (max - min overflows)", f"{where}.weight")
 
 
 def _check_pool(lay, where):

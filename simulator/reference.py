@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .encodings import BinaryAct, CodebookW, ThresholdAct
+from .encodings import BinaryAct, CodebookW, Float32W, ThresholdAct
 from .engine import check_input_shape
 from .graph import BINARY_PAD_VALUES, REQUANT_ROUNDING, Layer, Model
 from .units import resize
@@ -105,7 +105,10 @@ def reference_mac(lay: Layer, x_codes: np.ndarray) -> np.ndarray:
         w_scale = np.broadcast_to(np.asarray(explicit, dtype=np.float64), (co,)) * s_out / s_in
     else:
         w_scale = lay.weight_enc.channel_scales(co)
-    w_real = weight_values(lay).astype(np.float64) * w_scale.reshape((-1,) + (1,) * (lay.weight.ndim - 1))
+    if isinstance(lay.weight_enc, Float32W):   # float32 weights: the stored values are the real weights
+        w_real = Float32W.floats(lay.weight).astype(np.float64)
+    else:
+        w_real = weight_values(lay).astype(np.float64) * w_scale.reshape((-1,) + (1,) * (lay.weight.ndim - 1))
     x_real = _real(in_enc, x_codes)
     if lay.op == "conv2d":
         pad_real = reference_pad_value(lay) * s_in

@@ -82,7 +82,8 @@ def run_report(model, result, cost, input_desc, accuracy, wall_s) -> dict:
         entry.update({
             "output_shape": list(lay.out_shape), "output_encoding": _enc_summary(lay.out_enc),
             "weight_encoding": _enc_summary(lay.weight_enc) if lay.weight_enc is not None else None,
-            "macs_by_bits": {f"{a}x{w}": v for (a, w), v in sorted(counts.macs.items())},
+            "macs_by_bits": {**{f"{a}x{w}": v for (a, w), v in sorted(counts.macs.items())},
+                             **({"fp32": counts.fp32_macs} if counts.fp32_macs else {})},
             "binary_macs": counts.binary_macs, "popcount_words": counts.popcount_words,
             "lut_reads": counts.lut_reads, "qe": counts.qe, "ce": counts.ce, "qk": counts.qk, "ck": counts.ck,
             "requants": counts.requants, "compares": counts.compares, "adds": counts.adds, "muls": counts.muls,

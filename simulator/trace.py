@@ -23,6 +23,8 @@ class LayerCounts:
     # MACs keyed by (activation operand bits, weight operand bits); adder width is acc_bits.
     macs: Counter = field(default_factory=Counter)
     acc_bits: int = 0
+    # float32 multiply-adds (a conv2d on float32 weights: ONNX Runtime's float ConvTranspose, encodings.Float32W)
+    fp32_macs: int = 0
     # XNOR-popcount path: binary MACs (one bit x one bit) and popcount words of `popcount_word_bits`.
     binary_macs: int = 0
     popcount_words: int = 0
@@ -63,7 +65,7 @@ class LayerCounts:
     batch: int = 1
 
     def total_macs(self) -> int:
-        return sum(self.macs.values())
+        return sum(self.macs.values()) + self.fp32_macs
 
     def scaled(self, factor: float) -> "LayerCounts":
         """Counts divided by `factor` (the batch size), keeping the static fields."""

@@ -7,7 +7,11 @@ bias); hwsim's conv2d arithmetic "ort_float32" (simulator/units/float_conv_trans
   ORT's code (GEMM into a column buffer, col2im), as a hypothesis property;
 - random ConvTranspose models quantized by onnxruntime.quantization (QDQ): the float32 ConvTranspose output bit
   for bit, and every quantized tensor (tests/ort_cuts.py), with 0 differences;
-- MAC counts as the integer conv of the same shape, shape_counts, the ONNX export, validation, QOperator.
+- MAC counts as the integer conv of the same shape, shape_counts, the ONNX export, validation;
+- QOperator form (float32 weights, encodings.Float32W): random models against ORT, every quantized tensor with
+  0 differences; ORT's WeightBiasQuantization against its session's optimized model; the prepacked float path
+  (ORT without graph optimizations); fp32 MAC counts and costs, the .qnn round trip and the export; hostile
+  .qnn files (float32 weights on an integer conv, NaN / infinity bit patterns).
 """
 
 from __future__ import annotations
@@ -148,6 +152,10 @@ def test_fast_unit_equals_reference(geo):
     fast = fct.conv_transpose_ort(xd, wc, b, pad, groups)[0]
     assert fast.shape == ref.shape
     assert np.array_equal(fast.view(np.uint32), ref.view(np.uint32))
+    # a prepacked float32 initializer (ORT without graph optimizations): its own K blocks and M1 kernel
+    ref = fct.conv_transpose_reference(x[0], wt, b, s, pads, op, groups, float_weights=True)
+    fast = fct.conv_transpose_ort(xd, wc, b, pad, groups, float_weights=True, gemm_n=h * w)[0]
+    assert np.array_equal(fast.view(np.uint32), ref.view(np.uint32))
 
 
 def test_reference_uses_exact_fma():
@@ -263,15 +271,20 @@ FIXED = {
 }
 
 
+def case_inputs(seed, case):
+    """Four float inputs of a case, at one of four spreads."""
+    ci, (h, w) = case["ci"], case["hw"]
+    return (np.random.default_rng(seed + 99).standard_normal((4, ci, h, w)) * [0.5, 1, 2, 4][seed % 4]).astype(
+        np.float32)
+
+
 def check_against_ort(tmp_path, seed, case):
     from simulator.importers.onnx_import import import_onnx
     qpath = quantized_case(tmp_path, seed, **case)
     model = import_onnx(qpath)
     assert [lay.attr("arithmetic") for lay in model.layers if lay.op == "conv2d"] == ["ort_float32"]
     assert "ort_float_nodes" not in model.metadata
-    ci, (h, w) = case["ci"], case["hw"]
-    x = (np.random.default_rng(seed + 99).standard_normal((4, ci, h, w)) * [0.5, 1, 2, 4][seed % 4]).astype(
-        np.float32)
+    x = case_inputs(seed, case)
     theirs, ours = ort_float_output(qpath, x), hwsim_float_output(model, x)
     assert np.array_equal(theirs.view(np.uint32), ours.view(np.uint32)), \
         f"{int((theirs.view(np.uint32) != ours.view(np.uint32)).sum())} of {ours.size} float32 outputs differ"
@@ -280,14 +293,22 @@ def check_against_ort(tmp_path, seed, case):
     return model, qpath, x
 
 
+def check_form(form, tmp_path, seed, case):
+    return (check_against_ort if form == "QDQ" else check_qoperator_against_ort)(tmp_path, seed, case)
+
+
+@pytest.mark.parametrize("form", ["QDQ", "QOperator"])
 @pytest.mark.parametrize("name", sorted(FIXED))
-def test_fixed_cases_match_ort(tmp_path, name):
-    check_against_ort(tmp_path, 11, FIXED[name])
+def test_fixed_cases_match_ort(tmp_path, name, form):
+    check_form(form, tmp_path, 11, FIXED[name])
 
 
+@pytest.mark.parametrize("form", ["QDQ", "QOperator"])
 @pytest.mark.parametrize("seed", range(40))
-def test_random_qdq_models_match_ort(tmp_path, seed):
-    check_against_ort(tmp_path, seed, random_case(seed))
+def test_random_models_match_ort(tmp_path, seed, form):
+    """Groups, strides, pads, output_padding, u8/s8, per tensor / per channel, with and without bias; the QDQ
+    form and the QOperator form (float32 weights)."""
+    check_form(form, tmp_path, seed, random_case(seed))
 
 
 def test_counts_export_and_checks(tmp_path):
@@ -356,14 +377,179 @@ def test_bias_and_export_with_bias(tmp_path):
     assert np.abs(ref.astype(np.int64) - out.astype(np.int64)).max() <= 1
 
 
-def test_qoperator_form_is_refused(tmp_path):
-    """quantize_static's QOperator form has no ConvTranspose (ORT has no QLinearConvTranspose CPU kernel): the
-    node stays float with float weights, which hwsim refuses by name."""
-    from simulator.errors import HwsimError
+# ------------------------------------------------------------------------------------ QOperator: float32 weights
+
+def check_qoperator_against_ort(tmp_path, seed, case):
+    """quantize_static's QOperator form (ConvTranspose left in float with float32 weights, between two
+    QLinearConvs): every quantized tensor ORT computes, 0 differences."""
     from simulator.importers.onnx_import import import_onnx
-    case = dict(FIXED["fpn_like"], hw=(4, 4))
-    qpath = quantized_case(tmp_path, 3, **case, fmt=QuantFormat.QOperator, wrap=True)
+    qpath = quantized_case(tmp_path, seed, **case, fmt=QuantFormat.QOperator, wrap=True)
     ops = [n.op_type for n in onnx.load(str(qpath)).graph.node]
     assert "QLinearConv" in ops and "ConvTranspose" in ops
-    with pytest.raises(HwsimError, match="ConvTranspose with float weights"):
-        import_onnx(qpath)
+    model = import_onnx(qpath)
+    (lay,) = [lay for lay in model.layers if lay.attr("arithmetic") == "ort_float32"]
+    assert lay.weight_enc.kind == "float32" and (lay.bias is not None) == case["bias"]
+    x = case_inputs(seed, case)
+    diffs = compare_every_tensor(qpath, model, x)
+    assert len(diffs) == 3 and sum(diffs.values()) == 0, diffs
+    return model, qpath, x
+
+
+def test_weight_bias_quantization_matches_ort_session(tmp_path):
+    """ORT's WeightBiasQuantization (what its session makes of the float32 weight and bias on load) against the
+    initializers of the session's own optimized model."""
+    qpath = quantized_case(tmp_path, 6, **random_case(6), fmt=QuantFormat.QOperator, wrap=True)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(str(qpath), so, providers=["CPUExecutionProvider"])
+    got = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(tmp_path / "opt.onnx")).graph.initializer}
+    src = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(qpath)).graph.initializer}
+    codes, scale, zp = fct.ort_weight_quantization(src["W"])
+    wq = next(v for k, v in got.items() if k.endswith("_weight_q"))
+    assert np.array_equal(codes, wq.astype(np.int64))
+    assert scale == next(v for k, v in got.items() if k.endswith("_weight_scale"))
+    assert zp == int(next(v for k, v in got.items() if k.endswith("_weight_zp")))
+    bq, _ = fct.ort_bias_quantization(src["B"], src["x1_scale"], scale)
+    assert np.array_equal(bq, next(v for k, v in got.items() if k.endswith("_bias_int32")).astype(np.int64))
+
+
+def _direct_float_model(ci, co, hw, k, s, groups, pads, seed):
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((ci, co // groups, *k)) * 0.3).astype(np.float32)
+    b = rng.standard_normal(co).astype(np.float32)
+    x = (rng.integers(-128, 128, (1, ci, *hw)) * np.float32(0.0123)).astype(np.float32)
+    node = helper.make_node("ConvTranspose", ["x", "W", "B"], ["y"], strides=list(s), group=groups,
+                            kernel_shape=list(k), pads=list(pads))
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, ci, *hw])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m, x, w, b
+
+
+@pytest.mark.parametrize("geo", [(300, 3, (2, 2), (2, 2), (2, 2), 1), (300, 3, (6, 6), (2, 2), (2, 2), 1),
+                                 (1000, 2, (3, 3), (3, 3), (1, 1), 1), (2100, 2, (2, 3), (2, 2), (2, 2), 1),
+                                 (600, 4, (10, 10), (2, 2), (2, 2), 1), (203, 4, (1, 1), (3, 3), (2, 2), 1),
+                                 (203, 3, (1, 1), (1, 1), (1, 1), 1), (203, 7, (1, 1), (1, 1), (1, 1), 1),
+                                 (203, 1, (1, 1), (1, 1), (1, 1), 1), (64, 8, (3, 3), (3, 3), (2, 2), 4)])
+def test_prepacked_float_weights_against_ort_without_optimizations(geo):
+    """With graph optimizations off, ORT's ConvTranspose prepacks a float32 weight initializer (CblasNoTrans:
+    a larger StrideK when N < K, the M1TransposeB kernel for a 1x1 input); conv_transpose_ort(float_weights=True)
+    and the plain reference model that, bit for bit (single-threaded ORT)."""
+    ci, co, hw, k, s, groups = geo
+    m, x, w, b = _direct_float_model(ci, co, hw, k, s, groups, (0, 0, 0, 0), sum(geo[:2]))
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    theirs = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(
+        None, {"x": x})[0]
+    xd, wc, pad = conv_form(x, w, s, (0, 0, 0, 0), (0, 0), groups)
+    fast = fct.conv_transpose_ort(xd, wc, b, pad, groups, float_weights=True, gemm_n=hw[0] * hw[1])
+    assert np.array_equal(fast.view(np.uint32), theirs.view(np.uint32))
+    if ci * co * hw[0] * hw[1] * k[0] * k[1] < 100000:
+        ref = fct.conv_transpose_reference(x[0], w, b, s, (0, 0, 0, 0), (0, 0), groups, float_weights=True)
+        assert np.array_equal(ref.view(np.uint32), theirs[0].view(np.uint32))
+
+
+def test_qoperator_counts_costs_and_export(tmp_path):
+    """fp32 MACs (as many as the integer conv of the same shape), zero operands from w == 0.0, shape_counts
+    agrees; costed with the tech table's fp32 figures (Horowitz 3.7 + 0.9 pJ at 45 nm), refused without them;
+    the .qnn keeps the float32 bit patterns; the ONNX export runs in ORT to the same output bits."""
+    import copy
+
+    from simulator.engine import Engine, quantize_input
+    from simulator.errors import HwsimError
+    from simulator.exporters.onnx_export import export_routes, to_onnx
+    from simulator.hw.arch import load_hardware
+    from simulator.hw.cost import estimate
+    from simulator.importers.qnn_shapes import shape_counts, workloads_from_model
+    from simulator.qnn.model_io import load_model, save_model
+    from simulator.report import output_array
+
+    model, qpath, x = check_qoperator_against_ort(tmp_path, 5, FIXED["k_blocks_300"])
+    lay = next(lay for lay in model.layers if getattr(lay.weight_enc, "kind", None) == "float32")
+    lay.weight[0, 0, 0, 0] = 0   # one zero weight (+0.0): zero-operand MACs count it
+    model.check()
+    codes = quantize_input(model, x)
+    res = Engine(model).run(codes)
+    counts = next(c for c in res.trace.layers if c.name == lay.name)
+    out_elems = len(x) * int(np.prod(lay.out_shape))
+    assert counts.fp32_macs == out_elems * lay.weight[0].size and not counts.macs
+    assert counts.zero_any_macs > counts.zero_act_macs > 0
+    shapes = next(c for c in shape_counts(model).layers if c.name == lay.name)
+    assert shapes.fp32_macs == counts.fp32_macs // len(x)
+    (wl,) = [w for w in workloads_from_model(model, res.trace) if w.name == lay.name]
+    assert wl.mac_kind == "fp32" and wl.macs == counts.fp32_macs // len(x)
+    hw = load_hardware("generic45")
+    cost = estimate(workloads_from_model(model, res.trace), hw)
+    lc = next(c for c in cost.layers if c.name == lay.name)
+    assert lc.energy_pj["mac"] == pytest.approx((wl.macs - lc.gated_macs) * (3.7 + 0.9))
+    stripped = copy.deepcopy(hw)
+    object.__setattr__(stripped.tech.arith, "fp32_mult_pj", None)
+    with pytest.raises(HwsimError, match="fp32_mult_pj"):
+        estimate(workloads_from_model(model, res.trace), stripped)
+    save_model(model, tmp_path / "m.qnn")
+    loaded = load_model(tmp_path / "m.qnn")
+    again = next(la for la in loaded.layers if la.name == lay.name)
+    assert again.weight_enc.kind == "float32" and np.array_equal(again.weight, lay.weight)
+    out = Engine(loaded).run(quantize_input(loaded, x)).output
+    assert np.array_equal(out, res.output)
+    assert export_routes(loaded)[lay.name] == "qdq: ort_float32"
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(to_onnx(loaded).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    assert np.array_equal(sess.run(None, {"input": x})[0], output_array(loaded, out))
+    with pytest.raises(HwsimError, match="float32 weights have no integer operand values"):
+        lay.weight_enc.decode(lay.weight)
+
+
+def _hostile(tmp_path, edit):
+    """The QOperator ConvTranspose model as a .qnn, its header / tensors edited by edit(layer dict, weight)."""
+    import json
+
+    from simulator.importers.onnx_import import import_onnx
+    from simulator.qnn.container import read_container, write_container
+    from simulator.qnn.model_io import save_model
+    qpath = quantized_case(tmp_path, 3, **dict(FIXED["fpn_like"], hw=(4, 4)), fmt=QuantFormat.QOperator, wrap=True)
+    model = import_onnx(qpath)
+    save_model(model, tmp_path / "good.qnn")
+    header, raw = read_container(tmp_path / "good.qnn")
+    table = header.pop("tensors")
+    header.pop("format_version", None)
+    tensors = {name: (raw[name], e["bits"], e["signed"]) for name, e in table.items()}
+    lay = next(d for d in header["model"]["layers"] if d.get("weight_encoding", {}).get("kind") == "float32")
+    w = tensors[f"{lay['name']}.weight"][0].copy()
+    edit(lay, w)
+    tensors[f"{lay['name']}.weight"] = (w, 32, True)
+    path = tmp_path / "bad.qnn"
+    write_container(path, json.loads(json.dumps(header)), tensors)
+    return path
+
+
+def _refused(capsys, path, words):
+    from simulator.cli import main
+    rc = main(["run", str(path), "--hw", "generic45"])
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert rc != 0 and len(lines) == 1 and lines[0].startswith("hwsim: error: "), (rc, lines)
+    assert "Traceback" not in out + err and "bad.qnn" in lines[0]
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_hostile_float32_weights_on_an_integer_conv(tmp_path, capsys):
+    def edit(lay, w):
+        lay["attrs"]["arithmetic"] = "integer"
+        lay["attrs"].pop("bias_scale", None)
+    _refused(capsys, _hostile(tmp_path, edit), ["weight_encoding.kind", "float32 weights", "ort_float32"])
+
+
+@pytest.mark.parametrize("pattern", [0x7FC00000, 0x7F800000, 0xFF800000, 0xFFC00001, 0x7F800001])
+def test_hostile_nan_and_inf_weight_patterns(tmp_path, capsys, pattern):
+    def edit(lay, w):
+        w.reshape(-1)[3] = pattern - (1 << 32) if pattern >= 1 << 31 else pattern
+    _refused(capsys, _hostile(tmp_path, edit), [".weight", "NaN or infinite", "flat index 3"])

@@ -77,7 +77,7 @@ def quantized(tmp_path, fp, in_shape, fmt="QDQ", **kw):
 def engine(qp):
     from simulator.importers.onnx_import import import_onnx
     from simulator.importers.qnn_shapes import workloads_from_model
-    return workloads_from_model(import_onnx(qp))
+    return workloads_from_model(import_onnx(qp, ort_cpu="vnni"))   # shapes alone model the exact datapath
 
 
 def check_against_engine(tmp_path, g, out, name, fmts=("QDQ",), **kw):

@@ -313,7 +313,7 @@ def make_model(datapath="x86_pair_sat16", act=None, w_enc=None, w_bits=8, groups
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(datapath="x86"), "unknown datapath"),
-    (dict(act=UniformAct(8, True, 0.02, 0)), "signed 8-bit uniform activations"),
+    (dict(act=UniformAct(7, True, 0.02, 0)), "signed 7-bit uniform activations"),
     (dict(act=UniformAct(7, False, 0.02, 0)), "unsigned 7-bit uniform activations"),
     (dict(w_enc=UniformW(8, False, (0.01,), (0,))), "unsigned 8-bit uniform weights"),
     (dict(groups=4), "depthwise"),
@@ -341,6 +341,26 @@ def test_engine_counts_and_matches_the_kernel():
     seven = Engine(make_model(w_bits=7)).run(x)
     assert seven.trace.layers[0].pair_saturations == 0
     np.testing.assert_array_equal(seven.output, Engine(make_model("exact", w_bits=7)).run(x).output)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_int8_activations_are_the_u8_codes_plus_128(seed):
+    """int8 activation codes on this datapath are ORT's QDQS8ToU8 operands, code + 128 with zero point + 128:
+    the same model with uint8 activations on the shifted codes gives the same outputs and events (fast route
+    and sequential kernel)."""
+    x = np.random.default_rng(seed).integers(-128, 128, (5, 4, 5, 5))
+    signed = make_model(act=UniformAct(8, True, 0.02, -118), seed=seed)
+    unsigned = make_model(act=UniformAct(8, False, 0.02, 10), seed=seed)
+    for force_slow in (False, True):
+        a, b = Engine(signed), Engine(unsigned)
+        if force_slow:
+            a.plans["c1"].from_codes = b.plans["c1"].from_codes = None
+        ra, rb = a.run(x, keep_all=True), b.run(x + 128, keep_all=True)
+        np.testing.assert_array_equal(ra.tensors["c1"], rb.tensors["c1"])
+        la, lb = ra.trace.layers[0], rb.trace.layers[0]
+        assert (la.pair_saturations, la.pair_saturated_outputs, dict(la.macs)) == \
+            (lb.pair_saturations, lb.pair_saturated_outputs, dict(lb.macs))
+        assert la.pair_saturations > 0
 
 
 def test_validate_reports_the_datapath_cost():

@@ -66,16 +66,10 @@ def quantize(src, dst, fmt, per_channel, preprocess):
 
 CASES = [(net, fmt, pc, pre) for net in BUILDERS for fmt in ("QDQ", "QOperator") for pc in (False, True)
          for pre in (False, True)]
-# ORT leaves these groups in float32 (unfused) and hwsim computes them in integer arithmetic: its result may
-# differ by one code where float32 rounding decides; the importer names them in metadata["ort_float_nodes"].
-# (fpn_head's ConvTranspose is no longer one: its conv2d has arithmetic "ort_float32", ORT's float32
-# ConvTranspose bit for bit, units/float_conv_transpose.py, so its diffs must be 0 like every other tensor's.)
-FLOAT_GROUPS = {}
-# Patterns hwsim refuses in QOperator form, with the reason in the error line (module docstring of islands.py).
-# fpn_head's bilinear Resize on 8-bit codes is modelled (ORT's float32 NCHW kernel there, units/resize.py); its
-# ConvTranspose keeps float weights in QOperator form (importers/onnx/ops/convtranspose.py). An entry that no
-# longer raises falls through to the full comparison.
-QOPERATOR_REFUSED = {"fpn_head": "ConvTranspose with float weights"}
+# Every tensor must equal ORT's, in both forms: fpn_head's ConvTranspose is ORT's float32 ConvTranspose bit for
+# bit (conv2d arithmetic "ort_float32", units/float_conv_transpose.py), on float32 weights in QOperator form
+# (encodings.Float32W: ORT's session quantizes them on load), and its bilinear Resize on 8-bit codes is ORT's
+# kernel (units/resize.py).
 
 
 @pytest.mark.parametrize("net,fmt,per_channel,preprocess", CASES,
@@ -83,26 +77,17 @@ QOPERATOR_REFUSED = {"fpn_head": "ConvTranspose with float weights"}
 def test_every_quantized_tensor_matches_onnx_runtime(float_models, tmp_path, net, fmt, per_channel, preprocess):
     fmt_enum = getattr(quantization.QuantFormat, fmt)
     path = quantize(float_models[net], tmp_path / "q.onnx", fmt_enum, per_channel, preprocess)
-    from simulator.errors import HwsimError
-    if fmt == "QOperator" and net in QOPERATOR_REFUSED:
-        try:
-            import_onnx(path)
-        except HwsimError as exc:
-            assert QOPERATOR_REFUSED[net] in str(exc)
-            return
     model = import_onnx(path)
     x = np.random.default_rng(7).standard_normal((8, 3, SIZE, SIZE)).astype(np.float32)
     diffs = compare_every_tensor(path, model, x)
     assert len(diffs) >= 10
     float_nodes = model.metadata.get("ort_float_nodes", [])
+    if net == "fpn_head" and fmt == "QOperator":   # its ConvTranspose keeps float32 weights (Float32W)
+        assert any(getattr(lay.weight_enc, "kind", None) == "float32" for lay in model.layers)
     if net == "mobilenet_v3_small" and fmt == "QOperator" and not preprocess:   # HardSwish -> float GAP
         assert any(lay.op == "lut_avgpool" for lay in model.layers)
-    if net in FLOAT_GROUPS:
-        assert any(FLOAT_GROUPS[net] in n for n in float_nodes)
-        assert sum(diffs.values()) <= 0.01 * 8 * 3 * SIZE * SIZE   # a handful of one-code float32 ties
-    else:
-        assert not float_nodes
-        assert sum(diffs.values()) == 0, {k: v for k, v in diffs.items() if v}
+    assert not float_nodes
+    assert sum(diffs.values()) == 0, {k: v for k, v in diffs.items() if v}
 
 
 @pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])

@@ -23,7 +23,9 @@ Each layer takes one route (`export_routes(model)` lists them, with the reason a
   fuses it (QLinearAdd) or not.
 - "qdq: ort_float32" (conv2d with arithmetic "ort_float32", on either route): DequantizeLinear -> ConvTranspose
   (stride 1, the kernel unflipped) -> QuantizeLinear, which ONNX Runtime runs unfused in float32 exactly as
-  units/float_conv_transpose.py computes (8-bit codes; per-channel weights only without groups).
+  units/float_conv_transpose.py computes (8-bit codes; per-channel weights only without groups). Float32
+  weights (Float32W) go out as a float32 weight initializer (and a float32 bias), no DequantizeLinear, as
+  quantize_static's QOperator form writes them: ORT's session quantizes both the same way on load.
 - "integer": an exact decomposition into standard ops: decoders (zero point, CE shift, CK Gather, sign),
   weights as their decoded integer values (codebook, ternary, binary, pow2 all become integers); the MAC as
   float32 Conv / Gemm over chunks of input channels whose partial sums provably stay within 2^24 (exact in any
@@ -67,7 +69,7 @@ import math
 
 import numpy as np
 
-from ..encodings import BinaryAct, EnqAct, KnqAct, ThresholdAct, UniformAct
+from ..encodings import BinaryAct, EnqAct, Float32W, KnqAct, ThresholdAct, UniformAct
 from ..errors import HwsimError
 from ..fileio import atomic_write_bytes
 from ..graph import MAC_OPS, Model, check_run_work, default_pad_code
@@ -631,6 +633,8 @@ class _Exporter:
         in_enc, w_enc, out_enc = lay.in_encs[0], lay.weight_enc, lay.out_enc
         co, cig, kh, kw = lay.weight.shape
         groups = int(lay.attr("groups"))
+        if isinstance(w_enc, Float32W):
+            return self._conv_transpose_float32(lay)
         per_channel = len(w_enc.scale) > 1 or len(w_enc.zero_point) > 1
         if max(in_enc.bits, w_enc.bits, out_enc.bits) > 8 or (per_channel and groups > 1):
             raise HwsimError("conv2d arithmetic 'ort_float32' exports as DequantizeLinear -> ConvTranspose -> "
@@ -658,6 +662,31 @@ class _Exporter:
             inputs.append(g.op("DequantizeLinear", [g.const(plan.bias, np.int32, f"{name}/bias"),
                                                     g.const(bias_scales(lay, co), np.float32, f"{name}/b_scale"),
                                                     g.const(np.zeros(co), np.int32, f"{name}/b_zp")], name, axis=0))
+        pt, pl, pb, pr = (int(v) for v in lay.attr("padding"))
+        yf = g.op("ConvTranspose", inputs, name, strides=[1, 1], group=groups, kernel_shape=[kh, kw],
+                  pads=[kh - 1 - pt, kw - 1 - pl, kh - 1 - pb, kw - 1 - pr])
+        return self._quantize_out(lay, yf)
+
+    def _conv_transpose_float32(self, lay):
+        """conv2d "ort_float32" on float32 weights: DequantizeLinear of the (dilated) input codes, a stride-1
+        ConvTranspose on float32 weight and bias initializers (the kernel unflipped), QuantizeLinear: the
+        QOperator form, which ORT's WeightBiasQuantization turns into what units/float_conv_transpose.py
+        computes."""
+        from ..units.float_conv_transpose import bias_scales, dequantize
+        g, name, in_enc = self.g, lay.name, lay.in_encs[0]
+        co, cig, kh, kw = lay.weight.shape
+        groups = int(lay.attr("groups"))
+        if max(in_enc.bits, lay.out_enc.bits) > 8:
+            raise HwsimError("conv2d arithmetic 'ort_float32' exports as DequantizeLinear -> ConvTranspose -> "
+                             "QuantizeLinear, which takes 8-bit codes", field="attrs.arithmetic")
+        _, in_dt = _code_type(in_enc)
+        w = Float32W.floats(lay.weight).reshape(groups, co // groups, cig, kh, kw)[..., ::-1, ::-1]
+        w = np.ascontiguousarray(w.transpose(0, 2, 1, 3, 4).reshape(groups * cig, co // groups, kh, kw))
+        xf = g.op("DequantizeLinear", [self.codes[lay.inputs[0]], g.const(np.float32(in_enc.scale), np.float32,
+                                       f"{name}/x_scale"), g.const(in_enc.zero_point, in_dt, f"{name}/x_zp")], name)
+        inputs = [xf, g.const(w, np.float32, f"{name}/weight")]
+        if lay.bias is not None:
+            inputs.append(g.const(dequantize(lay.bias, bias_scales(lay, co)), np.float32, f"{name}/bias"))
         pt, pl, pb, pr = (int(v) for v in lay.attr("padding"))
         yf = g.op("ConvTranspose", inputs, name, strides=[1, 1], group=groups, kernel_shape=[kh, kw],
                   pads=[kh - 1 - pt, kw - 1 - pl, kh - 1 - pb, kw - 1 - pr])

@@ -27,6 +27,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -355,8 +358,43 @@ def _evaluate(extents, r, s, h, w, sh, sw, pt, pl, tiles, orders, bits, staged, 
             res[10] += _ceil_div(last * ob, word[2])
 
 
+_BACKGROUND = None   # the child process compiling the kernel into numba's cache (warm_up_in_background)
+
+
+def kernel_cached() -> bool:
+    """Whether numba's on-disk cache holds `_evaluate` (any surprise in numba's internals counts as cached)."""
+    try:
+        return os.path.exists(_evaluate._cache._cache_file._index_path)
+    except Exception:
+        return True
+
+
+def warm_up_in_background() -> None:
+    """On a cold cache (the first run after install), compile this kernel, the largest of the cost model, in a
+    child process while the caller compiles the engine's kernels: the two compilations share the cores, and
+    warm_up() then loads the cache the child wrote (numba writes its cache files atomically)."""
+    global _BACKGROUND
+    if _BACKGROUND is not None or kernel_cached():
+        return
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # simulator's parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    try:
+        _BACKGROUND = subprocess.Popen([sys.executable, "-c", "from simulator.hw.access import warm_up; warm_up()"],
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL, env=env)
+    except OSError:   # no process to spare: warm_up() compiles here, as without this
+        _BACKGROUND = None
+
+
 def warm_up() -> None:
     """Compile (or load from numba's cache) the kernel on a one-element layer, outside any timed region."""
+    global _BACKGROUND
+    if _BACKGROUND is not None:   # the child compiling it: wait for it and load its cache instead
+        try:
+            _BACKGROUND.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            _BACKGROUND.kill()
+        _BACKGROUND = None
     geom = Geometry((1,) * 6, 1, 1, 1, 1, 1, 1, 0, 0)
     link = Link(8, 8, 8, 32, (True,) * 3, (True,) * 3, (8,) * 4, 8, 8.0, 0, 1.0)
     evaluate_nests(geom, link, np.ones((1, 6), np.int64), np.arange(6)[None, :])

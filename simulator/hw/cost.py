@@ -29,8 +29,8 @@ from simulator.errors import HwsimError
 from simulator.hw.access import F, Link, geometry_of, warm_up
 from simulator.hw.arch import UNIT_EVENTS, Hardware
 from simulator.hw.area import AreaReport, Clock, design_area, design_clock
-from simulator.hw.energy import (alu_add_energy, compare_energy, converter_energy, lut_read_energy, mult_energy,
-                                 mac_energy, popcount_word_energy, requant_energy)
+from simulator.hw.energy import (alu_add_energy, compare_energy, converter_energy, fp32_mac_energy, lut_read_energy,
+                                 mult_energy, mac_energy, popcount_word_energy, requant_energy)
 from simulator.hw.mapping import choose_staging, edge_traffic, fold_schedule
 
 ENERGY_CATEGORIES = ("mac", "popcount", "lut", "converters", "requant", "other_alu", "sram", "dram", "leakage",
@@ -506,7 +506,9 @@ def _add_energy(cost: LayerCost, wl, hw, area: AreaReport, clock: Clock, batch: 
         else:
             gated = {"none": 0, "zero_activation": wl.zero_act_macs, "zero_any": wl.zero_any_macs}[arch.gating] or 0
             cost.gated_macs = gated
-            e["mac"] = (wl.macs - gated) * mac_energy(tech, wl.a_op_bits, wl.w_op_bits, wl.acc_bits).pj
+            per_mac = (fp32_mac_energy(tech, wl.name) if wl.mac_kind == "fp32"
+                       else mac_energy(tech, wl.a_op_bits, wl.w_op_bits, wl.acc_bits))
+            e["mac"] = (wl.macs - gated) * per_mac.pj
         # The PEs' pipeline registers take the clock every cycle; register-file scratchpads (macro: registers)
         # are written through enables (clock-gated), so they cost their write energy per access instead.
         cost.mapping["clocked_registers"] = pe.pes * pe.register_bits

@@ -6,6 +6,7 @@ Per-event formulas (b = bits; every coefficient is a table row):
     mult(a, w)      = arith.mult_pj_per_bit2 * a*w + arith.mult_pj_per_bit * sqrt(a*w)       (QTools form)
     add(n)          = arith.add_pj_per_bit * n           (a comparator of n bits costs add(n))
     MAC             = mult(a_bits, w_bits) + add(acc_bits)
+    fp32 MAC        = arith.fp32_mult_pj + arith.fp32_add_pj    (float32 weights: ORT's float ConvTranspose)
     popcount word   = W * logic.xnor2_pj + (W - floor(log2 W) - 1) * logic.full_adder_pj + add(acc_bits)
     LUT read        = (entries - 1) * width_bits * logic.mux2_pj                (an N:1 mux tree of MUX2)
     QE, CE, CK      = converters.qe_pj, ce_pj, ck_pj
@@ -22,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from simulator.errors import HwsimError
 from simulator.hw.techtable import Figure, TechTable
 
 # ----------------------------------------------------------------------------------------------------------
@@ -58,6 +60,16 @@ def mac_energy(table: TechTable, a_bits: int, w_bits: int, acc_bits: int) -> Per
     ar = table.arith
     return PerEvent(mult_pj(table, a_bits, w_bits) + add_pj(table, acc_bits),
                     _rows(ar.mult_pj_per_bit2, ar.mult_pj_per_bit, ar.add_pj_per_bit))
+
+
+def fp32_mac_energy(table: TechTable, layer: str) -> PerEvent:
+    """One float32 multiply-add (a layer on float32 weights); a table without the two figures cannot cost it."""
+    ar = table.arith
+    if ar.fp32_mult_pj is None or ar.fp32_add_pj is None:
+        raise HwsimError(f"layer '{layer}' does float32 MACs (float32 weights) but the technology table has no "
+                         "arith.fp32_mult_pj / arith.fp32_add_pj (add both with their source)",
+                         source=table.source, field="arith.fp32_mult_pj")
+    return PerEvent(ar.fp32_mult_pj.value + ar.fp32_add_pj.value, _rows(ar.fp32_mult_pj, ar.fp32_add_pj))
 
 
 def mult_energy(table: TechTable, a_bits: int, b_bits: int) -> PerEvent:

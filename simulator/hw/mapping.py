@@ -85,6 +85,8 @@ def fold_schedule(wl, pe, dataflow: str, systolic: bool) -> FoldSchedule:
     else:
         reduction = wl.c * wl.r * wl.s
         per_step = (-(-wl.a_op_bits // pe.a_bits)) * (-(-wl.w_op_bits // pe.w_bits)) if pe.kind == "mac" else 1
+        if wl.mac_kind == "fp32":   # one fp32 MAC per PE step (an assumption: docs/architecture-model.md)
+            per_step = 1
     pixels = wl.n * wl.p * wl.q
     s_r, s_c, t = {"os": (pixels, wl.k, reduction), "ws": (reduction, wl.k, pixels),
                    "is": (reduction, pixels, wl.k)}[dataflow]

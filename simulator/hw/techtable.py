@@ -95,6 +95,9 @@ class Arith:
     mult_area_um2_per_bit2: Figure
     mult_area_um2_per_bit: Figure
     add_area_um2_per_bit: Figure
+    # float32 multiply and add (optional): the fp32 MACs of ONNX Runtime's float ConvTranspose on float32 weights
+    fp32_mult_pj: Figure | None = None
+    fp32_add_pj: Figure | None = None
 
 
 @dataclass(frozen=True)
@@ -441,8 +444,9 @@ class FieldReader:
     def read_arith(self, raw) -> Arith:
         keys = ["mult_pj_per_bit2", "mult_pj_per_bit", "add_pj_per_bit",
                 "mult_area_um2_per_bit2", "mult_area_um2_per_bit", "add_area_um2_per_bit"]
-        m = self.mapping(raw, "arith", required=keys)
-        return Arith(**{k: self.figure(m, k, "arith") for k in keys})
+        optional = ["fp32_mult_pj", "fp32_add_pj"]
+        m = self.mapping(raw, "arith", required=keys, optional=optional)
+        return Arith(**{k: self.figure(m, k, "arith") for k in keys + [k for k in optional if k in m]})
 
     def read_logic(self, raw) -> Logic:
         keys = ["mux2_pj", "xnor2_pj", "full_adder_pj", "dff_pj_per_clock",

@@ -54,6 +54,8 @@ class Workload:
     lut_width_bits: int = 0
     mul_bits: int = 0            # operand width of elementwise multiplications (mul layers)
     popcount_word_bits: int = 64
+    mac_kind: str = "int"        # "int": integer MACs of a_op_bits x w_op_bits; "fp32": float32 MACs (ORT's float
+    #                              ConvTranspose on float32 weights), one array step each, costed by arith.fp32_*
     zero_act_macs: int | None = None   # MACs whose activation operand is zero (None: unknown, shapes only)
     zero_any_macs: int | None = None   # MACs with a zero activation or a zero weight
     inputs: tuple = ()           # producing layers ("input": the model input); () = unknown (topology rows)

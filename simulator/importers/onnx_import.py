@@ -85,11 +85,13 @@ def apply_ort_cpu(model: Model, ort_cpu: str) -> Model:
     model.metadata["ort_cpu"] = {"requested": ort_cpu, "int8_kernel": cpu}
     if cpu != "avx2":
         return model
+    shifted = set(model.metadata.get("ort_u8_shifted_inputs", []))
     for lay in model.layers:
         if lay.op not in ("conv2d", "dense") or lay.attr("arithmetic") == "ort_float32":
             continue
         enc, w = lay.in_encs[0], lay.weight_enc
-        u8 = isinstance(enc, UniformAct) and enc.bits == 8 and not enc.signed
+        # u8 codes, or int8 codes that ORT's QDQS8ToU8 rewrite turns into u8 ones (code + 128) for this kernel
+        u8 = isinstance(enc, UniformAct) and enc.bits == 8 and (not enc.signed or lay.name in shifted)
         s8 = getattr(w, "kind", None) == "uniform" and w.bits == 8 and w.signed
         depthwise = lay.op == "conv2d" and lay.weight.shape[1] == 1 and lay.weight.shape[0] == lay.attr("groups")
         if u8 and s8 and not depthwise:
@@ -97,7 +99,8 @@ def apply_ort_cpu(model: Model, ort_cpu: str) -> Model:
     return model
 
 
-def import_onnx(path, proto=None, *, qdq_int8_allowed: bool = False, ort_cpu: str = "host") -> Model:
+def import_onnx(path, proto=None, *, qdq_int8_allowed: bool = False, ort_cpu: str = "host",
+                extra_outputs=()) -> Model:
     """Import a QOperator or QDQ ONNX model; returns a checked Model whose source is `path`.
 
     `ort_cpu`: the CPU whose ONNX Runtime the model should match bit for bit: "vnni" (exact u8 x s8 sums),
@@ -110,10 +113,14 @@ def import_onnx(path, proto=None, *, qdq_int8_allowed: bool = False, ort_cpu: st
     int8 inputs and outputs end up with different types are not fused: ORT computes them in float32, which no
     integer datapath reproduces; the importer lists them in `metadata["ort_float_nodes"]`. With the option on
     (ORT's default on ARM), nothing is rewritten and every group runs on ORT's int8 kernels.
+
+    `extra_outputs`: tensors the ORT session being matched also returns as graph outputs (a harness reading
+    intermediate tensors). The rewrite leaves an int8 QuantizeLinear that is a graph output as int8, which
+    changes the kernel a consumer runs on x86 without VNNI; the hwsim model keeps its one output.
     """
     source = os.fspath(path)
     try:
-        model = OrtBuilder(OnnxGraph(path, proto), qdq_int8_allowed).run()
+        model = OrtBuilder(OnnxGraph(path, proto), qdq_int8_allowed, extra_outputs).run()
         return apply_ort_cpu(model.check(), ort_cpu).check()   # encodings are resolved by the first check
     except HwsimError as exc:
         if exc.source is None:
@@ -161,7 +168,7 @@ class OrtBuilder:
     pending    a float result waiting for its QuantizeLinear (Pending: a QDQ node group ORT fuses)
     """
 
-    def __init__(self, graph: OnnxGraph, qdq_int8_allowed=False):
+    def __init__(self, graph: OnnxGraph, qdq_int8_allowed=False, extra_outputs=()):
         self.onnx = require("onnx")
         self.graph = graph
         self.proto = graph.proto
@@ -178,11 +185,12 @@ class OrtBuilder:
         for node in self.proto.graph.node:
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
-        self.graph_outputs = set(graph.output_names)
+        self.graph_outputs = set(graph.output_names) | set(extra_outputs)   # as ORT's session sees them
         self.qdq_int8_allowed = qdq_int8_allowed
         self.ort_type = {}         # DequantizeLinear output -> the 8-bit type ORT's kernels see ("u8" / "s8")
         self.ort_float_nodes = []  # QDQ node groups ORT leaves unfused (computed in float32)
         self.lut_sources = {}      # lut layer -> the ONNX ops its table stands for
+        self.u8_shifted = []       # MAC layers on int8 codes that ORT's QDQS8ToU8 hands its u8 kernels as code + 128
 
     # --------------------------------------------------------------------------------------- the walk
     def run(self) -> Model:
@@ -227,7 +235,7 @@ class OrtBuilder:
                            "graph_output": out_name},
                 "arithmetic": "ONNX Runtime CPU (MLAS, x86 with AVX2); the formulas follow these sources",
                 "ort_sources": ORT_SOURCES,
-                "ort_qdq_int8_allowed": self.qdq_int8_allowed}
+                "ort_qdq_int8_allowed": self.qdq_int8_allowed, "ort_u8_shifted_inputs": self.u8_shifted}
         kept = {lay.name for lay in layers}
         meta["onnx_tensors"] = {name: payload.name for name, (kind, payload) in self.values.items()
                                 if kind == "q" and payload.name in kept}
@@ -399,8 +407,17 @@ class OrtBuilder:
             out.append(min(max(code, lo_c), hi_c) - enc.zero_point)
         return out
 
-    def mac_layer(self, where, base, x: QT, w: QConst, bias, enc, op, conv_attrs, clip=(-math.inf, math.inf)):
+    def mac_layer(self, where, base, x: QT, w: QConst, bias, enc, op, conv_attrs, clip=(-math.inf, math.inf),
+                  w_enc=None):
+        """w_enc: the weight encoding when it is not 8-bit uniform (Float32W: float32 weights, which ORT's float
+        ConvTranspose multiplies as they are; no requantizer, so no multiplier)."""
         co = w.codes.shape[0]
+        if w_enc is not None:
+            lay = Layer(self.new_name(base), op, [x.name], dict(conv_attrs), enc, w.codes.astype(np.int64), w_enc,
+                        None, None if bias is None else bias.astype(np.int64), 32)
+            if clip != (-math.inf, math.inf):
+                lay.attrs["clip"] = self.value_bounds(enc, clip)
+            return self.add_layer(lay, [x], where)
         wscale = np.broadcast_to(w.scale, (co,)) if w.scale.size == 1 else w.scale
         f32 = np.float32
         mult = [float((f32(x.enc.scale) * f32(s)) / f32(enc.scale)) for s in np.asarray(wscale, dtype=np.float32)]
@@ -425,8 +442,12 @@ class OrtBuilder:
     def materialize(self, p: Pending, enc: UniformAct, base) -> QT:
         where = p.where
         if p.kind == "mac":
-            return self.mac_layer(where, base, p.inputs[0], p.params["w"], p.params["bias"], enc, p.params["op"],
-                                  p.params["attrs"], p.clip)
+            q = self.mac_layer(where, base, p.inputs[0], p.params["w"], p.params["bias"], enc, p.params["op"],
+                               p.params["attrs"], p.clip, p.params.get("w_enc"))
+            if p.in_types[:1] == ["u8"] and p.inputs[0].enc.signed and p.node not in self.ort_float_nodes:
+                # ORT's QDQS8ToU8 rewrite: its u8 kernel sees code + 128 (a group it leaves in float32 has none)
+                self.u8_shifted.append(q.name)
+            return q
         if p.kind == "add":
             lay = Layer(self.new_name(base), "add", [q.name for q in p.inputs],
                         {"requant": "float32", "rescale": "dequantize"}, enc)

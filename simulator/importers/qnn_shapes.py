@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from ..encodings import BinaryAct, CodebookW, EnqAct, KnqAct, ThresholdAct
+from ..encodings import BinaryAct, CodebookW, EnqAct, Float32W, KnqAct, ThresholdAct
 from ..errors import HwsimError
 from ..graph import MAC_OPS, Model, table_bits
 from ..hw.workload import EVENT_KEYS, Workload
@@ -133,6 +133,8 @@ def _mac_counts(lay, lc, in_size, out):
     elif lay.attr("datapath") == "x86_pair_sat16":
         lc.macs[(8, 8)] += out * k       # raw u8 x s8 codes; no decoder
         lc.datapath = "x86_pair_sat16"
+    elif isinstance(w_enc, Float32W):    # float32 weights (ORT's float ConvTranspose): fp32 MACs
+        lc.fp32_macs = out * k
     else:   # arithmetic "ort_float32" (ORT's float ConvTranspose) counts as the integer conv of its shape
         lc.macs[(in_enc.operand_bits, w_enc.operand_bits)] += out * k
         _decode(in_enc, in_size, lc)
@@ -191,6 +193,8 @@ def _workload(lay, lc, measured):
         keys = list(lc.macs) or [(lay.in_encs[0].operand_bits, w_enc.operand_bits)]
         a_op, w_op = max(keys)           # one key per layer: the engine's (activation, weight) operand bits
         bits = dict(in_bits=lay.in_encs[0].storage_bits, w_bits=w_enc.storage_bits, a_op_bits=a_op, w_op_bits=w_op)
+        if isinstance(w_enc, Float32W):  # float32 operands (the 8-bit input is dequantized): fp32 MACs
+            bits.update(a_op_bits=32, w_op_bits=32, mac_kind="fp32")
     zeros = {key: getattr(lc, key, None) if measured else None for key in ("zero_act_macs", "zero_any_macs")}
     path = "xnor" if lay.is_xnor else "mac"
     return Workload(lay.name, lay.op, path, **dims, **bits, acc_bits=lay.attr("acc_bits"),

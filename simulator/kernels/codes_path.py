@@ -260,9 +260,11 @@ def _zero_taps(codes, is_zero, lo, single, zc, kh_n, kw_n, sh, sw, top, left, ho
                         total += (src[j] == zero_code) if single else is_zero[np.int64(src[j]) - lo]
             taps[c, 0, 0] = total
         return
+    count = np.empty((hp, wp), np.int32)   # scratch rows reused by every channel
+    cols = np.empty((hp, kw_n), np.int64)
     for c in range(ci):
         # zeros per padded position over the batch (a padded position: all N images, if the pad is 0)
-        count = np.full((hp, wp), n if pad_is_zero else 0, np.int32)
+        count[...] = n if pad_is_zero else 0
         for i in range(h):
             for j in range(w):
                 count[top + i, left + j] = 0
@@ -281,7 +283,6 @@ def _zero_taps(codes, is_zero, lo, single, zc, kh_n, kw_n, sh, sw, top, left, ho
         for i in range(hp):
             for j in range(sw, wp):
                 count[i, j] += count[i, j - sw]
-        cols = np.zeros((hp, kw_n), np.int64)
         for i in range(hp):
             for s in range(kw_n):
                 cols[i, s] = count[i, s + (wo - 1) * sw] - (count[i, s - sw] if s >= sw else 0)

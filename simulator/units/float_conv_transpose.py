@@ -25,6 +25,19 @@ onnxruntime), and the float32 operations they make, per output element:
      (c, kh, kw) is added in that order, so an output pixel sums its contributions in increasing (kh, kw)
      order, one float32 add each.
    - the bias: an Eigen rowwise float32 add after col2im.
+   - QOperator form (quantize_static leaves ConvTranspose in float with float32 weight and bias initializers,
+     encodings.Float32W): ORT's default session quantizes them first (`runtime_weights`: WeightBiasQuantization)
+     and then runs the runtime-weight path above. Only with graph optimizations off (ORT_DISABLE_ALL) does
+     ConvTranspose see the float32 initializer, which it prepacks (conv_transpose.cc ConvTranspose<float>::PrePack: the
+     weight transposed to [Co/g * KH * KW, Ci/g] per group, unless M = Co/g * KH * KW or K = Ci/g is 1), and
+     the GEMM runs with TransA = CblasNoTrans. MLAS then grows StrideK when N < K (while StrideN > 16 and
+     StrideN / 2 >= N: StrideK doubles, StrideN halves; `k_block_size`), and N == 1 takes
+     MlasSgemmKernelM1TransposeBAvx (x86_64/SgemmKernelM1TransposeBAvx.S): eight lane sums of float32 products
+     (lane k mod 8, vmulps then vaddps), reduced by the row's place in the kernel's blocks of 4, 2 and 1 rows
+     (`_dot_m1t`). N is the ConvTranspose input's pixel count (before the dilate that stands for its stride).
+     Modelled for ORT's single-threaded run (intra_op_num_threads = 1, as every ORT comparison here): MLAS's
+     threads split N into slices of their own StrideK, and M into slices that may hit its M == 1 kernel, so
+     with several threads a prepacked layer with Ci/g > 128 can differ (the runtime-weight QDQ form cannot).
 3. QuantizeLinear (MLAS quantize.cpp MlasQuantizeLinearVector): float32 y / scale (a division), clamped, then
    cvtps2dq (round half to even), + zero point, saturated.
 
@@ -51,7 +64,13 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ..encodings import Float32W
+
 K_BLOCK = 128   # MLAS_SGEMM_STRIDEK (onnxruntime/core/mlas/lib/mlasi.h)
+N_STRIDE = 128  # MLAS_SGEMM_STRIDEN
+# the column-buffer kernels: MLAS's SGEMM kernels in K blocks (FMAs), MlasSgemmKernelM1Avx (runtime weight,
+# N == 1), MlasSgemmKernelM1TransposeBAvx (prepacked weight, N == 1)
+GEMM, M1, M1_TRANSPOSE_B = 0, 1, 2
 
 
 @njit(cache=True)
@@ -107,9 +126,35 @@ def _dot_m1(x, w):
     return col
 
 
+@njit(cache=True)
+def _dot_m1t(x, w, rows):
+    """One output of MlasSgemmKernelM1TransposeBAvx: lane k % 8 sums float32 products in k order (vmulps,
+    vaddps), then the lanes are reduced as the kernel's 4-, 2- or 1-row block (`rows`) does."""
+    a = np.zeros(8)
+    for i in range(x.shape[0]):
+        a[i % 8] = _f32(a[i % 8] + _f32(x[i] * w[i]))
+    if rows == 4:     # vunpck{l,h}ps / vunpck{l,h}pd transpose, three vaddps, then the two 128-bit halves
+        return _f32(_f32(_f32(_f32(a[0] + a[1]) + a[2]) + a[3]) + _f32(_f32(_f32(a[4] + a[5]) + a[6]) + a[7]))
+    if rows == 2:     # vunpck{l,h}ps + vaddps, halves added, vmovhlps + vaddps
+        return _f32(_f32(_f32(a[0] + a[2]) + _f32(a[4] + a[6])) + _f32(_f32(a[1] + a[3]) + _f32(a[5] + a[7])))
+    return _f32(_f32(_f32(a[0] + a[1]) + _f32(a[2] + a[3])) + _f32(_f32(a[4] + a[5]) + _f32(a[6] + a[7])))
+
+
+@njit(cache=True)
+def _m1t_rows(m, m_total):
+    """The row block (4, 2 or 1 rows) MlasSgemmKernelM1TransposeBAvx reduces GEMM row m of m_total in."""
+    full = m_total - m_total % 4
+    if m < full:
+        return 4
+    if m_total % 4 >= 2 and m < full + 2:
+        return 2
+    return 1
+
+
 @njit(parallel=True, cache=True)
-def _kernel(x, live, w, bias, pt, pl, ho, wo, groups, m1, k_block):
-    """x [N, H, W, C] and w [Co, KH, KW, Ci/g] float32 values (float64); live[n, h, w, g]: a non-zero input."""
+def _kernel(x, live, w, bias, pt, pl, ho, wo, groups, mode, k_block):
+    """x [N, H, W, C] and w [Co, KH, KW, Ci/g] float32 values (float64); live[n, h, w, g]: a non-zero input;
+    mode GEMM, M1 or M1_TRANSPOSE_B (the column-buffer kernel)."""
     n_, h_, w_, _ = x.shape
     co_, kh_, kw_, cig = w.shape
     cog = co_ // groups
@@ -121,6 +166,8 @@ def _kernel(x, live, w, bias, pt, pl, ho, wo, groups, m1, k_block):
         for a in range(kh_ - 1, -1, -1):          # ConvTranspose's kh = KH - 1 - a, increasing
             for b in range(kw_ - 1, -1, -1):
                 wv = w[co, a, b]
+                # the GEMM row of (co, kh, kw) in its group: (co mod cog) * KH * KW + kh * KW + kw
+                rows = _m1t_rows(((co % cog) * kh_ + kh_ - 1 - a) * kw_ + kw_ - 1 - b, cog * kh_ * kw_)
                 for oh in range(ho):
                     ih = oh + a - pt
                     if ih < 0 or ih >= h_:
@@ -130,7 +177,12 @@ def _kernel(x, live, w, bias, pt, pl, ho, wo, groups, m1, k_block):
                         if iw < 0 or iw >= w_ or not live[n, ih, iw, g]:
                             continue
                         xv = x[n, ih, iw, c0:c0 + cig]
-                        col = _dot_m1(xv, wv) if m1 else _dot_fma(xv, wv, k_block)
+                        if mode == M1:
+                            col = _dot_m1(xv, wv)
+                        elif mode == M1_TRANSPOSE_B:
+                            col = _dot_m1t(xv, wv, rows)
+                        else:
+                            col = _dot_fma(xv, wv, k_block)
                         y[n, co, oh, ow] = _f32(y[n, co, oh, ow] + col)
         for oh in range(ho):
             for ow in range(wo):
@@ -143,10 +195,28 @@ def dequantize(values, scale) -> np.ndarray:
     return np.asarray(values).astype(np.float32) * np.asarray(scale, dtype=np.float32)
 
 
-def conv_transpose_ort(x, w, bias, padding, groups) -> np.ndarray:
+def is_prepacked(m: int, k: int, float_weights: bool) -> bool:
+    """ORT prepacks (transposes) a float32 weight initializer unless the GEMM's M = Co/g * KH * KW or
+    K = Ci/g is 1 (ConvTranspose<float>::PrePack); a runtime weight (the QDQ form's DequantizeLinear) never."""
+    return float_weights and m > 1 and k > 1
+
+
+def k_block_size(n: int, k: int, prepacked: bool) -> int:
+    """MlasSgemmOperation's StrideK for a GEMM of N columns and depth K: 128, grown while StrideN > 16 and
+    StrideN / 2 >= N when N < K and A is not transposed (the prepacked weight). (When N >= K it only shrinks
+    while it stays >= K: one block either way.)"""
+    stride_n, stride_k = N_STRIDE, K_BLOCK
+    if prepacked and n < k:
+        while stride_n > 16 and stride_n // 2 >= n:
+            stride_k, stride_n = stride_k * 2, stride_n // 2
+    return stride_k
+
+
+def conv_transpose_ort(x, w, bias, padding, groups, float_weights=False, gemm_n=None) -> np.ndarray:
     """ORT's float32 ConvTranspose on the conv2d form: x float32 [N, C, H, W] (dilated), w float32 [Co, Ci/g,
     KH, KW] (flipped), bias float32 [Co] or None, padding (top, left, bottom, right) -> float32 [N, Co, Ho, Wo].
-    A 1x1 input is ORT's N == 1 case (the M1 kernel)."""
+    A 1x1 input is ORT's N == 1 case (an M1 kernel). float_weights: the weight is a float32 initializer (ORT
+    prepacks it); gemm_n: the pixels of the ConvTranspose's own (undilated) input, H * W of x by default."""
     x = np.asarray(x, dtype=np.float32)
     w = np.asarray(w, dtype=np.float32)
     n, c, h, wd = x.shape
@@ -157,7 +227,10 @@ def conv_transpose_ort(x, w, bias, padding, groups) -> np.ndarray:
     live = np.ascontiguousarray((xt.reshape(n, h, wd, groups, cig) != 0).any(axis=4))
     wt = np.ascontiguousarray(w.transpose(0, 2, 3, 1), dtype=np.float64)
     b = np.zeros(co) if bias is None else np.asarray(bias, dtype=np.float32).astype(np.float64)
-    y = _kernel(xt, live, wt, b, pt, pl, ho, wo, int(groups), h * wd == 1, K_BLOCK)
+    gemm_n = h * wd if gemm_n is None else int(gemm_n)
+    packed = is_prepacked(co // int(groups) * kh * kw, cig, float_weights)
+    mode = GEMM if h * wd != 1 else (M1_TRANSPOSE_B if packed else M1)
+    y = _kernel(xt, live, wt, b, pt, pl, ho, wo, int(groups), mode, k_block_size(gemm_n, cig, packed))
     return y.astype(np.float32)
 
 
@@ -177,24 +250,71 @@ def bias_scales(lay, co) -> np.ndarray:
     return np.float32(lay.in_encs[0].scale) * lay.weight_enc.channel_scales(co).astype(np.float32)
 
 
+def ort_weight_quantization(w) -> tuple[np.ndarray, np.float32, int]:
+    """ORT's WeightBiasQuantization of a float32 weight initializer: int8 per tensor with a zero point
+    (core/util/qmath.h GetQuantizationParameter<int8_t>: min/max widened to 0, scale = float32(max - min) / 255
+    (1 when max == min), zp = RoundHalfToEven(clamp(-128 - min / scale)), float32 arithmetic), codes by
+    MlasQuantizeLinear (float32 w / scale, clamped, half to even, + zp). -> (codes, scale, zero point)."""
+    f = np.float32
+    w = np.asarray(w, dtype=np.float32)
+    lo, hi = min(f(w.min()), f(0)), max(f(w.max()), f(0))
+    scale = f(1) if hi == lo else f(f(hi - lo) / f(255))
+    zp = int(np.rint(np.clip(f(f(-128) - f(lo / scale)), -128, 127)))
+    with np.errstate(over="ignore"):
+        q = np.rint(np.clip((w / scale).astype(np.float32), f(-128 - zp), f(127 - zp))).astype(np.int64) + zp
+    return q, scale, zp
+
+
+def ort_bias_quantization(b, x_scale, w_scale) -> tuple[np.ndarray, np.float32]:
+    """The same transformer's float32 bias: bias_scale = float32(x_scale * w_scale) (a Mul), codes
+    Round(float32(b / bias_scale)) half to even (Div, Round, Cast to int32; constant-folded)."""
+    bs = np.float32(np.float32(x_scale) * np.float32(w_scale))
+    with np.errstate(over="ignore"):
+        q = np.rint((np.asarray(b, dtype=np.float32) / bs).astype(np.float32))
+    return np.clip(q, -2.0 ** 31, 2.0 ** 31 - 1).astype(np.int64), bs
+
+
+def runtime_weights(lay, w_values, bias) -> tuple[np.ndarray, np.ndarray | None]:
+    """The float32 weight and bias ORT's ConvTranspose gets at run time: uniform weights through their
+    DequantizeLinear (float32(code - zp) * scale[c]), the int32 bias as float32(bias) * bias_scale. Float32
+    weights (Float32W, the QOperator form) go through what ORT's default session makes of them first: its
+    WeightBiasQuantization (optimizer/qdq_transformer/weight_bias_quantization.cc, graph optimization level
+    basic and above, for a ConvTranspose whose input is a DequantizeLinear with a scalar scale and whose output
+    goes to a QuantizeLinear, optionally through Relu / Clip) quantizes the float32 weight initializer to int8
+    and the float32 bias to int32 and inserts DequantizeLinear nodes, which constant folding keeps: the GEMM
+    then takes a runtime weight, exactly as in the QDQ form. (Without graph optimizations, ORT_DISABLE_ALL,
+    ORT multiplies the float32 weights themselves, prepacked: conv_transpose_ort(float_weights=True).)"""
+    co = w_values.shape[0]
+    b = None if bias is None else dequantize(bias, bias_scales(lay, co))
+    if not isinstance(lay.weight_enc, Float32W):
+        return dequantize(w_values, lay.weight_enc.channel_scales(co).reshape(-1, 1, 1, 1)), b
+    codes, w_scale, zp = ort_weight_quantization(w_values)
+    if b is not None:
+        bq, b_scale = ort_bias_quantization(b, lay.in_encs[0].scale, w_scale)
+        b = dequantize(bq, b_scale)
+    return dequantize(codes - zp, w_scale), b
+
+
 def layer_values(lay, x_codes, w_values, bias) -> np.ndarray:
     """A conv2d layer with arithmetic "ort_float32" on its (dilated) input codes -> output values (before the
-    zero point): dequantize, ORT's float32 ConvTranspose, quantize."""
-    co = w_values.shape[0]
+    zero point): dequantize, ORT's float32 ConvTranspose, quantize. w_values: integer weight values (uniform
+    weights) or the float32 weights (Float32W)."""
     x = dequantize(lay.in_encs[0].decode(x_codes), lay.in_encs[0].scale)
-    w = dequantize(w_values, lay.weight_enc.channel_scales(co).reshape(-1, 1, 1, 1))
-    b = None if bias is None else dequantize(bias, bias_scales(lay, co))
+    w, b = runtime_weights(lay, w_values, bias)
     y = conv_transpose_ort(x, w, b, lay.attr("padding"), lay.attr("groups"))
     return quantize_values(y, lay.out_enc.scale)
 
 
 # ----------------------------------------------------------------------------------------- plain reference
 
-def conv_transpose_reference(x, w, bias, strides, pads, output_padding, groups, fma=None) -> np.ndarray:
+def conv_transpose_reference(x, w, bias, strides, pads, output_padding, groups, fma=None,
+                             float_weights=False) -> np.ndarray:
     """ORT's ConvTranspose<float> on one image as its code runs (plain Python, small shapes): x float32
     [Ci, H, W], w float32 [Ci, Co/g, KH, KW] (ONNX layout), bias float32 [Co] or None -> float32 [Co, Ho, Wo].
     Per group, the column buffer col[(co, kh, kw), (ih, iw)] of the SGEMM (K blocks of 128, FMAs; the M1
-    kernel for a 1x1 input), then Col2im adding rows in (co, kh, kw) order into a zeroed output, then the bias."""
+    kernel for a 1x1 input), then Col2im adding rows in (co, kh, kw) order into a zeroed output, then the bias.
+    float_weights: the weight is an initializer ORT prepacks (the CblasNoTrans GEMM: its StrideK, and the
+    M1TransposeB kernel for a 1x1 input)."""
     fma = fma or (lambda a, b, c: float(fma32(a, b, c)))
     f32 = lambda v: float(np.float32(v))   # noqa: E731
     ci, h, wd = x.shape
@@ -203,19 +323,35 @@ def conv_transpose_reference(x, w, bias, strides, pads, output_padding, groups, 
     (sh, sw), (pt, pl, pb, pr), (oph, opw) = strides, pads, output_padding
     ho, wo = (h - 1) * sh - pt - pb + kh + oph, (wd - 1) * sw - pl - pr + kw + opw
     y = np.zeros((groups * cog, ho, wo), np.float32)
+    packed = is_prepacked(cog * kh * kw, cig, float_weights)
+    k_block = k_block_size(h * wd, cig, packed)
     for g in range(groups):
         col = {}
-        for m in np.ndindex(cog, kh, kw):
+        for row, m in enumerate(np.ndindex(cog, kh, kw)):
             for pix in np.ndindex(h, wd):
                 xs = [float(x[g * cig + k][pix]) for k in range(cig)]
                 ws = [float(w[g * cig + k][m]) for k in range(cig)]
+                if h * wd == 1 and packed:
+                    # the kernel's lanes: lane k % 8 sums products in k order; rows reduced in blocks of 4, 2, 1
+                    lanes = [0.0] * 8
+                    for k in range(cig):
+                        lanes[k % 8] = f32(lanes[k % 8] + f32(xs[k] * ws[k]))
+                    rows = int(_m1t_rows(row, cog * kh * kw))
+                    order = {4: [[0, 1, 2, 3], [4, 5, 6, 7]], 2: [[0, 2, 4, 6], [1, 3, 5, 7]],
+                             1: [[0, 1, 2, 3], [4, 5, 6, 7]]}[rows]
+                    if rows == 4:
+                        halves = [f32(f32(f32(lanes[i] + lanes[j]) + lanes[p]) + lanes[q]) for i, j, p, q in order]
+                    else:   # pairs first: (a0 + a2) + (a4 + a6) for 2 rows, (a0 + a1) + (a2 + a3) for 1 row
+                        halves = [f32(f32(lanes[i] + lanes[j]) + f32(lanes[p] + lanes[q])) for i, j, p, q in order]
+                    col[m + pix] = f32(halves[0] + halves[1])
+                    continue
                 if h * wd == 1:
                     col[m + pix] = float(_dot_m1(np.array(xs), np.array(ws)))
                     continue
                 c = 0.0
-                for k0 in range(0, cig, K_BLOCK):
+                for k0 in range(0, cig, k_block):
                     acc = 0.0
-                    for k in range(k0, min(cig, k0 + K_BLOCK)):
+                    for k in range(k0, min(cig, k0 + k_block)):
                         acc = fma(ws[k], xs[k], acc)
                     c = acc if k0 == 0 else f32(c + acc)
                 col[m + pix] = c

@@ -15,15 +15,55 @@ constant-fold and prepack the weight and block the SGEMM's K differently for sma
 
 QOperator form: onnxruntime.quantization has no QOperator ConvTranspose (its QLinearOpsRegistry lists none, and
 ORT's com.microsoft QLinearConvTranspose schema has no CPU kernel), so quantize_static leaves the node in float
-with float weights between DequantizeLinear and QuantizeLinear; hwsim refuses it (float weights are no 8-bit
-MAC operands).
+with a float32 weight initializer (and a float32 bias) between DequantizeLinear and QuantizeLinear. That is the
+same ORT float32 ConvTranspose on the weights as they are: they become float32 weights (encodings.Float32W,
+their bit patterns stored exactly), which ORT prepacks, so its SGEMM runs A untransposed (the unit models that
+path too). Their MACs are fp32 MACs in the trace and the cost model.
+
+A float32 bias (either form) is what ORT adds after col2im: each value v is stored exactly as an integer
+mantissa m (|m| < 2^24) with a power-of-two `bias_scale` 2^e (e >= -149), so float32(m) * 2^e == v, the
+existing float32(bias) * bias_scale of the unit.
 """
 
 import numpy as np
 
+from ....encodings import Float32W
 from ....graph import Layer
 from ...onnx_import import QConst
 from . import handler
+
+
+def float_bias(values) -> tuple[np.ndarray, list]:
+    """float32 values -> (int64 mantissas, power-of-two scales) with float32(m) * scale == value exactly."""
+    v = np.asarray(values, dtype=np.float32).reshape(-1).astype(np.float64)
+    _, e = np.frexp(v)                                  # |v| in [2^(e-1), 2^e): 24 significant bits
+    step = np.maximum(e.astype(np.int64) - 24, -149)    # the float32 ulp of v (subnormals: 2^-149)
+    return np.ldexp(v, -step).astype(np.int64), [float(s) for s in np.ldexp(1.0, step)]
+
+
+def _float_weight(node, imp) -> QConst:
+    """QOperator form: the float32 weight initializer ORT's float ConvTranspose multiplies, as Float32W codes."""
+    wf = imp.const(node.inputs[1], node.where, "weight")
+    if wf.dtype != np.float32:
+        node.fail(f"a float weight must be float32, got {wf.dtype}")
+    if wf.size and not np.all(np.isfinite(wf)):
+        node.fail("the float32 weight holds NaN or infinity")
+    return QConst(Float32W.codes(wf), np.ones(1, np.float32), np.zeros(1, np.int64), None)
+
+
+def _bias(node, imp, x, w) -> tuple:
+    """(integer bias, its float32 bias_scale or None): a float32 initializer added as is, or an int32 bias
+    behind DequantizeLinear (ORT adds float32(bias) * the bias's own float32 scale)."""
+    co = w.codes.shape[0]
+    if node.input(2) and imp.lookup(node.input(2), node.where)[0] == "const":
+        bf = imp.const(node.input(2), node.where, "bias")
+        if bf.dtype != np.float32 or bf.size != co or not np.all(np.isfinite(bf)):
+            node.fail(f"a float bias must hold {co} finite float32 values, got {bf.size} of {bf.dtype}")
+        return float_bias(bf)
+    b = imp.dq_const(node.input(2), node.where, "bias") if node.input(2) else None
+    bias = imp.bias(b, x.enc.scale, w, co, node.where)
+    return bias, None if b is None else [float(s) for s in np.asarray(b.scale, dtype=np.float32).reshape(-1)]
+
 
 ATTRS = {"dilations": [1, 1], "group": None, "kernel_shape": None, "output_padding": None, "pads": None,
          "strides": None, "auto_pad": "NOTSET", "output_shape": None}
@@ -34,12 +74,8 @@ class ConvTranspose:
     def ort(self, node, imp):
         node.only_attrs(ATTRS)
         x = imp.dq_input(node.inputs[0], node.where)
-        kind, _ = imp.lookup(node.inputs[1], node.where)
-        if kind == "const":
-            node.fail("ConvTranspose with float weights (quantize_static's QOperator form leaves ConvTranspose "
-                      "unquantized: ONNX Runtime has no QLinearConvTranspose CPU kernel); hwsim needs 8-bit "
-                      "weights: quantize in QDQ form")
-        wq = imp.dq_const(node.inputs[1], node.where, "weight")
+        f32 = imp.lookup(node.inputs[1], node.where)[0] == "const"
+        wq = _float_weight(node, imp) if f32 else imp.dq_const(node.inputs[1], node.where, "weight")
         if len(x.shape) != 3 or wq.codes.ndim != 4:
             node.fail(f"only 2-D transposed convolutions are supported (input {list(x.shape)}, weight "
                       f"{list(wq.codes.shape)})")
@@ -70,18 +106,21 @@ class ConvTranspose:
                       "channel (axis 1)")
         if axis is not None and groups > 1:
             node.fail("per-channel weights of a grouped ConvTranspose are not supported")
-        w = imp.weight(QConst(codes, wq.scale, wq.zp, None if axis is None else 0), node.where, "conv")
-        b = imp.dq_const(node.input(2), node.where, "bias") if node.input(2) else None
-        bias = imp.bias(b, x.enc.scale, w, w.codes.shape[0], node.where)
+        w = QConst(codes, wq.scale, wq.zp, None) if f32 else \
+            imp.weight(QConst(codes, wq.scale, wq.zp, None if axis is None else 0), node.where, "conv")
+        bias, bias_scale = _bias(node, imp, x, w)
         src = x
         if (sh, sw) != (1, 1):
             lay = Layer(imp.new_name(node.outputs[0] + "_dilate"), "dilate", [x.name], {"stride": [sh, sw]})
             src = imp.add_layer(lay, [x], node.where)
         attrs = {"stride": [1, 1], "padding": [kh - 1 - pt, kw - 1 - pl, kh - 1 - pb + oph, kw - 1 - pr + opw],
                  "groups": groups, "arithmetic": "ort_float32"}
-        if b is not None:   # ORT adds float32(bias) * the bias's own float32 scale
-            attrs["bias_scale"] = [float(s) for s in np.asarray(b.scale, dtype=np.float32).reshape(-1)]
-        imp.qdq_group(node, "mac", [src], {"op": "conv2d", "w": w, "bias": bias, "attrs": attrs})
+        if bias_scale is not None:
+            attrs["bias_scale"] = bias_scale
+        params = {"op": "conv2d", "w": w, "bias": bias, "attrs": attrs}
+        if f32:
+            params["w_enc"] = Float32W()
+        imp.qdq_group(node, "mac", [src], params)
         # ORT computes the group in float32 whatever its 8-bit types, so close_group's check that ORT's
         # QDQS8ToU8 rewrite keeps the types of a fused group together does not apply (no ort_float_nodes entry)
         imp.values[node.outputs[0]][1].in_types = []
