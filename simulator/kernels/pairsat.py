@@ -194,43 +194,50 @@ CHANNELS_PER_TASK = 8   # output channels of one parallel task (its two scratch 
 
 @njit(parallel=True, cache=True)
 def _saturation_kernel(planes, x_max, ptr, taps, wts, x_min, cog, cig, acc, pairs, outs, apply):
+    """Per (image, block of channels): for each pair that can saturate, over the output run, in uint16 lanes
+    (16 per AVX2 vector): both weights have one sign, so |p| = x_a·|w_a| + x_b·|w_b| <= 65,280 is exact in
+    uint16, and the pair saturates iff |p| > L (32,767 above zero, 32,768 below), by |p| - L."""
     n, co_total, ho, wo = acc.shape
-    sh, sw, hq, wq = planes.shape[2], planes.shape[3], planes.shape[4], planes.shape[5]
-    flat = planes.reshape(n, planes.shape[1], sh, sw, hq * wq)
+    ci, sh, sw, hq, wq = planes.shape[1], planes.shape[2], planes.shape[3], planes.shape[4], planes.shape[5]
+    flat = planes.reshape(-1)       # one flat index per run start: unit-stride loops that vectorise
     m = (ho - 1) * wq + wo          # outputs as one run with row pitch wq (as _pairsat_kernel)
     blocks = -(-co_total // CHANNELS_PER_TASK)
     for t in prange(n * blocks):
         ni, b = t // blocks, t % blocks
         delta = np.empty(m, np.int64)
-        hits = np.empty(m, np.int32)
+        hits = np.empty(m, np.uint16)
+        total_hits = np.empty(m, np.int64)
         for co in range(b * CHANNELS_PER_TASK, min(co_total, (b + 1) * CHANNELS_PER_TASK)):
             c0 = (co // cog) * cig
             touched = False
+            since_flush = 0
             for d in range(ptr[co], ptr[co + 1]):
-                ta, tb = x_min[d, 0], x_min[d, 1]
-                if x_max[ni, c0 + taps[d, 0]] < ta or x_max[ni, c0 + taps[d, 3]] < tb:
+                if x_max[ni, c0 + taps[d, 0]] < x_min[d, 0] or x_max[ni, c0 + taps[d, 3]] < x_min[d, 1]:
                     continue   # no code of this image reaches the pair's threshold
                 if not touched:
                     delta[:] = 0
                     hits[:] = 0
+                    total_hits[:] = 0
                     touched = True
                 ka, kb = taps[d, 1], taps[d, 4]
-                sa = (ka // sh) * wq + taps[d, 2] // sw
-                sb = (kb // sh) * wq + taps[d, 5] // sw
-                xa = flat[ni, c0 + taps[d, 0], ka % sh, taps[d, 2] % sw, sa:sa + m]
-                xb = flat[ni, c0 + taps[d, 3], kb % sh, taps[d, 5] % sw, sb:sb + m]
-                wa, wb = np.int32(wts[d, 0]), np.int32(wts[d, 1])
-                for b0 in range(0, m, 64):   # blocks of outputs where both operands reach the threshold
-                    b1 = min(m, b0 + 64)
-                    candidate = False
-                    for i in range(b0, b1):
-                        candidate |= (xa[i] >= ta) & (xb[i] >= tb)
-                    if candidate:
-                        for i in range(b0, b1):
-                            p = np.int32(xa[i]) * wa + np.int32(xb[i]) * wb
-                            s = min(max(p, np.int32(-32768)), np.int32(32767))
-                            delta[i] += s - p
-                            hits[i] += s != p
+                oa = ((((ni * ci + c0 + taps[d, 0]) * sh + ka % sh) * sw + taps[d, 2] % sw) * hq + ka // sh) * wq \
+                    + taps[d, 2] // sw
+                ob = ((((ni * ci + c0 + taps[d, 3]) * sh + kb % sh) * sw + taps[d, 5] % sw) * hq + kb // sh) * wq \
+                    + taps[d, 5] // sw
+                xa, xb = flat[oa:oa + m], flat[ob:ob + m]   # 1-D slices of a 1-D array: contiguous runs
+                positive = wts[d, 0] > 0
+                wa, wb = np.uint16(abs(wts[d, 0])), np.uint16(abs(wts[d, 1]))
+                lim = np.uint16(32767 if positive else 32768)
+                if apply:   # s - p: the clamp takes |p| - L off |p|
+                    _excess_row(xa, xb, wa, wb, lim, np.int64(-1 if positive else 1), delta, hits)
+                else:
+                    _count_row(xa, xb, wa, wb, lim, hits)
+                since_flush += 1
+                if since_flush == 65535:   # uint16 counters: move them on before they could wrap
+                    for i in range(m):
+                        total_hits[i] += hits[i]
+                    hits[:] = 0
+                    since_flush = 0
             if not touched:
                 continue
             total = outputs = 0
@@ -239,10 +246,27 @@ def _saturation_kernel(planes, x_max, ptr, taps, wts, x_min, cog, cig, acc, pair
                     i = oh * wq + ow
                     if apply:
                         acc[ni, co, oh, ow] += delta[i]
-                    total += hits[i]
-                    outputs += hits[i] > 0
+                    h = total_hits[i] + hits[i]
+                    total += h
+                    outputs += h > 0
             pairs[ni, co] = total
             outs[ni, co] = outputs
+
+
+@njit(cache=True)
+def _count_row(xa, xb, wa, wb, lim, hits):
+    """hits[i] += x_a·|w_a| + x_b·|w_b| > L, in uint16 lanes (its own function: the loop vectorises here)."""
+    for i in range(xa.shape[0]):
+        hits[i] += np.uint16(np.uint16(np.uint16(xa[i]) * wa + np.uint16(xb[i]) * wb) > lim)
+
+
+@njit(cache=True)
+def _excess_row(xa, xb, wa, wb, lim, sign, delta, hits):
+    """delta[i] += sign·(|p| - L) where |p| = x_a·|w_a| + x_b·|w_b| > L, and hits[i] += 1 there."""
+    for i in range(xa.shape[0]):
+        e = max(np.uint16(np.uint16(xa[i]) * wa + np.uint16(xb[i]) * wb), lim) - lim
+        delta[i] += sign * np.int64(e)
+        hits[i] += np.uint16(e != 0)
 
 
 # ----------------------------------------------------------------------------------------------------------
