@@ -207,9 +207,15 @@ def test_engine_fast_route_equals_the_sequential_kernel():
     """Random pair-saturating models: the fast route (exact sums + correction, fused epilogue) against the
     same engine forced onto the sequential kernel: every tensor and every trace field equal."""
     rng = np.random.default_rng(7)
-    for seed in range(6):
+    for seed in range(8):
         model = make_model(seed=seed)
-        x = rng.integers(0, 256, (5, 4, 5, 5))
+        if seed >= 6:   # odd channels per group: MLAS's pairs cross kernel taps, the canvas's do not
+            c1 = model.layers[0]
+            w = np.random.default_rng(seed).integers(-128, 128, (8, 3, 3, 3))
+            model = Model("pairsat_odd", (3, 5, 5), model.input_enc,
+                          [Layer("c1", "conv2d", ["input"], dict(c1.attrs), c1.out_enc, w, c1.weight_enc,
+                                 bias=c1.bias), *model.layers[1:]]).check()
+        x = rng.integers(0, 256, (5,) + tuple(model.input_shape))
         fast = Engine(model)
         assert all(fast.plans[n].from_codes is not None for n in ("c1", "d"))
         slow = Engine(model)
@@ -407,5 +413,5 @@ def test_onnxruntime_without_vnni_under_qemu(tmp_path):
     totals = result["totals"]
     assert totals["qemu_ort_vs_exact_mismatches"] > 0          # ORT without VNNI is not exact ...
     assert totals["qemu_ort_vs_hwsim_x86_mismatches"] == 0     # ... and hwsim reproduces it bit for bit
-    assert totals["native_ort_vs_hwsim_exact_mismatches"] == 0
+    assert totals["native_ort_vs_hwsim_host_mismatches"] == 0   # native ORT: this CPU's datapath
     assert result["passed"] and (tmp_path / "pair_saturation.json").exists()
