@@ -203,6 +203,23 @@ def test_saturating_pairs_are_exactly_those_that_can_saturate():
         assert listed[o] == can, (o, w[o].ravel())
 
 
+def test_per_image_filter_keeps_a_pair_whose_code_just_reaches_its_threshold():
+    """Weights (127, 127): the pair saturates from x_a = 4 with x_b = 255 (4·127 + 255·127 = 32,893) and not at
+    x_a = 3 (32,766). An image whose channel maximum is exactly 4 must still be scanned (the per-image filter)."""
+    w = np.zeros((1, 2, 1, 1), np.int8)
+    w[0, :, 0, 0] = 127
+    sp = pairsat.saturating_pairs(w)
+    assert sp.x_min.tolist() == [[4, 4]]
+    for top, want in ((4, 1), (3, 0)):
+        x = np.zeros((1, 2, 1, 3), np.uint8)
+        x[0, 0] = [[top, 0, 1]]
+        x[0, 1] = 255
+        g = conv_geometry(x.shape, w.shape, (1, 1), (0, 0, 0, 0), 1)
+        acc = np.zeros((1, 1, 1, 3), np.int64)
+        assert pairsat.add_pair_saturation(acc, x, sp, g, 0) == (want, want)
+        assert acc[0, 0, 0, 0] == (32767 - (top * 127 + 255 * 127) if want else 0)
+
+
 def test_engine_fast_route_equals_the_sequential_kernel():
     """Random pair-saturating models: the fast route (exact sums + correction, fused epilogue) against the
     same engine forced onto the sequential kernel: every tensor and every trace field equal."""
