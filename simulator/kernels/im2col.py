@@ -436,21 +436,14 @@ class _Dpbusd8:
         return builder.sext(acc, ir.VectorType(_I64, self.lanes))
 
 
-class _Maddubs8:
+class _Maddubs8(_Dpbusd8):
     """The pair-saturating u8 x s8 step of x86 without VNNI (vpmaddubsw, then vpmaddwd against 1s):
     acc_i32 += sat16(x0·w0 + x1·w1) + sat16(x2·w2 + x3·w3), x unsigned bytes (held in an int8 canvas, which is
     what selects this op), w signed. The x86 instructions where the CPU has them, else generic IR with
-    llvm.sadd.sat (same result on any target)."""
-
-    def __init__(self, lanes):
-        self.lanes = lanes
-        self.acc_type = ir.VectorType(_I32, lanes)
-        self.w_type = ir.VectorType(ir.IntType(8), 4 * lanes)
-        self.align = 1
+    llvm.sadd.sat (same result on any target). Same operands and lanes as _Dpbusd8; only the step differs."""
 
     def load_x(self, builder, ptr):
-        quad = builder.load(builder.bitcast(ptr, _I32.as_pointer()), align=1)
-        return builder.bitcast(_splat(builder, quad, self.acc_type), self.w_type)
+        return builder.bitcast(super().load_x(builder, ptr), self.w_type)   # byte lanes for vpmaddubsw
 
     def _call(self, builder, name, ret, args):
         mod = builder.module
@@ -474,9 +467,6 @@ class _Maddubs8:
         wide = builder.sext(pairs, ir.VectorType(_I32, 2 * self.lanes))
         return builder.add(acc, builder.add(builder.shuffle_vector(wide, wide, _mask(range(0, 2 * self.lanes, 2))),
                                             builder.shuffle_vector(wide, wide, _mask(range(1, 2 * self.lanes, 2)))))
-
-    def widen(self, builder, acc):
-        return builder.sext(acc, ir.VectorType(_I64, self.lanes))
 
 
 class _XorPop64:
