@@ -15,7 +15,7 @@ test set is models/digits_test.npz. The float model takes x = pixel / 16 (float3
 
 Weights are quantized with reduce_range (7-bit codes, |w| <= 64, stored as int8) by default, so that the shipped
 model means the same integer arithmetic on every x86 machine: without VNNI, ONNX Runtime's uint8 x int8 kernels
-add adjacent pairs of products into int16 *with saturation* (vpmaddubsw; /work/shared/REFERENCES.md §4), which
+add adjacent pairs of products into int16 *with saturation* (vpmaddubsw; docs/references.md §4), which
 is not exact integer arithmetic; with |w| <= 64 no pair can saturate (2 * 255 * 64 < 2^15), so ONNX Runtime
 computes the exact result on any CPU and hwsim's default (exact) datapath reproduces it bit for bit. ONNX
 Runtime's documentation recommends reduce_range on such machines. `--full-range` writes full-range int8 weights:

@@ -59,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_args(p)
     p.add_argument("--output", metavar="Y.npy", help="save the model's output tensor (its integer codes)")
     p.add_argument("--json", metavar="REPORT.json", help="write the report as JSON (docs/report-schema.md)")
-    p.add_argument("--csv", metavar="LAYERS.csv", help="write the per-layer cycles and energy as CSV")
+    p.add_argument("--csv", metavar="LAYERS.csv", help="write the report's per-layer figures as CSV: one row per "
+                                                       "layer, then a total row (docs/report-schema.md)")
+    p.add_argument("--plot", metavar="FIG.png", help="draw the per-layer energy breakdown and cycle breakdown "
+                                                     "(.png or .svg; needs the 'plot' extra)")
 
     p = sub.add_parser("estimate", help="cost a network from its shapes alone (no execution): .qnn, .onnx or "
                                         "SCALE-Sim topology .csv",
@@ -72,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "(default 8,8; a quantized ONNX model's types win)")
     _add_arch_args(p)
     p.add_argument("--json", metavar="REPORT.json", help="write the report as JSON")
-    p.add_argument("--csv", metavar="LAYERS.csv", help="write the per-layer cycles and energy as CSV")
+    p.add_argument("--csv", metavar="LAYERS.csv", help="write the report's per-layer figures as CSV: one row per "
+                                                       "layer, then a total row (docs/report-schema.md)")
 
     p = sub.add_parser("compare", help="cost one network on several designs, side by side",
                        description="Run NETWORK once (a .qnn model; ONNX and topology networks are costed from "
@@ -85,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_arch_args(p)
     _add_input_args(p)
     p.add_argument("--json", metavar="R.json", help="write every design's report as JSON (under 'designs')")
-    p.add_argument("--csv", metavar="R.csv", help="write the comparison table as CSV")
+    p.add_argument("--csv", metavar="R.csv", help="write one CSV row per design (energy, cycles, latency, area, "
+                                                  "EDP, ...): what 'hwsim plot' draws")
 
     p = sub.add_parser("validate", help="compare the integer engine with a float64 reference, layer by layer",
                        description="Exit status 0 only when every layer is bit-exact (or within --tolerance-lsb).")
@@ -161,6 +166,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL.qnn")
     _add_limits_arg(p)
     p.add_argument("--json", metavar="OUT.json", help="write the summary as JSON")
+
+    p = sub.add_parser("tables", help="write a design's energy and area tables for other tools (Accelergy)",
+                       description="Write the per-action energies (pJ) and per-instance areas (um^2) hwsim's cost "
+                                   "model uses for every component of a design, as Accelergy ERT.yaml and "
+                                   "ART.yaml (docs/hwconfig-format.md, 'Exporting the tables').")
+    p.add_argument("--accelergy", required=True, metavar="OUT_DIR",
+                   help="directory for ERT.yaml and ART.yaml (created if missing; existing files replaced)")
+    p.add_argument("--hw", required=True, metavar="HW.yaml", help="the design (a file or a shipped name)")
+
+    p = sub.add_parser("plot", help="draw the Pareto front of a CSV of design points (compare --csv, a sweep)",
+                       description="Draw every design point of RESULTS.csv (one row per point: model, hw, "
+                                   "accuracy, energy_pj_per_inference, cycles, latency_s, area_mm2, parameter "
+                                   "columns; several files are read as one) and mark and label the Pareto front: "
+                                   "the points no other point beats in both columns. Default: two panels, "
+                                   "energy vs accuracy and latency vs area. Better is higher for accuracy, "
+                                   "throughput_inferences_per_s, tops_per_w and utilization, lower for every "
+                                   "other column (energy, latency, area, cycles, EDP, ...). Needs the 'plot' "
+                                   "extra.")
+    p.add_argument("results", nargs="+", metavar="RESULTS.csv")
+    p.add_argument("-o", "--output", required=True, metavar="FIG.png", help="the figure: .png or .svg")
+    p.add_argument("--x", metavar="COL", help="one panel: this column on the x axis (with --y); better is higher "
+                                              "for accuracy, throughput, TOPS/W, utilization, lower otherwise")
+    p.add_argument("--y", metavar="COL", help="one panel: this column on the y axis (with --x)")
+
+    for command in sub.choices.values():   # every subcommand, whoever added it
+        command.add_argument("-q", "--quiet", action="store_true",
+                             help="print no report or progress (files are still written; errors still go to "
+                                  "standard error)")
     return parser
 
 
@@ -224,7 +257,8 @@ def _main(args) -> int:
         handlers = {"run": commands.run, "estimate": commands.estimate, "compare": commands.compare,
                     "validate": commands.validate, "inspect": commands.inspect,
                     "import": commands.import_model,
-                    "quantize": commands.quantize, "analyze": commands.analyze, "export": commands.export_model}
+                    "quantize": commands.quantize, "analyze": commands.analyze, "export": commands.export_model,
+                    "tables": commands.tables, "plot": commands.plot}
         from .graph import no_limits
         with no_limits(getattr(args, "no_limits", False)):
             return handlers[args.command](args)

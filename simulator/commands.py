@@ -177,8 +177,8 @@ def _functional_run(args, model):
     engine = Engine(model)
     from .hw.access import warm_up_in_background
     warm_up_in_background()   # a first run compiles the cost model's kernel beside the engine's
-    if not kernels_cached() and sys.stderr.isatty():   # a note for a person waiting; logs and pipes keep
-        # their one line per error
+    # a note for a person waiting (not with --quiet); logs and pipes keep their one line per error
+    if not kernels_cached() and sys.stderr.isatty() and not getattr(args, "quiet", False):
         print("hwsim: compiling the numba kernels for this CPU (first run after install only; cached afterwards)",
               file=sys.stderr, flush=True)
     engine.run(codes[:1])  # JIT compile (or load the cache) outside the timed run
@@ -197,7 +197,11 @@ def run(args) -> int:
                          f"'hwsim compare {args.model} " + " ".join(f"--hw {h}" for h in args.hw) + "'",
                          field="--hw")
     _check_batch(args)
-    outputs = _outputs(args, binary=("output",))
+    if args.plot:   # a bad extension or a missing matplotlib fails before the run
+        from . import plots
+        fmt = plots.figure_format(args.plot, "--plot")
+        plots.require_matplotlib("--plot")
+    outputs = _outputs(args, binary=("output", "plot"))
     hw = _hardware(args, args.hw[0], outputs)
     model = load_model(args.model)
     result, acc, where = _functional_run(args, model)
@@ -207,6 +211,8 @@ def run(args) -> int:
         if args.output:
             outputs.npy(args.output, report.output_array(model, result.output))
         _write_reports(args, rep, report.cost_csv, outputs)
+        if args.plot:
+            outputs.bytes(args.plot, plots.run_figure(rep, fmt))
         _emit(report.format_run(rep), outputs)
     return 0
 
@@ -223,7 +229,8 @@ INPUT_FILES = {
     "analyze": {"float_model": None, "calib": "--calib", "qnn": "--qnn"},
     "inspect": {"model": None},
 }
-OUTPUT_OPTIONS = {"json": "--json", "csv": "--csv", "output": "--output", "recipe_out": "--recipe-out"}
+OUTPUT_OPTIONS = {"json": "--json", "csv": "--csv", "output": "--output", "recipe_out": "--recipe-out",
+                  "plot": "--plot"}
 
 
 def _input_paths(args) -> list[str]:
@@ -267,7 +274,7 @@ def _outputs(args, text=("json", "csv"), binary=()) -> Outputs:
     standard output and commits the files (all outputs appear together, or none on any failure)."""
     names = {getattr(args, k): option for k, option in OUTPUT_OPTIONS.items()
              if isinstance(getattr(args, k, None), str)}
-    outputs = Outputs(inputs=_input_paths(args), names=names)
+    outputs = Outputs(inputs=_input_paths(args), names=names, quiet=getattr(args, "quiet", False))
     outputs.check(*(getattr(args, k, None) for k in text), binary=[getattr(args, k, None) for k in binary])
     return outputs
 
@@ -528,4 +535,48 @@ def analyze(args) -> int:
         if args.json:
             outputs.text(args.json, report.to_json(report.plain(rep)))
         _emit(format_analyze(rep), outputs)
+    return 0
+
+
+def tables(args) -> int:
+    """Write a design's per-action energies and per-instance areas as Accelergy ERT / ART files."""
+    from .hw.accelergy import ART_FILE, ERT_FILE, components, prepare_directory, render
+
+    outputs = _outputs(args, text=())
+    hw = _hardware(args, args.hw, outputs)
+    comps, facts = components(hw)
+    ert, art = render(comps, facts)     # everything computed before anything touches the disk
+    out_dir = prepare_directory(args.accelergy)
+    with outputs:
+        outputs.text(out_dir / ERT_FILE, ert)
+        outputs.text(out_dir / ART_FILE, art)
+        with_area = sum(c.area_um2 is not None for c in comps)
+        _emit(f"{facts['design']}: wrote {out_dir / ERT_FILE} ({len(comps)} components, "
+              f"{sum(len(c.actions) for c in comps)} actions, pJ) and {out_dir / ART_FILE} "
+              f"({with_area} components, um^2)", outputs)
+    return 0
+
+
+def plot(args) -> int:
+    """`hwsim plot`: the Pareto front of one or more CSVs of design points, as one figure."""
+    from . import plots
+
+    if (args.x is None) != (args.y is None):
+        raise HwsimError("give both --x and --y (one panel), or neither (the two default panels)",
+                         field="--x" if args.x is None else "--y")
+    fmt = plots.figure_format(args.output, "-o")
+    plots.require_matplotlib("hwsim plot")
+    for path in args.results:
+        _check_input_file(path, None)
+    outputs = _outputs(args, text=(), binary=("output",))
+    outputs.add_inputs(*args.results)
+    columns, rows = plots.read_results(args.results)
+    source = args.results[0] if len(args.results) == 1 else ", ".join(args.results)
+    if not rows:
+        raise HwsimError("holds no rows: nothing to plot", source=source)
+    panels = [(args.x, args.y)] if args.x else list(plots.DEFAULT_PANELS)
+    figure, summary = plots.pareto_figure(columns, rows, panels, fmt, source, chosen=bool(args.x))
+    with outputs:
+        outputs.bytes(args.output, figure)
+        _emit("\n".join([f"{source} -> {args.output}: {len(rows)} rows"] + summary), outputs)
     return 0

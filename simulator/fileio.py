@@ -186,7 +186,8 @@ class Outputs:
     reads.
     """
 
-    def __init__(self, inputs=(), names=None):
+    def __init__(self, inputs=(), names=None, quiet=False):
+        self._quiet = quiet  # --quiet: the files (and '-') are still written, the printed report is not
         self._staged: list[tuple[Path, Path, str]] = []  # (temporary, final target, path as given)
         self._backups: list[Path] = []
         self._stdout_text: str | None = None
@@ -308,8 +309,10 @@ class Outputs:
         self._stage(path, lambda f: npformat.write_array(f, arr, allow_pickle=False))
 
     def report(self, text: str) -> None:
-        """The command's report, printed at commit (standard output, or standard error when '-' is used)."""
-        self._report = text + "\n"
+        """The command's report, printed at commit (standard output, or standard error when '-' is used);
+        dropped when the plan is quiet."""
+        if not self._quiet:
+            self._report = text + "\n"
 
     def discard(self) -> None:
         """Remove every staged temporary and backup; nothing is written."""

@@ -10,6 +10,7 @@ import numpy as np
 from . import __version__
 from .errors import HwsimError, safe_text
 from .graph import Model
+from .csvout import compare_csv, cost_csv  # noqa: F401  (the --csv views; kept importable from here)
 
 VIEW_OPS = ("flatten", "reshape", "concat")  # share storage with their inputs
 
@@ -421,45 +422,6 @@ def format_compare(rep: dict) -> str:
         out.append(f"{_s(d['hw']['name'])}{arch}: {_s(d['hw']['path'])} on {_s(d['hw']['technology'])}, "
                    f"{len(d['assumptions'])} assumption rows")
     return "\n".join(out)
-
-
-def compare_csv(rep: dict) -> str:
-    import csv
-    import io
-
-    designs = rep["designs"]
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["metric", "unit"] + [d["hw"]["name"] for d in designs])
-    numeric = [("energy_pj_per_inference", "pJ"), ("cycles", "cycles"), ("clock_hz", "Hz"), ("latency_s", "s"),
-               ("throughput_inferences_per_s", "inferences/s"), ("area_mm2", "mm2"), ("edp_j_s", "J*s"),
-               ("tops_per_w", "TOPS/W"), ("leakage_mw", "mW")]
-    for key, unit in numeric:
-        writer.writerow([key, unit] + [d[key] for d in designs])
-    for cat in designs[0]["energy_breakdown_pj"]:
-        writer.writerow([f"energy_breakdown_pj.{cat}", "pJ"] + [d["energy_breakdown_pj"][cat] for d in designs])
-    if rep.get("accuracy") is not None:
-        writer.writerow(["accuracy", "fraction"] + [rep["accuracy"]] * len(designs))
-    return buf.getvalue()
-
-
-def cost_csv(rep: dict) -> str:
-    """Per-layer CSV of a run / estimate report."""
-    import csv
-    import io
-
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    causes = sorted({c for layer in rep["layers"] for c in layer["stall_cycles"]})
-    writer.writerow(["layer", "op", "macs", "cycles", "compute_cycles"] + [f"stall_{c}" for c in causes]
-                    + ["utilization", "energy_pj"])
-    for layer in rep["layers"]:
-        writer.writerow([layer["name"], layer["op"], layer["macs"], layer["cycles"], layer["compute_cycles"]]
-                        + [layer["stall_cycles"].get(c, 0) for c in causes]
-                        + [layer["utilization"], layer["energy_pj"]])
-    writer.writerow(["total", "", rep["macs_per_inference"], rep["cycles"], "", *([""] * len(causes)), "",
-                     rep["energy_pj_per_inference"]])
-    return buf.getvalue()
 
 
 def format_validation(rep: dict) -> str:

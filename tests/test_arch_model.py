@@ -117,7 +117,7 @@ def test_timeloop_conv1d_reference_counts(tmp_path, dataflow):
 
 
 def scalesim_cycles(dataflow, rows, cols, pixels, filters, reduction):
-    """REFERENCES.md §5, written out again here independently of simulator/hw/mapping.py."""
+    """docs/references.md §5, written out again here independently of simulator/hw/mapping.py."""
     sr, sc, t = {"os": (pixels, filters, reduction), "ws": (reduction, filters, pixels),
                  "is": (reduction, pixels, filters)}[dataflow]
     folds = math.ceil(sr / rows) * math.ceil(sc / cols)

@@ -6,7 +6,7 @@ every combination of format (QDQ, QOperator), types (u8 x s8, s8 x s8, u8 x u8),
 output: float32 after the final DequantizeLinear (or the 8-bit codes when the graph ends quantized).
 The importer matches the ORT of the machine the tests run on (`ort_cpu="host"`): with VNNI ORT's u8 x s8 kernels
 are exact integer sums; on x86 AVX2 without VNNI they saturate product pairs to int16, and the importer gives
-those layers the x86_pair_sat16 datapath (REFERENCES.md section 4). The tests at the end check that choice.
+those layers the x86_pair_sat16 datapath (docs/references.md §4). The tests at the end check that choice.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ the array's rows and columns and which one streams in time, exactly as SCALE-Sim
     is: rows <- reduction, cols <- pixels,  time <- filters     (inputs stay in the PEs)
 
 The array runs ⌈S_r/rows⌉·⌈S_c/cols⌉ folds. A systolic fold costs T + rows + cols − 2 cycles (os) or
-2·rows + cols + T − 2 (ws, is) and the layer one cycle less than the sum (SCALE-Sim's formulas, REFERENCES.md
+2·rows + cols + T − 2 (ws, is) and the layer one cycle less than the sum (SCALE-Sim's formulas, docs/references.md
 §5); a broadcast fold costs T (os), or T + rows (ws, is: the stationary operand is loaded one row per cycle).
 An operand wider than the PE takes ⌈a/pe_a⌉·⌈w/pe_w⌉ cycles per MAC (bit-serial in time).
 

@@ -1,7 +1,7 @@
 """Per-bank figures of a memory level: energy per access, leakage, area and cycle time.
 
 - `macro: cacti` — CACTI 7 rows (one bank, one port, 64-bit words; `hwconfigs/data/cacti7_sram_64bit_word.csv`,
-  copied from the team's reference data) for the table's node and the level's cell type, interpolated log-log in
+  docs/references.md §3) for the table's node and the level's cell type, interpolated log-log in
   the bank size between the two nearest rows (extrapolated along the nearest segment outside 2–64 KB, and said
   so). Energy per access scales with the word width (×word_bits/64): CACTI's dynamic energy is dominated by the
   bitlines and sense amplifiers of the bits read — an assumption the report lists.
@@ -23,7 +23,7 @@ from simulator.hw.techtable import shipped_hwconfigs_dir
 
 CACTI_FILE = "data/cacti7_sram_64bit_word.csv"
 CACTI_SOURCE = ("CACTI 7, one bank, one port, 64-bit word, 300 K (hwconfigs/data/cacti7_sram_64bit_word.csv, "
-                "from shared/reference-data)")
+                "docs/references.md §3)")
 
 
 @dataclass(frozen=True)

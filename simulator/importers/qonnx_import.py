@@ -1,6 +1,6 @@
 """QONNX (Brevitas / FINN) graphs -> hwsim Model (the comparison with qonnx's executor: qonnx_compare.py).
 
-QONNX marks every quantized tensor with a custom op (domain `qonnx.custom_op.general`; REFERENCES.md §4):
+QONNX marks every quantized tensor with a custom op (domain `qonnx.custom_op.general`; docs/references.md §4):
 
     Quant(x, s, zp, b)   code = rnd(clip(x/s + zp, min_int, max_int)), real = (code - zp)·s
                          (`signed`, `narrow`, `rounding_mode` ROUND = half even / FLOOR / CEIL / ...; clip before
