@@ -34,6 +34,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from simulator.kernels import im2col, mac, popcount  # noqa: E402
+from simulator.kernels import threads as kernel_threads  # noqa: E402
 
 N, CI, H, W, CO, K = 1, 64, 56, 56, 64, 3
 MACS = N * CO * H * W * CI * K * K  # 115,605,504
@@ -82,7 +83,7 @@ def ort_case(x, w, bias, scales):
 
 def numba_case(fn):
     def at(threads):
-        numba.set_num_threads(threads)
+        kernel_threads.set_count(threads)
         return fn
     return at
 

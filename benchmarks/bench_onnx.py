@@ -52,6 +52,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from simulator import engine as engine_mod  # noqa: E402
 from simulator.engine import Engine, quantize_input  # noqa: E402
 from simulator.kernels import im2col  # noqa: E402
+from simulator.kernels import threads as kernel_threads  # noqa: E402
 from simulator.qnn.model_io import load_model  # noqa: E402
 
 THREADS = (1, 2)
@@ -189,7 +190,7 @@ def time_hwsim(engine, codes, repeats):
     per = {}
     out = None
     for t in THREADS:
-        numba.set_num_threads(t)
+        kernel_threads.set_count(t)
         engine.run(codes[:1])  # JIT compile / cache load
         times = []
         for _ in range(repeats + 1):
@@ -197,7 +198,7 @@ def time_hwsim(engine, codes, repeats):
             times.append(res.functional_s)
         per[t] = statistics.median(times[1:])
         out = res.output
-    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    kernel_threads.set_count(kernel_threads.DEFAULT_COUNT)
     return per, out
 
 
@@ -231,7 +232,7 @@ PROFILED = ((engine_mod.mac, "conv2d_acc", "MAC kernel conv2d_acc (incl. its wei
 def profile_layers(engine, codes, repeats=3):
     """Engine time per layer (each op runner timed) and per function (PROFILED), the median run of a few after a
     warm-up, one thread."""
-    numba.set_num_threads(1)
+    kernel_threads.set_count(1)
     original = dict(engine_mod.RUNNERS)
     saved = [(mod, attr, getattr(mod, attr), label) for mod, attr, label in PROFILED if hasattr(mod, attr)]
 
@@ -267,7 +268,7 @@ def profile_layers(engine, codes, repeats=3):
         engine_mod.RUNNERS.update(original)
         for mod, attr, fn, _ in saved:
             setattr(mod, attr, fn)
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        kernel_threads.set_count(kernel_threads.DEFAULT_COUNT)
     runs.sort(key=lambda r: r[0])
     _, times, ftimes, res = runs[len(runs) // 2]
     per_inf = res.trace.per_inference()

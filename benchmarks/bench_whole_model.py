@@ -41,6 +41,7 @@ import onnxruntime as ort  # noqa: E402
 from bench_onnx import ort_output_codes, time_hwsim, time_ort  # noqa: E402
 import whole_model_nets as nets  # noqa: E402
 from simulator.engine import Engine, quantize_input  # noqa: E402
+from simulator.kernels import threads as kernel_threads  # noqa: E402
 from simulator.importers.onnx_import import import_onnx  # noqa: E402
 from simulator.qnn.model_io import load_model  # noqa: E402
 from simulator.trace import LayerCounts  # noqa: E402
@@ -171,7 +172,7 @@ def lowbit_paths(repeats: int) -> dict:
         codes = rng.integers(lo, hi + 1, (8,) + shape).astype(np.int64)
         best = float("inf")
         for threads in (1, 2):
-            numba.set_num_threads(threads)
+            kernel_threads.set_count(threads)
             eng.run_layer(lay, [codes[:1]], LayerCounts("c", "conv2d", batch=1))
             times = []
             for _ in range(repeats):
@@ -179,7 +180,7 @@ def lowbit_paths(repeats: int) -> dict:
                 eng.run_layer(lay, [codes], LayerCounts("c", "conv2d", batch=8))
                 times.append(time.perf_counter() - t0)
             best = min(best, sorted(times)[len(times) // 2])
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        kernel_threads.set_count(kernel_threads.DEFAULT_COUNT)
         macs = 8 * co * 28 * 28 * 64 * k * k
         rows[name] = {"seconds": best, "macs": macs, "gmac_s": macs / best / 1e9}
     base = rows["uniform 8-bit (u8 x s8)"]

@@ -621,7 +621,9 @@ def _mac_from_codes(lay, plan, x_codes, counts):
     if lay.op == "conv2d":
         x4, w4, zx = x_codes, plan.w_values, x_codes
     else:   # dense: the batch becomes the width of a one-row image; zero counts per sample over [N, K, 1, 1]
-        x4, w4, zx = x_codes.T[None, :, None, :], plan.w_values[:, :, None, None], x_codes[:, :, None, None]
+        # (a C-ordered copy of the small [K, N] transpose: the kernels then see one layout, one compilation)
+        x4 = np.ascontiguousarray(x_codes.T)[None, :, None, :]
+        w4, zx = plan.w_values[:, :, None, None], x_codes[:, :, None, None]
     geometries = fast.memo.get(("geometry", x4.shape))
     if geometries is None:   # computed once per input shape
         conv = lay.op == "conv2d"

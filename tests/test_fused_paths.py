@@ -311,21 +311,21 @@ def test_chunked_batches_equal_whole_batches(monkeypatch, seed):
 def test_results_identical_for_any_thread_count():
     """Exact integer sums: one numba thread or two give the same codes and counts, on random models of every
     encoding (residual adds, pools, depthwise and dense layers among them)."""
-    import numba
+    from simulator.kernels import threads as kernel_threads
     models = [random_model(seed) for seed in range(8)]
-    saved = numba.get_num_threads()
+    saved = kernel_threads.count()
     try:
         for model in models:
             x = np.concatenate([model.sample_input] * 4)
             outs = []
-            for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
-                numba.set_num_threads(threads)
+            for threads in (1, 2):
+                kernel_threads.set_count(threads)
                 res = engine_mod.Engine(model).run(x)
                 outs.append((res.output, [vars(lay) for lay in res.trace.layers]))
             np.testing.assert_array_equal(outs[0][0], outs[1][0])
             assert outs[0][1] == outs[1][1]
     finally:
-        numba.set_num_threads(saved)
+        kernel_threads.set_count(saved)
 
 
 def test_layer_memo_stays_bounded_across_batch_sizes(monkeypatch):

@@ -16,8 +16,8 @@ def kernels_cached() -> bool:
     """Whether numba's on-disk cache already holds the engine's kernels (a first run after install compiles them,
     which takes seconds; the CLI says so). Reads numba's cache index path; any surprise counts as cached."""
     try:
-        from .epilogue import _epilogue
-        return os.path.exists(_epilogue._cache._cache_file._index_path)
+        from .epilogue import _float_lines
+        return os.path.exists(_float_lines._cache._cache_file._index_path)
     except Exception:   # numba internals moved: say nothing rather than fail
         return True
 

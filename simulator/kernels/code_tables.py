@@ -13,9 +13,10 @@ code), with ONNX's -inf padding; units/pooling.py stays its reference.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..errors import HwsimError
+from .threads import split
 
 PAIR_TABLE_LIMIT = 1 << 16   # entries of a two-input table (8-bit x 8-bit)
 
@@ -50,7 +51,8 @@ def pair_table(enc_a, enc_b, fn, out_dtype) -> np.ndarray | None:
 
 def lookup1(x: np.ndarray, table: np.ndarray, lo: int) -> np.ndarray:
     out = np.empty(x.shape, table.dtype)
-    _lookup1(np.ascontiguousarray(x).reshape(-1), table, lo, out.reshape(-1))
+    flat = np.ascontiguousarray(x).reshape(-1)
+    split(_lookup1, flat.size, flat, table, lo, out.reshape(-1))
     return out
 
 
@@ -58,21 +60,21 @@ def lookup2(a: np.ndarray, b: np.ndarray, table: np.ndarray, lo_a: int, lo_b: in
     """table[a - lo_a, b - lo_b] elementwise, with numpy broadcasting between a and b."""
     if a.shape == b.shape:
         out = np.empty(a.shape, table.dtype)
-        _lookup2(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1), table, lo_a, lo_b,
+        split(_lookup2, a.size, np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1), table, lo_a, lo_b,
                  out.reshape(-1))
         return out
     return table[a.astype(np.int64) - lo_a, b.astype(np.int64) - lo_b]
 
 
-@njit(parallel=True, cache=True)
-def _lookup1(x, table, lo, out):
-    for i in prange(x.shape[0]):
+@njit(nogil=True, cache=True)
+def _lookup1(t0, t1, x, table, lo, out):
+    for i in range(t0, t1):
         out[i] = table[np.int64(x[i]) - lo]
 
 
-@njit(parallel=True, cache=True)
-def _lookup2(a, b, table, lo_a, lo_b, out):
-    for i in prange(a.shape[0]):
+@njit(nogil=True, cache=True)
+def _lookup2(t0, t1, a, b, table, lo_a, lo_b, out):
+    for i in range(t0, t1):
         out[i] = table[np.int64(a[i]) - lo_a, np.int64(b[i]) - lo_b]
 
 
@@ -82,20 +84,19 @@ def maxpool_codes(x: np.ndarray, kernel, stride, padding) -> np.ndarray:
     n, c, h, w = x.shape
     oh, ow = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
     out = np.empty((n, c, oh, ow), x.dtype)
-    _maxpool(np.ascontiguousarray(x), kh, kw, sh, sw, pt, pl, out)
+    split(_maxpool, n * c, np.ascontiguousarray(x), kh, kw, sh, sw, pt, pl, out, work=x.size * kh)
     return out
 
 
-@njit(parallel=True, cache=True)
-def _maxpool(x, kh, kw, sh, sw, pt, pl, out):
-    """Separable: per output row, the max over the window's rows for every column (contiguous loops that
-    vectorise), then the max over each window's columns. Padded rows and columns are left out, never compared."""
-    n, c, h, w = x.shape
-    oh_n, ow_n = out.shape[2], out.shape[3]
-    for ni in prange(n):
-        rows = np.empty(w, x.dtype)      # one scratch row per image (an allocation per plane costs more)
-        for ci in range(c):
-            _maxpool_plane(x[ni, ci], out[ni, ci], rows, kh, kw, sh, sw, pt, pl)
+@njit(nogil=True, cache=True)
+def _maxpool(t0, t1, x, kh, kw, sh, sw, pt, pl, out):
+    """Planes t0..t1 of the N·C. Separable: per output row, the max over the window's rows for every column
+    (contiguous loops that vectorise), then the max over each window's columns. Padded rows and columns are
+    left out, never compared."""
+    c, w = x.shape[1], x.shape[3]
+    rows = np.empty(w, x.dtype)      # one scratch row per chunk (an allocation per plane costs more)
+    for t in range(t0, t1):
+        _maxpool_plane(x[t // c, t % c], out[t // c, t % c], rows, kh, kw, sh, sw, pt, pl)
 
 
 @njit(cache=True)

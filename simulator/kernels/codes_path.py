@@ -19,11 +19,12 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import im2col
 from .im2col import ConvGeometry
 from .mac import _INT16_MAX
+from .threads import split
 
 DECODE_TABLE_LIMIT = 1 << 16
 MEMO_ENTRIES = 32   # per layer: geometries (batch sizes) remembered
@@ -50,7 +51,8 @@ def conv2d_sum_codes(codes, table, code_lo: int, w, bias, g: ConvGeometry, pad_v
     canvas = np.empty(im2col.canvas_shape(g, ce), np.int16)
     if g.has_padding or canvas.shape[2] > g.w:
         canvas[...] = pad_pixel
-    _decode_into(codes, table.astype(np.int16), code_lo, canvas, g.top, g.left, g.cig)
+    split(_decode_into, g.n * g.h, codes, table.astype(np.int16), code_lo, canvas, g.top, g.left, g.cig,
+          work=canvas.size)
     nvec = im2col.choose_nvec(g.cog, np.int16)
     wg = w.reshape(g.groups, g.cog, g.cig, g.kh, g.kw).transpose(0, 1, 3, 4, 2)
     wpk = im2col.memo_pack(w, ("int16", g.groups, nvec), lambda: im2col.pack_weights(wg, ce, np.int16, nvec))
@@ -101,19 +103,20 @@ def conv2d_sum_u8(codes, code_lo: int, offset: int, w, bias, g: ConvGeometry, pa
     if g.has_padding or shape[2] > g.w or ce > g.cig:
         canvas[...] = pad_pixel
     bytes_of = np.zeros(1, np.uint8) if byte_table is None else byte_table
-    _bytes_into(codes, code_lo, byte_table is not None, bytes_of, canvas, g.top, g.left, g.cig)
+    split(_bytes_into, g.n * g.h, codes, code_lo, byte_table is not None, bytes_of, canvas, g.top, g.left, g.cig,
+          work=canvas.size)
     chunk = ((1 << 31) - 1) // (4 * 255 * max(1, w_max))   # int32 lanes: exact chunks of raw byte products
     chunk = chunk if _chunk is None else _chunk              # (tests: tiny chunks exercise the chunked sums)
     return im2col.run_planned(canvas.view(np.int8) if pair_saturating else canvas, wpk, tp, nvec, chunk, 1,
                               out_dtype)
 
 
-@njit(parallel=True, cache=True)
-def _bytes_into(codes, lo, use_table, byte_table, canvas, top, left, cig):
+@njit(nogil=True, cache=True)
+def _bytes_into(t0, t1, codes, lo, use_table, byte_table, canvas, top, left, cig):
     """canvas[n, top + i, left + j, g, k] = the byte of codes[n, g·cig + k, i, j] (a transposing copy)."""
     n, ci, h, w = codes.shape
     groups = canvas.shape[3]
-    for t in prange(n * h):
+    for t in range(t0, t1):
         ni, i = t // h, t % h
         for j in range(w):
             for gi in range(groups):
@@ -126,12 +129,12 @@ def _bytes_into(codes, lo, use_table, byte_table, canvas, top, left, cig):
                         dst[k] = np.uint8(np.int64(codes[ni, gi * cig + k, i, j]) - lo)
 
 
-@njit(parallel=True, cache=True)
-def _decode_into(codes, table, lo, canvas, top, left, cig):
+@njit(nogil=True, cache=True)
+def _decode_into(t0, t1, codes, table, lo, canvas, top, left, cig):
     """canvas[n, top + i, left + j, g, k] = table[codes[n, g·cig + k, i, j] - lo]; spare channel elements 0."""
     n, ci, h, w = codes.shape
     groups, ce = canvas.shape[3], canvas.shape[4]
-    for t in prange(n * h):
+    for t in range(t0, t1):
         ni, i = t // h, t % h
         for gi in range(groups):
             for k in range(cig):
@@ -158,22 +161,24 @@ def _depthwise(codes, table, code_lo, w, init, g: ConvGeometry, pad_value: int, 
     canvas = np.full((g.n, hp, g.sw, wq, g.ci), pad_value, dtype)
     offset = int(table[0]) - code_lo   # a uniform code's value is code + offset: no table read
     linear = bool(table.size < 2 or np.all(np.diff(table) == 1))
-    _decode_phases(codes, table.astype(dtype), code_lo, linear, offset, canvas, g.top, g.left)
+    split(_decode_phases, g.n * g.h, codes, table.astype(dtype), code_lo, linear, offset, canvas, g.top, g.left,
+          work=canvas.size)
     # weights tap-major [KH·KW, Co]; output channel co reads input channel co // cog
     wt = im2col.memo_pack(w, ("depthwise", np.dtype(dtype).str), lambda: np.ascontiguousarray(
         w.reshape(g.co, g.kh * g.kw).T, dtype=dtype))
     taps = np.array([((kh * g.sw + kw % g.sw) * wq + kw // g.sw) * g.ci for kh in range(g.kh) for kw in range(g.kw)],
                     np.int64)   # each tap's offset from the window's corner (row oh·sh, phase 0, column ow)
     out = np.empty((g.n, g.co, g.ho, g.wo), out_dtype)
-    _depthwise_kernel(canvas.reshape(-1), wt, taps, init, g.n, hp, wq, g.ci, g.cog, g.sh, bound < (1 << 31), out)
+    split(_depthwise_kernel, g.n * g.ho, canvas.reshape(-1), wt, taps, init, g.n, hp, wq, g.ci, g.cog, g.sh,
+          bound < (1 << 31), out, work=out.size * g.kh * g.kw)
     return out
 
 
-@njit(parallel=True, cache=True)
-def _decode_phases(codes, table, lo, linear, offset, canvas, top, left):
+@njit(nogil=True, cache=True)
+def _decode_phases(t0, t1, codes, table, lo, linear, offset, canvas, top, left):
     n, ci, h, w = codes.shape
     sw = canvas.shape[2]
-    for t in prange(n * h):
+    for t in range(t0, t1):
         ni, i = t // h, t % h
         for j in range(w):
             col = left + j
@@ -186,8 +191,8 @@ def _decode_phases(codes, table, lo, linear, offset, canvas, top, left):
                     dst[c] = table[np.int64(codes[ni, c, i, j]) - lo]
 
 
-@njit(parallel=True, cache=True)
-def _depthwise_kernel(xf, wt, taps, init, n, hp, wq, ci, cog, sh, narrow, out):
+@njit(nogil=True, cache=True)
+def _depthwise_kernel(t0, t1, xf, wt, taps, init, n, hp, wq, ci, cog, sh, narrow, out):
     """One task per (image, output row): a[ow·Co + co] = Σ_taps w[tap, co] · x[tap of ow, co // cog], vector
     loops over channels (nine taps at once for 3x3), then stored transposed into NCHW with the bias."""
     _, co_n, ho, wo = out.shape
@@ -198,7 +203,7 @@ def _depthwise_kernel(xf, wt, taps, init, n, hp, wq, ci, cog, sh, narrow, out):
     last = nt - 1   # 1-D weight rows: they vectorise (2-D indexing in the loop does not)
     w0, w1, w2, w3, w4 = wt[0], wt[min(1, last)], wt[min(2, last)], wt[min(3, last)], wt[min(4, last)]
     w5, w6, w7, w8 = wt[min(5, last)], wt[min(6, last)], wt[min(7, last)], wt[min(8, last)]
-    for t in prange(n * ho):
+    for t in range(t0, t1):
         ni, oh = t // ho, t % ho
         a = np.zeros(wo * co_n, wt.dtype)
         base = (ni * hp + oh * sh) * row_pitch
@@ -226,72 +231,27 @@ def _depthwise_kernel(xf, wt, taps, init, n, hp, wq, ci, cog, sh, narrow, out):
 
 def zero_taps_codes(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_zero: bool) -> np.ndarray:
     """taps[c, r, s]: over the batch and every output position, how often tap (r, s) of input channel c reads
-    a zero operand (a code whose value is 0, or a padded position when the pad value is 0)."""
-    taps = np.zeros((g.ci, g.kh, g.kw), np.int64)
-    is_zero_u8, single, zc = _zero_code(is_zero.tobytes(), code_lo, codes.dtype)
-    _zero_taps(codes, is_zero_u8, code_lo, single, zc, g.kh, g.kw, g.sh, g.sw, g.top, g.left, g.ho, g.wo,
-               pad_is_zero, taps)
-    return taps
+    a zero operand (a code whose value is 0, or a padded position when the pad value is 0).
+
+    In numpy (a handful of vectorised passes, no kernel to compile): the zero operands per padded position
+    summed over the batch, then for each tap column s the sum over the columns it reads (s, s + sw, ...,
+    s + (wo - 1)·sw), then for each tap row r likewise over rows."""
+    single, zc = _zero_code(is_zero.tobytes(), code_lo, codes.dtype)
+    zeros = (codes == zc[0]) if single else is_zero[codes.astype(np.int64) - code_lo]
+    hp = max(g.h + g.top, (g.ho - 1) * g.sh + g.kh)
+    wp = max(g.w + g.left, (g.wo - 1) * g.sw + g.kw)
+    count = np.full((g.ci, hp, wp), g.n if pad_is_zero else 0, np.int64)
+    count[:, g.top:g.top + g.h, g.left:g.left + g.w] = zeros.sum(axis=0)
+    cols = np.stack([count[:, :, s:s + (g.wo - 1) * g.sw + 1:g.sw].sum(axis=2) for s in range(g.kw)], axis=2)
+    return np.stack([cols[:, r:r + (g.ho - 1) * g.sh + 1:g.sh].sum(axis=1) for r in range(g.kh)], axis=1)
 
 
 @lru_cache(maxsize=256)
 def _zero_code(is_zero_bytes: bytes, code_lo: int, dtype):
-    """(zero mask as uint8, whether exactly one code is zero, that code in the codes' dtype): one zero code
-    (every uniform encoding) is a compare that vectorises, instead of a table read per element."""
-    is_zero = np.frombuffer(is_zero_bytes, np.bool_)
-    zeros = np.flatnonzero(is_zero)
-    zero_code = int(zeros[0]) + code_lo if zeros.size == 1 else 0
-    return is_zero.astype(np.uint8), zeros.size == 1, np.array([zero_code], dtype)
-
-
-@njit(cache=True)   # serial: cheap next to the conv, and a parallel version compiles 4x slower
-def _zero_taps(codes, is_zero, lo, single, zc, kh_n, kw_n, sh, sw, top, left, ho, wo, pad_is_zero, taps):
-    n, ci, h, w = codes.shape
-    zero_code = zc[0]
-    hp = max(h + top, (ho - 1) * sh + kh_n)
-    wp = max(w + left, (wo - 1) * sw + kw_n)
-    if kh_n == kw_n == sh == sw == 1 and hp == h and wp == w:   # 1x1, unpadded: every position is one tap
-        for c in range(ci):
-            total = 0
-            for ni in range(n):
-                for i in range(h):
-                    src = codes[ni, c, i]
-                    for j in range(w):
-                        total += (src[j] == zero_code) if single else is_zero[np.int64(src[j]) - lo]
-            taps[c, 0, 0] = total
-        return
-    count = np.empty((hp, wp), np.int32)   # scratch rows reused by every channel
-    cols = np.empty((hp, kw_n), np.int64)
-    for c in range(ci):
-        # zeros per padded position over the batch (a padded position: all N images, if the pad is 0)
-        count[...] = n if pad_is_zero else 0
-        for i in range(h):
-            for j in range(w):
-                count[top + i, left + j] = 0
-        for ni in range(n):
-            for i in range(h):
-                src = codes[ni, c, i]
-                dst = count[top + i, left:left + w]
-                if single:
-                    for j in range(w):
-                        dst[j] += np.int32(src[j] == zero_code)
-                else:
-                    for j in range(w):
-                        dst[j] += np.int32(is_zero[np.int64(src[j]) - lo])
-        # strided prefix sums: chain[i, j] = count[i, j] + chain[i, j - sw], so the sum over a tap's
-        # positions s, s + sw, ..., s + (wo - 1)·sw is a difference of two entries (likewise for rows)
-        for i in range(hp):
-            for j in range(sw, wp):
-                count[i, j] += count[i, j - sw]
-        for i in range(hp):
-            for s in range(kw_n):
-                cols[i, s] = count[i, s + (wo - 1) * sw] - (count[i, s - sw] if s >= sw else 0)
-        for i in range(sh, hp):
-            for s in range(kw_n):
-                cols[i, s] += cols[i - sh, s]
-        for r in range(kh_n):
-            for s in range(kw_n):
-                taps[c, r, s] = cols[r + (ho - 1) * sh, s] - (cols[r - sh, s] if r >= sh else 0)
+    """(whether exactly one code is zero, that code in the codes' dtype): one zero code (every uniform
+    encoding) is a compare, instead of a table read per element."""
+    zeros = np.flatnonzero(np.frombuffer(is_zero_bytes, np.bool_))
+    return zeros.size == 1, np.array([int(zeros[0]) + code_lo if zeros.size == 1 else 0], dtype)
 
 
 def zero_counts_from_taps(taps, zero_w_per_tap, zero_w_total: int, k: int, positions: int) -> tuple[int, int]:

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..encodings import BinaryAct, ThresholdAct
 from ..errors import HwsimError
 from ..units.requantizer import FLOAT_SATURATION, REQUANT_MODES, quantize_multiplier
+from .threads import split
 
 MODE_IDS = {name: i for i, name in enumerate(REQUANT_MODES)}   # float32, float64, fixed_double, fixed_single, shift
 TABLE_LIMIT = 1 << 20   # largest clip-and-encode table (entries); wider value ranges take the reference units
@@ -113,10 +114,18 @@ def run_epilogue(ep: Epilogue, acc: np.ndarray) -> np.ndarray | None:
     if per not in (1, c):
         raise HwsimError(f"{per} multipliers for {c} channels")
     out = np.empty(acc.shape, ep.table.dtype)
-    flat = acc.reshape(n, c, -1)
-    bad = _epilogue(flat, ep.mode, ep.m32, ep.m64, ep.q, ep.shift, per == 1, ep.lo, ep.hi, ep.table,
-                    ep.linear, ep.offset, out.reshape(n, c, -1))
-    return None if bad else out
+    flat, dst, shared = acc.reshape(n, c, -1), out.reshape(n, c, -1), per == 1
+    # one small kernel per variant, chosen here: a first run compiles only the variants its model uses
+    if ep.mode in (0, 1):
+        m = ep.m32 if ep.mode == 0 else ep.m64
+        if ep.linear:
+            split(_float_lines, n * c, flat, m, shared, ep.lo, ep.hi, ep.offset, dst, work=acc.size)
+        else:
+            split(_float_rows, n * c, flat, m, shared, ep.lo, ep.hi, ep.table, dst, work=acc.size)
+        return out
+    bad = split(_generic_rows, n * c, flat, ep.mode, ep.m32, ep.m64, ep.q, ep.shift, shared, ep.lo, ep.hi,
+                ep.table, dst, work=acc.size)
+    return None if any(bad) else out
 
 
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
@@ -181,70 +190,45 @@ def _requant_one(a, mode, m32, m64, q, sh):
     return (high >> right) + (1 if (high & mask) > threshold else 0), True
 
 
-@njit(parallel=True, cache=True)
-def _epilogue(acc, mode, m32, m64, q, sh, shared, lo, hi, table, linear, offset, out):
-    n, c, s = acc.shape
-    bad = 0
-    for t in prange(n * c):
-        ni, ci = t // c, t % c
-        k = 0 if shared else ci
-        # the float modes get their own branch-free loops (they vectorise)
-        if mode == 0 and linear:
-            _float32_line(acc[ni, ci], m32[k], lo, hi, offset, out[ni, ci])
-        elif mode == 0:
-            _float32_row(acc[ni, ci], m32[k], lo, hi, table, out[ni, ci])
-        elif mode == 1 and linear:
-            _float64_line(acc[ni, ci], m64[k], lo, hi, offset, out[ni, ci])
-        elif mode == 1:
-            _float64_row(acc[ni, ci], m64[k], lo, hi, table, out[ni, ci])
-        else:
-            bad += _generic_row(acc[ni, ci], mode, m32[k], m64[k], q[k], sh[k], lo, hi, table, out[ni, ci])
-    return bad
-
-
 # Clipping the rounded float to [lo, hi] before the integer conversion equals converting (with the +-2^62
-# saturation) and then clipping: lo and hi are integers well inside float32's exact range (TABLE_LIMIT).
-@njit(cache=True)
-def _float32_line(acc, m, lo, hi, offset, out):
-    flo, fhi, off = np.float32(lo), np.float32(hi), np.int32(offset)
-    for i in range(acc.shape[0]):   # int32 conversions: AVX2 has no vector float -> int64
-        r = np.rint(np.float32(acc[i]) * m)
-        out[i] = np.int32(min(max(r, flo), fhi)) + off
+# saturation) and then clipping: lo and hi are integers well inside float32's exact range (TABLE_LIMIT). The
+# multiplier's dtype (float32 or float64) is the mode: numba compiles one specialization per dtype.
+@njit(nogil=True, cache=True)
+def _float_lines(t0, t1, acc, m, shared, lo, hi, offset, out):
+    """Rows t0..t1 of the N·C, uniform output: code = clip(rint(acc·m)) + offset (branch-free: it vectorises)."""
+    c = acc.shape[1]
+    flo, fhi, off = m.dtype.type(lo), m.dtype.type(hi), np.int32(offset)
+    for t in range(t0, t1):
+        row, dst, mk = acc[t // c, t % c], out[t // c, t % c], m[0 if shared else t % c]
+        for i in range(row.shape[0]):   # int32 conversions: AVX2 has no vector float -> int64
+            dst[i] = np.int32(min(max(np.rint(m.dtype.type(row[i]) * mk), flo), fhi)) + off
 
 
-@njit(cache=True)
-def _float64_line(acc, m, lo, hi, offset, out):
-    flo, fhi, off = np.float64(lo), np.float64(hi), np.int32(offset)
-    for i in range(acc.shape[0]):
-        r = np.rint(np.float64(acc[i]) * m)
-        out[i] = np.int32(min(max(r, flo), fhi)) + off
+@njit(nogil=True, cache=True)
+def _float_rows(t0, t1, acc, m, shared, lo, hi, table, out):
+    """As _float_lines, with the code looked up in `table` (non-uniform encodings)."""
+    c = acc.shape[1]
+    flo, fhi, lo32 = m.dtype.type(lo), m.dtype.type(hi), np.int32(lo)
+    for t in range(t0, t1):
+        row, dst, mk = acc[t // c, t % c], out[t // c, t % c], m[0 if shared else t % c]
+        for i in range(row.shape[0]):
+            dst[i] = table[np.int32(min(max(np.rint(m.dtype.type(row[i]) * mk), flo), fhi)) - lo32]
 
 
-@njit(cache=True)
-def _float32_row(acc, m, lo, hi, table, out):
-    flo, fhi = np.float32(lo), np.float32(hi)
-    for i in range(acc.shape[0]):
-        r = np.rint(np.float32(acc[i]) * m)
-        out[i] = table[np.int32(min(max(r, flo), fhi)) - np.int32(lo)]
-
-
-@njit(cache=True)
-def _float64_row(acc, m, lo, hi, table, out):
-    flo, fhi = np.float64(lo), np.float64(hi)
-    for i in range(acc.shape[0]):
-        r = np.rint(np.float64(acc[i]) * m)
-        out[i] = table[np.int32(min(max(r, flo), fhi)) - np.int32(lo)]
-
-
-@njit(cache=True)
-def _generic_row(acc, mode, m32, m64, q, sh, lo, hi, table, out):
+@njit(nogil=True, cache=True)
+def _generic_rows(t0, t1, acc, mode, m32, m64, q, sh, shared, lo, hi, table, out):
+    """Rows t0..t1 of the N·C in any mode, one value at a time; returns how many values need the reference
+    units (their code is left as lo's)."""
+    c = acc.shape[1]
     bad = 0
-    for i in range(acc.shape[0]):
-        v, ok = _requant_one(acc[i], mode, m32, m64, q, sh)
-        if not ok:
-            bad += 1
-            v = lo
-        out[i] = table[min(max(v, lo), hi) - lo]
+    for t in range(t0, t1):
+        row, dst, k = acc[t // c, t % c], out[t // c, t % c], 0 if shared else t % c
+        for i in range(row.shape[0]):
+            v, ok = _requant_one(row[i], mode, m32[k], m64[k], q[k], sh[k])
+            if not ok:
+                bad += 1
+                v = lo
+            dst[i] = table[min(max(v, lo), hi) - lo]
     return bad
 
 
@@ -256,15 +240,15 @@ def run_thresholds(acc: np.ndarray, thresholds: np.ndarray, code_lo: int, out_dt
     acc = np.ascontiguousarray(acc)
     n, c = acc.shape[0], acc.shape[1]
     out = np.empty(acc.shape, out_dtype)
-    _thresholds(acc.reshape(n, c, -1), np.ascontiguousarray(thresholds, dtype=np.int64), code_lo,
-                out.reshape(n, c, -1))
+    split(_thresholds, n * c, acc.reshape(n, c, -1), np.ascontiguousarray(thresholds, dtype=np.int64), code_lo,
+          out.reshape(n, c, -1), work=acc.size * thresholds.shape[-1])
     return out
 
 
-@njit(parallel=True, cache=True)
-def _thresholds(acc, th, lo, out):
-    n, c, s = acc.shape
-    for t in prange(n * c):
+@njit(nogil=True, cache=True)
+def _thresholds(t0, t1, acc, th, lo, out):
+    c, s = acc.shape[1], acc.shape[2]
+    for t in range(t0, t1):
         row, dst, tc = acc[t // c, t % c], out[t // c, t % c], th[t % c]
         for i in range(s):
             count = 0
@@ -280,14 +264,14 @@ def run_signs(acc: np.ndarray, bias) -> np.ndarray:
     n, c = acc.shape[0], acc.shape[1]
     b = np.zeros(c, np.int64) if bias is None else np.asarray(bias, np.int64)
     out = np.empty(acc.shape, np.uint8)
-    _signs(acc.reshape(n, c, -1), b, out.reshape(n, c, -1))
+    split(_signs, n * c, acc.reshape(n, c, -1), b, out.reshape(n, c, -1), work=acc.size)
     return out
 
 
-@njit(parallel=True, cache=True)
-def _signs(acc, bias, out):
-    n, c, s = acc.shape
-    for t in prange(n * c):
+@njit(nogil=True, cache=True)
+def _signs(t0, t1, acc, bias, out):
+    c, s = acc.shape[1], acc.shape[2]
+    for t in range(t0, t1):
         row, dst, b = acc[t // c, t % c], out[t // c, t % c], bias[t % c]
         for i in range(s):
             dst[i] = np.int64(row[i]) + b < 0

@@ -30,10 +30,12 @@ from functools import lru_cache
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.core import config
 from numba.core.codegen import get_host_cpu_features
 from numba.extending import intrinsic
+
+from .threads import split
 
 TILE_P = 4  # output pixels per tile
 SEGMENT = 16 * TILE_P  # output pixels of one row per parallel task (a multiple of TILE_P)
@@ -143,16 +145,16 @@ def make_canvas(x_cl, g: ConvGeometry, ce: int, dtype, pad_pixel) -> np.ndarray:
     canvas = np.empty(canvas_shape(g, ce), dtype)
     if g.has_padding or canvas.shape[2] > g.w:
         canvas[...] = pad_pixel
-    _copy_into(x_cl, canvas, g.top, g.left)
+    split(_copy_into, g.n * g.h, x_cl, canvas, g.top, g.left, work=canvas.size)
     return canvas
 
 
-@njit(parallel=True, cache=True)
-def _copy_into(x_cl, canvas, top, left):
+@njit(nogil=True, cache=True)
+def _copy_into(t0, t1, x_cl, canvas, top, left):
     """canvas[:, top + i, left + j, :, :C] = x_cl[:, i, j] and zeros in the spare channels (a transposing copy)."""
     n, h, w, groups, c = x_cl.shape
     ce = canvas.shape[4]
-    for t in prange(n * h):
+    for t in range(t0, t1):
         ni, i = t // h, t % h
         for j in range(w):
             for gi in range(groups):
@@ -185,7 +187,7 @@ def pack_weights(wg, ce: int, dtype, nvec: int) -> np.ndarray:
     ncb = -(-cog // (nvec * lanes))
     wdtype = np.int8 if np.dtype(dtype) == np.uint8 else dtype   # u8 activations meet s8 weights (also int8)
     out = np.zeros(groups * ncb * kh * kw * ce * nvec * lanes, wdtype)
-    _pack_into(wg, ce, nvec, lanes, e, out)
+    _pack_into(np.array(wg, order="C"), ce, nvec, lanes, e, out)   # a writable C copy: one specialization
     return out
 
 
@@ -292,8 +294,10 @@ def tile_plan(g: ConvGeometry, canvas_shape_, dtype, init, row_class=None, col_c
 
 def run_planned(canvas, wpk, tp: TilePlan, nvec: int, chunk: int, scale: int = 1, out_dtype=np.int64):
     out = np.empty(tp.out_shape, out_dtype)
-    _run_tiles(canvas.reshape(-1), wpk, tp.offs, tp.geom, nvec, max(1, chunk), tp.table, tp.row_class,
-               tp.col_class, tp.mid_class, tp.odd_cols, scale, out)
+    n, groups, ho, wo = tp.geom[:4]
+    split(_RUN_TILES[nvec], n * groups * ho * -(-wo // SEGMENT), canvas.reshape(-1), wpk, tp.offs, tp.geom,
+          max(1, chunk), tp.table, tp.row_class, tp.col_class, tp.mid_class, tp.odd_cols, scale, out,
+          work=out.size * tp.offs.shape[0])
     return out
 
 
@@ -306,8 +310,19 @@ def run_tiles(canvas, wpk, offs, g: ConvGeometry, nvec: int, chunk: int, init, s
                        chunk, scale, out_dtype)
 
 
-@njit(parallel=True, cache=True)
-def _run_tiles(xf, wpk, offs, geom, nvec, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out):
+def _tiles_kernel(nvec: int):
+    """The tile loop for `nvec` vectors of output channels: a compile-time constant of the micro-kernel, so one
+    kernel per count (its own cache entry), compiled only when a layer first needs it."""
+    def run_tiles(t0, t1, xf, wpk, offs, geom, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out):
+        _run_tiles_body(t0, t1, xf, wpk, offs, geom, nvec, chunk, table, row_class, col_class, mid_class, odd_cols,
+                        scale, out)
+    run_tiles.__qualname__ = run_tiles.__name__ = f"_run_tiles_nvec{nvec}"
+    return njit(nogil=True, cache=True)(run_tiles)
+
+
+@njit(inline="always")
+def _run_tiles_body(t0, t1, xf, wpk, offs, geom, nvec, chunk, table, row_class, col_class, mid_class, odd_cols, scale,
+                    out):
     n, groups, ho, wo, sh, sw, hp, wpa, ce, cog, lanes, e = geom
     co_n = out.shape[1]
     width = nvec * lanes
@@ -318,7 +333,7 @@ def _run_tiles(xf, wpk, offs, geom, nvec, chunk, table, row_class, col_class, mi
     n_cls = table.shape[1]
     out_flat = out.reshape(-1)
     table_flat = table.reshape(-1)
-    for t in prange(n * groups * ho * nseg):
+    for t in range(t0, t1):
         # task = (image, group, output row, segment of the row), all channel blocks
         seg = t % nseg
         oh = (t // nseg) % ho
@@ -338,13 +353,9 @@ def _run_tiles(xf, wpk, offs, geom, nvec, chunk, table, row_class, col_class, mi
                 npix = min(TILE_P, wo - ow)
                 for r0 in range(0, nr, chunk):
                     r1 = min(r0 + chunk, nr)
-                    # the vector count must be a compile-time constant of the micro-kernel
-                    if nvec == 1:
-                        _tile(xf, x_base, sw * groups * ce, offs, r0, r1, wpk, w_base,
-                              out_flat, out_base, ho * wo, npix, nco, table_flat, init_base, scale, 1)
-                    else:
-                        _tile(xf, x_base, sw * groups * ce, offs, r0, r1, wpk, w_base,
-                              out_flat, out_base, ho * wo, npix, nco, table_flat, init_base, scale, 2)
+                    # nvec: a compile-time constant of the micro-kernel (a literal argument, see above)
+                    _tile(xf, x_base, sw * groups * ce, offs, r0, r1, wpk, w_base,
+                          out_flat, out_base, ho * wo, npix, nco, table_flat, init_base, scale, nvec)
         # columns whose class differs from the middle one's (only with classes): swap the offset
         for i in range(odd_cols.shape[0]):
             ow = odd_cols[i]
@@ -352,6 +363,9 @@ def _run_tiles(xf, wpk, offs, geom, nvec, chunk, table, row_class, col_class, mi
                 for co in range(gi * cog, (gi + 1) * cog):
                     delta = table_flat[row_table + col_class[ow] * co_n + co] - table_flat[row_table + mid_class * co_n + co]
                     out_flat[((ni * co_n + co) * ho + oh) * wo + ow] += delta
+
+
+_RUN_TILES = {n: _tiles_kernel(n) for n in range(1, MAX_NVEC + 1)}
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -34,10 +34,11 @@ the array's current values on every call.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import im2col
 from .im2col import JIT_DISABLED, ConvGeometry, conv_geometry
+from .threads import split
 
 POLICIES = ("wrap", "saturate")
 OPERAND_LIMIT = 1 << 16  # |x|, |w| must stay below this
@@ -77,16 +78,7 @@ def accumulator_bound(x_max_abs: int, w, bias) -> int:
 
 def _abs_row_sums(w: np.ndarray) -> np.ndarray:
     """Σ|w| per output channel, int64, remembered with the weights (a layer's bound is asked every batch)."""
-    return im2col.memo_pack(w, ("abs_sums",), lambda: _abs_row_sums_kernel(w.reshape(w.shape[0], -1)))
-
-
-@njit(cache=True)
-def _abs_row_sums_kernel(w2):
-    out = np.zeros(w2.shape[0], np.int64)
-    for i in range(w2.shape[0]):
-        for j in range(w2.shape[1]):
-            out[i] += abs(np.int64(w2[i, j]))
-    return out
+    return im2col.memo_pack(w, ("abs_sums",), lambda: np.abs(w.reshape(w.shape[0], -1).astype(np.int64)).sum(1))
 
 
 def _max_abs(a: np.ndarray) -> int:
@@ -217,8 +209,9 @@ def _sequential_conv(x, w, bias, g: ConvGeometry, pad_value, acc_bits, policy):
     init, init_over, lo, hi, mask = accumulator_start(bias, g.co, acc_bits, policy)
     acc = np.empty((g.n, g.co, g.ho, g.wo), np.int64)
     over = np.empty(acc.shape, np.bool_)
-    _sequential_kernel(_phase_planes(x, g, pad_value), w.astype(np.int64), init, init_over, g.sh, g.sw, g.groups,
-                       np.int64(lo), np.int64(hi), mask, acc_bits == 64, policy == "saturate", acc, over)
+    split(_sequential_kernel, g.n * g.co, _phase_planes(x, g, pad_value), w.astype(np.int64), init, init_over, g.sh,
+          g.sw, g.groups, np.int64(lo), np.int64(hi), mask, acc_bits == 64, policy == "saturate", acc, over,
+          work=acc.size * w[0].size)
     return acc, int(np.count_nonzero(over))
 
 
@@ -239,8 +232,8 @@ def _phase_planes(x, g: ConvGeometry, pad_value: int, dtype=np.int64) -> np.ndar
     return planes
 
 
-@njit(parallel=True, cache=True)
-def _sequential_kernel(planes, w, init, init_over, sh, sw, groups, lo, hi, mask, bits64, saturate, acc, over):
+@njit(nogil=True, cache=True)
+def _sequential_kernel(t0, t1, planes, w, init, init_over, sh, sw, groups, lo, hi, mask, bits64, saturate, acc, over):
     n, co_total, ho, wo = acc.shape
     _, cig, kh_n, kw_n = w.shape
     hq, wq = planes.shape[4], planes.shape[5]
@@ -250,7 +243,7 @@ def _sequential_kernel(planes, w, init, init_over, sh, sw, groups, lo, hi, mask,
     # one task per (image, output channel); inside it, one product at a time for all the channel's outputs,
     # as one run with row pitch wq: output q = oh·wq + ow reads its phase plane at q + (kh//sh)·wq + kw//sw.
     # The wq - wo extra outputs per row are computed and dropped: long loops that vectorise.
-    for t in prange(n * co_total):
+    for t in range(t0, t1):
         ni, co = t // co_total, t % co_total
         c0 = (co // cog) * cig
         a = np.full(m, init[co])

@@ -41,10 +41,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .im2col import conv_geometry
 from .mac import _add_row, _phase_planes, accumulator_start, apply_policy, check_accumulator
+from .threads import split
 
 PAIR_MIN, PAIR_MAX = -(1 << 15), (1 << 15) - 1   # the int16 lane of vpmaddubsw
 X_RANGE = (0, 255)       # unsigned 8-bit activation codes
@@ -87,9 +88,9 @@ def conv2d_pairsat_acc(x, w, x_zero_point, w_zero_point, bias, stride, padding, 
     acc = np.empty((g.n, g.co, g.ho, g.wo), np.int64)
     over = np.empty(acc.shape, np.bool_)
     nsat = np.empty(acc.shape, np.int32)
-    _pairsat_kernel(_phase_planes(x, g, int(pad_code)), w64, taps_a, taps_b, zw, const, with_corr, init,
-                    init_over, g.sh, g.sw, g.groups, np.int64(lo), np.int64(hi), mask, acc_bits == 64,
-                    policy == "saturate", acc, over, nsat)
+    split(_pairsat_kernel, g.n * g.co, _phase_planes(x, g, int(pad_code)), w64, taps_a, taps_b, zw, const,
+          with_corr, init, init_over, g.sh, g.sw, g.groups, np.int64(lo), np.int64(hi), mask, acc_bits == 64,
+          policy == "saturate", acc, over, nsat, work=acc.size * w64[0].size)
     return acc, int(np.count_nonzero(over)), int(nsat.sum(dtype=np.int64)), int(np.count_nonzero(nsat))
 
 
@@ -184,16 +185,16 @@ def add_pair_saturation(acc: np.ndarray, x: np.ndarray, sp: SaturatingPairs, g, 
     x_max = np.asarray(x).reshape(g.n, g.ci, -1).max(axis=2, initial=0).astype(np.uint8)   # per image, channel
     if g.has_padding:
         np.maximum(x_max, np.uint8(pad_code), out=x_max)
-    _saturation_kernel(_phase_planes(x, g, pad_code, np.uint8), x_max, sp.ptr, sp.taps, sp.w, sp.x_min, g.cog,
-                       g.cig, acc, pairs, outs, apply)
+    split(_saturation_kernel, g.n * -(-g.co // CHANNELS_PER_TASK), _phase_planes(x, g, pad_code, np.uint8), x_max,
+          sp.ptr, sp.taps, sp.w, sp.x_min, g.cog, g.cig, acc, pairs, outs, apply, work=acc.size * g.cig)
     return int(pairs.sum()), int(outs.sum())
 
 
 CHANNELS_PER_TASK = 8   # output channels of one parallel task (its scratch rows are allocated once)
 
 
-@njit(parallel=True, cache=True)
-def _saturation_kernel(planes, x_max, ptr, taps, wts, x_min, cog, cig, acc, pairs, outs, apply):
+@njit(nogil=True, cache=True)
+def _saturation_kernel(t0, t1, planes, x_max, ptr, taps, wts, x_min, cog, cig, acc, pairs, outs, apply):
     """Per (image, block of channels): for each pair that can saturate, over the output run, in uint16 lanes
     (16 per AVX2 vector): both weights have one sign, so |p| = x_a·|w_a| + x_b·|w_b| <= 65,280 is exact in
     uint16, and the pair saturates iff |p| > L (32,767 above zero, 32,768 below), by |p| - L."""
@@ -202,7 +203,7 @@ def _saturation_kernel(planes, x_max, ptr, taps, wts, x_min, cog, cig, acc, pair
     flat = planes.reshape(-1)       # one flat index per run start: unit-stride loops that vectorise
     m = (ho - 1) * wq + wo          # outputs as one run with row pitch wq (as _pairsat_kernel)
     blocks = -(-co_total // CHANNELS_PER_TASK)
-    for t in prange(n * blocks):
+    for t in range(t0, t1):
         ni, b = t // blocks, t % blocks
         delta = np.empty(m, np.int64)
         hits = np.empty(m, np.uint16)
@@ -272,8 +273,8 @@ def _excess_row(xa, xb, wa, wb, lim, sign, delta, hits):
 # ----------------------------------------------------------------------------------------------------------
 # The numba kernel: one task per (image, output channel), pairs in K order over a run of outputs
 # ----------------------------------------------------------------------------------------------------------
-@njit(parallel=True, cache=True)
-def _pairsat_kernel(planes, w, taps_a, taps_b, zw, const, with_corr, init, init_over, sh, sw, groups, lo, hi,
+@njit(nogil=True, cache=True)
+def _pairsat_kernel(t0, t1, planes, w, taps_a, taps_b, zw, const, with_corr, init, init_over, sh, sw, groups, lo, hi,
                     mask, bits64, saturate, acc, over, nsat):
     n, co_total, ho, wo = acc.shape
     cig = w.shape[1]
@@ -281,7 +282,7 @@ def _pairsat_kernel(planes, w, taps_a, taps_b, zw, const, with_corr, init, init_
     flat = planes.reshape(n, planes.shape[1], sh, sw, hq * wq)
     cog = co_total // groups
     m = (ho - 1) * wq + wo          # outputs as one run with row pitch wq (see mac._sequential_kernel)
-    for t in prange(n * co_total):
+    for t in range(t0, t1):
         ni, co = t // co_total, t % co_total
         c0 = (co // cog) * cig
         a = np.full(m, init[co])

@@ -24,10 +24,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import im2col
 from .im2col import ConvGeometry, conv_geometry
+from .threads import split
 
 PAD_MODES = ("+1", "-1", "zero")
 WORD_BITS = 64
@@ -135,20 +136,20 @@ def _bit_canvas(x_bits, g: ConvGeometry, pad_mode: str) -> np.ndarray:
     nw = -(-g.cig // WORD_BITS)
     canvas = np.empty(im2col.canvas_shape(g, nw), np.uint64)
     canvas[...] = pack_bits(np.ones(g.cig, np.uint8), axis=0) if pad_mode == "-1" else 0
-    if _pack_canvas(x_bits, canvas, g.top, g.left, g.groups):
+    if sum(split(_pack_canvas, g.n * g.h, x_bits, canvas, g.top, g.left, g.groups, work=x_bits.size)):
         raise ValueError("xnor_conv2d: x_bits must hold only 0 and 1")
     return canvas
 
 
-@njit(parallel=True, cache=True)
-def _pack_canvas(x, canvas, top, left, groups):
+@njit(nogil=True, cache=True)
+def _pack_canvas(t0, t1, x, canvas, top, left, groups):
     """canvas[n, top + i, left + j, g, c // 64] = OR_c x[n, g·cig + c, i, j] << (c % 64); returns the number of
     input rows holding values other than 0 and 1."""
     n, ci, h, w = x.shape
     cig = ci // groups
     nw = canvas.shape[4]
     bad_rows = 0
-    for t in prange(n * h):
+    for t in range(t0, t1):
         ni, i = t // h, t % h
         seen = np.int64(0)  # OR of the row's values: 0 or 1 when they are all bits
         word = np.empty(w, np.uint64)  # one packed word per pixel of the row, built with contiguous loops

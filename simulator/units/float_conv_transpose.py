@@ -62,9 +62,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..encodings import Float32W
+from ..kernels.threads import split
 
 K_BLOCK = 128   # MLAS_SGEMM_STRIDEK (onnxruntime/core/mlas/lib/mlasi.h)
 N_STRIDE = 128  # MLAS_SGEMM_STRIDEN
@@ -151,15 +152,15 @@ def _m1t_rows(m, m_total):
     return 1
 
 
-@njit(parallel=True, cache=True)
-def _kernel(x, live, w, bias, pt, pl, ho, wo, groups, mode, k_block):
+@njit(nogil=True, cache=True)
+def _kernel(t0, t1, x, live, w, bias, pt, pl, groups, mode, k_block, y):
     """x [N, H, W, C] and w [Co, KH, KW, Ci/g] float32 values (float64); live[n, h, w, g]: a non-zero input;
     mode GEMM, M1 or M1_TRANSPOSE_B (the column-buffer kernel)."""
     n_, h_, w_, _ = x.shape
     co_, kh_, kw_, cig = w.shape
     cog = co_ // groups
-    y = np.zeros((n_, co_, ho, wo))
-    for job in prange(n_ * co_):
+    ho, wo = y.shape[2], y.shape[3]
+    for job in range(t0, t1):
         n, co = job // co_, job % co_
         g = co // cog
         c0 = g * cig
@@ -187,7 +188,6 @@ def _kernel(x, live, w, bias, pt, pl, ho, wo, groups, mode, k_block):
         for oh in range(ho):
             for ow in range(wo):
                 y[n, co, oh, ow] = _f32(y[n, co, oh, ow] + bias[co])
-    return y
 
 
 def dequantize(values, scale) -> np.ndarray:
@@ -230,7 +230,9 @@ def conv_transpose_ort(x, w, bias, padding, groups, float_weights=False, gemm_n=
     gemm_n = h * wd if gemm_n is None else int(gemm_n)
     packed = is_prepacked(co // int(groups) * kh * kw, cig, float_weights)
     mode = GEMM if h * wd != 1 else (M1_TRANSPOSE_B if packed else M1)
-    y = _kernel(xt, live, wt, b, pt, pl, ho, wo, int(groups), mode, k_block_size(gemm_n, cig, packed))
+    y = np.zeros((n, co, ho, wo))
+    split(_kernel, n * co, xt, live, wt, b, pt, pl, int(groups), mode, k_block_size(gemm_n, cig, packed), y,
+          work=y.size * kh * kw * cig)
     return y.astype(np.float32)
 
 
