@@ -9,7 +9,7 @@ benchmarks/results/quantize.json.
     python benchmarks/bench_quantize.py
 
 The 1,000 calibration samples are scikit-learn's 8x8 digits outside the shipped test split when scikit-learn is
-installed (pip install 'hwsim[models]'), else the 540 shipped test samples tiled to 1,000 (said in the output).
+installed (python -m pip install -e ".[models]"), else the 540 shipped test samples tiled to 1,000 (said in the output).
 """
 
 import json

@@ -4,7 +4,7 @@
     build_resnet18_qdq("resnet18_qdq.onnx")            # 224x224, u8 activations x s8 per-channel weights
 
 `python benchmarks/onnx_models.py [OUT.onnx]` builds it and times `hwsim`'s import of it (results in
-benchmarks/results/onnx_import.json). Needs onnx and onnxruntime (pip install 'hwsim[onnx]').
+benchmarks/results/onnx_import.json). Needs onnx and onnxruntime (python -m pip install -e ".[onnx]").
 """
 
 from __future__ import annotations

@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_arch_args(p)
     _add_input_args(p)
     p.add_argument("--output", metavar="Y.npy", help="save the model's output tensor (its integer codes)")
+    p.add_argument("--output-values", metavar="Y.npy",
+                   help="save the model's output as dequantized float32 values (code value x scale)")
+    p.add_argument("--show", type=int, metavar="N",
+                   help="print the first N predicted classes (argmax of each output), beside the labels of a "
+                        "--dataset")
     p.add_argument("--json", metavar="REPORT.json", help="write the report as JSON (docs/report-schema.md)")
     p.add_argument("--csv", metavar="LAYERS.csv", help="write the report's per-layer figures as CSV: one row per "
                                                        "layer, then a total row (docs/report-schema.md)")
@@ -106,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("import", help="import an ONNX model (QOperator, QDQ or QONNX) into a .qnn file",
                        description="Convert a quantized ONNX model into hwsim's .qnn format. Needs the 'onnx' "
-                                   "extra: pip install 'hwsim[onnx]'.")
+                                   "extra: python -m pip install -e \".[onnx]\" in the hwsim checkout.")
     p.add_argument("onnx_model", metavar="MODEL.onnx")
     _add_limits_arg(p)
     p.add_argument("-o", "--output", required=True, metavar="MODEL.qnn", help="the .qnn file to write")
@@ -175,6 +180,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="directory for ERT.yaml and ART.yaml (created if missing; existing files replaced)")
     p.add_argument("--hw", required=True, metavar="HW.yaml", help="the design (a file or a shipped name)")
 
+    p = sub.add_parser("sweep", help="cost models on a grid of design points (any --set path), one CSV row each",
+                       description="Run every model of SPEC.yaml once (on its dataset) and cost it on every design "
+                                   "point: each design x each point of the grid (or of its random sample). One "
+                                   "row per point is appended to RESULTS.csv as soon as it is done; rerun the "
+                                   "same command after an interruption and the points already there are "
+                                   "skipped. docs/sweep.md describes the spec and the columns.")
+    p.add_argument("spec", metavar="SPEC.yaml")
+    p.add_argument("--out", required=True, metavar="RESULTS.csv",
+                   help="the results: created, or appended to when it holds this sweep's rows")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--jobs", type=int, metavar="N", help="worker processes on this machine (default: CPU count)")
+    where.add_argument("--dask", metavar="ADDRESS",
+                       help="cost the points on a dask.distributed cluster: its scheduler (tcp://host:8786) or "
+                            "local:N (N worker processes started here); needs the 'dask' extra")
+    _add_limits_arg(p)
+
     p = sub.add_parser("plot", help="draw the Pareto front of a CSV of design points (compare --csv, a sweep)",
                        description="Draw every design point of RESULTS.csv (one row per point: model, hw, "
                                    "accuracy, energy_pj_per_inference, cycles, latency_s, area_mm2, parameter "
@@ -236,7 +257,8 @@ def _skip_numba_blas_probe():
 
 def main(argv=None) -> int:
     _safe_streams()
-    _skip_numba_blas_probe()
+    from . import jit
+    jit.before_numba(_skip_numba_blas_probe)   # if this run loads numba at all (small runs do not)
     args = build_parser().parse_args(argv)
     import warnings
     # No Python warning ever reaches the user as a stray line: numpy floating-point warnings are silenced at
@@ -258,7 +280,7 @@ def _main(args) -> int:
                     "validate": commands.validate, "inspect": commands.inspect,
                     "import": commands.import_model,
                     "quantize": commands.quantize, "analyze": commands.analyze, "export": commands.export_model,
-                    "tables": commands.tables, "plot": commands.plot}
+                    "tables": commands.tables, "plot": commands.plot, "sweep": commands.sweep}
         from .graph import no_limits
         with no_limits(getattr(args, "no_limits", False)):
             return handlers[args.command](args)

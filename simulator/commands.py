@@ -6,19 +6,23 @@ import os
 import stat
 import sys
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
 from . import report
 from .kernels import kernels_cached
 from .engine import Engine, check_input_shape, quantize_input, run_batched
+from .encodings import BinaryAct, EnqAct
 from .errors import HwsimError, safe_text
 from .fileio import Outputs, _describe_kind, load_npy, load_npz
 from .qnn.model_io import load_model
+from .units.rounding import round_float
 
 
-def load_inputs(model, args) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """Input codes [N, ...], labels or None, and a sentence saying where the input came from.
+def load_inputs(model, args, facts: dict | None = None) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Input codes [N, ...], labels or None, and a sentence saying where the input came from. `facts`, if given,
+    receives what quantizing float inputs clamped (input_saturation).
 
     Memory is bounded by --limit and --batch-size: an `.npy` input is memory-mapped and only its first --limit
     samples are read; an `.npz` dataset is decompressed only up to --limit samples (its sizes checked before
@@ -47,6 +51,10 @@ def load_inputs(model, args) -> tuple[np.ndarray, np.ndarray | None, str]:
         x, labels = data["x"], data["y"]
         where = f"dataset {args.dataset}"
         source = args.dataset
+    elif getattr(args, "x", None) is not None:   # an array given to the Python API (simulator/api.py)
+        x, labels = args.x, getattr(args, "y", None)
+        where = f"the array x given ({'float values, quantized' if np.issubdtype(x.dtype, np.floating) else 'codes'})"
+        source = None
     elif model.sample_input is not None:
         x = model.sample_input
         where = f"the sample input stored in the model ({x.shape[0]} sample(s))"
@@ -74,7 +82,7 @@ def load_inputs(model, args) -> tuple[np.ndarray, np.ndarray | None, str]:
         x = x[:limit]
         labels = None if labels is None else labels[:limit]
     try:
-        codes = _quantize_in_batches(model, x, getattr(args, "batch_size", None) or 512)
+        codes = _quantize_in_batches(model, x, getattr(args, "batch_size", None) or 512, facts)
     except HwsimError as exc:
         raise HwsimError(exc.message, source=source, field=field or exc.field) from None
     if labels is not None:
@@ -93,19 +101,53 @@ def _npz_keys(path) -> list:
         return []
 
 
-def _quantize_in_batches(model, x, batch_size: int) -> np.ndarray:
+def _quantize_in_batches(model, x, batch_size: int, stats: dict | None = None) -> np.ndarray:
     """quantize_input over [N, ...] `batch_size` samples at a time: the float intermediates stay one batch big
-    and a memory-mapped input is read once, in order."""
+    and a memory-mapped input is read once, in order. `stats` (a dict) gets the saturation counts."""
     batch_size = max(1, int(batch_size))
     n = x.shape[0]
-    if n <= batch_size:
-        return quantize_input(model, np.asarray(x))
-    first = quantize_input(model, np.asarray(x[:batch_size]))
-    codes = np.empty((n,) + first.shape[1:], dtype=first.dtype)
-    codes[:batch_size] = first
-    for start in range(batch_size, n, batch_size):
-        codes[start:start + batch_size] = quantize_input(model, np.asarray(x[start:start + batch_size]))
+    saturation = input_saturation(model, np.asarray(x[:0]))
+    codes = None
+    for start in range(0, max(n, 1), batch_size):   # (an empty input still gets its empty codes)
+        batch = np.asarray(x[start:start + batch_size])
+        part = quantize_input(model, batch)
+        _add_saturation(saturation, model, batch)
+        if n <= batch_size:
+            codes = part
+        else:
+            if codes is None:
+                codes = np.empty((n,) + part.shape[1:], dtype=part.dtype)
+            codes[start:start + batch_size] = part
+    if stats is not None:
+        stats.update(saturation, saturated_fraction=(saturation["saturated_codes"] / saturation["float_values"]
+                                                     if saturation["float_values"] else 0.0))
     return codes
+
+
+def input_saturation(model, x: np.ndarray) -> dict:
+    """Float input values the input quantizer clamps to its encoding's ends: those whose rounded value lies
+    strictly beyond the encoding's range (a value at an end, or within rounding of it, is not clamped). The same
+    division and rounding as engine.quantize_input; counted here so that the engine's quantizer stays as it is."""
+    enc = model.input_enc
+    lo, hi = (0, (1 << enc.qm_bits) - 1) if isinstance(enc, EnqAct) else enc.value_range()  # QE takes 0..2^qm-1
+    out = {"float_values": 0, "saturated_codes": 0, "below": 0, "above": 0,
+           "range": [float(lo * enc.value_scale), float(hi * enc.value_scale)]}
+    if isinstance(enc, BinaryAct) or not np.issubdtype(x.dtype, np.floating) or x.size == 0:
+        return out     # codes are taken as they are; a sign has no range to leave
+    if model.input_division == "float32":
+        v = (x.astype(np.float32) / np.float32(enc.value_scale)).astype(np.float64)
+    else:
+        v = x.astype(np.float64) / enc.value_scale
+    v = round_float(v, model.input_rounding)
+    below, above = int(np.count_nonzero(v < lo)), int(np.count_nonzero(v > hi))
+    out.update(float_values=int(x.size), saturated_codes=below + above, below=below, above=above)
+    return out
+
+
+def _add_saturation(total: dict, model, x: np.ndarray) -> None:
+    part = input_saturation(model, x)
+    for key in ("float_values", "saturated_codes", "below", "above"):
+        total[key] += part[key]
 
 
 def _check_labels(model, labels: np.ndarray, source) -> None:
@@ -170,10 +212,64 @@ def _check_batch(args):
     check_batch(args.batch)
 
 
-def _functional_run(args, model):
-    """Run the model on the engine once: outputs, trace, accuracy and a sentence saying what ran."""
+# Kernels as plain Python for runs this small (simulator/jit.py): they finish in ~0.1-0.3 s, while loading numba
+# and its cached kernels costs ~1.2 s (and compiling them, on a first run, ~10 s). Measured here: LeNet on 8
+# digits (0.7 M MACs) runs in 0.12 s as Python; its cost model's loop-nest search in ~0.05 s per MAC layer.
+PYTHON_KERNELS_MAX_OPS = 2_000_000
+PYTHON_KERNELS_MAX_MAC_LAYERS = 8
+KERNELS_ENV = "HWSIM_KERNELS"   # auto (default), numba or python
+
+
+def choose_kernels(model, samples: int) -> str:
+    """Fix this process's kernel mode before the first kernel call (jit.prefer_python): Python for small runs,
+    numba otherwise, or what HWSIM_KERNELS asks for. Returns the mode in force."""
+    from . import jit
+    from .graph import MAC_OPS, layer_figures
+
+    wanted = os.environ.get(KERNELS_ENV, "auto").strip().lower() or "auto"
+    if wanted not in ("auto", "numba", "python"):
+        raise HwsimError(f"must be auto, numba or python, got {wanted!r}", field=KERNELS_ENV)
+    if wanted == "auto":
+        ops = samples * sum(layer_figures(lay)["ops"] for lay in model.layers)
+        mac_layers = sum(lay.op in MAC_OPS for lay in model.layers)
+        wanted = "python" if ops <= PYTHON_KERNELS_MAX_OPS and mac_layers <= PYTHON_KERNELS_MAX_MAC_LAYERS else "numba"
+    return jit.prefer_python(wanted == "python")
+
+
+# A progress bar appears only once the work has lasted this long: short runs print nothing new, whatever their size.
+PROGRESS_DELAY_S = 2.0
+
+
+@contextmanager
+def progress_bar(args, total: int, unit: str, desc: str | None = None):
+    """Yields a callback done(n) (or done(n, total)) that moves a tqdm bar on standard error, or None: the bar is
+    made only when standard error is a terminal and not with --quiet, and shown only after PROGRESS_DELAY_S.
+    It is cleared when the work ends (or fails), so the report follows on a clean line."""
+    if getattr(args, "quiet", False) or not sys.stderr.isatty() or total < 1:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, delay=PROGRESS_DELAY_S, leave=False,
+              dynamic_ncols=True) as bar:
+        def done(n, new_total=None):
+            if new_total is not None:
+                bar.total = new_total
+            bar.update(n - bar.n)
+        yield done
+
+
+def _functional_run(args, model, facts: dict | None = None, auto_kernels: bool = False):
+    """Run the model on the engine once: outputs, trace, accuracy and a sentence saying what ran. `facts`, if
+    given, receives the input's saturation counts (load_inputs) and its labels (`labels`, or None).
+    `auto_kernels`: a one-run process (the run and compare commands) picks the kernel mode for this run's
+    size; the library and a sweep, which run on, keep numba."""
     _check_batch_size(args)
-    codes, labels, where = load_inputs(model, args)
+    codes, labels, where = load_inputs(model, args, facts)
+    if facts is not None:
+        facts["labels"] = labels
+    if auto_kernels:
+        choose_kernels(model, len(codes))
     engine = Engine(model)
     from .hw.access import warm_up_in_background
     warm_up_in_background()   # a first run compiles the cost model's kernel beside the engine's
@@ -182,15 +278,25 @@ def _functional_run(args, model):
         print("hwsim: compiling the numba kernels for this CPU (first run after install only; cached afterwards)",
               file=sys.stderr, flush=True)
     engine.run(codes[:1])  # JIT compile (or load the cache) outside the timed run
-    result = run_batched(engine, codes, args.batch_size)
+    with progress_bar(args, len(codes), "sample", "running") as done:
+        result = run_batched(engine, codes, args.batch_size, progress=done)
     acc = None if labels is None else accuracy(model, result.output, labels)
     return result, acc, where
 
 
-def run(args) -> int:
+def run_report(model, result, hw, batch: int, where: str, acc, t0: float, facts: dict) -> dict:
+    """The report `hwsim run --json` writes (and simulator.api.run returns): the functional run `result` costed
+    on the design `hw` for batches of `batch`; `t0` is when the command started (its wall time), `facts` what
+    _functional_run noted (the input's saturation)."""
     from .hw.cost import estimate
     from .importers.qnn_shapes import workloads_from_model
 
+    cost = estimate(workloads_from_model(model, result.trace), hw, batch)
+    rep = report.run_report(model, result, cost, where, acc, wall_s=time.perf_counter() - t0)
+    return report.add_input_saturation(rep, facts)
+
+
+def run(args) -> int:
     t0 = time.perf_counter()
     if len(args.hw) > 1:
         raise HwsimError(f"takes one design, got {len(args.hw)}; to cost a model on several designs use "
@@ -201,15 +307,24 @@ def run(args) -> int:
         from . import plots
         fmt = plots.figure_format(args.plot, "--plot")
         plots.require_matplotlib("--plot")
-    outputs = _outputs(args, binary=("output", "plot"))
+    show = getattr(args, "show", None)
+    if show is not None and show < 1:
+        raise HwsimError(f"must be positive, got {show}", field="--show")
+    outputs = _outputs(args, binary=("output", "output_values", "plot"))
     hw = _hardware(args, args.hw[0], outputs)
-    model = load_model(args.model)
-    result, acc, where = _functional_run(args, model)
-    cost = estimate(workloads_from_model(model, result.trace), hw, args.batch)
-    rep = report.run_report(model, result, cost, where, acc, wall_s=time.perf_counter() - t0)
+    model = load_qnn(args.model, "run")
+    if show is not None:
+        report.check_classifier(model, "--show")
+    facts = {}
+    result, acc, where = _functional_run(args, model, facts, auto_kernels=True)
+    rep = run_report(model, result, hw, args.batch, where, acc, t0, facts)
+    if show is not None:
+        rep["predictions"] = report.predictions(model, result.output, facts["labels"], show)
     with outputs:
         if args.output:
             outputs.npy(args.output, report.output_array(model, result.output))
+        if getattr(args, "output_values", None):
+            outputs.npy(args.output_values, report.output_values(model, result.output))
         _write_reports(args, rep, report.cost_csv, outputs)
         if args.plot:
             outputs.bytes(args.plot, plots.run_figure(rep, fmt))
@@ -230,7 +345,20 @@ INPUT_FILES = {
     "inspect": {"model": None},
 }
 OUTPUT_OPTIONS = {"json": "--json", "csv": "--csv", "output": "--output", "recipe_out": "--recipe-out",
-                  "plot": "--plot"}
+                  "plot": "--plot", "output_values": "--output-values"}
+
+
+def load_qnn(path, command: str):
+    """load_model, and for an ONNX file given where a .qnn is needed, the command that converts it."""
+    try:
+        return load_model(path)
+    except HwsimError as exc:
+        if exc.field != "magic" or not str(path).lower().endswith(".onnx"):
+            raise
+        qnn = str(path)[:-len(".onnx")] + ".qnn"
+        raise HwsimError(f"is an ONNX model; hwsim {command} takes a .qnn model: convert it first with "
+                         f"'hwsim import {path} -o {qnn}' (a float model: 'hwsim quantize {path} --calib "
+                         f"CALIB.npz -o {qnn}'), then 'hwsim {command} {qnn} ...'", source=str(path)) from None
 
 
 def _input_paths(args) -> list[str]:
@@ -350,10 +478,10 @@ def compare(args) -> int:
         raise HwsimError(f"needs at least two designs to compare, got {len(args.hw)}", field="--hw")
     outputs = _outputs(args)
     designs = [_hardware(args, h, outputs) for h in args.hw]  # every --hw is checked before the functional run
-    acc, where = None, "shapes only (no execution)"
+    acc, where, saturation = None, "shapes only (no execution)", {}
     if args.network.lower().endswith(".qnn"):
         model = load_model(args.network)
-        result, acc, where = _functional_run(args, model)
+        result, acc, where = _functional_run(args, model, saturation, auto_kernels=True)
         workloads, name = workloads_from_model(model, result.trace), model.name
     else:
         if getattr(args, "dataset", None) or getattr(args, "input", None):
@@ -363,6 +491,7 @@ def compare(args) -> int:
     reps = [report.cost_report(cost_estimate(workloads, hw, args.batch), args.network, name) for hw in designs]
     rep = {"hwsim_version": reps[0]["hwsim_version"], "network": reps[0]["network"], "input": where,
            "batch": args.batch, "accuracy": acc, "designs": reps}
+    report.add_input_saturation(rep, saturation)
     with outputs:
         _write_reports(args, rep, report.compare_csv, outputs)
         _emit(report.format_compare(rep), outputs)
@@ -370,14 +499,29 @@ def compare(args) -> int:
 
 
 def validate(args) -> int:
+    outputs = _outputs(args, text=("json",))
+    model = load_qnn(args.model, "validate")
+    rep = validate_report(args, model, auto_kernels=True)
+    with outputs:
+        if args.json:
+            outputs.text(args.json, report.to_json(rep))
+        _emit(report.format_validation(rep), outputs)
+    return 0 if rep["passed"] else 1
+
+
+def validate_report(args, model, auto_kernels: bool = False) -> dict:
+    """The report `hwsim validate --json` writes (and simulator.api.validate returns): the engine against the
+    float64 reference layer by layer on the inputs `args` names, with accuracy and the float baseline if asked.
+    `auto_kernels`: as in _functional_run (the command line's validate)."""
     from .validate import compare
 
-    outputs = _outputs(args, text=("json",))
-    model = load_model(args.model)
     _check_batch_size(args)
     if args.tolerance_lsb < 0:
         raise HwsimError(f"must be >= 0, got {args.tolerance_lsb}", field="--tolerance-lsb")
-    codes, labels, where = load_inputs(model, args)
+    saturation = {}
+    codes, labels, where = load_inputs(model, args, saturation)
+    if auto_kernels:
+        choose_kernels(model, 3 * len(codes))   # the engine, then the float reference twice
     engine = Engine(model)
     float_model = None
     if getattr(args, "float_model", None):  # a bad float model fails here, before the layer-by-layer comparison
@@ -385,8 +529,10 @@ def validate(args) -> int:
         float_model = FloatModel.load(args.float_model)
         x_float, x_desc = float_inputs(model, args, codes)
         float_model.check_sample_shape(x_float.shape[1:])
-    result = compare(engine, codes, args.tolerance_lsb, min(args.batch_size, 256))
-    rep = {"model": args.model, "input": where, "samples": int(codes.shape[0]), **result.to_dict()}
+    with progress_bar(args, len(codes), "sample", "validating") as done:
+        result = compare(engine, codes, args.tolerance_lsb, min(args.batch_size, 256), progress=done)
+    rep = {"model": model.source, "input": where, "samples": int(codes.shape[0]), **result.to_dict()}
+    report.add_input_saturation(rep, saturation)
     if labels is not None or float_model is not None:
         out = run_batched(engine, codes, args.batch_size).output
         if labels is not None:
@@ -394,16 +540,12 @@ def validate(args) -> int:
         if float_model is not None:
             rep["float_baseline"] = float_baseline(float_model, model, x_float, x_desc, out, labels,
                                                    args.batch_size)
-    with outputs:
-        if args.json:
-            outputs.text(args.json, report.to_json(rep))
-        _emit(report.format_validation(rep), outputs)
-    return 0 if result.passed else 1
+    return rep
 
 
 def inspect(args) -> int:
     outputs = _outputs(args, text=("json",))
-    model = load_model(args.model)
+    model = load_qnn(args.model, "inspect")
     rep = report.inspect_report(model, args.model)
     with outputs:
         if args.json:
@@ -417,6 +559,9 @@ def import_model(args) -> int:
     from .qnn.model_io import model_bytes
 
     outputs = _outputs(args, text=(), binary=("output",))
+    if str(args.output).lower().endswith(".onnx"):   # import writes a .qnn: an .onnx name would mislead
+        raise HwsimError("import writes a .qnn model; give a .qnn output name (an ONNX model is what 'hwsim "
+                         "export' writes)", source=args.output, field="-o")
     model = import_any(args.onnx_model, qdq_int8_allowed=args.ort_qdq_int8_allowed, ort_cpu=args.ort_cpu)
     with outputs:
         outputs.bytes(args.output, model_bytes(model, args.output))
@@ -437,7 +582,10 @@ def export_model(args) -> int:
     from .exporters.onnx_export import onnx_bytes
 
     outputs = _outputs(args, text=(), binary=("output",))
-    model = load_model(args.model)
+    if str(args.output).lower().endswith(".qnn"):   # export writes ONNX: a .qnn name would hold an ONNX file
+        raise HwsimError("export writes an ONNX model; give an .onnx output name (a .qnn model is what 'hwsim "
+                         "import' writes)", source=args.output, field="-o")
+    model = load_qnn(args.model, "export")
     with outputs:
         outputs.bytes(args.output, onnx_bytes(model))
         _emit(f"{args.model} -> {args.output}", outputs)
@@ -498,7 +646,8 @@ def quantize(args) -> int:
     x, y = _load_calibration(fg, args.calib, args.limit)
     train = _load_calibration(fg, args.train, None, "--train") if args.train else None
     name = os.path.splitext(os.path.basename(args.output))[0]
-    result = run_quantize(fg, x, y, recipe, name=name, seed=args.seed, train=train)
+    with progress_bar(args, 1, "step", "calibrating") as done:   # the pipeline tells the total as it goes
+        result = run_quantize(fg, x, y, recipe, name=name, seed=args.seed, train=train, on_step=done)
     rep = quantize_report(result, args.float_model, args.output, args.calib)
     with outputs:
         outputs.bytes(args.output, model_bytes(result.model, args.output))
@@ -579,4 +728,20 @@ def plot(args) -> int:
     with outputs:
         outputs.bytes(args.output, figure)
         _emit("\n".join([f"{source} -> {args.output}: {len(rows)} rows"] + summary), outputs)
+    return 0
+
+
+def sweep(args) -> int:
+    """`hwsim sweep`: every model x design x grid point of a spec, one row per point appended to --out."""
+    from . import sweep as sweeps
+
+    if args.jobs is not None and args.jobs < 1:
+        raise HwsimError(f"must be positive, got {args.jobs}", field="--jobs")
+    if args.dask:
+        sweeps.check_dask()
+    _check_input_file(args.spec, None)
+    plan = sweeps.plan(sweeps.load_spec(args.spec), args.out)   # every spec error before any work
+    stats = sweeps.run_sweep(plan, args.out, jobs=args.jobs, dask=args.dask, quiet=args.quiet)
+    if not args.quiet:
+        print(safe_text(sweeps.summary_line(args.out, stats), limit=None))
     return 0

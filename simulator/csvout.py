@@ -130,14 +130,18 @@ def compare_csv(rep: dict) -> str:
     `hwsim plot` expects; `accuracy` (a fraction) is the single functional run's, empty for shapes-only networks;
     an area column of a unit a design lacks is 0."""
     cols = compare_columns(rep)
-    rows = []
-    for d in rep["designs"]:
-        row = {"model": d["network"]["name"], "hw": d["hw"]["name"], "hw_path": d["hw"]["path"],
-               "technology": d["hw"]["technology"], "technology_nm": d["hw"]["technology_nm"],
-               "batch": d["batch"], "accuracy": rep.get("accuracy")}
-        row.update({key: d[key] for key in DESIGN_FIGURES})
-        row.update({f"energy_{c}_pj": v for c, v in d["energy_breakdown_pj"].items()})
-        row.update({col: 0.0 for col in cols if col.startswith("area_") and col != "area_mm2"})
-        row.update({f"area_{_level(u)}_mm2": v for u, v in d["area_breakdown_mm2"].items()})
-        rows.append(row)
+    rows = [design_row(d, rep.get("accuracy"), cols) for d in rep["designs"]]
     return _csv_text(cols, rows)
+
+
+def design_row(d: dict, accuracy, cols: list) -> dict:
+    """The CSV row of one design's cost part `d` (compare --csv, hwsim sweep): an area column of `cols` for a
+    unit the design lacks is 0."""
+    row = {"model": d["network"]["name"], "hw": d["hw"]["name"], "hw_path": d["hw"]["path"],
+           "technology": d["hw"]["technology"], "technology_nm": d["hw"]["technology_nm"],
+           "batch": d["batch"], "accuracy": accuracy}
+    row.update({key: d[key] for key in DESIGN_FIGURES})
+    row.update({f"energy_{c}_pj": v for c, v in d["energy_breakdown_pj"].items()})
+    row.update({col: 0.0 for col in cols if col.startswith("area_") and col != "area_mm2"})
+    row.update({f"area_{_level(u)}_mm2": v for u, v in d["area_breakdown_mm2"].items()})
+    return row

@@ -266,7 +266,12 @@ class Engine:
     def run(self, codes: np.ndarray, keep_all: bool = False) -> RunResult:
         """Run a batch of input codes [N, *input_shape] through the model."""
         model = self.model
-        codes = check_input_shape(model, np.asarray(codes))
+        codes = np.asarray(codes)
+        if not np.issubdtype(codes.dtype, np.integer):   # a float array would be silently truncated to codes
+            raise HwsimError(f"Engine.run takes integer input codes, got a {codes.dtype} array: quantize float "
+                             f"inputs first (quantize_input(model, x)) or use hwsim.run(model, x, hw=...)",
+                             field="input")
+        codes = check_input_shape(model, codes)
         n = codes.shape[0]
         if not self._work_checked:   # the execution limit (graph.check_run_work): one sample's work
             try:
@@ -763,12 +768,13 @@ def batch_for_memory(model: Model, batch_size: int) -> int:
     return max(1, min(int(batch_size), LIMITS["layer_bytes"] // max(per_sample, 1)))
 
 
-def run_batched(engine: Engine, codes: np.ndarray, batch_size: int = 512):
+def run_batched(engine: Engine, codes: np.ndarray, batch_size: int = 512, progress=None):
     """Run a large set in batches (bounded memory); returns outputs and the summed trace.
 
     The batch shrinks for a model with large layers (batch_for_memory); the model's stored sample input must be
     within the execution limit as a whole (check_stored_samples); a single-sample run just made on the first
-    sample (the CLI's JIT warm-up) is reused rather than repeated for a heavy model."""
+    sample (the CLI's JIT warm-up) is reused rather than repeated for a heavy model.
+    `progress`, if given, is called after each batch with the number of samples done (a progress bar)."""
     model = engine.model
     codes = check_input_shape(model, np.asarray(codes))
     check_stored_samples(model, codes)
@@ -788,6 +794,8 @@ def run_batched(engine: Engine, codes: np.ndarray, batch_size: int = 512):
         functional_s += res.functional_s
         total = res.trace if total is None else _merge(total, res.trace)
         start = stop
+        if progress is not None:
+            progress(stop)
     return RunResult(np.concatenate(outputs), {}, total, functional_s)
 
 

@@ -263,7 +263,11 @@ class Outputs:
         for path in list(paths) + list(binary):
             if path is None:
                 continue
-            key, _ = self._check_one(os.fspath(path), binary=path in binary)
+            try:
+                key, _ = self._check_one(os.fspath(path), binary=path in binary)
+            except HwsimError as exc:   # name the option too, when the command said which one it is
+                raise HwsimError(exc.message, source=exc.source,
+                                 field=exc.field or self._names.get(os.fspath(path))) from None
             if key in seen:
                 raise HwsimError("given for two outputs of the same command", source=os.fspath(path))
             seen.add(key)
@@ -620,11 +624,22 @@ def load_npz(path, max_bytes: int = NPZ_MAX_BYTES, *, keys=None, limit=None) -> 
     except FileNotFoundError:
         raise HwsimError("file not found", source=str(path)) from None
     except zipfile.BadZipFile as exc:
+        if _starts_with(path, b"\x93NUMPY"):   # a lone array where an archive of named arrays is needed
+            raise HwsimError("this is an .npy array, not an .npz archive: numpy.savez(FILE, x=inputs, y=labels) "
+                             "makes one (a single .npy array is what --input takes)", source=str(path)) from None
         raise HwsimError(f"not a valid .npz archive: {_reason(exc)}", source=str(path), field=key) from None
     except OSError as exc:
         raise HwsimError(f"cannot read file: {exc.strerror or exc}", source=str(path), field=key) from None
     except Exception as exc:
         raise HwsimError(f"not a valid .npz archive: {_reason(exc)}", source=str(path), field=key) from None
+
+
+def _starts_with(path, magic: bytes) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(magic)) == magic
+    except OSError:
+        return False
 
 
 def _reason(exc: BaseException) -> str:

@@ -140,7 +140,7 @@ def float_inputs(model, args, codes: np.ndarray) -> tuple[np.ndarray, str]:
     sample), the codes decoded by the model's input encoding (value = decoded code × scale).
     """
     from .fileio import load_npy, load_npz
-    raw = None
+    raw = getattr(args, "x", None)   # an array given to the Python API (simulator/api.py)
     n = codes.shape[0]     # only the samples load_inputs kept (--limit) are read
     if getattr(args, "input", None):
         raw = load_npy(args.input, mmap=True)

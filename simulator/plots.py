@@ -29,7 +29,8 @@ DEFAULT_PANELS = (("energy_pj_per_inference", "accuracy"), ("latency_s", "area_m
 # which are breakdowns) is a parameter of the point, shown in its label when it varies.
 RESULT_COLUMNS = {"model", "hw", "hw_path", "technology", "technology_nm", "accuracy", "energy_pj_per_inference",
                   "cycles", "latency_s", "area_mm2", "edp_j_s", "clock_hz", "throughput_inferences_per_s",
-                  "tops_per_w", "leakage_mw", "macs_per_inference", "gated_macs_per_inference"}
+                  "tops_per_w", "leakage_mw", "macs_per_inference", "gated_macs_per_inference",
+                  "error"}   # a sweep's failed point: its message, no numbers (the point is not drawn)
 
 MAX_CSV_BYTES = 64 << 20   # a results CSV from someone else is read whole: bounded
 MAX_LABELS = 30            # front points labelled per panel (more would overlap into an unreadable block)

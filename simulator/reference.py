@@ -1,13 +1,23 @@
 """Float64 reference executor of the same quantized graph: dequantize, compute in float64, quantize.
 
-It shares no arithmetic with the integer engine: convolutions are float64 einsums on real values
-(code -> value -> value * scale), and every quantization rounds the exact real result half to even
-(pooling uses its declared rounding). The encoders (QE, QK, sign) are the definition of the storage format,
-so both sides use them. Where the engine's requantization mode (fixed_double, float32, ...) differs from
-exact rounding, `validate` shows how often and by how much.
+It shares no arithmetic with the integer engine: convolutions are float64 einsums (on the integer operand
+values, exact below 2^53, then scaled to real values), and each output is rounded two ways:
+
+  declared  the layer's own arithmetic: a `requant` mode (float32, float64, fixed_double, fixed_single, shift)
+            is part of the model's semantics (docs/qnn-format.md), so the accumulator is requantized in that
+            mode bit for bit -- written here from the modes' definitions, not by calling the engine's
+            requantizer, so that a bug there shows up as a difference. This is what `validate` passes or fails.
+  exact     the exact real result rounded with the mode's tie rule: how far the declared arithmetic lands from
+            exact rounding (ONNX Runtime's float32, TFLite's double rounding), which `validate` reports as
+            information.
+
+Pooling uses its declared rounding. The encoders (QE, QK, sign) are the definition of the storage format, so
+both sides use them.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -95,13 +105,63 @@ def weight_values(lay: Layer) -> np.ndarray:
 
 
 def reference_mac(lay: Layer, x_codes: np.ndarray) -> np.ndarray:
+    """A conv2d / dense layer in the reference, rounded in its declared arithmetic."""
+    return reference_mac_pair(lay, x_codes)[0]
+
+
+def reference_mac_pair(lay: Layer, x_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(declared, exact-rounding) output codes of a conv2d / dense layer (module docstring)."""
+    in_enc, out_enc = lay.in_encs[0], lay.out_enc
+    co = lay.out_shape[0]
+    s_in, s_out = in_enc.value_scale, out_enc.value_scale
+    if (lay.op == "conv2d" and lay.attr("arithmetic") == "ort_float32") or isinstance(lay.weight_enc, Float32W):
+        out = _float_mac(lay, x_codes)   # no integer accumulator: the exact real result is the reference
+        return out, out
+    explicit = lay.attr("multiplier")
+    if explicit is not None:
+        # the file's multiplier m = s_in * s_w / s_out, so the weight scale it implies is m * s_out / s_in
+        multiplier = np.broadcast_to(np.asarray(explicit, dtype=np.float64), (co,))
+        w_scale = multiplier * s_out / s_in
+    else:
+        w_scale = lay.weight_enc.channel_scales(co)
+        multiplier = s_in * w_scale / s_out
+    x_int = in_enc.decode(x_codes).astype(np.float64)
+    w_int = weight_values(lay).astype(np.float64)
+    if lay.op == "conv2d":
+        acc = conv2d_float(x_int, w_int, lay.attr("stride"), lay.attr("padding"), lay.attr("groups"),
+                           reference_pad_value(lay))
+        shape = (1, -1, 1, 1)
+    else:
+        acc = x_int @ w_int.T
+        shape = (1, -1)
+    if lay.bias is not None:
+        acc = acc + lay.bias.astype(np.float64).reshape(shape)   # the bias is in accumulator units
+    y = acc * (s_in * w_scale).reshape(shape)                  # the exact real result (to float64 precision)
+    if isinstance(out_enc, BinaryAct):
+        out = out_enc.encode(y)
+        return out, out
+    if isinstance(out_enc, ThresholdAct):
+        # Comparator bank on the accumulator. The accumulator is an integer, so `acc >= T` is
+        # `real > (T - 1/2) * unit`: half a unit of slack keeps the float reference clear of exact ties.
+        unit = (s_in * w_scale).reshape((-1, 1))
+        t = (out_enc.threshold_array(co).astype(np.float64) - 0.5) * unit          # [co, n], rows sorted
+        count = np.stack([np.searchsorted(t[c], y[:, c], side="right") for c in range(co)], axis=1)
+        out = count.astype(np.int64) + out_enc.code_range()[0]
+        return out, out
+    # the sums are integers held exactly in float64 (below 2^53; wider accumulators are out of its reach)
+    acc = np.rint(acc).astype(np.int64)
+    declared = _encode_values(lay, requantize_declared(acc, multiplier, lay.attr("requant")))
+    return declared, _quantize(lay, y / s_out)
+
+
+def _float_mac(lay: Layer, x_codes: np.ndarray) -> np.ndarray:
+    """ORT's float32 ConvTranspose (arithmetic ort_float32, float32 weights): the exact real result, rounded."""
     in_enc, out_enc = lay.in_encs[0], lay.out_enc
     co = lay.out_shape[0]
     s_in, s_out = in_enc.value_scale, out_enc.value_scale
     ort_float = lay.op == "conv2d" and lay.attr("arithmetic") == "ort_float32"
     explicit = lay.attr("multiplier")
     if explicit is not None and not ort_float:   # ORT's float ConvTranspose uses the scales
-        # the file's multiplier m = s_in * s_w / s_out, so the weight scale it implies is m * s_out / s_in
         w_scale = np.broadcast_to(np.asarray(explicit, dtype=np.float64), (co,)) * s_out / s_in
     else:
         w_scale = lay.weight_enc.channel_scales(co)
@@ -122,16 +182,123 @@ def reference_mac(lay: Layer, x_codes: np.ndarray) -> np.ndarray:
         if ort_float and lay.attr("bias_scale") is not None:   # the int32 bias's own scale (ORT's DequantizeLinear)
             b_scale = np.broadcast_to(np.asarray(lay.attr("bias_scale"), dtype=np.float64), (co,))
         y = y + (lay.bias.astype(np.float64) * b_scale).reshape(shape)
-    if isinstance(out_enc, BinaryAct):
-        return out_enc.encode(y)
-    if isinstance(out_enc, ThresholdAct):
-        # Comparator bank on the accumulator. The accumulator is an integer, so `acc >= T` is
-        # `real > (T - 1/2) * unit`: half a unit of slack keeps the float reference clear of exact ties.
-        unit = (s_in * w_scale).reshape((-1, 1))
-        t = (out_enc.threshold_array(co).astype(np.float64) - 0.5) * unit          # [co, n], rows sorted
-        count = np.stack([np.searchsorted(t[c], y[:, c], side="right") for c in range(co)], axis=1)
-        return count.astype(np.int64) + out_enc.code_range()[0]
     return _quantize(lay, y / s_out)
+
+
+# ---------------------------------------------------------------------------------------- declared requantization
+# Each mode from its definition (units/requantizer.py's docstring: the runtimes' arithmetic), written anew here.
+
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def _shift_half_up(x: np.ndarray, s: int) -> np.ndarray:
+    """x / 2^s rounded half up (ties toward +inf), exact in int64: floor shift, then the remainder decides."""
+    if s <= 0:
+        return x << -s
+    if s >= 64:
+        return np.zeros_like(x)         # |x| <= 2^63: at most half of 2^s, which rounds up to 0
+    floor = x >> s
+    return floor + ((x - (floor << s)) >= (1 << (s - 1)))
+
+
+def _shift_half_away(x: np.ndarray, s: int) -> np.ndarray:
+    """x / 2^s rounded half away from zero (gemmlowp's RoundingDivideByPOT); x within int32."""
+    return np.where(x < 0, -_shift_half_up(-x, s), _shift_half_up(x, s))
+
+
+def _tflite_multiplier(m: float, single_rounding: bool) -> tuple[int, int]:
+    """TFLite's QuantizeMultiplier: m ~ q * 2^(shift - 31) with q a 31-bit mantissa rounded half away."""
+    frac, shift = math.frexp(m)                  # m = frac * 2^shift, frac in [0.5, 1)
+    q = math.floor(frac * 2.0 ** 31 + 0.5)       # exact in double: frac * 2^31 < 2^31 keeps 22 fraction bits
+    if q == 1 << 31:
+        q, shift = q // 2, shift + 1
+    if shift < -31:
+        return 0, 0
+    if single_rounding and shift > 30:
+        return INT32_MAX, 30
+    return q, shift
+
+
+def _requantize_one(acc: np.ndarray, m: float, mode: str) -> np.ndarray:
+    """Accumulators (int64) times the real multiplier `m`, rounded as `mode` defines; int64."""
+    if mode in ("float32", "float64"):
+        ftype = np.float32 if mode == "float32" else np.float64
+        with np.errstate(over="ignore", invalid="ignore"):
+            r = np.rint(acc.astype(ftype) * ftype(m))    # one IEEE multiply and round half to even, in ftype
+        return np.clip(r, -2.0 ** 62, 2.0 ** 62).astype(np.int64)   # (+-inf included)
+    if mode == "shift":
+        frac, e = math.frexp(m)                      # m = 2^-s exactly (Model.check refuses anything else)
+        return _shift_half_up(acc, 1 - e)
+    # TFLite: int32 accumulators (the engine stops on any other, so clamping here only keeps the shifts exact)
+    x = np.clip(acc, INT32_MIN, INT32_MAX)
+    q, shift = _tflite_multiplier(m, single_rounding=mode == "fixed_single")
+    if mode == "fixed_single":
+        return _shift_half_up(x * q, 31 - shift)     # x*q / 2^(31 - shift) rounded half up: one rounding
+    # fixed_double: SaturatingRoundingDoublingHighMul (x*q / 2^31 rounded half up; q > 0, so it never
+    # saturates), then RoundingDivideByPOT (half away from zero)
+    x = np.clip(x * (1 << max(shift, 0)), INT32_MIN, INT32_MAX)
+    return _shift_half_away(_shift_half_up(x * q, 31), max(-shift, 0))
+
+
+def requantize_declared(acc: np.ndarray, multipliers, mode: str) -> np.ndarray:
+    """[N, C, ...] int64 accumulators requantized channel by channel (axis 1) in `mode`."""
+    m = np.broadcast_to(np.asarray(multipliers, dtype=np.float64), (acc.shape[1],))
+    out = np.empty(acc.shape, dtype=np.int64)
+    for c in range(acc.shape[1]):
+        out[:, c] = _requantize_one(acc[:, c], float(m[c]), mode)
+    return out
+
+
+def _add_declared(lay: Layer, inputs: list) -> np.ndarray:
+    """The residual add in its declared arithmetic (docs/qnn-format.md, Residual add), in output values."""
+    mode, encs = lay.attr("requant"), lay.in_encs
+    values = [e.decode(x) for e, x in zip(encs, inputs)]
+    scales = [e.value_scale for e in encs]
+    s_out = lay.out_enc.value_scale
+    if mode in ("float32", "float64"):
+        ftype = np.float32 if mode == "float32" else np.float64
+        with np.errstate(over="ignore", invalid="ignore"):
+            if lay.attr("rescale") == "dequantize":   # each input dequantized, summed in order, / s_out
+                total = sum(v.astype(ftype) * ftype(s) for v, s in zip(values, scales))
+                r = np.rint(total / ftype(s_out))
+            else:                                      # each input times its ratio s_i / s_out, summed
+                r = np.rint(sum(v.astype(ftype) * ftype(s / s_out) for v, s in zip(values, scales)))
+        return np.clip(r, -2.0 ** 62, 2.0 ** 62).astype(np.int64)
+    if mode == "shift":   # aligned to the finest scale by left shifts (power-of-two ratios), then shifted out
+        finest = min(scales)
+        total = sum(v * int(round(s / finest)) for v, s in zip(values, scales))
+        return _requantize_one(total, finest / s_out, "shift")
+    # TFLite's integer add: inputs << left_shift, each rescaled to twice the larger scale, summed, rescaled out
+    value_bits = max(max(abs(lo), abs(hi)).bit_length() for lo, hi in (e.value_range() for e in encs))
+    left_shift = min(20, 30 - value_bits)
+    twice_max = 2.0 * max(scales)
+    total = sum(_requantize_one(v << left_shift, s / twice_max, mode) for v, s in zip(values, scales))
+    return _requantize_one(total, twice_max / ((1 << left_shift) * s_out), mode)
+
+
+def _mul_declared(lay: Layer, inputs: list) -> np.ndarray:
+    """The elementwise product in its declared arithmetic: float32 as ONNX Runtime's QLinearMul, or float64."""
+    (ea, eb), out = lay.in_encs, lay.out_enc
+    product = ea.decode(inputs[0]) * eb.decode(inputs[1])
+    lo, hi = out.code_range()
+    with np.errstate(over="ignore", invalid="ignore"):
+        if lay.attr("requant") == "float32":
+            ratio = np.float32(np.float32(ea.scale) * np.float32(eb.scale)) / np.float32(out.scale)
+            codes = np.rint(product.astype(np.float32) * ratio + np.float32(out.zero_point)).astype(np.float64)
+            # the float -> int32 conversion (cvtps2dq) gives INT32_MIN for anything outside int32
+            codes = np.where((codes >= -2.0 ** 31) & (codes < 2.0 ** 31), codes, -2.0 ** 31)
+        else:
+            real = product.astype(np.float64) * (ea.scale * eb.scale / out.scale)
+            codes = np.rint(np.clip(real, -2.0 ** 62, 2.0 ** 62)) + out.zero_point
+    return np.clip(codes, lo, hi).astype(np.int64)
+
+
+def _encode_values(lay, values: np.ndarray) -> np.ndarray:
+    """Output values (integers) -> codes: the layer's clip, then its encoder."""
+    clip = lay.attr("clip")
+    if clip is not None:
+        values = np.clip(values, clip[0], clip[1])
+    return lay.out_enc.encode(values)
 
 
 def _quantize(lay, value):
@@ -177,9 +344,31 @@ def _window_sums(lay, x, fill):
 
 
 def reference_layer(lay: Layer, inputs: list) -> np.ndarray:
-    """One layer of the float reference, on input codes; returns output codes."""
+    """One layer of the float reference, on input codes; returns output codes in the layer's declared
+    arithmetic (module docstring)."""
     if lay.op in ("conv2d", "dense"):
         return reference_mac(lay, inputs[0])
+    if lay.op == "add":
+        return _encode_values(lay, _add_declared(lay, inputs))
+    if lay.op == "mul":
+        return _mul_declared(lay, inputs)
+    return exact_reference_layer(lay, inputs)
+
+
+def reference_layer_pair(lay: Layer, inputs: list) -> tuple[np.ndarray, np.ndarray]:
+    """(declared, exact-rounding) output codes of one layer; the same array twice where they cannot differ."""
+    if lay.op in ("conv2d", "dense"):
+        return reference_mac_pair(lay, inputs[0])
+    if lay.op in ("add", "mul"):
+        return reference_layer(lay, inputs), exact_reference_layer(lay, inputs)
+    out = exact_reference_layer(lay, inputs)
+    return out, out
+
+
+def exact_reference_layer(lay: Layer, inputs: list) -> np.ndarray:
+    """One layer on input codes, its exact real result rounded with the mode's tie rule (module docstring)."""
+    if lay.op in ("conv2d", "dense"):
+        return reference_mac_pair(lay, inputs[0])[1]
     enc = lay.in_encs[0]
     if lay.op == "maxpool":
         # Pooling works on the integer values: the scale cancels, and floats would blur exact ties.

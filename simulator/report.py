@@ -54,6 +54,32 @@ def output_array(model: Model, codes: np.ndarray) -> np.ndarray:
     return codes.astype(np.int64)
 
 
+def output_values(model: Model, codes: np.ndarray) -> np.ndarray:
+    """The output as real values, float32: what the model's output means (`--output-values`). A model that ends
+    in a dequantizer already defines them (output_array); otherwise decoded code value x scale, computed in float32
+    as ONNX DequantizeLinear does."""
+    if getattr(model, "output_dequantize", False):
+        return output_array(model, codes)
+    enc = model.layers[-1].out_enc
+    return enc.decode(np.asarray(codes)).astype(np.float32) * np.float32(enc.value_scale)
+
+
+def check_classifier(model: Model, option: str) -> None:
+    """Refuse an option that needs classes when the model's output has a single value per sample."""
+    classes = math.prod(model.layers[-1].out_shape)
+    if classes < 2:
+        raise HwsimError(f"needs a classifier, but the model's output has {classes} value per sample (no class "
+                         f"to pick)", source=model.source, field=option)
+
+
+def predictions(model: Model, codes: np.ndarray, labels, count: int) -> list:
+    """The first `count` samples' predicted classes (argmax of the real output values, ties to the lower class),
+    with their labels when there are some."""
+    values = output_values(model, codes[:count]).reshape(min(count, len(codes)), -1)
+    return [{"sample": i, "predicted": int(c), "label": None if labels is None else int(labels[i])}
+            for i, c in enumerate(np.argmax(values, axis=1))]
+
+
 def _enc_summary(enc) -> str:
     d = enc.to_dict()
     kind = d.pop("kind")
@@ -101,7 +127,8 @@ def run_report(model, result, cost, input_desc, accuracy, wall_s) -> dict:
         "activation_storage_bits": activation_storage_bits(model),
         "overflows": int(sum(c.overflows for c in result.trace.layers)),
     })
-    rep["timing"].update({"functional_s": result.functional_s, "wall_s": wall_s,
+    from . import jit
+    rep["timing"].update({"kernels": jit.mode(), "functional_s": result.functional_s, "wall_s": wall_s,
                           "inferences_per_s": (result.trace.batch / result.functional_s
                                                if result.functional_s > 0 else None)})
     return rep
@@ -165,9 +192,26 @@ def cost_report(cost, network: str, network_name: str | None = None) -> dict:
         "leakage_mw": cost.area.leakage_mw,
         "layers": layers,
         "assumptions": list(cost.assumptions),
+        "assumption_figures": _assumption_figures(cost),
         "notes": list(ARCH_NOTES),
         "timing": {"cost_s": cost.cost_s},
     })
+
+
+def _assumption_figures(cost) -> list:
+    """Each assumption row with its value and what it means (the figure's `source` text in the design's files)."""
+    rows = {**cost.hardware.tech.rows, **cost.hardware.arch.rows}
+    return [{"row": row, "value": rows[row].value, "source": rows[row].source} for row in cost.assumptions
+            if row in rows]
+
+
+def add_input_saturation(rep: dict, stats: dict) -> dict:
+    """The input quantizer's clamping (commands.input_saturation) as report fields; nothing when no input was
+    quantized (shapes only)."""
+    if "saturated_codes" in stats:
+        rep.update({"input_float_values": stats["float_values"], "input_saturated_codes": stats["saturated_codes"],
+                    "input_saturated_fraction": stats["saturated_fraction"], "input_range": stats["range"]})
+    return rep
 
 
 def plain(value):
@@ -240,6 +284,16 @@ def to_json(rep) -> str:
 # --------------------------------------------------------------------------------------------- terminal
 
 CELL_LIMIT = 200  # characters of a table cell (names from files are escaped and cut to this)
+WRAP_MAX = 100    # prose lines are wrapped to the terminal's width, at most this many columns
+
+
+def wrap(text: str, indent: str = "") -> list:
+    """A paragraph as lines no wider than the terminal (or WRAP_MAX columns); continuation lines indented."""
+    import shutil
+    import textwrap
+    width = max(40, min(WRAP_MAX, shutil.get_terminal_size((WRAP_MAX, 24)).columns))
+    return textwrap.wrap(text, width, subsequent_indent=indent + "  ", initial_indent=indent,
+                         break_on_hyphens=False, break_long_words=False) or [""]
 
 
 def _s(value, limit: int = 200) -> str:
@@ -305,10 +359,11 @@ def format_cost(rep: dict) -> str:
     clock = rep["clock"]
     how = "given" if clock["mode"] == "given" else \
         f"derived: {clock['limited_by']} ({clock['critical_path_ns']:.3g} ns critical path)"
+    out.append("hardware estimates (cost model: cited figures and the assumptions below; not measurements):")
     out.append(f"cycles                {rep['cycles']:,} per batch of {rep['batch']}")
     out.append(f"clock                 {rep['clock_hz'] / 1e6:.4g} MHz ({how})")
     out.append(f"latency               {_seconds(rep['latency_s'])}")
-    out.append(f"throughput            {rep['throughput_inferences_per_s']:,.1f} inferences/s")
+    out.append(f"throughput            {rep['throughput_inferences_per_s']:,.1f} inferences/s of the modelled hardware")
     out.append(f"energy per inference  {_energy(total)}")
     if rep["tops_per_w"]:
         out.append(f"efficiency            {rep['tops_per_w']:.3g} TOPS/W (2 ops per MAC)")
@@ -340,6 +395,7 @@ def format_run(rep: dict) -> str:
            f"input: {_s(rep['input'], 400)}; {rep['samples']} inference(s) run", "",
            _table(["layer", "op", "output", "encoding", "a x w bits", "other events"], rows,
                   ["<", "<", "<", "<", "<", "<"]), "", format_cost(rep)]
+    out += ["", "exact, from the model and its bit-exact run:"]
     out.append(f"weight storage        {rep['weight_storage_bits']:,} bits ({rep['weight_storage_bits'] / 8 / 1024:.2f} KiB)")
     out.append(f"activation storage    {rep['activation_storage_bits']:,} bits "
                f"({rep['activation_storage_bits'] / 8 / 1024:.2f} KiB, all activations of one inference)")
@@ -347,30 +403,70 @@ def format_run(rep: dict) -> str:
         out.append(f"accuracy              {100 * rep['accuracy']:.2f}% ({rep['samples']} labelled samples)")
     if rep["overflows"]:
         out.append(f"accumulator overflows {rep['overflows']:,} outputs over the whole run")
-    out.append(_timing_line(rep))
+    out += saturation_warning(rep)
+    out += _predictions(rep)
+    out += wrap(_timing_line(rep))
     out += _notes(rep)
     return "\n".join(out)
 
 
 def _timing_line(rep: dict) -> str:
+    """How fast the simulator itself ran on this machine: never to be read as the hardware's throughput."""
     timing = rep["timing"]
     parts = [f"cost model {timing['cost_s'] * 1e3:.1f} ms"]
     if timing.get("functional_s") is not None:
-        rate = f", {timing['inferences_per_s']:,.0f} inferences/s" if timing.get("inferences_per_s") else ""
-        parts.insert(0, f"functional {timing['functional_s'] * 1e3:.1f} ms{rate} (integer simulation only)")
-    return "simulator time        " + "; ".join(parts)
+        rate = (f", {timing['inferences_per_s']:,.0f} simulated inferences/s" if timing.get("inferences_per_s")
+                else "")
+        kernels = f" ({timing['kernels']} kernels)" if timing.get("kernels") else ""
+        parts.insert(0, f"integer simulation {timing['functional_s'] * 1e3:.1f} ms{rate}{kernels}")
+    return "simulator speed (this machine, not hardware): " + "; ".join(parts)
+
+
+def _predictions(rep: dict) -> list:
+    """The --show table: sample, predicted class, label and whether they agree."""
+    shown = rep.get("predictions")
+    if not shown:
+        return []
+    labelled = shown[0]["label"] is not None
+    rows = [[p["sample"], p["predicted"]] + ([p["label"], "yes" if p["predicted"] == p["label"] else "NO"]
+                                             if labelled else []) for p in shown]
+    header = ["sample", "predicted"] + (["label", "correct"] if labelled else [])
+    return ["", f"predicted classes (argmax of the output), first {len(shown)} of {rep['samples']} samples:",
+            _table(header, rows, [">"] * len(header)), ""]
+
+
+def saturation_warning(rep: dict) -> list:
+    """A warning when float inputs fell outside the input encoding's range and were clamped to its ends."""
+    count = rep.get("input_saturated_codes")
+    if not count:
+        return []
+    lo, hi = rep["input_range"]
+    return wrap(f"warning: {count:,} of {rep['input_float_values']:,} input values "
+                f"({100 * rep['input_saturated_fraction']:.2f}%) lie outside [{lo:.6g}, {hi:.6g}], the range the "
+                f"model's input encoding represents, and were clamped to its ends (saturated codes); is the data "
+                f"normalised as the model expects (as its calibration data was)?")
 
 
 def _notes(rep: dict) -> list:
-    out = [f"note: {note}" for note in rep["notes"]]
-    if rep["assumptions"]:
-        out.append(f"assumptions used ({len(rep['assumptions'])}): " + "; ".join(rep["assumptions"]))
+    out = []
+    for note in rep["notes"]:
+        out += wrap(f"note: {note}")
+    figures = rep.get("assumption_figures") or [{"row": row} for row in rep["assumptions"]]
+    if figures:
+        out += wrap(f"assumptions ({len(figures)} figures the design's files mark 'assumption: true'; the "
+                    f"estimates rest on them):")
+        for fig in figures:
+            value = f" = {fig['value']:g}" if isinstance(fig.get("value"), (int, float)) else ""
+            source = str(fig.get("source") or "")
+            source = source[len("assumption: "):] if source.lower().startswith("assumption: ") else source
+            meaning = f": {_s(source, 400)}" if source else ""
+            out += wrap(f"{_s(fig['row'])}{value}{meaning}", indent="  ")
     return out
 
 
 def format_estimate(rep: dict) -> str:
     out = [f"hwsim {rep['hwsim_version']}  network {_s(rep['network']['path'])} (shapes only: no execution, no accuracy, "
-           f"no zero gating)", "", format_cost(rep), _timing_line(rep)]
+           f"no zero gating)", "", format_cost(rep)] + wrap(_timing_line(rep))
     return "\n".join(out + _notes(rep))
 
 
@@ -412,15 +508,17 @@ def format_compare(rep: dict) -> str:
     header, rows = compare_table(rep)
     out = [f"hwsim {rep['hwsim_version']}  compare {_s(rep['network']['path'])}: {len(rep['designs'])} designs, "
            f"batch {rep['batch']}; {_s(rep['input'], 400)}", "",
-           _table(header, rows, ["<"] + [">"] * (len(header) - 1)), "",
-           "* best design in that row. " + ("Shapes only: no functional run." if rep["accuracy"] is None and
-                                            rep["input"].startswith("shapes") else
-                                            "The functional run happened once: every design computes the same "
-                                            "output bits.")]
+           _table(header, rows, ["<"] + [">"] * (len(header) - 1)), ""]
+    out += wrap("* best design in that row. Every row but accuracy is a hardware estimate (the designs' cost "
+                "models), not a measurement. " + ("Shapes only: no functional run." if rep["accuracy"] is None and
+                                                 rep["input"].startswith("shapes") else
+                                                 "The functional run happened once: every design computes the "
+                                                 "same output bits."))
     for d in rep["designs"]:
         arch = " (default architecture)" if d["hw"]["default_architecture"] else ""
         out.append(f"{_s(d['hw']['name'])}{arch}: {_s(d['hw']['path'])} on {_s(d['hw']['technology'])}, "
                    f"{len(d['assumptions'])} assumption rows")
+    out += saturation_warning(rep)
     return "\n".join(out)
 
 
@@ -430,16 +528,21 @@ def format_validation(rep: dict) -> str:
     for c in rep["layers"]:
         items = sorted(c["diff_histogram"].items())
         hist = ", ".join(f"{k}:{v}" for k, v in items[:8]) + (f", ... ({len(items)} values)" if len(items) > 8 else "")
+        off_exact = c.get("exact_rounding_mismatches", 0)
         rows.append([c["name"], c["op"], c["requant"]] + ([c.get("datapath", "-")] if datapaths else [])
                     + [f"{c['elements']:,}", f"{c['mismatches']:,}", c["max_diff_lsb"], f"{c['local_mismatches']:,}",
-                       c["local_max_diff_lsb"], hist or "-"])
-    out = [f"validate {_s(rep['model'])} against the float64 reference; input: {_s(rep['input'], 400)}; "
-           f"{rep['samples']} samples",
-           "", _table(["layer", "op", "requant"] + (["datapath"] if datapaths else [])
-                      + ["elements", "mismatches", "max LSB", "local mism.", "local max", "local |diff| LSB: count"],
-                      rows), "",
-           "mismatches: the reference runs end to end on its own outputs; local: each reference layer is fed "
-           "the engine's inputs, so it shows what that layer alone contributes."]
+                       c["local_max_diff_lsb"], hist or "-",
+                       f"{off_exact:,} (max {c['exact_rounding_max_diff_lsb']})" if off_exact else "0"])
+    out = wrap(f"validate {_s(rep['model'])} against the float64 reference, each layer rounded in its declared "
+               f"requantization mode; input: {_s(rep['input'], 400)}; {rep['samples']} samples")
+    out += ["", _table(["layer", "op", "requant"] + (["datapath"] if datapaths else [])
+                       + ["elements", "mismatches", "max LSB", "local mism.", "local max", "local |diff| LSB: count",
+                          "vs exact rounding"], rows), ""]
+    out += wrap("mismatches: the reference runs end to end on its own outputs; local: each reference layer is fed "
+                "the engine's inputs, so it shows what that layer alone contributes. vs exact rounding "
+                "(information, not a failure): local outputs that differ from the exact real result rounded, "
+                "with the largest difference in LSB; a float32 or fixed-point requantization lands there by "
+                "its own declared arithmetic.")
     out += _datapath_notes(rep)
     if "accuracy" in rep:
         out.append(f"accuracy of the integer engine: {100 * rep['accuracy']:.2f}%")
@@ -457,18 +560,20 @@ def format_validation(rep: dict) -> str:
                                        ["max |float - integer| output", f"{fb['output_max_abs_diff']:.4g}"]],
                        ["<", "<"]),
                 ""]
+    out += saturation_warning(rep)
+    off_exact = [c for c in rep["layers"] if c.get("exact_rounding_mismatches")]
+    if off_exact:
+        out += wrap(f"vs exact rounding: {sum(c['exact_rounding_mismatches'] for c in off_exact):,} output(s) in "
+                    f"{len(off_exact)} layer(s) differ from the exact real result rounded, by at most "
+                    f"{max(c['exact_rounding_max_diff_lsb'] for c in off_exact)} LSB: the layers' declared "
+                    f"requantization ({', '.join(sorted({c['requant'] for c in off_exact}))}), not a simulator "
+                    f"error (information only)")
     if rep["passed"]:
         tol = "bit-exact" if rep["tolerance_lsb"] == 0 else f"within {rep['tolerance_lsb']} LSB of the reference"
-        out.append(f"PASS: every layer is {tol}")
+        out.append(f"PASS: every layer is {tol} to its declared arithmetic")
     else:
         out.append(f"FAIL: first layer whose own result differs by more than {rep['tolerance_lsb']} LSB: "
                    f"{_s(rep['first_divergent_layer'])}")
-        failing = [c for c in rep["layers"] if c["local_max_diff_lsb"] > rep["tolerance_lsb"]]
-        if all(c["requant"] in ("float32", "fixed_double", "fixed_single") and c["local_max_diff_lsb"] == 1
-               and c.get("datapath", "exact") in ("exact", "-") for c in failing):
-            out.append("note: every failing layer requantizes in float32 or fixed point, as its runtime does, and is "
-                       "off by at most 1 LSB where exact rounding lands elsewhere; that is the declared arithmetic, "
-                       "not a simulator error (--tolerance-lsb 1 accepts it)")
     if rep["first_differing_layer_end_to_end"]:
         out.append(f"end to end, the engine and the reference first part ways at "
                    f"{_s(rep['first_differing_layer_end_to_end'])}")

@@ -1,5 +1,10 @@
 """Compare the integer engine with the float64 reference, layer by layer.
 
+The reference computes each layer's real result and rounds it in the layer's declared arithmetic: a `requant`
+mode (float32, fixed_double, ...) is part of what the model means, so a model that is bit-exact to its declared
+arithmetic passes (reference.py). How far that arithmetic lands from exact real-number rounding is reported
+beside it as information (`exact_rounding_*`), not as the pass criterion.
+
 Two comparisons per layer:
   chained  the reference runs on its own previous outputs (end to end): where the two first part ways;
   local    the reference layer is fed the engine's own inputs: what this layer alone contributes.
@@ -25,7 +30,7 @@ from . import interrupt
 from .engine import RUNNERS, Engine, _last_use, batch_for_memory, check_input_shape, check_stored_samples
 from .errors import HwsimError
 from .graph import check_run_work
-from .reference import reference_layer
+from .reference import reference_layer, reference_layer_pair
 from .trace import LayerCounts
 
 
@@ -40,6 +45,10 @@ class LayerComparison:
     local_mismatches: int
     local_max_diff_lsb: int
     diff_histogram: dict = field(default_factory=dict)   # local |diff| in LSB -> count
+    # information: the engine's outputs against the exact real result rounded (local; the declared
+    # requantization, e.g. ONNX Runtime's float32, may land elsewhere on ties and near-ties)
+    exact_rounding_mismatches: int = 0
+    exact_rounding_max_diff_lsb: int = 0
     # MAC datapath and, when it is not "exact", what it cost against the exact datapath (module docstring)
     datapath: str = "-"                  # "-" for layers without a MAC PE
     pair_saturations: int = 0            # int16 pair sums that saturated
@@ -88,10 +97,12 @@ VALIDATE_PASSES = 1   # measured: validate of the worst accepted layers takes 1-
 #                       execution limit is the same as run's
 
 
-def compare(engine: Engine, codes: np.ndarray, tolerance_lsb: int = 0, batch_size: int = 256) -> Validation:
+def compare(engine: Engine, codes: np.ndarray, tolerance_lsb: int = 0, batch_size: int = 256,
+            progress=None) -> Validation:
     """Engine against reference, layer by layer, `batch_size` samples at a time (fewer for a model with large
     layers: batch_for_memory). Both sides keep a tensor only until its last consumer has run, so memory follows
-    the live tensors, not the whole graph; the execution limit (graph.check_run_work) is checked first."""
+    the live tensors, not the whole graph; the execution limit (graph.check_run_work) is checked first.
+    `progress`, if given, is called after each batch with the number of samples done (a progress bar)."""
     model = engine.model
     try:
         check_run_work(model, 1, passes=VALIDATE_PASSES)
@@ -111,8 +122,9 @@ def compare(engine: Engine, codes: np.ndarray, tolerance_lsb: int = 0, batch_siz
             a = ours[lay.name] = engine.run_layer(lay, ins, lay_counts).astype(np.int64)
             theirs[lay.name] = reference_layer(lay, [theirs[n] for n in lay.inputs])
             chained = np.abs(a - theirs[lay.name])
-            ref_local = reference_layer(lay, ins)
+            ref_local, ref_exact = reference_layer_pair(lay, ins)
             local = np.abs(a - ref_local)
+            exact = np.abs(a - ref_exact)
             if lay_counts.datapath != "exact":
                 _add_datapath_cost(datapath_totals.setdefault(lay.name, [lay_counts.datapath, 0, 0, 0, 0, 0]),
                                    engine, lay, ours, a, ref_local, lay_counts)
@@ -120,7 +132,7 @@ def compare(engine: Engine, codes: np.ndarray, tolerance_lsb: int = 0, batch_siz
             for name in set(lay.inputs):
                 if last_use[name] == i:
                     del ours[name], theirs[name]
-            t = totals.setdefault(lay.name, [0, 0, 0, 0, 0, {}])
+            t = totals.setdefault(lay.name, [0, 0, 0, 0, 0, {}, 0, 0])
             t[0] += a.size
             t[1] += int(np.count_nonzero(chained))
             t[2] = max(t[2], int(chained.max(initial=0)))
@@ -129,11 +141,16 @@ def compare(engine: Engine, codes: np.ndarray, tolerance_lsb: int = 0, batch_siz
             values, counts = np.unique(local[local > 0], return_counts=True)
             for v, c in zip(values.tolist(), counts.tolist()):
                 t[5][v] = t[5].get(v, 0) + c
+            t[6] += int(np.count_nonzero(exact))
+            t[7] = max(t[7], int(exact.max(initial=0)))
+        if progress is not None:
+            progress(start + batch.shape[0])
     layers = []
     for lay in model.layers:
         t = totals[lay.name]
-        requant = lay.attr("requant") if lay.op in ("conv2d", "dense", "add") else "-"
+        requant = lay.attr("requant") if lay.op in ("conv2d", "dense", "add", "mul") else "-"
         layers.append(LayerComparison(lay.name, lay.op, requant, *t[:5], diff_histogram=t[5],
+                                      exact_rounding_mismatches=t[6], exact_rounding_max_diff_lsb=t[7],
                                       datapath=lay.attr("datapath") if lay.op in ("conv2d", "dense") else "-"))
         if lay.name in datapath_totals:
             d = datapath_totals[lay.name]

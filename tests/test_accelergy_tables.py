@@ -140,7 +140,7 @@ class Design:
 
 
 def cacti_rows():
-    with open(HWCONFIGS / "data" / "cacti7_sram_64bit_word.csv", newline="") as fh:
+    with open(HWCONFIGS / "reference-data" / "cacti7_sram_64bit_word.csv", newline="") as fh:
         return list(csv.DictReader(fh))
 
 

@@ -23,8 +23,9 @@ OWN_SECTION = re.compile(r"(?<![\w.])§\s*(\d+(?:\.\d+)*)")
 HEADING = re.compile(r"^#{1,6}\s+(?:§\s*)?(\d+(?:\.\d+)*)\.?\s", re.M)
 
 # What may not appear in a shipped file: the team's shared folder and the notes kept there.
-OUTSIDE = ("../shared", "/work/shared", "shared/reference-data", "reference-data/", "REFERENCES.md",
+OUTSIDE = ("../shared", "/work/shared", "shared/reference-data", "REFERENCES.md",
            "PEERS-COST-MODELS.md", "DESIGN.md", "seeds/")
+LOOSE_DATA = re.compile(r"(?<!hwconfigs/)\breference-data/")   # the in-repo copy is hwconfigs/reference-data/
 ABSOLUTE = re.compile(r"(?<![\w.~])/(?:work|home|root|Users|mnt|check|srv|opt)/[\w.-]+")
 PARENT = re.compile(r"(?<![\w.])((?:\.\./)+[\w.*-][\w./*-]*)")
 
@@ -49,6 +50,7 @@ def test_nothing_points_outside_the_repository(path):
     text = text_of(path)
     for needle in OUTSIDE:
         assert needle not in text, f"{path.relative_to(ROOT)} cites {needle!r}, outside the repository"
+    assert not LOOSE_DATA.findall(text), f"{path.relative_to(ROOT)} cites reference-data/ outside hwconfigs/"
     assert not ABSOLUTE.findall(text), f"{path.relative_to(ROOT)}: absolute path {ABSOLUTE.findall(text)}"
     for rel in PARENT.findall(text):
         target = (path.parent / rel).resolve()
@@ -91,7 +93,7 @@ def test_the_scan_sees_the_citations():
     """The patterns find what the tables actually cite (a guard against a scan that matches nothing)."""
     tsmc = text_of(ROOT / "hwconfigs" / "tsmc90.yaml")
     assert ("docs/references.md", "3") in SECTION.findall(tsmc)
-    assert "hwconfigs/data/cacti7_sram_64bit_word.csv" in REPO_PATH.findall(tsmc)
+    assert "hwconfigs/reference-data/cacti7_sram_64bit_word.csv" in REPO_PATH.findall(tsmc)
     assert "cacti7_sram_64bit_word.csv" in BARE_CSV.findall(tsmc)
     assert PARENT.findall("see ../shared/REFERENCES.md") == ["../shared/REFERENCES.md"]
     assert ABSOLUTE.findall("from /work/shared/x") == ["/work/shared"]

@@ -196,7 +196,7 @@ def test_wrong_layout_with_fixed_dims(tmp_path):
 
 def test_missing_onnxruntime_names_the_extra(monkeypatch, dyn_model):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
-    with pytest.raises(HwsimError, match=r"hwsim\[onnx\]"):
+    with pytest.raises(HwsimError, match=r"pip install -e \"\.\[onnx\]\""):
         FloatModel.load(dyn_model)
 
 

@@ -17,7 +17,7 @@ from simulator.hw.techtable import shipped_hwconfigs_dir
 REPO = Path(__file__).resolve().parents[1]
 GENERIC45 = REPO / "hwconfigs" / "generic45.yaml"
 TSMC90 = REPO / "hwconfigs" / "tsmc90.yaml"
-CACTI_CSV = REPO / "hwconfigs" / "data" / "cacti7_sram_64bit_word.csv"   # docs/references.md §3
+CACTI_CSV = REPO / "hwconfigs" / "reference-data" / "cacti7_sram_64bit_word.csv"   # docs/references.md §3
 
 
 @pytest.fixture(scope="module")

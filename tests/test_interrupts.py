@@ -37,6 +37,8 @@ def _run_and_interrupt(args, trigger, delay, env=None, cwd=None, sig=signal.SIGI
     """Start the command, wait for `trigger` (a module whose import just finished; None: from the start),
     sleep `delay`, send `sig`; return (exit status, standard error without the import-time lines)."""
     cmd = [sys.executable, "-X", "importtime", *launcher, *map(str, args)]
+    # numba mode even for small runs (simulator/jit.py): the phases under test include numba's import and cache
+    env = {**(os.environ if env is None else env), "HWSIM_KERNELS": "numba"}
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines = []
     try:

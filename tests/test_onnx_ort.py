@@ -172,12 +172,11 @@ def test_cli_ort_qdq_int8_allowed_flag(tmp_path):
 
 
 def test_host_int8_path_follows_the_cpu_features(monkeypatch):
-    from numba.core import config
-
+    """NUMBA_CPU_FEATURES (what numba compiles for) decides, as the host's flags do without it."""
     from simulator.importers.onnx_import import host_int8_path
     for feats, expected in (("+avx2,+fma", "avx2"), ("+avx2,+avx512vnni", "vnni"), ("+avx2,+avxvnni", "vnni"),
                             ("+neon,+dotprod", "vnni"), ("+sse4.2", "vnni")):
-        monkeypatch.setattr(config, "CPU_FEATURES", feats)
+        monkeypatch.setenv("NUMBA_CPU_FEATURES", feats)
         assert host_int8_path() == expected
 
 

@@ -480,5 +480,6 @@ def test_closed_standard_output_is_one_error_and_no_file_output(tmp_path):
                            "--json", "-", "--csv", "r.csv"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
                           preexec_fn=lambda: os.close(1))
-    assert (proc.returncode, proc.stderr) == (2, "hwsim: error: cannot write to standard output: it is closed\n")
+    assert (proc.returncode, proc.stderr) == (
+        2, "hwsim: error: --json: cannot write to standard output: it is closed\n")   # the option is named
     assert list(tmp_path.iterdir()) == []

@@ -158,4 +158,4 @@ def test_missing_onnxruntime_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)   # import onnxruntime -> ImportError
     with pytest.raises(HwsimError) as exc:
         import_onnx(path)
-    assert "\n" not in str(exc.value) and "hwsim[onnx]" in str(exc.value)
+    assert "\n" not in str(exc.value) and 'pip install -e ".[onnx]"' in str(exc.value)

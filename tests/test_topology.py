@@ -325,7 +325,7 @@ def test_onnx_bad_files(tmp_path):
 
 def test_onnx_missing_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)          # import onnx -> ImportError
-    with pytest.raises(HwsimError, match=r"pip install 'hwsim\[onnx\]'"):
+    with pytest.raises(HwsimError, match=r'python -m pip install -e "\.\[onnx\]"'):
         shapes_of(MODELS / "lenet_digits_float.onnx")
 
 

@@ -204,7 +204,7 @@ def pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise SystemExit("the plots need matplotlib: pip install 'hwsim[plots]'") from None
+        raise SystemExit('the plots need matplotlib: python -m pip install -e ".[plot]"') from None
     IMG.mkdir(parents=True, exist_ok=True)
     return plt
 

@@ -33,7 +33,8 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from .. import jit
+from ..jit import njit
 
 DIMS = ("g", "n", "k", "c", "p", "q")
 G, N, K, C, P, Q = range(6)
@@ -362,9 +363,12 @@ _BACKGROUND = None   # the child process compiling the kernel into numba's cache
 
 
 def kernel_cached() -> bool:
-    """Whether numba's on-disk cache holds `_evaluate` (any surprise in numba's internals counts as cached)."""
+    """Whether numba's on-disk cache holds `_evaluate` (any surprise in numba's internals counts as cached; in
+    Python mode there is nothing to compile)."""
+    if jit.mode() == jit.PYTHON:
+        return True
     try:
-        return os.path.exists(_evaluate._cache._cache_file._index_path)
+        return os.path.exists(_evaluate.dispatcher()._cache._cache_file._index_path)
     except Exception:
         return True
 

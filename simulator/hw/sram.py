@@ -1,6 +1,6 @@
 """Per-bank figures of a memory level: energy per access, leakage, area and cycle time.
 
-- `macro: cacti` — CACTI 7 rows (one bank, one port, 64-bit words; `hwconfigs/data/cacti7_sram_64bit_word.csv`,
+- `macro: cacti` — CACTI 7 rows (one bank, one port, 64-bit words; `hwconfigs/reference-data/cacti7_sram_64bit_word.csv`,
   docs/references.md §3) for the table's node and the level's cell type, interpolated log-log in
   the bank size between the two nearest rows (extrapolated along the nearest segment outside 2–64 KB, and said
   so). Energy per access scales with the word width (×word_bits/64): CACTI's dynamic energy is dominated by the
@@ -21,8 +21,8 @@ from functools import lru_cache
 from simulator.errors import HwsimError
 from simulator.hw.techtable import shipped_hwconfigs_dir
 
-CACTI_FILE = "data/cacti7_sram_64bit_word.csv"
-CACTI_SOURCE = ("CACTI 7, one bank, one port, 64-bit word, 300 K (hwconfigs/data/cacti7_sram_64bit_word.csv, "
+CACTI_FILE = "reference-data/cacti7_sram_64bit_word.csv"
+CACTI_SOURCE = ("CACTI 7, one bank, one port, 64-bit word, 300 K (hwconfigs/reference-data/cacti7_sram_64bit_word.csv, "
                 "docs/references.md §3)")
 
 

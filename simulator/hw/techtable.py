@@ -250,18 +250,35 @@ def resolve_hw_path(arg: str) -> Path:
 # Loading and validation.
 
 
+# Parsed hardware files, keyed by a digest of their bytes: parsing a design's YAML takes ~60 ms, reading it well
+# under 1 ms, and `hwsim sweep` loads the same few files once per design point. A copy is handed out (callers
+# may modify what they get).
+_PARSED: dict = {}
+_PARSED_MAX = 32
+
+
 def read_yaml(path, source: str | None = None):
     """Load a YAML file with simulator.safeyaml (size, depth, alias, duplicate-key and number limits); an
     unreadable file, a syntax error or a limit is one HwsimError naming the file."""
+    import copy
+    import hashlib
+
     source = source or str(path)
     raw = read_document(path, source, "a hardware description")
+    key = hashlib.sha256(raw).digest()
+    if key in _PARSED:
+        return copy.deepcopy(_PARSED[key])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise HwsimError("not a UTF-8 text file", source=source) from None
     # .inf / .nan are let through to FieldReader.figure, which refuses them naming the row (every number of a
     # table or an architecture is a figure); numbers that overflow (1.0e+400) are refused by the loader.
-    return load_yaml(text, source, keep_special_floats=True)
+    data = load_yaml(text, source, keep_special_floats=True)
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[key] = data
+    return copy.deepcopy(data)
 
 
 def load_techtable(path) -> TechTable:

@@ -11,7 +11,9 @@ def require(module: str, extra: str = "onnx"):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise HwsimError(f"this needs the '{module}' package: pip install 'hwsim[{extra}]'") from None
+        # hwsim is installed from its checkout (it is on no package index), so the hint names that command
+        raise HwsimError(f"this needs the '{module}' package: python -m pip install -e \".[{extra}]\" "
+                         f"(in the hwsim checkout)") from None
 
 
 def import_any(path, qdq_int8_allowed: bool = False, ort_cpu: str = "host"):

@@ -68,9 +68,8 @@ def host_int8_path() -> str:
     """Which u8 x s8 kernel ONNX Runtime's MLAS runs on this CPU: "vnni" (vpdpbusd: exact int32 sums; also
     what ARM's dot-product kernels and x86 without AVX2 compute) or "avx2" (vpmaddubsw: adjacent products
     summed into int16 with saturation, docs/references.md §4)."""
-    from numba.core import config
-    from numba.core.codegen import get_host_cpu_features
-    feats = config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features()
+    from ..jit import cpu_features
+    feats = cpu_features()
     if "+avx512vnni" in feats or "+avxvnni" in feats or "+avx2" not in feats:
         return "vnni"
     return "avx2"

@@ -5,19 +5,24 @@
 - pairsat:  the x86 int16 pair-saturation datapath (ONNX Runtime u8 x s8 without VNNI, vpmaddubsw) on raw codes
 - im2col:   conv geometry and the register-tiled SIMD micro-kernel both fast paths share
 
-With NUMBA_DISABLE_JIT=1 every kernel runs as plain Python / numpy, bit for bit the same (tests/test_nojit.py):
-the @njit functions as written, except the LLVM-IR micro-kernel (im2col._tile -> _tile_numpy) and mac's row
-updates (numpy twins: numpy scalars would warn where numba's int64 arithmetic wraps), chosen by JIT_DISABLED.
+In Python mode (simulator/jit.py: small command-line runs, or NUMBA_DISABLE_JIT=1) every kernel runs as plain
+Python / numpy, bit for bit the same (tests/test_nojit.py): the @njit functions as written, except the LLVM-IR
+micro-kernel (kernels/microkernel.py; im2col._tile_numpy instead) and mac's row updates (numpy twins: numpy
+scalars would warn where numba's int64 arithmetic wraps).
 """
 import os
 
 
 def kernels_cached() -> bool:
     """Whether numba's on-disk cache already holds the engine's kernels (a first run after install compiles them,
-    which takes seconds; the CLI says so). Reads numba's cache index path; any surprise counts as cached."""
+    which takes seconds; the CLI says so). Reads numba's cache index path; any surprise counts as cached, and
+    so does Python mode (nothing to compile)."""
+    from .. import jit
+    if jit.mode() == jit.PYTHON:
+        return True
     try:
         from .epilogue import _float_lines
-        return os.path.exists(_float_lines._cache._cache_file._index_path)
+        return os.path.exists(_float_lines.dispatcher()._cache._cache_file._index_path)
     except Exception:   # numba internals moved: say nothing rather than fail
         return True
 

@@ -13,9 +13,9 @@ code), with ONNX's -inf padding; units/pooling.py stays its reference.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from ..errors import HwsimError
+from ..jit import njit
 from .threads import split
 
 PAIR_TABLE_LIMIT = 1 << 16   # entries of a two-input table (8-bit x 8-bit)
@@ -79,42 +79,22 @@ def _lookup2(t0, t1, a, b, table, lo_a, lo_b, out):
 
 
 def maxpool_codes(x: np.ndarray, kernel, stride, padding) -> np.ndarray:
-    """Max over each window of codes [N, C, H, W] (padding never wins), the input's dtype."""
+    """Max over each window of codes [N, C, H, W] (padding never wins), the input's dtype.
+
+    Separable, in numpy (no kernel to compile): the max over the window's rows for every column, then over
+    its columns, each a running np.maximum over strided views. Padding holds the dtype's lowest value, so it
+    never wins: every window holds at least one real element (the model checks pad < kernel)."""
     (kh, kw), (sh, sw), (pt, pl, pb, pr) = kernel, stride, padding
     n, c, h, w = x.shape
     oh, ow = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
-    out = np.empty((n, c, oh, ow), x.dtype)
-    split(_maxpool, n * c, np.ascontiguousarray(x), kh, kw, sh, sw, pt, pl, out, work=x.size * kh)
+    if pt or pl or pb or pr:
+        padded = np.full((n, c, h + pt + pb, w + pl + pr), np.iinfo(x.dtype).min, x.dtype)
+        padded[:, :, pt:pt + h, pl:pl + w] = x
+        x = padded
+    rows = x[:, :, 0:(oh - 1) * sh + 1:sh].copy()
+    for a in range(1, kh):
+        np.maximum(rows, x[:, :, a:a + (oh - 1) * sh + 1:sh], out=rows)
+    out = np.ascontiguousarray(rows[:, :, :, 0:(ow - 1) * sw + 1:sw])
+    for b in range(1, kw):
+        np.maximum(out, rows[:, :, :, b:b + (ow - 1) * sw + 1:sw], out=out)
     return out
-
-
-@njit(nogil=True, cache=True)
-def _maxpool(t0, t1, x, kh, kw, sh, sw, pt, pl, out):
-    """Planes t0..t1 of the N·C. Separable: per output row, the max over the window's rows for every column
-    (contiguous loops that vectorise), then the max over each window's columns. Padded rows and columns are
-    left out, never compared."""
-    c, w = x.shape[1], x.shape[3]
-    rows = np.empty(w, x.dtype)      # one scratch row per chunk (an allocation per plane costs more)
-    for t in range(t0, t1):
-        _maxpool_plane(x[t // c, t % c], out[t // c, t % c], rows, kh, kw, sh, sw, pt, pl)
-
-
-@njit(cache=True)
-def _maxpool_plane(plane, dst, rows, kh, kw, sh, sw, pt, pl):
-    h, w = plane.shape
-    oh_n, ow_n = dst.shape
-    for oh in range(oh_n):
-        i_lo, i_hi = max(oh * sh - pt, 0), min(oh * sh - pt + kh, h)
-        first = plane[i_lo]
-        for j in range(w):
-            rows[j] = first[j]
-        for i in range(i_lo + 1, i_hi):
-            row = plane[i]
-            for j in range(w):
-                rows[j] = max(rows[j], row[j])
-        for ow in range(ow_n):
-            j_lo, j_hi = max(ow * sw - pl, 0), min(ow * sw - pl + kw, w)
-            best = rows[j_lo]
-            for j in range(j_lo + 1, j_hi):
-                best = max(best, rows[j])
-            dst[oh, ow] = best

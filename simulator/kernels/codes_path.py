@@ -19,7 +19,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 
 from . import im2col
 from .im2col import ConvGeometry
@@ -233,17 +233,55 @@ def zero_taps_codes(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_zero: 
     """taps[c, r, s]: over the batch and every output position, how often tap (r, s) of input channel c reads
     a zero operand (a code whose value is 0, or a padded position when the pad value is 0).
 
-    In numpy (a handful of vectorised passes, no kernel to compile): the zero operands per padded position
-    summed over the batch, then for each tap column s the sum over the columns it reads (s, s + sw, ...,
-    s + (wo - 1)·sw), then for each tap row r likewise over rows."""
+    Tap (r, s) reads the input positions r + oh·sh - top, s + ow·sw - left: a strided box, so its count is a
+    sum over the box's columns and then its rows (the kernel, per channel); the window positions that fall in
+    the padding add the batch size each when the pad value is 0."""
     single, zc = _zero_code(is_zero.tobytes(), code_lo, codes.dtype)
-    zeros = (codes == zc[0]) if single else is_zero[codes.astype(np.int64) - code_lo]
-    hp = max(g.h + g.top, (g.ho - 1) * g.sh + g.kh)
-    wp = max(g.w + g.left, (g.wo - 1) * g.sw + g.kw)
-    count = np.full((g.ci, hp, wp), g.n if pad_is_zero else 0, np.int64)
-    count[:, g.top:g.top + g.h, g.left:g.left + g.w] = zeros.sum(axis=0)
-    cols = np.stack([count[:, :, s:s + (g.wo - 1) * g.sw + 1:g.sw].sum(axis=2) for s in range(g.kw)], axis=2)
-    return np.stack([cols[:, r:r + (g.ho - 1) * g.sh + 1:g.sh].sum(axis=1) for r in range(g.kh)], axis=1)
+    zeros = (codes == zc[0]) if single else is_zero[codes.astype(np.int64) - code_lo]   # one vectorised pass
+    rows = np.array([_inside(r, g.top, g.sh, g.ho, g.h) for r in range(g.kh)], np.int64)
+    cols = np.array([_inside(s, g.left, g.sw, g.wo, g.w) for s in range(g.kw)], np.int64)
+    taps = np.empty((g.ci, g.kh, g.kw), np.int64)
+    split(_zero_taps, g.ci, np.ascontiguousarray(zeros).view(np.uint8), rows, cols, taps, work=zeros.size * g.kw)
+    if pad_is_zero:   # every window position outside the image, in every image
+        inside = np.array([[len(range(*r)) * len(range(*c)) for c in cols] for r in rows], np.int64)
+        taps += g.n * (g.ho * g.wo - inside)
+    return taps
+
+
+@njit(nogil=True, cache=True)
+def _zero_taps(t0, t1, zeros, rows, cols, taps):
+    """Channels t0..t1: taps[c, r, s] = Σ zeros[n, c, rows[r] (start, stop, step), cols[s] (start, stop, step)]."""
+    n, _, h, _ = zeros.shape
+    by_row = np.empty(h, np.int64)
+    for c in range(t0, t1):
+        for s in range(cols.shape[0]):
+            c0, c1, cs = cols[s, 0], cols[s, 1], cols[s, 2]
+            by_row[:] = 0
+            for ni in range(n):
+                for i in range(h):
+                    row = zeros[ni, c, i]
+                    total = 0
+                    if cs == 1:   # contiguous: the loop vectorises
+                        for j in range(c0, c1):
+                            total += row[j]
+                    else:
+                        for j in range(c0, c1, cs):
+                            total += row[j]
+                    by_row[i] += total
+            for r in range(rows.shape[0]):
+                total = 0
+                for i in range(rows[r, 0], rows[r, 1], rows[r, 2]):
+                    total += by_row[i]
+                taps[c, r, s] = total
+
+
+def _inside(k: int, pad: int, stride: int, n_out: int, size: int) -> tuple[int, int, int]:
+    """(start, stop, step) of the input positions k + o·stride - pad (o < n_out) that lie in [0, size)."""
+    first = max(0, -(-(pad - k) // stride))               # the first o that reaches position 0
+    last = min(n_out - 1, (size - 1 + pad - k) // stride)  # the last o still inside
+    if last < first:
+        return 0, 0, stride
+    return k + first * stride - pad, k + last * stride - pad + 1, stride
 
 
 @lru_cache(maxsize=256)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 
 from ..encodings import BinaryAct, ThresholdAct
 from ..errors import HwsimError

@@ -29,12 +29,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core import config
-from numba.core.codegen import get_host_cpu_features
-from numba.extending import intrinsic
 
+from ..jit import cpu_features, njit
 from .threads import split
 
 TILE_P = 4  # output pixels per tile
@@ -43,7 +39,7 @@ SEGMENT = 16 * TILE_P  # output pixels of one row per parallel task (a multiple 
 
 def _vector_bits() -> int:
     """Width of the SIMD registers numba compiles for (it honours NUMBA_CPU_FEATURES, so do we)."""
-    feats = config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features()
+    feats = cpu_features()
     if "+avx512bw" in feats:
         return 512
     if "+avx2" in feats:
@@ -52,9 +48,6 @@ def _vector_bits() -> int:
 
 
 VECTOR_BITS = _vector_bits()
-# NUMBA_DISABLE_JIT=1: every @njit function runs as the Python it is written in; the few that cannot (the
-# intrinsic micro-kernel) or that would raise numpy's scalar overflow warnings have a numpy twin chosen instead.
-JIT_DISABLED = bool(config.DISABLE_JIT)
 MAX_NVEC = 2  # channel vectors per tile: 4 pixels × 2 vectors = 8 accumulators (measured as fast as 16)
 LANES = {np.dtype(np.int16): VECTOR_BITS // 32, np.dtype(np.uint64): VECTOR_BITS // 64,
          np.dtype(np.uint8): VECTOR_BITS // 32, np.dtype(np.int8): VECTOR_BITS // 32}
@@ -62,12 +55,12 @@ ELEMS_PER_LANE = {np.dtype(np.int16): 2, np.dtype(np.uint64): 1, np.dtype(np.uin
 
 
 def _has_pmaddubsw() -> bool:
-    feats = config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features()
+    feats = cpu_features()
     return (VECTOR_BITS == 256 and "+avx2" in feats) or (VECTOR_BITS == 512 and "+avx512bw" in feats)
 
 
 def _has_vnni() -> bool:
-    feats = config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features()
+    feats = cpu_features()
     return VECTOR_BITS == 512 and "+avx512vnni" in feats
 
 
@@ -369,262 +362,7 @@ _RUN_TILES = {n: _tiles_kernel(n) for n in range(1, MAX_NVEC + 1)}
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The micro-kernel, written as LLVM IR
-# ----------------------------------------------------------------------------------------------------------
-_I16, _I32, _I64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
-
-
-def _mask(indices):
-    indices = list(indices)
-    return ir.Constant(ir.VectorType(_I32, len(indices)), indices)
-
-
-def _concat(builder, vectors):
-    """One vector holding `vectors` back to back (pairwise shuffles; the count must be a power of two)."""
-    while len(vectors) > 1:
-        n = vectors[0].type.count
-        vectors = [builder.shuffle_vector(a, b, _mask(range(2 * n))) for a, b in zip(vectors[::2], vectors[1::2])]
-    return vectors[0]
-
-
-def _splat(builder, scalar, vtype):
-    v = builder.insert_element(ir.Constant(vtype, None), scalar, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(v, ir.Constant(vtype, None), ir.Constant(ir.VectorType(_I32, vtype.count), [0] * vtype.count))
-
-
-class _Madd16:
-    """int16 channel pairs: acc_i32 += x0·w0 + x1·w1 (the form LLVM matches to vpmaddwd / vpdpwssd)."""
-
-    def __init__(self, lanes):
-        self.lanes = lanes
-        self.acc_type = ir.VectorType(_I32, lanes)
-        self.w_type = ir.VectorType(_I16, 2 * lanes)
-        self.align = 2
-
-    def load_x(self, builder, ptr):
-        pair = builder.load(builder.bitcast(ptr, _I32.as_pointer()), align=2)
-        return builder.bitcast(_splat(builder, pair, self.acc_type), self.w_type)
-
-    def combine(self, builder, xb, wv):
-        wide = ir.VectorType(_I32, 2 * self.lanes)
-        prod = builder.mul(builder.sext(xb, wide), builder.sext(wv, wide))
-        even = ir.Constant(ir.VectorType(_I32, self.lanes), list(range(0, 2 * self.lanes, 2)))
-        odd = ir.Constant(ir.VectorType(_I32, self.lanes), list(range(1, 2 * self.lanes, 2)))
-        return builder.add(builder.shuffle_vector(prod, prod, even), builder.shuffle_vector(prod, prod, odd))
-
-    def widen(self, builder, acc):
-        return builder.sext(acc, ir.VectorType(_I64, self.lanes))
-
-
-class _Dpbusd8:
-    """u8 activation quads times s8 weight quads: acc_i32 += x0·w0 + x1·w1 + x2·w2 + x3·w3 (AVX-512 VNNI
-    vpdpbusd where the CPU has it: the non-saturating form, exact modulo 2^32 like the generic IR below)."""
-
-    def __init__(self, lanes):
-        self.lanes = lanes
-        self.acc_type = ir.VectorType(_I32, lanes)
-        self.w_type = ir.VectorType(ir.IntType(8), 4 * lanes)
-        self.align = 1
-
-    def load_x(self, builder, ptr):
-        quad = builder.load(builder.bitcast(ptr, _I32.as_pointer()), align=1)
-        return _splat(builder, quad, self.acc_type)      # kept as i32 lanes (the intrinsic's operand type)
-
-    def accumulate(self, builder, acc, xb, wv):
-        if VNNI and self.lanes == 16:
-            name = "llvm.x86.avx512.vpdpbusd.512"
-            mod = builder.module
-            fn = mod.globals.get(name) or ir.Function(
-                mod, ir.FunctionType(self.acc_type, [self.acc_type] * 3), name)
-            return builder.call(fn, [acc, xb, builder.bitcast(wv, self.acc_type)])
-        wide = ir.VectorType(_I32, 4 * self.lanes)
-        xs = builder.zext(builder.bitcast(xb, self.w_type), wide)
-        prod = builder.mul(xs, builder.sext(wv, wide))
-        total = acc
-        for k in range(4):
-            pick = ir.Constant(ir.VectorType(_I32, self.lanes), list(range(k, 4 * self.lanes, 4)))
-            total = builder.add(total, builder.shuffle_vector(prod, prod, pick))
-        return total
-
-    def widen(self, builder, acc):
-        return builder.sext(acc, ir.VectorType(_I64, self.lanes))
-
-
-class _Maddubs8(_Dpbusd8):
-    """The pair-saturating u8 x s8 step of x86 without VNNI (vpmaddubsw, then vpmaddwd against 1s):
-    acc_i32 += sat16(x0·w0 + x1·w1) + sat16(x2·w2 + x3·w3), x unsigned bytes (held in an int8 canvas, which is
-    what selects this op), w signed. The x86 instructions where the CPU has them, else generic IR with
-    llvm.sadd.sat (same result on any target). Same operands and lanes as _Dpbusd8; only the step differs."""
-
-    def load_x(self, builder, ptr):
-        return builder.bitcast(super().load_x(builder, ptr), self.w_type)   # byte lanes for vpmaddubsw
-
-    def _call(self, builder, name, ret, args):
-        mod = builder.module
-        fn = mod.globals.get(name) or ir.Function(mod, ir.FunctionType(ret, [a.type for a in args]), name)
-        return builder.call(fn, args)
-
-    def accumulate(self, builder, acc, xb, wv):
-        pairs_t = ir.VectorType(_I16, 2 * self.lanes)
-        ones = ir.Constant(pairs_t, [1] * (2 * self.lanes))
-        if PMADDUBSW and self.lanes in (8, 16):
-            suffix = "avx2.pmadd.ub.sw" if self.lanes == 8 else "avx512.pmaddubs.w.512"
-            pairs = self._call(builder, f"llvm.x86.{suffix}", pairs_t, [xb, wv])
-            wide = "avx2.pmadd.wd" if self.lanes == 8 else "avx512.pmaddw.d.512"
-            return builder.add(acc, self._call(builder, f"llvm.x86.{wide}", self.acc_type, [pairs, ones]))
-        prod_t = ir.VectorType(_I16, 4 * self.lanes)
-        prod = builder.mul(builder.zext(xb, prod_t), builder.sext(wv, prod_t))   # |x·w| <= 32,640: exact
-        even = _mask(range(0, 4 * self.lanes, 2))
-        odd = _mask(range(1, 4 * self.lanes, 2))
-        pairs = self._call(builder, f"llvm.sadd.sat.v{2 * self.lanes}i16", pairs_t,
-                           [builder.shuffle_vector(prod, prod, even), builder.shuffle_vector(prod, prod, odd)])
-        wide = builder.sext(pairs, ir.VectorType(_I32, 2 * self.lanes))
-        return builder.add(acc, builder.add(builder.shuffle_vector(wide, wide, _mask(range(0, 2 * self.lanes, 2))),
-                                            builder.shuffle_vector(wide, wide, _mask(range(1, 2 * self.lanes, 2)))))
-
-
-class _XorPop64:
-    """64 packed bits: acc_i64 += popcount(x XOR w)."""
-
-    def __init__(self, lanes):
-        self.lanes = lanes
-        self.acc_type = ir.VectorType(_I64, lanes)
-        self.w_type = self.acc_type
-        self.align = 8
-
-    def load_x(self, builder, ptr):
-        return _splat(builder, builder.load(ptr, align=8), self.acc_type)
-
-    def combine(self, builder, xb, wv):
-        name = f"llvm.ctpop.v{self.lanes}i64"
-        mod = builder.module
-        fn = mod.globals.get(name) or ir.Function(mod, ir.FunctionType(self.acc_type, [self.acc_type]), name)
-        return builder.call(fn, [builder.xor(xb, wv)])
-
-    def widen(self, builder, acc):
-        return acc
-
-
-def _op_for(dtype):
-    if dtype == types.uint8:
-        return _Dpbusd8(LANES[np.dtype(np.uint8)])
-    if dtype == types.int8:
-        return _Maddubs8(LANES[np.dtype(np.int8)])
-    if dtype == types.int16:
-        return _Madd16(LANES[np.dtype(np.int16)])
-    if dtype == types.uint64:
-        return _XorPop64(LANES[np.dtype(np.uint64)])
-    return None
-
-
-@intrinsic
-def _tile(typingctx, x, x_base, x_step, offs, r0, r1, w, w_base, out, out_base, out_stride, npix, nco,
-          init, init_base, scale, nvec):
-    """One tile: P = TILE_P output pixels × nvec·lanes output channels,
-
-        acc[p, c] = Σ_{r0≤r<r1} combine(x[x_base + p·x_step + offs[r]], w[w_base + ((r·nvec + v)·lanes + l)·e])
-                    (c = v·lanes + l), accumulated in registers, then for p < npix and c < nco:
-        out[out_base + c·out_stride + p] = init[init_base + c] + scale·acc[p, c]   (first chunk, r0 == 0)
-        out[out_base + c·out_stride + p] += scale·acc[p, c]                         (later chunks)."""
-    scalars = (x_base, x_step, r0, r1, w_base, out_base, out_stride, npix, nco, init_base, scale)
-    w_ok = w.dtype == (types.int8 if x.dtype in (types.uint8, types.int8) else x.dtype)
-    if (not isinstance(nvec, types.IntegerLiteral) or _op_for(x.dtype) is None or not w_ok
-            or out.dtype not in (types.int32, types.int64) or any(a != types.int64 for a in scalars)):
-        return None  # the IR below assumes exactly these types
-    sig = types.void(x, x_base, x_step, offs, r0, r1, w, w_base, out, out_base, out_stride, npix, nco,
-                     init, init_base, scale, nvec)
-
-    def codegen(context, builder, signature, args):
-        op = _op_for(signature.args[0].dtype)
-        nv = signature.args[-1].literal_value
-        (xa, x_base, x_step, oa, r0, r1, wa, w_base, out_a, out_base, out_stride, npix, nco,
-         init_a, init_base, scale, _) = args
-        xd, od, wd, outd, initd = [context.make_array(signature.args[i])(context, builder, a).data
-                                   for i, a in ((0, xa), (3, oa), (6, wa), (8, out_a), (13, init_a))]
-        accs = _reduction_loop(builder, op, nv, xd, x_base, x_step, od, r0, r1, wd, w_base)
-        out_type = context.get_value_type(signature.args[8].dtype)
-        _store_tile(builder, op, nv, accs, builder.gep(outd, [out_base]), out_stride, npix, nco,
-                    builder.gep(initd, [init_base]), scale, builder.icmp_signed("==", r0, ir.Constant(_I64, 0)),
-                    out_type)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-def _reduction_loop(builder, op, nv, xd, x_base, x_step, od, r0, r1, wd, w_base):
-    """The loop over r; returns the accumulators [pixel][vector] after it."""
-    lanes_per_vec = op.w_type.count  # elements of w per vector
-    pix = [builder.gep(xd, [builder.add(x_base, builder.mul(x_step, ir.Constant(_I64, p)))]) for p in range(TILE_P)]
-    w0 = builder.gep(wd, [w_base])
-    entry = builder.block
-    loop = builder.append_basic_block("tile.loop")
-    done = builder.append_basic_block("tile.done")
-    builder.branch(loop)
-    builder.position_at_end(loop)
-    r = builder.phi(_I64)
-    accs = [[builder.phi(op.acc_type) for _ in range(nv)] for _ in range(TILE_P)]
-    r.add_incoming(r0, entry)
-    for row in accs:
-        for a in row:
-            a.add_incoming(ir.Constant(op.acc_type, None), entry)
-    off = builder.load(builder.gep(od, [r]))
-    wrow = builder.gep(w0, [builder.mul(r, ir.Constant(_I64, nv * lanes_per_vec))])
-    wvs = [builder.load(builder.bitcast(builder.gep(wrow, [ir.Constant(_I64, v * lanes_per_vec)]),
-                                        op.w_type.as_pointer()), align=op.align) for v in range(nv)]
-    new = []
-    for p in range(TILE_P):
-        xb = op.load_x(builder, builder.gep(pix[p], [off]))
-        new.append([op.accumulate(builder, accs[p][v], xb, wvs[v]) if hasattr(op, "accumulate")
-                    else builder.add(accs[p][v], op.combine(builder, xb, wvs[v])) for v in range(nv)])
-    r_next = builder.add(r, ir.Constant(_I64, 1))
-    tail = builder.block
-    r.add_incoming(r_next, tail)
-    for p in range(TILE_P):
-        for v in range(nv):
-            accs[p][v].add_incoming(new[p][v], tail)
-    builder.cbranch(builder.icmp_signed("<", r_next, r1), loop, done)
-    builder.position_at_end(done)
-    return new
-
-
-def _store_tile(builder, op, nv, accs, out0, out_stride, npix, nco, init0, scale, first, out_type):
-    """Transpose each channel vector's P pixels into a row (shuffles) and store it into the output plane of
-    its channel: the whole row when all P pixels exist, else pixel by pixel; channels ≥ nco are skipped."""
-    row_type = ir.VectorType(_I64, TILE_P)
-    out_row = ir.VectorType(out_type, TILE_P)
-    scale_v = _splat(builder, scale, row_type)
-    full = builder.icmp_signed("==", npix, ir.Constant(_I64, TILE_P))
-    for v in range(nv):
-        block = _concat(builder, [op.widen(builder, accs[p][v]) for p in range(TILE_P)])  # [pixel, lane]
-        by_lane = builder.shuffle_vector(block, block, _mask([p * op.lanes + l for l in range(op.lanes)
-                                                             for p in range(TILE_P)]))
-        for lane in range(op.lanes):
-            c = v * op.lanes + lane
-            column = builder.shuffle_vector(by_lane, by_lane, _mask(range(lane * TILE_P, (lane + 1) * TILE_P)))
-            column = builder.mul(column, scale_v)
-            dst = builder.gep(out0, [builder.mul(out_stride, ir.Constant(_I64, c))])
-            with builder.if_then(builder.icmp_signed("<", ir.Constant(_I64, c), nco), likely=True):
-                init = _splat(builder, builder.load(builder.gep(init0, [ir.Constant(_I64, c)])), row_type)
-                with builder.if_else(full, likely=True) as (whole, partial):
-                    with whole:
-                        ptr = builder.bitcast(dst, out_row.as_pointer())
-                        before = builder.sext(builder.load(ptr, align=1), row_type) \
-                            if out_type.width < 64 else builder.load(ptr, align=1)
-                        value = builder.add(builder.select(first, init, before), column)
-                        builder.store(builder.trunc(value, out_row) if out_type.width < 64 else value, ptr, align=1)
-                    with partial:
-                        for p in range(TILE_P):
-                            with builder.if_then(builder.icmp_signed("<", ir.Constant(_I64, p), npix)):
-                                ptr = builder.gep(dst, [ir.Constant(_I64, p)])
-                                old = builder.load(ptr)
-                                before = builder.sext(old, _I64) if out_type.width < 64 else old
-                                pick = builder.select(first, builder.extract_element(init, ir.Constant(_I32, p)), before)
-                                value = builder.add(pick, builder.extract_element(column, ir.Constant(_I32, p)))
-                                builder.store(builder.trunc(value, out_type) if out_type.width < 64 else value, ptr)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The micro-kernel in numpy, for NUMBA_DISABLE_JIT=1 (an intrinsic cannot run as Python): the same function
+# The micro-kernel in numpy, for Python mode (an intrinsic cannot run as Python): the same function
 # ----------------------------------------------------------------------------------------------------------
 def _tile_numpy(x, x_base, x_step, offs, r0, r1, w, w_base, out, out_base, out_stride, npix, nco,
                 init, init_base, scale, nvec):
@@ -654,5 +392,10 @@ def _tile_numpy(x, x_base, x_step, offs, r0, r1, w, w_base, out, out_base, out_s
     out[rows] = (before + np.int64(scale) * acc).astype(out.dtype)
 
 
-if JIT_DISABLED:
-    _tile = _tile_numpy  # noqa: F811  (the intrinsic is not callable from Python)
+def _build_tile():
+    from .microkernel import tile
+    return tile
+
+
+# the micro-kernel: the LLVM IR intrinsic in numba mode (built when numba is loaded), this twin in Python mode
+_tile = njit(build=_build_tile)(_tile_numpy)

@@ -34,10 +34,10 @@ the array's current values on every call.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 
 from . import im2col
-from .im2col import JIT_DISABLED, ConvGeometry, conv_geometry
+from .im2col import ConvGeometry, conv_geometry
 from .threads import split
 
 POLICIES = ("wrap", "saturate")
@@ -272,9 +272,35 @@ def _add_row(a, o, xrow, wv, lo, hi, mask, bits64, saturate):
         _add_row_wrap(a, o, xrow, wv, lo, mask)
 
 
+# Python mode: the same three row functions on whole numpy arrays, whose int64 arithmetic wraps silently as
+# numba's does (numpy *scalars* would warn on the 64-bit wrap), and fast.
+def _add_row_wrap_numpy(a, o, xrow, wv, lo, mask):
+    s = a + xrow * wv
+    r = ((s - lo) & mask) + lo
+    o |= r != s
+    a[:] = r
+
+
+def _add_row_saturate_numpy(a, o, xrow, wv, lo, hi):
+    s = a + xrow * wv
+    r = np.minimum(np.maximum(s, lo), hi)
+    o |= r != s
+    a[:] = r
+
+
+def _add_row_64_numpy(a, o, xrow, wv, saturate):
+    p = xrow * wv
+    s = a + p
+    left = ((a ^ s) & (p ^ s)) < 0
+    if saturate:
+        s = np.where(left, np.where(p > 0, np.iinfo(np.int64).max, np.iinfo(np.int64).min), s)
+    o |= left
+    a[:] = s
+
+
 # One product per output of a run, the policy applied after the add. Branch-free, so the loops vectorise.
 # Below 64 bits, |acc| < 2^62 and |product| < 2^32: the int64 sum itself cannot overflow.
-@njit(cache=True)
+@njit(cache=True, python=_add_row_wrap_numpy)
 def _add_row_wrap(a, o, xrow, wv, lo, mask):
     for ow in range(a.shape[0]):
         s = a[ow] + xrow[ow] * wv
@@ -283,7 +309,7 @@ def _add_row_wrap(a, o, xrow, wv, lo, mask):
         a[ow] = r
 
 
-@njit(cache=True)
+@njit(cache=True, python=_add_row_saturate_numpy)
 def _add_row_saturate(a, o, xrow, wv, lo, hi):
     for ow in range(a.shape[0]):
         s = a[ow] + xrow[ow] * wv
@@ -292,7 +318,7 @@ def _add_row_saturate(a, o, xrow, wv, lo, hi):
         a[ow] = r
 
 
-@njit(cache=True)
+@njit(cache=True, python=_add_row_64_numpy)
 def _add_row_64(a, o, xrow, wv, saturate):
     """The 64-bit accumulator: numba's int64 add wraps like the hardware; overflow read off the signs."""
     for ow in range(a.shape[0]):
@@ -303,30 +329,6 @@ def _add_row_64(a, o, xrow, wv, saturate):
             s = np.int64(9223372036854775807) if p > 0 else np.int64(-9223372036854775808)
         o[ow] |= left
         a[ow] = s
-
-
-if JIT_DISABLED:  # NUMBA_DISABLE_JIT=1: the same three row functions on whole numpy arrays, whose int64
-    # arithmetic wraps silently as numba's does (numpy *scalars* would warn on the 64-bit wrap), and fast
-    def _add_row_wrap(a, o, xrow, wv, lo, mask):  # noqa: F811
-        s = a + xrow * wv
-        r = ((s - lo) & mask) + lo
-        o |= r != s
-        a[:] = r
-
-    def _add_row_saturate(a, o, xrow, wv, lo, hi):  # noqa: F811
-        s = a + xrow * wv
-        r = np.minimum(np.maximum(s, lo), hi)
-        o |= r != s
-        a[:] = r
-
-    def _add_row_64(a, o, xrow, wv, saturate):  # noqa: F811
-        p = xrow * wv
-        s = a + p
-        left = ((a ^ s) & (p ^ s)) < 0
-        if saturate:
-            s = np.where(left, np.where(p > 0, np.iinfo(np.int64).max, np.iinfo(np.int64).min), s)
-        o |= left
-        a[:] = s
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 
 from .im2col import conv_geometry
 from .mac import _add_row, _phase_planes, accumulator_start, apply_policy, check_accumulator

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 
 from . import im2col
 from .im2col import ConvGeometry, conv_geometry

@@ -12,6 +12,8 @@ A hand-off costs ~20 us (a parfor launch ~2 us), so work below `SERIAL_WORK` run
 import os
 import threading
 
+from .. import jit
+
 SERIAL_WORK = 1 << 15   # elements of work below which a hand-off costs more than it saves
 
 DEFAULT_COUNT = max(1, int(os.environ.get("NUMBA_NUM_THREADS") or os.cpu_count() or 1))
@@ -48,7 +50,15 @@ class _Worker:
         self._go.release()
 
     def wait(self):
-        self._done.acquire()
+        interrupted = None
+        while True:   # until the chunk is done: it writes into the caller's arrays (an interrupt waits for it)
+            try:
+                self._done.acquire()
+                break
+            except BaseException as exc:
+                interrupted = interrupted or exc
+        if interrupted is not None:
+            raise interrupted
         if self.error is not None:
             error, self.error = self.error, None
             raise error
@@ -68,11 +78,11 @@ class _Worker:
 def split(kernel, n_tasks: int, *args, work: int = None) -> list:
     """[kernel(lo, hi, *args) for each chunk]: [0, n_tasks) in contiguous chunks, one per thread.
 
-    `work` (elements the whole call touches; default n_tasks) below SERIAL_WORK, one thread, or another
-    split already running: one chunk on the calling thread."""
+    `work` (elements the whole call touches; default n_tasks) below SERIAL_WORK, one thread, Python mode (the
+    kernels hold the GIL there) or another split already running: one chunk on the calling thread."""
     n_tasks = int(n_tasks)
     parts = min(_count, n_tasks)
-    if parts <= 1 or (n_tasks if work is None else work) < SERIAL_WORK or not _busy.acquire(blocking=False):
+    if parts <= 1 or jit.mode() == jit.PYTHON or (n_tasks if work is None else work) < SERIAL_WORK or not _busy.acquire(blocking=False):
         return [kernel(0, n_tasks, *args)]
     try:
         while len(_workers) < parts - 1:

@@ -269,6 +269,8 @@ class Quantizer:
     plan: Plan = None
     float_acts: dict = None
     weight_cache: dict = field(default_factory=dict)
+    on_step: object = None   # on_step(done, total) after each calibration step or enq:auto evaluation
+    steps_done: int = 0
 
     def __post_init__(self):
         self.plan = plan_schemes(self.fg, self.recipe)
@@ -318,6 +320,17 @@ class Quantizer:
             except ValueError as exc:
                 raise HwsimError(str(exc), field=f"tensor {t} ({scheme})") from None
             plan.encodings.update({m: enc for m in group})
+            self.step()
+
+    def step(self):
+        """A calibration step or an enq:auto evaluation is done: tell on_step (a progress bar). The total counts
+        the tensor groups and enq:auto's greedy search at its longest (it often stops sooner)."""
+        self.steps_done += 1
+        if self.on_step is not None:
+            auto = self.auto_tensors()
+            qm = max((self.plan.tensor_scheme[t].opt("qm", 8) for t in auto), default=1)
+            total = len(set(self.plan.groups.values())) + (1 + len(auto) * (qm - 1) if auto else 0)
+            self.on_step(self.steps_done, max(total, self.steps_done))
 
     def _measured(self, model, tensors) -> dict:
         """Real values of `tensors` in `model` (a prefix with probe encodings) on the calibration set."""
@@ -496,15 +509,16 @@ def engine_outputs(model: Model, x: np.ndarray) -> np.ndarray:
 
 
 def quantize(fg: FloatGraph, x: np.ndarray, y, recipe: Recipe, *, name: str, seed: int = 0,
-             train=None, progress=None) -> QuantizeResult:
-    """Quantize `fg` with `recipe`, calibrated on x; the metadata records how. `train`: (x, y) for siq."""
+             train=None, progress=None, on_step=None) -> QuantizeResult:
+    """Quantize `fg` with `recipe`, calibrated on x; the metadata records how. `train`: (x, y) for siq.
+    `on_step(done, total)`: called as calibration and the enq:auto search advance (a progress bar)."""
     start = time.perf_counter()
     if any(s.kind == "siq" for s in plan_schemes(fg, recipe).weights.values()):
         if train is None:
             raise HwsimError("siq weights need --train TRAIN.npz (x, y): SIQ retrains the network", field="--train")
         from .siq import siq_retrain
         fg, recipe = siq_retrain(fg, recipe, train, seed=seed, progress=progress)
-    q = Quantizer(fg, recipe, x, seed)
+    q = Quantizer(fg, recipe, x, seed, on_step=on_step)
     float_pred = q.float_acts[fg.output].reshape(len(x), -1).argmax(1)
 
     def score(model):
@@ -517,8 +531,10 @@ def quantize(fg: FloatGraph, x: np.ndarray, y, recipe: Recipe, *, name: str, see
         qm = {t: q.plan.tensor_scheme[t].opt("qm", 8) for t in auto}
 
         def evaluate(choice):
-            return score(q.build(name, {t: EnqAct(e, qm[t], q.plan.encodings[t].frac_bits)
-                                        for t, e in zip(auto, choice)}))
+            metric = score(q.build(name, {t: EnqAct(e, qm[t], q.plan.encodings[t].frac_bits)
+                                          for t, e in zip(auto, choice)}))
+            q.step()
+            return metric
 
         choice = qa.enq_search(evaluate, len(auto), max(qm.values()), recipe.budget)
         enq_bits = {t: min(e, qm[t]) for t, e in zip(auto, choice)}

@@ -62,7 +62,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 
 from ..encodings import Float32W
 from ..kernels.threads import split

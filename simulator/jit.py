@@ -1,0 +1,145 @@
+"""numba on demand: the kernels are numba functions, compiled (or loaded from numba's cache) at their first call,
+or run as the Python they are written in, whichever a process asks for before its first kernel call.
+
+Why: importing numba and loading a dozen cached kernels costs ~1.2 s, far more than a small run (a few images
+of a small model) takes as plain Python and numpy. The command line therefore picks Python for small runs
+(`prefer_python`); everything else, and the library by default, takes numba. Both modes give the same bits
+(tests/test_nojit.py runs every kernel both ways); only the speed differs. NUMBA_DISABLE_JIT=1, numba's own
+switch, selects Python mode for the whole process.
+
+`njit` returns a `Kernel`: a stand-in that forwards each call to the chosen implementation. On the first call
+in numba mode every kernel is built at once and each stand-in is replaced, in the globals of hwsim's modules,
+by its numba dispatcher, so numba code calling another kernel sees a dispatcher, as numba requires.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+PYTHON, NUMBA = "python", "numba"
+_mode = PYTHON if os.environ.get("NUMBA_DISABLE_JIT", "0").strip() not in ("", "0") else None
+_kernels: list = []
+_before_numba: list = []   # callables run once, just before numba is first imported
+_building = threading.RLock()   # kernels first called on several threads at once are built once
+
+
+def prefer_python(python: bool) -> str:
+    """Ask for Python mode (True) or numba (False). Only the first choice counts, and only before the first
+    kernel call; NUMBA_DISABLE_JIT=1 always means Python. Returns the mode in force."""
+    global _mode
+    if _mode is None:
+        with _building:
+            if _mode is None:
+                _mode = PYTHON if python else NUMBA
+    return _mode
+
+
+def mode() -> str:
+    """The mode in force, fixing it (numba unless chosen otherwise) if no one chose yet."""
+    return prefer_python(False)
+
+
+def before_numba(hook) -> None:
+    """Run `hook()` just before this process first imports numba (at once if it already did)."""
+    if "numba" in sys.modules:
+        hook()
+    else:
+        _before_numba.append(hook)
+
+
+def import_numba():
+    """The numba module, imported after the registered hooks."""
+    if "numba" not in sys.modules:
+        while _before_numba:
+            _before_numba.pop(0)()
+    import numba
+    return numba
+
+
+class Kernel:
+    """A kernel before its mode is known. `python`: a replacement for Python mode (an intrinsic cannot run as
+    Python; numpy twins avoid numpy's scalar overflow warnings); `build`: makes the numba object itself (for
+    an intrinsic) instead of numba.njit(**options)(py_func)."""
+
+    def __init__(self, py_func, options: dict, python=None, build=None):
+        self.py_func, self.options, self.python, self.build = py_func, options, python, build
+        self.target = None
+        self.__name__, self.__qualname__ = py_func.__name__, py_func.__qualname__
+        self.__module__, self.__doc__ = py_func.__module__, py_func.__doc__
+        _kernels.append(self)
+
+    def __call__(self, *args):
+        if self.target is None:
+            _resolve_all() if mode() == NUMBA else _use_python()
+        return self.target(*args)
+
+    def dispatcher(self):
+        """The numba dispatcher (numba mode only)."""
+        if mode() != NUMBA:
+            raise RuntimeError(f"{self.__qualname__}: no numba dispatcher in Python mode")
+        if self.target is None:
+            _resolve_all()
+        return self.target
+
+
+def njit(*args, python=None, build=None, **options):
+    """numba.njit's decorator forms (@njit, @njit(...), @njit("signature", ...)), deferred; see `Kernel`."""
+    if len(args) == 1 and callable(args[0]) and not options:
+        return Kernel(args[0], {})
+    if args:
+        options["signature_or_function"] = args[0]
+    return lambda func: Kernel(func, options, python, build)
+
+
+def _use_python():
+    with _building:
+        for k in _kernels:
+            if k.target is None:
+                k.target = k.python or k.py_func
+
+
+def _resolve_all():
+    """Build every kernel's numba object and put it in place of its stand-in wherever hwsim's modules bind it."""
+    with _building:
+        _build_and_bind(import_numba())
+
+
+def _build_and_bind(numba):
+    built = {}
+    for k in _kernels:
+        if k.target is None:
+            if k.build is not None:
+                k.target = k.build()
+            else:
+                options = dict(k.options)
+                signature = options.pop("signature_or_function", None)
+                decorate = numba.njit(signature, **options) if signature else numba.njit(**options)
+                k.target = decorate(k.py_func)
+        built[id(k)] = k.target
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == "simulator" or name.startswith("simulator.")):
+            continue
+        namespace = vars(module)
+        for attr, value in list(namespace.items()):
+            if isinstance(value, Kernel):
+                namespace[attr] = built[id(value)]
+
+
+def cpu_features() -> frozenset:
+    """The host's SIMD features in LLVM's names ("+avx2", "+avx512bw", "+avx512vnni"), as numba compiles for
+    them (it honours NUMBA_CPU_FEATURES): read from /proc/cpuinfo where there is one, so that Python mode
+    needs no numba; elsewhere from numba."""
+    forced = os.environ.get("NUMBA_CPU_FEATURES")
+    if forced:
+        return frozenset(f.strip() for f in forced.split(",") if f.strip().startswith("+"))
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset("+" + flag.replace("_", "") for flag in line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    import_numba()
+    from numba.core.codegen import get_host_cpu_features
+    return frozenset(f for f in get_host_cpu_features().split(",") if f.startswith("+"))
