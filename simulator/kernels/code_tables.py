@@ -81,20 +81,34 @@ def _lookup2(t0, t1, a, b, table, lo_a, lo_b, out):
 def maxpool_codes(x: np.ndarray, kernel, stride, padding) -> np.ndarray:
     """Max over each window of codes [N, C, H, W] (padding never wins), the input's dtype.
 
-    Separable, in numpy (no kernel to compile): the max over the window's rows for every column, then over
-    its columns, each a running np.maximum over strided views. Padding holds the dtype's lowest value, so it
-    never wins: every window holds at least one real element (the model checks pad < kernel)."""
+    In numpy, one running np.maximum per window tap over strided views of the input, each restricted to the
+    outputs whose tap lands inside the image: no padded copy, no temporaries. Every window holds at least one
+    real element (the model checks pad < kernel), so the start value (the dtype's lowest) never survives.
+    The planes are split across the kernel threads (numpy's loops release the GIL)."""
     (kh, kw), (sh, sw), (pt, pl, pb, pr) = kernel, stride, padding
     n, c, h, w = x.shape
     oh, ow = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
-    if pt or pl or pb or pr:
-        padded = np.full((n, c, h + pt + pb, w + pl + pr), np.iinfo(x.dtype).min, x.dtype)
-        padded[:, :, pt:pt + h, pl:pl + w] = x
-        x = padded
-    rows = x[:, :, 0:(oh - 1) * sh + 1:sh].copy()
-    for a in range(1, kh):
-        np.maximum(rows, x[:, :, a:a + (oh - 1) * sh + 1:sh], out=rows)
-    out = np.ascontiguousarray(rows[:, :, :, 0:(ow - 1) * sw + 1:sw])
-    for b in range(1, kw):
-        np.maximum(out, rows[:, :, :, b:b + (ow - 1) * sw + 1:sw], out=out)
+    out = np.empty((n, c, oh, ow), x.dtype)
+    taps = [(_tap_range(a, pt, sh, oh, h), _tap_range(b, pl, sw, ow, w)) for a in range(kh) for b in range(kw)]
+    split(_maxpool_planes, n * c, np.ascontiguousarray(x).reshape(n * c, h, w), out.reshape(n * c, oh, ow),
+          taps, sh, sw, work=x.size * kh * kw)
     return out
+
+
+def _tap_range(k: int, pad: int, stride: int, n_out: int, size: int) -> tuple[int, int, int]:
+    """(first output, end output, first input) of tap k: the outputs o whose input o·stride + k - pad lies
+    in [0, size)."""
+    first = max(0, -(-(pad - k) // stride))
+    end = max(first, min(n_out, (size - 1 + pad - k) // stride + 1))
+    return first, end, first * stride + k - pad
+
+
+def _maxpool_planes(t0, t1, x, out, taps, sh, sw):
+    """Planes t0..t1: out = max over the taps of the input positions each output's tap reads."""
+    dst = out[t0:t1]
+    dst[...] = np.iinfo(out.dtype).min
+    for (o0, o1, i0), (q0, q1, j0) in taps:
+        if o1 > o0 and q1 > q0:
+            view = dst[:, o0:o1, q0:q1]
+            np.maximum(view, x[t0:t1, i0:i0 + (o1 - o0 - 1) * sh + 1:sh, j0:j0 + (q1 - q0 - 1) * sw + 1:sw],
+                       out=view)
