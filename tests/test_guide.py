@@ -94,3 +94,8 @@ def test_guide_runs_as_written(tmp_path):
     assert "5,400 of 5,400 output codes equal" in output("onnxruntime")
     api = output("import simulator as hwsim")
     assert "bit-exact: True" in api and api.count(" uJ ") >= 5
+
+    topology = output("hwsim estimate tutorial/two_layers.csv")   # shapes only: a SCALE-Sim topology
+    assert re.search(r"^eyeriss65: [\d,]+ cycles, \d+\.\d{3} uJ per inference$", topology, re.M), topology
+    with open(tut / "two_layers_designs.csv", newline="") as f:
+        assert [r["hw"] for r in csv.DictReader(f)] == ["tsmc90", "eyeriss65"]
