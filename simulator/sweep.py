@@ -162,7 +162,7 @@ def plan(spec: Spec, out: str | None = None) -> Plan:
     """Load the models and the base designs, check every grid path against every design, expand the points:
     every problem of the spec is found here, before any work. `out`: the results file, which must not be an
     input of the sweep."""
-    from .hw.arch import flatten_paths
+    from .hw.arch import canonical_path, flatten_paths
     from .hw.cost import check_batch
     from .qnn.model_io import load_model
 
@@ -195,7 +195,7 @@ def plan(spec: Spec, out: str | None = None) -> Plan:
 
     grid_paths = []
     for key in spec.grid:
-        path = key.strip().removeprefix("architecture.")
+        path = canonical_path(key)
         if path in grid_paths:
             raise HwsimError(f"sets the same field as another grid path ({path})", source=src, field=f"grid.{key}")
         for hw, arg in zip(designs, spec.hw):

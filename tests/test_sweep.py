@@ -46,7 +46,7 @@ def read_rows(out) -> tuple[list, list]:
 
 BAD_SPECS = [
     ("unknown key", spec_text(extra="gird: {a: [1]}\n"), "gird", "unknown key"),
-    ("unknown path", spec_text(grid={"architecture.pe_array.rows": [8, 16]}), "grid.architecture.pe_array.rows",
+    ("unknown path", spec_text(grid={"architecture.pe_array.rowz": [8, 16]}), "grid.architecture.pe_array.rowz",
      "no such field"),
     ("missing model", spec_text(models=(str(REPO / "models" / "nope.qnn"),)), "models[0]", "not found"),
     ("empty grid", spec_text().split("grid:")[0] + "grid: {}\n", "grid", "non-empty"),
@@ -162,6 +162,25 @@ def test_each_row_equals_hwsim_run(base_sweep, tmp_path, hw, rows_value):
     for key in ("energy_pj_per_inference", "cycles", "accuracy", "latency_s", "area_mm2", "edp_j_s"):
         assert row[key] == str(rep[key]), key
     assert row["error"] == ""
+
+
+def test_the_issue_spec_with_the_short_array_path(tmp_path):
+    """The spec as the issue writes it: `architecture.pe_array.rows` is the MAC array's rows (what --array and
+    --set pe_array.rows set), and its rows equal those of the full path."""
+    spec = write_spec(tmp_path, f"""models: [{U8}, {KNQ}]
+dataset: {DIGITS}
+hw: [tsmc90, lowbit90]
+grid: {{architecture.pe_array.rows: [8, 16, 32]}}     # any path the report's `architecture` echoes
+""")
+    out = str(tmp_path / "short.csv")
+    assert run_sweep(spec, out, jobs=1)["costed"] == 12
+    full = write_spec(tmp_path, spec_text(models=(U8, KNQ), grid={ROWS: [8, 16, 32]}), "full.yaml")
+    out_full = str(tmp_path / "full.csv")
+    run_sweep(full, out_full, jobs=1)
+    short_header, short_rows = read_rows(out)
+    full_header, full_rows = read_rows(out_full)
+    assert short_header == [ROWS.replace(".mac", "") if h == ROWS else h for h in full_header]
+    assert short_rows == full_rows and not any(r[short_header.index("error")] for r in short_rows)
 
 
 def test_failing_point_is_an_error_row(tmp_path):

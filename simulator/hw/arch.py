@@ -261,6 +261,16 @@ def _shortcut_sets(shortcuts: dict) -> list[str]:
 # --set PATH=VALUE
 
 
+# Short names of --set / sweep paths: the array's rows and columns are the MAC array's (what --array sets)
+PATH_ALIASES = {"pe_array.rows": "pe_array.mac.rows", "pe_array.cols": "pe_array.mac.cols"}
+
+
+def canonical_path(path: str) -> str:
+    """A --set path without the report's `architecture.` prefix, its alias resolved."""
+    path = path.strip().removeprefix("architecture.")
+    return PATH_ALIASES.get(path, path)
+
+
 def apply_sets(raw, sets: list[str], resolved: dict):
     """A deep copy of the raw `architecture:` mapping with each override applied (figures keep their shape)."""
     import copy
@@ -271,8 +281,8 @@ def apply_sets(raw, sets: list[str], resolved: dict):
         if "=" not in item:
             raise HwsimError(f"must be PATH=VALUE, got {item!r}", field="--set")
         path, text = (part.strip() for part in item.split("=", 1))
-        if path not in leaves and path.removeprefix("architecture.") in leaves:
-            path = path.removeprefix("architecture.")    # the report's full name of the field
+        if path not in leaves and canonical_path(path) in leaves:
+            path = canonical_path(path)    # the report's full name of the field, or a short name
         if path not in leaves:
             close = difflib.get_close_matches(path, leaves, n=1, cutoff=0.5)
             hint = f"; did you mean '{close[0]}'?" if close else ""
