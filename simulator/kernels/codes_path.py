@@ -250,28 +250,36 @@ def zero_taps_codes(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_zero: 
 
 @njit(nogil=True, cache=True)
 def _zero_taps(t0, t1, zeros, rows, cols, taps):
-    """Channels t0..t1: taps[c, r, s] = Σ zeros[n, c, rows[r] (start, stop, step), cols[s] (start, stop, step)]."""
-    n, _, h, _ = zeros.shape
-    by_row = np.empty(h, np.int64)
+    """Channels t0..t1: taps[c, r, s] = Σ zeros[n, c, rows[r] (start, stop, step), cols[s] (start, stop, step)].
+    Per channel: the zeros per position summed over the batch (contiguous loops that vectorise), then per row
+    a prefix sum at the column stride, so each tap column's run of positions is one difference."""
+    n, _, h, w = zeros.shape
+    cs = cols[0, 2]
+    per_position = np.empty((h, w), np.int32)   # zeros of one channel per position, over the batch (<= n)
+    prefix = np.empty(w, np.int64)
+    by_row = np.empty((cols.shape[0], h), np.int64)
     for c in range(t0, t1):
-        for s in range(cols.shape[0]):
-            c0, c1, cs = cols[s, 0], cols[s, 1], cols[s, 2]
-            by_row[:] = 0
-            for ni in range(n):
-                for i in range(h):
-                    row = zeros[ni, c, i]
-                    total = 0
-                    if cs == 1:   # contiguous: the loop vectorises
-                        for j in range(c0, c1):
-                            total += row[j]
-                    else:
-                        for j in range(c0, c1, cs):
-                            total += row[j]
-                    by_row[i] += total
-            for r in range(rows.shape[0]):
+        per_position[:, :] = 0
+        for ni in range(n):
+            src = zeros[ni, c]
+            for i in range(h):
+                for j in range(w):
+                    per_position[i, j] += src[i, j]
+        for i in range(h):
+            for j in range(w):   # prefix[j] = per_position[i, j] + prefix[j - cs]
+                prefix[j] = per_position[i, j] + (prefix[j - cs] if j >= cs else 0)
+            for s in range(cols.shape[0]):
+                c0, c1 = cols[s, 0], cols[s, 1]
+                if c1 <= c0:
+                    by_row[s, i] = 0
+                else:   # the run c0, c0 + cs, ..., last
+                    last = c0 + (c1 - 1 - c0) // cs * cs
+                    by_row[s, i] = prefix[last] - (prefix[c0 - cs] if c0 >= cs else 0)
+        for r in range(rows.shape[0]):
+            for s in range(cols.shape[0]):
                 total = 0
                 for i in range(rows[r, 0], rows[r, 1], rows[r, 2]):
-                    total += by_row[i]
+                    total += by_row[s, i]
                 taps[c, r, s] = total
 
 
