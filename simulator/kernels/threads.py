@@ -9,12 +9,14 @@ returns a count returns it per chunk and the caller adds them (integers: any ord
 
 A hand-off costs ~20 us (a parfor launch ~2 us), so work below `SERIAL_WORK` runs on the calling thread.
 """
+import itertools
 import os
 import threading
 
 from .. import jit
 
 SERIAL_WORK = 1 << 15   # elements of work below which a hand-off costs more than it saves
+CHUNKS_PER_THREAD = 4   # chunks of a call per thread: enough to even out unequal tasks, few hand-offs
 
 DEFAULT_COUNT = max(1, int(os.environ.get("NUMBA_NUM_THREADS") or os.cpu_count() or 1))
 _count = DEFAULT_COUNT
@@ -76,29 +78,41 @@ class _Worker:
 
 
 def split(kernel, n_tasks: int, *args, work: int = None) -> list:
-    """[kernel(lo, hi, *args) for each chunk]: [0, n_tasks) in contiguous chunks, one per thread.
+    """[kernel(lo, hi, *args) for each chunk]: [0, n_tasks) in contiguous chunks, in chunk order.
 
-    `work` (elements the whole call touches; default n_tasks) below SERIAL_WORK, one thread, Python mode (the
-    kernels hold the GIL there) or another split already running: one chunk on the calling thread."""
+    A few chunks per thread, taken in turn by whichever thread is free (tasks of one call can differ in cost:
+    a static split would leave one thread waiting). `work` (elements the whole call touches; default n_tasks)
+    below SERIAL_WORK, one thread, Python mode (the kernels hold the GIL there) or another split already
+    running: one chunk on the calling thread."""
     n_tasks = int(n_tasks)
     parts = min(_count, n_tasks)
-    if parts <= 1 or jit.mode() == jit.PYTHON or (n_tasks if work is None else work) < SERIAL_WORK or not _busy.acquire(blocking=False):
+    if (parts <= 1 or jit.mode() == jit.PYTHON or (n_tasks if work is None else work) < SERIAL_WORK
+            or not _busy.acquire(blocking=False)):
         return [kernel(0, n_tasks, *args)]
     try:
         while len(_workers) < parts - 1:
             _workers.append(_Worker())
-        bounds = [n_tasks * i // parts for i in range(parts + 1)]
-        for i in range(1, parts):
-            _workers[i - 1].start(kernel, (bounds[i], bounds[i + 1]) + args)
-        results = [None] * parts
+        chunks = min(n_tasks, parts * CHUNKS_PER_THREAD)
+        bounds = [n_tasks * i // chunks for i in range(chunks + 1)]
+        results = [None] * chunks
+        taken = itertools.count()   # next() is atomic under the GIL: each chunk is run once
+
+        def drain():
+            for i in iter(lambda: next(taken), None):
+                if i >= chunks:
+                    return
+                results[i] = kernel(bounds[i], bounds[i + 1], *args)
+
+        for worker in _workers[:parts - 1]:
+            worker.start(drain, ())
         error = None
         try:
-            results[0] = kernel(bounds[0], bounds[1], *args)
+            drain()
         except BaseException as exc:   # still wait for the workers: they write into the same arrays
             error = exc
-        for i in range(1, parts):
+        for worker in _workers[:parts - 1]:
             try:
-                results[i] = _workers[i - 1].wait()
+                worker.wait()
             except BaseException as exc:
                 error = error or exc
         if error is not None:
