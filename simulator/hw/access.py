@@ -406,14 +406,68 @@ def warm_up() -> None:
 
 def evaluate_nests(geom: Geometry, link: Link, tiles: np.ndarray, orders: np.ndarray) -> np.ndarray:
     """One result row (RESULT_FIELDS) per candidate nest: tiles [n, 6] sizes, orders [n, 6] dims outermost first."""
+    tiles, orders = np.ascontiguousarray(tiles, np.int64), np.ascontiguousarray(orders, np.int64)
+    if jit.mode() == jit.PYTHON:   # ~1 ms a nest as Python: the results of earlier runs are kept on disk
+        return _disk_cached(geom, link, tiles, orders)
+    return _evaluate_nests(geom, link, tiles, orders)
+
+
+def _evaluate_nests(geom: Geometry, link: Link, tiles: np.ndarray, orders: np.ndarray) -> np.ndarray:
     out = np.zeros((len(tiles), len(RESULT_FIELDS)))
     bits = np.array([link.w_bits, link.i_bits, link.o_bits, link.acc_bits], np.int64)
     _evaluate(np.array(geom.extents, np.int64), geom.r, geom.s, geom.h, geom.w, geom.sh, geom.sw, geom.pt,
-              geom.pl, np.ascontiguousarray(tiles, np.int64), np.ascontiguousarray(orders, np.int64), bits,
-              np.array(link.staged, np.bool_), np.array(link.double_buffered, np.bool_),
+              geom.pl, tiles, orders, bits, np.array(link.staged, np.bool_), np.array(link.double_buffered, np.bool_),
               np.array(link.buffer_word_bits, np.int64), int(link.burst_bits), float(link.bandwidth_bits),
               float(link.latency), float(link.compute_cycles), out)
     return out
+
+
+def cache_dir() -> str:
+    """Where Python mode keeps evaluated nests: HWSIM_CACHE_DIR, else the user's cache directory."""
+    root = os.environ.get("HWSIM_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "hwsim")
+    return os.path.join(root, "nests")
+
+
+def _disk_cached(geom: Geometry, link: Link, tiles: np.ndarray, orders: np.ndarray) -> np.ndarray:
+    """evaluate_nests through a cache of .npy files named by a hash of the inputs and of this file's source (an
+    edit invalidates it). A file that is missing, unreadable or of the wrong shape is computed again; a cache
+    that cannot be written is skipped. Files are written whole (temporary file, then rename)."""
+    import hashlib
+
+    digest = hashlib.sha256(_source_digest())
+    digest.update(repr((geom, link, tiles.shape, orders.shape, RESULT_FIELDS)).encode())
+    digest.update(tiles.tobytes())
+    digest.update(orders.tobytes())
+    path = os.path.join(cache_dir(), digest.hexdigest() + ".npy")
+    try:
+        cached = np.load(path, allow_pickle=False)
+        if cached.shape == (len(tiles), len(RESULT_FIELDS)) and cached.dtype == np.float64:
+            return cached
+    except (OSError, ValueError, EOFError):
+        pass
+    out = _evaluate_nests(geom, link, tiles, orders)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        temp = f"{path}.{os.getpid()}.tmp"
+        with open(temp, "wb") as f:
+            np.save(f, out, allow_pickle=False)
+        os.replace(temp, path)
+    except OSError:
+        pass
+    return out
+
+
+_SOURCE_DIGEST = None
+
+
+def _source_digest() -> bytes:
+    global _SOURCE_DIGEST
+    if _SOURCE_DIGEST is None:
+        import hashlib
+        with open(__file__, "rb") as f:
+            _SOURCE_DIGEST = hashlib.sha256(f.read()).digest()
+    return _SOURCE_DIGEST
 
 
 # ----------------------------------------------------------------------------------------------------------
