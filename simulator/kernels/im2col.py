@@ -173,33 +173,20 @@ def _offsets(kh: int, kw: int, wpa: int, pix: int, ce: int, e: int) -> np.ndarra
 
 
 def pack_weights(wg, ce: int, dtype, nvec: int) -> np.ndarray:
-    """wg [G, Cog, KH, KW, C≤ce] (any view) -> flat [G, ncb, R, nvec, lanes, e] of `dtype`, one contiguous
-    vector per (reduction step r, vector v); spare channels and output lanes get zero weights."""
-    groups, cog, kh, kw, _ = wg.shape
+    """wg [G, Cog, KH, KW, C≤ce] (any view) -> flat [G, ncb, KH, KW, R, nvec·lanes, e] of `dtype` (R = ce / e
+    reduction steps per kernel position), one contiguous vector per (reduction step, vector): element
+    [g, cb, kh, kw, c // e, co % (nvec·lanes), c % e] is wg[g, cb·nvec·lanes + co, kh, kw, c]; spare channels
+    and output lanes get zero weights. In numpy: once per layer, a padded copy and one transposing copy."""
+    groups, cog, kh, kw, c_n = wg.shape
     lanes, e = LANES[np.dtype(dtype)], ELEMS_PER_LANE[np.dtype(dtype)]
-    ncb = -(-cog // (nvec * lanes))
-    wdtype = np.int8 if np.dtype(dtype) == np.uint8 else dtype   # u8 activations meet s8 weights (also int8)
-    out = np.zeros(groups * ncb * kh * kw * ce * nvec * lanes, wdtype)
-    _pack_into(np.array(wg, order="C"), ce, nvec, lanes, e, out)   # a writable C copy: one specialization
-    return out
-
-
-@njit(cache=True)
-def _pack_into(wg, ce, nvec, lanes, e, out):
-    groups, cog, kh_n, kw_n, c_n = wg.shape
+    assert ce % e == 0 and c_n <= ce
     width = nvec * lanes
-    ncb = (cog + width - 1) // width
-    rows = ce // e  # reduction steps per kernel position
-    step = width * e  # distance between consecutive reduction steps
-    for gi in range(groups):
-        for co in range(cog):
-            cb, lane_el = co // width, (co % width) * e
-            block = (gi * ncb + cb) * kh_n * kw_n * rows * step + lane_el
-            for kh in range(kh_n):
-                for kw in range(kw_n):
-                    base = block + (kh * kw_n + kw) * rows * step
-                    for c in range(c_n):
-                        out[base + (c // e) * step + (c % e)] = wg[gi, co, kh, kw, c]
+    ncb = -(-cog // width)
+    wdtype = np.int8 if np.dtype(dtype) == np.uint8 else dtype   # u8 activations meet s8 weights (also int8)
+    padded = np.zeros((groups, ncb * width, kh, kw, ce), wdtype)
+    padded[:, :cog, :, :, :c_n] = wg
+    return np.ascontiguousarray(padded.reshape(groups, ncb, width, kh, kw, ce // e, e)
+                                .transpose(0, 1, 3, 4, 5, 2, 6)).reshape(-1)
 
 
 _PACKED: OrderedDict = OrderedDict()  # (address, shape, strides, dtype, params) -> (w's bytes, packed)
