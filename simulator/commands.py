@@ -271,8 +271,6 @@ def _functional_run(args, model, facts: dict | None = None, auto_kernels: bool =
     if auto_kernels:
         choose_kernels(model, len(codes))
     engine = Engine(model)
-    from .hw.access import warm_up_in_background
-    warm_up_in_background()   # a first run compiles the cost model's kernel beside the engine's
     # a note for a person waiting (not with --quiet); logs and pipes keep their one line per error
     if not kernels_cached() and sys.stderr.isatty() and not getattr(args, "quiet", False):
         print("hwsim: compiling the numba kernels for this CPU (first run after install only; cached afterwards)",

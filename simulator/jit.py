@@ -8,8 +8,10 @@ of a small model) takes as plain Python and numpy. The command line therefore pi
 switch, selects Python mode for the whole process.
 
 `njit` returns a `Kernel`: a stand-in that forwards each call to the chosen implementation. On the first call
-in numba mode every kernel is built at once and each stand-in is replaced, in the globals of hwsim's modules,
-by its numba dispatcher, so numba code calling another kernel sees a dispatcher, as numba requires.
+in numba mode the kernels of its group are built at once and each stand-in is replaced, in the globals of
+hwsim's modules, by its numba dispatcher, so numba code calling another kernel sees a dispatcher, as numba
+requires. Groups: the engine's kernels, and the cost model's (hw/access.py), which may stay Python in a numba
+process until their work justifies compiling them (`set_group_mode`).
 """
 from __future__ import annotations
 
@@ -60,10 +62,11 @@ def import_numba():
 class Kernel:
     """A kernel before its mode is known. `python`: a replacement for Python mode (an intrinsic cannot run as
     Python; numpy twins avoid numpy's scalar overflow warnings); `build`: makes the numba object itself (for
-    an intrinsic) instead of numba.njit(**options)(py_func)."""
+    an intrinsic) instead of numba.njit(**options)(py_func); `group`: kernels that share a mode (the cost
+    model's may stay Python while the engine's run numba: see `set_group_mode`)."""
 
-    def __init__(self, py_func, options: dict, python=None, build=None):
-        self.py_func, self.options, self.python, self.build = py_func, options, python, build
+    def __init__(self, py_func, options: dict, python=None, build=None, group: str = "engine"):
+        self.py_func, self.options, self.python, self.build, self.group = py_func, options, python, build, group
         self.target = None
         self.__name__, self.__qualname__ = py_func.__name__, py_func.__qualname__
         self.__module__, self.__doc__ = py_func.__module__, py_func.__doc__
@@ -71,59 +74,87 @@ class Kernel:
 
     def __call__(self, *args):
         if self.target is None:
-            _resolve_all() if mode() == NUMBA else _use_python()
+            _resolve(self.group, group_mode(self.group))
         return self.target(*args)
 
     def dispatcher(self):
-        """The numba dispatcher (numba mode only)."""
-        if mode() != NUMBA:
+        """The numba dispatcher (its group in numba mode only)."""
+        if group_mode(self.group) != NUMBA:
             raise RuntimeError(f"{self.__qualname__}: no numba dispatcher in Python mode")
         if self.target is None:
-            _resolve_all()
+            _resolve(self.group, NUMBA)
         return self.target
 
+    def cache_index_path(self) -> str:
+        """Where numba's cache keeps this kernel's index (imports numba; compiles nothing)."""
+        options = {k: v for k, v in self.options.items() if k != "signature_or_function"}
+        return import_numba().njit(**options)(self.py_func)._cache._cache_file._index_path
 
-def njit(*args, python=None, build=None, **options):
+
+def njit(*args, python=None, build=None, group: str = "engine", **options):
     """numba.njit's decorator forms (@njit, @njit(...), @njit("signature", ...)), deferred; see `Kernel`."""
     if len(args) == 1 and callable(args[0]) and not options:
         return Kernel(args[0], {})
     if args:
         options["signature_or_function"] = args[0]
-    return lambda func: Kernel(func, options, python, build)
+    return lambda func: Kernel(func, options, python, build, group)
 
 
-def _use_python():
+_group_modes: dict = {}
+
+
+def group_mode(group: str) -> str:
+    """The mode of a group of kernels: its own if set (set_group_mode), else the process's."""
+    return _group_modes.get(group) or mode()
+
+
+def set_group_mode(group: str, wanted: str) -> str:
+    """Run a group's kernels in Python or numba mode (never numba under NUMBA_DISABLE_JIT=1). A group may move
+    from Python to numba at any time between calls (its kernels are then built and bound); returns the mode."""
+    if mode() == PYTHON:
+        wanted = PYTHON
     with _building:
-        for k in _kernels:
-            if k.target is None:
+        if _group_modes.get(group) != wanted:
+            _group_modes[group] = wanted
+            if wanted == NUMBA:
+                _resolve(group, NUMBA, rebuild=True)
+    return wanted
+
+
+def _resolve(group: str, wanted: str, rebuild: bool = False):
+    """Give the group's kernels their targets (rebuild: also those that ran as Python until now)."""
+    with _building:
+        kernels = [k for k in _kernels if k.group == group and (k.target is None or rebuild)]
+        if wanted == PYTHON:
+            for k in kernels:
                 k.target = k.python or k.py_func
+        else:
+            _build_and_bind(import_numba(), kernels)
 
 
-def _resolve_all():
-    """Build every kernel's numba object and put it in place of its stand-in wherever hwsim's modules bind it."""
-    with _building:
-        _build_and_bind(import_numba())
-
-
-def _build_and_bind(numba):
+def _build_and_bind(numba, kernels):
+    """Build the kernels' numba objects and put each in place of its stand-in wherever hwsim's modules bind it."""
     built = {}
-    for k in _kernels:
-        if k.target is None:
-            if k.build is not None:
-                k.target = k.build()
-            else:
-                options = dict(k.options)
-                signature = options.pop("signature_or_function", None)
-                decorate = numba.njit(signature, **options) if signature else numba.njit(**options)
-                k.target = decorate(k.py_func)
+    for k in kernels:
+        if k.build is not None:
+            k.target = k.build()
+        elif not _is_dispatcher(k.target):
+            options = dict(k.options)
+            signature = options.pop("signature_or_function", None)
+            decorate = numba.njit(signature, **options) if signature else numba.njit(**options)
+            k.target = decorate(k.py_func)
         built[id(k)] = k.target
     for name, module in list(sys.modules.items()):
         if module is None or not (name == "simulator" or name.startswith("simulator.")):
             continue
         namespace = vars(module)
         for attr, value in list(namespace.items()):
-            if isinstance(value, Kernel):
+            if isinstance(value, Kernel) and id(value) in built:
                 namespace[attr] = built[id(value)]
+
+
+def _is_dispatcher(target) -> bool:
+    return target is not None and hasattr(target, "py_func") and not isinstance(target, Kernel)
 
 
 def cpu_features() -> frozenset:

@@ -97,3 +97,29 @@ def test_nest_cache_returns_what_the_evaluation_computes(tmp_path, monkeypatch):
     blocker.write_text("x")
     monkeypatch.setenv("HWSIM_CACHE_DIR", str(blocker))   # a file where the directory should be
     assert np.array_equal(access._disk_cached(geom, link, tiles, orders), want)
+
+
+def test_cost_model_mode_python_first_then_numba_past_its_budget(monkeypatch):
+    """_cost_mode: numba at once when numba's cache holds `_evaluate`; otherwise Python until the process has
+    spent PYTHON_BUDGET_S in the nest searches, then numba (once); always Python in a Python-mode process."""
+    from simulator import jit
+    from simulator.hw import access
+    calls = []
+    modes = {}
+    monkeypatch.setattr(jit, "_group_modes", modes)
+    monkeypatch.setattr(jit, "set_group_mode", lambda group, m: calls.append(m) or modes.__setitem__(group, m) or m)
+    monkeypatch.setattr(jit, "mode", lambda: jit.NUMBA)
+    monkeypatch.setattr(access, "kernel_cached", lambda: False)
+    monkeypatch.setattr(access, "_python_spent_s", 0.0)
+    assert access._cost_mode() == jit.PYTHON
+    monkeypatch.setattr(access, "_python_spent_s", access.PYTHON_BUDGET_S / 2)
+    assert access._cost_mode() == jit.PYTHON
+    monkeypatch.setattr(access, "_python_spent_s", access.PYTHON_BUDGET_S * 2)
+    assert access._cost_mode() == jit.NUMBA and access._cost_mode() == jit.NUMBA
+    assert calls == [jit.PYTHON, jit.NUMBA]
+    modes.clear()
+    monkeypatch.setattr(access, "kernel_cached", lambda: True)
+    assert access._cost_mode() == jit.NUMBA
+    modes.clear()
+    monkeypatch.setattr(jit, "mode", lambda: jit.PYTHON)
+    assert access._cost_mode() == jit.PYTHON

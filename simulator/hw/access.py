@@ -28,14 +28,15 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import subprocess
-import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
+
 from .. import jit
 from ..jit import njit
 
+COST = "cost"   # this module's kernels: a group of their own (jit.set_group_mode)
 DIMS = ("g", "n", "k", "c", "p", "q")
 G, N, K, C, P, Q = range(6)
 TENSOR_DIMS = {"weights": (G, K, C), "inputs": (G, N, C, P, Q), "outputs": (G, N, K, P, Q)}
@@ -109,7 +110,7 @@ def tile_table(geom: Geometry, dim: int, tile: int):
 # Fast path: numba over many candidate nests of one layer.
 
 
-@njit(cache=True)
+@njit(cache=True, group=COST)
 def _table(extent, tile, stride, kernel, pad, limit, out_size, lo, hi):
     """Tile sizes of p or q and the input interval [lo, hi) each tile reads (halo, padding clipped)."""
     for j in range((extent + tile - 1) // tile):
@@ -120,7 +121,7 @@ def _table(extent, tile, stride, kernel, pad, limit, out_size, lo, hi):
         hi[j] = min(max((start + size - 1) * stride + kernel - pad, 0), limit)
 
 
-@njit(cache=True)
+@njit(cache=True, group=COST)
 def _runs(role, n, out_size, lo, hi, rec, mult):
     """Records of p or q for one transition kind, runs of equal records merged. Returns the run count.
 
@@ -148,7 +149,7 @@ def _runs(role, n, out_size, lo, hi, rec, mult):
 # One explicit signature: called with literal flags from a dozen places, numba would otherwise compile a
 # version per literal combination (seconds of first-run compile time)
 @njit("int64(int64[:, ::1], int64[::1], int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)",
-      cache=True)
+      cache=True, group=COST)
 def _push(rec, mult, count, size, size_in, ov, ov_in, prev_size, first, final, prev_final, m):
     """Append a record with multiplicity m, merged into the last one when equal. Returns the run count."""
     if m <= 0:
@@ -165,7 +166,7 @@ def _push(rec, mult, count, size, size_in, ov, ov_in, prev_size, first, final, p
     return count + 1
 
 
-@njit(cache=True)
+@njit(cache=True, group=COST)
 def _uniform_runs(role, n, tile, extent, d, rec, mult):
     """`_runs` for g, n, k, c in O(1): every tile is full but the last, and distinct tiles never overlap, so a
     few segments of equal records cover any number of tiles (a batch of 10^6 costs what a batch of 2 does)."""
@@ -195,14 +196,14 @@ def _uniform_runs(role, n, tile, extent, d, rec, mult):
     return count
 
 
-@njit(cache=True)
+@njit(cache=True, group=COST)
 def _transfer(bits, bandwidth, latency):
     if bits <= 0:
         return 0.0
     return math.ceil(bits / bandwidth) + latency
 
 
-@njit(cache=True)
+@njit(cache=True, group=COST)
 def _onload(db_bits, serial_bits, window, bandwidth, latency):
     """Start-up (or wind-down) of a staging pass: serialised transfers in full; a double-buffered transfer
     streams under its own tile's compute, costing the latency plus whatever the window cannot hide."""
@@ -212,12 +213,12 @@ def _onload(db_bits, serial_bits, window, bandwidth, latency):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, group=COST)
 def _ceil_div(a, b):
     return (a + b - 1) // b
 
 
-@njit(cache=True)
+@njit(cache=True, group=COST)
 def _evaluate(extents, r, s, h, w, sh, sw, pt, pl, tiles, orders, bits, staged, dbuf, word, burst, bandwidth,
               latency, compute_cycles, out):
     total_macs = 1.0
@@ -359,7 +360,12 @@ def _evaluate(extents, r, s, h, w, sh, sw, pt, pl, tiles, orders, bits, staged, 
             res[10] += _ceil_div(last * ob, word[2])
 
 
-_BACKGROUND = None   # the child process compiling the kernel into numba's cache (warm_up_in_background)
+# The cost model's kernels run as Python (their results kept on disk) until this process has spent
+# PYTHON_BUDGET_S in them, unless numba's cache already holds `_evaluate`: compiling it takes ~8 s here, far
+# more than the nest searches of a small network take as Python (LeNet: 0.3 s), so a first run does not wait
+# for it; a big network's searches pass the budget and compile it then, once.
+PYTHON_BUDGET_S = 1.0
+_python_spent_s = 0.0
 
 
 def kernel_cached() -> bool:
@@ -368,47 +374,37 @@ def kernel_cached() -> bool:
     if jit.mode() == jit.PYTHON:
         return True
     try:
-        return os.path.exists(_evaluate.dispatcher()._cache._cache_file._index_path)
+        return os.path.exists(_evaluate.cache_index_path())
     except Exception:
         return True
 
 
-def warm_up_in_background() -> None:
-    """On a cold cache (the first run after install), compile this kernel, the largest of the cost model, in a
-    child process while the caller compiles the engine's kernels: the two compilations share the cores, and
-    warm_up() then loads the cache the child wrote (numba writes its cache files atomically)."""
-    global _BACKGROUND
-    if _BACKGROUND is not None or kernel_cached():
-        return
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # simulator's parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    try:
-        _BACKGROUND = subprocess.Popen([sys.executable, "-c", "from simulator.hw.access import warm_up; warm_up()"],
-                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL, env=env)
-    except OSError:   # no process to spare: warm_up() compiles here, as without this
-        _BACKGROUND = None
+def _cost_mode() -> str:
+    """The cost model's kernel mode for the next search, chosen at the first one (see PYTHON_BUDGET_S)."""
+    if COST not in jit._group_modes:
+        jit.set_group_mode(COST, jit.NUMBA if jit.mode() == jit.NUMBA and kernel_cached() else jit.PYTHON)
+    elif jit.group_mode(COST) == jit.PYTHON and jit.mode() == jit.NUMBA and _python_spent_s > PYTHON_BUDGET_S:
+        jit.set_group_mode(COST, jit.NUMBA)
+    return jit.group_mode(COST)
 
 
 def warm_up() -> None:
-    """Compile (or load from numba's cache) the kernel on a one-element layer, outside any timed region."""
-    global _BACKGROUND
-    if _BACKGROUND is not None:   # the child compiling it: wait for it and load its cache instead
-        try:
-            _BACKGROUND.wait(timeout=300)
-        except subprocess.TimeoutExpired:
-            _BACKGROUND.kill()
-        _BACKGROUND = None
-    geom = Geometry((1,) * 6, 1, 1, 1, 1, 1, 1, 0, 0)
-    link = Link(8, 8, 8, 32, (True,) * 3, (True,) * 3, (8,) * 4, 8, 8.0, 0, 1.0)
-    evaluate_nests(geom, link, np.ones((1, 6), np.int64), np.arange(6)[None, :])
+    """Load the kernel from numba's cache outside any timed region, if this process will use it."""
+    if _cost_mode() == jit.NUMBA:
+        geom = Geometry((1,) * 6, 1, 1, 1, 1, 1, 1, 0, 0)
+        link = Link(8, 8, 8, 32, (True,) * 3, (True,) * 3, (8,) * 4, 8, 8.0, 0, 1.0)
+        evaluate_nests(geom, link, np.ones((1, 6), np.int64), np.arange(6)[None, :])
 
 
 def evaluate_nests(geom: Geometry, link: Link, tiles: np.ndarray, orders: np.ndarray) -> np.ndarray:
     """One result row (RESULT_FIELDS) per candidate nest: tiles [n, 6] sizes, orders [n, 6] dims outermost first."""
+    global _python_spent_s
     tiles, orders = np.ascontiguousarray(tiles, np.int64), np.ascontiguousarray(orders, np.int64)
-    if jit.mode() == jit.PYTHON:   # ~1 ms a nest as Python: the results of earlier runs are kept on disk
-        return _disk_cached(geom, link, tiles, orders)
+    if _cost_mode() == jit.PYTHON:   # ~1 ms a nest as Python: the results of earlier runs are kept on disk
+        start = time.perf_counter()
+        out = _disk_cached(geom, link, tiles, orders)
+        _python_spent_s += time.perf_counter() - start
+        return out
     return _evaluate_nests(geom, link, tiles, orders)
 
 

@@ -22,7 +22,7 @@ def kernels_cached() -> bool:
         return True
     try:
         from .epilogue import _float_lines
-        return os.path.exists(_float_lines.dispatcher()._cache._cache_file._index_path)
+        return os.path.exists(_float_lines.cache_index_path())
     except Exception:   # numba internals moved: say nothing rather than fail
         return True
 
