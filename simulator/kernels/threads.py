@@ -2,8 +2,8 @@
 
 Why not `@njit(parallel=True)`: a parfor kernel takes ~3 s to compile against ~0.3 s for the same loop
 serial, and a first run compiles a dozen of them (30 s before any output). The kernels are serial
-`@njit(nogil=True)` functions over a task range [lo, hi); `split` cuts [0, n_tasks) into one contiguous
-chunk per thread, runs chunk 0 on the calling thread and the others on workers (the kernels release the GIL).
+`@njit(nogil=True)` functions over a task range [lo, hi); `split` cuts [0, n_tasks) into a few contiguous
+chunks per thread, which the calling thread and the workers take in turn (the kernels release the GIL).
 Every task writes its own outputs, so the bits never depend on the thread count; a kernel that also
 returns a count returns it per chunk and the caller adds them (integers: any order gives the same sum).
 
