@@ -138,7 +138,6 @@ def lowbit_paths(repeats: int) -> dict:
     """One conv layer (3x3, 64 -> 64, 28x28, batch 8) in each encoding, timed by the engine (best of 1 or 2
     threads): the low-bit paths against the uniform 8-bit path on the same shape (target <= 1.5x its time), and
     the XNOR path's binary MACs per second against the 8-bit MAC rate (target >= 4x)."""
-    import numba
     from simulator.encodings import BinaryAct, BinaryW, CodebookW, EnqAct, KnqAct, ThresholdAct, UniformAct, UniformW
     from simulator.graph import Layer, Model
 

@@ -187,7 +187,7 @@ def check(out, x_te, y_te):
     log(f"float accuracy {fb['float_accuracy']:.4f}, integer accuracy {fb['integer_accuracy']:.4f}, "
         f"top-1 agreement {fb['top1_agreement']:.4f} ({fb['agreeing_samples']} of {fb['samples']})")
     return (0 if differ == 0 and worst <= 1 else 1), {"ort_output_codes_differing": differ,
-                                                       "float64_reference_local_mismatches": local, **fb}
+                                                       "float64_reference_local_mismatches": off, **fb}
 
 
 def main(argv=None):

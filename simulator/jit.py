@@ -77,14 +77,6 @@ class Kernel:
             _resolve(self.group, group_mode(self.group))
         return self.target(*args)
 
-    def dispatcher(self):
-        """The numba dispatcher (its group in numba mode only)."""
-        if group_mode(self.group) != NUMBA:
-            raise RuntimeError(f"{self.__qualname__}: no numba dispatcher in Python mode")
-        if self.target is None:
-            _resolve(self.group, NUMBA)
-        return self.target
-
     def cache_index_path(self) -> str:
         """Where numba's cache keeps this kernel's index (imports numba; compiles nothing)."""
         options = {k: v for k, v in self.options.items() if k != "signature_or_function"}

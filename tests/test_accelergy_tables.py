@@ -5,32 +5,17 @@ yaml.safe_load and csv, not simulator.hw), and checked against the cost model's 
 import csv
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from simulator.cli import main
+from test_cli import one_error_line, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 HWCONFIGS = ROOT / "hwconfigs"
 DESIGNS = ("tsmc90", "generic45", "eyeriss65", "tpu_like", "lowbit90")
-
-
-def run_cli(*args):
-    proc = subprocess.run([sys.executable, "-m", "simulator.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    return proc.returncode, proc.stdout, proc.stderr
-
-
-def one_error_line(err, *needles):
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("hwsim: error: ") and "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from hypothesis import given, settings, strategies as st
 
 from simulator.cli import main
 from simulator.plots import pareto_front, point_labels
+from test_cli import one_error_line
 
 ROOT = Path(__file__).resolve().parents[1]
 LENET = str(ROOT / "models" / "lenet_digits_u8.qnn")
@@ -36,14 +37,6 @@ def read_csv(path):
 
 def close(a, b):
     return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=1e-9)
-
-
-def one_error_line(err, *needles):
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("hwsim: error: ") and "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import HwsimError
 from ..jit import njit
+from .im2col import tap_outputs
 from .threads import split
 
 PAIR_TABLE_LIMIT = 1 << 16   # entries of a two-input table (8-bit x 8-bit)
@@ -96,10 +97,8 @@ def maxpool_codes(x: np.ndarray, kernel, stride, padding) -> np.ndarray:
 
 
 def _tap_range(k: int, pad: int, stride: int, n_out: int, size: int) -> tuple[int, int, int]:
-    """(first output, end output, first input) of tap k: the outputs o whose input o·stride + k - pad lies
-    in [0, size)."""
-    first = max(0, -(-(pad - k) // stride))
-    end = max(first, min(n_out, (size - 1 + pad - k) // stride + 1))
+    """(first output, end output, first input) of tap k (im2col.tap_outputs)."""
+    first, end = tap_outputs(k, pad, stride, n_out, size)
     return first, end, first * stride + k - pad
 
 

@@ -285,11 +285,10 @@ def _zero_taps(t0, t1, zeros, rows, cols, taps):
 
 def _inside(k: int, pad: int, stride: int, n_out: int, size: int) -> tuple[int, int, int]:
     """(start, stop, step) of the input positions k + o·stride - pad (o < n_out) that lie in [0, size)."""
-    first = max(0, -(-(pad - k) // stride))               # the first o that reaches position 0
-    last = min(n_out - 1, (size - 1 + pad - k) // stride)  # the last o still inside
-    if last < first:
+    first, end = im2col.tap_outputs(k, pad, stride, n_out, size)
+    if end == first:
         return 0, 0, stride
-    return k + first * stride - pad, k + last * stride - pad + 1, stride
+    return k + first * stride - pad, k + (end - 1) * stride - pad + 1, stride
 
 
 @lru_cache(maxsize=256)

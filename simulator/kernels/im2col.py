@@ -125,6 +125,13 @@ def conv_geometry(x_shape, w_shape, stride, padding, groups) -> ConvGeometry:
     return ConvGeometry(n, ci, h, w, co, kh, kw, sh, sw, top, left, bottom, right, groups, ho, wo)
 
 
+def tap_outputs(k: int, pad: int, stride: int, n_out: int, size: int) -> tuple[int, int]:
+    """(first, end): the outputs o < n_out whose tap k reads an input position o·stride + k - pad in [0, size)
+    (a range: the positions grow with o); first == end when none does."""
+    first = max(0, -(-(pad - k) // stride))
+    return first, max(first, min(n_out, (size - 1 + pad - k) // stride + 1))
+
+
 def canvas_shape(g: ConvGeometry, ce: int) -> tuple[int, int, int, int, int]:
     """[N, Hp, Wpa, G, Ce]; Wpa is wide enough for the last, partly unused, tile of each output row."""
     wo_tiles = -(-g.wo // TILE_P) * TILE_P
