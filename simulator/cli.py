@@ -109,10 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "top-1 agreement (needs the 'onnx' extra)")
     p.add_argument("--json", metavar="REPORT.json", help="write the comparison as JSON")
 
-    p = sub.add_parser("import", help="import an ONNX model (QOperator, QDQ or QONNX) into a .qnn file",
-                       description="Convert a quantized ONNX model into hwsim's .qnn format. Needs the 'onnx' "
-                                   "extra: python -m pip install -e \".[onnx]\" in the hwsim checkout.")
-    p.add_argument("onnx_model", metavar="MODEL.onnx")
+    p = sub.add_parser("import", help="import an ONNX model (QOperator, QDQ or QONNX) or a TFLite int8 model into "
+                                      "a .qnn file",
+                       description="Convert a quantized ONNX or TFLite model into hwsim's .qnn format. Needs the "
+                                   "'onnx' extra (ONNX) or the 'tflite' extra (TFLite): python -m pip install -e "
+                                   "\".[onnx]\" in the hwsim checkout.")
+    p.add_argument("onnx_model", metavar="MODEL.onnx|MODEL.tflite")
     _add_limits_arg(p)
     p.add_argument("-o", "--output", required=True, metavar="MODEL.qnn", help="the .qnn file to write")
     p.add_argument("--ort-qdq-int8-allowed", action="store_true",
@@ -122,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the CPU whose ONNX Runtime to match bit for bit: its u8 x s8 kernels sum exactly with "
                         "VNNI, and saturate product pairs to int16 on x86 AVX2 without VNNI (default: this "
                         "machine's)")
+    p.add_argument("--tflite-kernels", choices=("xnnpack", "optimized", "reference"), default="xnnpack",
+                   help="the LiteRT kernel path a .tflite model should match bit for bit: the XNNPACK delegate "
+                        "a plain Interpreter() runs (default), the optimized builtin kernels, or the reference "
+                        "kernels")
+    p.add_argument("--tflite-output", metavar="TENSOR",
+                   help="the tensor the imported model ends at: one of the graph's outputs (needed when it has "
+                        "several) or any tensor it computes")
 
     p = sub.add_parser("export", help="export a .qnn model as a QDQ ONNX model ONNX Runtime can run",
                        description="Write MODEL.qnn as ONNX (QDQ form). Encodings ONNX cannot express exactly "

@@ -560,7 +560,8 @@ def import_model(args) -> int:
     if str(args.output).lower().endswith(".onnx"):   # import writes a .qnn: an .onnx name would mislead
         raise HwsimError("import writes a .qnn model; give a .qnn output name (an ONNX model is what 'hwsim "
                          "export' writes)", source=args.output, field="-o")
-    model = import_any(args.onnx_model, qdq_int8_allowed=args.ort_qdq_int8_allowed, ort_cpu=args.ort_cpu)
+    model = import_any(args.onnx_model, qdq_int8_allowed=args.ort_qdq_int8_allowed, ort_cpu=args.ort_cpu,
+                       tflite_kernels=args.tflite_kernels, tflite_output=args.tflite_output)
     with outputs:
         outputs.bytes(args.output, model_bytes(model, args.output))
         lines = [f"{args.onnx_model} -> {args.output}: {len(model.layers)} layers, input "

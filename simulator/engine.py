@@ -25,14 +25,24 @@ from .kernels import code_tables, codes_path, im2col, mac, pairsat, popcount
 from .kernels.im2col import conv_geometry
 from .kernels.epilogue import code_dtype, make_epilogue, run_epilogue, run_signs, run_thresholds
 from .trace import STATIC_FIELDS, LayerCounts, Trace
-from .units import float_conv_transpose, pooling, resize
+from .units import float_conv_transpose, pooling, resize, xnnpack_ops
 from .units.codebook_lut import lut_decode
 from .units.elementwise import (dilate_codes, lut_avgpool_ort, lut_lookup, mul_codes, qlinear_softmax,
-                                softmax_exact)
+                                softmax_exact, tflite_mean, tflite_softmax)
 from .units.requantizer import requantize
-from .units.residual_add import residual_add
+from .units.residual_add import SIMD_BLOCK, residual_add, simd_tail_mask
 from .units.rounding import round_float
 from .units.zero_gating import zero_operand_macs
+
+
+def over_channels(rows_fn, x: np.ndarray) -> np.ndarray:
+    """Apply a function of [rows, K] rows to [N, K] (one row per sample) or along the channels of [N, C, H, W]
+    (one row per pixel: a softmax over channels, as TFLite's over the last NHWC axis)."""
+    if x.ndim == 2:
+        return rows_fn(x)
+    n, c, h, w = x.shape
+    rows = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).reshape(n * h * w, c)
+    return rows_fn(rows).reshape(n, h, w, c).transpose(0, 3, 1, 2)
 
 
 def quantize_input(model: Model, x: np.ndarray) -> np.ndarray:
@@ -66,6 +76,10 @@ def _quantize_values(model: Model, x: np.ndarray) -> np.ndarray:
         # ONNX Runtime's QuantizeLinear: the float32 input divided by the float32 scale in IEEE single precision
         with np.errstate(over="ignore"):
             v = (x.astype(np.float32) / np.float32(enc.value_scale)).astype(np.float64)
+    elif model.input_division == "xnnpack":
+        # LiteRT's XNNPACK QUANTIZE (f32-qs8-vcvt): the float32 input times float32(1 / scale) in float32
+        with np.errstate(over="ignore"):
+            v = (x.astype(np.float32) * (np.float32(1.0) / np.float32(enc.value_scale))).astype(np.float64)
     else:
         v = x.astype(np.float64) / enc.value_scale  # a true division, as ONNX QuantizeLinear
     v = round_float(v, model.input_rounding)
@@ -374,7 +388,9 @@ class Engine:
             else:   # the pair-saturating datapath's events, as the sequential kernel records them
                 counts.macs[(8, 8)] += out_elems * k
                 counts.datapath = "x86_pair_sat16"
-            codes = _chunked_mac(lay, plan, x_codes, counts)
+            codes = _fused_depthwise(lay, plan, x_codes, counts)
+            if codes is None:
+                codes = _chunked_mac(lay, plan, x_codes, counts)
             if codes is not None:   # sums and epilogue a few images at a time: the accumulators stay small
                 counts.requants = out_elems
                 _count_clip_encode(lay, codes.size, counts)
@@ -456,6 +472,16 @@ class Engine:
         enc = lay.in_encs[0]
         x = enc.decode(inputs[0])
         _count_decode(enc, inputs[0].size, counts)
+        if lay.attr("rounding") == "xnnpack_mean":     # LiteRT XNNPACK's MEAN over H, W: sums of raw codes
+            counts.adds = inputs[0].size
+            counts.requants = inputs[0].shape[0] * inputs[0].shape[1]
+            return xnnpack_ops.global_mean_codes(inputs[0], enc, lay.out_enc)
+        if lay.attr("rounding") in ("tflite_mean_reference", "tflite_mean_optimized"):   # LiteRT's int8 MEAN
+            counts.adds = inputs[0].size
+            counts.requants = inputs[0].shape[0] * inputs[0].shape[1]
+            out = lay.out_enc
+            return tflite_mean(inputs[0], lay.attr("rounding"), enc.scale, enc.zero_point, out.scale,
+                               out.zero_point, enc.signed)
         if lay.attr("rounding") == "ort_float32":
             out_enc = lay.out_enc
             out, adds = pooling.avgpool_ort(x, tuple(lay.attr("kernel")), tuple(lay.attr("stride")),
@@ -465,6 +491,12 @@ class Engine:
             counts.adds = int(adds)
             counts.requants = out.size
             return out_enc.encode(out)
+        if lay.attr("rounding") == "tflite_codes":   # TFLite's average of raw codes (units/pooling.py)
+            out, adds = pooling.avgpool_tflite(inputs[0], tuple(lay.attr("kernel")), tuple(lay.attr("stride")),
+                                               tuple(lay.attr("padding")))
+            counts.adds = int(adds)
+            _count_encode(enc, out.size, counts)
+            return enc.encode(out - enc.zero_point)
         pad_value = int(enc.decode(np.array([default_pad_code(enc)]))[0])
         out, adds = pooling.avgpool(x, tuple(lay.attr("kernel")), tuple(lay.attr("stride")),
                                     tuple(lay.attr("padding")), lay.attr("rounding"),
@@ -499,7 +531,7 @@ class Engine:
         counts.adds = size
         counts.requants = size
         _count_clip_encode(lay, size, counts)
-        if len(inputs) == 2:
+        if len(inputs) == 2 and not _has_simd_tail(lay):   # a tail makes the result depend on the position
             ea, eb = lay.in_encs
             table = self._table(lay, lambda: code_tables.pair_table(ea, eb, lambda a, b: _add_codes(lay, [a, b]),
                                                                     code_dtype(lay.out_enc)))
@@ -510,8 +542,12 @@ class Engine:
     def _mul(self, lay, inputs, counts):
         (ea, eb), out_enc = lay.in_encs, lay.out_enc
         a, b = ea.decode(inputs[0]), eb.decode(inputs[1])
-        lo, hi = out_enc.code_range()
-        out = mul_codes(a, b, ea.scale, eb.scale, out_enc.scale, out_enc.zero_point, lo, hi, lay.attr("requant"))
+        lo, hi = _mul_code_range(lay)
+        if lay.attr("requant") == "xnnpack":
+            out = xnnpack_ops.mul_codes(a, b, ea.scale, eb.scale, out_enc.scale, out_enc.zero_point, lo, hi)
+        else:
+            out = mul_codes(a, b, ea.scale, eb.scale, out_enc.scale, out_enc.zero_point, lo, hi,
+                            lay.attr("requant"))
         counts.muls = out.size
         counts.mul_bits = max(ea.operand_bits, eb.operand_bits)
         counts.requants = out.size
@@ -533,8 +569,11 @@ class Engine:
         counts.adds = x.size
         counts.requants = x.size               # e * (1 / s_out) / sum, rounded
         if lay.attr("arithmetic") == "ort_qlinear":
-            return qlinear_softmax(x, enc.scale, out.scale, out.zero_point, enc.signed)
-        return softmax_exact(enc.decode(x) * enc.scale, out)
+            return over_channels(lambda v: qlinear_softmax(v, enc.scale, out.scale, out.zero_point, enc.signed), x)
+        if lay.attr("arithmetic") in ("tflite_reference", "tflite_optimized"):
+            return over_channels(lambda v: tflite_softmax(v, lay.attr("arithmetic"), enc.scale, enc.zero_point,
+                                                          enc.signed, out.scale, out.zero_point, out.signed), x)
+        return over_channels(lambda v: softmax_exact(enc.decode(v) * enc.scale, out), x)
 
     def _lut_avgpool(self, lay, inputs, counts):
         enc, out = lay.in_encs[0], lay.out_enc
@@ -546,6 +585,12 @@ class Engine:
 
     def _transpose(self, lay, inputs, counts):
         return np.ascontiguousarray(inputs[0].transpose((0,) + tuple(p + 1 for p in lay.attr("perm"))))
+
+    def _pad(self, lay, inputs, counts):
+        top, left, bottom, right = lay.attr("padding")
+        code = lay.attr("pad_code")
+        code = default_pad_code(lay.in_encs[0]) if code is None else code
+        return np.pad(inputs[0], ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=code)
 
     def _dilate(self, lay, inputs, counts):
         return dilate_codes(inputs[0], lay.attr("stride"), default_pad_code(lay.in_encs[0]))
@@ -573,7 +618,7 @@ class Engine:
 RUNNERS = {"conv2d": Engine._mac, "dense": Engine._mac, "maxpool": Engine._maxpool, "avgpool": Engine._avgpool,
            "relu": Engine._clip, "clip": Engine._clip, "flatten": Engine._reshape, "reshape": Engine._reshape,
            "concat": Engine._concat, "add": Engine._add, "mul": Engine._mul, "lut": Engine._lut,
-           "resize": Engine._resize, "dilate": Engine._dilate,
+           "resize": Engine._resize, "dilate": Engine._dilate, "pad": Engine._pad,
            "softmax": Engine._softmax, "transpose": Engine._transpose,
            "lut_avgpool": Engine._lut_avgpool}
 
@@ -619,27 +664,55 @@ def _chunked_mac(lay, plan, x_codes, counts):
     return out
 
 
+def _fused_depthwise(lay, plan, x_codes, counts):
+    """Output codes of a depthwise conv in one kernel (codes_path.depthwise_codes: sums, epilogue and zero
+    taps), or None when the layer does not qualify."""
+    fast = plan.from_codes
+    if (lay.op != "conv2d" or lay.attr("groups") != lay.in_shapes[0][0] or plan.epilogue is None
+            or lay.attr("datapath") == "x86_pair_sat16" or lay.attr("arithmetic") == "ort_float32"):
+        return None
+    g = _geometries(lay, fast, x_codes.shape, plan.w_values.shape, x_codes.shape)[0]
+    done = codes_path.depthwise_codes(x_codes, fast.table, fast.code_lo, plan.w_values, plan.bias, g,
+                                      plan.pad_value, fast.x_reach, plan.epilogue)
+    if done is None:
+        return None
+    codes, taps = done
+    counts.zero_act_macs, counts.zero_any_macs = codes_path.zero_counts_from_taps(
+        taps, fast.zero_w_per_tap, fast.zero_w_total, g.cog, g.n * g.ho * g.wo)
+    return codes
+
+
+def _geometries(lay, fast, x_shape, w_shape, zx_shape):
+    """(geometry of the sums, of the zero counts) of a conv / dense layer on the code-driven path for an input
+    shape (dense: the batch as the width of a one-row image), computed once per shape."""
+    geometries = fast.memo.get(("geometry", x_shape))
+    if geometries is None:
+        conv = lay.op == "conv2d"
+        g = conv_geometry(x_shape, w_shape, tuple(lay.attr("stride")) if conv else (1, 1),
+                          tuple(lay.attr("padding")) if conv else (0, 0, 0, 0), lay.attr("groups") if conv else 1)
+        gz = g if conv else conv_geometry(zx_shape, w_shape, (1, 1), (0, 0, 0, 0), 1)
+        kept = [key for key in fast.memo if key[0] == "geometry"]
+        for key in kept[:len(kept) // 2] if len(kept) >= codes_path.MEMO_ENTRIES else ():
+            del fast.memo[key]   # a caller cycling through batch sizes: keep the newest
+        geometries = fast.memo[("geometry", x_shape)] = (g, gz)
+    return geometries
+
+
 def _mac_from_codes(lay, plan, x_codes, counts):
     """Accumulators of a conv / dense layer on the code-driven fast path, and its zero-operand counts."""
     fast = plan.from_codes
     pair_sat_kernel = fast.pair_sat_kernel and lay.attr("datapath") == "x86_pair_sat16"
-    if lay.op == "conv2d":
+    pointwise = lay.op == "conv2d" and _pointwise(lay)
+    if pointwise:   # 1x1, stride 1, no padding: each image as one row of pixels (no partly filled tile per row)
+        x4 = zx = x_codes.reshape(x_codes.shape[:2] + (1, -1))
+        w4 = plan.w_values
+    elif lay.op == "conv2d":
         x4, w4, zx = x_codes, plan.w_values, x_codes
     else:   # dense: the batch becomes the width of a one-row image; zero counts per sample over [N, K, 1, 1]
         # (a C-ordered copy of the small [K, N] transpose: the kernels then see one layout, one compilation)
         x4 = np.ascontiguousarray(x_codes.T)[None, :, None, :]
         w4, zx = plan.w_values[:, :, None, None], x_codes[:, :, None, None]
-    geometries = fast.memo.get(("geometry", x4.shape))
-    if geometries is None:   # computed once per input shape
-        conv = lay.op == "conv2d"
-        g = conv_geometry(x4.shape, w4.shape, tuple(lay.attr("stride")) if conv else (1, 1),
-                          tuple(lay.attr("padding")) if conv else (0, 0, 0, 0), lay.attr("groups") if conv else 1)
-        gz = g if conv else conv_geometry(zx.shape, w4.shape, (1, 1), (0, 0, 0, 0), 1)
-        kept = [key for key in fast.memo if key[0] == "geometry"]
-        for key in kept[:len(kept) // 2] if len(kept) >= codes_path.MEMO_ENTRIES else ():
-            del fast.memo[key]   # a caller cycling through batch sizes: keep the newest
-        geometries = fast.memo[("geometry", x4.shape)] = (g, gz)
-    g, gz = geometries
+    g, gz = _geometries(lay, fast, x4.shape, w4.shape, zx.shape)
     if fast.u8_offset is not None and not (g.cig == 1 and g.cog < 4):   # depthwise: its own int16-free kernel
         acc = codes_path.conv2d_sum_u8(x4, fast.code_lo, fast.u8_offset, w4, plan.bias, g,
                                        plan.pad_value - fast.u8_offset, fast.w_max, fast.acc_dtype,
@@ -657,7 +730,14 @@ def _mac_from_codes(lay, plan, x_codes, counts):
             taps, fast.zero_w_per_tap, fast.zero_w_total, gz.cog, gz.n * gz.ho * gz.wo)
     if lay.op == "dense":
         acc = np.ascontiguousarray(acc[0, :, 0, :].T)
+    elif pointwise:
+        acc = acc.reshape(acc.shape[:2] + x_codes.shape[2:])
     return acc
+
+
+def _pointwise(lay) -> bool:
+    return (lay.weight.shape[2:] == (1, 1) and tuple(lay.attr("stride")) == (1, 1)
+            and not any(lay.attr("padding")))
 
 
 def _pair_sat_mac(lay, x_codes, plan, counts):
@@ -694,13 +774,33 @@ def _clip_codes(lay, codes):
     return enc.encode(np.clip(enc.decode(codes), lo, hi))
 
 
+def _has_simd_tail(lay):
+    """An add with input_rounding "single" whose sample size is no multiple of TFLite's 16-element SIMD block."""
+    return lay.attr("input_rounding") == "single" and int(np.prod(lay.out_shape)) % SIMD_BLOCK != 0
+
+
+def _mul_code_range(lay):
+    """The output codes a mul may write: the encoding's range, narrowed by its `clip` (output value units)."""
+    lo, hi = lay.out_enc.code_range()
+    clip = lay.attr("clip")
+    if clip is not None:
+        zp = lay.out_enc.zero_point
+        lo, hi = max(lo, min(hi, clip[0] + zp)), min(hi, max(lo, clip[1] + zp))
+    return lo, hi
+
+
 def _add_codes(lay, codes):
     """The residual add on codes (units/residual_add.py), then clip and encode."""
     values = [enc.decode(x) for enc, x in zip(lay.in_encs, codes)]
     scales = [enc.value_scale for enc in lay.in_encs]
     value_bits = max(max(abs(lo), abs(hi)).bit_length() for lo, hi in (e.value_range() for e in lay.in_encs))
-    out = residual_add(values, scales, lay.out_enc.value_scale, lay.attr("requant"), value_bits,
-                       rescale=lay.attr("rescale"))
+    if lay.attr("rescale") == "xnnpack":   # LiteRT XNNPACK's vadd (units/xnnpack_ops.py)
+        out = xnnpack_ops.add_values(values, scales, lay.out_enc.value_scale, lay.attr("subtract"))
+    else:
+        out = residual_add(values, scales, lay.out_enc.value_scale, lay.attr("requant"), value_bits,
+                           rescale=lay.attr("rescale"), subtract=lay.attr("subtract"),
+                           input_rounding=lay.attr("input_rounding"),
+                           double_mask=simd_tail_mask(lay.out_shape) if _has_simd_tail(lay) else None)
     clip = lay.attr("clip")
     if clip is not None:
         out = np.clip(out, clip[0], clip[1])

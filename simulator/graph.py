@@ -23,24 +23,50 @@ PASS_OPS = ("maxpool", "avgpool", "relu", "clip", "flatten", "reshape", "concat"
 # Elementwise units: "lut" maps each code through a stored table (activation functions, float islands);
 # "mul" multiplies two quantized tensors (squeeze-and-excitation gating), with broadcasting like "add".
 ELEMENTWISE_OPS = ("add", "mul", "lut")
-OPS = MAC_OPS + PASS_OPS + ELEMENTWISE_OPS + ("resize", "dilate", "softmax", "transpose", "lut_avgpool")
+OPS = MAC_OPS + PASS_OPS + ELEMENTWISE_OPS + ("resize", "dilate", "softmax", "transpose", "lut_avgpool", "pad")
 # mul arithmetic: "float32" is ONNX Runtime's QLinearMul on x86 (MLAS qlmul.cpp, SSE2 path): the exact integer
 # product of the two values, times float32(float32(s_a * s_b) / s_out), plus the output zero point in float32,
-# rounded half to even, saturated; "float64" rounds the exact real product half to even.
-MUL_MODES = ("float32", "float64")
+# rounded half to even, saturated; "float64" rounds the exact real product half to even; "xnnpack" is LiteRT's
+# XNNPACK qs8/qu8 vmul: the same float32 product and ratio, rounded, then the zero point added as an integer
+# (units/xnnpack_ops.py).
+# "tflite": TFLite's int8 MUL (reference and optimized kernels): MultiplyByQuantizedMultiplier of the product with
+# M = float32(float32(s_a * s_b) / s_out) (units/elementwise.py).
+MUL_MODES = ("float32", "float64", "xnnpack", "tflite")
+# softmax: exact ("float64"), ONNX Runtime's QLinearSoftmax, LiteRT's reference (gemmlowp fixed point) and optimized
+# (float32 exp table) 8-bit kernels (simulator/importers/tflite_arith.py)
+SOFTMAX_ARITHMETICS = ("float64", "ort_qlinear", "tflite_reference", "tflite_optimized")
+# add input_rounding (fixed_double): "double" is TFLite's reference ADD, "single" its optimized SIMD ADD
+ADD_INPUT_ROUNDINGS = ("double", "single")
 LUT_MAX_CODES = 1 << 16   # a lut layer's input has at most 16-bit codes (the table has one row per code)
-REQUANT_MODES = ("float32", "float64", "fixed_double", "fixed_single", "shift")
+REQUANT_MODES = ("float32", "float64", "fixed_double", "fixed_single", "shift", "fixed_double_ruy",
+                 "fixed_double_blocks8", "float64_away")
+# TFLite's kernel-path modes that only its conv / depthwise / fully-connected output stages use
+# (units/requantizer.py); they take TFLite's 32-bit accumulator
+MAC_ONLY_REQUANT = ("fixed_double_ruy", "fixed_double_blocks8", "float64_away")
+INT32_ACC_REQUANT = ("fixed_double", "fixed_single") + MAC_ONLY_REQUANT
 # The rounding each requantization mode means to do: the float reference rounds the exact real result this way,
 # so what remains are the mode's true arithmetic effects (float32 precision, TFLite's double rounding).
 REQUANT_ROUNDING = {"float32": "half_even", "float64": "half_even", "fixed_double": "half_away",
-                    "fixed_single": "half_up", "shift": "half_up"}
+                    "fixed_single": "half_up", "shift": "half_up", "fixed_double_ruy": "half_up",
+                    "fixed_double_blocks8": "half_up", "float64_away": "half_away"}
 ROUNDINGS = ("floor", "half_up", "half_even", "half_away", "trunc")
 # avgpool also takes "ort_float32": ONNX Runtime's QLinearAveragePool / QLinearGlobalAveragePool arithmetic
 # (units/pooling.py avgpool_ort), which may also change the encoding (scale, zero point) on the way.
-AVGPOOL_ROUNDINGS = ROUNDINGS + ("ort_float32",)
-INPUT_DIVISIONS = ("float64", "float32")   # the input quantizer's x / scale: float64, or float32 as ONNX Runtime
-# add: "ratio" sums v_i * (s_i / s_out); "dequantize" computes (sum_i v_i * s_i) / s_out (ONNX Runtime)
-ADD_RESCALES = ("ratio", "dequantize")
+# "xnnpack_mean": LiteRT's XNNPACK MEAN over H and W (global only; units/xnnpack_ops.py), which also may change
+# the encoding.
+# "tflite_codes": TFLite's int8 / uint8 AVERAGE_POOL_2D (reference and optimized): the sum of the RAW codes (zero
+# point included) of the real cells, divided by their count, rounded half away from zero (units/pooling.py).
+# "tflite_mean_reference" / "tflite_mean_optimized": LiteRT's int8 MEAN over H and W on its reference / optimized
+# kernels (global only; its own output scale / zero point; units/elementwise.py tflite_mean).
+TFLITE_MEAN_ROUNDINGS = ("tflite_mean_reference", "tflite_mean_optimized")
+AVGPOOL_ROUNDINGS = ROUNDINGS + ("ort_float32", "xnnpack_mean", "tflite_codes") + TFLITE_MEAN_ROUNDINGS
+# the input quantizer's x / scale: float64, float32 as ONNX Runtime, or "xnnpack": x * float32(1 / scale) in
+# float32 (LiteRT's XNNPACK QUANTIZE, f32-qs8-vcvt)
+INPUT_DIVISIONS = ("float64", "float32", "xnnpack")
+# add: "ratio" sums v_i * (s_i / s_out); "dequantize" computes (sum_i v_i * s_i) / s_out (ONNX Runtime);
+# "xnnpack": LiteRT's XNNPACK qs8/qu8 vadd, two inputs, integer multipliers and a round-half-up shift
+# (units/xnnpack_ops.py); `requant` is not used by it; `subtract` (xnnpack only) computes a - b
+ADD_RESCALES = ("ratio", "dequantize", "xnnpack")
 BINARY_PAD_MODES = ("+1", "-1", "zero")
 # MAC PE datapaths: "exact" (every product into the accumulator), "x86_pair_sat16" (ONNX Runtime's u8 x s8
 # kernels on x86 without VNNI: adjacent product pairs summed into int16 with saturation; kernels/pairsat.py).
@@ -99,8 +125,8 @@ ATTR_DEFAULTS = {
                 "count_include_pad": True, "global": False, "float_zero_point": None},
     "relu": {},
     "clip": {"min": None, "max": None},
-    "add": {"requant": "float64", "clip": None, "rescale": "ratio"},
-    "mul": {"requant": "float64"},
+    "add": {"requant": "float64", "clip": None, "rescale": "ratio", "subtract": False, "input_rounding": "double"},
+    "mul": {"requant": "float64", "clip": None},
     "lut": {},
     # size: output [H, W]; scales: the float32 factors the source coordinates use (ONNX Resize "scales", or
     # size / input size); arithmetic of "linear": "float32" (ONNX Runtime) or "float64" (exact reference)
@@ -109,6 +135,9 @@ ATTR_DEFAULTS = {
     "dilate": {"stride": [1, 1]},
     # transpose: per-sample axes permuted (the batch axis stays first), e.g. [1, 2, 0]: [C, H, W] -> [H, W, C]
     "transpose": {"perm": None},
+    # pad: constant padding of H and W with one code (default: the code of real 0), e.g. TFLite's PAD before a
+    # max pool, whose padded cells then take part in the max
+    "pad": {"padding": [0, 0, 0, 0], "pad_code": None},
     # lut_avgpool: a lookup table into float32 values (bit patterns in <layer>.table), averaged over the whole
     # map in float32 (in sum_order) and quantized like QuantizeLinear: ONNX Runtime's float GlobalAveragePool after a
     # float island (a QOperator MobileNetV3's HardSwish -> GlobalAveragePool); sum_order: "sequential" (ORT's
@@ -412,7 +441,7 @@ def _check_mac(lay, where):
     if lay.out_enc is None:
         _fail("output encoding is required", f"{where}.encoding")
     _check_requant(lay, where)
-    if lay.attr("requant") in ("fixed_double", "fixed_single") and acc_bits > 32:
+    if lay.attr("requant") in INT32_ACC_REQUANT and acc_bits > 32:
         _fail(f"{lay.attr('requant')} requantization takes a 32-bit accumulator, acc_bits is {acc_bits}",
               f"{where}.attrs.acc_bits")
     mult = lay.attr("multiplier")
@@ -474,7 +503,7 @@ def _check_multipliers(m, mode, where, explicit=False):
         _fail("the scales give a requantization multiplier (s_in * s_w / s_out) that is zero or not finite",
               f"{where}.encoding.scale")
     # a multiplier whose fixed-point form (the requantizer's own arithmetic) no non-zero accumulator survives
-    if mode in ("fixed_double", "shift"):
+    if mode in ("fixed_double", "shift", "fixed_double_ruy", "fixed_double_blocks8"):
         from .units.requantizer import multiplier_fault
         for v in dict.fromkeys(m.tolist()):
             fault = multiplier_fault(v, mode)
@@ -665,6 +694,33 @@ def _check_pool(lay, where):
             _fail("average pooling of binary activations is not defined", f"{where}.inputs")
     lay.attrs = {**lay.attrs, "kernel": [kh, kw], "stride": [sh, sw]}
     lay.out_shape = (c, (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1)
+    if lay.op == "avgpool" and lay.attr("rounding") in ("xnnpack_mean",) + TFLITE_MEAN_ROUNDINGS:
+        # LiteRT's MEAN over H and W: the whole map, 8-bit uniform in and out (its own scale / zero point)
+        rnd = lay.attr("rounding")
+        if (kh, kw) != (h, w) or (pt, pl, pb, pr) != (0, 0, 0, 0):
+            _fail(f"rounding {rnd!r} is a global average (LiteRT's MEAN over H, W): kernel = the whole map, "
+                  "no padding", f"{where}.attrs.rounding")
+        if lay.out_enc is None:
+            lay.out_enc = lay.in_encs[0]
+        for enc in (lay.in_encs[0], lay.out_enc):
+            if not isinstance(enc, UniformAct) or enc.bits != 8:
+                _fail(f"rounding {rnd!r} reads and writes 8-bit uniform encodings", f"{where}.encoding")
+        if rnd in TFLITE_MEAN_ROUNDINGS and lay.in_encs[0].signed != lay.out_enc.signed:
+            _fail(f"rounding {rnd!r} keeps the input's type (int8 or uint8)", f"{where}.encoding")
+        if rnd == "tflite_mean_optimized" and not lay.in_encs[0].signed:
+            _fail("rounding 'tflite_mean_optimized' is LiteRT's int8 kernel (its uint8 kernel is not modelled)",
+                  f"{where}.encoding")
+        if lay.attr("float_zero_point") is not None:
+            _fail("float_zero_point applies to rounding 'ort_float32' only", f"{where}.attrs.float_zero_point")
+        return
+    if lay.op == "avgpool" and lay.attr("rounding") == "tflite_codes":
+        # TFLite divides the raw codes: it needs codes with a zero point, and never counts padded cells
+        if not isinstance(lay.in_encs[0], UniformAct):
+            _fail("rounding 'tflite_codes' averages uniform codes (TFLite's int8 / uint8 average pool)",
+                  f"{where}.inputs")
+        if lay.attr("count_include_pad"):
+            _fail("rounding 'tflite_codes' leaves padded cells out of the sum and the count, as TFLite does: set "
+                  "count_include_pad false", f"{where}.attrs.count_include_pad")
     if lay.op == "avgpool" and lay.attr("rounding") == "ort_float32":
         # ONNX Runtime's QLinearAveragePool requantizes: uniform in, uniform out (its own scale / zero point)
         if not isinstance(lay.in_encs[0], UniformAct):
@@ -756,7 +812,38 @@ def _check_add(lay, where):
         _fail(f"must be one of {ADD_RESCALES}, got {_short(lay.attr('rescale'))}", f"{where}.attrs.rescale")
     if lay.attr("rescale") == "dequantize" and lay.attr("requant") not in ("float32", "float64"):
         _fail("rescale 'dequantize' needs requant float32 or float64", f"{where}.attrs.rescale")
+    if lay.attr("requant") in MAC_ONLY_REQUANT:
+        _fail(f"requant {lay.attr('requant')!r} is a conv2d / dense output stage (TFLite kernel path); an add takes "
+              "float32, float64, fixed_double, fixed_single or shift", f"{where}.attrs.requant")
+    if _check_bool(lay.attr("subtract"), f"{where}.attrs.subtract") and len(lay.inputs) != 2:
+        _fail(f"subtract (input 0 minus input 1) takes exactly two inputs, got {len(lay.inputs)}", f"{where}.inputs")
+    if lay.attr("input_rounding") not in ADD_INPUT_ROUNDINGS:
+        _fail(f"must be one of {ADD_INPUT_ROUNDINGS}, got {_short(lay.attr('input_rounding'))}",
+              f"{where}.attrs.input_rounding")
+    if lay.attr("input_rounding") == "single" and (lay.attr("requant") != "fixed_double"
+                                                   or lay.attr("rescale") != "ratio"):
+        _fail("input_rounding 'single' (TFLite's optimized SIMD add) needs requant fixed_double, rescale ratio",
+              f"{where}.attrs.input_rounding")
+    if lay.attr("input_rounding") == "single" and len(set(map(tuple, lay.in_shapes))) != 1:
+        _fail("input_rounding 'single' is TFLite's elementwise SIMD add: the inputs must have equal shapes "
+              "(its broadcasting loops are not modelled)", f"{where}.attrs.input_rounding")
+    if lay.attr("rescale") == "xnnpack":
+        _check_xnnpack_add(lay, where)
     lay.out_shape = out_shape
+
+
+def _check_xnnpack_add(lay, where):
+    """XNNPACK's add: two 8-bit uniform inputs and output, scale ratios its integer multipliers can hold."""
+    from .units.xnnpack_ops import add_multipliers
+    if len(lay.inputs) != 2:
+        _fail(f"rescale 'xnnpack' adds exactly two inputs, got {len(lay.inputs)}", f"{where}.inputs")
+    for enc in list(lay.in_encs) + [lay.out_enc]:
+        if not isinstance(enc, UniformAct) or enc.bits != 8:
+            _fail("rescale 'xnnpack' reads and writes 8-bit uniform encodings", f"{where}.encoding")
+    try:
+        add_multipliers([e.scale for e in lay.in_encs], lay.out_enc.scale, lay.attr("subtract"))
+    except HwsimError as e:
+        _fail(str(e), f"{where}.encoding.scale")
 
 
 def _check_mul(lay, where):
@@ -771,12 +858,24 @@ def _check_mul(lay, where):
     mode = lay.attr("requant")
     if mode not in MUL_MODES:
         _fail(f"must be one of {MUL_MODES}, got {_short(mode)}", f"{where}.attrs.requant")
+    clip = lay.attr("clip")     # a fused activation, in output value units (TFLite MUL's RELU / RELU6)
+    if clip is not None:
+        lo, hi = _int_list(clip, 2, f"{where}.attrs.clip", lo=-(1 << 31), hi=(1 << 31) - 1)
+        if lo > hi:
+            _fail(f"min {lo} > max {hi}", f"{where}.attrs.clip")
     a, b = lay.in_encs
     with np.errstate(all="ignore"):
         ratio = np.float32(np.float32(a.scale) * np.float32(b.scale)) / np.float32(lay.out_enc.scale)
         exact = a.scale * b.scale / lay.out_enc.scale
-    if not (np.isfinite(exact) and exact > 0) or (mode == "float32" and not (np.isfinite(ratio) and ratio > 0)):
+    if not (np.isfinite(exact) and exact > 0) or (mode in ("float32", "xnnpack", "tflite")
+                                                   and not (np.isfinite(ratio) and ratio > 0)):
         _fail("the scale ratio s_a * s_b / s_out is zero or not finite", f"{where}.encoding.scale")
+    if mode == "xnnpack":   # what XNNPACK's vmul takes (xnnpack_delegate.cc CheckTensorsInputProductOutputScale)
+        if any(e.bits != 8 for e in (a, b, lay.out_enc)):
+            _fail("requant 'xnnpack' multiplies 8-bit uniform encodings", f"{where}.encoding")
+        if not 2.0 ** -16 <= float(ratio) < 2.0 ** 8:
+            _fail(f"requant 'xnnpack' needs s_a * s_b / s_out in [2^-16, 2^8), got {float(ratio):.6g}",
+                  f"{where}.encoding.scale")
 
 
 def _check_resize(lay, where):
@@ -812,6 +911,23 @@ def _check_resize(lay, where):
             if not isinstance(enc, UniformAct):
                 _fail("linear resize reads and writes uniform encodings", f"{where}.encoding")
     lay.out_shape = (inp[0], size[0], size[1])
+
+
+def _check_pad(lay, where):
+    _check_params_absent(lay, where)
+    inp = lay.in_shapes[0]
+    if len(inp) != 3:
+        _fail(f"pad needs a [C, H, W] input, got {list(inp)}", f"{where}.inputs")
+    if isinstance(lay.in_encs[0], BinaryAct):
+        _fail("pad of binary activations is not supported", f"{where}.inputs")
+    top, left, bottom, right = _int_list(lay.attr("padding"), 4, f"{where}.attrs.padding", lo=0, hi=MAX_DIM)
+    code = lay.attr("pad_code")
+    if code is not None:
+        lo, hi = lay.in_encs[0].code_range()
+        _int_list([code], 1, f"{where}.attrs.pad_code", lo=lo, hi=hi)
+    c, h, w = inp
+    lay.out_shape = (c, h + top + bottom, w + left + right)
+    _inherit_encoding(lay, where)
 
 
 def _check_dilate(lay, where):
@@ -868,13 +984,18 @@ def _check_transpose(lay, where):
 
 def _check_softmax(lay, where):
     _check_params_absent(lay, where)
-    if len(lay.in_shapes[0]) != 1:
-        _fail(f"softmax works on a [K] vector, got {list(lay.in_shapes[0])} (flatten first)", f"{where}.inputs")
+    if len(lay.in_shapes[0]) not in (1, 3):   # [K]: the whole vector; [C, H, W]: over the channels of each pixel
+        _fail(f"softmax works on a [K] vector or over the channels of [C, H, W], got {list(lay.in_shapes[0])}",
+              f"{where}.inputs")
     for enc in (lay.in_encs[0], lay.out_enc):
         if not isinstance(enc, UniformAct) or enc.bits != 8:
             _fail("softmax reads and writes 8-bit uniform encodings", f"{where}.encoding")
-    if lay.attr("arithmetic") not in ("ort_qlinear", "float64"):
-        _fail(f"must be 'ort_qlinear' or 'float64', got {_short(lay.attr('arithmetic'))}", f"{where}.attrs.arithmetic")
+    if lay.attr("arithmetic") not in SOFTMAX_ARITHMETICS:
+        _fail(f"must be one of {SOFTMAX_ARITHMETICS}, got {_short(lay.attr('arithmetic'))}", f"{where}.attrs.arithmetic")
+    if lay.attr("arithmetic") == "tflite_reference" and lay.out_enc.zero_point != lay.out_enc.code_range()[0]:
+        # reference/softmax.h adds the type's lowest value, not the zero point (SoftmaxPrepare checks int8's -128)
+        _fail("TFLite's softmax writes zero point = the lowest code (-128 for int8, 0 for uint8), got "
+              f"{lay.out_enc.zero_point}", f"{where}.encoding.zero_point")
     lay.out_shape = lay.in_shapes[0]
 
 
@@ -909,7 +1030,7 @@ CHECKS = {"conv2d": _check_mac, "dense": _check_mac, "maxpool": _check_pool, "av
           "relu": _check_clip, "clip": _check_clip, "flatten": _check_reshape, "reshape": _check_reshape,
           "concat": _check_concat, "add": _check_add, "mul": _check_mul, "lut": _check_lut,
           "resize": _check_resize, "dilate": _check_dilate, "softmax": _check_softmax,
-          "transpose": _check_transpose, "lut_avgpool": _check_lut_avgpool}
+          "transpose": _check_transpose, "lut_avgpool": _check_lut_avgpool, "pad": _check_pad}
 
 
 # ------------------------------------------------------------------------------------------------ budget

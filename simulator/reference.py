@@ -3,7 +3,8 @@
 It shares no arithmetic with the integer engine: convolutions are float64 einsums (on the integer operand
 values, exact below 2^53, then scaled to real values), and each output is rounded two ways:
 
-  declared  the layer's own arithmetic: a `requant` mode (float32, float64, fixed_double, fixed_single, shift)
+  declared  the layer's own arithmetic: a `requant` mode (float32, float64, fixed_double, fixed_single, shift,
+            and TFLite's kernel paths fixed_double_ruy, fixed_double_blocks8, float64_away)
             is part of the model's semantics (docs/qnn-format.md), so the accumulator is requantized in that
             mode bit for bit -- written here from the modes' definitions, not by calling the engine's
             requantizer, so that a bug there shows up as a difference. This is what `validate` passes or fails.
@@ -229,51 +230,174 @@ def _requantize_one(acc: np.ndarray, m: float, mode: str) -> np.ndarray:
     if mode == "shift":
         frac, e = math.frexp(m)                      # m = 2^-s exactly (Model.check refuses anything else)
         return _shift_half_up(acc, 1 - e)
+    if mode == "float64_away":
+        # TFLite's reference FULLY_CONNECTED: C round(double(acc) * m): the product in double, then its integer
+        # part plus one step away from zero where the fraction (p - trunc(p), exact) reaches one half
+        with np.errstate(over="ignore", invalid="ignore"):
+            p = np.clip(acc, INT32_MIN, INT32_MAX).astype(np.float64) * np.float64(m)
+            whole = np.trunc(p)
+            r = whole + np.sign(p) * (np.abs(p - whole) >= 0.5)
+        return np.clip(np.nan_to_num(r, posinf=2.0 ** 62, neginf=-2.0 ** 62), -2.0 ** 62, 2.0 ** 62).astype(np.int64)
     # TFLite: int32 accumulators (the engine stops on any other, so clamping here only keeps the shifts exact)
     x = np.clip(acc, INT32_MIN, INT32_MAX)
     q, shift = _tflite_multiplier(m, single_rounding=mode == "fixed_single")
     if mode == "fixed_single":
         return _shift_half_up(x * q, 31 - shift)     # x*q / 2^(31 - shift) rounded half up: one rounding
     # fixed_double: SaturatingRoundingDoublingHighMul (x*q / 2^31 rounded half up; q > 0, so it never
-    # saturates), then RoundingDivideByPOT (half away from zero)
+    # saturates), then RoundingDivideByPOT (half away from zero); fixed_double_ruy (ruy's AVX kernels, NEON's
+    # vqrdmulh + vrshl): the same high product, then a right shift rounding half up
     x = np.clip(x * (1 << max(shift, 0)), INT32_MIN, INT32_MAX)
-    return _shift_half_away(_shift_half_up(x * q, 31), max(-shift, 0))
+    high = _shift_half_up(x * q, 31)
+    if mode == "fixed_double_ruy":
+        return _shift_half_up(high, max(-shift, 0))
+    return _shift_half_away(high, max(-shift, 0))
 
 
 def requantize_declared(acc: np.ndarray, multipliers, mode: str) -> np.ndarray:
     """[N, C, ...] int64 accumulators requantized channel by channel (axis 1) in `mode`."""
     m = np.broadcast_to(np.asarray(multipliers, dtype=np.float64), (acc.shape[1],))
     out = np.empty(acc.shape, dtype=np.int64)
-    for c in range(acc.shape[1]):
-        out[:, c] = _requantize_one(acc[:, c], float(m[c]), mode)
+    channels = acc.shape[1]
+    for c in range(channels):
+        mode_c = mode
+        if mode == "fixed_double_blocks8":   # TFLite's x86 depthwise: NEON rounding on whole blocks of 8 channels
+            mode_c = "fixed_double_ruy" if c < channels // 8 * 8 else "fixed_double"
+        out[:, c] = _requantize_one(acc[:, c], float(m[c]), mode_c)
     return out
+
+
+def _xnnpack_add_declared(lay: Layer, values: list) -> np.ndarray:
+    """XNNPACK's add (rescale "xnnpack") from its definition: float32 ratios r_i = f32(s_i) / f32(s_out) (the
+    second negated by subtract), shift = 20 - floor(log2(max |r_i|)), multipliers |r_i| * 2^shift rounded half
+    to even with r_i's sign; (sum v_i * m_i + 2^(shift - 1)) >> shift, on Python integers."""
+    f = np.float32
+    ratios = [f(lay.in_encs[0].scale) / f(lay.out_enc.scale), f(lay.in_encs[1].scale) / f(lay.out_enc.scale)]
+    if lay.attr("subtract"):
+        ratios[1] = -ratios[1]
+    exponent = math.floor(math.log2(max(abs(float(r)) for r in ratios)))
+    while 2.0 ** exponent > max(abs(float(r)) for r in ratios):   # log2 rounding at an exact power of two
+        exponent -= 1
+    shift = 20 - exponent
+    mults = [round(abs(float(r)) * 2 ** shift) * (1 if r > 0 else -1) for r in ratios]   # round(): half even
+    a, b = np.broadcast_arrays(*values)
+    out = [(int(x) * mults[0] + int(y) * mults[1] + 2 ** (shift - 1)) >> shift
+           for x, y in zip(a.ravel().tolist(), b.ravel().tolist())]
+    return np.asarray(out, dtype=np.int64).reshape(a.shape)
+
+
+def _xnnpack_mean_declared(lay: Layer, x_codes: np.ndarray) -> np.ndarray:
+    """XNNPACK's MEAN over H, W (avgpool rounding "xnnpack_mean") from its definition: S = sum of raw codes,
+    k = f32(f32(s_in / s_out) * f32(1 / N)), z = f32(zp_out - f32(f32(N * zp_in) * k)), code =
+    nearbyint(f32(f32(S) * k) + z) saturated to the output codes."""
+    f = np.float32
+    enc, out = lay.in_encs[0], lay.out_enc
+    n_cells = x_codes.shape[2] * x_codes.shape[3]
+    k = f(f(enc.scale) / f(out.scale)) * (f(1) / f(n_cells))
+    z = f(out.zero_point) - f(f(n_cells * enc.zero_point) * k)
+    sums = x_codes.astype(np.int64).sum(axis=(2, 3), keepdims=True)
+    lo, hi = out.code_range()
+    return np.clip(np.rint((sums.astype(np.float32) * k + z).astype(np.float64)), lo, hi).astype(np.int64)
+
+
+def _tflite_mean_declared(lay: Layer, x_codes: np.ndarray) -> np.ndarray:
+    """LiteRT's int8 MEAN over H, W (avgpool rounding "tflite_mean_reference" / "tflite_mean_optimized") from its
+    definition, per output on Python integers. Reference (reference/reduce.h): (q, e) = QuantizeMultiplier(s_in /
+    s_out), k = min(floor(log2 N), 32, 31 + e), q' = floor(q * 2^k / N), S = sum(code - zp_in); out = zp_out +
+    RDBPOT(SRDHM(S * 2^max(e - k, 0), q'), max(k - e, 0)). Optimized (optimized/integer_ops/mean.h, one thread):
+    (q, e) of f32(s_in / f32(N * s_out)), S = sum of raw codes, out = SRDHM then the right shift (half up on
+    channels below 16 * floor(C / 16), the NEON blocks; half away from zero after them) + zp_out -
+    trunc(t +- 0.5) with t = f32(f32(zp_in * s_in) / s_out)."""
+    f = np.float32
+    enc, out = lay.in_encs[0], lay.out_enc
+    n_batch, channels = x_codes.shape[:2]
+    n_cells = x_codes.shape[2] * x_codes.shape[3]
+    lo, hi = out.code_range()
+    sums = x_codes.astype(np.int64).sum(axis=(2, 3))
+
+    def srdhm(a: int, b: int) -> int:              # round(a * b / 2^31), ties up (q > 0: no saturation)
+        return (a * b + (1 << 30)) >> 31
+
+    def shift_away(x: int, s: int) -> int:         # x / 2^s rounded half away from zero
+        if s == 0:
+            return x
+        r = (abs(x) + (1 << (s - 1))) >> s
+        return r if x >= 0 else -r
+
+    optimized = lay.attr("rounding") == "tflite_mean_optimized"
+    if optimized:
+        q, e = _tflite_multiplier(float(f(f(enc.scale) / f(f(n_cells) * f(out.scale)))), single_rounding=False)
+        t = f(f(f(enc.zero_point) * f(enc.scale)) / f(out.scale))
+        bias = out.zero_point - int(f(t + f(0.5)) if t > 0 else f(t - f(0.5)))
+    else:
+        q0, e0 = _tflite_multiplier(float(enc.scale) / float(out.scale), single_rounding=False)
+        k = min(n_cells.bit_length() - 1, 32, 31 + e0)
+        q, e, bias = (q0 << k) // n_cells, e0 - k, out.zero_point
+    result = np.empty((n_batch, channels), dtype=np.int64)
+    for b in range(n_batch):
+        for c in range(channels):
+            total = int(sums[b, c]) if optimized else int(sums[b, c]) - enc.zero_point * n_cells
+            high = srdhm(total << max(e, 0), q)
+            s = max(-e, 0)
+            if optimized and c < channels // 16 * 16 and s > 0:
+                val = (high + (1 << (s - 1))) >> s
+            else:
+                val = shift_away(high, s)
+            result[b, c] = min(max(val + bias, lo), hi)
+    return result.reshape(n_batch, channels, 1, 1)
 
 
 def _add_declared(lay: Layer, inputs: list) -> np.ndarray:
     """The residual add in its declared arithmetic (docs/qnn-format.md, Residual add), in output values."""
     mode, encs = lay.attr("requant"), lay.in_encs
     values = [e.decode(x) for e, x in zip(encs, inputs)]
+    if lay.attr("rescale") == "xnnpack":
+        return _xnnpack_add_declared(lay, values)
     scales = [e.value_scale for e in encs]
     s_out = lay.out_enc.value_scale
     if mode in ("float32", "float64"):
         ftype = np.float32 if mode == "float32" else np.float64
         with np.errstate(over="ignore", invalid="ignore"):
+            g = [1, -1] if lay.attr("subtract") else [1] * len(values)
             if lay.attr("rescale") == "dequantize":   # each input dequantized, summed in order, / s_out
-                total = sum(v.astype(ftype) * ftype(s) for v, s in zip(values, scales))
+                total = sum(gi * (v.astype(ftype) * ftype(s)) for gi, v, s in zip(g, values, scales))
                 r = np.rint(total / ftype(s_out))
             else:                                      # each input times its ratio s_i / s_out, summed
-                r = np.rint(sum(v.astype(ftype) * ftype(s / s_out) for v, s in zip(values, scales)))
+                r = np.rint(sum(gi * (v.astype(ftype) * ftype(s / s_out)) for gi, v, s in zip(g, values, scales)))
         return np.clip(r, -2.0 ** 62, 2.0 ** 62).astype(np.int64)
     if mode == "shift":   # aligned to the finest scale by left shifts (power-of-two ratios), then shifted out
         finest = min(scales)
-        total = sum(v * int(round(s / finest)) for v, s in zip(values, scales))
+        g = [1, -1] if lay.attr("subtract") else [1] * len(values)
+        total = sum(gi * v * int(round(s / finest)) for gi, v, s in zip(g, values, scales))
         return _requantize_one(total, finest / s_out, "shift")
-    # TFLite's integer add: inputs << left_shift, each rescaled to twice the larger scale, summed, rescaled out
+    # TFLite's integer add: inputs << left_shift, each rescaled to twice the larger scale, summed (SUB: the
+    # second rescaled value subtracted), rescaled out
     value_bits = max(max(abs(lo), abs(hi)).bit_length() for lo, hi in (e.value_range() for e in encs))
     left_shift = min(20, 30 - value_bits)
     twice_max = 2.0 * max(scales)
-    total = sum(_requantize_one(v << left_shift, s / twice_max, mode) for v, s in zip(values, scales))
-    return _requantize_one(total, twice_max / ((1 << left_shift) * s_out), mode)
+    signs = [1, -1] if lay.attr("subtract") else [1] * len(values)
+    def double(v, r):
+        return _requantize_one(v << left_shift, r, mode)
+
+    def single(v, r):   # TFLite's SIMD add: the right shift folded into the left shift, one SRDHM rounding (ties up)
+        q, shift = _tflite_multiplier(r, single_rounding=False)
+        return _shift_half_up((v << (left_shift + min(shift, 0))) * q, 31)
+
+    def total(rescale):
+        return sum(g * rescale(v, s / twice_max) for g, v, s in zip(signs, values, scales))
+    out = _requantize_one(total(double), twice_max / ((1 << left_shift) * s_out), mode)
+    if lay.attr("input_rounding") == "single":
+        out_single = _requantize_one(total(single), twice_max / ((1 << left_shift) * s_out), mode)
+        # the SIMD blocks: the first 16 * floor(size / 16) elements of a sample in TFLite's order (NHWC for
+        # [C, H, W]); the rest is the scalar tail, which rounds twice
+        shape = out.shape[1:]
+        size = int(np.prod(shape))
+        if len(shape) == 3:
+            c_idx, h_idx, w_idx = np.indices(shape)
+            position = (h_idx * shape[2] + w_idx) * shape[0] + c_idx
+        else:
+            position = np.arange(size).reshape(shape)
+        out = np.where(position[None] < size - size % 16, out_single, out)
+    return out
 
 
 def _mul_declared(lay: Layer, inputs: list) -> np.ndarray:
@@ -281,8 +405,17 @@ def _mul_declared(lay: Layer, inputs: list) -> np.ndarray:
     (ea, eb), out = lay.in_encs, lay.out_enc
     product = ea.decode(inputs[0]) * eb.decode(inputs[1])
     lo, hi = out.code_range()
+    if lay.attr("clip") is not None:         # the fused activation: a clamp of the output values
+        lo = max(lo, min(hi, lay.attr("clip")[0] + out.zero_point))
+        hi = min(out.code_range()[1], max(out.code_range()[0], lay.attr("clip")[1] + out.zero_point))
     with np.errstate(over="ignore", invalid="ignore"):
-        if lay.attr("requant") == "float32":
+        if lay.attr("requant") == "tflite":    # TFLite's MUL: fixed point of the float32 ratio, double rounding
+            ratio = np.float32(np.float32(ea.scale) * np.float32(eb.scale)) / np.float32(out.scale)
+            codes = _requantize_one(product, float(ratio), "fixed_double") + out.zero_point
+        elif lay.attr("requant") == "xnnpack":   # XNNPACK's vmul: float32 product and ratio, zp added after rounding
+            ratio = np.float32(np.float32(ea.scale) * np.float32(eb.scale)) / np.float32(out.scale)
+            codes = np.rint((product.astype(np.float32) * ratio).astype(np.float64)) + out.zero_point
+        elif lay.attr("requant") == "float32":
             ratio = np.float32(np.float32(ea.scale) * np.float32(eb.scale)) / np.float32(out.scale)
             codes = np.rint(product.astype(np.float32) * ratio + np.float32(out.zero_point)).astype(np.float64)
             # the float -> int32 conversion (cvtps2dq) gives INT32_MIN for anything outside int32
@@ -352,6 +485,10 @@ def reference_layer(lay: Layer, inputs: list) -> np.ndarray:
         return _encode_values(lay, _add_declared(lay, inputs))
     if lay.op == "mul":
         return _mul_declared(lay, inputs)
+    if lay.op == "avgpool" and lay.attr("rounding") == "xnnpack_mean":
+        return _xnnpack_mean_declared(lay, inputs[0])
+    if lay.op == "avgpool" and lay.attr("rounding") in ("tflite_mean_reference", "tflite_mean_optimized"):
+        return _tflite_mean_declared(lay, inputs[0])
     return exact_reference_layer(lay, inputs)
 
 
@@ -359,7 +496,8 @@ def reference_layer_pair(lay: Layer, inputs: list) -> tuple[np.ndarray, np.ndarr
     """(declared, exact-rounding) output codes of one layer; the same array twice where they cannot differ."""
     if lay.op in ("conv2d", "dense"):
         return reference_mac_pair(lay, inputs[0])
-    if lay.op in ("add", "mul"):
+    if lay.op in ("add", "mul") or (lay.op == "avgpool" and lay.attr("rounding") in (
+            "xnnpack_mean", "tflite_mean_reference", "tflite_mean_optimized")):
         return reference_layer(lay, inputs), exact_reference_layer(lay, inputs)
     out = exact_reference_layer(lay, inputs)
     return out, out
@@ -381,8 +519,13 @@ def exact_reference_layer(lay: Layer, inputs: list) -> np.ndarray:
         sums, count = _window_sums(lay, x, pad_value if lay.attr("count_include_pad") else 0.0)
         if lay.attr("count_include_pad"):
             count = int(np.prod(lay.attr("kernel")))
-        if lay.attr("rounding") == "ort_float32":
-            # ONNX Runtime's arithmetic means: the exact mean, rescaled to the output encoding, half to even
+        if lay.attr("rounding") == "tflite_codes":
+            # TFLite's mean of the raw codes (zero point included) over the real cells, half away from zero
+            codes = inputs[0].astype(np.float64)
+            sums, count = _window_sums(lay, codes, 0.0)
+            return enc.encode(round_float(sums / count, "half_away").astype(np.int64) - enc.zero_point)
+        if lay.attr("rounding") in ("ort_float32", "xnnpack_mean", "tflite_mean_reference", "tflite_mean_optimized"):
+            # ONNX Runtime's / XNNPACK's arithmetic means: the exact mean, rescaled to the output encoding, half to even
             mean = sums / count * enc.value_scale / lay.out_enc.value_scale
             return lay.out_enc.encode(np.clip(round_float(mean, "half_even"), -2.0 ** 62, 2.0 ** 62).astype(np.int64))
         return enc.encode(round_float(sums / count, lay.attr("rounding")).astype(np.int64))
@@ -394,13 +537,19 @@ def exact_reference_layer(lay: Layer, inputs: list) -> np.ndarray:
     if lay.op == "concat":
         return np.concatenate(inputs, axis=1)
     if lay.op == "add":
-        total = sum(_real(e, x) for e, x in zip(lay.in_encs, inputs))
+        signs = [1, -1] if lay.attr("subtract") else [1] * len(inputs)
+        total = sum(sign * _real(e, x) for sign, e, x in zip(signs, lay.in_encs, inputs))
+        if lay.attr("rescale") == "xnnpack":   # XNNPACK's shift means ties up
+            v = round_float(total / lay.out_enc.value_scale, "half_up")
+            return _encode_values(lay, np.clip(v, -2.0 ** 62, 2.0 ** 62).astype(np.int64))
         return _quantize(lay, total / lay.out_enc.value_scale)
     if lay.op == "mul":
         # exact real product, rounded half to even (the float32 mode's own effects show in validate)
         (ea, eb), out = lay.in_encs, lay.out_enc
         real = _real(ea, inputs[0]) * _real(eb, inputs[1]) / out.scale
         lo, hi = out.code_range()
+        if lay.attr("clip") is not None:     # the fused activation, in output value units
+            lo, hi = max(lo, min(hi, lay.attr("clip")[0] + out.zero_point)), min(hi, max(lo, lay.attr("clip")[1] + out.zero_point))
         return np.clip(np.rint(np.clip(real, -2.0 ** 62, 2.0 ** 62)) + out.zero_point, lo, hi).astype(np.int64)
     if lay.op == "resize":
         size, scales, coord = lay.attr("size"), lay.attr("scales"), lay.attr("coordinate")
@@ -410,7 +559,12 @@ def exact_reference_layer(lay: Layer, inputs: list) -> np.ndarray:
         return resize.resize_linear_exact(enc.decode(inputs[0]), enc.scale, size, scales, coord, out.scale,
                                           out.zero_point, *out.code_range())
     if lay.op == "softmax":   # the exact softmax; ORT's table arithmetic shows as a difference in validate
-        return softmax_exact(_real(enc, inputs[0]), lay.out_enc)
+        x = inputs[0]
+        if x.ndim == 2:
+            return softmax_exact(_real(enc, x), lay.out_enc)
+        n, c, h, w = x.shape    # over the channels of each pixel
+        rows = x.transpose(0, 2, 3, 1).reshape(-1, c)
+        return softmax_exact(_real(enc, rows), lay.out_enc).reshape(n, h, w, c).transpose(0, 3, 1, 2)
     if lay.op == "lut_avgpool":   # the float32 table is the definition; the mean in float64, half to even
         vals = lut_lookup(inputs[0], lay.table, enc.code_range()[0]).astype(np.int32).view(np.float32)
         mean = vals.astype(np.float64).mean(axis=(2, 3), keepdims=True)
@@ -421,6 +575,13 @@ def exact_reference_layer(lay: Layer, inputs: list) -> np.ndarray:
         return inputs[0].transpose((0,) + tuple(p + 1 for p in lay.attr("perm")))
     if lay.op == "dilate":
         return dilate_codes(inputs[0], lay.attr("stride"), zero_code(enc))
+    if lay.op == "pad":
+        top, left, bottom, right = lay.attr("padding")
+        code = zero_code(enc) if lay.attr("pad_code") is None else lay.attr("pad_code")
+        x = inputs[0]
+        out = np.full(x.shape[:2] + (x.shape[2] + top + bottom, x.shape[3] + left + right), code, dtype=np.int64)
+        out[:, :, top:top + x.shape[2], left:left + x.shape[3]] = x
+        return out
     if lay.op == "lut":
         # The table is the unit's definition (computed at import from the float function it stands for), as the
         # encoders are the storage format's: both sides look it up.

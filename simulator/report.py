@@ -562,6 +562,12 @@ def format_validation(rep: dict) -> str:
                 ""]
     out += saturation_warning(rep)
     off_exact = [c for c in rep["layers"] if c.get("exact_rounding_mismatches")]
+    explained = [c for c in off_exact if c.get("declared")]
+    if explained:
+        out += ["", "where the declared arithmetic departs from exact rounding (the layer's own runtime path):"]
+        for c in explained:
+            out += wrap(f"{_s(c['name'])}: {c['exact_rounding_mismatches']:,} of {c['elements']:,} outputs, up to "
+                        f"{c['exact_rounding_max_diff_lsb']} LSB: {c['declared']}", indent="  ")
     if off_exact:
         out += wrap(f"vs exact rounding: {sum(c['exact_rounding_mismatches'] for c in off_exact):,} output(s) in "
                     f"{len(off_exact)} layer(s) differ from the exact real result rounded, by at most "

@@ -56,6 +56,7 @@ class LayerComparison:
     datapath_changed_outputs: int = 0    # output codes that differ from the exact datapath's (same inputs)
     exact_datapath_local_mismatches: int | None = None
     exact_datapath_local_max_diff_lsb: int | None = None
+    declared: str = ""                   # what the layer's declared arithmetic does beside exact rounding
 
     def to_dict(self):
         return dict(self.__dict__)
@@ -151,13 +152,43 @@ def compare(engine: Engine, codes: np.ndarray, tolerance_lsb: int = 0, batch_siz
         requant = lay.attr("requant") if lay.op in ("conv2d", "dense", "add", "mul") else "-"
         layers.append(LayerComparison(lay.name, lay.op, requant, *t[:5], diff_histogram=t[5],
                                       exact_rounding_mismatches=t[6], exact_rounding_max_diff_lsb=t[7],
-                                      datapath=lay.attr("datapath") if lay.op in ("conv2d", "dense") else "-"))
+                                      datapath=lay.attr("datapath") if lay.op in ("conv2d", "dense") else "-",
+                                      declared=declared_arithmetic(lay)))
         if lay.name in datapath_totals:
             d = datapath_totals[lay.name]
             layers[-1].datapath = d[0]
             (layers[-1].pair_saturations, layers[-1].pair_saturated_outputs, layers[-1].datapath_changed_outputs,
              layers[-1].exact_datapath_local_mismatches, layers[-1].exact_datapath_local_max_diff_lsb) = d[1:]
     return Validation(layers, tolerance_lsb)
+
+
+# What each declared rounding does beside exact rounding (the real result rounded half to even), for the notes
+# validate prints under its table; the runtime each one reproduces is in docs/qnn-format.md.
+DECLARED = {
+    "float32": "float32 requantization (ONNX Runtime's MLAS, TFLite's XNNPACK delegate): the float32 multiplier "
+               "and product round before the result does",
+    "fixed_double": "TFLite reference kernels (gemmlowp): a fixed-point multiplier, rounded twice (the doubling "
+                    "high multiply, ties up, then the rounding shift, ties away from zero)",
+    "fixed_double_ruy": "TFLite optimized x86 kernels (ruy): the fixed-point multiplier of fixed_double, but the "
+                        "final shift rounds ties up, (x + 2^(e-1)) >> e",
+    "fixed_single": "TFLite single rounding: a fixed-point multiplier, one shift rounding ties up",
+    "float64_away": "TFLite reference fully connected: the double product rounded half away from zero",
+    "shift": "a power-of-two shift rounding ties up",
+    "tflite_codes": "TFLite average pool: the sum of raw codes (zero point included) divided by the cell count, "
+                    "ties away from zero",
+    "ort_float32": "ONNX Runtime's float32 pooling arithmetic",
+}
+
+
+def declared_arithmetic(lay) -> str:
+    """One phrase: how the layer's declared arithmetic can depart from exact rounding ('' for exact layers)."""
+    if lay.op in ("conv2d", "dense", "add", "mul"):
+        key = lay.attr("requant")
+    elif lay.op == "avgpool":
+        key = lay.attr("rounding")
+    else:
+        return ""
+    return DECLARED.get(key, "")
 
 
 def _add_datapath_cost(d, engine, lay, ours, out, ref_local, counts):

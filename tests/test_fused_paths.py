@@ -49,15 +49,16 @@ def out_encodings(rng):
        clipped=st.booleans(), int32=st.booleans())
 def test_epilogue_equals_reference_units(seed, mode, per_channel, clipped, int32):
     rng = np.random.default_rng(seed)
-    c = 5 if per_channel else 1
+    channels = 11 if mode == "fixed_double_blocks8" else 5   # one full block of 8 and 3 channels left over
+    c = channels if per_channel else 1
     if mode == "shift":
         m = 2.0 ** -rng.integers(-4, 40, c).astype(np.float64)
     else:
         m = np.exp(rng.uniform(-25, 3, c))
-    acc = rng.integers(-2**33, 2**33, (2, 5, 7)) >> rng.integers(0, 34, (2, 5, 7))
-    acc[0, :, :2] = rng.choice(EDGE_ACC, (5, 2))
+    acc = rng.integers(-2**33, 2**33, (2, channels, 7)) >> rng.integers(0, 34, (2, channels, 7))
+    acc[0, :, :2] = rng.choice(EDGE_ACC, (channels, 2))
     if mode in ("float32", "float64"):   # exact ties: acc * m = k + 1/2 when m is a power of two
-        acc[1, :, 0] = 2 * rng.integers(-1000, 1000, 5) + 1
+        acc[1, :, 0] = 2 * rng.integers(-1000, 1000, channels) + 1
     if int32:
         acc = np.clip(acc, -2**31, 2**31 - 1).astype(np.int32)
     for enc in out_encodings(rng):

@@ -557,7 +557,8 @@ def test_huge_values_are_cut_in_the_error_line(tmp_path, capsys, key):
         else:
             conv.setdefault("attrs", {})[key] = 10 ** 400
     line = refused(capsys, "inspect", u8_variant(tmp_path, edit), words=("layers.conv1",))
-    assert len(line) < 300, len(line)
+    assert "0" * 60 not in line      # the 401-digit value is cut (the unknown-op line also lists every op)
+    assert len(line) < 400, len(line)
 
 
 # ------------------------------------------------------------------------------------------------- fuzzer

@@ -32,9 +32,12 @@ Each layer takes one route (`export_routes(model)` lists them, with the reason a
   order; one chunk for most 8-bit layers), summed in int64, else an im2col of Slices and an int64 MatMul; wrap-around as a Mod; a saturating accumulator that can overflow as an ONNX
   Loop adding one product per step in hwsim's order and clamping; the x86_pair_sat16 datapath as a Loop over
   MLAS's product pairs with the int16 clamp; every requantization mode spelled out (float32 / float64: Cast,
-  Mul, Round; shift and TFLite fixed point: int64 Add / Mul / Div / Mod, Div truncating as C's); threshold
+  Mul, Round; shift and TFLite fixed point: int64 Add / Mul / Div / Mod, Div truncating as C's, the kernel
+  paths' final shifts -- fixed_double_ruy half up, fixed_double_blocks8 a Where per channel -- as comparisons
+  of the remainder; float64_away: Cast, double Mul, half-away rounding from Floor / Abs / Sign); threshold
   outputs as comparisons counted; encoders (uniform clamp, QE Clip + Div, QK comparisons counted, sign).
-  Average pooling, relu / clip and the other adds take this route too.
+  Average pooling (rounding "tflite_codes": the value sums plus count * zero point, divided half away, minus
+  the zero point), relu / clip and the other adds take this route too.
   Adds broadcast NumPy-style (a [N, C, 1, 1] input with a [N, C, H, W] one), as ONNX's Add does.
 - "integer" (the real-network layers): mul (SE gating, NumPy broadcasting) as units/elementwise.py mul_codes:
   int64 product, then requant "float32" (QLinearMul: float32(product) * float32 ratio + float32(zp), Round half
@@ -943,6 +946,14 @@ class _Exporter:
             p = g.op("Round", [p], hint)                                            # half to even
             p = g.op("Clip", [p, g.const(-FLOAT_CLAMP, ftype), g.const(FLOAT_CLAMP, ftype)], hint)
             return self.cast(p, T.INT64, hint)
+        if mode == "float64_away":   # TFLite's reference FC: round(double(acc) * m), half away from zero
+            x = g.op("Clip", [acc, self.c64(-(1 << 31)), self.c64((1 << 31) - 1)], hint)  # hwsim: int32 or error
+            p = g.op("Mul", [self.cast(x, T.DOUBLE, hint), g.const(self.shape1(m, ndim), np.float64,
+                                                                   f"{hint}/multiplier")], hint)
+            p = self.round_float(p, "half_away", hint)
+            # a result outside int32 is an error in hwsim; the clamp only keeps the cast defined
+            p = g.op("Clip", [p, g.const(-FLOAT_CLAMP, np.float64), g.const(FLOAT_CLAMP, np.float64)], hint)
+            return self.cast(p, T.INT64, hint)
         if mode == "shift":
             s = np.array([1 - math.frexp(float(v))[1] for v in m], dtype=np.int64)   # m = 2^-s
             right = np.maximum(s, 0)
@@ -981,8 +992,18 @@ class _Exporter:
         div = self.shape1(np.left_shift(1, right), ndim)
         rem = g.op("Mod", [high, self.c64(div)], hint, fmod=0)
         floor = g.op("Div", [g.op("Sub", [high, rem], hint), self.c64(div)], hint)
+        # ruy / NEON final shift, half up: floor((high + 2^(r-1)) / 2^r) = floor + (rem > 2^(r-1) - 1); r = 0: + 0
+        up = self.shape1(np.where(right > 0, (np.left_shift(1, right) >> 1) - 1, 0), ndim)
+        if mode == "fixed_double_ruy":
+            return g.op("Add", [floor, self.cast(g.op("Greater", [rem, self.c64(up)], hint), T.INT64, hint)], hint)
         threshold = g.op("Add", [self.c64(self.shape1((np.left_shift(1, right) - 1) >> 1, ndim)),
                                  self.cast(g.op("Less", [high, self.c64(0)], hint), T.INT64, hint)], hint)
+        if mode == "fixed_double_blocks8":
+            # channels in full blocks of 8 round their last shift half up (threshold (2^r)/2 - 1), the rest as
+            # RoundingDivideByPOT; the multipliers are per channel here (one per output channel of the layer)
+            blocks = np.arange(m.size) < m.size // 8 * 8
+            threshold = g.op("Where", [g.const(self.shape1(blocks, ndim), np.bool_, f"{hint}/blocks8"),
+                                       self.c64(up), threshold], hint)
         return g.op("Add", [floor, self.cast(g.op("Greater", [rem, threshold], hint), T.INT64, hint)], hint)
 
     # ------------------------------------------------------------------ other layers
@@ -1029,6 +1050,12 @@ class _Exporter:
                 divisor = window
             else:   # real positions in each window, computed here
                 divisor = _window_counts((h, w), kernel, stride, pads, (ho, wo)).reshape(1, 1, ho, wo)
+        if lay.attr("rounding") == "tflite_codes":
+            # TFLite sums raw codes: value + zero point per real cell, then rounds half away, back to values
+            zp = int(enc.zero_point)
+            total = g.op("Add", [total, self.c64(np.asarray(divisor, dtype=np.int64) * zp, name)], name)
+            v = g.op("Sub", [self.round_div(total, divisor, "half_away", name), self.c64(zp)], name)
+            return self.encode(v, enc, None, name, out=name)
         v = self.round_div(total, divisor, lay.attr("rounding"), name)
         return self.encode(v, enc, None, name, out=name)
 
@@ -1265,6 +1292,23 @@ class _Exporter:
                  out=None if wide else name)
         return g.op("Cast", [x], name, out=name, to=int(elem)) if wide else x
 
+    def _pad(self, lay):
+        """Constant padding of the codes (ONNX Pad, mode constant, the pad code as the value)."""
+        from onnx import TensorProto as T
+        self.routes[lay.name] = "codes"
+        g, name = self.g, lay.name
+        enc = lay.in_encs[0]
+        top, left, bottom, right = (int(v) for v in lay.attr("padding"))
+        code = default_pad_code(enc) if lay.attr("pad_code") is None else int(lay.attr("pad_code"))
+        elem, dt = _code_type(enc)
+        x = self.codes[lay.inputs[0]]
+        wide = elem not in (T.UINT8, T.INT8, T.INT32)          # ORT's Pad has no 16-bit kernels
+        if wide:
+            x, dt = self.cast(x, T.INT32, name), np.int32
+        x = g.op("Pad", [x, self.c64([0, 0, top, left, 0, 0, bottom, right]), g.const(code, dt, f"{name}/code")],
+                 name, out=None if wide else name, mode="constant")
+        return g.op("Cast", [x], name, out=name, to=int(elem)) if wide else x
+
     def _resize(self, lay):
         from onnx import TensorProto as T
         from ..units import resize
@@ -1352,8 +1396,10 @@ class _Exporter:
         g, name = self.g, lay.name
         enc, out = lay.in_encs[0], lay.out_enc
         if lay.attr("arithmetic") != "ort_qlinear":
-            raise HwsimError("softmax arithmetic 'float64' (an exact exp in double) has no bit-exact ONNX form; "
+            raise HwsimError(f"softmax arithmetic {lay.attr('arithmetic')!r} has no bit-exact ONNX form; "
                              "only 'ort_qlinear' exports")
+        if len(lay.in_shapes[0]) != 1:
+            raise HwsimError("a softmax over the channels of [C, H, W] does not export (only a [K] vector does)")
         self.routes[name] = "integer"
         f32 = np.float32
         (k,) = lay.in_shapes[0]
@@ -1433,6 +1479,7 @@ EMITTERS = {"conv2d": _Exporter._mac, "dense": _Exporter._mac, "maxpool": _Expor
             "avgpool": _Exporter._avgpool, "relu": _Exporter._clip, "clip": _Exporter._clip,
             "flatten": _Exporter._reshape, "reshape": _Exporter._reshape, "concat": _Exporter._concat,
             "add": _Exporter._add, "lut": _Exporter._lut, "mul": _Exporter._mul, "dilate": _Exporter._dilate,
+            "pad": _Exporter._pad,
             "resize": _Exporter._resize, "softmax": _Exporter._softmax, "transpose": _Exporter._transpose}
 
 assert set(EMITTERS) >= set(MAC_OPS)

@@ -1,4 +1,4 @@
-"""Importers: quantized ONNX (QOperator, QDQ) and QONNX graphs -> hwsim Model."""
+"""Importers: quantized ONNX (QOperator, QDQ), QONNX graphs and TFLite / LiteRT int8 models -> hwsim Model."""
 
 from __future__ import annotations
 
@@ -16,10 +16,27 @@ def require(module: str, extra: str = "onnx"):
                          f"(in the hwsim checkout)") from None
 
 
-def import_any(path, qdq_int8_allowed: bool = False, ort_cpu: str = "host"):
-    """Import an ONNX file, choosing the QONNX importer when the graph uses QONNX ops. `qdq_int8_allowed`:
-    match ONNX Runtime run with the session option session.qdqisint8allowed=1; `ort_cpu`: the CPU whose ORT
-    u8 x s8 kernels to match, "host", "vnni" or "avx2" (see import_onnx)."""
+def is_tflite(path) -> bool:
+    """A .tflite name, or a file carrying the TFLite flatbuffer identifier 'TFL3'."""
+    if str(path).lower().endswith(".tflite"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(8)[4:8] == b"TFL3"
+    except OSError:
+        return False
+
+
+def import_any(path, qdq_int8_allowed: bool = False, ort_cpu: str = "host", tflite_kernels: str = "xnnpack",
+               tflite_output: str | None = None):
+    """Import an ONNX or TFLite file, choosing the QONNX importer when an ONNX graph uses QONNX ops.
+    `qdq_int8_allowed`: match ONNX Runtime run with the session option session.qdqisint8allowed=1; `ort_cpu`:
+    the CPU whose ORT u8 x s8 kernels to match, "host", "vnni" or "avx2" (see import_onnx); `tflite_kernels`:
+    the LiteRT kernel path a .tflite model should match, "xnnpack", "optimized" or "reference";
+    `tflite_output`: the tensor a .tflite model's hwsim model ends at (needed when the graph has several)."""
+    if is_tflite(path):
+        from .tflite_import import import_tflite
+        return import_tflite(path, tflite_kernels, tflite_output)
     require("onnx")
     from .onnx.frontend import load_onnx
     from .onnx.ops import QONNX, domain_ops

@@ -229,6 +229,159 @@ def _depthwise_kernel(t0, t1, xf, wt, taps, init, n, hp, wq, ci, cog, sh, narrow
                 out[ni, co, oh, ow] = b + (np.int64(np.int32(v)) if narrow else np.int64(v))
 
 
+FUSED_MODES = (0, 1)   # the epilogue modes the fused depthwise kernel applies itself (float32, float64)
+BAND_TASKS = 8         # tasks of a fused depthwise call at least (bands of output rows per image)
+
+
+def depthwise_codes(codes, table, code_lo: int, w, bias, g: ConvGeometry, pad_value: int, x_reach: int, ep):
+    """A depthwise conv (one input and one output channel per group) from its codes to its output codes in one
+    kernel call: decode, the exact sums, bias, and the fused epilogue `ep` (kernels/epilogue.py, float modes:
+    what its `run_epilogue` computes from the accumulators, bit for bit), plus the zero-operand tap counts of
+    `zero_taps_codes` for the same layer. Returns (codes [N, Co, Ho, Wo] of the epilogue's dtype, taps
+    [Ci, KH, KW]) or None where it does not apply (the caller then takes the separate passes).
+
+    One task per band of output rows of an image, channels-last inside (channels in SIMD lanes, as
+    `_depthwise`): the band's input rows are decoded into a small padded [rows, Wp, C] scratch, each output
+    pixel takes its taps as C-vectors, and the codes are transposed into NCHW as they are stored. Sums in
+    float32 where every partial sum is an integer below 2^24 (exact; vector FMA on AVX2), else float64 (below
+    2^53). Zero operands (padding included when its value is 0) are counted per tap alongside the products."""
+    if g.cig != 1 or g.cog != 1 or ep is None or ep.mode not in FUSED_MODES or ep.m64.size not in (1, g.co):
+        return None
+    sums = im2col.memo_pack(w, ("abs_sums_depthwise",), lambda: np.abs(w.astype(np.int64)).reshape(g.co, -1).sum(1))
+    bound = x_reach * int(sums.max(initial=0))
+    if bound >= 1 << 53 or g.ho * g.wo >= 1 << 24:   # (the zero counts are floats too)
+        return None
+    dtype = np.float32 if bound < (1 << 24) else np.float64
+    wt = im2col.memo_pack(w, ("depthwise", np.dtype(dtype).str), lambda: np.ascontiguousarray(
+        w.reshape(g.co, g.kh * g.kw).T, dtype=dtype))   # tap-major [KH·KW, C]
+    band = -(-g.ho // max(1, -(-BAND_TASKS // g.n)))   # output rows per task
+    bands = -(-g.ho // band)
+    wp = max(g.w + g.left, (g.wo - 1) * g.sw + g.kw)
+    init = np.zeros(g.co, np.int64) if bias is None else np.asarray(bias, np.int64)
+    linear = bool(table.size < 2 or np.all(np.diff(table) == 1))
+    geom = np.array([g.kh, g.kw, g.sh, g.sw, g.top, g.left, wp, band, bands], np.int64)
+    out = np.empty((g.n, g.co, g.ho, g.wo), ep.table.dtype)
+    taps = np.zeros((g.n * bands, g.kh * g.kw, g.ci), np.int64)
+    m = ep.m32 if ep.mode == 0 else ep.m64
+    narrow = bound + int(np.abs(init).max(initial=0)) < (1 << 31)   # every sum + bias within int32
+    split(_depthwise_fused, g.n * bands, np.ascontiguousarray(codes), table.astype(dtype), code_lo, linear, int(table[0]) - code_lo,
+          dtype(pad_value), wt, init, geom, narrow, m, m.size == 1, ep.lo, ep.hi, ep.offset,
+          ep.linear, ep.table, out, taps, work=out.size * 4)
+    return out, taps.sum(axis=0).T.reshape(g.ci, g.kh, g.kw)
+
+
+@njit(nogil=True, cache=True)
+def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, init, geom, narrow, m, shared, ep_lo, ep_hi,
+                     ep_offset, ep_linear, ep_table, out, taps):
+    n, c_n, h, w = codes.shape
+    ho, wo = out.shape[2], out.shape[3]
+    kh_n, kw_n, sh, sw, top, left, wp, band, bands = geom
+    flat_codes, flat_out, plane = codes.reshape(-1), out.reshape(-1), h * w
+    nt = kh_n * kw_n
+    rows = (band - 1) * sh + kh_n
+    canvas = np.empty(rows * wp * c_n, wt.dtype)   # the band's padded input rows, channels last
+    acc = np.empty(wo * c_n, wt.dtype)
+    codes_cl = np.empty(wo * c_n, ep_table.dtype)
+    zeros = np.empty((nt, c_n), wt.dtype)   # zero operands per tap and channel: floats vectorise (exact)
+    row_zeros = np.empty((rows, kw_n, c_n), wt.dtype)   # per scratch row and kw: zeros over the row's windows
+    one, nil = wt.dtype.type(1), wt.dtype.type(0)
+    offs = np.empty(nt, np.int64)   # each tap's offset from the window's corner
+    for k in range(nt):
+        offs[k] = ((k // kw_n) * wp + k % kw_n) * c_n
+    nine = nt == 9
+    last = nt - 1   # 1-D weight rows: they vectorise (2-D indexing in the loop does not)
+    w0, w1, w2, w3, w4 = wt[0], wt[min(1, last)], wt[min(2, last)], wt[min(3, last)], wt[min(4, last)]
+    w5, w6, w7, w8 = wt[min(5, last)], wt[min(6, last)], wt[min(7, last)], wt[min(8, last)]
+    flo, fhi, off = m.dtype.type(ep_lo), m.dtype.type(ep_hi), np.int32(ep_offset)
+    values = np.empty(wo * c_n, np.int32)   # requantized and clipped values of an output row, channels last
+    mv = np.empty(c_n, m.dtype)            # the multiplier per channel
+    for c in range(c_n):
+        mv[c] = m[0 if shared else c]
+    init32 = np.empty(c_n, np.int32)       # the bias, where `narrow` (sum + bias within int32)
+    for c in range(c_n):
+        init32[c] = np.int32(init[c]) if narrow else np.int32(0)
+    for t in range(t0, t1):
+        ni, b = t // bands, t % bands
+        oh0, oh1 = b * band, min(ho, (b + 1) * band)
+        r0 = oh0 * sh - top   # input row of the scratch's first row
+        # decode the band's rows (a transposing copy: contiguous writes, strided reads), padding around them
+        for rl in range((oh1 - 1 - oh0) * sh + kh_n):
+            i = r0 + rl
+            dst = canvas[rl * wp * c_n:(rl + 1) * wp * c_n]
+            if i < 0 or i >= h:
+                dst[:] = pad
+                continue
+            dst[:left * c_n] = pad
+            dst[(left + w) * c_n:] = pad
+            for j in range(0):   # flat indices (no per-channel views: widths can be tiny)
+                d, src = (left + j) * c_n, (ni * c_n * h + i) * w + j
+                if linear:   # int32 on the way to float
+                    for c in range(c_n):
+                        dst[d + c] = np.int32(np.int32(flat_codes[src + c * plane]) + np.int32(offset))
+                else:
+                    for c in range(c_n):
+                        dst[d + c] = table[np.int64(flat_codes[src + c * plane]) - lo]
+        # zero operands: per scratch row and kernel column, over the windows of an output row (padding included)
+        for rl in range((oh1 - 1 - oh0) * sh + kh_n):
+            for kw in range(kw_n):
+                z = row_zeros[rl, kw]
+                z[:] = 0
+                for ow in range(wo):
+                    x = canvas[(rl * wp + ow * sw + kw) * c_n:(rl * wp + ow * sw + kw + 1) * c_n]
+                    for c in range(c_n):
+                        z[c] += one if x[c] == nil else nil
+        zeros[:, :] = 0
+        for oh in range(oh0, oh1):
+            for k in range(nt):   # tap (kh, kw) of output row oh reads scratch row (oh - oh0)·sh + kh
+                z, zk = row_zeros[(oh - oh0) * sh + k // kw_n, k % kw_n], zeros[k]
+                for c in range(c_n):
+                    zk[c] += z[c]
+            for ow in range(wo):
+                p = ((oh - oh0) * sh * wp + ow * sw) * c_n
+                a = acc[ow * c_n:(ow + 1) * c_n]
+                if nine:   # the nine products of a channel in one expression, its zero operands alongside
+                    x0, x1, x2 = canvas[p + offs[0]:p + offs[0] + c_n], canvas[p + offs[1]:p + offs[1] + c_n], \
+                        canvas[p + offs[2]:p + offs[2] + c_n]
+                    x3, x4, x5 = canvas[p + offs[3]:p + offs[3] + c_n], canvas[p + offs[4]:p + offs[4] + c_n], \
+                        canvas[p + offs[5]:p + offs[5] + c_n]
+                    x6, x7, x8 = canvas[p + offs[6]:p + offs[6] + c_n], canvas[p + offs[7]:p + offs[7] + c_n], \
+                        canvas[p + offs[8]:p + offs[8] + c_n]
+                    for c in range(c_n):
+                        a[c] = (w0[c] * x0[c] + w1[c] * x1[c] + w2[c] * x2[c] + w3[c] * x3[c] + w4[c] * x4[c]
+                                + w5[c] * x5[c] + w6[c] * x6[c] + w7[c] * x7[c] + w8[c] * x8[c])
+                else:
+                    a[:] = 0
+                    for k in range(nt):
+                        xk, wk = canvas[p + offs[k]:p + offs[k] + c_n], wt[k]
+                        for c in range(c_n):
+                            a[c] += wk[c] * xk[c]
+            # bias and the epilogue (epilogue._float_lines / _float_rows on the accumulator sum + bias), channels
+            # last, then stored transposed into NCHW
+            for ow in range(wo):   # one loop per case, no branch inside: they vectorise
+                a, dst = acc[ow * c_n:(ow + 1) * c_n], values[ow * c_n:(ow + 1) * c_n]
+                if narrow:   # sum + bias within int32: int32 -> float converts in vectors on AVX2
+                    for c in range(c_n):
+                        dst[c] = np.int32(min(max(np.rint(m.dtype.type(np.int32(a[c]) + init32[c]) * mv[c]), flo),
+                                              fhi))
+                else:
+                    for c in range(c_n):
+                        dst[c] = np.int32(min(max(np.rint(m.dtype.type(np.int64(a[c]) + init[c]) * mv[c]), flo),
+                                              fhi))
+            if ep_linear:
+                for i in range(wo * c_n):
+                    codes_cl[i] = values[i] + off
+            else:
+                for i in range(wo * c_n):
+                    codes_cl[i] = ep_table[values[i] - np.int32(ep_lo)]
+            for c in range(c_n):
+                o = ((ni * c_n + c) * ho + oh) * wo
+                for ow in range(wo):
+                    flat_out[o + ow] = codes_cl[ow * c_n + c]
+        for k in range(nt):
+            for c in range(c_n):
+                taps[t, k, c] = np.int64(zeros[k, c])
+
+
 def zero_taps_codes(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_zero: bool) -> np.ndarray:
     """taps[c, r, s]: over the batch and every output position, how often tap (r, s) of input channel c reads
     a zero operand (a code whose value is 0, or a padded position when the pad value is 0).

@@ -27,10 +27,12 @@ from ..jit import njit
 
 from ..encodings import BinaryAct, ThresholdAct
 from ..errors import HwsimError
-from ..units.requantizer import FLOAT_SATURATION, REQUANT_MODES, quantize_multiplier
+from ..units.requantizer import BLOCK_CHANNELS, FLOAT_SATURATION, REQUANT_MODES, quantize_multiplier
 from .threads import split
 
-MODE_IDS = {name: i for i, name in enumerate(REQUANT_MODES)}   # float32, float64, fixed_double, fixed_single, shift
+# float32 0, float64 1, fixed_double 2, fixed_single 3, shift 4, fixed_double_ruy 5, fixed_double_blocks8 6,
+# float64_away 7
+MODE_IDS = {name: i for i, name in enumerate(REQUANT_MODES)}
 TABLE_LIMIT = 1 << 20   # largest clip-and-encode table (entries); wider value ranges take the reference units
 _PROBE = 1 << 40        # how far beyond the value range the encoder's saturation is checked
 
@@ -73,7 +75,7 @@ def make_epilogue(multiplier: np.ndarray, mode: str, clip, out_enc) -> Epilogue 
     shift = np.zeros(m.size, np.int64)
     if mode == "float32" and not np.all(np.isfinite(m32)):
         return None
-    if mode in ("fixed_double", "fixed_single"):
+    if mode in ("fixed_double", "fixed_single", "fixed_double_ruy", "fixed_double_blocks8"):
         for i, v in enumerate(m.tolist()):
             q[i], shift[i] = quantize_multiplier(v, single_rounding=mode == "fixed_single")
     if mode == "shift":
@@ -124,7 +126,7 @@ def run_epilogue(ep: Epilogue, acc: np.ndarray) -> np.ndarray | None:
             split(_float_rows, n * c, flat, m, shared, ep.lo, ep.hi, ep.table, dst, work=acc.size)
         return out
     bad = split(_generic_rows, n * c, flat, ep.mode, ep.m32, ep.m64, ep.q, ep.shift, shared, ep.lo, ep.hi,
-                ep.table, dst, work=acc.size)
+                ep.table, dst, c - c % BLOCK_CHANNELS, work=acc.size)
     return None if any(bad) else out
 
 
@@ -162,13 +164,23 @@ def _requant_one(a, mode, m32, m64, q, sh):
         return a << left, True
     if a < _INT32_MIN or a > _INT32_MAX:            # TFLite's requantizer works on int32
         return np.int64(0), False
+    if mode == 7:                                   # float64_away: C round(double(acc) * m), half away
+        p = np.float64(a) * m64
+        mag = abs(p)
+        fl = np.floor(mag)
+        r = fl + 1.0 if mag - fl >= 0.5 else fl    # mag - fl is exact in double
+        if p < 0:
+            r = -r
+        if not (r >= _INT32_MIN and r <= _INT32_MAX):   # also +-inf
+            return np.int64(0), False
+        return np.int64(r), True
     if mode == 3:                                   # fixed_single: (a*q + 2^(t-1)) >> t, t = 31 - shift
         t = 31 - sh
         r = (a * q + (np.int64(1) << (t - 1))) >> t
         if r < _INT32_MIN or r > _INT32_MAX:
             return np.int64(0), False
         return r, True
-    # fixed_double: RDBPOT(SRDHM(a * 2^left, q), right)
+    # fixed_double (2): RDBPOT(SRDHM(a * 2^left, q), right); fixed_double_ruy (5): the last shift rounds half up
     left = sh if sh > 0 else 0
     right = -sh if sh < 0 else 0
     if left >= 32:
@@ -185,6 +197,8 @@ def _requant_one(a, mode, m32, m64, q, sh):
         ab = x * q
         t = ab + (np.int64(1 << 30) if ab >= 0 else np.int64(1 - (1 << 30)))
         high = t >> 31 if t >= 0 else -((-t) >> 31)
+    if mode == 5:
+        return (high + ((np.int64(1) << right) >> 1)) >> right, True
     mask = (np.int64(1) << right) - 1
     threshold = (mask >> 1) + (1 if high < 0 else 0)
     return (high >> right) + (1 if (high & mask) > threshold else 0), True
@@ -216,15 +230,19 @@ def _float_rows(t0, t1, acc, m, shared, lo, hi, table, out):
 
 
 @njit(nogil=True, cache=True)
-def _generic_rows(t0, t1, acc, mode, m32, m64, q, sh, shared, lo, hi, table, out):
+def _generic_rows(t0, t1, acc, mode, m32, m64, q, sh, shared, lo, hi, table, out, blocks_end):
     """Rows t0..t1 of the N·C in any mode, one value at a time; returns how many values need the reference
-    units (their code is left as lo's)."""
+    units (their code is left as lo's). fixed_double_blocks8 runs as fixed_double_ruy on the channels below
+    `blocks_end` (the full blocks of 8) and as fixed_double on the rest."""
     c = acc.shape[1]
     bad = 0
     for t in range(t0, t1):
         row, dst, k = acc[t // c, t % c], out[t // c, t % c], 0 if shared else t % c
+        md = mode
+        if mode == 6:
+            md = 5 if t % c < blocks_end else 2
         for i in range(row.shape[0]):
-            v, ok = _requant_one(row[i], mode, m32[k], m64[k], q[k], sh[k])
+            v, ok = _requant_one(row[i], md, m32[k], m64[k], q[k], sh[k])
             if not ok:
                 bad += 1
                 v = lo

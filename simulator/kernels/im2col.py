@@ -284,7 +284,7 @@ def run_planned(canvas, wpk, tp: TilePlan, nvec: int, chunk: int, scale: int = 1
     n, groups, ho, wo = tp.geom[:4]
     split(_RUN_TILES[nvec], n * groups * ho * -(-wo // SEGMENT), canvas.reshape(-1), wpk, tp.offs, tp.geom,
           max(1, chunk), tp.table, tp.row_class, tp.col_class, tp.mid_class, tp.odd_cols, scale, out,
-          work=out.size * tp.offs.shape[0])
+          work=out.size * tp.offs.shape[0] // 4)   # a reduction step of an output: a fraction of a vector op
     return out
 
 

@@ -219,6 +219,8 @@ def _phase_planes(x, g: ConvGeometry, pad_value: int, dtype=np.int64) -> np.ndar
     """The padded input split by stride phase, [N, Ci, sh, sw, Hq, Wq] of `dtype`: plane (a, b) holds the padded
     input's rows a, a+sh, ... and columns b, b+sw, ... Tap (kh, kw) of output (oh, ow) is then element
     (oh + kh//sh, ow + kw//sw) of plane (kh % sh, kw % sw): a stride-1 access for any stride."""
+    if g.sh == g.sw == 1 and not g.has_padding and x.dtype == dtype:   # the input is its only plane: no copy
+        return np.ascontiguousarray(x)[:, :, None, None]
     hp, wp = g.h + g.top + g.bottom, g.w + g.left + g.right
     xpad = np.full((g.n, g.ci, hp, wp), pad_value, dtype)
     xpad[:, :, g.top:g.top + g.h, g.left:g.left + g.w] = x

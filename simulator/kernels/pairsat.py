@@ -182,15 +182,28 @@ def add_pair_saturation(acc: np.ndarray, x: np.ndarray, sp: SaturatingPairs, g, 
         return 0, 0
     pairs = np.zeros(acc.shape[:2], np.int64)
     outs = np.zeros(acc.shape[:2], np.int64)
-    x_max = np.asarray(x).reshape(g.n, g.ci, -1).max(axis=2, initial=0).astype(np.uint8)   # per image, channel
-    if g.has_padding:
-        np.maximum(x_max, np.uint8(pad_code), out=x_max)
+    x_max = np.empty((g.n, g.ci), np.uint8)   # per image and channel: the largest code (padding included)
+    _channel_max(np.ascontiguousarray(x, dtype=np.uint8).reshape(g.n, g.ci, -1), pad_code if g.has_padding else 0,
+                 x_max)
+    work = acc.size * (sp.ptr[-1] // max(1, g.co) + 1) // 16   # the pairs that can saturate, 16 outputs a vector
     split(_saturation_kernel, g.n * -(-g.co // CHANNELS_PER_TASK), _phase_planes(x, g, pad_code, np.uint8), x_max,
-          sp.ptr, sp.taps, sp.w, sp.x_min, g.cog, g.cig, acc, pairs, outs, apply, work=acc.size * g.cig)
+          sp.ptr, sp.taps, sp.w, sp.x_min, g.cog, g.cig, acc, pairs, outs, apply, work=work)
     return int(pairs.sum()), int(outs.sum())
 
 
 CHANNELS_PER_TASK = 8   # output channels of one parallel task (its scratch rows are allocated once)
+
+
+@njit(nogil=True, cache=True)
+def _channel_max(x, floor, out):
+    """out[n, c] = max(floor, max of x[n, c, :]) (x uint8 [N, C, S])."""
+    for ni in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            row = x[ni, c]
+            best = np.uint8(floor)
+            for i in range(row.shape[0]):
+                best = max(best, row[i])
+            out[ni, c] = best
 
 
 @njit(nogil=True, cache=True)

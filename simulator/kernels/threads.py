@@ -15,7 +15,7 @@ import threading
 
 from .. import jit
 
-SERIAL_WORK = 1 << 15   # elements of work below which a hand-off costs more than it saves
+SERIAL_WORK = 1 << 16   # work (~ns: elements of a pass) below which a hand-off costs more than it saves
 CHUNKS_PER_THREAD = 4   # chunks of a call per thread: enough to even out unequal tasks, few hand-offs
 
 DEFAULT_COUNT = max(1, int(os.environ.get("NUMBA_NUM_THREADS") or os.cpu_count() or 1))

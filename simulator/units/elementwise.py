@@ -9,6 +9,15 @@ insertion (the data movement in front of a transposed convolution).
   AVX2/AVX-512 builds also run): product in int32, converted to float32 (exact below 2^24), times the float32
   ratio float32(float32(s_a * s_b) / s_out), plus float32(zero point), rounded half to even (cvtps2dq under the
   default MXCSR; a result outside int32 becomes INT32_MIN), saturated to the output type (packs). "float64" rounds the exact real product half to even.
+  "tflite" is TensorFlow Lite's int8 MUL (tflite/kernels/mul.cc Prepare, reference_integer_ops MulElementwise;
+  the optimized kernel computes the same): MultiplyByQuantizedMultiplier(product, M) + zero point, saturated,
+  with M = float32(float32(s_a · s_b) / s_out) (mul.cc multiplies and divides the float scales in float) turned
+  into TFLite's fixed-point (q, shift) (requantizer.quantize_multiplier), double rounding (SRDHM, then
+  RoundingDivideByPOT).
+- softmax "tflite_reference" / "tflite_optimized": LiteRT's int8 / uint8 SOFTMAX kernels (gemmlowp fixed point /
+  a float32 exp table), simulator/importers/tflite_arith.py.
+- avgpool rounding "tflite_mean_reference" / "tflite_mean_optimized": LiteRT's int8 MEAN over H and W
+  (`tflite_mean`).
 Both take NumPy-broadcast operands (a [N, C, 1, 1] gate times a [N, C, H, W] map).
 """
 
@@ -17,6 +26,8 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+
+from .requantizer import quantize_multiplier, srdhm
 
 
 def lut_lookup(codes: np.ndarray, table: np.ndarray, lowest_code: int) -> np.ndarray:
@@ -37,10 +48,51 @@ def mul_codes(a_values, b_values, s_a, s_b, s_out, zero_point, code_lo, code_hi,
             rounded = np.rint(product.astype(np.float32) * ratio + np.float32(zero_point)).astype(np.float64)
             # cvtps2dq returns 0x80000000 ("integer indefinite") for a result outside int32 (or NaN)
             codes = np.where((rounded >= -2.0 ** 31) & (rounded < 2.0 ** 31), rounded, -2.0 ** 31)
+    elif mode == "tflite":
+        m = np.float32(np.float32(np.float32(s_a) * np.float32(s_b)) / np.float32(s_out))
+        q, shift = quantize_multiplier(float(m))
+        codes = _mbqm(product, q, shift) + zero_point
     else:
         real = product.astype(np.float64) * (s_a * s_b / s_out)
         codes = np.rint(np.clip(real, -2.0 ** 62, 2.0 ** 62)) + zero_point
     return np.clip(codes, code_lo, code_hi).astype(np.int64)
+
+
+def _mbqm(x, q: int, shift: int) -> np.ndarray:
+    """TFLite MultiplyByQuantizedMultiplier(int32 x, q, shift), double rounding (tflite/kernels/internal/
+    common.cc): RoundingDivideByPOT(SRDHM(x · 2^max(shift, 0), q), max(−shift, 0)); x · 2^shift wraps in int32."""
+    x = np.asarray(x, dtype=np.int64)
+    if shift > 0:
+        x = ((x << shift) + (1 << 31)) % (1 << 32) - (1 << 31)
+    p = srdhm(x, np.int64(q))
+    e = max(-shift, 0)
+    if e == 0:
+        return p
+    mask = np.int64((1 << e) - 1)
+    return (p >> e) + ((p & mask) > ((mask >> 1) + (p < 0)))
+
+
+def tflite_softmax(codes: np.ndarray, arithmetic: str, in_scale: float, in_zero_point: int, signed_in: bool,
+                   out_scale: float, out_zero_point: int, signed_out: bool) -> np.ndarray:
+    """LiteRT's 8-bit SOFTMAX over the last axis of [N, D] codes: "tflite_reference" (reference/softmax.h,
+    gemmlowp fixed point) or "tflite_optimized" (optimized_ops.h, float32 exp table)."""
+    from ..importers import tflite_arith as ta
+    qi = ta.QParams(float(in_scale), int(in_zero_point), "int8" if signed_in else "uint8")
+    qo = ta.QParams(float(out_scale), int(out_zero_point), "int8" if signed_out else "uint8")
+    return ta.softmax_codes(codes, arithmetic[len("tflite_"):], qi, qo)
+
+
+def tflite_mean(codes: np.ndarray, rounding: str, in_scale: float, in_zero_point: int, out_scale: float,
+                out_zero_point: int, signed: bool) -> np.ndarray:
+    """LiteRT's int8 MEAN over H and W of [N, C, H, W] codes -> [N, C, 1, 1]: rounding "tflite_mean_reference"
+    (reference/reduce.h QuantizedMeanOrSum) or "tflite_mean_optimized" (optimized/integer_ops/mean.h, keep_dims
+    4-D input, one thread)."""
+    from ..importers import tflite_arith as ta
+    dtype = "int8" if signed else "uint8"
+    qi, qo = ta.QParams(float(in_scale), int(in_zero_point), dtype), ta.QParams(float(out_scale), int(out_zero_point), dtype)
+    path = "optimized" if rounding == "tflite_mean_optimized" else "reference"
+    out = ta.mean_codes(np.moveaxis(codes, 1, -1), path, qi, qo, keep_dims=True)
+    return out.reshape(codes.shape[0], codes.shape[1], 1, 1)
 
 
 def mul_reference(a_values, b_values, s_a, s_b, s_out, zero_point, code_lo, code_hi):

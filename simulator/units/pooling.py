@@ -17,6 +17,16 @@ avgpool(x, ...) -> (out, adds)
     out = round_div(sum, divisor, rounding) with any mode of `simulator.units.rounding`.
     adds = (kh*kw - 1) per output (the adder sees every window slot, padded ones feed zero or pad_value);
     the division is one divider operation per output (the caller counts outputs).
+
+avgpool_tflite(codes, ...) -> (out codes, adds)
+    TFLite's int8 / uint8 AVERAGE_POOL_2D (reference/integer_ops/pooling.h and reference/pooling.h, and the
+    optimized optimized/integer_ops/pooling.h / optimized_ops.h, which compute the same): acc = the sum of the RAW
+    codes (zero point included) of the window's real cells -- padded cells are left out of the sum and the count
+    (SAME padding included) --, then `acc > 0 ? (acc + n/2) / n : (acc - n/2) / n` in C integer arithmetic, i.e.
+    acc / n rounded half away from zero; input and output share scale and zero point. Rounding half away is not
+    shift invariant, so this is not avgpool(code - zp) + zp: with zp = 3, codes {0, 1} average 0.5 -> code 1,
+    while their values {-3, -2} average -2.5 -> -3 -> code 0. The result lies between the window's extreme
+    codes; TFLite's clamp to a fused activation's range is a separate clip.
 """
 
 from __future__ import annotations
@@ -115,6 +125,24 @@ def avgpool(x, kernel, stride=None, padding=0, rounding: str = "half_even", coun
         total += view
     out = round_div(total, divisor, rounding)
     return out, (window - 1) * int(out.size)
+
+
+def avgpool_tflite(codes, kernel, stride=None, padding=0) -> tuple[np.ndarray, int]:
+    """TFLite's average of raw codes over the real cells, half away from zero (module docstring); returns
+    (out codes int64 [N, C, OH, OW], adds)."""
+    x, k, s, pads, o = _geometry(codes, kernel, stride, padding)
+    if x.size and int(np.abs(x).max()) * k[0] * k[1] >= 1 << 62:
+        raise HwsimError("avgpool_tflite: window sum could overflow int64")
+    xp = _pad(x, pads, 0)                        # padded cells add nothing and are not counted
+    ones = _pad(np.ones(x.shape[2:], dtype=np.int64), pads, 0)
+    count = np.zeros(o, dtype=np.int64)
+    for view in _windows(ones, k, s, o):
+        count += view
+    total = np.zeros(x.shape[:2] + o, dtype=np.int64)
+    for view in _windows(xp, k, s, o):
+        total += view
+    out = round_div(total, count, "half_away")
+    return out, (k[0] * k[1] - 1) * int(out.size)
 
 
 def _int_value(v) -> int:

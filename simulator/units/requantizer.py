@@ -38,6 +38,25 @@ Modes (each reproduces one runtime bit for bit):
   result = round_shift(acc, s, "half_up") for s >= 0, acc * 2^-s for s < 0 (HwsimError if that leaves int64).
   Any multiplier that is not an exact power of two -> HwsimError naming the value.
 
+- "fixed_double_ruy"  TFLite's optimized x86 kernels for CONV_2D and FULLY_CONNECTED (cpu_backend_gemm -> ruy's
+  AVX / AVX2 / AVX-512 kernels, ruy/kernel_avx2_fma.cc `apply_multiplier` and `rounding_right_shift`; the custom
+  GEMV of tflite/kernels/cpu_backend_gemm_custom_gemv.h, vqrdmulhq_s32 then vrshlq_s32, computes the same):
+  `(q, shift) = quantize_multiplier(multiplier)`, x = acc * 2^max(shift, 0) (int32, as fixed_double),
+  h = floor((x*q + 2^30) / 2^31) (= SRDHM above: q > 0 never saturates), then the final right shift by
+  e = max(-shift, 0) rounds half UP: floor((h + 2^(e-1)) / 2^e). ruy adds the nudge in int32 and, where
+  h + nudge would overflow, returns 2^(31-e): that is exactly the floor above, so no overflow rule remains.
+  It differs from fixed_double only on negative ties of the final shift (-2.5 -> -2, not -3).
+  Same int32 contract and `int32_overflow` policy as fixed_double (ruy's own left shift would wrap).
+- "fixed_double_blocks8"  TFLite's optimized DEPTHWISE_CONV_2D on x86 (optimized/integer_ops/depthwise_conv.h
+  DepthwiseConvGeneral -> optimized_ops.h Quantize: NEON code, on x86 through NEON_2_SSE, for every full block of
+  8 output channels, vqrdmulhq_s32 + vrshlq_s32; the C mod 8 channels left over run MultiplyByQuantizedMultiplier):
+  with C channels along `channel_axis`, channel c < C - C mod 8 is requantized as fixed_double_ruy, the others as
+  fixed_double. (x86 never takes the 3x3 depthwise kernels: they are compiled for aarch64 only.)
+- "float64_away"  TFLite's reference FULLY_CONNECTED (reference/integer_ops/fully_connected.h, the float-scale
+  variants): `static_cast<int32_t>(round(static_cast<double>(acc) * effective_scale))` -- one IEEE double multiply,
+  then C `round` (half away from zero). The acc is an int32 (same `int32_overflow` policy); a rounded result
+  outside int32 (C++ undefined behaviour) raises, or saturates with "saturate".
+
 `quantize_multiplier(m)` is TFLite's QuantizeMultiplier: `q, e = frexp(m)`, `q_fixed = round(q * 2^31)`
 (half away from zero, std::round), `q_fixed == 2^31 -> (2^30, e + 1)`, `e < -31 -> (0, 0)`; with
 `single_rounding=True` also `e > 30 -> (2^31 - 1, 30)`. Real multiplier ~ q_fixed * 2^(e - 31).
@@ -53,7 +72,10 @@ import numpy as np
 from simulator.errors import HwsimError
 from simulator.units.rounding import as_int64, round_shift
 
-REQUANT_MODES = ("float32", "float64", "fixed_double", "fixed_single", "shift")
+REQUANT_MODES = ("float32", "float64", "fixed_double", "fixed_single", "shift", "fixed_double_ruy",
+                 "fixed_double_blocks8", "float64_away")
+FIXED_DOUBLE_MODES = ("fixed_double", "fixed_double_ruy", "fixed_double_blocks8")   # same multiply, final shifts differ
+BLOCK_CHANNELS = 8          # fixed_double_blocks8: channels in full blocks of 8 round half up
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
 FLOAT_SATURATION = 1 << 62          # the float modes' rounded result is saturated to +-2^62
@@ -89,10 +111,10 @@ def quantize_multiplier(m: float, single_rounding: bool = False) -> tuple[int, i
 def multiplier_fault(m: float, mode: str) -> str | None:
     """Why requantizing with multiplier `m` in `mode` fails for every accumulator other than 0 (and -1), from
     the same fixed-point form `requantize` uses; None when some non-zero accumulator goes through."""
-    if mode == "fixed_double":
+    if mode in FIXED_DOUBLE_MODES:
         _, shift = quantize_multiplier(m)
         if shift >= 31:    # acc * 2^shift must fit int32: only 0 (and -1 at shift 31) do
-            return (f"fixed_double shifts the accumulator left by {shift} bits before its int32 multiply: "
+            return (f"{mode} shifts the accumulator left by {shift} bits before its int32 multiply: "
                     "every non-zero accumulator overflows int32")
     elif mode == "shift":
         q, e = math.frexp(_check_multiplier(m))
@@ -207,6 +229,20 @@ def requantize(acc, multiplier, mode: str, channel_axis: int = 1, *,
             raise HwsimError(f"shift requantization: acc * 2^{int(left_b[bad].ravel()[0])} leaves int64 "
                              f"(acc {int(right[bad].ravel()[0])})")
         return (right << np.minimum(left_b, 63)).reshape(acc.shape)
+    if mode == "float64_away":
+        x = _int32_input(acc, int32_overflow, "float64_away requantization: acc")
+        with np.errstate(over="ignore", invalid="ignore"):
+            p = x.astype(np.float64) * m.reshape(bshape)       # one IEEE double multiply, as the C++ expression
+            a = np.abs(p)
+            f = np.floor(a)
+            r = np.copysign(f + (a - f >= 0.5), p)             # C round: half away (a - f is exact in double)
+        bad = ~((r >= INT32_MIN) & (r <= INT32_MAX))           # also +-inf
+        if bad.any():
+            if int32_overflow == "error":
+                raise HwsimError(f"float64_away requantization: {int(bad.sum())} result(s) outside int32 (first "
+                                 f"{float(r[bad].ravel()[0])!r}): TFLite's static_cast<int32_t> is undefined there")
+            r = np.clip(r, INT32_MIN, INT32_MAX)
+        return r.astype(np.int64).reshape(acc.shape)
     # fixed point (TFLite)
     single = mode == "fixed_single"
     qs = np.empty(m.size, dtype=np.int64)
@@ -230,19 +266,64 @@ def requantize(acc, multiplier, mode: str, channel_axis: int = 1, *,
     bad = (x < lo) | (x > hi)
     if bad.any():
         if int32_overflow == "error":
-            raise HwsimError(f"fixed_double requantization: acc * 2^{int(left_b[bad].ravel()[0])} overflows "
+            raise HwsimError(f"{mode} requantization: acc * 2^{int(left_b[bad].ravel()[0])} overflows "
                              f"int32 (acc {int(x[bad].ravel()[0])}): the multiplier is too large for TFLite's "
                              "int32 fixed-point requantizer")
         shifted = np.where(bad, np.where(x < 0, INT32_MIN, INT32_MAX), x << np.minimum(left_b, 32))
     else:
         shifted = x << np.minimum(left_b, 32)
-    return rdbpot(srdhm(shifted, qs), right).reshape(acc.shape)
+    high = srdhm(shifted, qs)
+    if mode == "fixed_double":
+        return rdbpot(high, right).reshape(acc.shape)
+    up = shift_half_up(high, right)
+    if mode == "fixed_double_ruy":
+        return up.reshape(acc.shape)
+    return np.where(block_mask(acc.shape, channel_axis), up, rdbpot(high, right)).reshape(acc.shape)
+
+
+def shift_half_up(x: np.ndarray, exponent: np.ndarray) -> np.ndarray:
+    """ruy's rounding_right_shift / NEON vrshl: floor((x + 2^(e-1)) / 2^e), 0 <= e <= 31, |x| <= 2^31 (exact in
+    int64; ruy's overflow rule, 2^(31-e) when x + nudge leaves int32, is this same floor)."""
+    x, e = np.broadcast_arrays(x, np.asarray(exponent, dtype=np.int64))
+    return (x + ((np.int64(1) << e) >> 1)) >> e
+
+
+def block_mask(acc_shape, channel_axis: int) -> np.ndarray:
+    """fixed_double_blocks8: True for the channels in full blocks of 8 (TFLite's NEON loop), broadcastable."""
+    nd = len(acc_shape)
+    ax = channel_axis if channel_axis >= 0 else channel_axis + nd
+    if not 0 <= ax < nd:
+        raise HwsimError(f"fixed_double_blocks8 requantization needs a channel axis: channel_axis {channel_axis}, "
+                         f"accumulator of shape {tuple(acc_shape)}")
+    c = acc_shape[ax]
+    shape = [1] * nd
+    shape[ax] = c
+    return (np.arange(c) < c - c % BLOCK_CHANNELS).reshape(shape)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Reference: one element at a time in Python ints (fixed modes) and numpy float scalars (float modes).
 
-def _ref_one(a: int, v: float, mode: str, int32_overflow: str) -> int:
+def _ref_one(a: int, v: float, mode: str, int32_overflow: str, in_block: bool = False) -> int:
+    if mode == "fixed_double_blocks8":
+        mode = "fixed_double_ruy" if in_block else "fixed_double"
+    if mode == "float64_away":
+        if not INT32_MIN <= a <= INT32_MAX:
+            if int32_overflow == "error":
+                raise HwsimError("acc outside int32")
+            a = max(INT32_MIN, min(INT32_MAX, a))
+        p = float(a) * v
+        if not math.isfinite(p):
+            out = INT32_MAX + 1 if p > 0 else INT32_MIN - 1
+        else:
+            r = Fraction(p)
+            mag = abs(r)
+            out = int(math.floor(mag + Fraction(1, 2))) * (1 if r >= 0 else -1)
+        if not INT32_MIN <= out <= INT32_MAX:
+            if int32_overflow == "error":
+                raise HwsimError("result outside int32")
+            out = max(INT32_MIN, min(INT32_MAX, out))
+        return out
     if mode == "float32":
         with np.errstate(over="ignore"):
             v32 = np.float32(v)
@@ -297,6 +378,8 @@ def _ref_one(a: int, v: float, mode: str, int32_overflow: str) -> int:
         nudge = (1 << 30) if ab >= 0 else 1 - (1 << 30)
         t = ab + nudge
         h = t // (1 << 31) if t >= 0 else -((-t) // (1 << 31))
+    if mode == "fixed_double_ruy":
+        return (h + ((1 << right) >> 1)) >> right        # half up (Python ints: exact floor shift)
     mask = (1 << right) - 1
     return (h >> right) + (1 if (h & mask) > (mask >> 1) + (1 if h < 0 else 0) else 0)
 
@@ -317,7 +400,11 @@ def requantize_reference(acc, multiplier, mode: str, channel_axis: int = 1, *,
     acc = as_int64(acc, "acc")
     m, bshape = _multiplier_array(multiplier, acc.shape, channel_axis)
     mb = np.broadcast_to(m.reshape(bshape), acc.shape) if acc.ndim else m.reshape(())
+    blocks = None
+    if mode == "fixed_double_blocks8":
+        blocks = np.broadcast_to(block_mask(acc.shape, channel_axis), acc.shape)
     out = np.empty(acc.shape, dtype=np.int64)
     for idx in np.ndindex(acc.shape):
-        out[idx] = _ref_one(int(acc[idx]), float(mb[idx]), mode, int32_overflow)
+        out[idx] = _ref_one(int(acc[idx]), float(mb[idx]), mode, int32_overflow,
+                            blocks is not None and bool(blocks[idx]))
     return out
