@@ -62,7 +62,12 @@ TFLITE_MEAN_ROUNDINGS = ("tflite_mean_reference", "tflite_mean_optimized")
 AVGPOOL_ROUNDINGS = ROUNDINGS + ("ort_float32", "xnnpack_mean", "tflite_codes") + TFLITE_MEAN_ROUNDINGS
 # the input quantizer's x / scale: float64, float32 as ONNX Runtime, or "xnnpack": x * float32(1 / scale) in
 # float32 (LiteRT's XNNPACK QUANTIZE, f32-qs8-vcvt)
-INPUT_DIVISIONS = ("float64", "float32", "xnnpack")
+# "tflite_optimized": LiteRT's optimized int8 QUANTIZE on x86 (per sample, blocks of 8 as x * float32(1 / scale)
+# rounded half to even, the size mod 8 values left as x / scale in double, half away; engine.quantize_input)
+INPUT_DIVISIONS = ("float64", "float32", "xnnpack", "tflite_optimized")
+# output.dequantize: false, true (float32 (code - zp) * scale), or "tflite_optimized": LiteRT's optimized
+# DEQUANTIZE on x86 (per sample, blocks of 8 as float32(code) * scale + float32(-zp * scale), the rest as true)
+OUTPUT_DEQUANTIZE = (False, True, "tflite_optimized")
 # add: "ratio" sums v_i * (s_i / s_out); "dequantize" computes (sum_i v_i * s_i) / s_out (ONNX Runtime);
 # "xnnpack": LiteRT's XNNPACK qs8/qu8 vadd, two inputs, integer multipliers and a round-half-up shift
 # (units/xnnpack_ops.py); `requant` is not used by it; `subtract` (xnnpack only) computes a - b
@@ -275,8 +280,9 @@ def _check_model(model: Model):
         _fail(f"must be one of {ROUNDINGS}", "input.rounding")
     if model.input_division not in INPUT_DIVISIONS:
         _fail(f"must be one of {INPUT_DIVISIONS}, got {_short(model.input_division)}", "input.division")
-    if not isinstance(model.output_dequantize, bool):
-        _fail(f"must be true or false, got {_short(model.output_dequantize)}", "output.dequantize")
+    if not any(model.output_dequantize is v or model.output_dequantize == v and isinstance(v, str)
+               for v in OUTPUT_DEQUANTIZE):
+        _fail(f"must be true, false or 'tflite_optimized', got {_short(model.output_dequantize)}", "output.dequantize")
     if not model.layers:
         _fail("the model has no layers", "layers")
     if limits_enabled() and len(model.layers) > LIMITS["layers"]:

@@ -42,6 +42,13 @@ def output_array(model: Model, codes: np.ndarray) -> np.ndarray:
     enc = model.layers[-1].out_enc
     if getattr(model, "output_dequantize", False):
         y = (np.asarray(codes, dtype=np.int64) - enc.zero_point).astype(np.float32) * np.float32(enc.scale)
+        if model.output_dequantize == "tflite_optimized":
+            # LiteRT's optimized DEQUANTIZE (NEON code through NEON_2_SSE): each sample's blocks of 8 values as
+            # float32(code) * scale + float32(-zp * scale), two float32 roundings; the size mod 8 left as above
+            flat = y.reshape(y.shape[0], -1)
+            body = flat.shape[1] // 8 * 8
+            c = np.asarray(codes).reshape(flat.shape)[:, :body].astype(np.float32)
+            flat[:, :body] = c * np.float32(enc.scale) + np.float32(np.float32(-enc.zero_point) * np.float32(enc.scale))
         bias = getattr(model, "output_bias", None)
         if bias is not None:   # a float bias added after dequantization (output.bias), per output channel
             y = y + np.asarray(bias, np.float32).reshape((1, -1) + (1,) * (y.ndim - 2))

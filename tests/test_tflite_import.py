@@ -18,6 +18,7 @@ import pytest
 
 from simulator.engine import Engine, quantize_input
 from simulator.errors import HwsimError
+from simulator.report import output_array
 
 pytest.importorskip("tflite")
 litert = pytest.importorskip("ai_edge_litert")
@@ -73,9 +74,8 @@ def compare_one(path, kernels, seeds, output):
                 where.append((name, n))
         if model.output_dequantize:   # a DEQUANTIZE output: the float32 values themselves
             out = got["tensors"][got["outputs"][0]]
-            mine = res.tensors[model.output_name]
-            enc = model.layers[-1].out_enc
-            values = (np.float32(enc.scale) * (mine.astype(np.int64) - enc.zero_point).astype(np.float32))
+            values = output_array(model, res.tensors[model.output_name])
+            assert values.dtype == np.float32
             compared += out.size
             differ += int((values.reshape(out.shape) != out).sum())
     return compared, differ, where

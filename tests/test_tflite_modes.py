@@ -486,8 +486,8 @@ def _m_float_product(s_in, s_w, s_out):
 
 
 PROBES = {   # (probe, path): (mode, the multiplier formula that path uses, the formula it must not match)
-    ("dense_probe", "reference"): ("float64_away", _m_double, _m_float_product),
-    ("dense_probe", "optimized"): ("fixed_double_ruy", _m_float_product, _m_double),
+    ("dense_probe_ref", "reference"): ("float64_away", _m_double, _m_float_product),
+    ("dense_probe_opt", "optimized"): ("fixed_double_ruy", _m_float_product, _m_double),
     ("conv_probe", "optimized"): ("fixed_double_ruy", _m_double, _m_float_product),
     ("conv_probe", "reference"): ("fixed_double", _m_double, None),
 }

@@ -250,6 +250,9 @@ class _Exporter:
         last = model.layers[-1]
         elem, _ = _code_type(last.out_enc)
         out_name = _utf8(last.name)
+        if getattr(model, "output_dequantize", False) == "tflite_optimized":
+            raise HwsimError("output.dequantize 'tflite_optimized' (LiteRT's blockwise DEQUANTIZE) has no ONNX form; "
+                             "export takes output.dequantize true or false", field="output.dequantize")
         if getattr(model, "output_dequantize", False) and isinstance(last.out_enc, UniformAct):
             # the codes keep their name with a suffix; the float output takes the layer's name
             codes = self.g.name(f"{last.name}/codes")
@@ -453,6 +456,9 @@ class _Exporter:
             return g.op("Cast", [g.op("Less", ["input", g.const(np.float32(0), np.float32)], "input")],
                         "input", to=int(elem))
         division = getattr(model, "input_division", "float64")
+        if division not in ("float32", "float64"):
+            raise HwsimError(f"input division {division!r} (a LiteRT quantizer) has no ONNX form here; export takes "
+                             "float32 or float64 input division", field="input.division")
         lo, hi = enc.code_range()
         scale = enc.value_scale
         f32_scale = np.float32(scale)

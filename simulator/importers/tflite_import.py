@@ -126,6 +126,7 @@ class TfliteBuilder:
         self.folded_pads: dict[int, tuple] = {}   # PAD output tensor -> (input tensor, pads [t, l, b, r], code)
         self.model_input: HT | None = None
         self.input_float = False
+        self.input_division, self.input_rounding = "float32", "half_away"   # a float input's quantizer
         first = graph.tensors[graph.inputs[0]].shape if graph.inputs else ()
         self.batch = first[0] if first else 1     # samples run side by side, as hwsim runs a batch
 
@@ -315,10 +316,16 @@ class TfliteBuilder:
         self.values[t.index] = q
 
     def quantize_input(self, op: TOp):
-        """The float -> int8 QUANTIZE at the model input becomes hwsim's input quantizer."""
+        """The float -> int8 QUANTIZE at the model input becomes hwsim's input quantizer, in this path's
+        arithmetic: the reference kernel divides in float32 and rounds half away from zero; XNNPACK multiplies by
+        float32(1 / scale) and rounds half to even; the optimized kernel does so in blocks of 8 per sample."""
         out = self.g.tensors[op.outputs[0]]
-        self.set_input(out, self.enc(out, self.where(op)), self.where(op))
-        self.values[op.outputs[0]] = self.values.pop(out.index)
+        enc = self.enc(out, self.where(op))
+        path = self.path_for("QUANTIZE", [], self.qparams(enc))
+        self.input_division, self.input_rounding = {"reference": ("float32", "half_away"),
+                                                    "optimized": ("tflite_optimized", "half_even"),
+                                                    "xnnpack": ("xnnpack", "half_even")}[path]
+        self.set_input(out, enc, self.where(op))
 
     def finish(self) -> Model:
         out_index = self.out_index
@@ -343,6 +350,8 @@ class TfliteBuilder:
                 continue
             t = self.g.tensors[index]
             tensors[t.name or str(index)] = {"index": index, "hwsim": h.name, "layout": "CHW" if h.nhwc else "flat"}
+        if dequantize and self.kernels == "optimized":
+            dequantize = "tflite_optimized"
         meta = {"source": {"format": "tflite", "file": os.path.basename(self.source), "schema_version": self.g.version,
                            "description": self.g.description[:200]},
                 "tflite": {"kernels": self.kernels, "layers": {k: v for k, v in self.paths.items()
@@ -353,7 +362,8 @@ class TfliteBuilder:
             meta["import_notes"] = self.notes
         name = os.path.splitext(os.path.basename(self.source))[0]
         return Model(name=name, input_shape=self.model_input.shape, input_enc=self.model_input.enc, layers=layers,
-                     input_rounding="half_away", input_division="float32", output_dequantize=dequantize,
+                     input_rounding=self.input_rounding, input_division=self.input_division,
+                     output_dequantize=dequantize,
                      metadata=meta, source=self.source)
 
     def prune(self, out_name):

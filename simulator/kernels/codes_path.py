@@ -231,6 +231,7 @@ def _depthwise_kernel(t0, t1, xf, wt, taps, init, n, hp, wq, ci, cog, sh, narrow
 
 FUSED_MODES = (0, 1)   # the epilogue modes the fused depthwise kernel applies itself (float32, float64)
 BAND_TASKS = 8         # tasks of a fused depthwise call at least (bands of output rows per image)
+PLANAR_WIDTH = 16      # output rows at least this wide: the planar kernel (channel planes, rows in SIMD lanes)
 
 
 def depthwise_codes(codes, table, code_lo: int, w, bias, g: ConvGeometry, pad_value: int, x_reach: int, ep):
@@ -264,6 +265,14 @@ def depthwise_codes(codes, table, code_lo: int, w, bias, g: ConvGeometry, pad_va
     taps = np.zeros((g.n * bands, g.kh * g.kw, g.ci), np.int64)
     m = ep.m32 if ep.mode == 0 else ep.m64
     narrow = bound + int(np.abs(init).max(initial=0)) < (1 << 31)   # every sum + bias within int32
+    if g.wo >= PLANAR_WIDTH:   # wide rows: planar, the rows in SIMD lanes (no transposes)
+        hp, wpp = (g.ho - 1) * g.sh + g.kh, (g.wo - 1) * g.sw + g.kw
+        taps = np.zeros((g.n, g.ci, g.kh * g.kw), np.int64)
+        split(_depthwise_planar, g.n * g.co, np.ascontiguousarray(codes), table.astype(dtype), code_lo, linear,
+              int(table[0]) - code_lo, dtype(pad_value), np.ascontiguousarray(wt.T), init,
+              np.array([g.kh, g.kw, g.sh, g.sw, g.top, g.left, hp, wpp], np.int64), narrow, m, m.size == 1, ep.lo,
+              ep.hi, ep.offset, ep.linear, ep.table, out, taps, work=out.size * 4)
+        return out, taps.sum(axis=0).reshape(g.ci, g.kh, g.kw)
     split(_depthwise_fused, g.n * bands, np.ascontiguousarray(codes), table.astype(dtype), code_lo, linear, int(table[0]) - code_lo,
           dtype(pad_value), wt, init, geom, narrow, m, m.size == 1, ep.lo, ep.hi, ep.offset,
           ep.linear, ep.table, out, taps, work=out.size * 4)
@@ -313,7 +322,7 @@ def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, init, ge
                 continue
             dst[:left * c_n] = pad
             dst[(left + w) * c_n:] = pad
-            for j in range(0):   # flat indices (no per-channel views: widths can be tiny)
+            for j in range(w):   # flat indices (no per-channel views: widths can be tiny)
                 d, src = (left + j) * c_n, (ni * c_n * h + i) * w + j
                 if linear:   # int32 on the way to float
                     for c in range(c_n):
@@ -380,6 +389,80 @@ def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, init, ge
         for k in range(nt):
             for c in range(c_n):
                 taps[t, k, c] = np.int64(zeros[k, c])
+
+
+@njit(nogil=True, cache=True)
+def _depthwise_planar(t0, t1, codes, table, lo, linear, offset, pad, wt, init, geom, narrow, m, shared, ep_lo, ep_hi,
+                      ep_offset, ep_linear, ep_table, out, taps):
+    """depthwise_codes for wide images: one task per (image, channel), its padded plane [Hp, Wp] decoded into a
+    scratch (unit-stride rows), each output row summed tap by tap with the row in SIMD lanes, the epilogue
+    applied and the codes stored straight into the NCHW output. Zero operands: per scratch row and kernel
+    column, over the windows of an output row, then added up per tap."""
+    n, c_n, h, w = codes.shape
+    ho, wo = out.shape[2], out.shape[3]
+    kh_n, kw_n, sh, sw, top, left, hp, wp = geom
+    xp = np.empty(hp * wp, wt.dtype)
+    acc = np.empty(wo, wt.dtype)
+    values = np.empty(wo, np.int32)
+    row_zeros = np.empty((hp, kw_n), np.int64)
+    flo, fhi, off = m.dtype.type(ep_lo), m.dtype.type(ep_hi), np.int32(ep_offset)
+    nil = wt.dtype.type(0)
+    for t in range(t0, t1):
+        ni, c = t // c_n, t % c_n
+        xp[:] = pad
+        for r in range(hp):
+            i = r - top
+            if 0 <= i < h:
+                dst, src = xp[r * wp + left:], codes[ni, c, i]
+                cols = min(w, wp - left)
+                if linear:   # int32 on the way to float: it vectorises
+                    for j in range(cols):
+                        dst[j] = np.int32(np.int32(src[j]) + np.int32(offset))
+                else:
+                    for j in range(cols):
+                        dst[j] = table[np.int64(src[j]) - lo]
+        wk, mk, bias = wt[c], m[0 if shared else c], init[c]
+        bias32 = np.int32(bias) if narrow else np.int32(0)
+        for oh in range(ho):
+            acc[:] = 0
+            for k in range(kh_n * kw_n):
+                x = xp[(oh * sh + k // kw_n) * wp + k % kw_n:]
+                wv = wk[k]
+                if sw == 1:
+                    for ow in range(wo):
+                        acc[ow] += wv * x[ow]
+                else:
+                    for ow in range(wo):
+                        acc[ow] += wv * x[ow * sw]
+            if narrow:   # sum + bias within int32: int32 -> float converts in vectors on AVX2
+                for ow in range(wo):
+                    values[ow] = np.int32(min(max(np.rint(m.dtype.type(np.int32(acc[ow]) + bias32) * mk), flo), fhi))
+            else:
+                for ow in range(wo):
+                    values[ow] = np.int32(min(max(np.rint(m.dtype.type(np.int64(acc[ow]) + bias) * mk), flo), fhi))
+            dst = out[ni, c, oh]
+            if ep_linear:
+                for ow in range(wo):
+                    dst[ow] = values[ow] + off
+            else:
+                for ow in range(wo):
+                    dst[ow] = ep_table[values[ow] - np.int32(ep_lo)]
+        for r in range(hp):   # zero operands of the windows of one output row, per scratch row and kernel column
+            for kw in range(kw_n):
+                x = xp[r * wp + kw:]
+                z = 0   # an integer sum: it vectorises (a float one must keep its order)
+                if sw == 1:
+                    for ow in range(wo):
+                        z += x[ow] == nil
+                else:
+                    for ow in range(wo):
+                        z += x[ow * sw] == nil
+                row_zeros[r, kw] = z
+        for k in range(kh_n * kw_n):
+            total = 0
+            for oh in range(ho):
+                total += row_zeros[oh * sh + k // kw_n, k % kw_n]
+            taps[ni, c, k] = total
 
 
 def zero_taps_codes(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_zero: bool) -> np.ndarray:

@@ -51,7 +51,7 @@ def model_to_header(model: Model) -> tuple[dict, dict]:
         inp["division"] = model.input_division
     header = {"model": {"name": model.name, "input": inp, "layers": layers, "metadata": model.metadata}}
     if model.output_dequantize:
-        header["model"]["output"] = {"dequantize": True}
+        header["model"]["output"] = {"dequantize": model.output_dequantize}
         if getattr(model, "output_bias", None) is not None:
             header["model"]["output"]["bias"] = [float(v) for v in model.output_bias]
     return header, tensors
@@ -183,8 +183,9 @@ def header_to_model(header: dict, tensors: dict, source: str) -> Model:
     out = m.get("output", {})
     _require(out, OUTPUT_KEYS, set(), "model.output")
     dequantize = out.get("dequantize", False)
-    if not isinstance(dequantize, bool):
-        raise HwsimError(f"must be true or false, got {dequantize!r}", field="model.output.dequantize")
+    if not (isinstance(dequantize, bool) or dequantize == "tflite_optimized"):
+        raise HwsimError(f"must be true, false or 'tflite_optimized', got {dequantize!r}",
+                         field="model.output.dequantize")
     output_bias = out.get("bias")
     if output_bias is not None:
         if (not isinstance(output_bias, list) or not output_bias or len(output_bias) > (1 << 24)
