@@ -140,6 +140,7 @@ def lowbit_paths(repeats: int) -> dict:
     the XNOR path's binary MACs per second against the 8-bit MAC rate (target >= 4x)."""
     from simulator.encodings import BinaryAct, BinaryW, CodebookW, EnqAct, KnqAct, ThresholdAct, UniformAct, UniformW
     from simulator.graph import Layer, Model
+    from simulator.kernels.epilogue import code_dtype
 
     rng = np.random.default_rng(3)
     shape, co, k = (64, 28, 28), 64, 3
@@ -167,8 +168,8 @@ def lowbit_paths(repeats: int) -> dict:
         lay = Layer("c", "conv2d", ["p"], attrs, out, w, w_enc, codebook=book)
         model_input = act if isinstance(act, (BinaryAct, KnqAct)) or type(act) is UniformAct else u8
         eng = Engine(Model(name, shape, model_input, [pre, lay]).check())
-        lo, hi = act.code_range()
-        codes = rng.integers(lo, hi + 1, (8,) + shape).astype(np.int64)
+        lo, hi = act.code_range()   # the codes as the engine keeps them between layers (its narrowest dtype)
+        codes = rng.integers(lo, hi + 1, (8,) + shape).astype(code_dtype(act))
         best = float("inf")
         for threads in (1, 2):
             kernel_threads.set_count(threads)

@@ -3,7 +3,8 @@
 
     /work/venvs/tf/bin/python models/make_digits_tflite.py [--out-dir models] [--seed 0] [--epochs 60]
 
-Output: digits_cnn_int8.tflite (in --out-dir, default: the folder of this script), input int8 [1, 8, 8, 1] NHWC
+Output: digits_cnn_int8.tflite and digits_test_nhwc.npz (the test set as [N, 8, 8, 1]) in --out-dir (default: the
+folder of this script); `hwsim import` makes digits_cnn_int8.qnn from it. Input int8 [1, 8, 8, 1] NHWC
 (pixel / 16 in [0, 1], quantized with the model's input scale and zero point), output int8 logits [1, 10].
 
 Data: the same split and scaling as make_digits_models.py (load_digits, x = pixel / 16, train/test 70/30
@@ -132,6 +133,9 @@ def main(argv=None):
     path = args.out_dir / "digits_cnn_int8.tflite"
     path.write_bytes(data)
     print(f"wrote {path} ({len(data):,} B)")
+    nhwc = args.out_dir / "digits_test_nhwc.npz"     # the test set in the layout the TFLite model takes
+    np.savez_compressed(nhwc, x=x_te.astype(np.float32), y=y_te.astype(np.int64))
+    print(f"wrote {nhwc}; import with: hwsim import {path} -o {args.out_dir / 'digits_cnn_int8.qnn'}")
 
     logits = {}
     for k in ("reference", "optimized", "xnnpack"):

@@ -69,11 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FIG.png", help="draw the per-layer energy breakdown and cycle breakdown "
                                                      "(.png or .svg; needs the 'plot' extra)")
 
-    p = sub.add_parser("estimate", help="cost a network from its shapes alone (no execution): .qnn, .onnx or "
-                                        "SCALE-Sim topology .csv",
+    p = sub.add_parser("estimate", help="cost a network from its shapes alone (no execution): .qnn, .onnx, "
+                                        ".tflite or SCALE-Sim topology .csv",
                        description="Cycles, energy and area of NETWORK on one design without running it: a .qnn "
-                                   "model (not executed), an ONNX model (float or quantized; shapes only) or a "
-                                   "SCALE-Sim topology CSV. No accuracy and no zero gating (no values).")
+                                   "model (not executed), an ONNX model (float or quantized; shapes only), an int8 "
+                                   "TFLite model or a SCALE-Sim topology CSV. No accuracy and no zero gating (no "
+                                   "values).")
     p.add_argument("network", metavar="NETWORK")
     p.add_argument("--hw", required=True, metavar="HW.yaml", help="the design (a file or a shipped name)")
     p.add_argument("--bits", metavar="A,W", help="activation and weight bits for ONNX and topology networks "

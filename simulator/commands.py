@@ -427,7 +427,8 @@ def parse_bits(text: str) -> tuple[int, int]:
 
 
 def load_network(path: str, bits) -> tuple[list, str]:
-    """Workloads (shapes and shape-derived counts, one inference) of a .qnn, .onnx or SCALE-Sim .csv network."""
+    """Workloads (shapes and shape-derived counts, one inference) of a .qnn, .onnx, .tflite or SCALE-Sim .csv
+    network."""
     from pathlib import Path
 
     suffix = Path(path).suffix.lower()
@@ -444,8 +445,14 @@ def load_network(path: str, bits) -> tuple[list, str]:
         from .importers.topology import load_topology
 
         return load_topology(path, bits or (8, 8)), Path(path).stem
-    raise HwsimError("unknown network kind: give a .qnn model, an .onnx model or a SCALE-Sim topology .csv",
-                     source=path)
+    if suffix == ".tflite":     # imported as `hwsim import` would (the default kernel path: shapes do not care)
+        from .importers.qnn_shapes import workloads_from_model
+        from .importers.tflite_import import import_tflite
+
+        model = import_tflite(path)
+        return workloads_from_model(model), model.name
+    raise HwsimError("unknown network kind: give a .qnn model, an .onnx model, a .tflite model or a SCALE-Sim "
+                     "topology .csv", source=path)
 
 
 def estimate(args) -> int:

@@ -23,7 +23,7 @@ from .graph import (LIMITS, MAC_OPS, Layer, Model, check_run_work, default_pad_c
                     run_work, table_bits)
 from .kernels import code_tables, codes_path, im2col, mac, pairsat, popcount
 from .kernels.im2col import conv_geometry
-from .kernels.epilogue import code_dtype, make_epilogue, run_epilogue, run_signs, run_thresholds
+from .kernels.epilogue import code_dtype, make_epilogue, run_epilogue, run_thresholds
 from .trace import STATIC_FIELDS, LayerCounts, Trace
 from .units import float_conv_transpose, pooling, resize, xnnpack_ops
 from .units.codebook_lut import lut_decode
@@ -388,7 +388,7 @@ class Engine:
             counts.binary_macs = out_elems * k
             counts.popcount_words = out_elems * words
             if isinstance(out_enc, BinaryAct):   # sign bits straight from the popcount sums (no int64 pass)
-                return run_signs(acc, plan.bias)
+                return popcount.signs(acc, plan.bias)
             acc = acc.astype(np.int64)
             if plan.bias is not None:
                 acc += plan.bias.reshape((1, -1) + (1,) * (acc.ndim - 2))

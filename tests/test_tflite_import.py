@@ -89,11 +89,21 @@ def test_bit_exact_against_litert(name, kernels):
     assert differ == 0, f"{differ} of {compared} values differ: {where[:5]}"
 
 
-@pytest.mark.skipif(not DIGITS.exists(), reason="models/digits_cnn_int8.tflite not built")
 @pytest.mark.parametrize("kernels", PATHS)
 def test_digits_model_bit_exact(kernels):
+    """The shipped trained model: every tensor on random inputs, and the logits of the whole digits test set
+    (the README's accuracy) equal LiteRT's on this kernel path."""
     compared, differ, where = compare(DIGITS, kernels, seeds=range(2))
     assert compared > 0 and differ == 0, where[:5]
+    data = np.load(ROOT / "models" / "digits_test_nhwc.npz")
+    model = import_tflite(DIGITS, kernels)
+    codes = quantize_input(model, data["x"])
+    ours = Engine(model).run(codes.astype(np.int64)).output
+    theirs = np.concatenate([litert_runner.outputs(litert_runner.run(DIGITS, codes[i:i + 1].astype(np.int8),
+                                                                      kernels)).popitem()[1]
+                             for i in range(len(codes))])
+    assert np.array_equal(ours, theirs)
+    assert abs(np.mean(ours.argmax(1) == data["y"]) - 0.9778) < 0.0001
 
 
 def test_the_paths_really_differ():
@@ -199,3 +209,34 @@ def test_not_a_flatbuffer(tmp_path):
     p.write_bytes(b"ONNX protobuf, not a flatbuffer")
     with pytest.raises(HwsimError, match="not a TFLite flatbuffer"):
         import_tflite(p)
+
+
+HELPER_FIXTURES = sorted(p.relative_to(ROOT / "tests" / "tflite").as_posix()
+                         for d in ("mode_fixtures", "op_fixtures", "xnnpack_fixtures")
+                         for p in (ROOT / "tests" / "tflite" / d).glob("*.tflite"))
+# the limits these one-op fixtures run into: hwsim models have one input; ops outside the supported list
+KNOWN_LIMITS = ("hwsim models have one input", "unsupported operator", "SOFTMAX needs")
+
+
+@pytest.mark.parametrize("name", HELPER_FIXTURES)
+def test_one_op_fixtures_through_the_importer(name):
+    """The one-op fixtures of the arithmetic tests (odd channel counts, per-tensor weights, ties), imported
+    whole: bit-exact on every path, or refused for a stated limit."""
+    path = ROOT / "tests" / "tflite" / name
+    for kernels in PATHS:
+        try:
+            compared, differ, where = compare(path, kernels, seeds=range(2))
+        except HwsimError as exc:
+            assert any(text in exc.message for text in KNOWN_LIMITS), exc.message
+            return
+        assert compared > 0 and differ == 0, (kernels, differ, where[:3])
+
+
+def test_most_one_op_fixtures_import():
+    refused = 0
+    for name in HELPER_FIXTURES:
+        try:
+            import_tflite(ROOT / "tests" / "tflite" / name)
+        except HwsimError:
+            refused += 1
+    assert len(HELPER_FIXTURES) - refused >= 60, refused

@@ -82,25 +82,6 @@ def import_tflite(path, kernels: str = "xnnpack", output: str | None = None) -> 
         raise
 
 
-def activation_codes(activation: int, enc: UniformAct) -> tuple[int, int]:
-    """TFLite's CalculateActivationRangeQuantized: the code range a fused activation clamps to. Each bound is
-    zero_point + TfLiteRound(f / scale), the division in float32, rounded half away from zero."""
-    lo, hi = enc.code_range()
-
-    def q(f):
-        t = float(np.float32(f) / np.float32(enc.scale))
-        return enc.zero_point + int(math.copysign(math.floor(abs(t) + 0.5), t))
-
-    name = ACTIVATIONS.get(activation)
-    if name == "RELU":
-        return max(lo, q(0.0)), hi
-    if name == "RELU6":
-        return max(lo, q(0.0)), min(hi, q(6.0))
-    if name == "RELU_N1_TO_1":
-        return max(lo, q(-1.0)), min(hi, q(1.0))
-    return lo, hi
-
-
 def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int, int]:
     """TFLite's ComputePaddingHeightWidth for SAME: (output size, pad before, pad after)."""
     out = (size + stride - 1) // stride
@@ -143,6 +124,8 @@ class TfliteBuilder:
         return self.g.tensors[index]
 
     def new_name(self, base: str) -> str:
+        # the converter names a fused tensor "a/b/Relu;a/b/BiasAdd;...": the first name says enough
+        base = base.split(";")[0]
         base = "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in base)[:60] or "layer"
         cand, k = base, 1
         while cand in self.names:
@@ -232,8 +215,18 @@ class TfliteBuilder:
             q = self.add_layer(Layer(self.new_name(base + "_flat"), "flatten", [q.name]), [q], where)
         return q
 
-    def clamp(self, q: HT, activation: int, base, where) -> HT:
-        lo, hi = activation_codes(activation, q.enc)
+    def act_bounds(self, activation: int, enc: UniformAct, path: str) -> tuple[int, int]:
+        """The code range a fused activation clamps to on `path`: TFLite's CalculateActivationRangeQuantized on
+        the builtin kernels, XNNPACK's own quantization of the bounds on the delegate."""
+        name = ACTIVATIONS.get(activation) or "NONE"
+        if path == "xnnpack":
+            from .tflite_xnnpack import activation_codes
+            return activation_codes(name, self.qparams(enc))
+        from .tflite_arith import activation_range
+        return activation_range(name, self.qparams(enc))
+
+    def clamp(self, q: HT, activation: int, base, where, path: str) -> HT:
+        lo, hi = self.act_bounds(activation, q.enc, path)
         if (lo, hi) == q.enc.code_range():
             return q
         zp = q.enc.zero_point
@@ -388,19 +381,26 @@ class TfliteBuilder:
         f32 = np.float32
         if self.kernels == "xnnpack":
             # the delegate: float32(float32(s_in * s_w) / s_out), float32 requantization
-            mult = [float(f32(f32(x_enc.scale) * f32(s)) / f32(out_enc.scale)) for s in s_w]
-            return "float32", mult
-        if w.scales.size == 1 and kind == "fully_connected":
-            # per-tensor fully connected: the multiplier from the float32 product s_in * s_w
-            m = float(f32(f32(x_enc.scale) * f32(w.scales[0]))) / float(f32(out_enc.scale))
-            mult = [m]
+            from .tflite_xnnpack import conv_multipliers
+            mult = conv_multipliers(x_enc.scale, s_w, out_enc.scale)
+            if not np.all(mult < 256):
+                raise HwsimError("a requantization scale s_in * s_w / s_out of 256 or more: LiteRT's XNNPACK "
+                                 "delegate takes the layer, XNNPACK refuses it and the interpreter fails to "
+                                 "prepare the model")
+            return "float32", [float(m) for m in mult]
+        if w.scales.size == 1 and kind == "fully_connected" and self.kernels == "optimized":
+            # per-tensor fully connected on the optimized kernels: the multiplier from the float32 product
+            # s_in * s_w (measured on LiteRT 2.3.0: the double product gives other codes)
+            mult = [float(f32(f32(x_enc.scale) * f32(w.scales[0]))) / float(f32(out_enc.scale))]
         else:   # double(s_in) * double(s_w[c]) / double(s_out) (PopulateConvolutionQuantizationParams)
             mult = [float(f32(x_enc.scale)) * float(f32(s)) / float(f32(out_enc.scale)) for s in s_w]
             if w.scales.size == 1:
                 mult = mult[:1]
         if self.kernels == "reference":
             return ("float64_away" if kind == "fully_connected" else "fixed_double"), mult
-        return "fixed_double_ruy", mult
+        # optimized x86: ruy's output stage for conv and fully connected; the depthwise kernel's NEON code (via
+        # NEON_2_SSE) does the same on whole blocks of 8 channels and the reference rounding on the rest
+        return ("fixed_double_blocks8" if kind == "depthwise" else "fixed_double_ruy"), mult
 
     def weight_enc(self, w: TTensor, co: int, where) -> UniformW:
         if w.dtype not in ("int8", "uint8"):
@@ -431,7 +431,7 @@ class TfliteBuilder:
         wenc = self.weight_enc(w, co, where)
         mode, mult = self.requant(kind, x.enc, w, enc, co)
         attrs = {**attrs, "acc_bits": 32, "overflow": "wrap", "requant": mode, "multiplier": mult}
-        lo, hi = activation_codes(self.check_activation(op), enc)
+        lo, hi = self.act_bounds(self.check_activation(op), enc, "xnnpack" if mode == "float32" else self.kernels)
         if (lo, hi) != enc.code_range():
             attrs["clip"] = [lo - enc.zero_point, hi - enc.zero_point]
         lay = Layer(self.new_name(base), "conv2d" if kind != "fully_connected" else "dense", [x.name], attrs, enc,
@@ -547,7 +547,8 @@ class TfliteBuilder:
         q = self.add_layer(lay, [x], self.where(op))
         if kind == "avgpool":
             self.paths[lay.name] = f"{self.kernels}: average of raw codes (tflite_codes)"
-        q = self.clamp(q, self.check_activation(op), base, self.where(op))
+        path = self.path_for(op.name, [self.qparams(x.enc)], self.qparams(enc))
+        q = self.clamp(q, self.check_activation(op), base, self.where(op), path)
         self.define(op, q, True)
 
     # ------------------------------------------------------------------------------------------- shapes
@@ -634,7 +635,8 @@ class TfliteBuilder:
         q = self.add_layer(Layer(self.new_name(base), "concat", [x.name for x in xs]), xs, where)
         if perm:
             q = self.transpose(q, perm, base + "_out", where)
-        q = self.clamp(q, self.check_activation(op), base, where)
+        q = self.clamp(q, self.check_activation(op), base, where,
+                       self.path_for(op.name, [self.qparams(x.enc) for x in xs], self.qparams(enc)))
         self.define(op, q, rank == 4)
 
     def op_pad(self, op: TOp):
@@ -690,6 +692,11 @@ class TfliteBuilder:
         in_q, out_q = self.qparams(x.enc), self.qparams(enc)
         path = self.path_for(name, [in_q], out_q)
         table = unary_table(name, path, in_q, out_q)
+        tail = self.batch * math.prod(x.shape) % 16
+        if name == "QUANTIZE" and path == "optimized" and tail:
+            self.notes.append(f"{self.where(op)}: the optimized QUANTIZE rounds the last {tail} "
+                              "values of each invocation as the reference kernel does (negative ties differ by "
+                              "1); hwsim's table rounds every value as the SIMD blocks do")
         q = self.table_layer(op, x, enc, table, out.name or name.lower(), f"{path}: {name} table")
         self.define(op, q, x.nhwc)
 
@@ -739,16 +746,17 @@ class TfliteBuilder:
             return
         xs = [self.value(i, op) for i in op.inputs]
         if path == "xnnpack":
-            from .tflite_xnnpack import activation_codes as xnn_codes
             attrs = ({"rescale": "xnnpack", "subtract": name == "SUB"} if name != "MUL" else {"requant": "xnnpack"})
-            lo, hi = xnn_codes(act, out_q)
         else:
-            from .tflite_arith import activation_range, layer_spec
-            spec = layer_spec(name, path, in_qs, out_q, {"broadcast": xs[0].shape != xs[1].shape})
-            attrs = spec["attrs"]
-            lo, hi = activation_range(act, out_q)
+            from .tflite_arith import layer_spec
+            attrs = layer_spec(name, path, in_qs, out_q, {"broadcast": xs[0].shape != xs[1].shape})["attrs"]
+            attrs.pop("clip", None)
+        lo, hi = self.act_bounds(act_id, enc, path)
         if (lo, hi) != enc.code_range():
             attrs["clip"] = [lo - enc.zero_point, hi - enc.zero_point]
+        if path == "optimized" and name == "ADD" and xs[0].shape != xs[1].shape:
+            self.notes.append(f"{self.where(op)}: the optimized kernels' broadcasting ADD is modelled with the "
+                              "reference rounding (inputs rounded twice); its SIMD loops are not modelled")
         lay = Layer(self.new_name(base), "add" if name != "MUL" else "mul", [x.name for x in xs], attrs, enc)
         self.paths[lay.name] = f"{path}: {name}"
         q = self.add_layer(lay, xs, where)

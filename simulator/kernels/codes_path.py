@@ -50,7 +50,7 @@ def conv2d_sum_codes(codes, table, code_lo: int, w, bias, g: ConvGeometry, pad_v
     pad_pixel[:, :g.cig] = pad_value
     canvas = np.empty(im2col.canvas_shape(g, ce), np.int16)
     if g.has_padding or canvas.shape[2] > g.w:
-        canvas[...] = pad_pixel
+        _fill(canvas, pad_pixel)
     split(_decode_into, g.n * g.h, codes, table.astype(np.int16), code_lo, canvas, g.top, g.left, g.cig,
           work=canvas.size)
     nvec = im2col.choose_nvec(g.cog, np.int16)
@@ -101,7 +101,7 @@ def conv2d_sum_u8(codes, code_lo: int, offset: int, w, bias, g: ConvGeometry, pa
         tp, pad_pixel = memo[gkey]
     canvas = np.empty(shape, np.uint8)
     if g.has_padding or shape[2] > g.w or ce > g.cig:
-        canvas[...] = pad_pixel
+        _fill(canvas, pad_pixel)
     bytes_of = np.zeros(1, np.uint8) if byte_table is None else byte_table
     split(_bytes_into, g.n * g.h, codes, code_lo, byte_table is not None, bytes_of, canvas, g.top, g.left, g.cig,
           work=canvas.size)
@@ -109,6 +109,15 @@ def conv2d_sum_u8(codes, code_lo: int, offset: int, w, bias, g: ConvGeometry, pa
     chunk = chunk if _chunk is None else _chunk              # (tests: tiny chunks exercise the chunked sums)
     return im2col.run_planned(canvas.view(np.int8) if pair_saturating else canvas, wpk, tp, nvec, chunk, 1,
                               out_dtype)
+
+
+def _fill(canvas: np.ndarray, pad_pixel: np.ndarray) -> None:
+    """canvas[...] = pad_pixel (the last axes): a memset-like fill where the pixel is one repeated value (numpy's
+    broadcast copy of a few-element pixel is slow)."""
+    if pad_pixel.size and np.all(pad_pixel == pad_pixel.flat[0]):
+        canvas.fill(pad_pixel.flat[0])
+    else:
+        canvas[...] = pad_pixel
 
 
 @njit(nogil=True, cache=True)
@@ -231,7 +240,7 @@ def _depthwise_kernel(t0, t1, xf, wt, taps, init, n, hp, wq, ci, cog, sh, narrow
 
 FUSED_MODES = (0, 1)   # the epilogue modes the fused depthwise kernel applies itself (float32, float64)
 BAND_TASKS = 8         # tasks of a fused depthwise call at least (bands of output rows per image)
-PLANAR_WIDTH = 16      # output rows at least this wide: the planar kernel (channel planes, rows in SIMD lanes)
+PLANAR_WIDTH = 32      # output rows at least this wide (stride 1): the planar kernel (rows in SIMD lanes)
 
 
 def depthwise_codes(codes, table, code_lo: int, w, bias, g: ConvGeometry, pad_value: int, x_reach: int, ep):
@@ -265,7 +274,7 @@ def depthwise_codes(codes, table, code_lo: int, w, bias, g: ConvGeometry, pad_va
     taps = np.zeros((g.n * bands, g.kh * g.kw, g.ci), np.int64)
     m = ep.m32 if ep.mode == 0 else ep.m64
     narrow = bound + int(np.abs(init).max(initial=0)) < (1 << 31)   # every sum + bias within int32
-    if g.wo >= PLANAR_WIDTH:   # wide rows: planar, the rows in SIMD lanes (no transposes)
+    if g.wo >= PLANAR_WIDTH and g.sh == g.sw == 1:   # wide rows: planar, rows in SIMD lanes, no transposes
         hp, wpp = (g.ho - 1) * g.sh + g.kh, (g.wo - 1) * g.sw + g.kw
         taps = np.zeros((g.n, g.ci, g.kh * g.kw), np.int64)
         split(_depthwise_planar, g.n * g.co, np.ascontiguousarray(codes), table.astype(dtype), code_lo, linear,
@@ -394,74 +403,71 @@ def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, init, ge
 @njit(nogil=True, cache=True)
 def _depthwise_planar(t0, t1, codes, table, lo, linear, offset, pad, wt, init, geom, narrow, m, shared, ep_lo, ep_hi,
                       ep_offset, ep_linear, ep_table, out, taps):
-    """depthwise_codes for wide images: one task per (image, channel), its padded plane [Hp, Wp] decoded into a
-    scratch (unit-stride rows), each output row summed tap by tap with the row in SIMD lanes, the epilogue
-    applied and the codes stored straight into the NCHW output. Zero operands: per scratch row and kernel
-    column, over the windows of an output row, then added up per tap."""
+    """depthwise_codes for wide images at stride 1: one task per (image, channel), its padded plane [Hp, Wp]
+    decoded into a scratch, the outputs summed as one run with row pitch Wp (output q = oh·Wp + ow reads the
+    scratch at q + kh·Wp + kw: one long unit-stride loop per tap; the Wp - Wo extra outputs per row are
+    computed and dropped), the epilogue applied and the codes stored straight into the NCHW output. Zero
+    operands: per scratch row a running count, so a window row's zeros are one difference."""
     n, c_n, h, w = codes.shape
     ho, wo = out.shape[2], out.shape[3]
     kh_n, kw_n, sh, sw, top, left, hp, wp = geom
     xp = np.empty(hp * wp, wt.dtype)
-    acc = np.empty(wo, wt.dtype)
-    values = np.empty(wo, np.int32)
+    run = (ho - 1) * wp + wo
+    acc = np.empty(run, wt.dtype)
+    values = np.empty(run, np.int32)
+    codes_run = np.empty(run, ep_table.dtype)
+    zeros_before = np.empty(wp + 1, np.int64)   # zeros_before[j]: zeros among a scratch row's first j columns
     row_zeros = np.empty((hp, kw_n), np.int64)
     flo, fhi, off = m.dtype.type(ep_lo), m.dtype.type(ep_hi), np.int32(ep_offset)
     nil = wt.dtype.type(0)
     for t in range(t0, t1):
         ni, c = t // c_n, t % c_n
         xp[:] = pad
-        for r in range(hp):
-            i = r - top
-            if 0 <= i < h:
-                dst, src = xp[r * wp + left:], codes[ni, c, i]
-                cols = min(w, wp - left)
-                if linear:   # int32 on the way to float: it vectorises
-                    for j in range(cols):
-                        dst[j] = np.int32(np.int32(src[j]) + np.int32(offset))
-                else:
-                    for j in range(cols):
-                        dst[j] = table[np.int64(src[j]) - lo]
+        for i in range(h):
+            dst, src = xp[(top + i) * wp + left:], codes[ni, c, i]
+            cols = min(w, wp - left)
+            if linear:   # int32 on the way to float: it vectorises
+                for j in range(cols):
+                    dst[j] = np.int32(np.int32(src[j]) + np.int32(offset))
+            else:
+                for j in range(cols):
+                    dst[j] = table[np.int64(src[j]) - lo]
         wk, mk, bias = wt[c], m[0 if shared else c], init[c]
         bias32 = np.int32(bias) if narrow else np.int32(0)
+        for k in range(kh_n * kw_n):
+            x = xp[(k // kw_n) * wp + k % kw_n:]
+            wv = wk[k]
+            if k == 0:
+                for q in range(run):
+                    acc[q] = wv * x[q]
+            else:
+                for q in range(run):
+                    acc[q] += wv * x[q]
+        # the epilogue over the whole run (long loops vectorise; the extra columns are dropped)
+        if narrow:   # sum + bias within int32: int32 -> float converts in vectors on AVX2
+            for q in range(run):
+                values[q] = np.int32(min(max(np.rint(m.dtype.type(np.int32(acc[q]) + bias32) * mk), flo), fhi))
+        else:
+            for q in range(run):
+                values[q] = np.int32(min(max(np.rint(m.dtype.type(np.int64(acc[q]) + bias) * mk), flo), fhi))
+        if ep_linear:
+            for q in range(run):
+                codes_run[q] = values[q] + off
+        else:
+            for q in range(run):
+                codes_run[q] = ep_table[values[q] - np.int32(ep_lo)]
         for oh in range(ho):
-            acc[:] = 0
-            for k in range(kh_n * kw_n):
-                x = xp[(oh * sh + k // kw_n) * wp + k % kw_n:]
-                wv = wk[k]
-                if sw == 1:
-                    for ow in range(wo):
-                        acc[ow] += wv * x[ow]
-                else:
-                    for ow in range(wo):
-                        acc[ow] += wv * x[ow * sw]
-            if narrow:   # sum + bias within int32: int32 -> float converts in vectors on AVX2
-                for ow in range(wo):
-                    values[ow] = np.int32(min(max(np.rint(m.dtype.type(np.int32(acc[ow]) + bias32) * mk), flo), fhi))
-            else:
-                for ow in range(wo):
-                    values[ow] = np.int32(min(max(np.rint(m.dtype.type(np.int64(acc[ow]) + bias) * mk), flo), fhi))
-            dst = out[ni, c, oh]
-            if ep_linear:
-                for ow in range(wo):
-                    dst[ow] = values[ow] + off
-            else:
-                for ow in range(wo):
-                    dst[ow] = ep_table[values[ow] - np.int32(ep_lo)]
+            out[ni, c, oh] = codes_run[oh * wp:oh * wp + wo]
         for r in range(hp):   # zero operands of the windows of one output row, per scratch row and kernel column
+            zeros_before[0] = 0
+            for j in range(wp):
+                zeros_before[j + 1] = zeros_before[j] + (xp[r * wp + j] == nil)
             for kw in range(kw_n):
-                x = xp[r * wp + kw:]
-                z = 0   # an integer sum: it vectorises (a float one must keep its order)
-                if sw == 1:
-                    for ow in range(wo):
-                        z += x[ow] == nil
-                else:
-                    for ow in range(wo):
-                        z += x[ow * sw] == nil
-                row_zeros[r, kw] = z
+                row_zeros[r, kw] = zeros_before[kw + wo] - zeros_before[kw]
         for k in range(kh_n * kw_n):
             total = 0
             for oh in range(ho):
-                total += row_zeros[oh * sh + k // kw_n, k % kw_n]
+                total += row_zeros[oh + k // kw_n, k % kw_n]
             taps[ni, c, k] = total
 
 

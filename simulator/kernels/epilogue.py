@@ -240,7 +240,7 @@ def _generic_rows(t0, t1, acc, mode, m32, m64, q, sh, shared, lo, hi, table, out
         row, dst, k = acc[t // c, t % c], out[t // c, t % c], 0 if shared else t % c
         md = mode
         if mode == 6:
-            md = 5
+            md = 5 if t % c < blocks_end else 2
         for i in range(row.shape[0]):
             v, ok = _requant_one(row[i], md, m32[k], m64[k], q[k], sh[k])
             if not ok:

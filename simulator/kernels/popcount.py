@@ -97,6 +97,32 @@ def xnor_dense(x_bits, w_bits) -> np.ndarray:
     return np.ascontiguousarray(out[0, :, 0, :].T)
 
 
+def signs(acc: np.ndarray, bias) -> np.ndarray:
+    """A binary output's sign bits from the XNOR sums: 1 where acc + bias[c] < 0 (channel axis 1), uint8; what
+    epilogue.run_signs computes, as acc < -bias[c] in int32 lanes (8 per AVX2 vector) where -bias fits int32."""
+    acc = np.ascontiguousarray(acc)
+    n, c = acc.shape[0], acc.shape[1]
+    limit = np.zeros(c, np.int64) if bias is None else -np.asarray(bias, np.int64)
+    lo, hi = np.iinfo(acc.dtype).min, np.iinfo(acc.dtype).max
+    out = np.empty(acc.shape, np.uint8)
+    # acc < limit: always where limit > hi, never where limit <= lo; else the compare in acc's own dtype
+    split(_signs_below, n * c, acc.reshape(n, c, -1), np.clip(limit, lo, hi).astype(acc.dtype), limit > hi,
+          out.reshape(n, c, -1), work=acc.size // 4)
+    return out
+
+
+@njit(nogil=True, cache=True)
+def _signs_below(t0, t1, acc, limit, always, out):
+    c, s = acc.shape[1], acc.shape[2]
+    for t in range(t0, t1):
+        row, dst, lim = acc[t // c, t % c], out[t // c, t % c], limit[t % c]
+        if always[t % c]:
+            dst[:] = 1
+        else:
+            for i in range(s):
+                dst[i] = row[i] < lim
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Packing and checks
 # ----------------------------------------------------------------------------------------------------------
@@ -136,36 +162,38 @@ def _bit_canvas(x_bits, g: ConvGeometry, pad_mode: str) -> np.ndarray:
     nw = -(-g.cig // WORD_BITS)
     canvas = np.empty(im2col.canvas_shape(g, nw), np.uint64)
     canvas[...] = pack_bits(np.ones(g.cig, np.uint8), axis=0) if pad_mode == "-1" else 0
-    if sum(split(_pack_canvas, g.n * g.h, x_bits, canvas, g.top, g.left, g.groups, work=x_bits.size)):
+    if sum(split(_pack_canvas, g.n * g.groups * nw, np.ascontiguousarray(x_bits), canvas, g.top, g.left, g.groups,
+                 work=x_bits.size)):
         raise ValueError("xnor_conv2d: x_bits must hold only 0 and 1")
     return canvas
 
 
 @njit(nogil=True, cache=True)
 def _pack_canvas(t0, t1, x, canvas, top, left, groups):
-    """canvas[n, top + i, left + j, g, c // 64] = OR_c x[n, g·cig + c, i, j] << (c % 64); returns the number of
-    input rows holding values other than 0 and 1."""
+    """canvas[n, top + i, left + j, g, c // 64] = OR_c x[n, g·cig + c, i, j] << (c % 64), one task per (image,
+    group, word): the words of the whole plane built with long unit-stride loops (they vectorise), then copied
+    into the canvas rows. Returns the number of tasks that met values other than 0 and 1."""
     n, ci, h, w = x.shape
     cig = ci // groups
     nw = canvas.shape[4]
-    bad_rows = 0
+    flat = x.reshape(n, ci, h * w)
+    word = np.empty(h * w, np.uint64)
+    bad = 0
     for t in range(t0, t1):
-        ni, i = t // h, t % h
-        seen = np.int64(0)  # OR of the row's values: 0 or 1 when they are all bits
-        word = np.empty(w, np.uint64)  # one packed word per pixel of the row, built with contiguous loops
-        for gi in range(groups):
-            for k in range(nw):
-                word[:] = 0
-                for c in range(k * WORD_BITS, min(cig, (k + 1) * WORD_BITS)):
-                    shift = np.uint64(c % WORD_BITS)
-                    src = x[ni, gi * cig + c, i]
-                    for j in range(w):
-                        seen |= src[j]
-                        word[j] |= np.uint64(src[j] & 1) << shift
-                for j in range(w):
-                    canvas[ni, top + i, left + j, gi, k] = word[j]
-        bad_rows += (seen & ~1) != 0
-    return bad_rows
+        ni, gi, k = t // (groups * nw), (t // nw) % groups, t % nw
+        seen = np.int64(0)   # OR of the values: 0 or 1 when they are all bits (int64 with or without the JIT)
+        word[:] = 0
+        for c in range(k * WORD_BITS, min(cig, (k + 1) * WORD_BITS)):
+            shift = np.uint64(c % WORD_BITS)
+            src = flat[ni, gi * cig + c]
+            for p in range(h * w):
+                seen |= np.int64(src[p])
+                word[p] |= np.uint64(src[p] & 1) << shift
+        for i in range(h):
+            for j in range(w):
+                canvas[ni, top + i, left + j, gi, k] = word[i * w + j]
+        bad += (seen & ~np.int64(1)) != 0
+    return bad
 
 
 def _check(x_bits, w_bits, stride, padding, groups, pad_mode):
