@@ -489,6 +489,11 @@ def reference_layer(lay: Layer, inputs: list) -> np.ndarray:
         return _xnnpack_mean_declared(lay, inputs[0])
     if lay.op == "avgpool" and lay.attr("rounding") in ("tflite_mean_reference", "tflite_mean_optimized"):
         return _tflite_mean_declared(lay, inputs[0])
+    if lay.op == "avgpool" and lay.attr("rounding") == "tflite_codes":
+        # TFLite's mean of the raw codes (zero point included) over the real cells, half away from zero
+        enc = lay.in_encs[0]
+        sums, count = _window_sums(lay, inputs[0].astype(np.float64), 0.0)
+        return enc.encode(round_float(sums / count, "half_away").astype(np.int64) - enc.zero_point)
     return exact_reference_layer(lay, inputs)
 
 
@@ -497,7 +502,7 @@ def reference_layer_pair(lay: Layer, inputs: list) -> tuple[np.ndarray, np.ndarr
     if lay.op in ("conv2d", "dense"):
         return reference_mac_pair(lay, inputs[0])
     if lay.op in ("add", "mul") or (lay.op == "avgpool" and lay.attr("rounding") in (
-            "xnnpack_mean", "tflite_mean_reference", "tflite_mean_optimized")):
+            "xnnpack_mean", "tflite_mean_reference", "tflite_mean_optimized", "tflite_codes")):
         return reference_layer(lay, inputs), exact_reference_layer(lay, inputs)
     out = exact_reference_layer(lay, inputs)
     return out, out
@@ -520,10 +525,10 @@ def exact_reference_layer(lay: Layer, inputs: list) -> np.ndarray:
         if lay.attr("count_include_pad"):
             count = int(np.prod(lay.attr("kernel")))
         if lay.attr("rounding") == "tflite_codes":
-            # TFLite's mean of the raw codes (zero point included) over the real cells, half away from zero
-            codes = inputs[0].astype(np.float64)
-            sums, count = _window_sums(lay, codes, 0.0)
-            return enc.encode(round_float(sums / count, "half_away").astype(np.int64) - enc.zero_point)
+            # the exact mean of the values over the real cells, half away from zero (the raw codes' zero point
+            # moves TFLite's ties: reference_layer)
+            sums, count = _window_sums(lay, x, 0.0)
+            return enc.encode(round_float(sums / count, "half_away").astype(np.int64))
         if lay.attr("rounding") in ("ort_float32", "xnnpack_mean", "tflite_mean_reference", "tflite_mean_optimized"):
             # ONNX Runtime's / XNNPACK's arithmetic means: the exact mean, rescaled to the output encoding, half to even
             mean = sums / count * enc.value_scale / lay.out_enc.value_scale

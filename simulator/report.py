@@ -576,11 +576,11 @@ def format_validation(rep: dict) -> str:
             out += wrap(f"{_s(c['name'])}: {c['exact_rounding_mismatches']:,} of {c['elements']:,} outputs, up to "
                         f"{c['exact_rounding_max_diff_lsb']} LSB: {c['declared']}", indent="  ")
     if off_exact:
+        kinds = sorted({c["requant"] if c["requant"] != "-" else c["op"] for c in off_exact})
         out += wrap(f"vs exact rounding: {sum(c['exact_rounding_mismatches'] for c in off_exact):,} output(s) in "
                     f"{len(off_exact)} layer(s) differ from the exact real result rounded, by at most "
                     f"{max(c['exact_rounding_max_diff_lsb'] for c in off_exact)} LSB: the layers' declared "
-                    f"requantization ({', '.join(sorted({c['requant'] for c in off_exact}))}), not a simulator "
-                    f"error (information only)")
+                    f"arithmetic ({', '.join(kinds)}), not a simulator error (information only)")
     if rep["passed"]:
         tol = "bit-exact" if rep["tolerance_lsb"] == 0 else f"within {rep['tolerance_lsb']} LSB of the reference"
         out.append(f"PASS: every layer is {tol} to its declared arithmetic")

@@ -71,7 +71,7 @@ def kernel_results() -> dict:
     out["pairsat dense"] = pairsat.dense_pairsat_acc(xc.reshape(2, -1)[:, :27], wc.reshape(4, -1)[:, :27], 128, 0,
                                                      None, 32, "wrap")
     # the code-driven fast paths (kernels/codes_path.py, epilogue.py, code_tables.py)
-    from simulator.encodings import UniformAct
+    from simulator.encodings import KnqAct, UniformAct
     from simulator.kernels import code_tables, codes_path, epilogue
     from simulator.kernels.im2col import conv_geometry
     codes = rng.integers(0, 256, (2, 6, 7, 6)).astype(np.uint8)
@@ -84,12 +84,24 @@ def kernel_results() -> dict:
         if groups == 1:
             out[f"u8 {name}"] = codes_path.conv2d_sum_u8(codes, 0, -100, wv, None, g, 103, 128, np.int32, _chunk=2)
         out[f"zero taps {name}"] = codes_path.zero_taps_codes(codes, table == 0, 0, g, True)
+    for name, (hw, stride) in (("dw fused", ((6, 7), (2, 1))), ("dw fused planar", ((4, 35), (1, 1)))):
+        dcodes = rng.integers(0, 256, (2, 5) + hw).astype(np.uint8)
+        wv = rng.integers(-128, 128, (5, 1, 3, 3))
+        g = conv_geometry(dcodes.shape, wv.shape, stride, (1, 1, 1, 0), 5)
+        for mode, enc in (("float32", UniformAct(8)), ("float64", KnqAct(2, (0, 3, 10, 40), (), 0))):
+            ep = epilogue.make_epilogue(np.array([0.001, 0.003, 0.0007, 0.002, 0.01]), mode, (0, 200), enc)
+            out[f"{name} {mode}"] = codes_path.depthwise_codes(dcodes, table, 0, wv, rng.integers(-999, 999, 5), g,
+                                                               0, 155, ep)
+    out["xnor signs"] = popcount.signs(rng.integers(-99, 99, (2, 3, 5)).astype(np.int32),
+                                       np.array([2**31, 5, -2**33]))
     acc = rng.integers(-2**20, 2**20, (2, 3, 10))
     for mode in ("float32", "float64", "fixed_double", "fixed_single", "shift"):
         m = np.array([2.0 ** -9, 2.0 ** -7, 2.0 ** -12]) if mode == "shift" else np.array([0.001, 0.003, 0.0007])
         out[f"epilogue {mode}"] = epilogue.run_epilogue(epilogue.make_epilogue(m, mode, (0, 200), UniformAct(8)),
                                                         acc)
     out["maxpool codes"] = code_tables.maxpool_codes(codes, (3, 2), (2, 1), (1, 0, 1, 1))
+    out["maxpool tiled"] = code_tables.maxpool_codes(codes[:, :, :6], (2, 3), (2, 3), (0, 0, 0, 0))
+    out["maxpool tiled 2x2"] = code_tables.maxpool_codes(codes[:, :, :6], (2, 2), (2, 2), (0, 0, 0, 0))
     out["lookup2"] = code_tables.lookup2(codes[:, :3], codes[:, 3:], rng.integers(0, 9, (256, 256)).astype(np.uint8),
                                          0, 0)
     return out

@@ -240,3 +240,48 @@ def test_most_one_op_fixtures_import():
         except HwsimError:
             refused += 1
     assert len(HELPER_FIXTURES) - refused >= 60, refused
+
+
+@pytest.mark.parametrize("size", [8, 13, 30, 64])
+def test_optimized_input_quantizer_matches_the_kernel_model(size):
+    """input.division 'tflite_optimized' (engine) against tflite_arith.quantize_float, a separately written
+    model of LiteRT's AffineQuantize checked op by op against LiteRT: blocks of 8 and the tail, ties included."""
+    from simulator.encodings import UniformAct
+    from simulator.graph import Layer, Model
+    from simulator.importers.tflite_arith import QParams, quantize_float
+    enc = UniformAct(8, True, 0.05, -3)
+    model = Model("q", (size,), enc, [Layer("f", "flatten", ["input"])], input_rounding="half_even",
+                  input_division="tflite_optimized").check()
+    rng = np.random.default_rng(size)
+    x = (rng.integers(-140, 140, (6, size)) * 0.025).astype(np.float32)     # many exact ties of x / 0.05
+    x[1] = rng.uniform(-8, 8, size).astype(np.float32)
+    want = np.stack([quantize_float(row, "optimized", QParams(0.05, -3, "int8")) for row in x])
+    assert np.array_equal(quantize_input(model, x).astype(np.int64), want)
+
+
+def test_optimized_dequantize_blocks_of_eight():
+    """output.dequantize 'tflite_optimized': blocks of 8 as f32(q)*s + f32(-zp*s), the rest f32(q - zp) * s."""
+    from simulator.encodings import UniformAct
+    from simulator.graph import Layer, Model
+    enc = UniformAct(8, True, 0.0123, 17)
+    model = Model("d", (11,), enc, [Layer("f", "flatten", ["input"])], output_dequantize="tflite_optimized").check()
+    codes = np.arange(-128, 128, dtype=np.int64)[:231].reshape(21, 11)
+    got = output_array(model, codes)
+    s, zp = np.float32(0.0123), 17
+    for row, out in zip(codes, got):
+        for i, q in enumerate(row):
+            want = (np.float32(q) * s + np.float32(np.float32(-zp) * s)) if i < 8 else np.float32(q - zp) * s
+            assert out[i] == want
+
+
+def test_validate_explains_the_declared_path(tmp_path):
+    """hwsim validate on an imported model: bit-exact to the declared arithmetic, and per layer where the
+    path's rounding departs from exact rounding (the mixed network's avg pool and requantizers on the
+    reference path depart on random inputs)."""
+    out = tmp_path / "m.qnn"
+    assert hwsim("import", FIXTURES / "mixed.tflite", "-o", out, "--tflite-kernels", "reference").returncode == 0
+    r = hwsim("validate", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "PASS: every layer is bit-exact to its declared arithmetic" in r.stdout
+    notes = " ".join(r.stdout.split("where the declared arithmetic departs from exact rounding")[1].split())
+    assert "TFLite reference kernels (gemmlowp)" in notes and "TFLite average pool" in notes

@@ -1040,6 +1040,9 @@ class _Exporter:
         kernel, stride, pads = tuple(lay.attr("kernel")), tuple(lay.attr("stride")), tuple(lay.attr("padding"))
         x = self.values(self.codes[lay.inputs[0]], enc, name)
         window = kernel[0] * kernel[1]
+        if lay.attr("rounding") in ("xnnpack_mean", "tflite_mean_reference", "tflite_mean_optimized"):
+            raise HwsimError(f"avgpool rounding {lay.attr('rounding')!r} (LiteRT's MEAN arithmetic) has no ONNX "
+                             "export", field="attrs.rounding")
         if lay.attr("rounding") == "ort_float32":
             return self._avgpool_ort(lay, x)
         if not any(pads) and kernel == (h, w):
@@ -1129,6 +1132,9 @@ class _Exporter:
         from onnx import TensorProto as T
         g, name = self.g, lay.name
         mode, rescale = lay.attr("requant"), lay.attr("rescale")
+        if rescale == "xnnpack" or lay.attr("subtract") or lay.attr("input_rounding") != "double":
+            raise HwsimError("add with LiteRT's arithmetic (rescale 'xnnpack', subtract, input_rounding 'single') "
+                             "has no ONNX export", field="attrs")
         if self.qdq and mode == "float32" and rescale == "dequantize":
             reason = self._qdq_add_reason(lay)
             if reason is None:
@@ -1247,6 +1253,9 @@ class _Exporter:
         self.routes[lay.name] = "integer"
         g, name = self.g, lay.name
         (ea, eb), out = lay.in_encs, lay.out_enc
+        if lay.attr("requant") not in ("float32", "float64") or lay.attr("clip") is not None:
+            raise HwsimError(f"mul requant {lay.attr('requant')!r} (LiteRT's arithmetic) or a fused clip has no ONNX "
+                             "export", field="attrs")
         lo, hi = out.code_range()
         elem, _ = _code_type(out)
         a = self.values(self.codes[lay.inputs[0]], ea, name)

@@ -82,17 +82,21 @@ def _lookup2(t0, t1, a, b, table, lo_a, lo_b, out):
 def maxpool_codes(x: np.ndarray, kernel, stride, padding) -> np.ndarray:
     """Max over each window of codes [N, C, H, W] (padding never wins), the input's dtype.
 
-    In numpy, one running np.maximum per window tap over strided views of the input, each restricted to the
-    outputs whose tap lands inside the image: no padded copy, no temporaries. Every window holds at least one
-    real element (the model checks pad < kernel), so the start value (the dtype's lowest) never survives.
-    The planes are split across the kernel threads (numpy's loops release the GIL)."""
+    A numba kernel over the planes: each output's window clipped to the image, its max taken element by element
+    (small windows over small planes: numpy's strided loops would pay their set-up per few elements). Every
+    window holds at least one real element (the model checks pad < kernel); one that does not would get the
+    dtype's lowest value. Python mode runs the numpy twin `_maxpool_numpy` (the same values)."""
     (kh, kw), (sh, sw), (pt, pl, pb, pr) = kernel, stride, padding
     n, c, h, w = x.shape
     oh, ow = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
     out = np.empty((n, c, oh, ow), x.dtype)
-    taps = [(_tap_range(a, pt, sh, oh, h), _tap_range(b, pl, sw, ow, w)) for a in range(kh) for b in range(kw)]
-    split(_maxpool_planes, n * c, np.ascontiguousarray(x).reshape(n * c, h, w), out.reshape(n * c, oh, ow),
-          taps, sh, sw, work=x.size * kh * kw)
+    geom = np.array([kh, kw, sh, sw, pt, pl], np.int64)
+    if (kh, kw) == (sh, sw) and not any(padding) and (h, w) == (oh * kh, ow * kw):   # windows tile the planes
+        split(_maxpool_tiled, n * c, np.ascontiguousarray(x).reshape(n * c * oh, kh, ow, kw),
+              out.reshape(n * c * oh, ow), oh, work=x.size)
+        return out
+    split(_maxpool_planes, n * c, np.ascontiguousarray(x).reshape(n * c, h, w), out.reshape(n * c, oh, ow), geom,
+          np.array([np.iinfo(x.dtype).min], x.dtype), work=out.size * kh * kw)
     return out
 
 
@@ -102,12 +106,75 @@ def _tap_range(k: int, pad: int, stride: int, n_out: int, size: int) -> tuple[in
     return first, end, first * stride + k - pad
 
 
-def _maxpool_planes(t0, t1, x, out, taps, sh, sw):
-    """Planes t0..t1: out = max over the taps of the input positions each output's tap reads."""
+def _maxpool_numpy(t0, t1, x, out, geom, lowest):
+    """Planes t0..t1 in numpy: out = max over the taps of the input positions each output's tap reads (one
+    running np.maximum per tap over strided views, each restricted to the outputs whose tap lands inside)."""
+    kh, kw, sh, sw, pt, pl = (int(v) for v in geom)
+    oh, ow, h, w = out.shape[1], out.shape[2], x.shape[1], x.shape[2]
     dst = out[t0:t1]
-    dst[...] = np.iinfo(out.dtype).min
-    for (o0, o1, i0), (q0, q1, j0) in taps:
-        if o1 > o0 and q1 > q0:
-            view = dst[:, o0:o1, q0:q1]
-            np.maximum(view, x[t0:t1, i0:i0 + (o1 - o0 - 1) * sh + 1:sh, j0:j0 + (q1 - q0 - 1) * sw + 1:sw],
-                       out=view)
+    dst[...] = lowest[0]
+    for a in range(kh):
+        o0, o1, i0 = _tap_range(a, pt, sh, oh, h)
+        for b in range(kw):
+            q0, q1, j0 = _tap_range(b, pl, sw, ow, w)
+            if o1 > o0 and q1 > q0:
+                view = dst[:, o0:o1, q0:q1]
+                np.maximum(view, x[t0:t1, i0:i0 + (o1 - o0 - 1) * sh + 1:sh, j0:j0 + (q1 - q0 - 1) * sw + 1:sw],
+                           out=view)
+
+
+@njit(nogil=True, cache=True, python=_maxpool_numpy)
+def _maxpool_planes(t0, t1, x, out, geom, lowest):
+    """Planes t0..t1: out = max over each window clipped to the image."""
+    kh, kw, sh, sw, pt, pl = geom
+    h, w = x.shape[1], x.shape[2]
+    oh, ow = out.shape[1], out.shape[2]
+    for t in range(t0, t1):
+        src, dst = x[t], out[t]
+        for i in range(oh):
+            r0, r1 = max(0, i * sh - pt), min(h, i * sh - pt + kh)
+            for j in range(ow):
+                c0, c1 = max(0, j * sw - pl), min(w, j * sw - pl + kw)
+                best = lowest[0]
+                for r in range(r0, r1):
+                    for col in range(c0, c1):
+                        best = max(best, src[r, col])
+                dst[i, j] = best
+
+
+
+def _maxpool_tiled_numpy(t0, t1, x4, out, oh):
+    """_maxpool_tiled in numpy."""
+    out[t0 * oh:t1 * oh] = x4[t0 * oh:t1 * oh].max(axis=(1, 3))
+
+
+@njit(nogil=True, cache=True, python=_maxpool_tiled_numpy)
+def _maxpool_tiled(t0, t1, x4, out, oh):
+    """Planes t0..t1 of windows that tile the planes (kernel = stride, no padding): x4 [rows of windows, KH, Wo,
+    KW] -> out [rows of windows, Wo]. First the max along each window row, over the planes' rows as one flat
+    run (a long loop with a constant stride: it vectorises), then along the window's KH rows."""
+    _, kh, ow, kw = x4.shape
+    r0, r1 = t0 * oh, t1 * oh
+    flat = x4[r0:r1].reshape(-1)   # [(r1 - r0)·KH·Wo, KW]: element m·KW + b
+    across = np.empty((r1 - r0) * kh * ow, x4.dtype)
+    if kw == 2:   # the usual 2x2 pool: a constant inner count, so the loop vectorises
+        for m in range(across.shape[0]):
+            across[m] = max(flat[2 * m], flat[2 * m + 1])
+    else:
+        for m in range(across.shape[0]):
+            best = flat[m * kw]
+            for b in range(1, kw):
+                best = max(best, flat[m * kw + b])
+            across[m] = best
+    dst = out[r0:r1].reshape(-1)
+    if kh == 2:   # rows of windows as one run of Wo-wide pairs of rows
+        for r in range(r1 - r0):
+            for j in range(ow):
+                dst[r * ow + j] = max(across[2 * r * ow + j], across[(2 * r + 1) * ow + j])
+    else:
+        for r in range(r1 - r0):
+            for j in range(ow):
+                best = across[r * kh * ow + j]
+                for a in range(1, kh):
+                    best = max(best, across[(r * kh + a) * ow + j])
+                dst[r * ow + j] = best
