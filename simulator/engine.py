@@ -441,7 +441,7 @@ class Engine:
         if lay.attr("arithmetic") == "ort_float32":   # ORT's float32 ConvTranspose: same MACs, its own output
             return self._encode(lay, float_conv_transpose.layer_values(lay, x_codes, plan.w_values, plan.bias),
                                 counts)
-        codes = None if plan.epilogue is None else run_epilogue(plan.epilogue, acc)
+        codes = None if plan.epilogue is None else _epilogue_codes(plan.epilogue, acc)
         if codes is not None:   # the fused pass; the reference units below where it declines
             _count_clip_encode(lay, codes.size, counts)
             return codes
@@ -677,6 +677,15 @@ def _chunked_mac(lay, plan, x_codes, counts):
         counts.pair_saturated_outputs += part.pair_saturated_outputs
     counts.zero_act_macs, counts.zero_any_macs = zero_act, zero_any
     return out
+
+
+def _epilogue_codes(ep, acc):
+    """run_epilogue on a layer's accumulators; a dense layer's [N, C] as C rows of N (the fused pass works row
+    by row: one-element rows would each pay its per-row cost), the codes transposed back."""
+    if acc.ndim == 2:
+        codes = run_epilogue(ep, acc.T[None])
+        return None if codes is None else np.ascontiguousarray(codes[0].T)
+    return run_epilogue(ep, acc)
 
 
 def _fused_depthwise(lay, plan, x_codes, counts):

@@ -39,6 +39,9 @@ KERNEL_PATHS = ("xnnpack", "optimized", "reference")
 SUPPORTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "AVERAGE_POOL_2D",
                  "MAX_POOL_2D", "MEAN", "RESHAPE", "SQUEEZE", "CONCATENATION", "PAD", "QUANTIZE", "DEQUANTIZE",
                  "SOFTMAX", "LOGISTIC", "HARD_SWISH")
+# the inputs each operator needs (more may follow: a bias, a shape tensor)
+MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "ADD": 2, "SUB": 2, "MUL": 2, "MEAN": 2,
+              "PAD": 2}
 ACTIVATIONS = {0: None, 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6"}
 ACTIVATION_NAMES = {4: "TANH", 5: "SIGN_BIT"}
 SAME, VALID = 0, 1
@@ -74,8 +77,9 @@ def import_tflite(path, kernels: str = "xnnpack", output: str | None = None) -> 
                          field="--tflite-kernels")
     graph = read_tflite(source)
     try:
-        model = TfliteBuilder(graph, kernels, source, output).run()
-        return model.check()
+        with np.errstate(all="ignore"):   # hostile scales overflow float32; the checks below refuse the results
+            model = TfliteBuilder(graph, kernels, source, output).run()
+            return model.check()
     except HwsimError as exc:
         if exc.source is None:
             raise HwsimError(exc.message, source=source, field=exc.field) from None
@@ -269,6 +273,9 @@ class TfliteBuilder:
         for op in g.ops:
             if not op.outputs:
                 self.fail("has no output", self.where(op))
+            if len(op.inputs) < MIN_INPUTS.get(op.name, 1) or op.inputs[0] < 0:
+                self.fail(f"has {len(op.inputs)} input(s); {op.name} needs {MIN_INPUTS.get(op.name, 1)}",
+                          self.where(op))
             if op.name == "QUANTIZE" and self.input_float and op.inputs and op.inputs[0] == g.inputs[0]:
                 self.quantize_input(op)
                 continue
