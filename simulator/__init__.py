@@ -1,8 +1,8 @@
 """hwsim: a hardware-accurate integer inference simulator for low-bit accelerators.
 
 The Python API (docs/api.md, simulator/api.py): `import simulator as hwsim` (or `import hwsim`), then
-`hwsim.load_model`, `run`, `compare`, `estimate`, `validate`, `inspect`, `quantize`, `load_hardware`,
-`save_model`. Every name is imported on first use: `import simulator` loads neither numpy nor numba (the
+`hwsim.load_model`, `import_model`, `run`, `compare`, `estimate`, `validate`, `inspect`, `quantize`,
+`load_hardware`, `save_model`. Every name is imported on first use: `import simulator` loads neither numpy nor numba (the
 command line, `python -m simulator.cli`, imports this package before it installs its Ctrl-C handling).
 """
 
@@ -13,8 +13,8 @@ from .errors import HwsimError
 
 __version__ = "0.1.0"
 
-_API = ("Result", "compare", "estimate", "inspect", "load_hardware", "load_model", "quantize", "run", "save_model",
-        "validate")
+_API = ("Result", "compare", "estimate", "import_model", "inspect", "load_hardware", "load_model", "quantize", "run",
+        "save_model", "validate")
 _LAZY = {**{name: "api" for name in _API}, "Engine": "engine", "quantize_input": "engine", "Model": "graph",
          "no_limits": "graph", "Hardware": "hw.arch", "Trace": "trace"}
 __all__ = ["HwsimError", "__version__", *_LAZY]

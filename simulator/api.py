@@ -160,6 +160,21 @@ def load_model(path: PathLike) -> "Model":
     return load(_input_file(path, "path"))
 
 
+@_api({"--tflite-kernels": "tflite_kernels", "--tflite-output": "tflite_output"})
+def import_model(path: PathLike, *, tflite_kernels: str = "xnnpack", tflite_output: str | None = None,
+                 ort_cpu: str = "host", qdq_int8_allowed: bool = False) -> "Model":
+    """Import a quantized ONNX model (QOperator, QDQ, QONNX) or a TFLite int8 model as `hwsim import` does
+    (docs/tflite-import.md, docs/qonnx-import.md): `tflite_kernels` is the LiteRT kernel path to follow,
+    `tflite_output` the tensor a multi-output TFLite graph ends at; `ort_cpu` and `qdq_int8_allowed` say which
+    ONNX Runtime to match. Needs the 'tflite' or 'onnx' extra."""
+    from .importers import import_any
+
+    if not _is_path(path):
+        raise HwsimError(f"must be the path of an .onnx or .tflite file, got {type(path).__name__}", field="path")
+    return import_any(_input_file(path, "path"), qdq_int8_allowed=qdq_int8_allowed, ort_cpu=ort_cpu,
+                      tflite_kernels=tflite_kernels, tflite_output=tflite_output)
+
+
 @_api()
 def save_model(model: "Model", path: PathLike) -> None:
     """Write `model` (e.g. from `quantize`) as a `.qnn` file."""

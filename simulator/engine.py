@@ -697,7 +697,7 @@ def _fused_depthwise(lay, plan, x_codes, counts):
         return None
     g = _geometries(lay, fast, x_codes.shape, plan.w_values.shape, x_codes.shape)[0]
     done = codes_path.depthwise_codes(x_codes, fast.table, fast.code_lo, plan.w_values, plan.bias, g,
-                                      plan.pad_value, fast.x_reach, plan.epilogue)
+                                      plan.pad_value, fast.x_reach, plan.epilogue, memo=fast.memo)
     if done is None:
         return None
     codes, taps = done

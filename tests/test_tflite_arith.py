@@ -418,14 +418,6 @@ def test_input_rounding_single_needs_fixed_double():
                      [QParams(0.1, 0, "int8"), QParams(0.2, 0, "int8")], QParams(0.3, 0, "int8"), (2, 2, 2))
 
 
-def test_xnnpack_hook_is_clear():
-    try:
-        import simulator.importers.tflite_xnnpack  # noqa: F401
-    except ImportError:
-        with pytest.raises(HwsimError, match="XNNPACK"):
-            ta.unary_table("LOGISTIC", "xnnpack", QParams(0.1, 0, "int8"), QParams(1 / 256, -128, "int8"))
-
-
 # ---- LiteRT itself -----------------------------------------------------------------------------------------
 
 def _fixture_paths():

@@ -285,3 +285,10 @@ def test_validate_explains_the_declared_path(tmp_path):
     assert "PASS: every layer is bit-exact to its declared arithmetic" in r.stdout
     notes = " ".join(r.stdout.split("where the declared arithmetic departs from exact rounding")[1].split())
     assert "TFLite reference kernels (gemmlowp)" in notes and "TFLite average pool" in notes
+
+
+def test_shipped_digits_qnn_is_the_import_of_the_tflite():
+    """models/digits_cnn_int8.qnn is what `hwsim import models/digits_cnn_int8.tflite` writes today."""
+    from simulator.qnn.model_io import model_bytes
+    shipped = ROOT / "models" / "digits_cnn_int8.qnn"
+    assert model_bytes(import_tflite(DIGITS), shipped) == shipped.read_bytes()

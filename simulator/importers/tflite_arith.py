@@ -302,11 +302,7 @@ def unary_table(op: str, path: str, in_q: QParams, out_q: QParams) -> np.ndarray
     """Output code for each input code from the lowest up (256 entries for 8-bit) of the unary op `op` on the
     kernel path `path` ("reference", "optimized", "xnnpack")."""
     if path == "xnnpack":
-        try:
-            from .tflite_xnnpack import unary_table_xnnpack
-        except ImportError as e:
-            raise HwsimError(f"the XNNPACK arithmetic for {op} is not available (simulator/importers/"
-                             f"tflite_xnnpack.py: {e})") from None
+        from .tflite_xnnpack import unary_table_xnnpack
         return unary_table_xnnpack(op, in_q, out_q)
     _check_path(path)
     if op == "LOGISTIC":

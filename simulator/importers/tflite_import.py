@@ -204,7 +204,6 @@ class TfliteBuilder:
         if is4 != nhwc or tuple(shape) != tuple(q.shape):
             self.fail(f"computes shape {list(q.shape)} but its output {out.name!r} is declared {list(out.shape)}",
                       self.where(op))
-        q.nhwc = nhwc
         self.values[op.outputs[0]] = q
 
     def transpose(self, q: HT, perm, base, where) -> HT:
@@ -783,8 +782,6 @@ class TfliteBuilder:
         else:
             self.fail(f"constant operand {c.name!r} of shape {list(c.shape)}: hwsim takes a scalar or per-channel "
                       "constant ([C] or [1, 1, 1, C])", where)
-        if not x.nhwc and per.size > 1 and len(x.shape) != 1:
-            self.fail("a per-channel constant needs a 4-D or 2-D input", where)
         lo_code, hi_code = x.enc.code_range()
         codes = np.arange(lo_code, hi_code + 1, dtype=np.int64)
         grid_x, grid_c = np.broadcast_arrays(codes[None, :], per[:, None])
@@ -801,10 +798,8 @@ class TfliteBuilder:
                 table = mul_codes(*operands, in_qs, out_q, activation=act)
             else:   # a broadcast constant runs on the broadcasting kernels: inputs rounded twice on both paths
                 table = add_codes(*operands, in_qs, out_q, activation=act, subtract=name == "SUB")
-        if x.nhwc or per.size == 1:
-            q = self.table_layer(op, x, enc, table, base, f"{path}: {name} with a constant, as a table")
-        else:   # a [K] tensor with a per-element constant: the table row per element is a per-channel table
-            q = self.table_layer(op, x, enc, table, base, f"{path}: {name} with a constant, as a table")
+        # one table row per channel ([C, H, W]) or per element ([K]: its axis is the lut's channel axis)
+        q = self.table_layer(op, x, enc, table, base, f"{path}: {name} with a constant, as a table")
         self.define(op, q, x.nhwc)
 
     # ------------------------------------------------------------------------------------------- reductions

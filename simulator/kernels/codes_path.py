@@ -243,49 +243,65 @@ BAND_TASKS = 8         # tasks of a fused depthwise call at least (bands of outp
 PLANAR_WIDTH = 32      # output rows at least this wide (stride 1): the planar kernel (rows in SIMD lanes)
 
 
-def depthwise_codes(codes, table, code_lo: int, w, bias, g: ConvGeometry, pad_value: int, x_reach: int, ep):
+def depthwise_codes(codes, table, code_lo: int, w, bias, g: ConvGeometry, pad_value: int, x_reach: int, ep,
+                    memo: dict | None = None):
     """A depthwise conv (one input and one output channel per group) from its codes to its output codes in one
     kernel call: decode, the exact sums, bias, and the fused epilogue `ep` (kernels/epilogue.py, float modes:
     what its `run_epilogue` computes from the accumulators, bit for bit), plus the zero-operand tap counts of
     `zero_taps_codes` for the same layer. Returns (codes [N, Co, Ho, Wo] of the epilogue's dtype, taps
-    [Ci, KH, KW]) or None where it does not apply (the caller then takes the separate passes).
+    [Ci, KH, KW]) or None where it does not apply (the caller then takes the separate passes). `memo`: a dict
+    the caller keeps with the layer (the kernel's arguments per geometry).
 
     One task per band of output rows of an image, channels-last inside (channels in SIMD lanes, as
     `_depthwise`): the band's input rows are decoded into a small padded [rows, Wp, C] scratch, each output
-    pixel takes its taps as C-vectors, and the codes are transposed into NCHW as they are stored. Sums in
-    float32 where every partial sum is an integer below 2^24 (exact; vector FMA on AVX2), else float64 (below
-    2^53). Zero operands (padding included when its value is 0) are counted per tap alongside the products."""
+    pixel takes its taps as C-vectors, and the codes are transposed into NCHW as they are stored. Wide images
+    at stride 1 take the planar kernel instead (`_depthwise_planar`: rows in SIMD lanes, no transposes). Sums
+    in float32 where every partial sum is an integer below 2^24 (exact; vector FMA on AVX2), else float64
+    (below 2^53). Zero operands (padding included when its value is 0) are counted per tap alongside."""
+    key = ("depthwise plan", g, code_lo, pad_value, x_reach)
+    plan = None if memo is None else memo.get(key)
+    if plan is None:
+        plan = _depthwise_plan(table, code_lo, w, bias, g, pad_value, x_reach, ep)
+        if memo is not None:
+            kept = [k for k in memo if k[0] == "depthwise plan"]
+            for k in kept[:len(kept) // 2] if len(kept) >= MEMO_ENTRIES else ():
+                del memo[k]   # a caller cycling through batch sizes: keep the newest
+            memo[key] = plan
+    if plan is False:
+        return None
+    kernel, tasks, taps_shape, args = plan
+    out = np.empty((g.n, g.co, g.ho, g.wo), ep.table.dtype)
+    taps = np.zeros(taps_shape, np.int64)
+    split(kernel, tasks, np.ascontiguousarray(codes), *args, out, taps, work=out.size * 4)
+    taps = taps.sum(axis=0)
+    return out, (taps.reshape(g.ci, g.kh, g.kw) if kernel is _depthwise_planar else
+                 taps.T.reshape(g.ci, g.kh, g.kw))
+
+
+def _depthwise_plan(table, code_lo, w, bias, g: ConvGeometry, pad_value, x_reach, ep):
+    """(kernel, tasks, taps shape, arguments) of depthwise_codes for one geometry, or False."""
     if g.cig != 1 or g.cog != 1 or ep is None or ep.mode not in FUSED_MODES or ep.m64.size not in (1, g.co):
-        return None
-    sums = im2col.memo_pack(w, ("abs_sums_depthwise",), lambda: np.abs(w.astype(np.int64)).reshape(g.co, -1).sum(1))
-    bound = x_reach * int(sums.max(initial=0))
+        return False
+    bound = x_reach * int(np.abs(w.astype(np.int64)).reshape(g.co, -1).sum(1).max(initial=0))
     if bound >= 1 << 53 or g.ho * g.wo >= 1 << 24:   # (the zero counts are floats too)
-        return None
+        return False
     dtype = np.float32 if bound < (1 << 24) else np.float64
-    wt = im2col.memo_pack(w, ("depthwise", np.dtype(dtype).str), lambda: np.ascontiguousarray(
-        w.reshape(g.co, g.kh * g.kw).T, dtype=dtype))   # tap-major [KH·KW, C]
+    wt = np.ascontiguousarray(w.reshape(g.co, g.kh * g.kw).T, dtype=dtype)   # tap-major [KH·KW, C]
+    init = np.zeros(g.co, np.int64) if bias is None else np.array(bias, np.int64)
+    m = ep.m32 if ep.mode == 0 else ep.m64
+    narrow = bound + int(np.abs(init).max(initial=0)) < (1 << 31)   # every sum + bias within int32
+    decode = (table.astype(dtype), code_lo, bool(table.size < 2 or np.all(np.diff(table) == 1)),
+              int(table[0]) - code_lo, dtype(pad_value))
+    epi = (narrow, m, m.size == 1, ep.lo, ep.hi, ep.offset, ep.linear, ep.table)
+    if g.wo >= PLANAR_WIDTH and g.sh == g.sw == 1:   # wide rows: planar, rows in SIMD lanes, no transposes
+        geom = np.array([g.kh, g.kw, g.sh, g.sw, g.top, g.left, g.ho - 1 + g.kh, g.wo - 1 + g.kw], np.int64)
+        return (_depthwise_planar, g.n * g.co, (g.n, g.ci, g.kh * g.kw),
+                decode + (np.ascontiguousarray(wt.T), init, geom) + epi)
     band = -(-g.ho // max(1, -(-BAND_TASKS // g.n)))   # output rows per task
     bands = -(-g.ho // band)
     wp = max(g.w + g.left, (g.wo - 1) * g.sw + g.kw)
-    init = np.zeros(g.co, np.int64) if bias is None else np.asarray(bias, np.int64)
-    linear = bool(table.size < 2 or np.all(np.diff(table) == 1))
     geom = np.array([g.kh, g.kw, g.sh, g.sw, g.top, g.left, wp, band, bands], np.int64)
-    out = np.empty((g.n, g.co, g.ho, g.wo), ep.table.dtype)
-    taps = np.zeros((g.n * bands, g.kh * g.kw, g.ci), np.int64)
-    m = ep.m32 if ep.mode == 0 else ep.m64
-    narrow = bound + int(np.abs(init).max(initial=0)) < (1 << 31)   # every sum + bias within int32
-    if g.wo >= PLANAR_WIDTH and g.sh == g.sw == 1:   # wide rows: planar, rows in SIMD lanes, no transposes
-        hp, wpp = (g.ho - 1) * g.sh + g.kh, (g.wo - 1) * g.sw + g.kw
-        taps = np.zeros((g.n, g.ci, g.kh * g.kw), np.int64)
-        split(_depthwise_planar, g.n * g.co, np.ascontiguousarray(codes), table.astype(dtype), code_lo, linear,
-              int(table[0]) - code_lo, dtype(pad_value), np.ascontiguousarray(wt.T), init,
-              np.array([g.kh, g.kw, g.sh, g.sw, g.top, g.left, hp, wpp], np.int64), narrow, m, m.size == 1, ep.lo,
-              ep.hi, ep.offset, ep.linear, ep.table, out, taps, work=out.size * 4)
-        return out, taps.sum(axis=0).reshape(g.ci, g.kh, g.kw)
-    split(_depthwise_fused, g.n * bands, np.ascontiguousarray(codes), table.astype(dtype), code_lo, linear, int(table[0]) - code_lo,
-          dtype(pad_value), wt, init, geom, narrow, m, m.size == 1, ep.lo, ep.hi, ep.offset,
-          ep.linear, ep.table, out, taps, work=out.size * 4)
-    return out, taps.sum(axis=0).T.reshape(g.ci, g.kh, g.kw)
+    return _depthwise_fused, g.n * bands, (g.n * bands, g.kh * g.kw, g.ci), decode + (wt, init, geom) + epi
 
 
 @njit(nogil=True, cache=True)
