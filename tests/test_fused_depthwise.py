@@ -151,3 +151,21 @@ def test_tiled_maxpool_equals_pooling_unit(seed, dtype):
     ref, _ = pooling.maxpool(x.astype(np.int64), (kh, kw), (kh, kw), (0, 0, 0, 0), None)
     assert got.dtype == x.dtype
     np.testing.assert_array_equal(got.astype(np.int64), ref)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), one_zero_code=st.booleans())
+def test_pointwise_zero_taps_equal_zero_gating_unit(seed, one_zero_code):
+    """1x1, stride 1, no padding (pointwise convs, dense layers as [N, K, 1, 1]): the per-channel zero count."""
+    from simulator.units.zero_gating import zero_operand_macs
+
+    rng = np.random.default_rng(seed)
+    n, c, h, w, co = (int(v) for v in rng.integers(1, 6, 5))
+    table = np.arange(8) - int(rng.integers(0, 8)) if one_zero_code else rng.integers(-2, 3, 8)
+    codes = rng.integers(0, 8, (n, c, h, w)).astype(np.uint8)
+    wv = rng.integers(-1, 2, (co, c, 1, 1))
+    g = conv_geometry(codes.shape, wv.shape, (1, 1), (0, 0, 0, 0), 1)
+    taps = codes_path.zero_taps_codes(codes, table == 0, 0, g, True)
+    zw = (wv == 0).sum(axis=0)
+    got = codes_path.zero_counts_from_taps(taps, zw, int((wv == 0).sum()), co, n * h * w)
+    assert got == zero_operand_macs(table[codes], wv, (1, 1), (0, 0, 0, 0), 1, 0)

@@ -74,7 +74,7 @@ def odd_scale(rng, lo, hi):
 
 def dataset_for(model):
     """The shipped test set whose samples have the model's input shape (8x8 digits, 28x28 MNIST)."""
-    for name in ("digits_test.npz", "mnist_test.npz"):
+    for name in ("digits_test.npz", "mnist_test.npz", "digits_test_nhwc.npz"):
         x = np.load(ROOT / "models" / name)["x"]
         if tuple(x.shape[1:]) == tuple(model.input_shape):
             return x

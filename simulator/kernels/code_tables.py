@@ -142,7 +142,6 @@ def _maxpool_planes(t0, t1, x, out, geom, lowest):
                 dst[i, j] = best
 
 
-
 def _maxpool_tiled_numpy(t0, t1, x4, out, oh):
     """_maxpool_tiled in numpy."""
     out[t0 * oh:t1 * oh] = x4[t0 * oh:t1 * oh].max(axis=(1, 3))

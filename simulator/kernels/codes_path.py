@@ -12,6 +12,8 @@ and the policy never acts (kernels/mac.py). Otherwise the engine keeps the seque
 - `conv2d_sum_codes`: other convs on the int16 SIMD micro-kernel (im2col.py), the canvas written straight
   from the codes through the decode table; depthwise-like convs (one input channel per group, few outputs
   per group) on their own channels-last kernel.
+- `depthwise_codes`: a depthwise conv from codes to output codes in one kernel call (sums, bias, the float
+  epilogue of kernels/epilogue.py and the zero-operand taps together), channels-last or planar by image width.
 - `zero_taps_codes`: the zero-operand tap counts of units/zero_gating.py, counted from the codes.
 """
 from __future__ import annotations
@@ -496,6 +498,8 @@ def zero_taps_codes(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_zero: 
     the padding add the batch size each when the pad value is 0."""
     single, zc = _zero_code(is_zero.tobytes(), code_lo, codes.dtype)
     zeros = (codes == zc[0]) if single else is_zero[codes.astype(np.int64) - code_lo]   # one vectorised pass
+    if (g.kh, g.kw, g.sh, g.sw) == (1, 1, 1, 1) and not g.has_padding:   # 1x1 (dense too): every position once
+        return zeros.reshape(g.n, g.ci, -1).sum(axis=(0, 2), dtype=np.int64).reshape(g.ci, 1, 1)
     rows = np.array([_inside(r, g.top, g.sh, g.ho, g.h) for r in range(g.kh)], np.int64)
     cols = np.array([_inside(s, g.left, g.sw, g.wo, g.w) for s in range(g.kw)], np.int64)
     taps = np.empty((g.ci, g.kh, g.kw), np.int64)

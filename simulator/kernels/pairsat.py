@@ -194,7 +194,11 @@ def add_pair_saturation(acc: np.ndarray, x: np.ndarray, sp: SaturatingPairs, g, 
 CHANNELS_PER_TASK = 8   # output channels of one parallel task (its scratch rows are allocated once)
 
 
-@njit(nogil=True, cache=True)
+def _channel_max_numpy(x, floor, out):
+    out[...] = np.maximum(x.max(axis=2, initial=0), np.uint8(floor))
+
+
+@njit(nogil=True, cache=True, python=_channel_max_numpy)
 def _channel_max(x, floor, out):
     """out[n, c] = max(floor, max of x[n, c, :]) (x uint8 [N, C, S])."""
     for ni in range(x.shape[0]):

@@ -111,7 +111,13 @@ def signs(acc: np.ndarray, bias) -> np.ndarray:
     return out
 
 
-@njit(nogil=True, cache=True)
+def _signs_below_numpy(t0, t1, acc, limit, always, out):
+    c = acc.shape[1]
+    for t in range(t0, t1):
+        out[t // c, t % c] = True if always[t % c] else acc[t // c, t % c] < limit[t % c]
+
+
+@njit(nogil=True, cache=True, python=_signs_below_numpy)
 def _signs_below(t0, t1, acc, limit, always, out):
     c, s = acc.shape[1], acc.shape[2]
     for t in range(t0, t1):
