@@ -379,11 +379,12 @@ class Engine:
             counts.lut_width_bits = w_enc.table_bits
         if lay.is_xnor:
             if lay.op == "conv2d":
-                acc = popcount.xnor_conv2d(x_codes.astype(np.uint8), plan.w_bits, tuple(lay.attr("stride")),
+                acc = popcount.xnor_conv2d(x_codes.astype(np.uint8, copy=False), plan.w_bits,
+                                           tuple(lay.attr("stride")),
                                            tuple(lay.attr("padding")), lay.attr("groups"), lay.attr("binary_pad"))
                 words = popcount.popcount_words_per_output(lay.weight.shape[1], *lay.weight.shape[2:])
             else:
-                acc = popcount.xnor_dense(x_codes.astype(np.uint8), plan.w_bits)
+                acc = popcount.xnor_dense(x_codes.astype(np.uint8, copy=False), plan.w_bits)
                 words = popcount.popcount_words_per_output(k, 1, 1)
             counts.binary_macs = out_elems * k
             counts.popcount_words = out_elems * words
