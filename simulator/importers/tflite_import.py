@@ -762,7 +762,8 @@ class TfliteBuilder:
             attrs["clip"] = [lo - enc.zero_point, hi - enc.zero_point]
         if path == "optimized" and name == "ADD" and xs[0].shape != xs[1].shape:
             self.notes.append(f"{self.where(op)}: the optimized kernels' broadcasting ADD is modelled with the "
-                              "reference rounding (inputs rounded twice); its SIMD loops are not modelled")
+                              "reference rounding (inputs rounded twice), checked exact for a [1, 1, 1, C] operand "
+                              "only")
         lay = Layer(self.new_name(base), "add" if name != "MUL" else "mul", [x.name for x in xs], attrs, enc)
         self.paths[lay.name] = f"{path}: {name}"
         q = self.add_layer(lay, xs, where)

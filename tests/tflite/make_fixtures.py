@@ -194,6 +194,21 @@ def _add_sub_mul(name):
     return fn, [("x", (1, 8, 8, 8), -1.0, 1.0)]
 
 
+@fixture("broadcast", "ADD, SUB, MUL of a [1,8,8,20] tensor and a [1,1,1,20] tensor (a channel-wise MEAN, as a "
+                      "squeeze-and-excitation gate): the broadcasting kernels, 20 channels so SIMD blocks of 16 "
+                      "leave a tail")
+def _broadcast(name):
+    W = Weights(name)
+    ca, cb = W.conv(1, 1, 8, 20), W.conv(1, 1, 8, 20)
+    tf = _tf()
+
+    def fn(x):
+        a = conv2d(x, ca)
+        b = tf.reduce_mean(conv2d(x, cb) * 1.7, axis=[1, 2], keepdims=True)
+        return {"add_b": a + b, "sub_b": a - b, "mul_b": a * b}
+    return fn, [("x", (1, 8, 8, 8), -1.0, 1.0)]
+
+
 @fixture("pool", "AVERAGE_POOL_2D 2x2 s2 VALID and 3x3 s1 SAME (border cells average real cells only); "
                  "MAX_POOL_2D 2x2 s2 VALID and 3x3 s2 SAME; input zero point != 0")
 def _pool(name):
