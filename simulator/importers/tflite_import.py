@@ -437,7 +437,7 @@ class TfliteBuilder:
         wenc = self.weight_enc(w, co, where)
         mode, mult = self.requant(kind, x.enc, w, enc, co)
         attrs = {**attrs, "acc_bits": 32, "overflow": "wrap", "requant": mode, "multiplier": mult}
-        lo, hi = self.act_bounds(self.check_activation(op), enc, "xnnpack" if mode == "float32" else self.kernels)
+        lo, hi = self.act_bounds(self.check_activation(op), enc, self.kernels)
         if (lo, hi) != enc.code_range():
             attrs["clip"] = [lo - enc.zero_point, hi - enc.zero_point]
         lay = Layer(self.new_name(base), "conv2d" if kind != "fully_connected" else "dense", [x.name], attrs, enc,
@@ -446,7 +446,7 @@ class TfliteBuilder:
         return self.add_layer(lay, [x], where)
 
     def spatial(self, op: TOp, x: HT, kh: int, kw: int):
-        """stride and padding [top, left, bottom, right] of a conv or pool on x, a PAD before it folded in."""
+        """stride and padding [top, left, bottom, right] of a conv or pool on x (TFLite's SAME or VALID)."""
         where = self.where(op)
         sh, sw = op.options.get("stride_h", 1), op.options.get("stride_w", 1)
         dh, dw = op.options.get("dilation_h", 1), op.options.get("dilation_w", 1)
