@@ -73,6 +73,33 @@ def test_depthwise_codes_equal_separate_passes(seed, wide, mode, decoder, extrem
     np.testing.assert_array_equal(taps, codes_path.zero_taps_codes(codes, table == 0, 0, g, pad == 0))
 
 
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), wide=st.booleans(), mode=st.sampled_from(["float32", "float64"]))
+def test_depthwise_codes_sum_plus_bias_at_the_int32_edge(seed, wide, mode):
+    """Biases as large as the kernels' int32 (`narrow`) path admits: sum + bias reaches +-(2^31 - 1), where a
+    wrong int32 / int64 conversion of the sum in the fused epilogue would show."""
+    rng = np.random.default_rng(seed)
+    n, c, h, w, (kh, kw), stride, pads = depthwise_case(rng, wide)
+    zp = int(rng.integers(0, 256))
+    table = np.arange(256) - zp
+    codes = rng.integers(0, 256, (n, c, h, w)).astype(np.uint8)
+    wv = rng.integers(-127, 128, (c, 1, kh, kw))
+    pad = int(rng.choice([0, int(table[0]), int(table[-1])]))
+    g = conv_geometry(codes.shape, wv.shape, stride, pads, c)
+    x_reach = max(int(np.abs(table).max()), abs(pad))
+    bound = x_reach * int(np.abs(wv).reshape(c, -1).sum(1).max())
+    edge = (1 << 31) - 1 - bound   # the largest |bias| of the int32 path
+    bias = np.array([int(rng.choice([edge, -edge, int(rng.integers(-edge, edge + 1))])) for _ in range(c)])
+    m = rng.uniform(0.5, 2.0, c) * 100.0 / 2**31   # codes neither all clipped nor all equal
+    out_enc = UniformAct(8, True, 0.1, int(rng.integers(-20, 20)))
+    ep = make_epilogue(m, mode, None, out_enc)
+    assert ep is not None
+    done = codes_path.depthwise_codes(codes, table, 0, wv, bias, g, pad, x_reach, ep)
+    assert done is not None
+    acc, _ = mac.conv2d_acc_reference(table[codes], wv, bias, stride, pads, c, pad, 64, "wrap")
+    np.testing.assert_array_equal(done[0], run_epilogue(ep, acc))
+
+
 def test_depthwise_codes_declines_what_it_does_not_fuse():
     codes = np.zeros((1, 4, 5, 5), np.uint8)
     table = np.arange(256) - 3

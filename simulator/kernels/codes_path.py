@@ -395,10 +395,11 @@ def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, init, ge
             # last, then stored transposed into NCHW
             for ow in range(wo):   # one loop per case, no branch inside: they vectorise
                 a, dst = acc[ow * c_n:(ow + 1) * c_n], values[ow * c_n:(ow + 1) * c_n]
-                if narrow:   # sum + bias within int32: int32 -> float converts in vectors on AVX2
+                if narrow:   # sum + bias within int32: int32 -> float converts in vectors on AVX2 (the sum is
+                    # wrapped in int32: numba widens int32 + int32 to int64, and int64 -> float is scalar on AVX2)
                     for c in range(c_n):
-                        dst[c] = np.int32(min(max(np.rint(m.dtype.type(np.int32(a[c]) + init32[c]) * mv[c]), flo),
-                                              fhi))
+                        dst[c] = np.int32(min(max(np.rint(m.dtype.type(np.int32(np.int32(a[c]) + init32[c]))
+                                                          * mv[c]), flo), fhi))
                 else:
                     for c in range(c_n):
                         dst[c] = np.int32(min(max(np.rint(m.dtype.type(np.int64(a[c]) + init[c]) * mv[c]), flo),
@@ -462,9 +463,11 @@ def _depthwise_planar(t0, t1, codes, table, lo, linear, offset, pad, wt, init, g
                 for q in range(run):
                     acc[q] += wv * x[q]
         # the epilogue over the whole run (long loops vectorise; the extra columns are dropped)
-        if narrow:   # sum + bias within int32: int32 -> float converts in vectors on AVX2
+        if narrow:   # sum + bias within int32 (wrapped in int32: numba widens the sum to int64, whose conversion
+            # to float is scalar on AVX2): int32 -> float converts in vectors
             for q in range(run):
-                values[q] = np.int32(min(max(np.rint(m.dtype.type(np.int32(acc[q]) + bias32) * mk), flo), fhi))
+                values[q] = np.int32(min(max(np.rint(m.dtype.type(np.int32(np.int32(acc[q]) + bias32)) * mk), flo),
+                                         fhi))
         else:
             for q in range(run):
                 values[q] = np.int32(min(max(np.rint(m.dtype.type(np.int64(acc[q]) + bias) * mk), flo), fhi))
