@@ -16,6 +16,33 @@ def require(module: str, extra: str = "onnx"):
                          f"(in the hwsim checkout)") from None
 
 
+def unique_name(base: str, taken: set) -> str:
+    """`base`, or `base_2`, `base_3`, ...: the first name not in `taken`, which it joins."""
+    cand, k = base, 1
+    while cand in taken:
+        k += 1
+        cand = f"{base}_{k}"
+    taken.add(cand)
+    return cand
+
+
+def prune_layers(layers: list, out_name: str) -> list:
+    """The layers `out_name` depends on, in their order, with the shapes and encodings Model.check() fills in
+    cleared (it recomputes them)."""
+    by_name = {lay.name: lay for lay in layers}
+    keep, stack = set(), [out_name]
+    while stack:
+        n = stack.pop()
+        if n in keep or n not in by_name:
+            continue
+        keep.add(n)
+        stack.extend(by_name[n].inputs)
+    kept = [lay for lay in layers if lay.name in keep]
+    for lay in kept:
+        lay.in_shapes, lay.in_encs = [], []
+    return kept
+
+
 def is_tflite(path) -> bool:
     """A .tflite name, or a file carrying the TFLite flatbuffer identifier 'TFL3'."""
     if str(path).lower().endswith(".tflite"):

@@ -43,7 +43,7 @@ import numpy as np
 from ..encodings import UniformAct, UniformW
 from ..errors import HwsimError
 from ..graph import CHECKS, Layer, Model
-from . import require
+from . import prune_layers, require, unique_name
 from .onnx.frontend import Node, OnnxGraph, load_onnx  # noqa: F401  (load_onnx: re-exported, used elsewhere)
 from .onnx.islands import island_step, tabulate
 from .onnx.ops import lookup
@@ -226,7 +226,7 @@ class OrtBuilder:
         out_q = payload
         if out_q.name == "input":
             self.fail("the graph computes nothing hwsim can run (its output is the quantized input)", "graph.output")
-        layers = self.prune(out_q.name)
+        layers = prune_layers(self.layers, out_q.name)
         form = "QDQ" if self.forms == {"QDQ"} else "QOperator" if self.forms == {"QOperator"} else "mixed"
         meta = {"source": {"format": "onnx", "file": os.path.basename(self.source), "form": form,
                            "producer": f"{self.proto.producer_name} {self.proto.producer_version}".strip(),
@@ -253,20 +253,6 @@ class OrtBuilder:
         return Model(name=name, input_shape=self.input_shape, input_enc=self.model_input.enc, layers=layers,
                      input_rounding="half_even", input_division="float32", output_dequantize=(kind == "dq"),
                      metadata=meta, source=self.source)
-
-    def prune(self, out_name):
-        by_name = {lay.name: lay for lay in self.layers}
-        keep, stack = set(), [out_name]
-        while stack:
-            n = stack.pop()
-            if n in keep or n not in by_name:
-                continue
-            keep.add(n)
-            stack.extend(by_name[n].inputs)
-        layers = [lay for lay in self.layers if lay.name in keep]
-        for lay in layers:   # Model.check() recomputes these
-            lay.in_shapes, lay.in_encs = [], []
-        return layers
 
     def read_input(self, vi):
         where = f"graph input {vi.name!r}"
@@ -354,12 +340,7 @@ class OrtBuilder:
         name = re.sub(r"[^A-Za-z0-9_]+", "_", base).strip("_") or "layer"
         if name[0].isdigit():
             name = "n" + name
-        cand, k = name, 1
-        while cand in self.layer_names:
-            k += 1
-            cand = f"{name}_{k}"
-        self.layer_names.add(cand)
-        return cand
+        return unique_name(name, self.layer_names)
 
     def add_layer(self, lay: Layer, inputs: list, where) -> QT:
         lay.in_shapes = [q.shape for q in inputs]

@@ -63,6 +63,7 @@ import numpy as np
 from ..encodings import BinaryAct, BinaryW, ThresholdAct, UniformAct, UniformW
 from ..errors import HwsimError
 from ..graph import Layer, Model
+from . import unique_name
 from .onnx.frontend import Node, OnnxGraph
 from .onnx.ops import lookup
 from .qonnx_compare import TensorAgreement, compare_with_qonnx, format_agreement, require_qonnx  # noqa: F401
@@ -239,12 +240,7 @@ class QonnxBuilder:
     def layer_name(self, onnx_name, default):
         """A unique layer name from the ONNX node's name (`default` when it has none)."""
         base = "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in (onnx_name or default)) or default
-        name, k = base, 1
-        while name in self.names:
-            k += 1
-            name = f"{base}_{k}"
-        self.names.add(name)
-        return name
+        return unique_name(base, self.names)
 
     def map(self, q: Q, onnx_name: str):
         if isinstance(q.enc, BinaryAct):

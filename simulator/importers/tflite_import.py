@@ -33,6 +33,7 @@ import numpy as np
 from ..encodings import UniformAct, UniformW
 from ..errors import HwsimError
 from ..graph import CHECKS, Layer, Model
+from . import prune_layers, unique_name
 from .tflite_reader import TGraph, TOp, TTensor, read_tflite
 
 KERNEL_PATHS = ("xnnpack", "optimized", "reference")
@@ -131,12 +132,7 @@ class TfliteBuilder:
         # the converter names a fused tensor "a/b/Relu;a/b/BiasAdd;...": the first name says enough
         base = base.split(";")[0]
         base = "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in base)[:60] or "layer"
-        cand, k = base, 1
-        while cand in self.names:
-            k += 1
-            cand = f"{base}_{k}"
-        self.names.add(cand)
-        return cand
+        return unique_name(base, self.names)
 
     def enc(self, t: TTensor, where) -> UniformAct:
         """The uniform encoding of an 8-bit activation tensor (per-tensor scale and zero point)."""
@@ -341,7 +337,7 @@ class TfliteBuilder:
             self.fail("the graph computes nothing hwsim can run (its output is its input)", "subgraphs[0].outputs")
         if q.nhwc:
             q = self.transpose(q, (1, 2, 0), "output_nhwc", "output")
-        layers = self.prune(q.name)
+        layers = prune_layers(self.layers, q.name)
         tensors = {}
         kept = {lay.name for lay in layers} | {"input"}
         for index, h in self.values.items():
@@ -364,20 +360,6 @@ class TfliteBuilder:
                      input_rounding=self.input_rounding, input_division=self.input_division,
                      output_dequantize=dequantize,
                      metadata=meta, source=self.source)
-
-    def prune(self, out_name):
-        by_name = {lay.name: lay for lay in self.layers}
-        keep, stack = set(), [out_name]
-        while stack:
-            n = stack.pop()
-            if n in keep or n not in by_name:
-                continue
-            keep.add(n)
-            stack.extend(by_name[n].inputs)
-        layers = [lay for lay in self.layers if lay.name in keep]
-        for lay in layers:   # Model.check() recomputes these
-            lay.in_shapes, lay.in_encs = [], []
-        return layers
 
     # ------------------------------------------------------------------------------------------- MAC layers
     def requant(self, kind: str, x_enc, w: TTensor, out_enc, co: int) -> tuple[str, list]:

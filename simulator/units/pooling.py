@@ -89,6 +89,23 @@ def _pad(x: np.ndarray, pads, value: int) -> np.ndarray:
     return np.pad(x, ((0, 0),) * (x.ndim - 2) + ((pt, pb), (pl, pr)), constant_values=value)
 
 
+def _real_cells(shape, k, s, pads, o) -> np.ndarray:
+    """The number of real (unpadded) cells in each window: int64 [OH, OW]."""
+    ones = _pad(np.ones(shape[2:], dtype=np.int64), pads, 0)
+    count = np.zeros(o, dtype=np.int64)
+    for view in _windows(ones, k, s, o):
+        count += view
+    return count
+
+
+def _int_window_sums(xp: np.ndarray, k, s, o) -> np.ndarray:
+    """Exact int64 sums over each window of the padded input: [N, C, OH, OW]."""
+    total = np.zeros(xp.shape[:2] + o, dtype=np.int64)
+    for view in _windows(xp, k, s, o):
+        total += view
+    return total
+
+
 def maxpool(x, kernel, stride=None, padding=0, pad_value=None) -> tuple[np.ndarray, int]:
     """Max over each window; returns (out int64 [N, C, OH, OW], compares)."""
     x, k, s, pads, o = _geometry(x, kernel, stride, padding)
@@ -116,14 +133,8 @@ def avgpool(x, kernel, stride=None, padding=0, rounding: str = "half_even", coun
         divisor = np.int64(window)
     else:
         xp = _pad(x, pads, 0)
-        ones = _pad(np.ones(x.shape[2:], dtype=np.int64), pads, 0)
-        divisor = np.zeros(o, dtype=np.int64)
-        for view in _windows(ones, k, s, o):
-            divisor += view
-    total = np.zeros(x.shape[:2] + o, dtype=np.int64)
-    for view in _windows(xp, k, s, o):
-        total += view
-    out = round_div(total, divisor, rounding)
+        divisor = _real_cells(x.shape, k, s, pads, o)
+    out = round_div(_int_window_sums(xp, k, s, o), divisor, rounding)
     return out, (window - 1) * int(out.size)
 
 
@@ -134,14 +145,7 @@ def avgpool_tflite(codes, kernel, stride=None, padding=0) -> tuple[np.ndarray, i
     if x.size and int(np.abs(x).max()) * k[0] * k[1] >= 1 << 62:
         raise HwsimError("avgpool_tflite: window sum could overflow int64")
     xp = _pad(x, pads, 0)                        # padded cells add nothing and are not counted
-    ones = _pad(np.ones(x.shape[2:], dtype=np.int64), pads, 0)
-    count = np.zeros(o, dtype=np.int64)
-    for view in _windows(ones, k, s, o):
-        count += view
-    total = np.zeros(x.shape[:2] + o, dtype=np.int64)
-    for view in _windows(xp, k, s, o):
-        total += view
-    out = round_div(total, count, "half_away")
+    out = round_div(_int_window_sums(xp, k, s, o), _real_cells(x.shape, k, s, pads, o), "half_away")
     return out, (k[0] * k[1] - 1) * int(out.size)
 
 
@@ -188,11 +192,7 @@ def avgpool_ort(x, kernel, stride=None, padding=0, count_include_pad: bool = Fal
     if count_include_pad:
         divisor = f32(window)
     else:
-        ones = _pad(np.ones(x.shape[2:], dtype=np.int64), pads, 0)
-        count = np.zeros(o, dtype=np.int64)
-        for view in _windows(ones, k, s, o):
-            count += view
-        divisor = count.astype(f32)
+        divisor = _real_cells(x.shape, k, s, pads, o).astype(f32)
     total = None
     for view in _windows(xp, k, s, o):            # row-major window order, as ORT's loops
         total = view.astype(f32) if total is None else total + view
