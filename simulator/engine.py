@@ -10,6 +10,7 @@ The engine knows nothing of energy; it hands a Trace of counts to the cost model
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from . import interrupt
 from .graph import (LIMITS, MAC_OPS, Layer, Model, check_run_work, default_pad_code, layer_figures, pad_value,
                     run_work, table_bits)
 from .kernels import code_tables, codes_path, im2col, mac, pairsat, popcount
+from .kernels import threads as kernel_threads
 from .kernels.im2col import conv_geometry
 from .kernels.epilogue import code_dtype, make_epilogue, run_epilogue, run_thresholds
 from .trace import STATIC_FIELDS, LayerCounts, Trace
@@ -308,10 +310,31 @@ class Engine:
             except HwsimError as exc:
                 raise HwsimError(exc.message, source=model.source, field=exc.field) from None
             self._work_checked = True
+        start = time.perf_counter()
+        parts = batch_parts(n)
+        if parts == 1:
+            out, tensors, trace = self._run_codes(codes, keep_all)
+        else:   # the images are independent: parts of the batch side by side, one thread each, merged in order
+            bounds = [n * i // parts for i in range(parts + 1)]
+            runs = kernel_threads.side_by_side([
+                functools.partial(self._run_codes, codes[lo:hi], keep_all) for lo, hi in zip(bounds, bounds[1:])])
+            out = np.concatenate([r[0] for r in runs])
+            tensors = {name: np.concatenate([r[1][name] for r in runs]) for name in runs[0][1]}
+            trace = functools.reduce(_merge, [r[2] for r in runs])
+        elapsed = time.perf_counter() - start
+        result = RunResult(out, tensors, trace, elapsed)
+        if n == 1 and not keep_all and self.work_per_sample >= REUSE_WORK:
+            # a heavy model's single-sample run (the CLI's JIT warm-up) is kept for run_batched to reuse
+            self._single = (codes.astype(np.int64), result)
+        return result
+
+    def _run_codes(self, codes: np.ndarray, keep_all: bool) -> tuple[np.ndarray, dict, Trace]:
+        """(output codes, tensors, trace) of checked input codes, layer after layer."""
+        model = self.model
+        n = codes.shape[0]
         tensors = {"input": codes.astype(code_dtype(model.input_enc))}
         consumers = _last_use(model)
         trace = Trace(batch=n, dram_input_bits=codes.size * model.input_enc.storage_bits)
-        start = time.perf_counter()
         for i, lay in enumerate(model.layers):
             interrupt.check()  # Ctrl-C at the command line: raised here if it could not be at once
             counts = LayerCounts(lay.name, lay.op, batch=n)
@@ -326,16 +349,13 @@ class Engine:
                 for name in set(lay.inputs):
                     if consumers[name] == i and name != model.output_name:
                         del tensors[name]
-        elapsed = time.perf_counter() - start
         out = tensors[model.output_name].astype(np.int64)
         if keep_all:
             tensors = {name: t.astype(np.int64) for name, t in tensors.items()}
+        else:
+            tensors = {}
         trace.dram_output_bits = out.size * model.layers[-1].out_enc.storage_bits
-        result = RunResult(out, tensors, trace, elapsed)
-        if n == 1 and not keep_all and self.work_per_sample >= REUSE_WORK:
-            # a heavy model's single-sample run (the CLI's JIT warm-up) is kept for run_batched to reuse
-            self._single = (codes.astype(np.int64), result)
-        return result
+        return out, tensors, trace
 
     def run_layer(self, lay: Layer, inputs: list, counts: LayerCounts) -> np.ndarray:
         """One layer on its input codes; a failure that depends on the data (e.g. a requantizer overflow) names
@@ -480,9 +500,10 @@ class Engine:
 
     def _table(self, lay, build):
         """The layer's code table, built once (None when the reference unit must run on the data)."""
-        if lay.name not in self._tables:
-            self._tables[lay.name] = build()
-        return self._tables[lay.name]
+        table = self._tables.get(lay.name, _MISSING)   # (no check-then-read: batch parts may run side by side)
+        if table is _MISSING:
+            table = self._tables.setdefault(lay.name, build())
+        return table
 
     def _avgpool(self, lay, inputs, counts):
         enc = lay.in_encs[0]
@@ -716,9 +737,9 @@ def _geometries(lay, fast, x_shape, w_shape, zx_shape):
         g = conv_geometry(x_shape, w_shape, tuple(lay.attr("stride")) if conv else (1, 1),
                           tuple(lay.attr("padding")) if conv else (0, 0, 0, 0), lay.attr("groups") if conv else 1)
         gz = g if conv else conv_geometry(zx_shape, w_shape, (1, 1), (0, 0, 0, 0), 1)
-        kept = [key for key in fast.memo if key[0] == "geometry"]
+        kept = [key for key in list(fast.memo) if key[0] == "geometry"]   # (parts of a batch may run side by side)
         for key in kept[:len(kept) // 2] if len(kept) >= codes_path.MEMO_ENTRIES else ():
-            del fast.memo[key]   # a caller cycling through batch sizes: keep the newest
+            fast.memo.pop(key, None)   # a caller cycling through batch sizes: keep the newest
         geometries = fast.memo[("geometry", x_shape)] = (g, gz)
     return geometries
 
@@ -869,6 +890,21 @@ def _count_traffic(lay: Layer, inputs, output, counts: LayerCounts):
             counts.weight_bits[f"{lay.name}.codebook"] = n * lay.codebook.size * lay.weight_enc.table_bits
     if lay.table is not None:   # the lut's table is loaded like a weight tensor
         counts.weight_bits[f"{lay.name}.table"] = n * lay.table.size * table_bits(lay)
+
+
+_MISSING = object()
+
+
+def batch_parts(n: int) -> int:
+    """Parts of an n-image batch the engine runs side by side, one thread each (kernels/threads.py): one per
+    thread when they come out even or the batch is large (coarse parallelism needs no hand-off per kernel
+    call, and the Python work of one part overlaps the other's kernels), else 1 (the kernels split their
+    own work). Results are the same for any count: every layer treats the images independently."""
+    threads = kernel_threads.count()
+    if threads <= 1 or n < 2:
+        return 1
+    parts = min(threads, n)
+    return parts if n % parts == 0 or n >= 4 * parts else 1
 
 
 REUSE_WORK = 1 << 26   # work units (~67 ms) from which a single-sample run is worth keeping for run_batched

@@ -309,22 +309,40 @@ def test_chunked_batches_equal_whole_batches(monkeypatch, seed):
         assert vars(a) == vars(b), a.name
 
 
-def test_results_identical_for_any_thread_count():
-    """Exact integer sums: one numba thread or two give the same codes and counts, on random models of every
-    encoding (residual adds, pools, depthwise and dense layers among them)."""
+@pytest.mark.parametrize("copies", [1, 3, 4, 9])
+def test_results_identical_for_any_thread_count(copies):
+    """Exact integer sums: one numba thread or two give the same codes, tensors and counts, on random models of
+    every encoding (residual adds, pools, depthwise and dense layers among them). Batches that split evenly or
+    are large run as parts side by side (engine.batch_parts; 9 copies: uneven parts), others split each kernel."""
     from simulator.kernels import threads as kernel_threads
     models = [random_model(seed) for seed in range(8)]
     saved = kernel_threads.count()
     try:
         for model in models:
-            x = np.concatenate([model.sample_input] * 4)
+            x = np.concatenate([model.sample_input] * copies)
             outs = []
             for threads in (1, 2):
                 kernel_threads.set_count(threads)
-                res = engine_mod.Engine(model).run(x)
-                outs.append((res.output, [vars(lay) for lay in res.trace.layers]))
+                res = engine_mod.Engine(model).run(x, keep_all=bool(copies % 2))
+                outs.append((res.output, res.tensors, res.trace))
             np.testing.assert_array_equal(outs[0][0], outs[1][0])
-            assert outs[0][1] == outs[1][1]
+            assert outs[0][1].keys() == outs[1][1].keys()
+            for name, t in outs[0][1].items():
+                np.testing.assert_array_equal(t, outs[1][1][name])
+            assert [vars(lay) for lay in outs[0][2].layers] == [vars(lay) for lay in outs[1][2].layers]
+            assert vars(outs[0][2]) == vars(outs[1][2])
+    finally:
+        kernel_threads.set_count(saved)
+
+
+def test_batch_parts():
+    from simulator.kernels import threads as kernel_threads
+    saved = kernel_threads.count()
+    try:
+        kernel_threads.set_count(2)
+        assert [engine_mod.batch_parts(n) for n in (0, 1, 2, 3, 4, 5, 7, 8, 9)] == [1, 1, 2, 1, 2, 1, 1, 2, 2]
+        kernel_threads.set_count(1)
+        assert engine_mod.batch_parts(8) == 1
     finally:
         kernel_threads.set_count(saved)
 

@@ -94,13 +94,17 @@ def conv2d_sum_u8(codes, code_lo: int, offset: int, w, bias, g: ConvGeometry, pa
         tp, pad_pixel = plan()
     else:
         wkey, gkey = ("u8s8 weights", g.groups, nvec), ("u8s8 plan", g, offset, pad_byte)
-        wpk = memo[wkey] if wkey in memo else memo.setdefault(wkey, pack())
-        if gkey not in memo:
+        # (the engine may run parts of a batch side by side: dict reads and writes only, no check-then-read)
+        wpk = memo.get(wkey)
+        if wpk is None:
+            wpk = memo.setdefault(wkey, pack())
+        entry = memo.get(gkey)
+        if entry is None:
             if len(memo) > MEMO_ENTRIES:   # a caller cycling through batch sizes: keep the newest only
-                for key in [k for k in memo if k[0] == "u8s8 plan"][:len(memo) // 2]:
-                    del memo[key]
-            memo[gkey] = plan()
-        tp, pad_pixel = memo[gkey]
+                for key in [k for k in list(memo) if k[0] == "u8s8 plan"][:len(memo) // 2]:
+                    memo.pop(key, None)
+            entry = memo[gkey] = plan()
+        tp, pad_pixel = entry
     canvas = np.empty(shape, np.uint8)
     if g.has_padding or shape[2] > g.w or ce > g.cig:
         _fill(canvas, pad_pixel)
@@ -265,9 +269,9 @@ def depthwise_codes(codes, table, code_lo: int, w, bias, g: ConvGeometry, pad_va
     if plan is None:
         plan = _depthwise_plan(table, code_lo, w, bias, g, pad_value, x_reach, ep)
         if memo is not None:
-            kept = [k for k in memo if k[0] == "depthwise plan"]
+            kept = [k for k in list(memo) if k[0] == "depthwise plan"]
             for k in kept[:len(kept) // 2] if len(kept) >= MEMO_ENTRIES else ():
-                del memo[k]   # a caller cycling through batch sizes: keep the newest
+                memo.pop(k, None)   # a caller cycling through batch sizes: keep the newest
             memo[key] = plan
     if plan is False:
         return None
@@ -276,8 +280,7 @@ def depthwise_codes(codes, table, code_lo: int, w, bias, g: ConvGeometry, pad_va
     taps = np.zeros(taps_shape, np.int64)
     split(kernel, tasks, np.ascontiguousarray(codes), *args, out, taps, work=out.size * 4)
     taps = taps.sum(axis=0)
-    return out, (taps.reshape(g.ci, g.kh, g.kw) if kernel is _depthwise_planar else
-                 taps.T.reshape(g.ci, g.kh, g.kw))
+    return out, taps.T.reshape(g.ci, g.kh, g.kw)
 
 
 def _depthwise_plan(table, code_lo, w, bias, g: ConvGeometry, pad_value, x_reach, ep):
@@ -297,7 +300,7 @@ def _depthwise_plan(table, code_lo, w, bias, g: ConvGeometry, pad_value, x_reach
     epi = (narrow, m, m.size == 1, ep.lo, ep.hi, ep.offset, ep.linear, ep.table)
     if g.wo >= PLANAR_WIDTH and g.sh == g.sw == 1:   # wide rows: planar, rows in SIMD lanes, no transposes
         geom = np.array([g.kh, g.kw, g.sh, g.sw, g.top, g.left, g.ho - 1 + g.kh, g.wo - 1 + g.kw], np.int64)
-        return (_depthwise_planar, g.n * g.co, (g.n, g.ci, g.kh * g.kw),
+        return (_depthwise_planar, g.n * g.co, (g.n, g.kh * g.kw, g.ci),
                 decode + (np.ascontiguousarray(wt.T), init, geom) + epi)
     band = -(-g.ho // max(1, -(-BAND_TASKS // g.n)))   # output rows per task
     bands = -(-g.ho // band)
@@ -312,10 +315,10 @@ def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, init, ge
     n, c_n, h, w = codes.shape
     ho, wo = out.shape[2], out.shape[3]
     kh_n, kw_n, sh, sw, top, left, wp, band, bands = geom
-    flat_codes, flat_out, plane = codes.reshape(-1), out.reshape(-1), h * w
     nt = kh_n * kw_n
     rows = (band - 1) * sh + kh_n
     canvas = np.empty(rows * wp * c_n, wt.dtype)   # the band's padded input rows, channels last
+    rows3 = canvas.reshape(rows, wp, c_n)
     acc = np.empty(wo * c_n, wt.dtype)
     codes_cl = np.empty(wo * c_n, ep_table.dtype)
     zeros = np.empty((nt, c_n), wt.dtype)   # zero operands per tap and channel: floats vectorise (exact)
@@ -349,14 +352,14 @@ def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, init, ge
                 continue
             dst[:left * c_n] = pad
             dst[(left + w) * c_n:] = pad
-            for j in range(w):   # flat indices (no per-channel views: widths can be tiny)
-                d, src = (left + j) * c_n, (ni * c_n * h + i) * w + j
-                if linear:   # int32 on the way to float
+            if linear:   # int32 on the way to float
+                for j in range(w):
                     for c in range(c_n):
-                        dst[d + c] = np.int32(np.int32(flat_codes[src + c * plane]) + np.int32(offset))
-                else:
+                        rows3[rl, left + j, c] = np.int32(np.int32(codes[ni, c, i, j]) + np.int32(offset))
+            else:
+                for j in range(w):
                     for c in range(c_n):
-                        dst[d + c] = table[np.int64(flat_codes[src + c * plane]) - lo]
+                        rows3[rl, left + j, c] = table[np.int64(codes[ni, c, i, j]) - lo]
         # zero operands: per scratch row and kernel column, over the windows of an output row (padding included)
         for rl in range((oh1 - 1 - oh0) * sh + kh_n):
             for kw in range(kw_n):
@@ -410,13 +413,13 @@ def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, init, ge
             else:
                 for i in range(wo * c_n):
                     codes_cl[i] = ep_table[values[i] - np.int32(ep_lo)]
+            cc2 = codes_cl.reshape(wo, c_n)
             for c in range(c_n):
-                o = ((ni * c_n + c) * ho + oh) * wo
                 for ow in range(wo):
-                    flat_out[o + ow] = codes_cl[ow * c_n + c]
-        for k in range(nt):
+                    out[ni, c, oh, ow] = cc2[ow, c]
+        for k in range(nt):   # through int32 (the counts are below 2^24): float -> int64 is scalar on AVX2
             for c in range(c_n):
-                taps[t, k, c] = np.int64(zeros[k, c])
+                taps[t, k, c] = np.int64(np.int32(zeros[k, c]))
 
 
 @njit(nogil=True, cache=True)
@@ -435,7 +438,6 @@ def _depthwise_planar(t0, t1, codes, table, lo, linear, offset, pad, wt, init, g
     acc = np.empty(run, wt.dtype)
     values = np.empty(run, np.int32)
     codes_run = np.empty(run, ep_table.dtype)
-    zeros_before = np.empty(wp + 1, np.int64)   # zeros_before[j]: zeros among a scratch row's first j columns
     row_zeros = np.empty((hp, kw_n), np.int64)
     flo, fhi, off = m.dtype.type(ep_lo), m.dtype.type(ep_hi), np.int32(ep_offset)
     nil = wt.dtype.type(0)
@@ -453,15 +455,22 @@ def _depthwise_planar(t0, t1, codes, table, lo, linear, offset, pad, wt, init, g
                     dst[j] = table[np.int64(src[j]) - lo]
         wk, mk, bias = wt[c], m[0 if shared else c], init[c]
         bias32 = np.int32(bias) if narrow else np.int32(0)
-        for k in range(kh_n * kw_n):
-            x = xp[(k // kw_n) * wp + k % kw_n:]
-            wv = wk[k]
-            if k == 0:
-                for q in range(run):
-                    acc[q] = wv * x[q]
-            else:
-                for q in range(run):
-                    acc[q] += wv * x[q]
+        if kh_n == 3 and kw_n == 3:   # the nine products of an output in one expression: one pass
+            v0, v1, v2, v3, v4, v5, v6, v7, v8 = wk[0], wk[1], wk[2], wk[3], wk[4], wk[5], wk[6], wk[7], wk[8]
+            r0, r1, r2 = xp[0:], xp[wp:], xp[2 * wp:]
+            for q in range(run):
+                acc[q] = (v0 * r0[q] + v1 * r0[q + 1] + v2 * r0[q + 2] + v3 * r1[q] + v4 * r1[q + 1] + v5 * r1[q + 2]
+                          + v6 * r2[q] + v7 * r2[q + 1] + v8 * r2[q + 2])
+        else:
+            for k in range(kh_n * kw_n):
+                x = xp[(k // kw_n) * wp + k % kw_n:]
+                wv = wk[k]
+                if k == 0:
+                    for q in range(run):
+                        acc[q] = wv * x[q]
+                else:
+                    for q in range(run):
+                        acc[q] += wv * x[q]
         # the epilogue over the whole run (long loops vectorise; the extra columns are dropped)
         if narrow:   # sum + bias within int32 (wrapped in int32: numba widens the sum to int64, whose conversion
             # to float is scalar on AVX2): int32 -> float converts in vectors
@@ -479,17 +488,23 @@ def _depthwise_planar(t0, t1, codes, table, lo, linear, offset, pad, wt, init, g
                 codes_run[q] = ep_table[values[q] - np.int32(ep_lo)]
         for oh in range(ho):
             out[ni, c, oh] = codes_run[oh * wp:oh * wp + wo]
-        for r in range(hp):   # zero operands of the windows of one output row, per scratch row and kernel column
-            zeros_before[0] = 0
+        for r in range(hp):   # zero operands of the windows of one output row, per scratch row and kernel column:
+            row = xp[r * wp:(r + 1) * wp]   # the row's zeros (a reduction that vectorises) minus the columns
+            total = np.int32(0)              # before kw and from kw + wo on (wp = wo - 1 + KW: a few)
             for j in range(wp):
-                zeros_before[j + 1] = zeros_before[j] + (xp[r * wp + j] == nil)
+                total += np.int32(row[j] == nil)
             for kw in range(kw_n):
-                row_zeros[r, kw] = zeros_before[kw + wo] - zeros_before[kw]
+                edges = 0
+                for j in range(kw):
+                    edges += np.int32(row[j] == nil)
+                for j in range(kw + wo, wp):
+                    edges += np.int32(row[j] == nil)
+                row_zeros[r, kw] = total - edges
         for k in range(kh_n * kw_n):
             total = 0
             for oh in range(ho):
                 total += row_zeros[oh + k // kw_n, k % kw_n]
-            taps[ni, c, k] = total
+            taps[ni, k, c] = total
 
 
 def zero_taps_codes(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_zero: bool) -> np.ndarray:

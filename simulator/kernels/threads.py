@@ -22,6 +22,7 @@ DEFAULT_COUNT = max(1, int(os.environ.get("NUMBA_NUM_THREADS") or os.cpu_count()
 _count = DEFAULT_COUNT
 _workers: list = []
 _busy = threading.Lock()   # one split at a time; another Python thread meanwhile runs its split serially
+_local = threading.local()  # .serial: this thread runs one part of `side_by_side` (its splits stay on it)
 
 
 def count() -> int:
@@ -87,11 +88,10 @@ def split(kernel, n_tasks: int, *args, work: int = None) -> list:
     n_tasks = int(n_tasks)
     parts = min(_count, n_tasks)
     if (parts <= 1 or jit.mode() == jit.PYTHON or (n_tasks if work is None else work) < SERIAL_WORK
-            or not _busy.acquire(blocking=False)):
+            or getattr(_local, "serial", False) or not _busy.acquire(blocking=False)):
         return [kernel(0, n_tasks, *args)]
     try:
-        while len(_workers) < parts - 1:
-            _workers.append(_Worker())
+        _start_workers(parts - 1)
         chunks = min(n_tasks, parts * CHUNKS_PER_THREAD)
         bounds = [n_tasks * i // chunks for i in range(chunks + 1)]
         results = [None] * chunks
@@ -120,3 +120,46 @@ def split(kernel, n_tasks: int, *args, work: int = None) -> list:
         return results
     finally:
         _busy.release()
+
+
+def side_by_side(jobs: list) -> list:
+    """[job() for job in jobs] with the jobs on separate threads, one per thread (the caller's included), each
+    running its own kernels serially: coarse parallelism (the engine's parts of a batch) that needs no hand-off
+    per kernel call. One thread, Python mode, or a split or side_by_side already running: one after another."""
+    parts = min(_count, len(jobs))
+    if (parts <= 1 or jit.mode() == jit.PYTHON or getattr(_local, "serial", False)
+            or not _busy.acquire(blocking=False)):
+        return [job() for job in jobs]
+    try:
+        _start_workers(len(jobs) - 1)
+        results = [None] * len(jobs)
+        for worker, job in zip(_workers, jobs[1:]):
+            worker.start(_serially, (job,))
+        error = None
+        try:
+            results[0] = _serially(jobs[0])
+        except BaseException as exc:   # still wait for the workers: they may share the caller's arrays
+            error = exc
+        for i, worker in enumerate(_workers[:len(jobs) - 1]):
+            try:
+                results[i + 1] = worker.wait()
+            except BaseException as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+        return results
+    finally:
+        _busy.release()
+
+
+def _serially(job):
+    _local.serial = True
+    try:
+        return job()
+    finally:
+        _local.serial = False
+
+
+def _start_workers(n: int) -> None:
+    while len(_workers) < n:
+        _workers.append(_Worker())
