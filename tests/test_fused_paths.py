@@ -46,8 +46,20 @@ def out_encodings(rng):
 
 @settings(max_examples=150, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), mode=st.sampled_from(REQUANT_MODES), per_channel=st.booleans(),
-       clipped=st.booleans(), int32=st.booleans())
-def test_epilogue_equals_reference_units(seed, mode, per_channel, clipped, int32):
+       clipped=st.booleans(), int32=st.booleans(), rows=st.sampled_from(["short", "short in pieces", "long"]))
+def test_epilogue_equals_reference_units(seed, mode, per_channel, clipped, int32, rows):
+    """Rows (one image's channel) short or long: the float modes run each image as one line in pieces
+    (epilogue._float_spread, PIECE cut to 16 for the second case) or row by row."""
+    from simulator.kernels import epilogue
+    saved = epilogue.PIECE
+    epilogue.PIECE = 16 if rows == "short in pieces" else saved
+    try:
+        _epilogue_case(seed, mode, per_channel, clipped, int32, 7 if rows != "long" else epilogue.SHORT_ROW + 3)
+    finally:
+        epilogue.PIECE = saved
+
+
+def _epilogue_case(seed, mode, per_channel, clipped, int32, size):
     rng = np.random.default_rng(seed)
     channels = 11 if mode == "fixed_double_blocks8" else 5   # one full block of 8 and 3 channels left over
     c = channels if per_channel else 1
@@ -55,7 +67,7 @@ def test_epilogue_equals_reference_units(seed, mode, per_channel, clipped, int32
         m = 2.0 ** -rng.integers(-4, 40, c).astype(np.float64)
     else:
         m = np.exp(rng.uniform(-25, 3, c))
-    acc = rng.integers(-2**33, 2**33, (2, channels, 7)) >> rng.integers(0, 34, (2, channels, 7))
+    acc = rng.integers(-2**33, 2**33, (2, channels, size)) >> rng.integers(0, 34, (2, channels, size))
     acc[0, :, :2] = rng.choice(EDGE_ACC, (channels, 2))
     if mode in ("float32", "float64"):   # exact ties: acc * m = k + 1/2 when m is a power of two
         acc[1, :, 0] = 2 * rng.integers(-1000, 1000, channels) + 1

@@ -151,9 +151,34 @@ def test_exact_sums_plus_saturating_pairs_equal_the_kernel(case):
         for a, b, c in product(range(g.kh), range(g.kw), range(g.cig)):
             win = xp[:, c0 + c, a:a + g.sh * (g.ho - 1) + 1:g.sh, b:b + g.sw * (g.wo - 1) + 1:g.sw]
             acc[:, o] += (win - zx) * (int(w[o, c, a, b]) - zwc[o])
+    counted = pairsat.add_pair_saturation(acc.copy(), x, pairsat.saturating_pairs(w), g, pad_code, apply=False)
+    flushed = acc.copy()   # the kernel's narrow counters flushed after every pair or two (FLUSH is 32,767)
+    got_flushed = pairsat.add_pair_saturation(flushed, x, pairsat.saturating_pairs(w), g, pad_code,
+                                              _flush=1 + int(x.sum()) % 2)
     got = pairsat.add_pair_saturation(acc, x, pairsat.saturating_pairs(w), g, pad_code)
     np.testing.assert_array_equal(acc, want[0])
-    assert got == tuple(want[2:])
+    np.testing.assert_array_equal(flushed, want[0])
+    assert got == tuple(want[2:]) == got_flushed
+    assert counted == got
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1))
+def test_pointwise_counts_over_the_whole_batch_equal_the_kernel(seed):
+    """Counting only on a 1x1 conv runs the batch as one image (add_pair_saturation): the same counts as the
+    sequential kernel, channel maxima that differ from image to image included."""
+    rng = np.random.default_rng(seed)
+    n, groups, cig, cog = int(rng.integers(2, 5)), int(rng.integers(1, 3)), 2 * int(rng.integers(1, 5)), \
+        int(rng.integers(1, 6))
+    x = rng.choice([0, 1, 100, 128, 200, 254, 255], (n, groups * cig, int(rng.integers(1, 4)),
+                                                    int(rng.integers(1, 6)))).astype(np.uint8)
+    x[0] = np.minimum(x[0], 60)   # an image none of whose codes reach most thresholds
+    w = rng.choice([-128, -127, -100, -1, 0, 1, 90, 126, 127], (groups * cog, cig, 1, 1)).astype(np.int8)
+    g = conv_geometry(x.shape, w.shape, (1, 1), (0, 0, 0, 0), groups)
+    want = pairsat.conv2d_pairsat_acc(x, w, 0, 0, None, (1, 1), (0, 0, 0, 0), groups, 0, 64, "wrap")
+    acc = np.zeros((g.n, g.co, g.ho, g.wo), np.int64)
+    assert pairsat.add_pair_saturation(acc, x, pairsat.saturating_pairs(w), g, 0, apply=False) == tuple(want[2:])
+    assert not acc.any()
 
 
 @SETTINGS

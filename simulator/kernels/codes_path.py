@@ -277,9 +277,9 @@ def depthwise_codes(codes, table, code_lo: int, w, bias, g: ConvGeometry, pad_va
         return None
     kernel, tasks, taps_shape, args = plan
     out = np.empty((g.n, g.co, g.ho, g.wo), ep.table.dtype)
-    taps = np.zeros(taps_shape, np.int64)
+    taps = np.empty(taps_shape, np.int32)   # every task writes its rows whole; each count is below 2^24
     split(kernel, tasks, np.ascontiguousarray(codes), *args, out, taps, work=out.size * 4)
-    taps = taps.sum(axis=0)
+    taps = taps.sum(axis=0, dtype=np.int64)
     return out, taps.T.reshape(g.ci, g.kh, g.kw)
 
 
@@ -417,9 +417,9 @@ def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, init, ge
             for c in range(c_n):
                 for ow in range(wo):
                     out[ni, c, oh, ow] = cc2[ow, c]
-        for k in range(nt):   # through int32 (the counts are below 2^24): float -> int64 is scalar on AVX2
+        for k in range(nt):   # int32 (the counts are below 2^24): float -> int64 is scalar on AVX2
             for c in range(c_n):
-                taps[t, k, c] = np.int64(np.int32(zeros[k, c]))
+                taps[t, k, c] = np.int32(zeros[k, c])
 
 
 @njit(nogil=True, cache=True)
@@ -504,7 +504,7 @@ def _depthwise_planar(t0, t1, codes, table, lo, linear, offset, pad, wt, init, g
             total = 0
             for oh in range(ho):
                 total += row_zeros[oh + k // kw_n, k % kw_n]
-            taps[ni, k, c] = total
+            taps[ni, k, c] = np.int32(total)
 
 
 def zero_taps_codes(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_zero: bool) -> np.ndarray:

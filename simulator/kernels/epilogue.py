@@ -19,7 +19,7 @@ Output codes are stored in the narrowest integer dtype of the encoding's code ra
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -60,6 +60,7 @@ class Epilogue:
     table: np.ndarray    # codes of A .. B, in the output dtype
     offset: int          # code = value + offset when the table is that line (uniform encodings), else 0
     linear: bool
+    spread: dict = field(default_factory=dict, compare=False, repr=False)   # multipliers spread along images
 
 
 def make_epilogue(multiplier: np.ndarray, mode: str, clip, out_enc) -> Epilogue | None:
@@ -120,7 +121,15 @@ def run_epilogue(ep: Epilogue, acc: np.ndarray) -> np.ndarray | None:
     # one small kernel per variant, chosen here: a first run compiles only the variants its model uses
     if ep.mode in (0, 1):
         m = ep.m32 if ep.mode == 0 else ep.m64
-        if ep.linear:
+        s = flat.shape[2]
+        if s < SHORT_ROW:   # short rows (small images): each image as one long line, its multipliers spread
+            spread = ep.spread.get((m.dtype.str, c, s))
+            if spread is None:
+                spread = ep.spread.setdefault((m.dtype.str, c, s), np.repeat(np.broadcast_to(m, (c,)), s))
+            pieces = -(-(c * s) // PIECE)
+            split(_float_spread, n * pieces, acc.reshape(n, -1), spread, ep.lo, ep.hi, ep.offset, ep.table, ep.linear,
+                  PIECE, out.reshape(n, -1), work=acc.size)
+        elif ep.linear:
             split(_float_lines, n * c, flat, m, shared, ep.lo, ep.hi, ep.offset, dst, work=acc.size)
         else:
             split(_float_rows, n * c, flat, m, shared, ep.lo, ep.hi, ep.table, dst, work=acc.size)
@@ -216,6 +225,29 @@ def _float_lines(t0, t1, acc, m, shared, lo, hi, offset, out):
         row, dst, mk = acc[t // c, t % c], out[t // c, t % c], m[0 if shared else t % c]
         for i in range(row.shape[0]):   # int32 conversions: AVX2 has no vector float -> int64
             dst[i] = np.int32(min(max(np.rint(m.dtype.type(row[i]) * mk), flo), fhi)) + off
+
+
+SHORT_ROW = 64   # rows (one image's channel) shorter than this: _float_spread, whose loops run long
+PIECE = 1 << 12  # elements of one _float_spread task
+
+
+@njit(nogil=True, cache=True)
+def _float_spread(t0, t1, acc, m, lo, hi, offset, table, linear, piece, out):
+    """As _float_lines / _float_rows over [N, C·S] images, a multiplier per element (m [C·S]: each channel's
+    repeated along its S positions), in pieces of `piece` elements: no per-row loop overhead on small images."""
+    size = acc.shape[1]
+    pieces = -(-size // piece)
+    flo, fhi, off, lo32 = m.dtype.type(lo), m.dtype.type(hi), np.int32(offset), np.int32(lo)
+    for t in range(t0, t1):
+        i0 = (t % pieces) * piece
+        i1 = min(size, i0 + piece)
+        row, dst, mr = acc[t // pieces, i0:i1], out[t // pieces, i0:i1], m[i0:i1]
+        if linear:
+            for i in range(i1 - i0):
+                dst[i] = np.int32(min(max(np.rint(m.dtype.type(row[i]) * mr[i]), flo), fhi)) + off
+        else:
+            for i in range(i1 - i0):
+                dst[i] = table[np.int32(min(max(np.rint(m.dtype.type(row[i]) * mr[i]), flo), fhi)) - lo32]
 
 
 @njit(nogil=True, cache=True)

@@ -173,25 +173,35 @@ def saturating_pairs(w_codes: np.ndarray) -> SaturatingPairs:
 
 
 def add_pair_saturation(acc: np.ndarray, x: np.ndarray, sp: SaturatingPairs, g, pad_code: int,
-                        apply: bool = True) -> tuple[int, int]:
+                        apply: bool = True, _flush: int = None) -> tuple[int, int]:
     """acc [N, Co, Ho, Wo] holds exact sums of raw-code products (any offsets folded in): add Σ (s_j − p_j) of
     the saturating pairs in place, making it the datapath's result. x: the raw u8 codes [N, Ci, H, W]; the
     caller proved that no accumulator can overflow. Returns (saturated pairs, outputs with at least one).
-    apply=False: only count (acc already holds the datapath's sums, from the pair-saturating kernel)."""
+    apply=False: only count (acc already holds the datapath's sums, from the pair-saturating kernel).
+    `_flush` (tests): pairs between flushes of the kernel's narrow counters, FLUSH unless given."""
     if sp.ptr[-1] == 0 or acc.size == 0:
         return 0, 0
-    pairs = np.zeros(acc.shape[:2], np.int64)
-    outs = np.zeros(acc.shape[:2], np.int64)
+    shape = acc.shape
+    if not apply and g.n > 1 and (g.kh, g.kw, g.sh, g.sw) == (1, 1, 1, 1) and not g.has_padding:
+        # counting only, 1x1: the batch as one image (its pixels side by side), so each pair runs over them all
+        x = np.ascontiguousarray(np.asarray(x, np.uint8).reshape(g.n, g.ci, -1).transpose(1, 0, 2))
+        x = x.reshape(1, g.ci, 1, -1)
+        g = conv_geometry(x.shape, (g.co, g.cig, 1, 1), (1, 1), (0, 0, 0, 0), g.groups)
+        shape = (1, g.co, 1, x.shape[3])
+    pairs = np.zeros(shape[:2], np.int64)
+    outs = np.zeros(shape[:2], np.int64)
     x_max = np.empty((g.n, g.ci), np.uint8)   # per image and channel: the largest code (padding included)
     _channel_max(np.ascontiguousarray(x, dtype=np.uint8).reshape(g.n, g.ci, -1), pad_code if g.has_padding else 0,
                  x_max)
-    work = acc.size * (sp.ptr[-1] // max(1, g.co) + 1) // 16   # the pairs that can saturate, 16 outputs a vector
+    work = acc.size * (sp.ptr[-1] // max(1, g.co) + 1) // 4   # the pairs that can saturate (~ns per output each)
     split(_saturation_kernel, g.n * -(-g.co // CHANNELS_PER_TASK), _phase_planes(x, g, pad_code, np.uint8), x_max,
-          sp.ptr, sp.taps, sp.w, sp.x_min, g.cog, g.cig, acc, pairs, outs, apply, work=work)
+          sp.ptr, sp.taps, sp.w, sp.x_min, g.cog, g.cig, np.array(shape, np.int64), acc, pairs, outs, apply,
+          FLUSH if _flush is None else int(_flush), work=work)
     return int(pairs.sum()), int(outs.sum())
 
 
 CHANNELS_PER_TASK = 8   # output channels of one parallel task (its scratch rows are allocated once)
+FLUSH = 32767           # pairs between flushes of the uint16 hit counts and int32 sums (32,767·32,768 < 2^31)
 
 
 def _channel_max_numpy(x, floor, out):
@@ -211,18 +221,21 @@ def _channel_max(x, floor, out):
 
 
 @njit(nogil=True, cache=True)
-def _saturation_kernel(t0, t1, planes, x_max, ptr, taps, wts, x_min, cog, cig, acc, pairs, outs, apply):
+def _saturation_kernel(t0, t1, planes, x_max, ptr, taps, wts, x_min, cog, cig, shape, acc, pairs, outs, apply,
+                       flush):
     """Per (image, block of channels): for each pair that can saturate, over the output run, in uint16 lanes
     (16 per AVX2 vector): both weights have one sign, so |p| = x_a·|w_a| + x_b·|w_b| <= 65,280 is exact in
-    uint16, and the pair saturates iff |p| > L (32,767 above zero, 32,768 below), by |p| - L."""
-    n, co_total, ho, wo = acc.shape
+    uint16, and the pair saturates iff |p| > L (32,767 above zero, 32,768 below), by |p| - L. `shape`: the
+    outputs' [N, Co, Ho, Wo] (acc's, which is only read and written when `apply`)."""
+    n, co_total, ho, wo = shape[0], shape[1], shape[2], shape[3]
     ci, sh, sw, hq, wq = planes.shape[1], planes.shape[2], planes.shape[3], planes.shape[4], planes.shape[5]
     flat = planes.reshape(-1)       # one flat index per run start: unit-stride loops that vectorise
     m = (ho - 1) * wq + wo          # outputs as one run with row pitch wq (as _pairsat_kernel)
     blocks = -(-co_total // CHANNELS_PER_TASK)
     for t in range(t0, t1):
         ni, b = t // blocks, t % blocks
-        delta = np.empty(m, np.int64)
+        delta = np.empty(m, np.int32)        # Σ (s - p) since the last flush: at most FLUSH pairs of |.| <= 32,768
+        total_delta = np.empty(m, np.int64)
         hits = np.empty(m, np.uint16)
         total_hits = np.empty(m, np.int64)
         for co in range(b * CHANNELS_PER_TASK, min(co_total, (b + 1) * CHANNELS_PER_TASK)):
@@ -234,6 +247,7 @@ def _saturation_kernel(t0, t1, planes, x_max, ptr, taps, wts, x_min, cog, cig, a
                     continue   # no code of this image reaches the pair's threshold
                 if not touched:
                     delta[:] = 0
+                    total_delta[:] = 0
                     hits[:] = 0
                     total_hits[:] = 0
                     touched = True
@@ -247,14 +261,16 @@ def _saturation_kernel(t0, t1, planes, x_max, ptr, taps, wts, x_min, cog, cig, a
                 wa, wb = np.uint16(abs(wts[d, 0])), np.uint16(abs(wts[d, 1]))
                 lim = np.uint16(32767 if positive else 32768)
                 if apply:   # s - p: the clamp takes |p| - L off |p|
-                    _excess_row(xa, xb, wa, wb, lim, np.int64(-1 if positive else 1), delta, hits)
+                    _excess_row(xa, xb, wa, wb, lim, np.int32(-1 if positive else 1), delta, hits)
                 else:
                     _count_row(xa, xb, wa, wb, lim, hits)
                 since_flush += 1
-                if since_flush == 65535:   # uint16 counters: move them on before they could wrap
+                if since_flush == flush:   # uint16 counters and int32 sums: move them on before they could wrap
                     for i in range(m):
                         total_hits[i] += hits[i]
+                        total_delta[i] += delta[i]
                     hits[:] = 0
+                    delta[:] = 0
                     since_flush = 0
             if not touched:
                 continue
@@ -263,7 +279,7 @@ def _saturation_kernel(t0, t1, planes, x_max, ptr, taps, wts, x_min, cog, cig, a
                 for ow in range(wo):
                     i = oh * wq + ow
                     if apply:
-                        acc[ni, co, oh, ow] += delta[i]
+                        acc[ni, co, oh, ow] += total_delta[i] + delta[i]
                     h = total_hits[i] + hits[i]
                     total += h
                     outputs += h > 0
@@ -283,7 +299,7 @@ def _excess_row(xa, xb, wa, wb, lim, sign, delta, hits):
     """delta[i] += sign·(|p| - L) where |p| = x_a·|w_a| + x_b·|w_b| > L, and hits[i] += 1 there."""
     for i in range(xa.shape[0]):
         e = max(np.uint16(np.uint16(xa[i]) * wa + np.uint16(xb[i]) * wb), lim) - lim
-        delta[i] += sign * np.int64(e)
+        delta[i] += sign * np.int32(e)   # int32 lanes: twice int64's per vector
         hits[i] += np.uint16(e != 0)
 
 
