@@ -316,8 +316,11 @@ class Engine:
             out, tensors, trace = self._run_codes(codes, keep_all)
         else:   # the images are independent: parts of the batch side by side, one thread each, merged in order
             bounds = [n * i // parts for i in range(parts + 1)]
-            runs = kernel_threads.side_by_side([
-                functools.partial(self._run_codes, codes[lo:hi], keep_all) for lo, hi in zip(bounds, bounds[1:])])
+            try:
+                runs = kernel_threads.side_by_side([functools.partial(self._run_codes, codes[lo:hi], keep_all)
+                                                    for lo, hi in zip(bounds, bounds[1:])])
+            except Exception:   # a refusal (its message may count values): the whole batch's, as one thread gives it
+                runs = [self._run_codes(codes, keep_all)]
             out = np.concatenate([r[0] for r in runs])
             tensors = {name: np.concatenate([r[1][name] for r in runs]) for name in runs[0][1]}
             trace = functools.reduce(_merge, [r[2] for r in runs])

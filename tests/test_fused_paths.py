@@ -378,3 +378,29 @@ def test_layer_memo_stays_bounded_across_batch_sizes(monkeypatch):
         assert sum(k[0] == "u8s8 weights" for k in memo) <= 1
         assert sum(k[0] == "geometry" for k in memo) <= cp.MEMO_ENTRIES
         assert sum(k[0] == "u8s8 plan" for k in memo) <= cp.MEMO_ENTRIES + 1
+
+
+def test_a_refusal_reads_the_same_for_any_thread_count():
+    """A run refused mid-way (here: requantized values beyond TFLite's int32) gives the message of the whole
+    batch, which counts the values, whether or not the batch ran as parts side by side."""
+    from simulator.encodings import UniformW
+    from simulator.graph import Layer, Model
+    from simulator.kernels import threads as kernel_threads
+    lay = Layer("d", "dense", ["input"], {"requant": "float64_away", "acc_bits": 32, "multiplier": [3.0e5]},
+                UniformAct(8, False, 1.0, 0), np.full((3, 64), 120, np.int64), UniformW(8, True, (1.0,), (0,)))
+    model = Model("t", (64,), UniformAct(8, False, 1.0, 0), [lay]).check()
+    x = np.zeros((4, 64), np.int64)
+    x[1] = 255          # one image in each half of the batch overflows: 3 results each, 6 in all
+    x[3, :40] = 200
+    saved = kernel_threads.count()
+    messages = []
+    try:
+        for threads in (1, 2):
+            kernel_threads.set_count(threads)
+            with pytest.raises(HwsimError) as exc:
+                engine_mod.Engine(model).run(x)
+            messages.append(str(exc.value))
+    finally:
+        kernel_threads.set_count(saved)
+    assert "6 result(s) outside int32" in messages[0]
+    assert messages[0] == messages[1]

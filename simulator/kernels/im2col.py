@@ -35,6 +35,7 @@ from .threads import split
 
 TILE_P = 4  # output pixels per tile
 SEGMENT = 16 * TILE_P  # output pixels of one row per parallel task (a multiple of TILE_P)
+BLOCKS_PER_TASK = 8    # channel blocks (vectors of output channels) per parallel task: small images split too
 
 
 def _vector_bits() -> int:
@@ -282,7 +283,9 @@ def tile_plan(g: ConvGeometry, canvas_shape_, dtype, init, row_class=None, col_c
 def run_planned(canvas, wpk, tp: TilePlan, nvec: int, chunk: int, scale: int = 1, out_dtype=np.int64):
     out = np.empty(tp.out_shape, out_dtype)
     n, groups, ho, wo = tp.geom[:4]
-    split(_RUN_TILES[nvec], n * groups * ho * -(-wo // SEGMENT), canvas.reshape(-1), wpk, tp.offs, tp.geom,
+    cog, lanes = tp.geom[9], tp.geom[10]
+    chunks = -(-(-(-cog // (nvec * lanes))) // BLOCKS_PER_TASK)   # of channel blocks
+    split(_RUN_TILES[nvec], n * groups * ho * -(-wo // SEGMENT) * chunks, canvas.reshape(-1), wpk, tp.offs, tp.geom,
           max(1, chunk), tp.table, tp.row_class, tp.col_class, tp.mid_class, tp.odd_cols, scale, out,
           work=out.size * tp.offs.shape[0] // 4)   # a reduction step of an output: a fraction of a vector op
     return out
@@ -315,21 +318,24 @@ def _run_tiles_body(t0, t1, xf, wpk, offs, geom, nvec, chunk, table, row_class, 
     width = nvec * lanes
     ncb = (cog + width - 1) // width
     nseg = (wo + SEGMENT - 1) // SEGMENT
+    chunks = (ncb + BLOCKS_PER_TASK - 1) // BLOCKS_PER_TASK
     nr = offs.shape[0]
     w_cb_stride = nr * width * e
     n_cls = table.shape[1]
     out_flat = out.reshape(-1)
     table_flat = table.reshape(-1)
     for t in range(t0, t1):
-        # task = (image, group, output row, segment of the row), all channel blocks
-        seg = t % nseg
-        oh = (t // nseg) % ho
-        gi = (t // (nseg * ho)) % groups
-        ni = t // (nseg * ho * groups)
+        # task = (image, group, output row, segment of the row, chunk of channel blocks)
+        part = t % chunks
+        seg = (t // chunks) % nseg
+        oh = (t // (chunks * nseg)) % ho
+        gi = (t // (chunks * nseg * ho)) % groups
+        ni = t // (chunks * nseg * ho * groups)
+        cb0, cb1 = part * BLOCKS_PER_TASK, min(ncb, (part + 1) * BLOCKS_PER_TASK)
         ow0 = seg * SEGMENT
         ow1 = min(ow0 + SEGMENT, wo)
         row_table = row_class[oh] * n_cls * co_n  # table[row class] as a flat offset
-        for cb in range(ncb):
+        for cb in range(cb0, cb1):
             co0 = gi * cog + cb * width
             nco = min(width, cog - cb * width)
             w_base = (gi * ncb + cb) * w_cb_stride
@@ -347,7 +353,7 @@ def _run_tiles_body(t0, t1, xf, wpk, offs, geom, nvec, chunk, table, row_class, 
         for i in range(odd_cols.shape[0]):
             ow = odd_cols[i]
             if ow0 <= ow < ow1:
-                for co in range(gi * cog, (gi + 1) * cog):
+                for co in range(gi * cog + cb0 * width, gi * cog + min(cog, cb1 * width)):
                     delta = table_flat[row_table + col_class[ow] * co_n + co] - table_flat[row_table + mid_class * co_n + co]
                     out_flat[((ni * co_n + co) * ho + oh) * wo + ow] += delta
 

@@ -130,25 +130,50 @@ class _Maddubs8(_Dpbusd8):
 
 
 class _XorPop64:
-    """64 packed bits: acc_i64 += popcount(x XOR w)."""
+    """64 packed bits: popcount(x XOR w) per 64-bit lane, counted per byte: the accumulator holds 8 byte counts
+    per lane (a byte popcount is a nibble-table lookup, what AVX2 does best; no per-step horizontal sum), summed
+    into the lane's int64 only when the tile is stored. A byte count grows by at most 8 a step, so a call
+    takes at most XORPOP_STEPS steps (the caller's chunk: 31 · 8 = 248 < 256)."""
 
     def __init__(self, lanes):
         self.lanes = lanes
-        self.acc_type = ir.VectorType(_I64, lanes)
-        self.w_type = self.acc_type
+        self.acc_type = ir.VectorType(ir.IntType(8), 8 * lanes)
+        self.w_type = ir.VectorType(_I64, lanes)
         self.align = 8
 
     def load_x(self, builder, ptr):
-        return _splat(builder, builder.load(ptr, align=8), self.acc_type)
+        return _splat(builder, builder.load(ptr, align=8), self.w_type)
 
-    def combine(self, builder, xb, wv):
-        name = f"llvm.ctpop.v{self.lanes}i64"
+    def accumulate(self, builder, acc, xb, wv):
+        v = builder.bitcast(builder.xor(xb, wv), self.acc_type)
         mod = builder.module
-        fn = mod.globals.get(name) or ir.Function(mod, ir.FunctionType(self.acc_type, [self.acc_type]), name)
-        return builder.call(fn, [builder.xor(xb, wv)])
+        if PMADDUBSW and self.lanes == 4:   # AVX2: the nibble table, vpshufb (the form ctpop takes per byte)
+            name = "llvm.x86.avx2.pshuf.b"
+            fn = mod.globals.get(name) or ir.Function(mod, ir.FunctionType(self.acc_type, [self.acc_type] * 2), name)
+            table = ir.Constant(self.acc_type, [bin(i).count("1") for i in range(16)] * 2)
+            nibble = ir.Constant(self.acc_type, [15] * 32)
+            low = builder.and_(v, nibble)
+            high = builder.and_(builder.lshr(v, ir.Constant(self.acc_type, [4] * 32)), nibble)
+            counts = builder.add(builder.call(fn, [table, low]), builder.call(fn, [table, high]))
+        else:
+            name = f"llvm.ctpop.v{8 * self.lanes}i8"
+            fn = mod.globals.get(name) or ir.Function(mod, ir.FunctionType(self.acc_type, [self.acc_type]), name)
+            counts = builder.call(fn, [v])
+        return builder.add(acc, counts)
 
     def widen(self, builder, acc):
-        return acc
+        """The byte counts of each 64-bit lane summed (vpsadbw against zeros on AVX2, else generic IR)."""
+        if PMADDUBSW and self.lanes == 4:
+            name = "llvm.x86.avx2.psad.bw"
+            mod = builder.module
+            fn = mod.globals.get(name) or ir.Function(mod, ir.FunctionType(self.w_type, [self.acc_type] * 2), name)
+            return builder.call(fn, [acc, ir.Constant(self.acc_type, [0] * 32)])
+        wide = builder.zext(acc, ir.VectorType(_I64, 8 * self.lanes))
+        total = None
+        for byte in range(8):
+            part = builder.shuffle_vector(wide, wide, _mask(range(byte, 8 * self.lanes, 8)))
+            total = part if total is None else builder.add(total, part)
+        return total
 
 
 def _op_for(dtype):

@@ -38,7 +38,7 @@ Semantics, per output (n, co, oh, ow) of a conv (dense is a 1x1 conv: x [N, K], 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from ..jit import njit
@@ -186,7 +186,7 @@ def add_pair_saturation(acc: np.ndarray, x: np.ndarray, sp: SaturatingPairs, g, 
         # counting only, 1x1: the batch as one image (its pixels side by side), so each pair runs over them all
         x = np.ascontiguousarray(np.asarray(x, np.uint8).reshape(g.n, g.ci, -1).transpose(1, 0, 2))
         x = x.reshape(1, g.ci, 1, -1)
-        g = conv_geometry(x.shape, (g.co, g.cig, 1, 1), (1, 1), (0, 0, 0, 0), g.groups)
+        g = replace(g, n=1, h=1, w=x.shape[3], ho=1, wo=x.shape[3])
         shape = (1, g.co, 1, x.shape[3])
     pairs = np.zeros(shape[:2], np.int64)
     outs = np.zeros(shape[:2], np.int64)
@@ -197,7 +197,8 @@ def add_pair_saturation(acc: np.ndarray, x: np.ndarray, sp: SaturatingPairs, g, 
     split(_saturation_kernel, g.n * -(-g.co // CHANNELS_PER_TASK), _phase_planes(x, g, pad_code, np.uint8), x_max,
           sp.ptr, sp.taps, sp.w, sp.x_min, g.cog, g.cig, np.array(shape, np.int64), acc, pairs, outs, apply,
           FLUSH if _flush is None else int(_flush), work=work)
-    return int(pairs.sum()), int(outs.sum())
+    both = np.stack([pairs, outs]).reshape(2, -1).sum(axis=1)
+    return int(both[0]), int(both[1])
 
 
 CHANNELS_PER_TASK = 8   # output channels of one parallel task (its scratch rows are allocated once)
