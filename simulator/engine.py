@@ -262,6 +262,7 @@ def make_plan(lay: Layer) -> MacPlan:
         plan.thresholds = np.ascontiguousarray(lay.out_enc.threshold_array(lay.out_shape[0]))
     if lay.is_xnor:   # Model.check() proved the accumulator holds the binary dot product
         plan.w_bits = lay.weight.astype(np.uint8)
+        plan.w_bits.flags.writeable = False   # frozen: the packed-filter cache then trusts it without a compare
     # threshold outputs (row count, no clip) are checked by Model.check(), so a model that loads also runs
     return plan
 

@@ -25,7 +25,7 @@ def direct_pm1_conv(x_bits, w_bits, stride, pad, groups, pad_mode):
 @st.composite
 def binary_conv_cases(draw):
     groups = draw(st.integers(1, 3))
-    cig = draw(st.sampled_from([1, 2, 63, 64, 65, 130]))
+    cig = draw(st.sampled_from([1, 2, 63, 64, 65, 130, 260]))
     cog = draw(st.integers(1, 4))
     if draw(st.booleans()):  # depthwise
         cig, cog, groups = 1, 1, draw(st.integers(1, 8))
@@ -117,3 +117,15 @@ def test_bad_bits_raise():
         pc.xnor_conv2d(np.full((1, 1, 2, 2), 2, np.uint8), np.zeros((1, 1, 1, 1), np.uint8), (1, 1), (0,) * 4, 1, "+1")
     with pytest.raises(ValueError):
         pc.xnor_conv2d(np.zeros((1, 1, 2, 2), np.uint8), np.zeros((1, 1, 1, 1), np.uint8), (1, 1), (0,) * 4, 1, "0")
+
+
+@pytest.mark.parametrize("pad_mode", ["+1", "zero"])
+def test_every_word_all_ones_past_the_byte_counters_limit(pad_mode):
+    """x all ones against w all zeros: every XOR word is 64 ones, so each byte counter of the AVX2 micro-kernel
+    gains 8 a word; 4 words a tap x 9 taps = 36 words per output, past the 31 a call (248 of 256) it takes."""
+    x = np.ones((2, 256, 5, 6), np.uint8)
+    w = np.zeros((3, 256, 3, 3), np.uint8)
+    w[2, :, 1, 1] = 1   # and one filter whose centre tap matches the input
+    got = pc.xnor_conv2d(x, w, (1, 1), (1, 1, 1, 1), 1, pad_mode)
+    np.testing.assert_array_equal(got, pc.xnor_conv2d_reference(x, w, (1, 1), (1, 1, 1, 1), 1, pad_mode))
+    assert got[0, 0, 2, 2] == -256 * 9   # an inner output: 36 words of 64 differing bits

@@ -15,7 +15,9 @@ reduction (r0 == 0), out += scale·acc for later ones. Two combine operations, c
   so the caller chooses `chunk` (reduction steps per call) such that every chunk's sum fits in int32; the
   chunks are summed in the int64 output.
 - uint64 canvas ("xorpop"): x holds 64 packed channel bits; combine = popcount(x XOR w) in int64 lanes
-  (one generic `llvm.ctpop` on a vector: vpopcntq where the CPU has it, a nibble-table expansion elsewhere).
+  (one generic `llvm.ctpop` on a vector: vpopcntq where the CPU has it). On AVX2, which has no vector
+  popcount, per byte instead: vpshufb's nibble table for at most 31 words a call, summed into the int64
+  lanes (vpsadbw) when the tile is stored.
 
 The IR is generic LLVM vector code, so it is correct on any target; only the speed depends on the CPU.
 The micro-kernel is an `intrinsic`, which numba's cache does not track: after editing the IR code here,
@@ -67,6 +69,7 @@ def _has_vnni() -> bool:
 
 VNNI = _has_vnni()   # vpdpbusd: 64 u8 x s8 products per instruction
 PMADDUBSW = _has_pmaddubsw()   # vpmaddubsw: x86's pair-saturating u8 x s8 products (the _Maddubs8 op)
+XORPOP_BYTES = PMADDUBSW and VECTOR_BITS == 256   # AVX2: popcounts per byte (microkernel._XorPopBytes)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .im2col import LANES, PMADDUBSW, TILE_P, VNNI
+from .im2col import LANES, PMADDUBSW, TILE_P, VNNI, XORPOP_BYTES
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -130,50 +130,60 @@ class _Maddubs8(_Dpbusd8):
 
 
 class _XorPop64:
-    """64 packed bits: popcount(x XOR w) per 64-bit lane, counted per byte: the accumulator holds 8 byte counts
-    per lane (a byte popcount is a nibble-table lookup, what AVX2 does best; no per-step horizontal sum), summed
-    into the lane's int64 only when the tile is stored. A byte count grows by at most 8 a step, so a call
-    takes at most XORPOP_STEPS steps (the caller's chunk: 31 · 8 = 248 < 256)."""
+    """64 packed bits: acc_i64 += popcount(x XOR w) (generic IR: vpopcntq where the CPU has it)."""
 
     def __init__(self, lanes):
         self.lanes = lanes
+        self.acc_type = ir.VectorType(_I64, lanes)
+        self.w_type = self.acc_type
+        self.align = 8
+
+    def load_x(self, builder, ptr):
+        return _splat(builder, builder.load(ptr, align=8), self.acc_type)
+
+    def combine(self, builder, xb, wv):
+        name = f"llvm.ctpop.v{self.lanes}i64"
+        mod = builder.module
+        fn = mod.globals.get(name) or ir.Function(mod, ir.FunctionType(self.acc_type, [self.acc_type]), name)
+        return builder.call(fn, [builder.xor(xb, wv)])
+
+    def widen(self, builder, acc):
+        return acc
+
+
+class _XorPopBytes(_XorPop64):
+    """The same sums on AVX2 (im2col.XORPOP_BYTES), counted per byte: the accumulator holds 8 byte counts per
+    64-bit lane, a nibble-table lookup (vpshufb) each step with no horizontal sum, added into the lane's int64
+    (vpsadbw) only when the tile is stored. A byte count grows by at most 8 a step, so a call takes at most
+    31 steps (the caller's chunk, popcount.XORPOP_STEPS: 31 · 8 = 248 < 256)."""
+
+    def __init__(self, lanes):
+        super().__init__(lanes)
         self.acc_type = ir.VectorType(ir.IntType(8), 8 * lanes)
         self.w_type = ir.VectorType(_I64, lanes)
-        self.align = 8
 
     def load_x(self, builder, ptr):
         return _splat(builder, builder.load(ptr, align=8), self.w_type)
 
+    def _call(self, builder, name, ret, args):
+        mod = builder.module
+        fn = mod.globals.get(name) or ir.Function(mod, ir.FunctionType(ret, [a.type for a in args]), name)
+        return builder.call(fn, args)
+
     def accumulate(self, builder, acc, xb, wv):
         v = builder.bitcast(builder.xor(xb, wv), self.acc_type)
-        mod = builder.module
-        if PMADDUBSW and self.lanes == 4:   # AVX2: the nibble table, vpshufb (the form ctpop takes per byte)
-            name = "llvm.x86.avx2.pshuf.b"
-            fn = mod.globals.get(name) or ir.Function(mod, ir.FunctionType(self.acc_type, [self.acc_type] * 2), name)
-            table = ir.Constant(self.acc_type, [bin(i).count("1") for i in range(16)] * 2)
-            nibble = ir.Constant(self.acc_type, [15] * 32)
-            low = builder.and_(v, nibble)
-            high = builder.and_(builder.lshr(v, ir.Constant(self.acc_type, [4] * 32)), nibble)
-            counts = builder.add(builder.call(fn, [table, low]), builder.call(fn, [table, high]))
-        else:
-            name = f"llvm.ctpop.v{8 * self.lanes}i8"
-            fn = mod.globals.get(name) or ir.Function(mod, ir.FunctionType(self.acc_type, [self.acc_type]), name)
-            counts = builder.call(fn, [v])
+        size = self.acc_type.count
+        table = ir.Constant(self.acc_type, [bin(i).count("1") for i in range(16)] * (size // 16))
+        nibble = ir.Constant(self.acc_type, [15] * size)
+        low = builder.and_(v, nibble)
+        high = builder.and_(builder.lshr(v, ir.Constant(self.acc_type, [4] * size)), nibble)
+        counts = builder.add(self._call(builder, "llvm.x86.avx2.pshuf.b", self.acc_type, [table, low]),
+                             self._call(builder, "llvm.x86.avx2.pshuf.b", self.acc_type, [table, high]))
         return builder.add(acc, counts)
 
     def widen(self, builder, acc):
-        """The byte counts of each 64-bit lane summed (vpsadbw against zeros on AVX2, else generic IR)."""
-        if PMADDUBSW and self.lanes == 4:
-            name = "llvm.x86.avx2.psad.bw"
-            mod = builder.module
-            fn = mod.globals.get(name) or ir.Function(mod, ir.FunctionType(self.w_type, [self.acc_type] * 2), name)
-            return builder.call(fn, [acc, ir.Constant(self.acc_type, [0] * 32)])
-        wide = builder.zext(acc, ir.VectorType(_I64, 8 * self.lanes))
-        total = None
-        for byte in range(8):
-            part = builder.shuffle_vector(wide, wide, _mask(range(byte, 8 * self.lanes, 8)))
-            total = part if total is None else builder.add(total, part)
-        return total
+        return self._call(builder, "llvm.x86.avx2.psad.bw", self.w_type,
+                          [acc, ir.Constant(self.acc_type, [0] * self.acc_type.count)])
 
 
 def _op_for(dtype):
@@ -184,7 +194,7 @@ def _op_for(dtype):
     if dtype == types.int16:
         return _Madd16(LANES[np.dtype(np.int16)])
     if dtype == types.uint64:
-        return _XorPop64(LANES[np.dtype(np.uint64)])
+        return (_XorPopBytes if XORPOP_BYTES else _XorPop64)(LANES[np.dtype(np.uint64)])
     return None
 
 
@@ -258,15 +268,27 @@ def _reduction_loop(builder, op, nv, xd, x_base, x_step, od, r0, r1, wd, w_base)
     return new
 
 
+def _in_lanes(builder, op, acc, lane_t):
+    """An accumulator vector as `op.lanes` lanes of lane_t: int64 (op.widen), or int32 (truncated: exact
+    modulo 2^32, all an int32 output keeps)."""
+    if lane_t is _I32 and acc.type.element == _I32:
+        return acc
+    wide = op.widen(builder, acc)
+    return builder.trunc(wide, ir.VectorType(_I32, op.lanes)) if lane_t is _I32 else wide
+
+
 def _store_tile(builder, op, nv, accs, out0, out_stride, npix, nco, init0, scale, first, out_type):
     """Transpose each channel vector's P pixels into a row (shuffles) and store it into the output plane of
     its channel: the whole row when all P pixels exist, else pixel by pixel; channels ≥ nco are skipped."""
-    row_type = ir.VectorType(_I64, TILE_P)
+    # the sums in the output's width: an int32 output keeps init + scale·acc modulo 2^32 whichever width it is
+    # computed in, so its multiply and adds run in int32 lanes (AVX2 has no int64 vector multiply)
+    lane_t = _I32 if out_type.width == 32 else _I64
+    row_type = ir.VectorType(lane_t, TILE_P)
     out_row = ir.VectorType(out_type, TILE_P)
-    scale_v = _splat(builder, scale, row_type)
+    scale_v = _splat(builder, builder.trunc(scale, lane_t) if lane_t is _I32 else scale, row_type)
     full = builder.icmp_signed("==", npix, ir.Constant(_I64, TILE_P))
     for v in range(nv):
-        block = _concat(builder, [op.widen(builder, accs[p][v]) for p in range(TILE_P)])  # [pixel, lane]
+        block = _concat(builder, [_in_lanes(builder, op, accs[p][v], lane_t) for p in range(TILE_P)])  # [pixel, lane]
         by_lane = builder.shuffle_vector(block, block, _mask([p * op.lanes + l for l in range(op.lanes)
                                                              for p in range(TILE_P)]))
         for lane in range(op.lanes):
@@ -275,20 +297,18 @@ def _store_tile(builder, op, nv, accs, out0, out_stride, npix, nco, init0, scale
             column = builder.mul(column, scale_v)
             dst = builder.gep(out0, [builder.mul(out_stride, ir.Constant(_I64, c))])
             with builder.if_then(builder.icmp_signed("<", ir.Constant(_I64, c), nco), likely=True):
-                init = _splat(builder, builder.load(builder.gep(init0, [ir.Constant(_I64, c)])), row_type)
+                init = builder.load(builder.gep(init0, [ir.Constant(_I64, c)]))
+                init = _splat(builder, builder.trunc(init, lane_t) if lane_t is _I32 else init, row_type)
                 with builder.if_else(full, likely=True) as (whole, partial):
-                    with whole:
+                    with whole:   # (the output's own width: the lanes are int32 for an int32 output)
                         ptr = builder.bitcast(dst, out_row.as_pointer())
-                        before = builder.sext(builder.load(ptr, align=1), row_type) \
-                            if out_type.width < 64 else builder.load(ptr, align=1)
-                        value = builder.add(builder.select(first, init, before), column)
-                        builder.store(builder.trunc(value, out_row) if out_type.width < 64 else value, ptr, align=1)
+                        value = builder.add(builder.select(first, init, builder.load(ptr, align=1)), column)
+                        builder.store(value, ptr, align=1)
                     with partial:
                         for p in range(TILE_P):
                             with builder.if_then(builder.icmp_signed("<", ir.Constant(_I64, p), npix)):
                                 ptr = builder.gep(dst, [ir.Constant(_I64, p)])
-                                old = builder.load(ptr)
-                                before = builder.sext(old, _I64) if out_type.width < 64 else old
-                                pick = builder.select(first, builder.extract_element(init, ir.Constant(_I32, p)), before)
+                                pick = builder.select(first, builder.extract_element(init, ir.Constant(_I32, p)),
+                                                      builder.load(ptr))
                                 value = builder.add(pick, builder.extract_element(column, ir.Constant(_I32, p)))
-                                builder.store(builder.trunc(value, out_type) if out_type.width < 64 else value, ptr)
+                                builder.store(value, ptr)

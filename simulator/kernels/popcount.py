@@ -32,7 +32,7 @@ from .threads import split
 
 PAD_MODES = ("+1", "-1", "zero")
 WORD_BITS = 64
-XORPOP_STEPS = 31   # words per micro-kernel call: its byte counters take at most 31 · 8 = 248 (microkernel.py)
+XORPOP_STEPS = 31   # words per micro-kernel call on AVX2: its byte counters hold at most 31 · 8 = 248
 
 
 def popcount_words_per_output(ci_per_group: int, kh: int, kw: int, word_bits: int = WORD_BITS) -> int:
@@ -80,12 +80,18 @@ def xnor_conv2d(x_bits, w_bits, stride, padding, groups, pad_mode) -> np.ndarray
     nvec = im2col.choose_nvec(g.cog, np.uint64)
     ww, wpk = im2col.memo_pack(w_bits, ("bits", g.groups, nvec), lambda: _pack_filters(w_bits, g, nvec))
     offs = im2col.offset_table(g, canvas)
-    k_total = np.full(g.co, g.cig * g.kh * g.kw, np.int64)
-    if pad_mode == "zero" and g.has_padding:
-        key = ("zero-pad", replace(g, n=0))  # the whole geometry but the batch size
-        table, row_class, col_class = im2col.memo_pack(w_bits, key, lambda: _zero_padding_offsets(ww, g))
-        return im2col.run_tiles(canvas, wpk, offs, g, nvec, XORPOP_STEPS, table, -2, np.int32, row_class, col_class)
-    return im2col.run_tiles(canvas, wpk, offs, g, nvec, XORPOP_STEPS, k_total, -2, np.int32)
+    steps = XORPOP_STEPS if im2col.XORPOP_BYTES else offs.shape[0]   # words per micro-kernel call
+
+    def plan():   # per geometry, remembered with the weights: the tile plan (its offsets per output)
+        if pad_mode == "zero" and g.has_padding:
+            key = ("zero-pad", replace(g, n=0))  # the whole geometry but the batch size
+            table, row_class, col_class = im2col.memo_pack(w_bits, key, lambda: _zero_padding_offsets(ww, g))
+            return im2col.tile_plan(g, canvas.shape, canvas.dtype, table, row_class, col_class, offs)
+        return im2col.tile_plan(g, canvas.shape, canvas.dtype, np.full(g.co, g.cig * g.kh * g.kw, np.int64),
+                                offs=offs)
+
+    tp = im2col.memo_pack(w_bits, ("xnor plan", g, pad_mode, canvas.shape), plan)
+    return im2col.run_planned(canvas, wpk, tp, nvec, steps, -2, np.int32)
 
 
 def xnor_dense(x_bits, w_bits) -> np.ndarray:
