@@ -84,6 +84,18 @@ MUTATIONS = [
      "s = min(max(p, -32768), 32767)", "s = min(max(p, -32768), 32766)"),
     ("sequential kernel skips zero weights wrongly", "simulator/kernels/mac.py",
      "if wv != 0:  # adding 0", "if wv > 0:  # adding 0"),
+    ("XNOR byte counters past their limit", "simulator/kernels/popcount.py",
+     "XORPOP_STEPS = 31 ", "XORPOP_STEPS = 32 "),
+    ("batch parts joined out of order", "simulator/engine.py",
+     "out = np.concatenate([r[0] for r in runs])", "out = np.concatenate([r[0] for r in runs[::-1]])"),
+    ("small-image epilogue: multipliers tiled, not spread", "simulator/kernels/epilogue.py",
+     "np.repeat(np.broadcast_to(m, (c,)), s)", "np.tile(np.broadcast_to(m, (c,)), s)"),
+    ("1x1 pair-saturation counts over the batch: a pixel dropped", "simulator/kernels/pairsat.py",
+     "shape = (1, g.co, 1, x.shape[3])", "shape = (1, g.co, 1, x.shape[3] - 1)"),
+    ("pair-saturation sums lost at a flush", "simulator/kernels/pairsat.py",
+     "total_delta[i] += delta[i]", "total_delta[i] += 0"),
+    ("planar depthwise zero taps: an edge column kept", "simulator/kernels/codes_path.py",
+     "for j in range(kw + wo, wp):", "for j in range(kw + wo + 1, wp):"),
 ]
 
 
