@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE_TESTS = ["tests/test_fused_paths.py", "tests/test_independent_models.py", "tests/test_kernels_mac.py",
               "tests/test_engine_vs_reference.py", "tests/test_units_requantizer.py", "tests/test_units_rounding.py",
               "tests/test_units_enq_knq.py", "tests/test_units_lut_pool_bin.py", "tests/test_zero_gating.py",
-              "tests/test_pair_saturation.py", "tests/test_kernels_popcount.py", "tests/test_models.py"]
+              "tests/test_pair_saturation.py", "tests/test_kernels_popcount.py", "tests/test_models.py",
+              "tests/test_fused_depthwise.py"]
 
 # (name, file, original snippet, mutated snippet)
 MUTATIONS = [
@@ -160,6 +161,12 @@ def main() -> int:
     survived = [r["name"] for r in results if r["status"] == "survived"]
     print(f"caught {caught} of {len(results)}" + (f"; survived: {', '.join(survived)}" if survived else ""))
     out = ROOT / "benchmarks" / "results" / "mutation.json"
+    if args.only and out.exists():   # a partial pass updates its mutations in the saved results, keeps the rest
+        ran = {r["name"]: r for r in results}
+        kept = [ran.pop(r["name"], r) for r in json.loads(out.read_text())["results"]]
+        results = [r for r in kept if any(m[0] == r["name"] for m in MUTATIONS)] + list(ran.values())
+        caught = sum(r["status"] == "caught" for r in results)
+        survived = [r["name"] for r in results if r["status"] == "survived"]
     out.write_text(json.dumps({"core_tests": CORE_TESTS, "results": results, "caught": caught,
                                "total": len(results), "survived": survived}, indent=2) + "\n")
     print(f"wrote {out.relative_to(ROOT)}")
