@@ -687,9 +687,9 @@ def _chunked_mac(lay, plan, x_codes, counts):
     n = x_codes.shape[0]
     per_image = math.prod(lay.out_shape) * np.dtype(plan.from_codes.acc_dtype).itemsize
     if (lay.op != "conv2d" or plan.epilogue is None or lay.attr("arithmetic") == "ort_float32" or n < 2
-            or n * per_image <= CHUNK_ACC_BYTES):
+            or n * per_image <= CHUNK_ACC_BYTES // kernel_threads.parts_here()):
         return None
-    step = max(1, CHUNK_ACC_BYTES // per_image)
+    step = max(1, CHUNK_ACC_BYTES // kernel_threads.parts_here() // per_image)   # parts side by side share it
     out = np.empty((n,) + tuple(lay.out_shape), plan.epilogue.table.dtype)
     zero_act = zero_any = 0
     for start in range(0, n, step):

@@ -134,10 +134,10 @@ def side_by_side(jobs: list) -> list:
         _start_workers(len(jobs) - 1)
         results = [None] * len(jobs)
         for worker, job in zip(_workers, jobs[1:]):
-            worker.start(_serially, (job,))
+            worker.start(_serially, (job, len(jobs)))
         error = None
         try:
-            results[0] = _serially(jobs[0])
+            results[0] = _serially(jobs[0], len(jobs))
         except BaseException as exc:   # still wait for the workers: they may share the caller's arrays
             error = exc
         for i, worker in enumerate(_workers[:len(jobs) - 1]):
@@ -152,12 +152,18 @@ def side_by_side(jobs: list) -> list:
         _busy.release()
 
 
-def _serially(job):
-    _local.serial = True
+def _serially(job, parts: int):
+    _local.serial, _local.parts = True, parts
     try:
         return job()
     finally:
-        _local.serial = False
+        _local.serial, _local.parts = False, 1
+
+
+def parts_here() -> int:
+    """How many jobs of a side_by_side call run at once with the one on this thread (1 outside one): a job
+    that sizes its scratch to a memory budget takes this share of it."""
+    return getattr(_local, "parts", 1)
 
 
 def _start_workers(n: int) -> None:
