@@ -347,6 +347,20 @@ def test_results_identical_for_any_thread_count(copies):
         kernel_threads.set_count(saved)
 
 
+def test_side_by_side_jobs_know_their_share():
+    """Jobs run side by side see how many share the machine (their memory budgets divide by it); one thread
+    runs them one after another, each with the whole budget."""
+    from simulator.kernels import threads as kernel_threads
+    saved = kernel_threads.count()
+    try:
+        for threads, want in ((2, [2, 2]), (1, [1, 1])):
+            kernel_threads.set_count(threads)
+            assert kernel_threads.side_by_side([kernel_threads.parts_here] * 2) == want
+            assert kernel_threads.parts_here() == 1
+    finally:
+        kernel_threads.set_count(saved)
+
+
 def test_batch_parts():
     from simulator.kernels import threads as kernel_threads
     saved = kernel_threads.count()
