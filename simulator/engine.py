@@ -312,7 +312,7 @@ class Engine:
                 raise HwsimError(exc.message, source=model.source, field=exc.field) from None
             self._work_checked = True
         start = time.perf_counter()
-        parts = batch_parts(n)
+        parts = batch_parts(n, len(self.plans))
         if parts == 1:
             out, tensors, trace = self._run_codes(codes, keep_all)
         else:   # the images are independent: parts of the batch side by side, one thread each, merged in order
@@ -899,13 +899,15 @@ def _count_traffic(lay: Layer, inputs, output, counts: LayerCounts):
 _MISSING = object()
 
 
-def batch_parts(n: int) -> int:
+def batch_parts(n: int, mac_layers: int = 2) -> int:
     """Parts of an n-image batch the engine runs side by side, one thread each (kernels/threads.py): one per
     thread when they come out even or the batch is large (coarse parallelism needs no hand-off per kernel
     call, and the Python work of one part overlaps the other's kernels), else 1 (the kernels split their
-    own work). Results are the same for any count: every layer treats the images independently."""
+    own work). A model of one MAC layer has nothing to overlap: its kernels split their work (measured ~10%
+    faster on a single 3x3 conv at batch 8). Results are the same for any count: every layer treats the
+    images independently."""
     threads = kernel_threads.count()
-    if threads <= 1 or n < 2:
+    if threads <= 1 or n < 2 or mac_layers < 2:
         return 1
     parts = min(threads, n)
     return parts if n % parts == 0 or n >= 4 * parts else 1

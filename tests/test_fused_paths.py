@@ -367,6 +367,7 @@ def test_batch_parts():
     try:
         kernel_threads.set_count(2)
         assert [engine_mod.batch_parts(n) for n in (0, 1, 2, 3, 4, 5, 7, 8, 9)] == [1, 1, 2, 1, 2, 1, 1, 2, 2]
+        assert engine_mod.batch_parts(8, mac_layers=1) == 1
         kernel_threads.set_count(1)
         assert engine_mod.batch_parts(8) == 1
     finally:
@@ -400,9 +401,12 @@ def test_a_refusal_reads_the_same_for_any_thread_count():
     from simulator.encodings import UniformW
     from simulator.graph import Layer, Model
     from simulator.kernels import threads as kernel_threads
-    lay = Layer("d", "dense", ["input"], {"requant": "float64_away", "acc_bits": 32, "multiplier": [3.0e5]},
-                UniformAct(8, False, 1.0, 0), np.full((3, 64), 120, np.int64), UniformW(8, True, (1.0,), (0,)))
-    model = Model("t", (64,), UniformAct(8, False, 1.0, 0), [lay]).check()
+    act = UniformAct(8, False, 1.0, 0)
+    first = Layer("a", "dense", ["input"], {"requant": "float64", "multiplier": [1.0]}, act,   # codes as they are
+                  np.eye(64, dtype=np.int64), UniformW(8, True, (1.0,), (0,)))
+    lay = Layer("d", "dense", ["a"], {"requant": "float64_away", "acc_bits": 32, "multiplier": [3.0e5]}, act,
+                np.full((3, 64), 120, np.int64), UniformW(8, True, (1.0,), (0,)))
+    model = Model("t", (64,), act, [first, lay]).check()
     x = np.zeros((4, 64), np.int64)
     x[1] = 255          # one image in each half of the batch overflows: 3 results each, 6 in all
     x[3, :40] = 200
@@ -411,8 +415,10 @@ def test_a_refusal_reads_the_same_for_any_thread_count():
     try:
         for threads in (1, 2):
             kernel_threads.set_count(threads)
+            eng = engine_mod.Engine(model)
+            assert engine_mod.batch_parts(len(x), len(eng.plans)) == threads   # two threads: two parts
             with pytest.raises(HwsimError) as exc:
-                engine_mod.Engine(model).run(x)
+                eng.run(x)
             messages.append(str(exc.value))
     finally:
         kernel_threads.set_count(saved)
