@@ -357,6 +357,8 @@ def test_side_by_side_jobs_know_their_share():
             kernel_threads.set_count(threads)
             assert kernel_threads.side_by_side([kernel_threads.parts_here] * 2) == want
             assert kernel_threads.parts_here() == 1
+        kernel_threads.set_count(2)   # more jobs than threads: one after another, never more threads than that
+        assert kernel_threads.side_by_side([kernel_threads.parts_here] * 3) == [1, 1, 1]
     finally:
         kernel_threads.set_count(saved)
 

@@ -125,9 +125,9 @@ def split(kernel, n_tasks: int, *args, work: int = None) -> list:
 def side_by_side(jobs: list) -> list:
     """[job() for job in jobs] with the jobs on separate threads, one per thread (the caller's included), each
     running its own kernels serially: coarse parallelism (the engine's parts of a batch) that needs no hand-off
-    per kernel call. One thread, Python mode, or a split or side_by_side already running: one after another."""
-    parts = min(_count, len(jobs))
-    if (parts <= 1 or jit.mode() == jit.PYTHON or getattr(_local, "serial", False)
+    per kernel call. One thread, more jobs than threads, Python mode, or a split or side_by_side already running:
+    one after another."""
+    if (len(jobs) <= 1 or len(jobs) > _count or jit.mode() == jit.PYTHON or getattr(_local, "serial", False)
             or not _busy.acquire(blocking=False)):
         return [job() for job in jobs]
     try:
