@@ -90,7 +90,7 @@ def xnor_conv2d(x_bits, w_bits, stride, padding, groups, pad_mode) -> np.ndarray
         return im2col.tile_plan(g, canvas.shape, canvas.dtype, np.full(g.co, g.cig * g.kh * g.kw, np.int64),
                                 offs=offs)
 
-    tp = im2col.memo_pack(w_bits, ("xnor plan", g, pad_mode, canvas.shape), plan)
+    tp = im2col.memo_pack(w_bits, ("xnor plan", g, pad_mode), plan)   # (the canvas's shape follows from g)
     return im2col.run_planned(canvas, wpk, tp, nvec, steps, -2, np.int32)
 
 

@@ -103,20 +103,7 @@ def split(kernel, n_tasks: int, *args, work: int = None) -> list:
                     return
                 results[i] = kernel(bounds[i], bounds[i + 1], *args)
 
-        for worker in _workers[:parts - 1]:
-            worker.start(drain, ())
-        error = None
-        try:
-            drain()
-        except BaseException as exc:   # still wait for the workers: they write into the same arrays
-            error = exc
-        for worker in _workers[:parts - 1]:
-            try:
-                worker.wait()
-            except BaseException as exc:
-                error = error or exc
-        if error is not None:
-            raise error
+        _together(drain, [(drain, ())] * (parts - 1))
         return results
     finally:
         _busy.release()
@@ -132,24 +119,32 @@ def side_by_side(jobs: list) -> list:
         return [job() for job in jobs]
     try:
         _start_workers(len(jobs) - 1)
-        results = [None] * len(jobs)
-        for worker, job in zip(_workers, jobs[1:]):
-            worker.start(_serially, (job, len(jobs)))
-        error = None
-        try:
-            results[0] = _serially(jobs[0], len(jobs))
-        except BaseException as exc:   # still wait for the workers: they may share the caller's arrays
-            error = exc
-        for i, worker in enumerate(_workers[:len(jobs) - 1]):
-            try:
-                results[i + 1] = worker.wait()
-            except BaseException as exc:
-                error = error or exc
-        if error is not None:
-            raise error
-        return results
+        first, rest = _together(lambda: _serially(jobs[0], len(jobs)),
+                                [(_serially, (job, len(jobs))) for job in jobs[1:]])
+        return [first] + rest
     finally:
         _busy.release()
+
+
+def _together(mine, theirs: list) -> tuple:
+    """(mine(), [fn(*args) for each (fn, args) of `theirs`]): mine on the calling thread while the workers run
+    theirs (the caller holds _busy). Every worker is waited for even when something fails (they write into the
+    caller's arrays); the first error is raised then."""
+    for worker, (fn, args) in zip(_workers, theirs):
+        worker.start(fn, args)
+    first, results, error = None, [None] * len(theirs), None
+    try:
+        first = mine()
+    except BaseException as exc:
+        error = exc
+    for i, worker in enumerate(_workers[:len(theirs)]):
+        try:
+            results[i] = worker.wait()
+        except BaseException as exc:
+            error = error or exc
+    if error is not None:
+        raise error
+    return first, results
 
 
 def _serially(job, parts: int):
