@@ -285,6 +285,8 @@ class Engine:
     _work: int | None = field(default=None, repr=False)
     _single: tuple | None = field(default=None, repr=False)
     _tables: dict = field(default_factory=dict, repr=False)   # per layer: its code table (kernels/code_tables.py)
+    _traffic: dict = field(default_factory=dict, repr=False)  # per layer: its tensors' bit widths (_count_traffic)
+    _steps: list | None = field(default=None, repr=False)     # per layer: what _run_codes needs (_schedule)
 
     def __post_init__(self):
         self.model.check()   # every structural check (threshold encodings, accumulators, budget) is there
@@ -337,22 +339,20 @@ class Engine:
         model = self.model
         n = codes.shape[0]
         tensors = {"input": codes.astype(code_dtype(model.input_enc))}
-        consumers = _last_use(model)
         trace = Trace(batch=n, dram_input_bits=codes.size * model.input_enc.storage_bits)
-        for i, lay in enumerate(model.layers):
+        for lay, wide_inputs, out_dtype, last_uses in self._schedule():
             interrupt.check()  # Ctrl-C at the command line: raised here if it could not be at once
             counts = LayerCounts(lay.name, lay.op, batch=n)
             inputs = [tensors[name] for name in lay.inputs]
-            if lay.op not in NARROW_INPUTS:   # units written for int64 codes get them
+            if wide_inputs:   # units written for int64 codes get them
                 inputs = [x.astype(np.int64, copy=False) for x in inputs]
             # codes are kept in the narrowest dtype of their encoding between layers
-            tensors[lay.name] = self.run_layer(lay, inputs, counts).astype(code_dtype(lay.out_enc), copy=False)
-            _count_traffic(lay, inputs, tensors[lay.name], counts)
+            tensors[lay.name] = self.run_layer(lay, inputs, counts).astype(out_dtype, copy=False)
+            _count_traffic(lay, inputs, tensors[lay.name], counts, self._traffic)
             trace.layers.append(counts)
             if not keep_all:
-                for name in set(lay.inputs):
-                    if consumers[name] == i and name != model.output_name:
-                        del tensors[name]
+                for name in last_uses:
+                    del tensors[name]
         out = tensors[model.output_name].astype(np.int64)
         if keep_all:
             tensors = {name: t.astype(np.int64) for name, t in tensors.items()}
@@ -360,6 +360,17 @@ class Engine:
             tensors = {}
         trace.dram_output_bits = out.size * model.layers[-1].out_enc.storage_bits
         return out, tensors, trace
+
+    def _schedule(self) -> list:
+        """Per layer, worked out once: (layer, whether its unit takes int64 codes, its codes' dtype, the tensors
+        no later layer reads, the model's output excepted)."""
+        if self._steps is None:
+            model, last = self.model, _last_use(self.model)
+            self._steps = [(lay, lay.op not in NARROW_INPUTS, code_dtype(lay.out_enc),
+                            tuple(name for name in dict.fromkeys(lay.inputs)
+                                  if last[name] == i and name != model.output_name))
+                           for i, lay in enumerate(model.layers)]
+        return self._steps
 
     def run_layer(self, lay: Layer, inputs: list, counts: LayerCounts) -> np.ndarray:
         """One layer on its input codes; a failure that depends on the data (e.g. a requantizer overflow) names
@@ -878,22 +889,39 @@ def _count_encode(enc, n, counts):
         counts.qk_comparators = len(enc.thresholds)
 
 
-def _count_traffic(lay: Layer, inputs, output, counts: LayerCounts):
-    """Compulsory traffic: each weight, input and output moved once; reshapes and concats are free views."""
-    if lay.op in ("flatten", "reshape", "concat"):
+def _count_traffic(lay: Layer, inputs, output, counts: LayerCounts, memo: dict):
+    """Compulsory traffic: each weight, input and output moved once; reshapes and concats are free views.
+    `memo` keeps each layer's tensor names and bit widths (the engine's: one lookup per layer and run)."""
+    plan = memo.get(lay.name)
+    if plan is None:
+        plan = memo[lay.name] = _traffic_plan(lay)
+    if plan is False:
         return
+    in_bits, out_bits, weight_bits = plan
     n = output.shape[0]
-    for name, enc, x in zip(lay.inputs, lay.in_encs, inputs):
-        counts.input_bits[name] = x.size * enc.storage_bits
-    counts.output_bits[lay.name] = output.size * lay.out_enc.storage_bits
+    for (name, bits), x in zip(in_bits, inputs):
+        counts.input_bits[name] = x.size * bits
+    counts.output_bits[lay.name] = output.size * out_bits
+    for key, bits in weight_bits:
+        counts.weight_bits[key] = n * bits
+
+
+def _traffic_plan(lay: Layer):
+    """((input name, bits per code) per input, output bits per code, (key, bits per image) per weight tensor),
+    or False for the free views."""
+    if lay.op in ("flatten", "reshape", "concat"):
+        return False
+    weights = []
     if lay.weight is not None:
-        counts.weight_bits[f"{lay.name}.weight"] = n * lay.weight.size * lay.weight_enc.storage_bits
+        weights.append((f"{lay.name}.weight", lay.weight.size * lay.weight_enc.storage_bits))
         if lay.bias is not None:
-            counts.weight_bits[f"{lay.name}.bias"] = n * lay.bias.size * lay.bias_bits
+            weights.append((f"{lay.name}.bias", lay.bias.size * lay.bias_bits))
         if lay.codebook is not None:
-            counts.weight_bits[f"{lay.name}.codebook"] = n * lay.codebook.size * lay.weight_enc.table_bits
+            weights.append((f"{lay.name}.codebook", lay.codebook.size * lay.weight_enc.table_bits))
     if lay.table is not None:   # the lut's table is loaded like a weight tensor
-        counts.weight_bits[f"{lay.name}.table"] = n * lay.table.size * table_bits(lay)
+        weights.append((f"{lay.name}.table", lay.table.size * table_bits(lay)))
+    return (tuple((name, enc.storage_bits) for name, enc in zip(lay.inputs, lay.in_encs)),
+            lay.out_enc.storage_bits, tuple(weights))
 
 
 _MISSING = object()

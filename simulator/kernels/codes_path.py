@@ -279,9 +279,24 @@ def depthwise_codes(codes, table, code_lo: int, w, bias, g: ConvGeometry, pad_va
     out = np.empty((g.n, g.co, g.ho, g.wo), ep.table.dtype)
     taps = np.empty(taps_shape, np.int32)   # every task writes its rows whole; each count is below 2^24
     split(kernel, tasks, np.ascontiguousarray(codes), *args, out, taps, work=out.size * 4)
-    # int32 sums where no count can reach 2^31 (numpy's int32 -> int64 casting sum is several times slower)
-    taps = taps.sum(axis=0, dtype=np.int32 if g.n * g.ho * g.wo < 1 << 31 else np.int64).astype(np.int64)
-    return out, taps.T.reshape(g.ci, g.kh, g.kw)
+    return out, _tap_totals(taps).reshape(g.ci, g.kh, g.kw)
+
+
+def _tap_totals_numpy(taps):
+    return np.ascontiguousarray(taps.sum(axis=0, dtype=np.int64).T)
+
+
+@njit(nogil=True, cache=True, python=_tap_totals_numpy)
+def _tap_totals(taps):
+    """int64 [C, T]: the tasks' zero-tap counts [tasks, T, C] summed (one call: the numpy sum, cast and
+    transpose would each pay a per-call cost with the caches cold from the kernel)."""
+    tasks, nt, c_n = taps.shape
+    total = np.zeros((nt, c_n), np.int64)
+    for t in range(tasks):
+        for k in range(nt):
+            for c in range(c_n):
+                total[k, c] += taps[t, k, c]
+    return np.ascontiguousarray(total.T)
 
 
 def _depthwise_plan(table, code_lo, w, bias, g: ConvGeometry, pad_value, x_reach, ep):
@@ -583,10 +598,23 @@ def _zero_code(is_zero_bytes: bytes, code_lo: int, dtype):
 def zero_counts_from_taps(taps, zero_w_per_tap, zero_w_total: int, k: int, positions: int) -> tuple[int, int]:
     """(MACs with a zero activation, with a zero activation or weight), as units/zero_gating.py combines them:
     zero_w_per_tap[c, r, s] counts the zero weights among a group's K filters at that tap."""
-    flat = taps.reshape(-1)
-    zero_act = int(flat.sum()) * k
-    both = int(np.dot(flat, zero_w_per_tap.reshape(-1)))   # int64 dot: exact (the counts are far below 2^63)
-    return zero_act, zero_act + positions * zero_w_total - both
+    total, both = _sum_and_dot(taps.reshape(-1), zero_w_per_tap.reshape(-1))   # exact: far below 2^63
+    zero_act = int(total) * k
+    return zero_act, zero_act + positions * zero_w_total - int(both)
+
+
+def _sum_and_dot_numpy(a, b):
+    return a.sum(dtype=np.int64), np.dot(a.astype(np.int64), b.astype(np.int64))
+
+
+@njit(nogil=True, cache=True, python=_sum_and_dot_numpy)
+def _sum_and_dot(a, b):
+    """(Σ a, Σ a·b) in int64."""
+    total = both = np.int64(0)
+    for i in range(a.shape[0]):
+        total += a[i]
+        both += np.int64(a[i]) * np.int64(b[i])
+    return total, both
 
 
 def fits_int16(x_reach: int, w_max: int) -> bool:

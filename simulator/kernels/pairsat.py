@@ -188,17 +188,14 @@ def add_pair_saturation(acc: np.ndarray, x: np.ndarray, sp: SaturatingPairs, g, 
         x = x.reshape(1, g.ci, 1, -1)
         g = replace(g, n=1, h=1, w=x.shape[3], ho=1, wo=x.shape[3])
         shape = (1, g.co, 1, x.shape[3])
-    pairs = np.zeros(shape[:2], np.int64)
-    outs = np.zeros(shape[:2], np.int64)
     x_max = np.empty((g.n, g.ci), np.uint8)   # per image and channel: the largest code (padding included)
     _channel_max(np.ascontiguousarray(x, dtype=np.uint8).reshape(g.n, g.ci, -1), pad_code if g.has_padding else 0,
                  x_max)
     work = acc.size * (sp.ptr[-1] // max(1, g.co) + 1) // 4   # the pairs that can saturate (~ns per output each)
-    split(_saturation_kernel, g.n * -(-g.co // CHANNELS_PER_TASK), _phase_planes(x, g, pad_code, np.uint8), x_max,
-          sp.ptr, sp.taps, sp.w, sp.x_min, g.cog, g.cig, np.array(shape, np.int64), acc, pairs, outs, apply,
-          FLUSH if _flush is None else int(_flush), work=work)
-    both = np.stack([pairs, outs]).reshape(2, -1).sum(axis=1)
-    return int(both[0]), int(both[1])
+    totals = split(_saturation_kernel, g.n * -(-g.co // CHANNELS_PER_TASK), _phase_planes(x, g, pad_code, np.uint8), x_max,
+          sp.ptr, sp.taps, sp.w, sp.x_min, g.cog, g.cig, np.array(shape, np.int64), acc, apply,
+          FLUSH if _flush is None else int(_flush), work=work)   # each chunk's two totals: no arrays to sum
+    return sum(int(t[0]) for t in totals), sum(int(t[1]) for t in totals)
 
 
 CHANNELS_PER_TASK = 8   # output channels of one parallel task (its scratch rows are allocated once)
@@ -222,17 +219,18 @@ def _channel_max(x, floor, out):
 
 
 @njit(nogil=True, cache=True)
-def _saturation_kernel(t0, t1, planes, x_max, ptr, taps, wts, x_min, cog, cig, shape, acc, pairs, outs, apply,
-                       flush):
+def _saturation_kernel(t0, t1, planes, x_max, ptr, taps, wts, x_min, cog, cig, shape, acc, apply, flush):
     """Per (image, block of channels): for each pair that can saturate, over the output run, in uint16 lanes
     (16 per AVX2 vector): both weights have one sign, so |p| = x_a·|w_a| + x_b·|w_b| <= 65,280 is exact in
     uint16, and the pair saturates iff |p| > L (32,767 above zero, 32,768 below), by |p| - L. `shape`: the
-    outputs' [N, Co, Ho, Wo] (acc's, which is only read and written when `apply`)."""
+    outputs' [N, Co, Ho, Wo] (acc's, which is only read and written when `apply`). Returns the tasks' saturated
+    pairs and outputs with at least one."""
     n, co_total, ho, wo = shape[0], shape[1], shape[2], shape[3]
     ci, sh, sw, hq, wq = planes.shape[1], planes.shape[2], planes.shape[3], planes.shape[4], planes.shape[5]
     flat = planes.reshape(-1)       # one flat index per run start: unit-stride loops that vectorise
     m = (ho - 1) * wq + wo          # outputs as one run with row pitch wq (as _pairsat_kernel)
     blocks = -(-co_total // CHANNELS_PER_TASK)
+    pairs = outs = 0
     for t in range(t0, t1):
         ni, b = t // blocks, t % blocks
         delta = np.empty(m, np.int32)        # Σ (s - p) since the last flush: at most FLUSH pairs of |.| <= 32,768
@@ -284,8 +282,9 @@ def _saturation_kernel(t0, t1, planes, x_max, ptr, taps, wts, x_min, cog, cig, s
                     h = total_hits[i] + hits[i]
                     total += h
                     outputs += h > 0
-            pairs[ni, co] = total
-            outs[ni, co] = outputs
+            pairs += total
+            outs += outputs
+    return pairs, outs
 
 
 @njit(cache=True)
