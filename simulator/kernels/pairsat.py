@@ -245,8 +245,9 @@ def _saturation_kernel(t0, t1, planes, x_max, ptr, taps, wts, x_min, cog, cig, s
                 if x_max[ni, c0 + taps[d, 0]] < x_min[d, 0] or x_max[ni, c0 + taps[d, 3]] < x_min[d, 1]:
                     continue   # no code of this image reaches the pair's threshold
                 if not touched:
-                    delta[:] = 0
-                    total_delta[:] = 0
+                    if apply:   # (counting only never reads the sums)
+                        delta[:] = 0
+                        total_delta[:] = 0
                     hits[:] = 0
                     total_hits[:] = 0
                     touched = True
@@ -267,21 +268,24 @@ def _saturation_kernel(t0, t1, planes, x_max, ptr, taps, wts, x_min, cog, cig, s
                 if since_flush == flush:   # uint16 counters and int32 sums: move them on before they could wrap
                     for i in range(m):
                         total_hits[i] += hits[i]
-                        total_delta[i] += delta[i]
                     hits[:] = 0
-                    delta[:] = 0
+                    if apply:
+                        for i in range(m):
+                            total_delta[i] += delta[i]
+                        delta[:] = 0
                     since_flush = 0
             if not touched:
                 continue
             total = outputs = 0
             for oh in range(ho):
-                for ow in range(wo):
-                    i = oh * wq + ow
-                    if apply:
+                if apply:
+                    for ow in range(wo):
+                        i = oh * wq + ow
                         acc[ni, co, oh, ow] += total_delta[i] + delta[i]
+                for i in range(oh * wq, oh * wq + wo):   # one branch-free loop per row: it vectorises
                     h = total_hits[i] + hits[i]
                     total += h
-                    outputs += h > 0
+                    outputs += np.int64(h > 0)
             pairs += total
             outs += outputs
     return pairs, outs
