@@ -33,8 +33,12 @@ def depthwise_case(rng, wide: bool):
 
 @settings(max_examples=120, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), wide=st.booleans(), mode=st.sampled_from(["float32", "float64"]),
-       decoder=st.sampled_from(["uniform", "table"]), extreme=st.booleans(), per_channel=st.booleans())
-def test_depthwise_codes_equal_separate_passes(seed, wide, mode, decoder, extreme, per_channel):
+       decoder=st.sampled_from(["uniform", "table"]), extreme=st.booleans(), per_channel=st.booleans(),
+       stored=st.sampled_from(["uint8", "int8", "int16"]))
+def test_depthwise_codes_equal_separate_passes(seed, wide, mode, decoder, extreme, per_channel, stored):
+    """`stored`: the input codes' dtype. One-byte codes (and one-byte outputs) take the 8x8 byte transposes
+    (kernels/byte_transpose.py); int8 codes are the same values shifted by code_lo = -128; int16 codes and
+    12-bit outputs take the element-wise copies."""
     rng = np.random.default_rng(seed)
     n, c, h, w, (kh, kw), stride, pads = depthwise_case(rng, wide)
     if decoder == "uniform":   # a uniform u8 input: value = code - zp
@@ -59,11 +63,13 @@ def test_depthwise_codes_equal_separate_passes(seed, wide, mode, decoder, extrem
     signed = bool(rng.integers(2))
     out_enc = UniformAct(8, signed, 0.1, int(rng.integers(-20, 20)) if signed else int(rng.integers(0, 40)))
     if rng.integers(2):
-        out_enc = [EnqAct(2, 5, 1), KnqAct(2, (0, 3, 10, 40), (), 0)][int(rng.integers(2))]
+        out_enc = [EnqAct(2, 5, 1), KnqAct(2, (0, 3, 10, 40), (), 0), UniformAct(12, True, 0.1, 3)][int(rng.integers(3))]
     clip = None if rng.integers(2) else (int(rng.integers(-50, 0)), int(rng.integers(0, 60)))
     ep = make_epilogue(m, mode, clip, out_enc)
     assert ep is not None
-    done = codes_path.depthwise_codes(codes, table, 0, wv, bias, g, pad, x_reach, ep)
+    stored_codes, code_lo = {"uint8": (codes, 0), "int8": ((codes.astype(np.int16) - 128).astype(np.int8), -128),
+                             "int16": (codes.astype(np.int16), 0)}[stored]
+    done = codes_path.depthwise_codes(stored_codes, table, code_lo, wv, bias, g, pad, x_reach, ep)
     assert done is not None
     got, taps = done
     acc, _ = mac.conv2d_acc_reference(table[codes], wv, bias, stride, pads, c, pad, 64, "wrap")

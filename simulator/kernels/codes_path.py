@@ -24,6 +24,7 @@ import numpy as np
 from ..jit import njit
 
 from . import im2col
+from .byte_transpose import transpose_bytes
 from .im2col import ConvGeometry
 from .mac import _INT16_MAX
 from .threads import split
@@ -108,9 +109,13 @@ def conv2d_sum_u8(codes, code_lo: int, offset: int, w, bias, g: ConvGeometry, pa
     canvas = np.empty(shape, np.uint8)
     if g.has_padding or shape[2] > g.w or ce > g.cig:
         _fill(canvas, pad_pixel)
-    bytes_of = np.zeros(1, np.uint8) if byte_table is None else byte_table
-    split(_bytes_into, g.n * g.h, codes, code_lo, byte_table is not None, bytes_of, canvas, g.top, g.left, g.cig,
-          work=canvas.size)
+    if byte_table is None and codes.dtype.itemsize == 1:   # bytes as they are (plus -code_lo): 8x8 at a time
+        split(_bytes_transposed, g.n * g.h, np.ascontiguousarray(codes), code_lo, canvas, g.top, g.left, g.cig,
+              work=canvas.size)
+    else:
+        bytes_of = np.zeros(1, np.uint8) if byte_table is None else byte_table
+        split(_bytes_into, g.n * g.h, codes, code_lo, byte_table is not None, bytes_of, canvas, g.top, g.left,
+              g.cig, work=canvas.size)
     chunk = ((1 << 31) - 1) // (4 * 255 * max(1, w_max))   # int32 lanes: exact chunks of raw byte products
     chunk = chunk if _chunk is None else _chunk              # (tests: tiny chunks exercise the chunked sums)
     return im2col.run_planned(canvas.view(np.int8) if pair_saturating else canvas, wpk, tp, nvec, chunk, 1,
@@ -142,6 +147,31 @@ def _bytes_into(t0, t1, codes, lo, use_table, byte_table, canvas, top, left, cig
                 else:
                     for k in range(cig):
                         dst[k] = np.uint8(np.int64(codes[ni, gi * cig + k, i, j]) - lo)
+
+
+@njit(nogil=True, cache=True)
+def _bytes_transposed(t0, t1, codes, lo, canvas, top, left, cig):
+    """What _bytes_into computes without a byte table, for one-byte codes: each input row's [cig, W] block of a
+    group goes to the canvas transposed (byte_transpose.transpose_bytes), code - lo wrapping in 8 bits."""
+    n, ci, h, w = codes.shape
+    hp, wp, groups, ce = canvas.shape[1], canvas.shape[2], canvas.shape[3], canvas.shape[4]
+    src, dst = codes.reshape(-1).view(np.uint8), canvas.reshape(-1)
+    add = (-lo) & 0xFF
+    if top == 0 and left == 0 and wp == w:   # no padding: an image's rows are one run of pixels, one transpose
+        t = t0
+        while t < t1:
+            ni, i0 = t // h, t % h
+            i1 = min(h, i0 + t1 - t)
+            for gi in range(groups):
+                transpose_bytes(src, ((ni * ci + gi * cig) * h + i0) * w, h * w, dst,
+                                ((ni * hp + i0) * wp * groups + gi) * ce, groups * ce, cig, (i1 - i0) * w, add)
+            t += i1 - i0
+        return
+    for t in range(t0, t1):
+        ni, i = t // h, t % h
+        for gi in range(groups):
+            transpose_bytes(src, ((ni * ci + gi * cig) * h + i) * w, h * w, dst,
+                            (((ni * hp + top + i) * wp + left) * groups + gi) * ce, groups * ce, cig, w, add)
 
 
 @njit(nogil=True, cache=True)
@@ -335,8 +365,13 @@ def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, init, ge
     rows = (band - 1) * sh + kh_n
     canvas = np.empty(rows * wp * c_n, wt.dtype)   # the band's padded input rows, channels last
     rows3 = canvas.reshape(rows, wp, c_n)
+    byte_codes = codes.itemsize == 1 and out.itemsize == 1   # one-byte codes: the transposes go 8x8 at a time
+    codes_flat = codes.reshape(-1).view(np.uint8)
+    band_codes = np.empty(rows * w * c_n, codes.dtype)   # the band's input rows, channels last, undecoded
+    band_bytes = band_codes.view(np.uint8)
+    out_flat = out.reshape(-1).view(np.uint8)
     acc = np.empty(wo * c_n, wt.dtype)
-    codes_cl = np.empty(wo * c_n, ep_table.dtype)
+    codes_cl = np.empty(band * wo * c_n, ep_table.dtype)   # the band's output codes, channels last
     zeros = np.empty((nt, c_n), wt.dtype)   # zero operands per tap and channel: floats vectorise (exact)
     row_zeros = np.empty((rows, kw_n, c_n), wt.dtype)   # per scratch row and kw: zeros over the row's windows
     one, nil = wt.dtype.type(1), wt.dtype.type(0)
@@ -359,6 +394,9 @@ def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, init, ge
         ni, b = t // bands, t % bands
         oh0, oh1 = b * band, min(ho, (b + 1) * band)
         r0 = oh0 * sh - top   # input row of the scratch's first row
+        i_lo, i_hi = max(r0, 0), min(r0 + (oh1 - 1 - oh0) * sh + kh_n, h)   # the band's rows inside the image
+        if byte_codes and i_hi > i_lo:   # [C, rows·W] bytes -> [rows·W, C], 8x8 at a time
+            transpose_bytes(codes_flat, (ni * c_n * h + i_lo) * w, h * w, band_bytes, 0, c_n, c_n, (i_hi - i_lo) * w, 0)
         # decode the band's rows (a transposing copy: contiguous writes, strided reads), padding around them
         for rl in range((oh1 - 1 - oh0) * sh + kh_n):
             i = r0 + rl
@@ -368,7 +406,16 @@ def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, init, ge
                 continue
             dst[:left * c_n] = pad
             dst[(left + w) * c_n:] = pad
-            if linear:   # int32 on the way to float
+            if byte_codes:   # the row, already channels last: decoded in one run
+                dst_run = dst[left * c_n:(left + w) * c_n]
+                src_run = band_codes[(i - i_lo) * w * c_n:(i - i_lo + 1) * w * c_n]
+                if linear:
+                    for q in range(w * c_n):
+                        dst_run[q] = np.int32(np.int32(src_run[q]) + np.int32(offset))
+                else:
+                    for q in range(w * c_n):
+                        dst_run[q] = table[np.int64(src_run[q]) - lo]
+            elif linear:   # int32 on the way to float
                 for j in range(w):
                     for c in range(c_n):
                         rows3[rl, left + j, c] = np.int32(np.int32(codes[ni, c, i, j]) + np.int32(offset))
@@ -423,16 +470,21 @@ def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, init, ge
                     for c in range(c_n):
                         dst[c] = np.int32(min(max(np.rint(m.dtype.type(np.int64(a[c]) + init[c]) * mv[c]), flo),
                                               fhi))
+            row_cl = codes_cl[(oh - oh0) * wo * c_n:(oh - oh0 + 1) * wo * c_n]
             if ep_linear:
                 for i in range(wo * c_n):
-                    codes_cl[i] = values[i] + off
+                    row_cl[i] = values[i] + off
             else:
                 for i in range(wo * c_n):
-                    codes_cl[i] = ep_table[values[i] - np.int32(ep_lo)]
-            cc2 = codes_cl.reshape(wo, c_n)
-            for c in range(c_n):
-                for ow in range(wo):
-                    out[ni, c, oh, ow] = cc2[ow, c]
+                    row_cl[i] = ep_table[values[i] - np.int32(ep_lo)]
+            if not byte_codes:
+                cc2 = row_cl.reshape(wo, c_n)
+                for c in range(c_n):
+                    for ow in range(wo):
+                        out[ni, c, oh, ow] = cc2[ow, c]
+        if byte_codes:   # the band's [rows·Wo, C] codes -> rows oh0..oh1 of the C planes, 8x8 at a time
+            transpose_bytes(codes_cl.view(np.uint8), 0, c_n, out_flat, (ni * c_n * ho + oh0) * wo, ho * wo,
+                            (oh1 - oh0) * wo, c_n, 0)
         for k in range(nt):   # int32 (the counts are below 2^24): float -> int64 is scalar on AVX2
             for c in range(c_n):
                 taps[t, k, c] = np.int32(zeros[k, c])
