@@ -230,6 +230,7 @@ def _saturation_kernel(t0, t1, planes, x_max, ptr, taps, wts, x_min, cog, cig, s
     flat = planes.reshape(-1)       # one flat index per run start: unit-stride loops that vectorise
     m = (ho - 1) * wq + wo          # outputs as one run with row pitch wq (as _pairsat_kernel)
     blocks = -(-co_total // CHANNELS_PER_TASK)
+    unit_stride = sh == 1 and sw == 1
     pairs = outs = 0
     for t in range(t0, t1):
         ni, b = t // blocks, t % blocks
@@ -252,10 +253,14 @@ def _saturation_kernel(t0, t1, planes, x_max, ptr, taps, wts, x_min, cog, cig, s
                     total_hits[:] = 0
                     touched = True
                 ka, kb = taps[d, 1], taps[d, 4]
-                oa = ((((ni * ci + c0 + taps[d, 0]) * sh + ka % sh) * sw + taps[d, 2] % sw) * hq + ka // sh) * wq \
-                    + taps[d, 2] // sw
-                ob = ((((ni * ci + c0 + taps[d, 3]) * sh + kb % sh) * sw + taps[d, 5] % sw) * hq + kb // sh) * wq \
-                    + taps[d, 5] // sw
+                if unit_stride:   # one phase plane per channel (no divisions: they cost more than a short run)
+                    oa = ((ni * ci + c0 + taps[d, 0]) * hq + ka) * wq + taps[d, 2]
+                    ob = ((ni * ci + c0 + taps[d, 3]) * hq + kb) * wq + taps[d, 5]
+                else:
+                    oa = ((((ni * ci + c0 + taps[d, 0]) * sh + ka % sh) * sw + taps[d, 2] % sw) * hq + ka // sh) \
+                        * wq + taps[d, 2] // sw
+                    ob = ((((ni * ci + c0 + taps[d, 3]) * sh + kb % sh) * sw + taps[d, 5] % sw) * hq + kb // sh) \
+                        * wq + taps[d, 5] // sw
                 xa, xb = flat[oa:oa + m], flat[ob:ob + m]   # 1-D slices of a 1-D array: contiguous runs
                 positive = wts[d, 0] > 0
                 wa, wb = np.uint16(abs(wts[d, 0])), np.uint16(abs(wts[d, 1]))
