@@ -342,7 +342,7 @@ class Engine:
         trace = Trace(batch=n, dram_input_bits=codes.size * model.input_enc.storage_bits)
         for lay, wide_inputs, out_dtype, last_uses in self._schedule():
             interrupt.check()  # Ctrl-C at the command line: raised here if it could not be at once
-            counts = LayerCounts(lay.name, lay.op, batch=n)
+            counts = LayerCounts.fresh(lay.name, lay.op, n)
             inputs = [tensors[name] for name in lay.inputs]
             if wide_inputs:   # units written for int64 codes get them
                 inputs = [x.astype(np.int64, copy=False) for x in inputs]

@@ -6,6 +6,7 @@ from model_factory import random_model
 from simulator.encodings import BinaryAct, BinaryW, CodebookW, EnqAct, KnqAct, UniformAct, UniformW
 from simulator.engine import Engine, run_batched
 from simulator.graph import Layer, Model
+from simulator.trace import LayerCounts
 
 
 def test_counts_of_a_small_network_by_hand():
@@ -55,3 +56,16 @@ def test_batching_does_not_change_counts():
             assert a.__dict__ == b.__dict__, (seed, a.name)
         per = whole.per_inference()
         assert all(isinstance(v, int) for lay in per.layers for v in lay.macs.values())
+
+
+def test_fresh_counts_equal_the_constructor_and_share_nothing():
+    """LayerCounts.fresh (the engine's fast constructor) gives what the dataclass constructor gives, for every
+    field, and two fresh counts never share a mutable field."""
+    a, b = LayerCounts.fresh("conv", "conv2d", 4), LayerCounts.fresh("conv", "conv2d", 4)
+    assert a == LayerCounts("conv", "conv2d", batch=4)
+    assert vars(a) == vars(LayerCounts("conv", "conv2d", batch=4))
+    a.macs[(8, 8)] += 5
+    a.weight_bits["w"] = 1
+    a.input_bits["x"] = 2
+    a.output_bits["y"] = 3
+    assert b == LayerCounts("conv", "conv2d", batch=4)

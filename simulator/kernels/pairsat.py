@@ -186,7 +186,12 @@ def add_pair_saturation(acc: np.ndarray, x: np.ndarray, sp: SaturatingPairs, g, 
         # counting only, 1x1: the batch as one image (its pixels side by side), so each pair runs over them all
         x = np.ascontiguousarray(np.asarray(x, np.uint8).reshape(g.n, g.ci, -1).transpose(1, 0, 2))
         x = x.reshape(1, g.ci, 1, -1)
-        g = replace(g, n=1, h=1, w=x.shape[3], ho=1, wo=x.shape[3])
+        merged = _MERGED.get(g)   # (dataclasses.replace of a frozen geometry costs tens of us per call)
+        if merged is None:
+            if len(_MERGED) > 256:
+                _MERGED.clear()
+            merged = _MERGED[g] = replace(g, n=1, h=1, w=x.shape[3], ho=1, wo=x.shape[3])
+        g = merged
         shape = (1, g.co, 1, x.shape[3])
     x_max = np.empty((g.n, g.ci), np.uint8)   # per image and channel: the largest code (padding included)
     _channel_max(np.ascontiguousarray(x, dtype=np.uint8).reshape(g.n, g.ci, -1), pad_code if g.has_padding else 0,
@@ -198,6 +203,7 @@ def add_pair_saturation(acc: np.ndarray, x: np.ndarray, sp: SaturatingPairs, g, 
     return sum(int(t[0]) for t in totals), sum(int(t[1]) for t in totals)
 
 
+_MERGED: dict = {}      # 1x1 geometry -> the same with the batch as one image (add_pair_saturation)
 CHANNELS_PER_TASK = 8   # output channels of one parallel task (its scratch rows are allocated once)
 FLUSH = 32767           # pairs between flushes of the uint16 hit counts and int32 sums (32,767·32,768 < 2^31)
 
