@@ -75,39 +75,42 @@ def conv2d_sum_u8(codes, code_lo: int, offset: int, w, bias, g: ConvGeometry, pa
     256 consecutive integers (KNQ centroids, say); None: byte = code - code_lo.
     `pair_saturating`: the bytes times the weights on x86's non-VNNI step instead (im2col._Maddubs8: adjacent
     channel products summed into int16 with saturation, in the canvas's channel order)."""
-    ce = -(-g.cig // 4) * 4
-    shape = im2col.canvas_shape(g, ce)
-    nvec = im2col.choose_nvec(g.cog, np.uint8)
+    def prepare():   # per geometry: canvas shape, packed weights, the tile plan (bias with offset·Σw), pad pixel
+        ce = -(-g.cig // 4) * 4
+        shape = im2col.canvas_shape(g, ce)
+        nvec = im2col.choose_nvec(g.cog, np.uint8)
 
-    def pack():      # depends on the weights only: one copy whatever the batch size or image size
-        wg = w.reshape(g.groups, g.cog, g.cig, g.kh, g.kw).transpose(0, 1, 3, 4, 2)
-        return im2col.pack_weights(wg, ce, np.uint8, nvec)
+        def pack():      # depends on the weights only: one copy whatever the batch size or image size
+            wg = w.reshape(g.groups, g.cog, g.cig, g.kh, g.kw).transpose(0, 1, 3, 4, 2)
+            return im2col.pack_weights(wg, ce, np.uint8, nvec)
 
-    def plan():      # per geometry: the bias with offset·Σw folded in, the tile plan, the pad pixel
+        if memo is None:
+            wpk = im2col.memo_pack(w, ("u8s8", g.groups, nvec), pack)
+        else:   # (the engine may run parts of a batch side by side: dict reads and writes only)
+            wkey = ("u8s8 weights", g.groups, nvec)
+            wpk = memo.get(wkey)
+            if wpk is None:
+                wpk = memo.setdefault(wkey, pack())
         init = np.zeros(g.co, np.int64) if bias is None else np.asarray(bias, np.int64)
         init = init + offset * w.astype(np.int64).reshape(w.shape[0], -1).sum(axis=1)
         pad_pixel = np.zeros((g.groups, ce), np.uint8)
         pad_pixel[:, :g.cig] = pad_byte
-        return im2col.tile_plan(g, shape, np.uint8, init), pad_pixel
+        fill = g.has_padding or shape[2] > g.w or ce > g.cig
+        return shape, nvec, wpk, im2col.tile_plan(g, shape, np.uint8, init), pad_pixel, fill
 
     if memo is None:
-        wpk = im2col.memo_pack(w, ("u8s8", g.groups, nvec), pack)
-        tp, pad_pixel = plan()
-    else:
-        wkey, gkey = ("u8s8 weights", g.groups, nvec), ("u8s8 plan", g, offset, pad_byte)
-        # (the engine may run parts of a batch side by side: dict reads and writes only, no check-then-read)
-        wpk = memo.get(wkey)
-        if wpk is None:
-            wpk = memo.setdefault(wkey, pack())
+        entry = prepare()
+    else:   # one lookup per call
+        gkey = ("u8s8 plan", g, offset, pad_byte)
         entry = memo.get(gkey)
         if entry is None:
             if len(memo) > MEMO_ENTRIES:   # a caller cycling through batch sizes: keep the newest only
                 for key in [k for k in list(memo) if k[0] == "u8s8 plan"][:len(memo) // 2]:
                     memo.pop(key, None)
-            entry = memo[gkey] = plan()
-        tp, pad_pixel = entry
+            entry = memo[gkey] = prepare()
+    shape, nvec, wpk, tp, pad_pixel, fill = entry
     canvas = np.empty(shape, np.uint8)
-    if g.has_padding or shape[2] > g.w or ce > g.cig:
+    if fill:
         _fill(canvas, pad_pixel)
     if byte_table is None and codes.dtype.itemsize == 1:   # bytes as they are (plus -code_lo): 8x8 at a time
         split(_bytes_transposed, g.n * g.h, np.ascontiguousarray(codes), code_lo, canvas, g.top, g.left, g.cig,
