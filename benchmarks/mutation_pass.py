@@ -25,7 +25,7 @@ CORE_TESTS = ["tests/test_fused_paths.py", "tests/test_independent_models.py", "
               "tests/test_engine_vs_reference.py", "tests/test_units_requantizer.py", "tests/test_units_rounding.py",
               "tests/test_units_enq_knq.py", "tests/test_units_lut_pool_bin.py", "tests/test_zero_gating.py",
               "tests/test_pair_saturation.py", "tests/test_kernels_popcount.py", "tests/test_models.py",
-              "tests/test_fused_depthwise.py"]
+              "tests/test_fused_depthwise.py", "tests/test_byte_transpose.py", "tests/test_trace.py"]
 
 # (name, file, original snippet, mutated snippet)
 MUTATIONS = [
@@ -97,6 +97,21 @@ MUTATIONS = [
      "total_delta[i] += delta[i]", "total_delta[i] += 0"),
     ("planar depthwise zero taps: an edge column kept", "simulator/kernels/codes_path.py",
      "for j in range(kw + wo, wp):", "for j in range(kw + wo + 1, wp):"),
+    ("byte transpose: second shuffle round pairs the wrong bytes", "simulator/kernels/byte_transpose.py",
+     "x in (2 * j, 2 * j + 1, 16 + 2 * j,", "x in (2 * j, 2 * j + 1, 17 + 2 * j,"),
+    ("byte transpose: a trailing column dropped", "simulator/kernels/byte_transpose.py",
+     "for j in range(full_c, cols):", "for j in range(full_c, cols - 1):"),
+    ("u8 canvas copy: an unpadded run cut to one row", "simulator/kernels/codes_path.py",
+     "groups * ce, cig, (i1 - i0) * w, add)", "groups * ce, cig, w, add)"),
+    ("depthwise band store: a pixel short", "simulator/kernels/codes_path.py",
+     "(oh1 - oh0) * wo, c_n, 0)", "(oh1 - oh0) * wo - 1, c_n, 0)"),
+    ("pair saturation: stride-1 offsets take the wrong column", "simulator/kernels/pairsat.py",
+     "oa = ((ni * ci + c0 + taps[d, 0]) * hq + ka) * wq + taps[d, 2]",
+     "oa = ((ni * ci + c0 + taps[d, 0]) * hq + ka) * wq + taps[d, 5]"),
+    ("fresh counts lose the batch", "simulator/trace.py",
+     "counts.name, counts.op, counts.batch = name, op, batch", "counts.name, counts.op, counts.batch = name, op, 1"),
+    ("traffic memo: weights counted once per batch", "simulator/engine.py",
+     "counts.weight_bits[key] = n * bits", "counts.weight_bits[key] = bits"),
 ]
 
 
