@@ -129,3 +129,27 @@ def test_every_word_all_ones_past_the_byte_counters_limit(pad_mode):
     got = pc.xnor_conv2d(x, w, (1, 1), (1, 1, 1, 1), 1, pad_mode)
     np.testing.assert_array_equal(got, pc.xnor_conv2d_reference(x, w, (1, 1), (1, 1, 1, 1), 1, pad_mode))
     assert got[0, 0, 2, 2] == -256 * 9   # an inner output: 36 words of 64 differing bits
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1), groups=st.sampled_from([1, 2, 3]), bad=st.booleans())
+def test_byte_plane_packing_equals_the_bitwise_packing(seed, groups, bad):
+    """_pack_canvas_bytes (eight byte planes, 8x8 byte transposes into the words; uint64 lanes when a plane is
+    whole words) writes the canvas _pack_canvas writes, bit by bit, padding untouched, and flags the same
+    images that hold a value other than 0 and 1."""
+    from simulator.kernels.im2col import canvas_shape, conv_geometry
+    rng = np.random.default_rng(seed)
+    n, cig, h, w = int(rng.integers(1, 4)), int(rng.integers(1, 140)), int(rng.integers(1, 10)), int(rng.integers(1, 10))
+    x = rng.integers(0, 2, (n, cig * groups, h, w)).astype(np.uint8)
+    if bad:
+        x.reshape(-1)[int(rng.integers(x.size))] = int(rng.integers(2, 256))
+    pads = tuple(int(v) for v in rng.integers(0, 2, 4))
+    g = conv_geometry(x.shape, (groups, cig, 1, 1), (1, 1), pads, groups)
+    nw = -(-cig // 64)
+    want = np.full(canvas_shape(g, nw), 0x5A5A5A5A5A5A5A5A, np.uint64)
+    got = want.copy()
+    flagged_want = pc._pack_canvas(0, n * groups * nw, x, want, g.top, g.left, groups)
+    flagged_got = pc._pack_canvas_bytes(0, n * groups * nw, x, got, g.top, g.left, groups)
+    assert flagged_got == flagged_want and (flagged_got > 0) == bad
+    if not bad:
+        np.testing.assert_array_equal(got, want)
