@@ -368,7 +368,7 @@ def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, init, ge
     rows = (band - 1) * sh + kh_n
     canvas = np.empty(rows * wp * c_n, wt.dtype)   # the band's padded input rows, channels last
     rows3 = canvas.reshape(rows, wp, c_n)
-    byte_codes = codes.itemsize == 1 and out.itemsize == 1   # one-byte codes: the transposes go 8x8 at a time
+    byte_in, byte_out = codes.itemsize == 1, out.itemsize == 1   # one-byte codes: transposes 8x8 at a time
     codes_flat = codes.reshape(-1).view(np.uint8)
     band_codes = np.empty(rows * w * c_n, codes.dtype)   # the band's input rows, channels last, undecoded
     band_bytes = band_codes.view(np.uint8)
@@ -398,7 +398,7 @@ def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, init, ge
         oh0, oh1 = b * band, min(ho, (b + 1) * band)
         r0 = oh0 * sh - top   # input row of the scratch's first row
         i_lo, i_hi = max(r0, 0), min(r0 + (oh1 - 1 - oh0) * sh + kh_n, h)   # the band's rows inside the image
-        if byte_codes and i_hi > i_lo:   # [C, rows·W] bytes -> [rows·W, C], 8x8 at a time
+        if byte_in and i_hi > i_lo:   # [C, rows·W] bytes -> [rows·W, C], 8x8 at a time
             transpose_bytes(codes_flat, (ni * c_n * h + i_lo) * w, h * w, band_bytes, 0, c_n, c_n, (i_hi - i_lo) * w, 0)
         # decode the band's rows (a transposing copy: contiguous writes, strided reads), padding around them
         for rl in range((oh1 - 1 - oh0) * sh + kh_n):
@@ -409,7 +409,7 @@ def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, init, ge
                 continue
             dst[:left * c_n] = pad
             dst[(left + w) * c_n:] = pad
-            if byte_codes:   # the row, already channels last: decoded in one run
+            if byte_in:   # the row, already channels last: decoded in one run
                 dst_run = dst[left * c_n:(left + w) * c_n]
                 src_run = band_codes[(i - i_lo) * w * c_n:(i - i_lo + 1) * w * c_n]
                 if linear:
@@ -480,12 +480,12 @@ def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, init, ge
             else:
                 for i in range(wo * c_n):
                     row_cl[i] = ep_table[values[i] - np.int32(ep_lo)]
-            if not byte_codes:
+            if not byte_out:
                 cc2 = row_cl.reshape(wo, c_n)
                 for c in range(c_n):
                     for ow in range(wo):
                         out[ni, c, oh, ow] = cc2[ow, c]
-        if byte_codes:   # the band's [rows·Wo, C] codes -> rows oh0..oh1 of the C planes, 8x8 at a time
+        if byte_out:   # the band's [rows·Wo, C] codes -> rows oh0..oh1 of the C planes, 8x8 at a time
             transpose_bytes(codes_cl.view(np.uint8), 0, c_n, out_flat, (ni * c_n * ho + oh0) * wo, ho * wo,
                             (oh1 - oh0) * wo, c_n, 0)
         for k in range(nt):   # int32 (the counts are below 2^24): float -> int64 is scalar on AVX2
