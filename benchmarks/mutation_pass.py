@@ -125,13 +125,13 @@ def copy_repo(dst: Path) -> None:
             shutil.copy2(src, dst / f)
 
 
-def run_tests(where: Path, timeout: int) -> tuple[bool, float, str]:
+def run_tests(where: Path, timeout: int, cache: Path) -> tuple[bool, float, str]:
     t0 = time.perf_counter()
     try:
         proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:warnings", "-p", "no:cacheprovider",
                                *CORE_TESTS], cwd=where, capture_output=True, text=True, timeout=timeout,
                               env={"PYTHONPATH": str(where), "PATH": "/usr/bin:/bin",
-                                   "NUMBA_CACHE_DIR": str(where / ".numba_cache"), "HOME": str(where)})
+                                   "NUMBA_CACHE_DIR": str(cache), "HOME": str(where)})
     except subprocess.TimeoutExpired:
         return False, time.perf_counter() - t0, "timeout (counted as caught)"
     last = (proc.stdout.strip().splitlines() or [""])[-1]
@@ -152,7 +152,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         copy_repo(work)
-        ok, secs, last = run_tests(work, args.timeout)
+        # numba's cache keys a kernel on its own file only: a kernel compiled during a mutated run (another
+        # file's callee inlined) would outlive the mutation. So the unmutated run fills a clean cache and every
+        # mutated run starts from a fresh copy of it (a caller cached clean can then hide a callee's mutation,
+        # a survivor to look at, but no mutation is reported caught for a stale kernel).
+        clean = work / ".numba_cache_clean"
+        ok, secs, last = run_tests(work, args.timeout, clean)
         print(f"unmutated: {'pass' if ok else 'FAIL'} in {secs:.0f} s ({last})", flush=True)
         if not ok:
             print("the core tests fail without any mutation; fix that first")
@@ -165,8 +170,11 @@ def main() -> int:
                 results.append({"name": name, "file": rel, "status": "stale"})
                 continue
             path.write_text(text.replace(old, new))
+            cache = work / ".numba_cache"
+            shutil.rmtree(cache, ignore_errors=True)
+            shutil.copytree(clean, cache)
             try:
-                passed, secs, last = run_tests(work, args.timeout)
+                passed, secs, last = run_tests(work, args.timeout, cache)
             finally:
                 path.write_text(text)
             status = "survived" if passed else "caught"
