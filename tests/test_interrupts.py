@@ -261,6 +261,8 @@ def test_nothing_changes_without_install():
     """Library users and in-process callers keep Python's own Ctrl-C."""
     proc = _child("""
         import os, signal
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:   # a background launch: Python's own handler back
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         from simulator import interrupt
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
         interrupt.check()
