@@ -85,11 +85,11 @@ _block8 = njit(build=_build_block8)(_block8_numpy)
 
 
 def _transpose_bytes_numpy(src, s_off, s_stride, dst, d_off, d_stride, rows, cols, add):
-    view = np.lib.stride_tricks.as_strided(src[s_off:], (rows, cols), (s_stride, 1), writeable=False) if rows and cols \
-        else np.zeros((rows, cols), np.uint8)
-    out = np.lib.stride_tricks.as_strided(dst[d_off:], (cols, rows), (d_stride, 1)) if rows and cols else None
-    if out is not None:
-        out[...] = (view.T.astype(np.uint8) + np.uint8(add & 0xFF)).astype(dst.dtype)
+    if rows == 0 or cols == 0:
+        return
+    block = np.lib.stride_tricks.as_strided(src[s_off:], (rows, cols), (s_stride, 1), writeable=False)
+    out = np.lib.stride_tricks.as_strided(dst[d_off:], (cols, rows), (d_stride, 1))
+    out[...] = (block.T.astype(np.uint8) + np.uint8(add & 0xFF)).astype(dst.dtype)
 
 
 @njit(nogil=True, cache=True, python=_transpose_bytes_numpy)
