@@ -6,12 +6,11 @@ import os
 import stat
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
-from . import report
-from .kernels import kernels_cached
+from . import jit, report
 from .engine import Engine, check_input_shape, quantize_input, run_batched
 from .encodings import BinaryAct, EnqAct
 from .errors import HwsimError, safe_text
@@ -223,7 +222,6 @@ KERNELS_ENV = "HWSIM_KERNELS"   # auto (default), numba or python
 def choose_kernels(model, samples: int) -> str:
     """Fix this process's kernel mode before the first kernel call (jit.prefer_python): Python for small runs,
     numba otherwise, or what HWSIM_KERNELS asks for. Returns the mode in force."""
-    from . import jit
     from .graph import MAC_OPS, layer_figures
 
     wanted = os.environ.get(KERNELS_ENV, "auto").strip().lower() or "auto"
@@ -235,6 +233,8 @@ def choose_kernels(model, samples: int) -> str:
         wanted = "python" if ops <= PYTHON_KERNELS_MAX_OPS and mac_layers <= PYTHON_KERNELS_MAX_MAC_LAYERS else "numba"
     return jit.prefer_python(wanted == "python")
 
+
+COMPILING_NOTE = "hwsim: compiling the numba kernels for this CPU (first run after install only; cached afterwards)"
 
 # A progress bar appears only once the work has lasted this long: short runs print nothing new, whatever their size.
 PROGRESS_DELAY_S = 2.0
@@ -271,11 +271,14 @@ def _functional_run(args, model, facts: dict | None = None, auto_kernels: bool =
     if auto_kernels:
         choose_kernels(model, len(codes))
     engine = Engine(model)
-    # a note for a person waiting (not with --quiet); logs and pipes keep their one line per error
-    if not kernels_cached() and sys.stderr.isatty() and not getattr(args, "quiet", False):
-        print("hwsim: compiling the numba kernels for this CPU (first run after install only; cached afterwards)",
-              file=sys.stderr, flush=True)
-    engine.run(codes[:1])  # JIT compile (or load the cache) outside the timed run
+    # a note for a person waiting (not with --quiet), when numba starts compiling; logs and pipes keep their one
+    # line per error
+    if jit.mode() == jit.NUMBA and sys.stderr.isatty() and not getattr(args, "quiet", False):
+        jit.on_first_compile(lambda: print(COMPILING_NOTE, file=sys.stderr, flush=True))
+    # JIT compile (or load the cache) outside the timed run. A one-run process plans on it which kernels are
+    # worth compiling for this run's size (jit.planning); the library and a sweep, which run on, compile them.
+    with jit.planning(len(codes) + 1) if auto_kernels else nullcontext():
+        engine.run(codes[:1])
     with progress_bar(args, len(codes), "sample", "running") as done:
         result = run_batched(engine, codes, args.batch_size, progress=done)
     acc = None if labels is None else accuracy(model, result.output, labels)

@@ -7,6 +7,11 @@ of a small model) takes as plain Python and numpy. The command line therefore pi
 (tests/test_nojit.py runs every kernel both ways); only the speed differs. NUMBA_DISABLE_JIT=1, numba's own
 switch, selects Python mode for the whole process.
 
+Tiers within numba mode: a one-run command plans its run on a warm-up sample (`planning`). A kernel with a
+numpy twin whose whole run's work stays small (TWIN_WORK), and which is not in numba's cache yet, runs as its
+twin for the process instead of being compiled: compiling one costs ~0.5-2 s, its twin a few ms on such work.
+Every other kernel is compiled (or loaded) as before. The twins give the same bits (tests/test_kernel_twins.py).
+
 `njit` returns a `Kernel`: a stand-in that forwards each call to the chosen implementation. On the first call
 in numba mode the kernels of its group are built at once and each stand-in is replaced, in the globals of
 hwsim's modules, by its numba dispatcher, so numba code calling another kernel sees a dispatcher, as numba
@@ -18,6 +23,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from contextlib import contextmanager
 
 PYTHON, NUMBA = "python", "numba"
 _mode = PYTHON if os.environ.get("NUMBA_DISABLE_JIT", "0").strip() not in ("", "0") else None
@@ -68,6 +74,8 @@ class Kernel:
     def __init__(self, py_func, options: dict, python=None, build=None, group: str = "engine"):
         self.py_func, self.options, self.python, self.build, self.group = py_func, options, python, build, group
         self.target = None
+        self.tier = None         # NUMBA or PYTHON once a plan (or a call outside one) chose it; see `tiered`
+        self.planned_work = 0    # the run's work the plan gave the twin so far
         self.__name__, self.__qualname__ = py_func.__name__, py_func.__qualname__
         self.__module__, self.__doc__ = py_func.__module__, py_func.__doc__
         _kernels.append(self)
@@ -124,6 +132,79 @@ def _resolve(group: str, wanted: str, rebuild: bool = False):
             _build_and_bind(import_numba(), kernels)
 
 
+# Work (elements a call touches, as `threads.split` counts it) a kernel's numpy twin may take over a planned run
+# instead of the kernel being compiled: ~80 ms of numpy at the twins' measured rate (~20-40 ns an element: a
+# few passes over it, against ~1 ns compiled), against ~0.5-2 s to compile a kernel.
+TWIN_WORK = 1 << 21
+_twins: dict = {}      # id(numba dispatcher) -> its Kernel, for kernels with a numpy twin
+_plan_scale = None     # inside `planning`: the factor from a warm-up call's work to the whole run's
+
+
+@contextmanager
+def planning(scale: float):
+    """Plan the kernels' tiers on a warm-up run whose work, times `scale`, is the whole run's (see `tiered`).
+    After it, each kernel the warm-up gave its twin stays a twin for the process."""
+    global _plan_scale
+    _plan_scale = float(scale)
+    try:
+        yield
+    finally:
+        _plan_scale = None
+        for k in _twins.values():
+            if k.tier is None and k.planned_work:
+                k.tier = PYTHON
+
+
+def tiered(kernel, work: int):
+    """(the function to call, whether it is a Python twin) for `kernel` (a numba dispatcher, or anything)
+    about to do `work`. Within `planning`: the twin while the run's projected work for it stays within
+    TWIN_WORK and numba's cache does not hold it; otherwise the kernel, for the rest of the process."""
+    if isinstance(kernel, Kernel):   # a stand-in not yet replaced where the caller found it (the first call)
+        if kernel.target is None:
+            _resolve(kernel.group, group_mode(kernel.group))
+        kernel = kernel.target
+    k = _twins.get(id(kernel))
+    if k is None or k.tier == NUMBA:
+        return kernel, False
+    if k.tier == PYTHON:
+        return k.python, True
+    projected = k.planned_work + work * (_plan_scale or 0)
+    if _plan_scale is None or projected > TWIN_WORK or kernel.signatures or _in_cache(kernel):
+        k.tier = NUMBA
+        return kernel, False
+    k.planned_work = projected
+    return k.python, True
+
+
+def _in_cache(dispatcher) -> bool:
+    """Whether numba's on-disk cache holds some compilation of the kernel (loading it costs little); any
+    surprise in numba's internals counts as cached (the kernel is then used as before)."""
+    try:
+        return os.path.exists(dispatcher._cache._cache_file._index_path)
+    except Exception:
+        return True
+
+
+def on_first_compile(callback) -> None:
+    """Call `callback()` once, when numba starts compiling something in this process (not when it loads a
+    kernel from its cache). Numba mode only: importing numba here would defeat Python mode."""
+    import_numba()
+    from numba.core import event
+
+    class _Once(event.Listener):   # stays registered (removing it while numba loops over listeners could skip one)
+        done = False
+
+        def on_start(self, _event):
+            if not self.done:
+                self.done = True
+                callback()
+
+        def on_end(self, _event):
+            pass
+
+    event.register("numba:compile", _Once())
+
+
 def _build_and_bind(numba, kernels):
     """Build the kernels' numba objects and put each in place of its stand-in wherever hwsim's modules bind it."""
     built = {}
@@ -135,6 +216,8 @@ def _build_and_bind(numba, kernels):
             signature = options.pop("signature_or_function", None)
             decorate = numba.njit(signature, **options) if signature else numba.njit(**options)
             k.target = decorate(k.py_func)
+            if k.python is not None:
+                _twins[id(k.target)] = k
         built[id(k)] = k.target
     for name, module in list(sys.modules.items()):
         if module is None or not (name == "simulator" or name.startswith("simulator.")):

@@ -10,28 +10,11 @@ Python / numpy, bit for bit the same (tests/test_nojit.py): the @njit functions 
 micro-kernel (kernels/microkernel.py; im2col._tile_numpy instead) and mac's row updates (numpy twins: numpy
 scalars would warn where numba's int64 arithmetic wraps).
 """
-import os
-
-
-def kernels_cached() -> bool:
-    """Whether numba's on-disk cache already holds the engine's kernels (a first run after install compiles them,
-    which takes seconds; the CLI says so). Reads numba's cache index path; any surprise counts as cached, and
-    so does Python mode (nothing to compile)."""
-    from .. import jit
-    if jit.mode() == jit.PYTHON:
-        return True
-    try:
-        from .epilogue import _float_lines
-        return os.path.exists(_float_lines.cache_index_path())
-    except Exception:   # numba internals moved: say nothing rather than fail
-        return True
-
-
 from .mac import (accumulator_bound, conv2d_acc, conv2d_acc_reference, dense_acc, dense_acc_reference,
                   overflow_impossible)
 from .popcount import (pack_bits, popcount_words_per_output, xnor_conv2d, xnor_conv2d_reference, xnor_dense,
                        xnor_dense_reference)
 
-__all__ = ["kernels_cached", "accumulator_bound", "conv2d_acc", "conv2d_acc_reference", "dense_acc", "dense_acc_reference",
+__all__ = ["accumulator_bound", "conv2d_acc", "conv2d_acc_reference", "dense_acc", "dense_acc_reference",
            "overflow_impossible", "pack_bits", "popcount_words_per_output", "xnor_conv2d", "xnor_conv2d_reference",
            "xnor_dense", "xnor_dense_reference"]

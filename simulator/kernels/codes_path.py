@@ -21,7 +21,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from ..jit import njit
+from ..jit import njit, tiered
 
 from . import im2col
 from .byte_transpose import transpose_bytes
@@ -177,7 +177,22 @@ def _bytes_transposed(t0, t1, codes, lo, canvas, top, left, cig):
                             (((ni * hp + top + i) * wp + left) * groups + gi) * ce, groups * ce, cig, w, add)
 
 
-@njit(nogil=True, cache=True)
+def _decode_into_numpy(t0, t1, codes, table, lo, canvas, top, left, cig):
+    """_decode_into in numpy: whole images at once (a split's single chunk), else image by image."""
+    h, w = codes.shape[2], codes.shape[3]
+    groups = canvas.shape[3]
+    if t0 % h == 0 and t1 % h == 0:
+        spans = [(t0 // h, t1 // h, 0, h)]
+    else:
+        spans = [(ni, ni + 1, max(t0 - ni * h, 0), min(t1 - ni * h, h)) for ni in range(t0 // h, -(-t1 // h))]
+    for n0, n1, i0, i1 in spans:
+        values = table[codes[n0:n1, :, i0:i1].astype(np.int64) - lo]   # [images, Ci, rows, W]
+        dst = canvas[n0:n1, top + i0:top + i1, left:left + w]           # [images, rows, W, groups, ce]
+        dst[..., :cig] = values.reshape(n1 - n0, groups, cig, i1 - i0, w).transpose(0, 3, 4, 1, 2)
+        dst[..., cig:] = 0
+
+
+@njit(nogil=True, cache=True, python=_decode_into_numpy)
 def _decode_into(t0, t1, codes, table, lo, canvas, top, left, cig):
     """canvas[n, top + i, left + j, g, k] = table[codes[n, g·cig + k, i, j] - lo]; spare channel elements 0."""
     n, ci, h, w = codes.shape
@@ -599,7 +614,15 @@ def zero_taps_codes(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_zero: 
     return taps
 
 
-@njit(nogil=True, cache=True)
+def _zero_taps_numpy(t0, t1, zeros, rows, cols, taps):
+    """_zero_taps in numpy: the zeros per position summed over the batch, then each tap's strided box."""
+    per_position = zeros[:, t0:t1].sum(axis=0, dtype=np.int64)   # [channels, H, W]
+    for r, (r0, r1, rs) in enumerate(rows.tolist()):
+        for s, (c0, c1, cs) in enumerate(cols.tolist()):
+            taps[t0:t1, r, s] = per_position[:, r0:r1:rs, c0:c1:cs].sum(axis=(1, 2))
+
+
+@njit(nogil=True, cache=True, python=_zero_taps_numpy)
 def _zero_taps(t0, t1, zeros, rows, cols, taps):
     """Channels t0..t1: taps[c, r, s] = Σ zeros[n, c, rows[r] (start, stop, step), cols[s] (start, stop, step)].
     Per channel: the zeros per position summed over the batch (contiguous loops that vectorise), then per row
@@ -653,7 +676,8 @@ def _zero_code(is_zero_bytes: bytes, code_lo: int, dtype):
 def zero_counts_from_taps(taps, zero_w_per_tap, zero_w_total: int, k: int, positions: int) -> tuple[int, int]:
     """(MACs with a zero activation, with a zero activation or weight), as units/zero_gating.py combines them:
     zero_w_per_tap[c, r, s] counts the zero weights among a group's K filters at that tap."""
-    total, both = _sum_and_dot(taps.reshape(-1), zero_w_per_tap.reshape(-1))   # exact: far below 2^63
+    sum_and_dot = tiered(_sum_and_dot, taps.size)[0]   # a small reduction: numpy's, if not worth compiling
+    total, both = sum_and_dot(taps.reshape(-1), zero_w_per_tap.reshape(-1))   # exact: far below 2^63
     zero_act = int(total) * k
     return zero_act, zero_act + positions * zero_w_total - int(both)
 

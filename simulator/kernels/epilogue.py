@@ -216,7 +216,23 @@ def _requant_one(a, mode, m32, m64, q, sh):
 # Clipping the rounded float to [lo, hi] before the integer conversion equals converting (with the +-2^62
 # saturation) and then clipping: lo and hi are integers well inside float32's exact range (TABLE_LIMIT). The
 # multiplier's dtype (float32 or float64) is the mode: numba compiles one specialization per dtype.
-@njit(nogil=True, cache=True)
+def _clipped_products(acc, m, lo, hi) -> np.ndarray:
+    """int32 clip(rint(acc·m), lo, hi) in m's float type, vectorised (the numpy twins' common step: the same
+    IEEE operations as the kernels', element by element)."""
+    v = np.rint(acc.astype(m.dtype) * m)
+    np.clip(v, m.dtype.type(lo), m.dtype.type(hi), out=v)
+    return v.astype(np.int32)
+
+
+def _float_lines_numpy(t0, t1, acc, m, shared, lo, hi, offset, out):
+    """_float_lines in numpy."""
+    n, c, s = acc.shape
+    mk = m[:1] if shared else m[np.arange(t0, t1) % c, None]
+    codes = _clipped_products(acc.reshape(n * c, s)[t0:t1], mk, lo, hi) + np.int32(offset)
+    out.reshape(n * c, s)[t0:t1] = codes
+
+
+@njit(nogil=True, cache=True, python=_float_lines_numpy)
 def _float_lines(t0, t1, acc, m, shared, lo, hi, offset, out):
     """Rows t0..t1 of the N·C, uniform output: code = clip(rint(acc·m)) + offset (branch-free: it vectorises)."""
     c = acc.shape[1]
@@ -231,7 +247,21 @@ SHORT_ROW = 64   # rows (one image's channel) shorter than this: _float_spread, 
 PIECE = 1 << 12  # elements of one _float_spread task
 
 
-@njit(nogil=True, cache=True)
+def _float_spread_numpy(t0, t1, acc, m, lo, hi, offset, table, linear, piece, out):
+    """_float_spread in numpy: whole images at once (a split's single chunk), else image by image."""
+    size = acc.shape[1]
+    pieces = -(-size // piece)
+    if t0 % pieces == 0 and t1 % pieces == 0:
+        spans = [(t0 // pieces, t1 // pieces, 0, size)]
+    else:
+        spans = [(ni, ni + 1, max(t0 - ni * pieces, 0) * piece, min(size, min(t1 - ni * pieces, pieces) * piece))
+                 for ni in range(t0 // pieces, -(-t1 // pieces))]
+    for n0, n1, i0, i1 in spans:
+        q = _clipped_products(acc[n0:n1, i0:i1], m[i0:i1], lo, hi)
+        out[n0:n1, i0:i1] = q + np.int32(offset) if linear else table[q - np.int32(lo)]
+
+
+@njit(nogil=True, cache=True, python=_float_spread_numpy)
 def _float_spread(t0, t1, acc, m, lo, hi, offset, table, linear, piece, out):
     """As _float_lines / _float_rows over [N, C·S] images, a multiplier per element (m [C·S]: each channel's
     repeated along its S positions), in pieces of `piece` elements: no per-row loop overhead on small images."""

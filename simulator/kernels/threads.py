@@ -83,11 +83,13 @@ def split(kernel, n_tasks: int, *args, work: int = None) -> list:
 
     A few chunks per thread, taken in turn by whichever thread is free (tasks of one call can differ in cost:
     a static split would leave one thread waiting). `work` (elements the whole call touches; default n_tasks)
-    below SERIAL_WORK, one thread, Python mode (the kernels hold the GIL there) or another split already
-    running: one chunk on the calling thread."""
+    below SERIAL_WORK, one thread, Python mode or the kernel's numpy twin (jit.tiered; Python holds the GIL)
+    or another split already running: one chunk on the calling thread."""
     n_tasks = int(n_tasks)
+    work = n_tasks if work is None else work
+    kernel, python = jit.tiered(kernel, work)
     parts = min(_count, n_tasks)
-    if (parts <= 1 or jit.mode() == jit.PYTHON or (n_tasks if work is None else work) < SERIAL_WORK
+    if (parts <= 1 or python or jit.mode() == jit.PYTHON or work < SERIAL_WORK
             or getattr(_local, "serial", False) or not _busy.acquire(blocking=False)):
         return [kernel(0, n_tasks, *args)]
     try:

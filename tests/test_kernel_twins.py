@@ -1,0 +1,230 @@
+"""The numpy twins of the engine's kernels against the numba kernels, bit for bit, and the tiers that choose
+between them (simulator/jit.py: a one-run command runs a kernel whose whole run's work is small as its twin
+instead of compiling it).
+
+Each twin gets task ranges that cut images and rows anywhere, edge values (full-range accumulators, products
+that fall half-way between integers, clip bounds at the ends of the output's dtype), and outputs that start
+as a sentinel, so that a twin writing outside its tasks is caught."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simulator import jit
+from simulator.kernels import codes_path, epilogue
+from simulator.kernels.im2col import conv_geometry
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(jit.mode() == jit.PYTHON, reason="numba kernels against their twins")
+
+DTYPES = {"uint8": np.uint8, "int8": np.int8, "int16": np.int16}
+
+
+def _range(rng, n):
+    t0 = int(rng.integers(0, n + 1))
+    return t0, int(rng.integers(t0, n + 1))
+
+
+def _accumulators(rng, shape, dtype):
+    """Random accumulators with the edge values mixed in: 0, +-1, odd values (half-way products with m = 0.5),
+    the dtype's ends, and for int64 values past float32's and float64's exact integers."""
+    info = np.iinfo(dtype)
+    acc = rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True)
+    small = rng.integers(-300, 301, shape).astype(dtype)
+    edges = np.array([0, 1, -1, 3, -3, info.max, info.min, info.max - 1, info.min + 1]
+                     + ([2**24 + 1, -(2**24) - 1, 2**53 + 1, -(2**53) - 1] if dtype == np.int64 else []), dtype)
+    pick = rng.integers(0, 3, shape)
+    return np.where(pick == 0, acc, np.where(pick == 1, small, edges[rng.integers(0, edges.size, shape)]))
+
+
+def _multipliers(rng, count, float_type):
+    m = np.exp(rng.uniform(-12, 2, count)) * rng.choice([1, -1], count)
+    m[rng.random(count) < 0.3] = 0.5   # ties: half-way products, rounded to even
+    return m.astype(float_type)
+
+
+def _clip_range(rng, out_dtype):
+    """(lo, hi, offset): codes clip(v, lo, hi) + offset inside the output's dtype, often at its ends."""
+    info = np.iinfo(out_dtype)
+    offset = int(rng.integers(-20, 21))
+    lo_min, hi_max = int(info.min) - offset, int(info.max) - offset
+    lo = lo_min if rng.random() < 0.3 else int(rng.integers(lo_min, hi_max + 1))
+    hi = hi_max if rng.random() < 0.3 else int(rng.integers(lo, hi_max + 1))
+    return lo, hi, offset
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), acc_t=st.sampled_from([np.int32, np.int64]),
+       float_t=st.sampled_from([np.float32, np.float64]), out_t=st.sampled_from(list(DTYPES)),
+       shared=st.booleans())
+def test_float_lines_twin(seed, acc_t, float_t, out_t, shared):
+    rng = np.random.default_rng(seed)
+    n, c, s = int(rng.integers(1, 5)), int(rng.integers(1, 6)), int(rng.integers(1, 80))
+    acc = _accumulators(rng, (n, c, s), acc_t)
+    m = _multipliers(rng, 1 if shared else c, float_t)
+    lo, hi, offset = _clip_range(rng, DTYPES[out_t])
+    t0, t1 = _range(rng, n * c)
+    want = np.full((n, c, s), 7, DTYPES[out_t])
+    got = want.copy()
+    epilogue._float_lines(t0, t1, acc, m, shared, lo, hi, offset, want)
+    epilogue._float_lines_numpy(t0, t1, acc, m, shared, lo, hi, offset, got)
+    np.testing.assert_array_equal(got, want)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), acc_t=st.sampled_from([np.int32, np.int64]),
+       float_t=st.sampled_from([np.float32, np.float64]), out_t=st.sampled_from(list(DTYPES)),
+       linear=st.booleans())
+def test_float_spread_twin(seed, acc_t, float_t, out_t, linear):
+    rng = np.random.default_rng(seed)
+    n, size, piece = int(rng.integers(1, 6)), int(rng.integers(1, 90)), int(rng.integers(1, 40))
+    acc = _accumulators(rng, (n, size), acc_t)
+    m = _multipliers(rng, size, float_t)
+    lo, hi, offset = _clip_range(rng, DTYPES[out_t])
+    info = np.iinfo(DTYPES[out_t])
+    table = rng.integers(info.min, info.max, hi - lo + 1, endpoint=True).astype(DTYPES[out_t])
+    pieces = -(-size // piece)
+    t0, t1 = _range(rng, n * pieces)
+    want = np.full((n, size), 7, DTYPES[out_t])
+    got = want.copy()
+    epilogue._float_spread(t0, t1, acc, m, lo, hi, offset, table, linear, piece, want)
+    epilogue._float_spread_numpy(t0, t1, acc, m, lo, hi, offset, table, linear, piece, got)
+    np.testing.assert_array_equal(got, want)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), code_t=st.sampled_from(list(DTYPES)), groups=st.integers(1, 3),
+       cig=st.integers(1, 5), spare=st.integers(0, 2))
+def test_decode_into_twin(seed, code_t, groups, cig, spare):
+    rng = np.random.default_rng(seed)
+    n, h, w = (int(v) for v in rng.integers(1, 6, 3))
+    top, left = int(rng.integers(0, 3)), int(rng.integers(0, 3))
+    info = np.iinfo(DTYPES[code_t])
+    lo = int(rng.integers(info.min, info.max - 20))
+    hi = min(info.max, lo + int(rng.integers(0, 300)))
+    codes = rng.integers(lo, hi, (n, groups * cig, h, w), endpoint=True).astype(DTYPES[code_t])
+    table = rng.integers(-32768, 32768, hi - lo + 1).astype(np.int16)
+    canvas_dims = (n, h + top + int(rng.integers(0, 3)), w + left + int(rng.integers(0, 3)), groups, cig + spare)
+    want = np.full(canvas_dims, -7, np.int16)
+    got = want.copy()
+    t0, t1 = _range(rng, n * h)
+    codes_path._decode_into(t0, t1, codes, table, lo, want, top, left, cig)
+    codes_path._decode_into_numpy(t0, t1, codes, table, lo, got, top, left, cig)
+    np.testing.assert_array_equal(got, want)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), k=st.integers(1, 5), stride=st.integers(1, 3), pad=st.integers(0, 2))
+def test_zero_taps_twin(seed, k, stride, pad):
+    rng = np.random.default_rng(seed)
+    n, c, h, w = (int(v) for v in rng.integers(1, 7, 4))
+    if h + 2 * pad < k or w + 2 * pad < k:
+        return
+    g = conv_geometry((n, c, h, w), (c, 1, k, k), (stride, stride), (pad, pad, pad, pad), c)
+    rows = np.array([codes_path._inside(r, g.top, g.sh, g.ho, g.h) for r in range(g.kh)], np.int64)
+    cols = np.array([codes_path._inside(s, g.left, g.sw, g.wo, g.w) for s in range(g.kw)], np.int64)
+    zeros = (rng.random((n, c, h, w)) < rng.random()).astype(np.uint8)
+    want = np.full((c, k, k), -7, np.int64)
+    got = want.copy()
+    t0, t1 = _range(rng, c)
+    codes_path._zero_taps(t0, t1, zeros, rows, cols, want)
+    codes_path._zero_taps_numpy(t0, t1, zeros, rows, cols, got)
+    np.testing.assert_array_equal(got, want)
+    # and both against a count position by position (Python integers)
+    for ci in range(t0, t1):
+        for r in range(k):
+            for s in range(k):
+                count = sum(int(zeros[b, ci, i, j]) for b in range(n) for oh in range(g.ho) for ow in range(g.wo)
+                            for i, j in [(oh * stride + r - pad, ow * stride + s - pad)] if 0 <= i < h and 0 <= j < w)
+                assert got[ci, r, s] == count
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The tiers
+# ------------------------------------------------------------------------------------------------------------
+def _kernel():
+    """A fresh kernel with a twin (each test's decisions are its own: a kernel's tier sticks)."""
+    def twin(t0, t1, out):
+        out[t0:t1] = 2
+
+    def body(t0, t1, out):
+        for i in range(t0, t1):
+            out[i] = 1
+
+    return jit.njit(nogil=True, python=twin)(body)
+
+
+def _tier(kernel, work):
+    fn, python = jit.tiered(kernel, work)
+    out = np.zeros(4, np.int64)
+    fn(0, 4, out)
+    assert python == (out[0] == 2)   # the flag says what ran
+    return "twin" if python else "numba"
+
+
+@pytest.fixture
+def uncached(monkeypatch):
+    monkeypatch.setattr(jit, "_in_cache", lambda dispatcher: False)
+
+
+def test_outside_a_plan_a_kernel_is_compiled(uncached):
+    k = _kernel()
+    assert _tier(k, 10) == "numba"
+    with jit.planning(100):   # decided: it stays
+        assert _tier(k, 10) == "numba"
+
+
+def test_a_plan_gives_a_small_run_the_twin_for_the_process(uncached):
+    k = _kernel()
+    with jit.planning(100):
+        assert _tier(k, 10) == "twin"
+        assert _tier(k, jit.TWIN_WORK // 100 - 10) == "twin"   # the run's projected work, 100 times each call
+    assert _tier(k, jit.TWIN_WORK) == "twin"   # after the plan, whatever the work
+
+
+def test_a_plan_compiles_a_kernel_once_the_run_work_passes_the_budget(uncached):
+    k = _kernel()
+    with jit.planning(100):
+        first = jit.TWIN_WORK // 200
+        assert _tier(k, first) == "twin"
+        assert _tier(k, jit.TWIN_WORK // 100 - first + 1) == "numba"   # 100 times both calls: past TWIN_WORK
+        assert _tier(k, 1) == "numba"
+    assert _tier(k, 1) == "numba"
+
+
+def test_a_kernel_in_numba_cache_is_loaded_not_replaced(monkeypatch):
+    monkeypatch.setattr(jit, "_in_cache", lambda dispatcher: True)
+    k = _kernel()
+    with jit.planning(100):
+        assert _tier(k, 1) == "numba"
+
+
+def test_a_first_run_with_twins_computes_what_numba_does(tmp_path):
+    """A one-run command with an empty numba cache (the first run after install): the twins it runs give the
+    outputs the library's run (every kernel compiled) gives."""
+    from simulator.engine import Engine, quantize_input
+    from simulator.qnn.model_io import load_model
+    model_path, dataset = ROOT / "models" / "lenet_digits_u8.qnn", ROOT / "models" / "digits_test.npz"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba"), "HWSIM_CACHE_DIR": str(tmp_path / "hwsim")}
+    env.pop("NUMBA_DISABLE_JIT", None)
+    env.pop("HWSIM_KERNELS", None)
+    out, report = tmp_path / "y.npy", tmp_path / "r.json"
+    done = subprocess.run([sys.executable, "-m", "simulator.cli", "run", str(model_path), "--hw", "tsmc90",
+                           "--dataset", str(dataset), "--output", str(out), "--json", str(report), "-q"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(report.read_text())["timing"]["kernels"] == "numba"
+    model = load_model(str(model_path))
+    data = np.load(dataset)
+    x = data["x"] if "x" in data.files else data[data.files[0]]
+    codes = x if np.issubdtype(x.dtype, np.integer) else quantize_input(model, x)
+    want = Engine(model).run(codes).output
+    np.testing.assert_array_equal(np.load(out), want)
