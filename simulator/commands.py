@@ -268,6 +268,7 @@ def _functional_run(args, model, facts: dict | None = None, auto_kernels: bool =
     codes, labels, where = load_inputs(model, args, facts)
     if facts is not None:
         facts["labels"] = labels
+    plan = auto_kernels and jit.undecided()   # the process's one run: its warm-up plans the kernels' tiers
     if auto_kernels:
         choose_kernels(model, len(codes))
     engine = Engine(model)
@@ -277,7 +278,7 @@ def _functional_run(args, model, facts: dict | None = None, auto_kernels: bool =
         jit.on_first_compile(lambda: print(COMPILING_NOTE, file=sys.stderr, flush=True))
     # JIT compile (or load the cache) outside the timed run. A one-run process plans on it which kernels are
     # worth compiling for this run's size (jit.planning); the library and a sweep, which run on, compile them.
-    with jit.planning(len(codes) + 1) if auto_kernels else nullcontext():
+    with jit.planning(len(codes) + 1) if plan else nullcontext():
         engine.run(codes[:1])
     with progress_bar(args, len(codes), "sample", "running") as done:
         result = run_batched(engine, codes, args.batch_size, progress=done)

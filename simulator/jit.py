@@ -43,6 +43,11 @@ def prefer_python(python: bool) -> str:
     return _mode
 
 
+def undecided() -> bool:
+    """Whether no kernel mode was chosen yet in this process (its first run is about to start)."""
+    return _mode is None
+
+
 def mode() -> str:
     """The mode in force, fixing it (numba unless chosen otherwise) if no one chose yet."""
     return prefer_python(False)
@@ -137,19 +142,20 @@ def _resolve(group: str, wanted: str, rebuild: bool = False):
 # few passes over it, against ~1 ns compiled), against ~0.5-2 s to compile a kernel.
 TWIN_WORK = 1 << 21
 _twins: dict = {}      # id(numba dispatcher) -> its Kernel, for kernels with a numpy twin
-_plan_scale = None     # inside `planning`: the factor from a warm-up call's work to the whole run's
+_plan_scale = None     # the factor from a call's work to the run's: None without a plan (numba for all)
 
 
 @contextmanager
 def planning(scale: float):
     """Plan the kernels' tiers on a warm-up run whose work, times `scale`, is the whole run's (see `tiered`).
-    After it, each kernel the warm-up gave its twin stays a twin for the process."""
+    After it, each kernel the warm-up gave its twin stays a twin for the process, and a kernel the warm-up did
+    not call (a variant chosen by the batch size) counts the run's own work."""
     global _plan_scale
     _plan_scale = float(scale)
     try:
         yield
     finally:
-        _plan_scale = None
+        _plan_scale = 1.0
         for k in _twins.values():
             if k.tier is None and k.planned_work:
                 k.tier = PYTHON
@@ -157,7 +163,7 @@ def planning(scale: float):
 
 def tiered(kernel, work: int):
     """(the function to call, whether it is a Python twin) for `kernel` (a numba dispatcher, or anything)
-    about to do `work`. Within `planning`: the twin while the run's projected work for it stays within
+    about to do `work`. In a planned process: the twin while the run's projected work for it stays within
     TWIN_WORK and numba's cache does not hold it; otherwise the kernel, for the rest of the process."""
     if isinstance(kernel, Kernel):   # a stand-in not yet replaced where the caller found it (the first call)
         if kernel.target is None:

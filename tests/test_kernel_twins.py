@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator import jit
-from simulator.kernels import codes_path, epilogue
+from simulator.kernels import codes_path, epilogue, popcount
 from simulator.kernels.im2col import conv_geometry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,6 +147,29 @@ def test_zero_taps_twin(seed, k, stride, pad):
                 assert got[ci, r, s] == count
 
 
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), groups=st.integers(1, 3), cig=st.sampled_from([1, 7, 8, 63, 64, 65, 130]),
+       odd=st.booleans())
+def test_pack_canvas_twin(seed, groups, cig, odd):
+    """The XNOR input packing: words, the padding around them untouched, and the count of tasks that met
+    values other than 0 and 1."""
+    rng = np.random.default_rng(seed)
+    n, h, w = int(rng.integers(1, 4)), int(rng.integers(1, 6)), int(rng.integers(1, 11))
+    x = rng.integers(0, 2, (n, groups * cig, h, w)).astype(np.uint8)
+    if odd:
+        x.reshape(-1)[rng.integers(0, x.size, 3)] = rng.integers(2, 256, 3)
+    nw = -(-cig // 64)
+    top, left = int(rng.integers(0, 3)), int(rng.integers(0, 3))
+    canvas_dims = (n, h + top + int(rng.integers(0, 2)), w + left + int(rng.integers(0, 2)), groups, nw)
+    want = np.full(canvas_dims, 0xA5A5A5A5A5A5A5A5, np.uint64)
+    got = want.copy()
+    t0, t1 = _range(rng, n * groups * nw)
+    bad_want = popcount._pack_canvas_bytes(t0, t1, x, want, top, left, groups)
+    bad_got = popcount._pack_canvas_numpy(t0, t1, x, got, top, left, groups)
+    np.testing.assert_array_equal(got, want)
+    assert bad_got == bad_want
+
+
 # ------------------------------------------------------------------------------------------------------------
 # The tiers
 # ------------------------------------------------------------------------------------------------------------
@@ -170,6 +193,12 @@ def _tier(kernel, work):
     return "twin" if python else "numba"
 
 
+@pytest.fixture(autouse=True)
+def no_plan_left(monkeypatch):
+    """Whatever a test plans, the session goes on without a plan (the other tests run the numba kernels)."""
+    monkeypatch.setattr(jit, "_plan_scale", None)
+
+
 @pytest.fixture
 def uncached(monkeypatch):
     monkeypatch.setattr(jit, "_in_cache", lambda dispatcher: False)
@@ -188,6 +217,9 @@ def test_a_plan_gives_a_small_run_the_twin_for_the_process(uncached):
         assert _tier(k, 10) == "twin"
         assert _tier(k, jit.TWIN_WORK // 100 - 10) == "twin"   # the run's projected work, 100 times each call
     assert _tier(k, jit.TWIN_WORK) == "twin"   # after the plan, whatever the work
+    late = _kernel()   # first called after the plan (a variant the warm-up did not use): the run's own work
+    assert _tier(late, jit.TWIN_WORK // 2) == "twin"
+    assert _tier(late, jit.TWIN_WORK // 2 + 1) == "numba"
 
 
 def test_a_plan_compiles_a_kernel_once_the_run_work_passes_the_budget(uncached):

@@ -212,7 +212,31 @@ def _pack_canvas(t0, t1, x, canvas, top, left, groups):
     return bad
 
 
-@njit(nogil=True, cache=True)
+def _pack_canvas_numpy(t0, t1, x, canvas, top, left, groups):
+    """_pack_canvas in numpy (np.packbits, little-endian bit and byte order), for its tasks t0..t1."""
+    n, ci, h, w = x.shape
+    cig, nw = ci // groups, canvas.shape[4]
+    if t1 <= t0:
+        return 0
+    n0, n1 = t0 // (groups * nw), -(-t1 // (groups * nw))
+    bits = np.zeros((n1 - n0, groups, nw * WORD_BITS, h, w), np.uint8)
+    bits[:, :, :cig] = x[n0:n1].reshape(n1 - n0, groups, cig, h, w) & 1
+    packed = np.packbits(bits.reshape(n1 - n0, groups, nw, WORD_BITS, h, w), axis=3, bitorder="little")
+    words = np.ascontiguousarray(packed.transpose(0, 4, 5, 1, 2, 3)).view("<u8")[..., 0].astype(np.uint64)
+    odd = np.zeros((n1 - n0, groups, nw * WORD_BITS), bool)   # per channel: some value other than 0 and 1
+    odd[:, :, :cig] = ((x[n0:n1] != 0) & (x[n0:n1] != 1)).reshape(n1 - n0, groups, cig, -1).any(axis=3)
+    odd = odd.reshape(-1, WORD_BITS).any(axis=1)   # per task (image, group, word)
+    if t0 == n0 * groups * nw and t1 == n1 * groups * nw:   # whole images: one copy
+        canvas[n0:n1, top:top + h, left:left + w] = words
+    else:
+        for t in range(t0, t1):
+            ni, gi, k = t // (groups * nw), (t // nw) % groups, t % nw
+            canvas[ni, top:top + h, left:left + w, gi, k] = words[ni - n0, :, :, gi, k]
+    first = n0 * groups * nw
+    return int(odd[t0 - first:t1 - first].sum())
+
+
+@njit(nogil=True, cache=True, python=_pack_canvas_numpy)
 def _pack_canvas_bytes(t0, t1, x, canvas, top, left, groups):
     """What _pack_canvas computes (little-endian words): per (image, group, word), eight byte planes, byte b of
     pixel p holding channels 8b..8b+7 of the word as its bits (eight shifted ORs of whole channel rows, in byte
