@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -287,6 +287,10 @@ class Engine:
     _tables: dict = field(default_factory=dict, repr=False)   # per layer: its code table (kernels/code_tables.py)
     _traffic: dict = field(default_factory=dict, repr=False)  # per layer: its tensors' bit widths (_count_traffic)
     _steps: list | None = field(default=None, repr=False)     # per layer: what _run_codes needs (_schedule)
+    # binary tensors kept as packed bits (packed_binary_tensors): name -> (C, H, W); XNOR dense weights in the
+    # bit order of a packed input, per layer
+    _packed: dict = field(default_factory=dict, repr=False)
+    _dense_bits: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         self.model.check()   # every structural check (threshold encodings, accumulators, budget) is there
@@ -296,6 +300,7 @@ class Engine:
                     self.plans[lay.name] = make_plan(lay)
                 except HwsimError as exc:
                     raise HwsimError(exc.message, source=self.model.source, field=exc.field) from None
+        self._packed = packed_binary_tensors(self.model)
 
     def run(self, codes: np.ndarray, keep_all: bool = False) -> RunResult:
         """Run a batch of input codes [N, *input_shape] through the model."""
@@ -340,14 +345,16 @@ class Engine:
         n = codes.shape[0]
         tensors = {"input": codes.astype(code_dtype(model.input_enc))}
         trace = Trace(batch=n, dram_input_bits=codes.size * model.input_enc.storage_bits)
-        for lay, wide_inputs, out_dtype, last_uses in self._schedule():
+        for lay, wide_inputs, out_dtype, last_uses, pack in self._schedule():
             interrupt.check()  # Ctrl-C at the command line: raised here if it could not be at once
             counts = LayerCounts.fresh(lay.name, lay.op, n)
             inputs = [tensors[name] for name in lay.inputs]
             if wide_inputs:   # units written for int64 codes get them
                 inputs = [x.astype(np.int64, copy=False) for x in inputs]
-            # codes are kept in the narrowest dtype of their encoding between layers
-            tensors[lay.name] = self.run_layer(lay, inputs, counts).astype(out_dtype, copy=False)
+            # codes are kept in the narrowest dtype of their encoding between layers (binary ones as packed bits
+            # where XNOR layers read them)
+            out = self.run_layer(lay, inputs, counts, packed=pack)
+            tensors[lay.name] = out if pack else out.astype(out_dtype, copy=False)
             _count_traffic(lay, inputs, tensors[lay.name], counts, self._traffic)
             trace.layers.append(counts)
             if not keep_all:
@@ -355,7 +362,8 @@ class Engine:
                     del tensors[name]
         out = tensors[model.output_name].astype(np.int64)
         if keep_all:
-            tensors = {name: t.astype(np.int64) for name, t in tensors.items()}
+            tensors = {name: (t.codes() if isinstance(t, popcount.PackedBits) else t).astype(np.int64)
+                       for name, t in tensors.items()}
         else:
             tensors = {}
         trace.dram_output_bits = out.size * model.layers[-1].out_enc.storage_bits
@@ -363,19 +371,23 @@ class Engine:
 
     def _schedule(self) -> list:
         """Per layer, worked out once: (layer, whether its unit takes int64 codes, its codes' dtype, the tensors
-        no later layer reads, the model's output excepted)."""
+        no later layer reads, the model's output excepted, whether its output is kept as packed bits)."""
         if self._steps is None:
             model, last = self.model, _last_use(self.model)
             self._steps = [(lay, lay.op not in NARROW_INPUTS, code_dtype(lay.out_enc),
                             tuple(name for name in dict.fromkeys(lay.inputs)
-                                  if last[name] == i and name != model.output_name))
+                                  if last[name] == i and name != model.output_name),
+                            lay.name in self._packed)
                            for i, lay in enumerate(model.layers)]
         return self._steps
 
-    def run_layer(self, lay: Layer, inputs: list, counts: LayerCounts) -> np.ndarray:
-        """One layer on its input codes; a failure that depends on the data (e.g. a requantizer overflow) names
-        the model file and the layer."""
+    def run_layer(self, lay: Layer, inputs: list, counts: LayerCounts, packed: bool = False) -> np.ndarray:
+        """One layer on its input codes (or popcount.PackedBits, from the engine's own runs); a failure that
+        depends on the data (e.g. a requantizer overflow) names the model file and the layer. `packed`: the
+        output as PackedBits (a binary layer's)."""
         try:
+            if packed:
+                return self._packed_output(lay, inputs, counts)
             return RUNNERS[lay.op](self, lay, inputs, counts)
         except HwsimError as exc:
             where = f"layers.{lay.name}"
@@ -397,7 +409,7 @@ class Engine:
 
     # ----------------------------------------------------------------------------------- per op
 
-    def _mac(self, lay, inputs, counts):
+    def _mac(self, lay, inputs, counts, packed_out: bool = False):
         plan = self.plans[lay.name]
         in_enc, out_enc, w_enc = lay.in_encs[0], lay.out_enc, lay.weight_enc
         x_codes = inputs[0]
@@ -413,18 +425,23 @@ class Engine:
             counts.lut_entries = lay.codebook.shape[1]
             counts.lut_width_bits = w_enc.table_bits
         if lay.is_xnor:
+            packed_in = isinstance(x_codes, popcount.PackedBits)
             if lay.op == "conv2d":
-                acc = popcount.xnor_conv2d(x_codes.astype(np.uint8, copy=False), plan.w_bits,
-                                           tuple(lay.attr("stride")),
-                                           tuple(lay.attr("padding")), lay.attr("groups"), lay.attr("binary_pad"))
+                geometry = (tuple(lay.attr("stride")), tuple(lay.attr("padding")), lay.attr("groups"),
+                            lay.attr("binary_pad"))
+                acc = popcount.xnor_conv2d_packed(x_codes.bits, x_codes.layout[0], plan.w_bits, *geometry) \
+                    if packed_in else popcount.xnor_conv2d(x_codes.astype(np.uint8, copy=False), plan.w_bits,
+                                                           *geometry)
                 words = popcount.popcount_words_per_output(lay.weight.shape[1], *lay.weight.shape[2:])
             else:
-                acc = popcount.xnor_dense(x_codes.astype(np.uint8, copy=False), plan.w_bits)
+                acc = popcount.xnor_dense_packed(x_codes.bits, self._dense_packed_bits(lay, plan, x_codes.layout),
+                                                 k) \
+                    if packed_in else popcount.xnor_dense(x_codes.astype(np.uint8, copy=False), plan.w_bits)
                 words = popcount.popcount_words_per_output(k, 1, 1)
             counts.binary_macs = out_elems * k
             counts.popcount_words = out_elems * words
             if isinstance(out_enc, BinaryAct):   # sign bits straight from the popcount sums (no int64 pass)
-                return popcount.signs(acc, plan.bias)
+                return (popcount.signs_packed if packed_out else popcount.signs)(acc, plan.bias)
             acc = acc.astype(np.int64)
             if plan.bias is not None:
                 acc += plan.bias.reshape((1, -1) + (1,) * (acc.ndim - 2))
@@ -571,7 +588,35 @@ class Engine:
 
     def _reshape(self, lay, inputs, counts):
         x = inputs[0]
+        if isinstance(x, popcount.PackedBits):   # a flatten of packed bits: their bytes, [N, H·W·ceil(C/8)]
+            return replace(x, bits=x.bits.reshape(x.shape[0], -1), shape=(x.shape[0],) + tuple(lay.out_shape))
         return x.reshape((x.shape[0],) + tuple(lay.out_shape))
+
+    def _packed_output(self, lay, inputs, counts) -> popcount.PackedBits:
+        """A binary layer's output as packed bits: written so by an XNOR layer's sign unit and a flatten of
+        packed bits; packed after the unit otherwise."""
+        n = inputs[0].shape[0]
+        shape, layout = (n,) + tuple(lay.out_shape), self._packed[lay.name]
+        if lay.is_xnor:
+            return popcount.PackedBits(self._mac(lay, inputs, counts, packed_out=True), layout, shape)
+        out = RUNNERS[lay.op](self, lay, inputs, counts)
+        if isinstance(out, popcount.PackedBits):
+            return out
+        return popcount.PackedBits(popcount.pack_channels(out), layout, shape)
+
+    def _dense_packed_bits(self, lay, plan, packed_in) -> np.ndarray:
+        """An XNOR dense layer's weight bits [Co, H·W·8·ceil(C/8)] in the order of its packed input bits (pixel
+        after pixel, C channels and the byte's spare bits each), 0 at the spare bits; made once."""
+        bits = self._dense_bits.get(lay.name)
+        if bits is None:
+            c, h, w = packed_in
+            co = plan.w_bits.shape[0]
+            bits = np.zeros((co, h, w, -(-c // 8) * 8), np.uint8)
+            bits[..., :c] = plan.w_bits.reshape(co, c, h, w).transpose(0, 2, 3, 1)
+            bits = bits.reshape(co, -1)
+            bits.flags.writeable = False   # frozen: the packed-filter cache trusts it without a compare
+            self._dense_bits[lay.name] = bits
+        return bits
 
     def _concat(self, lay, inputs, counts):
         return np.concatenate(inputs, axis=1)
@@ -678,6 +723,40 @@ RUNNERS = {"conv2d": Engine._mac, "dense": Engine._mac, "maxpool": Engine._maxpo
 # Ops whose runners take codes in any integer dtype (the others get int64 codes)
 NARROW_INPUTS = frozenset({"conv2d", "dense", "flatten", "reshape", "concat", "transpose", "maxpool", "relu",
                            "clip", "add"})
+
+
+def packed_binary_tensors(model: Model) -> dict:
+    """name -> (C, H, W) ([K] as (K, 1, 1)) of each binary tensor the engine keeps as packed bits
+    (popcount.pack_channels: eight channels a byte, an eighth of a uint8 code's memory): every layer that reads
+    it takes packed bits, that is an XNOR conv (one group, or groups of whole bytes), an XNOR dense, or a
+    flatten that only XNOR dense layers read (its output is then packed too, the same bytes). The model's input
+    and output stay codes."""
+    readers: dict = {}
+    for lay in model.layers:
+        for name in lay.inputs:
+            readers.setdefault(name, []).append(lay)
+
+    def reads_packed(lay: Layer, shape: tuple) -> bool:
+        if lay.is_xnor and lay.op == "conv2d":
+            return len(shape) == 3 and (lay.attr("groups") == 1 or shape[0] // lay.attr("groups") % 8 == 0)
+        if lay.is_xnor and lay.op == "dense":
+            return len(shape) == 1
+        if lay.op == "flatten" and len(shape) == 3 and lay.name != model.output_name:
+            return bool(readers.get(lay.name)) and all(r.is_xnor and r.op == "dense" for r in readers[lay.name])
+        return False
+
+    packed = {}
+    for lay in model.layers:
+        shape = tuple(lay.out_shape)
+        if lay.name in packed:   # a flatten of packed bits (registered with its input's layout)
+            continue
+        if (isinstance(lay.out_enc, BinaryAct) and lay.name != model.output_name and readers.get(lay.name)
+                and len(shape) in (1, 3) and all(reads_packed(r, shape) for r in readers[lay.name])):
+            packed[lay.name] = shape if len(shape) == 3 else (shape[0], 1, 1)
+            for r in readers[lay.name]:
+                if r.op == "flatten":
+                    packed[r.name] = packed[lay.name]
+    return packed
 
 
 def _last_use(model: Model) -> dict:
@@ -891,7 +970,8 @@ def _count_encode(enc, n, counts):
 
 def _count_traffic(lay: Layer, inputs, output, counts: LayerCounts, memo: dict):
     """Compulsory traffic: each weight, input and output moved once; reshapes and concats are free views.
-    `memo` keeps each layer's tensor names and bit widths (the engine's: one lookup per layer and run)."""
+    `memo` keeps each layer's tensor names and bit widths (the engine's: one lookup per layer and run). A
+    packed binary tensor's size is its count of codes."""
     plan = memo.get(lay.name)
     if plan is None:
         plan = memo[lay.name] = _traffic_plan(lay)

@@ -170,6 +170,24 @@ def test_pack_canvas_twin(seed, groups, cig, odd):
     assert bad_got == bad_want
 
 
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), c=st.integers(1, 20), acc_t=st.sampled_from([np.int32, np.int64]))
+def test_signs_packed_twin(seed, c, acc_t):
+    rng = np.random.default_rng(seed)
+    n, s = int(rng.integers(1, 4)), int(rng.integers(1, 30))
+    acc = _accumulators(rng, (n, c, s), acc_t)
+    info = np.iinfo(acc_t)
+    limit = rng.choice([0, 1, -1, 7, int(info.max), int(info.min)], c).astype(acc_t)
+    always = rng.random(c) < 0.2
+    nb = -(-c // 8)
+    want = np.full((n, s, nb), 0xA5, np.uint8)
+    got = want.copy()
+    t0, t1 = _range(rng, n * nb)
+    popcount._signs_packed(t0, t1, acc, limit, always, want)
+    popcount._signs_packed_numpy(t0, t1, acc, limit, always, got)
+    np.testing.assert_array_equal(got, want)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # The tiers
 # ------------------------------------------------------------------------------------------------------------

@@ -21,8 +21,9 @@ versions for the tests.
 """
 from __future__ import annotations
 
+import math
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from ..jit import njit
@@ -78,7 +79,131 @@ def xnor_conv2d(x_bits, w_bits, stride, padding, groups, pad_mode) -> np.ndarray
     x_bits, w_bits, g = _check(x_bits, w_bits, stride, padding, groups, pad_mode)
     if g.n == 0:
         return np.zeros((0, g.co, g.ho, g.wo), np.int32)
-    canvas = _bit_canvas(x_bits, g, pad_mode)
+    return _xnor_on_canvas(_bit_canvas(x_bits, g, pad_mode), w_bits, g, pad_mode)
+
+
+def xnor_conv2d_packed(x_packed, channels: int, w_bits, stride, padding, groups, pad_mode) -> np.ndarray:
+    """xnor_conv2d of packed input bits (`pack_channels`: uint8 [N, H, W, ceil(Ci/8)], channel c at bit c%8 of
+    byte c//8 of its pixel). Each image row's bytes go into the canvas as one copy (the canvas words hold the
+    same bytes, little-endian). Groups of a whole number of bytes (Ci/groups a multiple of 8, or one group)."""
+    x_packed, w_bits = np.asarray(x_packed), _as_int(np.asarray(w_bits))
+    n, h, w, nb = x_packed.shape
+    g = conv_geometry((n, channels, h, w), w_bits.shape, stride, padding, groups)
+    if pad_mode not in PAD_MODES or nb != -(-channels // 8) or (g.groups > 1 and g.cig % 8):
+        raise ValueError(f"xnor_conv2d_packed: {nb} bytes a pixel for {channels} channels in {g.groups} groups, "
+                         f"pad_mode {pad_mode!r}")
+    if g.n == 0:
+        return np.zeros((0, g.co, g.ho, g.wo), np.int32)
+    nw = -(-g.cig // WORD_BITS)
+    canvas = np.empty(im2col.canvas_shape(g, nw), np.uint64)
+    canvas[...] = pack_bits(np.ones(g.cig, np.uint8), axis=0) if pad_mode == "-1" else 0
+    pixels = canvas.view(np.uint8).reshape(canvas.shape[:3] + (g.groups, nw * 8))[:, g.top:g.top + h,
+                                                                                  g.left:g.left + w]
+    per_group = -(-g.cig // 8)
+    pixels[..., per_group:] = 0   # spare bytes of the words: 0 in x and w, so they never count
+    pixels[..., :per_group] = x_packed.reshape(n, h, w, g.groups, per_group)
+    if g.cig % 8:   # spare bits of the last byte (one group): 0 whatever the producer left there
+        pixels[..., per_group - 1] &= np.uint8((1 << (g.cig % 8)) - 1)
+    return _xnor_on_canvas(canvas, w_bits, g, pad_mode)
+
+
+def xnor_dense_packed(x_packed, w_bits, k: int) -> np.ndarray:
+    """xnor_dense of packed inputs: x_packed uint8 [N, B] (8·B bits, the spare ones 0), w_bits 0/1 [Co, 8·B]
+    in the same bit order (0 at the spare bits), k the real input count -> int32 [N, Co]."""
+    x_packed, w_bits = np.asarray(x_packed), np.asarray(w_bits)
+    n, nb = x_packed.shape
+    if w_bits.ndim != 2 or w_bits.shape[1] != 8 * nb or not 0 < k <= 8 * nb:
+        raise ValueError(f"xnor_dense_packed: x [N, {nb}] bytes, w {w_bits.shape}, k {k}")
+    # the batch becomes the width of a 1-row image; the spare bits (0 in both) add 8·B - k to each sum
+    out = xnor_conv2d_packed(x_packed[None, None], 8 * nb, w_bits[:, :, None, None], (1, 1), (0, 0, 0, 0), 1, "+1")
+    return np.ascontiguousarray(out[0, :, 0, :].T) - np.int32(8 * nb - k)
+
+
+@dataclass(frozen=True)
+class PackedBits:
+    """A binary tensor as the engine keeps it between XNOR layers: `bits` uint8 [N, H, W, ceil(C/8)] (eight
+    channels a byte, `pack_channels`; [N, H·W·ceil(C/8)] once flattened), `layout` (C, H, W) of an image's
+    codes, `shape` the codes' shape ([N, C, H, W], or [N, C·H·W] flattened). `size` counts codes, not bytes."""
+    bits: np.ndarray
+    layout: tuple
+    shape: tuple
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def codes(self) -> np.ndarray:
+        """The uint8 0/1 codes, shaped as the model shapes the tensor."""
+        c, h, w = self.layout
+        n = self.shape[0]
+        return unpack_channels(self.bits.reshape(n, h, w, -1), c).reshape(self.shape)
+
+
+def pack_channels(codes) -> np.ndarray:
+    """Binary codes (0/1) [N, C, H, W] -> uint8 [N, H, W, ceil(C/8)] (channel c at bit c%8 of byte c//8 of its
+    pixel, spare bits 0); [N, K] -> [N, ceil(K/8)]. How the engine keeps a binary tensor that XNOR layers read."""
+    codes = np.asarray(codes)
+    pixels_last = codes.transpose(0, 2, 3, 1) if codes.ndim == 4 else codes
+    return np.packbits(pixels_last, axis=-1, bitorder="little")
+
+
+def unpack_channels(packed, channels: int) -> np.ndarray:
+    """pack_channels undone: uint8 0/1 codes [N, C, H, W] (or [N, K])."""
+    bits = np.unpackbits(np.asarray(packed), axis=-1, count=channels, bitorder="little")
+    return np.ascontiguousarray(bits.transpose(0, 3, 1, 2)) if bits.ndim == 4 else bits
+
+
+def signs_packed(acc: np.ndarray, bias) -> np.ndarray:
+    """pack_channels(signs(acc, bias)) in one pass: the sign bits of [N, C, ...] sums, eight channels a byte."""
+    acc = np.ascontiguousarray(acc)
+    n, c = acc.shape[0], acc.shape[1]
+    s = int(np.prod(acc.shape[2:], dtype=np.int64))   # positions per channel (1 for dense sums)
+    limit = np.zeros(c, np.int64) if bias is None else -np.asarray(bias, np.int64)
+    lo, hi = np.iinfo(acc.dtype).min, np.iinfo(acc.dtype).max
+    nb = -(-c // 8)
+    out = np.empty((n,) + acc.shape[2:] + (nb,), np.uint8)
+    split(_signs_packed, n * nb, acc.reshape(n, c, s), np.clip(limit, lo, hi).astype(acc.dtype), limit > hi,
+          out.reshape(n, s, nb), work=acc.size // 8)
+    return out
+
+
+def _signs_packed_numpy(t0, t1, acc, limit, always, out):
+    """_signs_packed in numpy: whole images at once (a split's single chunk), else task by task."""
+    c, nb = acc.shape[1], out.shape[2]
+    spare = np.zeros(nb * 8 - c, bool)
+    for ni in range(t0 // nb, -(-t1 // nb)):
+        bits = np.concatenate([(acc[ni] < limit[:, None]) | always[:, None], np.broadcast_to(
+            spare[:, None], (spare.size, acc.shape[2]))])   # [8·nb, S]
+        packed = np.packbits(bits.reshape(nb, 8, -1), axis=1, bitorder="little")[:, 0]   # [nb, S]
+        b0, b1 = max(t0 - ni * nb, 0), min(t1 - ni * nb, nb)
+        out[ni, :, b0:b1] = packed[b0:b1].T
+
+
+@njit(nogil=True, cache=True, python=_signs_packed_numpy)
+def _signs_packed(t0, t1, acc, limit, always, out):
+    """Tasks (image, byte): out[n, p, b] bit j = acc[n, 8b + j, p] < limit[8b + j] (or always), over the pixels."""
+    c, s, nb = acc.shape[1], acc.shape[2], out.shape[2]
+    byte = np.empty(s, np.int32)   # int32 lanes: a compare, a select and an OR per code (3x faster than uint8)
+    zero = np.int32(0)
+    for t in range(t0, t1):
+        ni, b = t // nb, t % nb
+        byte[:] = 0
+        for j in range(min(8, c - 8 * b)):
+            ch = 8 * b + j
+            row, lim, bit = acc[ni, ch], limit[ch], np.int32(1 << j)
+            if always[ch]:
+                for p in range(s):
+                    byte[p] = np.int32(byte[p] | bit)
+            else:
+                for p in range(s):   # unit stride: it vectorises
+                    byte[p] = np.int32(byte[p] | (bit if row[p] < lim else zero))
+        dst = out[ni]
+        for p in range(s):
+            dst[p, b] = np.uint8(byte[p])
+
+
+def _xnor_on_canvas(canvas, w_bits, g: ConvGeometry, pad_mode: str) -> np.ndarray:
+    """The XNOR sums of a packed input canvas (_bit_canvas) with the filters."""
     nvec = im2col.choose_nvec(g.cog, np.uint64)
     ww, wpk = im2col.memo_pack(w_bits, ("bits", g.groups, nvec), lambda: _pack_filters(w_bits, g, nvec))
     offs = im2col.offset_table(g, canvas)
