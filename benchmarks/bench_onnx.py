@@ -165,41 +165,42 @@ def ort_session(path, threads):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def median_time(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+BLOCK = 4   # runs of one side in a row in time_interleaved: the first warms up after the other side's block
+# After its runs ORT's pool threads spin on a core for ~0.1 s (measured here: 2 busy cores for 50 ms, then
+# part of one), which would take a core from the hwsim runs that follow; they start after this pause.
+ORT_SPIN_S = 0.25
 
 
-def time_ort(path, x, repeats):
-    per = {}
-    out = None
+def time_interleaved(path, x, engine, codes, repeats):
+    """(ORT's and hwsim's median time per thread count, their outputs). At each thread count the two sides take
+    turns in blocks of BLOCK back-to-back runs, until each has `repeats` timed runs; the first run of a block is
+    not timed (the other side's block left the caches cold), and hwsim's block starts ORT_SPIN_S after ORT's.
+    So both meet the same spells of a shared machine: timing one side after the other once charged a slow
+    minute to one of them alone; single runs in turn measured neither side's steady state. hwsim's time is its
+    `functional_s`."""
+    ort_per, hw_per, y_ort, y_hw = {}, {}, None, None
     for t in THREADS:
         sess = ort_session(path, t)
         name = sess.get_inputs()[0].name
-        per[t] = median_time(lambda: sess.run(None, {name: x}), repeats)
-        out = sess.run(None, {name: x})[0]
-    return per, out
-
-
-def time_hwsim(engine, codes, repeats):
-    per = {}
-    out = None
-    for t in THREADS:
         kernel_threads.set_count(t)
         engine.run(codes[:1])  # JIT compile / cache load
-        times = []
-        for _ in range(repeats + 1):
-            res = engine.run(codes)
-            times.append(res.functional_s)
-        per[t] = statistics.median(times[1:])
-        out = res.output
+        ort_times, hw_times = [], []
+        while len(hw_times) < repeats:
+            for i in range(BLOCK):
+                t0 = time.perf_counter()
+                y_ort = sess.run(None, {name: x})[0]
+                if i:
+                    ort_times.append(time.perf_counter() - t0)
+            time.sleep(ORT_SPIN_S)
+            for i in range(BLOCK):
+                res = engine.run(codes)
+                if i:
+                    hw_times.append(res.functional_s)
+            y_hw = res.output
+        ort_per[t], hw_per[t] = statistics.median(ort_times), statistics.median(hw_times)
+        del sess
     kernel_threads.set_count(kernel_threads.DEFAULT_COUNT)
-    return per, out
+    return ort_per, y_ort, hw_per, y_hw
 
 
 def ort_output_codes(qdq_path, y):
@@ -301,8 +302,7 @@ def compare_models(label, qnn_path, qdq_path, x, repeats, hw="tsmc90"):
     model = load_model(qnn_path)
     engine = Engine(model)
     codes = quantize_input(model, x)
-    ort_per, y_ort = time_ort(qdq_path, x, repeats)
-    hw_per, y_hw = time_hwsim(engine, codes, repeats)
+    ort_per, y_ort, hw_per, y_hw = time_interleaved(qdq_path, x, engine, codes, repeats)
     q_ort = ort_output_codes(qdq_path, y_ort)
     equal = None if q_ort is None else int(np.count_nonzero(q_ort.reshape(len(x), -1) == y_hw.reshape(len(x), -1)))
     best_hw, best_ort = min(hw_per.values()), min(ort_per.values())

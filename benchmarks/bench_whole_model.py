@@ -13,9 +13,10 @@ activations x s8 per-channel weights):
                 export exists): within 2x
   memory        peak resident memory of a ResNet-18 batch-32 run, each in a fresh process: hwsim at most 2x ORT
 Each side runs at its best thread count (1 or 2: numba threads for hwsim, intra-op threads for ORT); the time is
-the median of repeated runs after a warm-up; hwsim's time is `timing.functional_s` (the engine alone, no
-loading or compiling). The machine may be shared: load averages are saved with the figures, and a busy second
-core hurts the 2-thread runs most. Printed, and written to benchmarks/results/whole_model.json.
+the median of repeated runs after a warm-up, the two sides' runs taken in turn (bench_onnx.time_interleaved: a
+slow spell of a shared machine then meets both); hwsim's time is `timing.functional_s` (the engine alone, no
+loading or compiling). Load averages are saved with the figures, and a busy second core hurts the 2-thread runs
+most. Printed, and written to benchmarks/results/whole_model.json.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numba  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
-from bench_onnx import ort_output_codes, time_hwsim, time_ort  # noqa: E402
+from bench_onnx import ort_output_codes, time_interleaved  # noqa: E402
 import whole_model_nets as nets  # noqa: E402
 from simulator.engine import Engine, quantize_input  # noqa: E402
 from simulator.kernels import threads as kernel_threads  # noqa: E402
@@ -56,8 +57,7 @@ def side_by_side(label, model, onnx_path, x, repeats, macs=None):
     """Time ORT and hwsim on the same input; compare ORT's output codes with hwsim's."""
     engine = Engine(model)
     codes = quantize_input(model, x)
-    ort_per, y_ort = time_ort(onnx_path, x, repeats)
-    hw_per, y_hw = time_hwsim(engine, codes, repeats)
+    ort_per, y_ort, hw_per, y_hw = time_interleaved(onnx_path, x, engine, codes, repeats)
     # ORT's output: codes already (an export ending in integer codes), or the final DequantizeLinear's floats
     q_ort = y_ort.astype(np.int64) if np.issubdtype(y_ort.dtype, np.integer) else ort_output_codes(onnx_path, y_ort)
     equal = None if q_ort is None else int(np.count_nonzero(q_ort.reshape(len(x), -1) == y_hw.reshape(len(x), -1)))

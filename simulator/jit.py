@@ -165,6 +165,8 @@ def tiered(kernel, work: int):
     """(the function to call, whether it is a Python twin) for `kernel` (a numba dispatcher, or anything)
     about to do `work`. In a planned process: the twin while the run's projected work for it stays within
     TWIN_WORK and numba's cache does not hold it; otherwise the kernel, for the rest of the process."""
+    if _plan_scale is None:   # no plan in this process (the library): every kernel compiled, at no cost here
+        return kernel, False
     if isinstance(kernel, Kernel):   # a stand-in not yet replaced where the caller found it (the first call)
         if kernel.target is None:
             _resolve(kernel.group, group_mode(kernel.group))
