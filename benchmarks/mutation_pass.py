@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CORE_TESTS = ["tests/test_fused_paths.py", "tests/test_independent_models.py", "tests/test_kernels_mac.py",
+CORE_TESTS = ["tests/test_kernel_twins.py", "tests/test_packed_binary.py", "tests/test_fused_paths.py", "tests/test_independent_models.py", "tests/test_kernels_mac.py",
               "tests/test_engine_vs_reference.py", "tests/test_units_requantizer.py", "tests/test_units_rounding.py",
               "tests/test_units_enq_knq.py", "tests/test_units_lut_pool_bin.py", "tests/test_zero_gating.py",
               "tests/test_pair_saturation.py", "tests/test_kernels_popcount.py", "tests/test_models.py",
@@ -112,6 +112,27 @@ MUTATIONS = [
      "counts.name, counts.op, counts.batch = name, op, batch", "counts.name, counts.op, counts.batch = name, op, 1"),
     ("traffic memo: weights counted once per batch", "simulator/engine.py",
      "counts.weight_bits[key] = n * bits", "counts.weight_bits[key] = bits"),
+    ("epilogue twin: the multipliers of the channel before", "simulator/kernels/epilogue.py",
+     "mk = m[:1] if shared else m[np.arange(t0, t1) % c, None]", "mk = m[:1] if shared else m[np.arange(t0, t1) % c - 1, None]"),
+    ("small-image epilogue twin: the last element of each image dropped", "simulator/kernels/epilogue.py",
+     "spans = [(t0 // pieces, t1 // pieces, 0, size)]", "spans = [(t0 // pieces, t1 // pieces, 0, size - 1)]"),
+    ("decode twin: spare canvas channels left as they were", "simulator/kernels/codes_path.py",
+     "        dst[..., cig:] = 0\n", "        pass\n"),
+    ("zero-tap twin: the row stride ignored", "simulator/kernels/codes_path.py",
+     "per_position[:, r0:r1:rs, c0:c1:cs]", "per_position[:, r0:r1, c0:c1:cs]"),
+    ("XNOR packing twin: values other than 0 and 1 not reported", "simulator/kernels/popcount.py",
+     "return int(odd[t0 - first:t1 - first].sum())", "return 0"),
+    ("packed sign bits one bit too high", "simulator/kernels/popcount.py",
+     "row, lim, bit = acc[ni, ch], limit[ch], np.int32(1 << j)", "row, lim, bit = acc[ni, ch], limit[ch], np.int32(2 << j)"),
+    ("packed XNOR dense: the spare bits' constant kept", "simulator/kernels/popcount.py",
+     "return np.ascontiguousarray(out[0, :, 0, :].T) - np.int32(8 * nb - k)",
+     "return np.ascontiguousarray(out[0, :, 0, :].T)"),
+    ("packed XNOR conv: spare bits of the last byte kept", "simulator/kernels/popcount.py",
+     "pixels[..., per_group - 1] &= np.uint8((1 << (g.cig % 8)) - 1)", "pixels[..., per_group - 1] &= np.uint8(0xFF)"),
+    ("packed XNOR dense weights in channel-major order", "simulator/engine.py",
+     "bits[..., :c] = plan.w_bits.reshape(co, c, h, w).transpose(0, 2, 3, 1)", "bits[..., :c] = plan.w_bits.reshape(co, h, w, c)"),
+    ("tiers: a plan never takes a twin", "simulator/jit.py",
+     "if _plan_scale is None or projected > TWIN_WORK or", "if _plan_scale is None or projected >= 0 or"),
 ]
 
 
