@@ -79,7 +79,7 @@ class Kernel:
     def __init__(self, py_func, options: dict, python=None, build=None, group: str = "engine"):
         self.py_func, self.options, self.python, self.build, self.group = py_func, options, python, build, group
         self.target = None
-        self.tier = None         # NUMBA or PYTHON once a plan (or a call outside one) chose it; see `tiered`
+        self.tier = None         # NUMBA or PYTHON once a planned process chose it; see `tiered`
         self.planned_work = 0    # the run's work the plan gave the twin so far
         self.__name__, self.__qualname__ = py_func.__name__, py_func.__qualname__
         self.__module__, self.__doc__ = py_func.__module__, py_func.__doc__
@@ -176,8 +176,8 @@ def tiered(kernel, work: int):
         return kernel, False
     if k.tier == PYTHON:
         return k.python, True
-    projected = k.planned_work + work * (_plan_scale or 0)
-    if _plan_scale is None or projected > TWIN_WORK or kernel.signatures or _in_cache(kernel):
+    projected = k.planned_work + work * _plan_scale
+    if projected > TWIN_WORK or kernel.signatures or _in_cache(kernel):
         k.tier = NUMBA
         return kernel, False
     k.planned_work = projected
