@@ -380,7 +380,7 @@ def test_single_sample_warm_up_is_reused_by_run_batched(tmp_path, monkeypatch):
     codes = np.zeros((1, 1, 1024, 2048), np.int64)
     calls = []
     real = Engine.run_layer
-    monkeypatch.setattr(Engine, "run_layer", lambda self, *a: calls.append(1) or real(self, *a))
+    monkeypatch.setattr(Engine, "run_layer", lambda self, *a, **kw: calls.append(1) or real(self, *a, **kw))
     first = engine.run(codes[:1])                 # the CLI's JIT warm-up
     result = run_batched(engine, codes)
     assert len(calls) == 1 and np.array_equal(result.output, first.output)
