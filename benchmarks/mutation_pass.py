@@ -115,7 +115,7 @@ MUTATIONS = [
     ("epilogue twin: the multipliers of the channel before", "simulator/kernels/epilogue.py",
      "mk = m[:1] if shared else m[np.arange(t0, t1) % c, None]", "mk = m[:1] if shared else m[np.arange(t0, t1) % c - 1, None]"),
     ("small-image epilogue twin: the last element of each image dropped", "simulator/kernels/epilogue.py",
-     "spans = [(t0 // pieces, t1 // pieces, 0, size)]", "spans = [(t0 // pieces, t1 // pieces, 0, size - 1)]"),
+     "i0, i1 = p0 * piece, min(size, p1 * piece)", "i0, i1 = p0 * piece, min(size - 1, p1 * piece)"),
     ("decode twin: spare canvas channels left as they were", "simulator/kernels/codes_path.py",
      "        dst[..., cig:] = 0\n", "        pass\n"),
     ("zero-tap twin: the row stride ignored", "simulator/kernels/codes_path.py",
@@ -132,7 +132,7 @@ MUTATIONS = [
     ("packed XNOR dense weights in channel-major order", "simulator/engine.py",
      "bits[..., :c] = plan.w_bits.reshape(co, c, h, w).transpose(0, 2, 3, 1)", "bits[..., :c] = plan.w_bits.reshape(co, h, w, c)"),
     ("tiers: a plan never takes a twin", "simulator/jit.py",
-     "if _plan_scale is None or projected > TWIN_WORK or", "if _plan_scale is None or projected >= 0 or"),
+     "if projected > TWIN_WORK or kernel.signatures", "if projected >= 0 or kernel.signatures"),
 ]
 
 

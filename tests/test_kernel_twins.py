@@ -61,6 +61,15 @@ def _clip_range(rng, out_dtype):
     return lo, hi, offset
 
 
+def _assert_twin(kernel, twin, sentinel, args_with):
+    """Run the kernel and its twin, each into its own copy of the sentinel-filled output (`args_with(out)`: the
+    call's arguments around it); the outputs must be equal. Returns the output and both calls' results."""
+    want, got = sentinel.copy(), sentinel.copy()
+    results = kernel(*args_with(want)), twin(*args_with(got))
+    np.testing.assert_array_equal(got, want)
+    return got, results
+
+
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), acc_t=st.sampled_from([np.int32, np.int64]),
        float_t=st.sampled_from([np.float32, np.float64]), out_t=st.sampled_from(list(DTYPES)),
@@ -72,11 +81,8 @@ def test_float_lines_twin(seed, acc_t, float_t, out_t, shared):
     m = _multipliers(rng, 1 if shared else c, float_t)
     lo, hi, offset = _clip_range(rng, DTYPES[out_t])
     t0, t1 = _range(rng, n * c)
-    want = np.full((n, c, s), 7, DTYPES[out_t])
-    got = want.copy()
-    epilogue._float_lines(t0, t1, acc, m, shared, lo, hi, offset, want)
-    epilogue._float_lines_numpy(t0, t1, acc, m, shared, lo, hi, offset, got)
-    np.testing.assert_array_equal(got, want)
+    _assert_twin(epilogue._float_lines, epilogue._float_lines_numpy, np.full((n, c, s), 7, DTYPES[out_t]),
+                 lambda out: (t0, t1, acc, m, shared, lo, hi, offset, out))
 
 
 @settings(max_examples=60, deadline=None)
@@ -93,11 +99,8 @@ def test_float_spread_twin(seed, acc_t, float_t, out_t, linear):
     table = rng.integers(info.min, info.max, hi - lo + 1, endpoint=True).astype(DTYPES[out_t])
     pieces = -(-size // piece)
     t0, t1 = _range(rng, n * pieces)
-    want = np.full((n, size), 7, DTYPES[out_t])
-    got = want.copy()
-    epilogue._float_spread(t0, t1, acc, m, lo, hi, offset, table, linear, piece, want)
-    epilogue._float_spread_numpy(t0, t1, acc, m, lo, hi, offset, table, linear, piece, got)
-    np.testing.assert_array_equal(got, want)
+    _assert_twin(epilogue._float_spread, epilogue._float_spread_numpy, np.full((n, size), 7, DTYPES[out_t]),
+                 lambda out: (t0, t1, acc, m, lo, hi, offset, table, linear, piece, out))
 
 
 @settings(max_examples=60, deadline=None)
@@ -113,12 +116,9 @@ def test_decode_into_twin(seed, code_t, groups, cig, spare):
     codes = rng.integers(lo, hi, (n, groups * cig, h, w), endpoint=True).astype(DTYPES[code_t])
     table = rng.integers(-32768, 32768, hi - lo + 1).astype(np.int16)
     canvas_dims = (n, h + top + int(rng.integers(0, 3)), w + left + int(rng.integers(0, 3)), groups, cig + spare)
-    want = np.full(canvas_dims, -7, np.int16)
-    got = want.copy()
     t0, t1 = _range(rng, n * h)
-    codes_path._decode_into(t0, t1, codes, table, lo, want, top, left, cig)
-    codes_path._decode_into_numpy(t0, t1, codes, table, lo, got, top, left, cig)
-    np.testing.assert_array_equal(got, want)
+    _assert_twin(codes_path._decode_into, codes_path._decode_into_numpy, np.full(canvas_dims, -7, np.int16),
+                 lambda out: (t0, t1, codes, table, lo, out, top, left, cig))
 
 
 @settings(max_examples=60, deadline=None)
@@ -132,12 +132,9 @@ def test_zero_taps_twin(seed, k, stride, pad):
     rows = np.array([codes_path._inside(r, g.top, g.sh, g.ho, g.h) for r in range(g.kh)], np.int64)
     cols = np.array([codes_path._inside(s, g.left, g.sw, g.wo, g.w) for s in range(g.kw)], np.int64)
     zeros = (rng.random((n, c, h, w)) < rng.random()).astype(np.uint8)
-    want = np.full((c, k, k), -7, np.int64)
-    got = want.copy()
     t0, t1 = _range(rng, c)
-    codes_path._zero_taps(t0, t1, zeros, rows, cols, want)
-    codes_path._zero_taps_numpy(t0, t1, zeros, rows, cols, got)
-    np.testing.assert_array_equal(got, want)
+    got, _ = _assert_twin(codes_path._zero_taps, codes_path._zero_taps_numpy, np.full((c, k, k), -7, np.int64),
+                          lambda out: (t0, t1, zeros, rows, cols, out))
     # and both against a count position by position (Python integers)
     for ci in range(t0, t1):
         for r in range(k):
@@ -161,12 +158,10 @@ def test_pack_canvas_twin(seed, groups, cig, odd):
     nw = -(-cig // 64)
     top, left = int(rng.integers(0, 3)), int(rng.integers(0, 3))
     canvas_dims = (n, h + top + int(rng.integers(0, 2)), w + left + int(rng.integers(0, 2)), groups, nw)
-    want = np.full(canvas_dims, 0xA5A5A5A5A5A5A5A5, np.uint64)
-    got = want.copy()
     t0, t1 = _range(rng, n * groups * nw)
-    bad_want = popcount._pack_canvas_bytes(t0, t1, x, want, top, left, groups)
-    bad_got = popcount._pack_canvas_numpy(t0, t1, x, got, top, left, groups)
-    np.testing.assert_array_equal(got, want)
+    _, (bad_want, bad_got) = _assert_twin(popcount._pack_canvas_bytes, popcount._pack_canvas_numpy,
+                                          np.full(canvas_dims, 0xA5A5A5A5A5A5A5A5, np.uint64),
+                                          lambda out: (t0, t1, x, out, top, left, groups))
     assert bad_got == bad_want
 
 
@@ -180,12 +175,9 @@ def test_signs_packed_twin(seed, c, acc_t):
     limit = rng.choice([0, 1, -1, 7, int(info.max), int(info.min)], c).astype(acc_t)
     always = rng.random(c) < 0.2
     nb = -(-c // 8)
-    want = np.full((n, s, nb), 0xA5, np.uint8)
-    got = want.copy()
     t0, t1 = _range(rng, n * nb)
-    popcount._signs_packed(t0, t1, acc, limit, always, want)
-    popcount._signs_packed_numpy(t0, t1, acc, limit, always, got)
-    np.testing.assert_array_equal(got, want)
+    _assert_twin(popcount._signs_packed, popcount._signs_packed_numpy, np.full((n, s, nb), 0xA5, np.uint8),
+                 lambda out: (t0, t1, acc, limit, always, out))
 
 
 # ------------------------------------------------------------------------------------------------------------

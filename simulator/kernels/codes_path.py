@@ -27,7 +27,7 @@ from . import im2col
 from .byte_transpose import transpose_bytes
 from .im2col import ConvGeometry
 from .mac import _INT16_MAX
-from .threads import split
+from .threads import image_spans, split
 
 DECODE_TABLE_LIMIT = 1 << 16
 MEMO_ENTRIES = 32   # per layer: geometries (batch sizes) remembered
@@ -181,11 +181,7 @@ def _decode_into_numpy(t0, t1, codes, table, lo, canvas, top, left, cig):
     """_decode_into in numpy: whole images at once (a split's single chunk), else image by image."""
     h, w = codes.shape[2], codes.shape[3]
     groups = canvas.shape[3]
-    if t0 % h == 0 and t1 % h == 0:
-        spans = [(t0 // h, t1 // h, 0, h)]
-    else:
-        spans = [(ni, ni + 1, max(t0 - ni * h, 0), min(t1 - ni * h, h)) for ni in range(t0 // h, -(-t1 // h))]
-    for n0, n1, i0, i1 in spans:
+    for n0, n1, i0, i1 in image_spans(t0, t1, h):
         values = table[codes[n0:n1, :, i0:i1].astype(np.int64) - lo]   # [images, Ci, rows, W]
         dst = canvas[n0:n1, top + i0:top + i1, left:left + w]           # [images, rows, W, groups, ce]
         dst[..., :cig] = values.reshape(n1 - n0, groups, cig, i1 - i0, w).transpose(0, 3, 4, 1, 2)

@@ -28,7 +28,7 @@ from ..jit import njit
 from ..encodings import BinaryAct, ThresholdAct
 from ..errors import HwsimError
 from ..units.requantizer import BLOCK_CHANNELS, FLOAT_SATURATION, REQUANT_MODES, quantize_multiplier
-from .threads import split
+from .threads import image_spans, split
 
 # float32 0, float64 1, fixed_double 2, fixed_single 3, shift 4, fixed_double_ruy 5, fixed_double_blocks8 6,
 # float64_away 7
@@ -250,13 +250,8 @@ PIECE = 1 << 12  # elements of one _float_spread task
 def _float_spread_numpy(t0, t1, acc, m, lo, hi, offset, table, linear, piece, out):
     """_float_spread in numpy: whole images at once (a split's single chunk), else image by image."""
     size = acc.shape[1]
-    pieces = -(-size // piece)
-    if t0 % pieces == 0 and t1 % pieces == 0:
-        spans = [(t0 // pieces, t1 // pieces, 0, size)]
-    else:
-        spans = [(ni, ni + 1, max(t0 - ni * pieces, 0) * piece, min(size, min(t1 - ni * pieces, pieces) * piece))
-                 for ni in range(t0 // pieces, -(-t1 // pieces))]
-    for n0, n1, i0, i1 in spans:
+    for n0, n1, p0, p1 in image_spans(t0, t1, -(-size // piece)):
+        i0, i1 = p0 * piece, min(size, p1 * piece)
         q = _clipped_products(acc[n0:n1, i0:i1], m[i0:i1], lo, hi)
         out[n0:n1, i0:i1] = q + np.int32(offset) if linear else table[q - np.int32(lo)]
 

@@ -111,6 +111,16 @@ def split(kernel, n_tasks: int, *args, work: int = None) -> list:
         _busy.release()
 
 
+def image_spans(t0: int, t1: int, per_image: int) -> list:
+    """[(first image, end image, first unit, end unit)] covering tasks t0..t1 of `per_image` units an image (task
+    t is unit t % per_image of image t // per_image): one span when the range holds whole images (a split's single
+    chunk, as the numpy twins get it), else one span per image."""
+    if t0 % per_image == 0 and t1 % per_image == 0:
+        return [(t0 // per_image, t1 // per_image, 0, per_image)]
+    return [(ni, ni + 1, max(t0 - ni * per_image, 0), min(t1 - ni * per_image, per_image))
+            for ni in range(t0 // per_image, -(-t1 // per_image))]
+
+
 def side_by_side(jobs: list) -> list:
     """[job() for job in jobs] with the jobs on separate threads, one per thread (the caller's included), each
     running its own kernels serially: coarse parallelism (the engine's parts of a batch) that needs no hand-off
