@@ -328,7 +328,11 @@ class Outputs:
         self._stdout_text = None
 
     def commit(self) -> None:
-        """Write standard output, then rename every staged file onto its target: all of them or none."""
+        """Write standard output, then rename every staged file onto its target (all of them or none), then
+        print the report. Interrupts (simulator/interrupt.py): one that waited for standard output stops the
+        commit before any file is written; once the files are renamed the command has finished, and one that
+        waited for the renames or the report is too late and ignored; a second one while the report blocks
+        undoes the renames before exiting. Interrupted means that no file was written."""
         if self._done:
             return
         from . import interrupt
@@ -345,6 +349,7 @@ class Outputs:
             if data is not None:  # a second Ctrl-C while this blocks exits at once, nothing committed
                 with interrupt.stdout_write(self.discard):
                     _write_stdout(data)
+                interrupt.check()  # one that waited for standard output: no file is written
             directories = set()
             for (tmp, target, given), backup in zip(self._staged, backups):
                 try:
@@ -355,23 +360,31 @@ class Outputs:
                 directories.add(target.parent if str(target.parent) else Path("."))
             self._staged = []
             if report is not None and data is None:  # the report is out, or the files are restored
-                with interrupt.stdout_write(self.discard):
+                with interrupt.stdout_write(lambda: self._undo(done)):
                     _write_stdout(report, escape=False)
             for directory in directories:
                 _fsync_directory(directory)
         except BaseException:
-            for target, backup in reversed(done):  # put every replaced target back, remove the new ones
-                if backup is None:
-                    _unlink_quietly(target)
-                else:
-                    with contextlib.suppress(OSError):
-                        os.replace(backup, target)
-                    self._backups.remove(backup)  # (if it could not be put back, it stays: never deleted)
+            self._undo(done)
             raise
         finally:
             self.discard()  # temporaries not renamed and the backups
         if report is not None and data is not None:
             print(report, end="", file=sys.stderr, flush=True)
+        interrupt.finish()  # the outputs are in place: the command has finished, its status stands
+
+    def _undo(self, done: list[tuple[Path, Path | None]]) -> None:
+        """Put every target replaced at commit back (`done`: target, its backup or None), remove the new ones,
+        then the temporaries and backups."""
+        while done:
+            target, backup = done.pop()
+            if backup is None:
+                _unlink_quietly(target)
+            else:
+                with contextlib.suppress(OSError):
+                    os.replace(backup, target)
+                self._backups.remove(backup)  # (if it could not be put back, it stays: never deleted)
+        self.discard()
 
     def _backup(self, target: Path, given: str) -> Path | None:
         """Keep the existing `target` as a hard link beside it (a copy where links are refused), so a failed

@@ -20,7 +20,11 @@ thing. From then on:
       ImportError (a traceback, exit 1);
     * the output functions listed in CRITICAL (committing staged outputs renames them all or none; a
       temporary file just created is registered for cleanup before the interrupt lands), and any code
-      inside :func:`critical`.
+      inside :func:`critical`. Once the commit has renamed the files the command has finished: an interrupt
+      that waited for the renames or for the report printed after them is too late and ignored (status 0,
+      every output written), and a second one while that report blocks undoes the renames before exiting. So exit status
+      130 means that none of the command's outputs was written (but a sweep's rows, appended as they are
+      computed so that the sweep can resume).
 - A recorded interrupt is also raised by :func:`check`, which the engine calls between layers, and one lost
   anyway (an "unraisable" KeyboardInterrupt, e.g. in a ``__del__``) is silenced and delivered again.
 - A second Ctrl-C while the first is being handled is ignored: the line is printed once, never a traceback.

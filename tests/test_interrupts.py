@@ -163,8 +163,9 @@ def _child(code: str, *args, timeout=60):
                           text=True, timeout=timeout)
 
 
-def test_interrupt_while_committing_outputs_commits_them_all(tmp_path):
-    """SIGINT between two renames of the commit: the commit completes, then the interrupt is reported."""
+def test_interrupt_while_committing_outputs_is_too_late(tmp_path):
+    """SIGINT between two renames of the commit: the commit completes and the command has finished (status 0,
+    both files): exit status 130 only ever means that no output was written."""
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     proc = _child("""
         import os, signal, sys
@@ -190,7 +191,7 @@ def test_interrupt_while_committing_outputs_commits_them_all(tmp_path):
         except KeyboardInterrupt:
             sys.exit(interrupt.report())
     """, a, b)
-    assert (proc.returncode, proc.stderr) == (130, LINE + "\n")
+    assert (proc.returncode, proc.stderr) == (0, "")
     assert a.read_text() == "a" and b.read_text() == "b"
     assert _temporaries(tmp_path) == []
 
@@ -328,8 +329,8 @@ def _blocked_on_stdout(proc, timeout=60):
 @pytest.mark.parametrize("second", [False, True])
 def test_interrupt_while_standard_output_blocks(tmp_path, second):
     """`--json -` into a pipe nobody reads yet (more than the pipe buffer). One Ctrl-C waits until the JSON is
-    out whole (then the command reports the interruption: one line at the end); a second one exits at once:
-    exit 130, only the line on standard error, no file output, no temporary left."""
+    out whole, then the command reports the interruption (one line at the end) and writes no file; a second
+    one exits at once: exit 130, only the line on standard error. No file output, no temporary left."""
     csv = tmp_path / "r.csv"
     topo = MODELS / "topologies" / "resnet18.csv"
     r, w = os.pipe()
@@ -360,6 +361,46 @@ def test_interrupt_while_standard_output_blocks(tmp_path, second):
         assert json.loads(data)["designs"]
         lines = err.splitlines()
         assert lines[-1] == LINE and lines.count(LINE) == 1 and "Traceback" not in err
+        assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs Linux pipes (F_SETPIPE_SZ) and /proc")
+@pytest.mark.parametrize("second", [False, True])
+def test_interrupt_while_the_report_blocks(tmp_path, second):
+    """The printed report (after the files are renamed) into a one-page pipe nobody reads yet. One Ctrl-C is
+    too late: the command has finished (status 0, the report whole, the file written); a second one while the
+    report still blocks undoes the renames and exits at once (130, the line, no file, no temporary)."""
+    import fcntl
+    csv = tmp_path / "r.csv"
+    r, w = os.pipe()
+    fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 4096)
+    proc = subprocess.Popen([sys.executable, "-m", "simulator.cli", "run", str(MODELS / "lenet_digits_u8.qnn"),
+                             "--hw", "tsmc90", "--csv", str(csv)],  # a report of ~7 kB
+                            stdout=w, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    os.close(w)
+    try:
+        _blocked_on_stdout(proc)
+        assert csv.exists()  # the report comes after the renames
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        assert proc.poll() is None  # the report is not cut
+        if second:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=10) == 130
+        with os.fdopen(r, "rb") as reader:
+            data = reader.read()
+        err = proc.stderr.read()
+        status = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if second:
+        assert (status, err) == (130, LINE + "\n")
+        assert list(tmp_path.iterdir()) == []
+    else:
+        assert (status, err) == (0, "")
+        assert len(data) > 4096 and data.decode().rstrip().splitlines()[-1].strip()
         assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv"]
 
 
