@@ -122,6 +122,23 @@ def test_decode_into_twin(seed, code_t, groups, cig, spare):
 
 
 @settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from(["uint8", "int8", "int16"]))
+def test_zero_channels_twin(seed, dtype):
+    rng = np.random.default_rng(seed)
+    n, c, s = int(rng.integers(1, 5)), int(rng.integers(1, 9)), int(rng.integers(0, 300))
+    info = np.iinfo(DTYPES[dtype])
+    zc = np.array([rng.choice([0, int(info.min), int(info.max), int(rng.integers(info.min, info.max))])],
+                  DTYPES[dtype])
+    codes = np.where(rng.random((n, c, s)) < rng.random(), zc[0],
+                     rng.integers(info.min, info.max, (n, c, s), endpoint=True)).astype(DTYPES[dtype])
+    t0, t1 = _range(rng, c)
+    got, _ = _assert_twin(codes_path._zero_channels, codes_path._zero_channels_numpy, np.full(c, -7, np.int64),
+                          lambda out: (t0, t1, codes, zc, out))
+    for ci in range(t0, t1):   # and a count in Python integers
+        assert got[ci] == sum(int(v) == int(zc[0]) for v in codes[:, ci].reshape(-1))
+
+
+@settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), k=st.integers(1, 5), stride=st.integers(1, 3), pad=st.integers(0, 2))
 def test_zero_taps_twin(seed, k, stride, pad):
     rng = np.random.default_rng(seed)

@@ -61,8 +61,8 @@ def lookup2(a: np.ndarray, b: np.ndarray, table: np.ndarray, lo_a: int, lo_b: in
     """table[a - lo_a, b - lo_b] elementwise, with numpy broadcasting between a and b."""
     if a.shape == b.shape:
         out = np.empty(a.shape, table.dtype)
-        split(_lookup2, a.size, np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1), table, lo_a, lo_b,
-                 out.reshape(-1))
+        split(_lookup2, a.size, np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1),
+              np.ascontiguousarray(table).reshape(-1), table.shape[1], lo_a * table.shape[1] + lo_b, out.reshape(-1))
         return out
     return table[a.astype(np.int64) - lo_a, b.astype(np.int64) - lo_b]
 
@@ -74,9 +74,11 @@ def _lookup1(t0, t1, x, table, lo, out):
 
 
 @njit(nogil=True, cache=True)
-def _lookup2(t0, t1, a, b, table, lo_a, lo_b, out):
+def _lookup2(t0, t1, a, b, flat_table, width, origin, out):
+    """out[i] = table[a[i] - lo_a, b[i] - lo_b] for the table as one flat row: a·width + b - origin, with
+    origin = lo_a·width + lo_b (one address computation, no 2-D index per element)."""
     for i in range(t0, t1):
-        out[i] = table[np.int64(a[i]) - lo_a, np.int64(b[i]) - lo_b]
+        out[i] = flat_table[np.uint64(np.int64(a[i]) * width + np.int64(b[i]) - origin)]   # >= 0: no wraparound
 
 
 def maxpool_codes(x: np.ndarray, kernel, stride, padding) -> np.ndarray:
@@ -125,21 +127,37 @@ def _maxpool_numpy(t0, t1, x, out, geom, lowest):
 
 @njit(nogil=True, cache=True, python=_maxpool_numpy)
 def _maxpool_planes(t0, t1, x, out, geom, lowest):
-    """Planes t0..t1: out = max over each window clipped to the image."""
+    """Planes t0..t1: out = max over each window clipped to the image. Per output row, one running max per tap
+    over the outputs whose tap lands inside the row (a strided run: it vectorises), as _maxpool_numpy."""
     kh, kw, sh, sw, pt, pl = geom
     h, w = x.shape[1], x.shape[2]
     oh, ow = out.shape[1], out.shape[2]
+    q_lo, q_hi, j_lo = np.empty(kw, np.int64), np.empty(kw, np.int64), np.empty(kw, np.int64)
+    for b in range(kw):   # tap column b: outputs q_lo..q_hi read input columns j_lo, j_lo + sw, ...
+        q_lo[b] = min(ow, max(0, -(-(pl - b) // sw)))
+        q_hi[b] = max(q_lo[b], min(ow, (w - 1 + pl - b) // sw + 1))
+        j_lo[b] = q_lo[b] * sw + b - pl
     for t in range(t0, t1):
         src, dst = x[t], out[t]
         for i in range(oh):
-            r0, r1 = max(0, i * sh - pt), min(h, i * sh - pt + kh)
-            for j in range(ow):
-                c0, c1 = max(0, j * sw - pl), min(w, j * sw - pl + kw)
-                best = lowest[0]
-                for r in range(r0, r1):
-                    for col in range(c0, c1):
-                        best = max(best, src[r, col])
-                dst[i, j] = best
+            row = dst[i]
+            row[:] = lowest[0]
+            for a in range(kh):
+                r = i * sh - pt + a
+                if r < 0 or r >= h:
+                    continue
+                line = src[r]
+                for b in range(kw):   # (index m from a range, constant strides: no wraparound checks, vectors)
+                    seg, run = line[j_lo[b]:], row[q_lo[b]:q_hi[b]]
+                    if sw == 1:
+                        for m in range(run.shape[0]):
+                            run[m] = max(run[m], seg[m])
+                    elif sw == 2:
+                        for m in range(run.shape[0]):
+                            run[m] = max(run[m], seg[2 * m])
+                    else:
+                        for m in range(run.shape[0]):
+                            run[m] = max(run[m], seg[np.uint64(m * sw)])
 
 
 def _maxpool_tiled_numpy(t0, t1, x4, out, oh):

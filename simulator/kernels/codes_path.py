@@ -597,9 +597,13 @@ def zero_taps_codes(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_zero: 
     sum over the box's columns and then its rows (the kernel, per channel); the window positions that fall in
     the padding add the batch size each when the pad value is 0."""
     single, zc = _zero_code(is_zero.tobytes(), code_lo, codes.dtype)
-    zeros = (codes == zc[0]) if single else is_zero[codes.astype(np.int64) - code_lo]   # one vectorised pass
     if (g.kh, g.kw, g.sh, g.sw) == (1, 1, 1, 1) and not g.has_padding:   # 1x1 (dense too): every position once
-        return zeros.reshape(g.n, g.ci, -1).sum(axis=(0, 2), dtype=np.int64).reshape(g.ci, 1, 1)
+        if not single:
+            codes, zc = is_zero[codes.astype(np.int64) - code_lo].view(np.uint8), np.ones(1, np.uint8)
+        taps = np.empty(g.ci, np.int64)
+        split(_zero_channels, g.ci, np.ascontiguousarray(codes).reshape(g.n, g.ci, -1), zc, taps, work=codes.size)
+        return taps.reshape(g.ci, 1, 1)
+    zeros = (codes == zc[0]) if single else is_zero[codes.astype(np.int64) - code_lo]   # one vectorised pass
     rows = np.array([_inside(r, g.top, g.sh, g.ho, g.h) for r in range(g.kh)], np.int64)
     cols = np.array([_inside(s, g.left, g.sw, g.wo, g.w) for s in range(g.kw)], np.int64)
     taps = np.empty((g.ci, g.kh, g.kw), np.int64)
@@ -608,6 +612,26 @@ def zero_taps_codes(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_zero: 
         inside = np.array([[len(range(*r)) * len(range(*c)) for c in cols] for r in rows], np.int64)
         taps += g.n * (g.ho * g.wo - inside)
     return taps
+
+
+def _zero_channels_numpy(t0, t1, codes, zc, out):
+    out[t0:t1] = np.count_nonzero(codes[:, t0:t1] == zc[0], axis=(0, 2))
+
+
+@njit(nogil=True, cache=True, python=_zero_channels_numpy)
+def _zero_channels(t0, t1, codes, zc, out):
+    """Channels t0..t1: out[c] = how many of codes[:, c, :] equal zc[0] (a compare and add per element, in
+    vectors: numpy's sum of a bool array converts every element to int64 first)."""
+    z = zc[0]
+    for c in range(t0, t1):
+        total = 0
+        for ni in range(codes.shape[0]):
+            row = codes[ni, c]
+            run = 0
+            for j in range(row.shape[0]):
+                run += row[j] == z
+            total += run
+        out[c] = total
 
 
 def _zero_taps_numpy(t0, t1, zeros, rows, cols, taps):
@@ -621,13 +645,12 @@ def _zero_taps_numpy(t0, t1, zeros, rows, cols, taps):
 @njit(nogil=True, cache=True, python=_zero_taps_numpy)
 def _zero_taps(t0, t1, zeros, rows, cols, taps):
     """Channels t0..t1: taps[c, r, s] = Σ zeros[n, c, rows[r] (start, stop, step), cols[s] (start, stop, step)].
-    Per channel: the zeros per position summed over the batch (contiguous loops that vectorise), then per row
-    a prefix sum at the column stride, so each tap column's run of positions is one difference."""
+    Per channel: the zeros per position summed over the batch, then per tap row the rows it reads summed
+    column by column (long unit-stride adds), then per tap column its strided run of those sums. Indices come
+    from ranges at constant strides: numba's negative-index checks then vanish and the loops vectorise."""
     n, _, h, w = zeros.shape
-    cs = cols[0, 2]
     per_position = np.empty((h, w), np.int32)   # zeros of one channel per position, over the batch (<= n)
-    prefix = np.empty(w, np.int64)
-    by_row = np.empty((cols.shape[0], h), np.int64)
+    column_sums = np.empty(w, np.int32)         # over the rows one tap row reads
     for c in range(t0, t1):
         per_position[:, :] = 0
         for ni in range(n):
@@ -635,21 +658,26 @@ def _zero_taps(t0, t1, zeros, rows, cols, taps):
             for i in range(h):
                 for j in range(w):
                     per_position[i, j] += src[i, j]
-        for i in range(h):
-            for j in range(w):   # prefix[j] = per_position[i, j] + prefix[j - cs]
-                prefix[j] = per_position[i, j] + (prefix[j - cs] if j >= cs else 0)
-            for s in range(cols.shape[0]):
-                c0, c1 = cols[s, 0], cols[s, 1]
-                if c1 <= c0:
-                    by_row[s, i] = 0
-                else:   # the run c0, c0 + cs, ..., last
-                    last = c0 + (c1 - 1 - c0) // cs * cs
-                    by_row[s, i] = prefix[last] - (prefix[c0 - cs] if c0 >= cs else 0)
         for r in range(rows.shape[0]):
+            column_sums[:] = 0
+            r0, r1, rs = rows[r, 0], rows[r, 1], rows[r, 2]
+            for k in range(max(0, (r1 - r0 + rs - 1) // rs)):
+                line = per_position[r0 + k * rs]
+                for j in range(w):
+                    column_sums[j] += line[j]
             for s in range(cols.shape[0]):
+                c0, c1, cs = cols[s, 0], cols[s, 1], cols[s, 2]
+                run = column_sums[c0:max(c0, c1)]
                 total = 0
-                for i in range(rows[r, 0], rows[r, 1], rows[r, 2]):
-                    total += by_row[s, i]
+                if cs == 1:
+                    for j in range(run.shape[0]):
+                        total += run[j]
+                elif cs == 2:
+                    for j in range((run.shape[0] + 1) // 2):
+                        total += run[2 * j]
+                else:
+                    for j in range((run.shape[0] + cs - 1) // cs):
+                        total += run[np.uint64(j * cs)]
                 taps[c, r, s] = total
 
 
