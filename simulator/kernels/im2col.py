@@ -51,7 +51,9 @@ def _vector_bits() -> int:
 
 
 VECTOR_BITS = _vector_bits()
-MAX_NVEC = 2  # channel vectors per tile: 4 pixels × 2 vectors = 8 accumulators (measured as fast as 16)
+# channel vectors per tile: on AVX2 (16 registers) 4 pixels × 2 vectors = 8 accumulators (measured as fast as 16);
+# AVX-512's 32 registers hold 4 × 4 = 16 (fewer loads per product: 7-10% on a 3x3 64 -> 64 conv with VNNI)
+MAX_NVEC = 4 if VECTOR_BITS == 512 else 2
 LANES = {np.dtype(np.int16): VECTOR_BITS // 32, np.dtype(np.uint64): VECTOR_BITS // 64,
          np.dtype(np.uint8): VECTOR_BITS // 32, np.dtype(np.int8): VECTOR_BITS // 32}
 ELEMS_PER_LANE = {np.dtype(np.int16): 2, np.dtype(np.uint64): 1, np.dtype(np.uint8): 4, np.dtype(np.int8): 4}
