@@ -142,8 +142,18 @@ def test_int16_and_depthwise_paths_equal_python_ints(seed, depthwise, extreme):
 
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), signed=st.booleans(), chunk=st.sampled_from([None, 1, 2, 3]),
-       int32=st.booleans())
-def test_u8_path_equals_python_ints(seed, signed, chunk, int32):
+       int32=st.booleans(), wide_tiles=st.booleans())
+def test_u8_path_equals_python_ints(seed, signed, chunk, int32, wide_tiles):
+    """(wide_tiles: every call may take im2col.MAX_NVEC channel vectors per tile, not only large ones)"""
+    saved = im2col.WIDE_TILE_MACS
+    im2col.WIDE_TILE_MACS = 0 if wide_tiles else saved
+    try:
+        _u8_path_case(seed, signed, chunk, int32)
+    finally:
+        im2col.WIDE_TILE_MACS = saved
+
+
+def _u8_path_case(seed, signed, chunk, int32):
     rng = np.random.default_rng(seed)
     n, groups, cig, cog, h, w, kh, kw, stride, pads = conv_case(rng)
     lo = -128 if signed else 0

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from simulator.kernels import mac
+from simulator.kernels import im2col, mac
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -180,7 +180,11 @@ def test_one_weight_array_in_many_geometries():
         assert_same(mac.conv2d_acc(*case), mac.conv2d_acc_reference(*case))
 
 
-def test_fast_path_is_exact_on_a_larger_layer():
+@pytest.mark.parametrize("wide_tiles", [False, True])
+def test_fast_path_is_exact_on_a_larger_layer(monkeypatch, wide_tiles):
+    """(wide_tiles: the call takes im2col.MAX_NVEC channel vectors per tile, as a large call does)"""
+    if wide_tiles:
+        monkeypatch.setattr(im2col, "WIDE_TILE_MACS", 0)
     rng = np.random.default_rng(1)
     x = rng.integers(0, 2**16, (2, 40, 12, 11)).astype(np.uint16)  # beyond int16: split into bytes
     w = rng.integers(-(2**15), 2**15, (33, 40, 3, 3)).astype(np.int16)

@@ -56,7 +56,7 @@ def conv2d_sum_codes(codes, table, code_lo: int, w, bias, g: ConvGeometry, pad_v
         _fill(canvas, pad_pixel)
     split(_decode_into, g.n * g.h, codes, table.astype(np.int16), code_lo, canvas, g.top, g.left, g.cig,
           work=canvas.size)
-    nvec = im2col.choose_nvec(g.cog, np.int16)
+    nvec = im2col.choose_nvec(g.cog, np.int16, g.macs)
     wg = w.reshape(g.groups, g.cog, g.cig, g.kh, g.kw).transpose(0, 1, 3, 4, 2)
     wpk = im2col.memo_pack(w, ("int16", g.groups, nvec), lambda: im2col.pack_weights(wg, ce, np.int16, nvec))
     chunk = ((1 << 31) - 1) // (2 * max(1, x_reach) * max(1, w_max))   # int32 lanes: exact chunks
@@ -78,7 +78,7 @@ def conv2d_sum_u8(codes, code_lo: int, offset: int, w, bias, g: ConvGeometry, pa
     def prepare():   # per geometry: canvas shape, packed weights, the tile plan (bias with offset·Σw), pad pixel
         ce = -(-g.cig // 4) * 4
         shape = im2col.canvas_shape(g, ce)
-        nvec = im2col.choose_nvec(g.cog, np.uint8)
+        nvec = im2col.choose_nvec(g.cog, np.uint8, g.macs)
 
         def pack():      # depends on the weights only: one copy whatever the batch size or image size
             wg = w.reshape(g.groups, g.cog, g.cig, g.kh, g.kw).transpose(0, 1, 3, 4, 2)

@@ -52,8 +52,11 @@ def _vector_bits() -> int:
 
 VECTOR_BITS = _vector_bits()
 # channel vectors per tile: on AVX2 (16 registers) 4 pixels × 2 vectors = 8 accumulators (measured as fast as 16);
-# AVX-512's 32 registers hold 4 × 4 = 16 (fewer loads per product: 7-10% on a 3x3 64 -> 64 conv with VNNI)
+# AVX-512's 32 registers hold 4 × 4 = 16 (fewer loads per product: 7-10% on a 3x3 64 -> 64 conv with VNNI), but
+# that kernel takes ~4 s to compile: only calls of at least WIDE_TILE_MACS products use it, so a small model's
+# first run never compiles it
 MAX_NVEC = 4 if VECTOR_BITS == 512 else 2
+WIDE_TILE_MACS = 1 << 25
 LANES = {np.dtype(np.int16): VECTOR_BITS // 32, np.dtype(np.uint64): VECTOR_BITS // 64,
          np.dtype(np.uint8): VECTOR_BITS // 32, np.dtype(np.int8): VECTOR_BITS // 32}
 ELEMS_PER_LANE = {np.dtype(np.int16): 2, np.dtype(np.uint64): 1, np.dtype(np.uint8): 4, np.dtype(np.int8): 4}
@@ -107,6 +110,11 @@ class ConvGeometry:
     @property
     def has_padding(self) -> bool:
         return (self.top, self.left, self.bottom, self.right) != (0, 0, 0, 0)
+
+    @property
+    def macs(self) -> int:
+        """Products of the whole call: every output times its window."""
+        return self.n * self.co * self.ho * self.wo * self.cig * self.kh * self.kw
 
 
 def conv_geometry(x_shape, w_shape, stride, padding, groups) -> ConvGeometry:
@@ -245,11 +253,13 @@ def memo_pack(w: np.ndarray, params: tuple, build):
     return packed
 
 
-def choose_nvec(cog: int, dtype) -> int:
-    """Fewest vectors that cover a group's output channels, at most MAX_NVEC."""
+def choose_nvec(cog: int, dtype, macs: int = 0) -> int:
+    """Fewest vectors that cover a group's output channels, at most MAX_NVEC (2 for a call of fewer than
+    WIDE_TILE_MACS products: `macs`)."""
     lanes = LANES[np.dtype(dtype)]
+    cap = MAX_NVEC if macs >= WIDE_TILE_MACS else min(2, MAX_NVEC)
     nvec = 1
-    while nvec < MAX_NVEC and nvec * lanes < cog:
+    while nvec < cap and nvec * lanes < cog:
         nvec *= 2
     return nvec
 

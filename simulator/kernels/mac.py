@@ -182,7 +182,7 @@ def _simd_conv(x, pad_value: int, w, g: ConvGeometry, init, x_max: int, w_max: i
     pad_pixel = np.zeros((g.groups, ce), np.int16)
     pad_pixel[:, :g.cig] = pad_value
     canvas = im2col.make_canvas(x_cl, g, ce, np.int16, pad_pixel)
-    nvec = im2col.choose_nvec(g.cog, np.int16)
+    nvec = im2col.choose_nvec(g.cog, np.int16, g.macs)
     wg = w.reshape(g.groups, g.cog, g.cig, g.kh, g.kw).transpose(0, 1, 3, 4, 2)
     wpk = im2col.memo_pack(w, ("int16", g.groups, nvec), lambda: im2col.pack_weights(wg, ce, np.int16, nvec))
     # int32 lanes are exact mod 2^32: sum at most `chunk` channel pairs before widening to int64

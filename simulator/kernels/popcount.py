@@ -216,7 +216,7 @@ def _signs_packed(t0, t1, acc, limit, always, out):
 
 def _xnor_on_canvas(canvas, w_bits, g: ConvGeometry, pad_mode: str) -> np.ndarray:
     """The XNOR sums of a packed input canvas (_bit_canvas) with the filters."""
-    nvec = im2col.choose_nvec(g.cog, np.uint64)
+    nvec = im2col.choose_nvec(g.cog, np.uint64, g.macs)
     ww, wpk = im2col.memo_pack(w_bits, ("bits", g.groups, nvec), lambda: _pack_filters(w_bits, g, nvec))
     offs = im2col.offset_table(g, canvas)
     steps = XORPOP_STEPS if im2col.XORPOP_BYTES else offs.shape[0]   # words per micro-kernel call
