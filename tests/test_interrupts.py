@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ TERM_LINE = "hwsim: terminated"
 ENDINGS = {signal.SIGINT: (LINE, 130), signal.SIGTERM: (TERM_LINE, 143)}
 CLI = ["-m", "simulator.cli"]
 SCRIPT = ["-c", "import sys; from simulator.entry import main; sys.exit(main())"]  # as the console script
+HANG_S = 120   # longer than any command here takes (a first run compiles the kernels): a hang, killed
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -41,6 +43,9 @@ def _run_and_interrupt(args, trigger, delay, env=None, cwd=None, sig=signal.SIGI
     env = {**(os.environ if env is None else env), "HWSIM_KERNELS": "numba"}
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines = []
+    # a command that hangs must fail the test, not hang it: reading its standard error would wait for ever
+    watchdog = threading.Timer(HANG_S, proc.kill)
+    watchdog.start()
     try:
         if trigger is not None:
             pattern = re.compile(rf"\|\s+{re.escape(trigger)}(\.\S+)?$")
@@ -52,8 +57,9 @@ def _run_and_interrupt(args, trigger, delay, env=None, cwd=None, sig=signal.SIGI
         if proc.poll() is None:
             proc.send_signal(sig)
         lines += proc.stderr.readlines()
-        status = proc.wait(timeout=120)
+        status = proc.wait(timeout=HANG_S)
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
@@ -429,3 +435,47 @@ def test_interrupt_waits_until_an_import_is_done(tmp_path):
             print("delivered after the import" if "slow_module" in sys.modules else "raised inside the import")
     """, tmp_path)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "delivered after the import\n", "")
+
+
+def test_kernel_thread_wait_survives_an_interrupt_just_after_the_wake_up():
+    """A KeyboardInterrupt landing just after the caller took the worker's 'done' wake-up (Ctrl-C between two
+    bytecodes): the wait must still end (the chunk is done) and raise the interrupt. Waiting on the lock again
+    hung the command for ever (seen in CI)."""
+    from simulator.kernels import threads
+
+    worker = threads._Worker()
+    real_done = worker._done
+
+    class InterruptedAfterAcquire:   # the real lock, and an interrupt the first time it is taken
+        fired = False
+
+        def acquire(self):
+            real_done.acquire()
+            if not self.fired:
+                self.fired = True
+                raise KeyboardInterrupt
+
+        def release(self):
+            real_done.release()
+
+    worker._done = InterruptedAfterAcquire()
+    gate = threading.Event()   # the chunk ends only once the caller waits
+    worker.start(lambda a: gate.wait(10) and a + 1, (41,))
+    outcome = []
+
+    def wait():
+        try:
+            outcome.append(worker.wait())
+        except KeyboardInterrupt:
+            outcome.append("interrupted")
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    time.sleep(0.3)
+    gate.set()
+    waiter.join(10)
+    assert not waiter.is_alive(), "the wait hung"
+    assert outcome == ["interrupted"]
+    worker._done = real_done   # and the worker still serves the next job
+    worker.start(lambda a: a * 2, (21,))
+    assert worker.wait() == 42

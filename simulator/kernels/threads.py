@@ -39,26 +39,30 @@ def set_count(n: int) -> None:
 
 
 class _Worker:
-    """A daemon thread that runs one chunk when told to (two locks: no queue, no futures: ~20 us a hand-off)."""
+    """A daemon thread that runs one chunk when told to (two locks: no queue, no futures: ~20 us a hand-off).
+
+    A KeyboardInterrupt can land anywhere in the caller's thread, even just after a lock was taken: so the
+    locks only wake the other side, and which job the worker finished last (`_finished`, the job tuple itself)
+    says whether the caller's is done. A wake-up consumed by an interrupted wait then costs one more loop,
+    never a wait for a release that already happened (a hang seen under Ctrl-C)."""
 
     def __init__(self):
         self._go, self._done = threading.Lock(), threading.Lock()
         self._go.acquire()
         self._done.acquire()
-        self._job = self.result = self.error = None
+        self._job = self._finished = self.result = self.error = None
         threading.Thread(target=self._loop, name="hwsim-kernel", daemon=True).start()
 
     def start(self, kernel, args):
-        self._job = (kernel, args)
-        self._go.release()
+        self._job = (kernel, args)   # a new tuple per job: its identity marks it done
+        _release(self._go)
 
     def wait(self):
         interrupted = None
-        while True:   # until the chunk is done: it writes into the caller's arrays (an interrupt waits for it)
+        while self._finished is not self._job:   # until the chunk is done: it writes into the caller's arrays
             try:
                 self._done.acquire()
-                break
-            except BaseException as exc:
+            except BaseException as exc:   # (an interrupt waits for the chunk, then is raised)
                 interrupted = interrupted or exc
         if interrupted is not None:
             raise interrupted
@@ -70,12 +74,22 @@ class _Worker:
     def _loop(self):
         while True:
             self._go.acquire()
-            kernel, args = self._job
+            job = self._job
+            kernel, args = job
             try:
                 self.result = kernel(*args)
             except BaseException as exc:   # handed to the caller's thread, raised there
                 self.result, self.error = None, exc
-            self._done.release()
+            self._finished = job
+            _release(self._done)
+
+
+def _release(lock) -> None:
+    """Wake the other side; a wake-up still pending (its taker was interrupted) is already one."""
+    try:
+        lock.release()
+    except RuntimeError:
+        pass
 
 
 def split(kernel, n_tasks: int, *args, work: int = None) -> list:
