@@ -59,18 +59,23 @@ def finish(proc, master):
     return proc.returncode, out.decode(), (piped_err or err).decode(errors="replace")
 
 
-def test_run_bar_on_a_terminal_only():
-    run = ["run", "models/lenet_digits_u8.qnn", "--hw", "tsmc90", "--dataset", DIGITS, "--batch-size", "30"]
-    slow = {"HWSIM_KERNELS": "python"}   # ~5 s of engine work
+def test_run_bar_on_a_terminal_only(tmp_path):
+    # the test set 4 times over in Python mode: several seconds of engine work on any machine, well past the
+    # bar's delay (the test set once took 1.3 s on a fast one: no bar, the test failed)
+    d = np.load(DIGITS)
+    data = tmp_path / "digits_x4.npz"
+    np.savez(data, x=np.tile(d["x"], (4, 1, 1, 1)), y=np.tile(d["y"], 4))
+    run = ["run", "models/lenet_digits_u8.qnn", "--hw", "tsmc90", "--dataset", data, "--batch-size", "30"]
+    slow = {"HWSIM_KERNELS": "python"}
     started = [start(run, env=slow), start(run, terminal=False, env=slow), start([*run, "-q"], env=slow)]
     (rc_tty, out_tty, err_tty), (rc_pipe, out_pipe, err_pipe), (rc_q, out_q, err_q) = [finish(*p) for p in started]
     assert rc_tty == rc_pipe == rc_q == 0, (err_tty, err_pipe, err_q)
-    assert "running:" in err_tty and "/540 [" in err_tty and "sample/s" in err_tty, err_tty
+    assert "running:" in err_tty and "/2160 [" in err_tty and "sample/s" in err_tty, err_tty
     assert err_tty.endswith("\r")                                  # the bar is cleared before the report
     assert err_pipe == ""                                          # a pipe (a log): nothing new
     assert out_q == "" and err_q == ""                             # -q: nothing at all, even on a terminal
     for out in (out_tty, out_pipe):
-        assert "accuracy              98.70% (540 labelled samples)" in out
+        assert "accuracy              98.70% (2160 labelled samples)" in out
 
 
 def test_quantize_and_validate_bars(digits_x10):
