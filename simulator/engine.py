@@ -812,13 +812,12 @@ def _fused_depthwise(lay, plan, x_codes, counts):
             or lay.attr("datapath") == "x86_pair_sat16" or lay.attr("arithmetic") == "ort_float32"):
         return None
     g = _geometries(lay, fast, x_codes.shape, plan.w_values.shape, x_codes.shape)[0]
-    done = codes_path.depthwise_codes(x_codes, fast.table, fast.code_lo, plan.w_values, plan.bias, g,
-                                      plan.pad_value, fast.x_reach, plan.epilogue, memo=fast.memo)
-    if done is None:
-        return None
-    codes, taps = done
-    counts.zero_act_macs, counts.zero_any_macs = codes_path.zero_counts_from_taps(
-        taps, fast.zero_w_per_tap, fast.zero_w_total, g.cog, g.n * g.ho * g.wo)
+    codes = codes_path.depthwise_codes(x_codes, fast.table, fast.code_lo, plan.w_values, plan.bias, g,
+                                       plan.pad_value, fast.x_reach, plan.epilogue, memo=fast.memo)
+    if codes is not None:
+        counts.zero_act_macs, counts.zero_any_macs = codes_path.zero_operand_counts(
+            x_codes, fast.is_zero, fast.code_lo, g, plan.pad_value == 0, fast.zero_w_per_tap, fast.zero_w_total,
+            memo=fast.memo)
     return codes
 
 
@@ -865,9 +864,9 @@ def _mac_from_codes(lay, plan, x_codes, counts):
             acc, x4 if not lay.in_encs[0].signed else (x4.astype(np.int16) + 128).astype(np.uint8), fast.pair_sat,
             g, fast.pad_code, apply=not pair_sat_kernel)
     else:
-        taps = codes_path.zero_taps_codes(zx, fast.is_zero, fast.code_lo, gz, plan.pad_value == 0)
-        counts.zero_act_macs, counts.zero_any_macs = codes_path.zero_counts_from_taps(
-            taps, fast.zero_w_per_tap, fast.zero_w_total, gz.cog, gz.n * gz.ho * gz.wo)
+        counts.zero_act_macs, counts.zero_any_macs = codes_path.zero_operand_counts(
+            zx, fast.is_zero, fast.code_lo, gz, plan.pad_value == 0, fast.zero_w_per_tap, fast.zero_w_total,
+            memo=fast.memo)
     if lay.op == "dense":
         acc = np.ascontiguousarray(acc[0, :, 0, :].T)
     elif pointwise:

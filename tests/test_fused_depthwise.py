@@ -1,8 +1,8 @@
 """The fused depthwise kernels and the XNOR sign kernel against the separate passes they replace, bit for bit.
 
-- codes_path.depthwise_codes (decode, exact sums, bias, float epilogue and zero-operand taps in one kernel:
-  the channels-last kernel and the planar one for wide stride-1 images) against mac.conv2d_acc_reference
-  (Python integers) -> epilogue.run_epilogue for the codes, and codes_path.zero_taps_codes for the taps.
+- codes_path.depthwise_codes (decode, exact sums, bias and float epilogue in one kernel: the channels-last
+  kernel and the planar one for wide stride-1 images) against mac.conv2d_acc_reference (Python integers) ->
+  epilogue.run_epilogue; the engine's zero-operand counts for it against the zero-gating unit.
 - popcount.signs against epilogue.run_signs (BinaryAct's encoder on acc + bias), biases beyond int32 included.
 - The engine with the fused depthwise path against the same engine without it: codes and every count.
 """
@@ -18,12 +18,13 @@ from simulator.encodings import EnqAct, KnqAct, UniformAct
 from simulator.kernels import codes_path, mac, popcount
 from simulator.kernels.epilogue import make_epilogue, run_epilogue, run_signs
 from simulator.kernels.im2col import conv_geometry
+from simulator.units.zero_gating import zero_operand_macs
 
 
 def depthwise_case(rng, wide: bool):
     n, c = int(rng.integers(1, 4)), int(rng.integers(1, 20))
     kh, kw = (3, 3) if rng.integers(3) else tuple(int(v) for v in rng.integers(1, 6, 2))
-    stride = (1, 1) if wide or rng.integers(2) else tuple(int(v) for v in rng.integers(1, 3, 2))
+    stride = (1, 1) if wide or rng.integers(2) else tuple(int(v) for v in rng.integers(1, 4, 2))
     pads = tuple(int(v) for v in rng.integers(0, 3, 4))
     h = int(rng.integers(max(1, kh - pads[0] - pads[2]), 9))
     w = int(rng.integers(codes_path.PLANAR_WIDTH, codes_path.PLANAR_WIDTH + 12)) if wide else \
@@ -69,14 +70,12 @@ def test_depthwise_codes_equal_separate_passes(seed, wide, mode, decoder, extrem
     assert ep is not None
     stored_codes, code_lo = {"uint8": (codes, 0), "int8": ((codes.astype(np.int16) - 128).astype(np.int8), -128),
                              "int16": (codes.astype(np.int16), 0)}[stored]
-    done = codes_path.depthwise_codes(stored_codes, table, code_lo, wv, bias, g, pad, x_reach, ep)
-    assert done is not None
-    got, taps = done
+    got = codes_path.depthwise_codes(stored_codes, table, code_lo, wv, bias, g, pad, x_reach, ep)
+    assert got is not None
     acc, _ = mac.conv2d_acc_reference(table[codes], wv, bias, stride, pads, c, pad, 64, "wrap")
     want = run_epilogue(ep, acc)
     assert got.dtype == want.dtype
     np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(taps, codes_path.zero_taps_codes(codes, table == 0, 0, g, pad == 0))
 
 
 @settings(max_examples=60, deadline=None)
@@ -100,10 +99,10 @@ def test_depthwise_codes_sum_plus_bias_at_the_int32_edge(seed, wide, mode):
     out_enc = UniformAct(8, True, 0.1, int(rng.integers(-20, 20)))
     ep = make_epilogue(m, mode, None, out_enc)
     assert ep is not None
-    done = codes_path.depthwise_codes(codes, table, 0, wv, bias, g, pad, x_reach, ep)
-    assert done is not None
+    got = codes_path.depthwise_codes(codes, table, 0, wv, bias, g, pad, x_reach, ep)
+    assert got is not None
     acc, _ = mac.conv2d_acc_reference(table[codes], wv, bias, stride, pads, c, pad, 64, "wrap")
-    np.testing.assert_array_equal(done[0], run_epilogue(ep, acc))
+    np.testing.assert_array_equal(got, run_epilogue(ep, acc))
 
 
 def test_depthwise_codes_declines_what_it_does_not_fuse():
@@ -164,7 +163,9 @@ def test_engine_fused_depthwise_equals_separate_passes(monkeypatch, seed):
     for name in separate.tensors:
         np.testing.assert_array_equal(fused.tensors[name], separate.tensors[name])
     assert [asdict(a) for a in fused.trace.layers] == [asdict(b) for b in separate.trace.layers]
-    assert fused.trace.layers[0].zero_act_macs > 0 or fused.trace.layers[0].zero_any_macs >= 0
+    dw = fused.trace.layers[0]   # the zero-gating unit on the decoded input (the pad code decodes to 0)
+    assert (dw.zero_act_macs, dw.zero_any_macs) == zero_operand_macs(
+        codes - u8.zero_point, layers[0].weight, (stride, stride), (1, 1, 1, 1), c, 0)
 
 
 @settings(max_examples=60, deadline=None)

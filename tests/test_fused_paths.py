@@ -189,6 +189,31 @@ def test_zero_taps_equal_zero_gating_unit(seed, pad_zero, one_zero_code):
     assert got == zero_operand_macs(table[codes], wv, stride, pads, groups, 0 if pad_zero else 5)
 
 
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), pad_zero=st.booleans(), one_zero_code=st.booleans(),
+       zero_weights=st.sampled_from(["none", "some channels", "every channel"]),
+       stored=st.sampled_from(["uint8", "int8", "int16"]))
+def test_zero_operand_counts_equal_zero_gating_unit(seed, pad_zero, one_zero_code, zero_weights, stored):
+    """The totals over a channel-summed zero map (and the taps of the channels with a zero weight only)
+    against the zero-gating unit, which counts every MAC's operands."""
+    rng = np.random.default_rng(seed)
+    n, groups, cig, cog, h, w, kh, kw, stride, pads = conv_case(rng, depthwise=bool(rng.integers(2)))
+    table = rng.integers(-2, 3, 8) if not one_zero_code else np.arange(8) - int(rng.integers(0, 9))
+    codes = rng.integers(0, 8, (n, cig * groups, h, w))
+    wv = rng.choice([-3, -1, 1, 2], (cog * groups, cig, kh, kw))
+    if zero_weights != "none":
+        chosen = rng.random(cig * groups) < (0.4 if zero_weights == "some channels" else 2)
+        mask = (rng.random(wv.shape) < 0.3) & chosen.reshape(groups, 1, cig, 1, 1).repeat(cog, 1).reshape(
+            cog * groups, cig, 1, 1)
+        wv[mask] = 0
+    lo = {"uint8": 0, "int8": -128, "int16": -5}[stored]
+    g = conv_geometry(codes.shape, wv.shape, stride, pads, groups)
+    zw = (wv == 0).reshape(groups, cog, cig, kh, kw).sum(axis=1).reshape(groups * cig, kh, kw)
+    got = codes_path.zero_operand_counts((codes + lo).astype(stored), table == 0, lo, g, pad_zero, zw,
+                                         int((wv == 0).sum()))
+    assert got == zero_operand_macs(table[codes], wv, stride, pads, groups, 0 if pad_zero else 5)
+
+
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from([np.uint8, np.int8, np.int16, np.int64]))
 def test_maxpool_codes_equals_pooling_unit(seed, dtype):

@@ -139,6 +139,25 @@ def test_zero_channels_twin(seed, dtype):
 
 
 @settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from(["uint8", "int8", "int16"]))
+def test_zero_map_twin(seed, dtype):
+    rng = np.random.default_rng(seed)
+    n, c, s = int(rng.integers(1, 5)), int(rng.integers(1, 12)), int(rng.integers(1, 300))
+    chunks = int(rng.integers(1, c + 1))
+    info = np.iinfo(DTYPES[dtype])
+    zc = np.array([rng.choice([0, int(info.min), int(info.max), int(rng.integers(info.min, info.max))])],
+                  DTYPES[dtype])
+    codes = np.where(rng.random((n, c, s)) < rng.random(), zc[0],
+                     rng.integers(info.min, info.max, (n, c, s), endpoint=True)).astype(DTYPES[dtype])
+    t0, t1 = _range(rng, chunks)
+    got, _ = _assert_twin(codes_path._zero_map, codes_path._zero_map_numpy, np.full((chunks, s), -7, np.int32),
+                          lambda out: (t0, t1, codes, zc, out))
+    for t in range(t0, t1):   # and a count in Python integers, chunk t's channels
+        part = codes[:, t * c // chunks:(t + 1) * c // chunks]
+        assert got[t].tolist() == [sum(int(v) == int(zc[0]) for v in part[:, :, q].reshape(-1)) for q in range(s)]
+
+
+@settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), k=st.integers(1, 5), stride=st.integers(1, 3), pad=st.integers(0, 2))
 def test_zero_taps_twin(seed, k, stride, pad):
     rng = np.random.default_rng(seed)

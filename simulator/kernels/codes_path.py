@@ -18,6 +18,7 @@ and the policy never acts (kernels/mac.py). Otherwise the engine keeps the seque
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
@@ -290,6 +291,7 @@ def _depthwise_kernel(t0, t1, xf, wt, taps, init, n, hp, wq, ci, cog, sh, narrow
 
 FUSED_MODES = (0, 1)   # the epilogue modes the fused depthwise kernel applies itself (float32, float64)
 BAND_TASKS = 8         # tasks of a fused depthwise call at least (bands of output rows per image)
+ZERO_MAP_CHUNKS = 8    # tasks of a zero-position count (chunks of channels)
 PLANAR_WIDTH = 32      # output rows at least this wide (stride 1): the planar kernel (rows in SIMD lanes)
 
 
@@ -297,17 +299,17 @@ def depthwise_codes(codes, table, code_lo: int, w, bias, g: ConvGeometry, pad_va
                     memo: dict | None = None):
     """A depthwise conv (one input and one output channel per group) from its codes to its output codes in one
     kernel call: decode, the exact sums, bias, and the fused epilogue `ep` (kernels/epilogue.py, float modes:
-    what its `run_epilogue` computes from the accumulators, bit for bit), plus the zero-operand tap counts of
-    `zero_taps_codes` for the same layer. Returns (codes [N, Co, Ho, Wo] of the epilogue's dtype, taps
-    [Ci, KH, KW]) or None where it does not apply (the caller then takes the separate passes). `memo`: a dict
-    the caller keeps with the layer (the kernel's arguments per geometry).
+    what its `run_epilogue` computes from the accumulators, bit for bit). Returns the codes [N, Co, Ho, Wo] of
+    the epilogue's dtype, or None where it does not apply (the caller then takes the separate passes). `memo`:
+    a dict the caller keeps with the layer (the kernel's arguments per geometry). The zero operands are
+    counted apart (`zero_operand_counts`: a pass over the codes, not a count per tap and channel).
 
     One task per band of output rows of an image, channels-last inside (channels in SIMD lanes, as
     `_depthwise`): the band's input rows are decoded into a small padded [rows, Wp, C] scratch, each output
     pixel takes its taps as C-vectors, and the codes are transposed into NCHW as they are stored. Wide images
     at stride 1 take the planar kernel instead (`_depthwise_planar`: rows in SIMD lanes, no transposes). Sums
     in float32 where every partial sum is an integer below 2^24 (exact; vector FMA on AVX2), else float64
-    (below 2^53). Zero operands (padding included when its value is 0) are counted per tap alongside."""
+    (below 2^53)."""
     key = ("depthwise plan", g, code_lo, pad_value, x_reach)
     plan = None if memo is None else memo.get(key)
     if plan is None:
@@ -319,36 +321,18 @@ def depthwise_codes(codes, table, code_lo: int, w, bias, g: ConvGeometry, pad_va
             memo[key] = plan
     if plan is False:
         return None
-    kernel, tasks, taps_shape, args = plan
+    kernel, tasks, args = plan
     out = np.empty((g.n, g.co, g.ho, g.wo), ep.table.dtype)
-    taps = np.empty(taps_shape, np.int32)   # every task writes its rows whole; each count is below 2^24
-    split(kernel, tasks, np.ascontiguousarray(codes), *args, out, taps, work=out.size * 4)
-    return out, _tap_totals(taps).reshape(g.ci, g.kh, g.kw)
-
-
-def _tap_totals_numpy(taps):
-    return np.ascontiguousarray(taps.sum(axis=0, dtype=np.int64).T)
-
-
-@njit(nogil=True, cache=True, python=_tap_totals_numpy)
-def _tap_totals(taps):
-    """int64 [C, T]: the tasks' zero-tap counts [tasks, T, C] summed (one call: the numpy sum, cast and
-    transpose would each pay a per-call cost with the caches cold from the kernel)."""
-    tasks, nt, c_n = taps.shape
-    total = np.zeros((nt, c_n), np.int64)
-    for t in range(tasks):
-        for k in range(nt):
-            for c in range(c_n):
-                total[k, c] += taps[t, k, c]
-    return np.ascontiguousarray(total.T)
+    split(kernel, tasks, np.ascontiguousarray(codes), *args, out, work=out.size * 4)
+    return out
 
 
 def _depthwise_plan(table, code_lo, w, bias, g: ConvGeometry, pad_value, x_reach, ep):
-    """(kernel, tasks, taps shape, arguments) of depthwise_codes for one geometry, or False."""
+    """(kernel, tasks, arguments) of depthwise_codes for one geometry, or False."""
     if g.cig != 1 or g.cog != 1 or ep is None or ep.mode not in FUSED_MODES or ep.m64.size not in (1, g.co):
         return False
     bound = x_reach * int(np.abs(w.astype(np.int64)).reshape(g.co, -1).sum(1).max(initial=0))
-    if bound >= 1 << 53 or g.ho * g.wo >= 1 << 24:   # (the zero counts are floats too)
+    if bound >= 1 << 53:
         return False
     dtype = np.float32 if bound < (1 << 24) else np.float64
     wt = np.ascontiguousarray(w.reshape(g.co, g.kh * g.kw).T, dtype=dtype)   # tap-major [KH·KW, C]
@@ -360,68 +344,64 @@ def _depthwise_plan(table, code_lo, w, bias, g: ConvGeometry, pad_value, x_reach
     epi = (narrow, m, m.size == 1, ep.lo, ep.hi, ep.offset, ep.linear, ep.table)
     if g.wo >= PLANAR_WIDTH and g.sh == g.sw == 1:   # wide rows: planar, rows in SIMD lanes, no transposes
         geom = np.array([g.kh, g.kw, g.sh, g.sw, g.top, g.left, g.ho - 1 + g.kh, g.wo - 1 + g.kw], np.int64)
-        return (_depthwise_planar, g.n * g.co, (g.n, g.kh * g.kw, g.ci),
-                decode + (np.ascontiguousarray(wt.T), init, geom) + epi)
+        return _depthwise_planar, g.n * g.co, decode + (np.ascontiguousarray(wt.T), init, geom) + epi
     band = -(-g.ho // max(1, -(-BAND_TASKS // g.n)))   # output rows per task
     bands = -(-g.ho // band)
     wp = max(g.w + g.left, (g.wo - 1) * g.sw + g.kw)
     geom = np.array([g.kh, g.kw, g.sh, g.sw, g.top, g.left, wp, band, bands], np.int64)
-    return _depthwise_fused, g.n * bands, (g.n * bands, g.kh * g.kw, g.ci), decode + (wt, init, geom) + epi
+    # weights, multiplier and bias tiled along an output row (channels last): stride-1 taps are single runs
+    w_rows = np.ascontiguousarray(np.tile(wt, (1, g.wo)) if g.sw == 1 else wt[:, :0])
+    m_row = np.tile(np.broadcast_to(m, (g.co,)), g.wo)
+    init_row = np.tile(init.astype(np.int32) if narrow else init, g.wo)
+    return _depthwise_fused, g.n * bands, decode + (
+        wt, w_rows, geom, narrow, m_row, init_row, ep.lo, ep.hi, ep.offset, ep.linear, ep.table)
 
 
 @njit(nogil=True, cache=True)
-def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, init, geom, narrow, m, shared, ep_lo, ep_hi,
-                     ep_offset, ep_linear, ep_table, out, taps):
+def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, w_rows, geom, narrow, m_row, init_row, ep_lo,
+                     ep_hi, ep_offset, ep_linear, ep_table, out):
+    """depthwise_codes, channels last: one task per band of output rows of an image. The band's input rows are
+    transposed to [rows, W, C] (8x8 bytes at a time), decoded into a padded scratch [rows, Wp, C], summed,
+    requantized and encoded as channels-last runs and transposed back into the NCHW output. At stride 1 an
+    output row is one run of Wo·C values: tap (kh, kw) reads the scratch row oh·sh + kh from column kw on, as
+    one unit-stride run, times its weights tiled Wo times (`w_rows`); the multiplier and bias are tiled the
+    same way (`m_row`, `init_row`). Other strides loop over the output pixels, channels in SIMD lanes.
+    Loops hold at most seven arrays (LLVM gives up vectorising a loop that needs more run-time alias checks)."""
     n, c_n, h, w = codes.shape
     ho, wo = out.shape[2], out.shape[3]
     kh_n, kw_n, sh, sw, top, left, wp, band, bands = geom
-    nt = kh_n * kw_n
+    run = wo * c_n                # an output row, channels last
+    pitch = wp * c_n              # a scratch row
     rows = (band - 1) * sh + kh_n
-    canvas = np.empty(rows * wp * c_n, wt.dtype)   # the band's padded input rows, channels last
-    rows3 = canvas.reshape(rows, wp, c_n)
+    canvas = np.empty(rows * pitch, wt.dtype)   # the band's padded input rows, channels last
     byte_in, byte_out = codes.itemsize == 1, out.itemsize == 1   # one-byte codes: transposes 8x8 at a time
     codes_flat = codes.reshape(-1).view(np.uint8)
     band_codes = np.empty(rows * w * c_n, codes.dtype)   # the band's input rows, channels last, undecoded
     band_bytes = band_codes.view(np.uint8)
     out_flat = out.reshape(-1).view(np.uint8)
-    acc = np.empty(wo * c_n, wt.dtype)
-    codes_cl = np.empty(band * wo * c_n, ep_table.dtype)   # the band's output codes, channels last
-    zeros = np.empty((nt, c_n), wt.dtype)   # zero operands per tap and channel: floats vectorise (exact)
-    row_zeros = np.empty((rows, kw_n, c_n), wt.dtype)   # per scratch row and kw: zeros over the row's windows
-    one, nil = wt.dtype.type(1), wt.dtype.type(0)
-    offs = np.empty(nt, np.int64)   # each tap's offset from the window's corner
-    for k in range(nt):
-        offs[k] = ((k // kw_n) * wp + k % kw_n) * c_n
-    nine = nt == 9
-    last = nt - 1   # 1-D weight rows: they vectorise (2-D indexing in the loop does not)
-    w0, w1, w2, w3, w4 = wt[0], wt[min(1, last)], wt[min(2, last)], wt[min(3, last)], wt[min(4, last)]
-    w5, w6, w7, w8 = wt[min(5, last)], wt[min(6, last)], wt[min(7, last)], wt[min(8, last)]
-    flo, fhi, off = m.dtype.type(ep_lo), m.dtype.type(ep_hi), np.int32(ep_offset)
-    values = np.empty(wo * c_n, np.int32)   # requantized and clipped values of an output row, channels last
-    mv = np.empty(c_n, m.dtype)            # the multiplier per channel
-    for c in range(c_n):
-        mv[c] = m[0 if shared else c]
-    init32 = np.empty(c_n, np.int32)       # the bias, where `narrow` (sum + bias within int32)
-    for c in range(c_n):
-        init32[c] = np.int32(init[c]) if narrow else np.int32(0)
+    acc = np.empty(run, wt.dtype)
+    values = np.empty(run, np.int32)            # requantized and clipped, one output row
+    codes_cl = np.empty(band * run, ep_table.dtype)   # the band's output codes, channels last
+    flo, fhi, off = m_row.dtype.type(ep_lo), m_row.dtype.type(ep_hi), np.int32(ep_offset)
+    three = kw_n == 3
     for t in range(t0, t1):
         ni, b = t // bands, t % bands
         oh0, oh1 = b * band, min(ho, (b + 1) * band)
+        used = (oh1 - 1 - oh0) * sh + kh_n   # scratch rows this band reads
         r0 = oh0 * sh - top   # input row of the scratch's first row
-        i_lo, i_hi = max(r0, 0), min(r0 + (oh1 - 1 - oh0) * sh + kh_n, h)   # the band's rows inside the image
+        i_lo, i_hi = max(r0, 0), min(r0 + used, h)   # the band's rows inside the image
         if byte_in and i_hi > i_lo:   # [C, rows·W] bytes -> [rows·W, C], 8x8 at a time
             transpose_bytes(codes_flat, (ni * c_n * h + i_lo) * w, h * w, band_bytes, 0, c_n, c_n, (i_hi - i_lo) * w, 0)
-        # decode the band's rows (a transposing copy: contiguous writes, strided reads), padding around them
-        for rl in range((oh1 - 1 - oh0) * sh + kh_n):
+        for rl in range(used):   # decode, padding around
             i = r0 + rl
-            dst = canvas[rl * wp * c_n:(rl + 1) * wp * c_n]
+            dst = canvas[rl * pitch:(rl + 1) * pitch]
             if i < 0 or i >= h:
                 dst[:] = pad
                 continue
             dst[:left * c_n] = pad
             dst[(left + w) * c_n:] = pad
+            dst_run = dst[left * c_n:(left + w) * c_n]
             if byte_in:   # the row, already channels last: decoded in one run
-                dst_run = dst[left * c_n:(left + w) * c_n]
                 src_run = band_codes[(i - i_lo) * w * c_n:(i - i_lo + 1) * w * c_n]
                 if linear:
                     for q in range(w * c_n):
@@ -429,89 +409,76 @@ def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, init, ge
                 else:
                     for q in range(w * c_n):
                         dst_run[q] = table[np.int64(src_run[q]) - lo]
-            elif linear:   # int32 on the way to float
+            else:   # a transposing copy: contiguous writes, strided reads
                 for j in range(w):
                     for c in range(c_n):
-                        rows3[rl, left + j, c] = np.int32(np.int32(codes[ni, c, i, j]) + np.int32(offset))
-            else:
-                for j in range(w):
-                    for c in range(c_n):
-                        rows3[rl, left + j, c] = table[np.int64(codes[ni, c, i, j]) - lo]
-        # zero operands: per scratch row and kernel column, over the windows of an output row (padding included)
-        for rl in range((oh1 - 1 - oh0) * sh + kh_n):
-            for kw in range(kw_n):
-                z = row_zeros[rl, kw]
-                z[:] = 0
-                for ow in range(wo):
-                    x = canvas[(rl * wp + ow * sw + kw) * c_n:(rl * wp + ow * sw + kw + 1) * c_n]
-                    for c in range(c_n):
-                        z[c] += one if x[c] == nil else nil
-        zeros[:, :] = 0
+                        code = codes[ni, c, i, j]
+                        dst_run[j * c_n + c] = np.int32(np.int32(code) + np.int32(offset)) if linear else \
+                            table[np.int64(code) - lo]
         for oh in range(oh0, oh1):
-            for k in range(nt):   # tap (kh, kw) of output row oh reads scratch row (oh - oh0)·sh + kh
-                z, zk = row_zeros[(oh - oh0) * sh + k // kw_n, k % kw_n], zeros[k]
-                for c in range(c_n):
-                    zk[c] += z[c]
-            for ow in range(wo):
-                p = ((oh - oh0) * sh * wp + ow * sw) * c_n
-                a = acc[ow * c_n:(ow + 1) * c_n]
-                if nine:   # the nine products of a channel in one expression, its zero operands alongside
-                    x0, x1, x2 = canvas[p + offs[0]:p + offs[0] + c_n], canvas[p + offs[1]:p + offs[1] + c_n], \
-                        canvas[p + offs[2]:p + offs[2] + c_n]
-                    x3, x4, x5 = canvas[p + offs[3]:p + offs[3] + c_n], canvas[p + offs[4]:p + offs[4] + c_n], \
-                        canvas[p + offs[5]:p + offs[5] + c_n]
-                    x6, x7, x8 = canvas[p + offs[6]:p + offs[6] + c_n], canvas[p + offs[7]:p + offs[7] + c_n], \
-                        canvas[p + offs[8]:p + offs[8] + c_n]
-                    for c in range(c_n):
-                        a[c] = (w0[c] * x0[c] + w1[c] * x1[c] + w2[c] * x2[c] + w3[c] * x3[c] + w4[c] * x4[c]
-                                + w5[c] * x5[c] + w6[c] * x6[c] + w7[c] * x7[c] + w8[c] * x8[c])
-                else:
-                    a[:] = 0
-                    for k in range(nt):
-                        xk, wk = canvas[p + offs[k]:p + offs[k] + c_n], wt[k]
-                        for c in range(c_n):
-                            a[c] += wk[c] * xk[c]
-            # bias and the epilogue (epilogue._float_lines / _float_rows on the accumulator sum + bias), channels
-            # last, then stored transposed into NCHW
-            for ow in range(wo):   # one loop per case, no branch inside: they vectorise
-                a, dst = acc[ow * c_n:(ow + 1) * c_n], values[ow * c_n:(ow + 1) * c_n]
-                if narrow:   # sum + bias within int32: int32 -> float converts in vectors on AVX2 (the sum is
-                    # wrapped in int32: numba widens int32 + int32 to int64, and int64 -> float is scalar on AVX2)
-                    for c in range(c_n):
-                        dst[c] = np.int32(min(max(np.rint(m.dtype.type(np.int32(np.int32(a[c]) + init32[c]))
-                                                          * mv[c]), flo), fhi))
-                else:
-                    for c in range(c_n):
-                        dst[c] = np.int32(min(max(np.rint(m.dtype.type(np.int64(a[c]) + init[c]) * mv[c]), flo),
-                                              fhi))
-            row_cl = codes_cl[(oh - oh0) * wo * c_n:(oh - oh0 + 1) * wo * c_n]
-            if ep_linear:
-                for i in range(wo * c_n):
-                    row_cl[i] = values[i] + off
+            # the sums of output row oh, channels last
+            base = (oh - oh0) * sh * pitch
+            acc[:] = 0
+            for kh in range(kh_n):
+                row = base + kh * pitch
+                if sw == 1:   # one run of wo·C per tap, or per three taps
+                    if three:
+                        x0, x1, x2 = canvas[row:row + run], canvas[row + c_n:row + c_n + run], \
+                            canvas[row + 2 * c_n:row + 2 * c_n + run]
+                        u0, u1, u2 = w_rows[kh * 3], w_rows[kh * 3 + 1], w_rows[kh * 3 + 2]
+                        for q in range(run):
+                            acc[q] += u0[q] * x0[q] + u1[q] * x1[q] + u2[q] * x2[q]
+                    else:
+                        for kw in range(kw_n):
+                            x, u = canvas[row + kw * c_n:row + kw * c_n + run], w_rows[kh * kw_n + kw]
+                            for q in range(run):
+                                acc[q] += u[q] * x[q]
+                else:   # per output pixel, channels in lanes
+                    for ow in range(wo):
+                        a, p = acc[ow * c_n:(ow + 1) * c_n], row + ow * sw * c_n
+                        if three:
+                            x0, x1, x2 = canvas[p:p + c_n], canvas[p + c_n:p + 2 * c_n], canvas[p + 2 * c_n:p + 3 * c_n]
+                            u0, u1, u2 = wt[kh * 3], wt[kh * 3 + 1], wt[kh * 3 + 2]
+                            for c in range(c_n):
+                                a[c] += u0[c] * x0[c] + u1[c] * x1[c] + u2[c] * x2[c]
+                        else:
+                            for kw in range(kw_n):
+                                x, u = canvas[p + kw * c_n:p + (kw + 1) * c_n], wt[kh * kw_n + kw]
+                                for c in range(c_n):
+                                    a[c] += u[c] * x[c]
+            # bias and the epilogue (epilogue._float_lines / _float_rows on the accumulator sum + bias)
+            if narrow:   # sum + bias within int32: int32 -> float converts in vectors (numba widens an int32
+                # sum to int64, whose conversion to float is scalar on AVX2: the sum is wrapped in int32)
+                for q in range(run):
+                    values[q] = np.int32(min(max(np.rint(m_row.dtype.type(np.int32(np.int32(acc[q]) + init_row[q]))
+                                                         * m_row[q]), flo), fhi))
             else:
-                for i in range(wo * c_n):
-                    row_cl[i] = ep_table[values[i] - np.int32(ep_lo)]
+                for q in range(run):
+                    values[q] = np.int32(min(max(np.rint(m_row.dtype.type(np.int64(acc[q]) + init_row[q]) * m_row[q]),
+                                                 flo), fhi))
+            row_cl = codes_cl[(oh - oh0) * run:(oh - oh0 + 1) * run]
+            if ep_linear:
+                for q in range(run):
+                    row_cl[q] = values[q] + off
+            else:
+                for q in range(run):
+                    row_cl[q] = ep_table[values[q] - np.int32(ep_lo)]
             if not byte_out:
-                cc2 = row_cl.reshape(wo, c_n)
                 for c in range(c_n):
                     for ow in range(wo):
-                        out[ni, c, oh, ow] = cc2[ow, c]
+                        out[ni, c, oh, ow] = row_cl[ow * c_n + c]
         if byte_out:   # the band's [rows·Wo, C] codes -> rows oh0..oh1 of the C planes, 8x8 at a time
             transpose_bytes(codes_cl.view(np.uint8), 0, c_n, out_flat, (ni * c_n * ho + oh0) * wo, ho * wo,
                             (oh1 - oh0) * wo, c_n, 0)
-        for k in range(nt):   # int32 (the counts are below 2^24): float -> int64 is scalar on AVX2
-            for c in range(c_n):
-                taps[t, k, c] = np.int32(zeros[k, c])
 
 
 @njit(nogil=True, cache=True)
 def _depthwise_planar(t0, t1, codes, table, lo, linear, offset, pad, wt, init, geom, narrow, m, shared, ep_lo, ep_hi,
-                      ep_offset, ep_linear, ep_table, out, taps):
+                      ep_offset, ep_linear, ep_table, out):
     """depthwise_codes for wide images at stride 1: one task per (image, channel), its padded plane [Hp, Wp]
     decoded into a scratch, the outputs summed as one run with row pitch Wp (output q = oh·Wp + ow reads the
     scratch at q + kh·Wp + kw: one long unit-stride loop per tap; the Wp - Wo extra outputs per row are
-    computed and dropped), the epilogue applied and the codes stored straight into the NCHW output. Zero
-    operands: per scratch row a running count, so a window row's zeros are one difference."""
+    computed and dropped), the epilogue applied and the codes stored straight into the NCHW output."""
     n, c_n, h, w = codes.shape
     ho, wo = out.shape[2], out.shape[3]
     kh_n, kw_n, sh, sw, top, left, hp, wp = geom
@@ -520,9 +487,7 @@ def _depthwise_planar(t0, t1, codes, table, lo, linear, offset, pad, wt, init, g
     acc = np.empty(run, wt.dtype)
     values = np.empty(run, np.int32)
     codes_run = np.empty(run, ep_table.dtype)
-    row_zeros = np.empty((hp, kw_n), np.int64)
     flo, fhi, off = m.dtype.type(ep_lo), m.dtype.type(ep_hi), np.int32(ep_offset)
-    nil = wt.dtype.type(0)
     for t in range(t0, t1):
         ni, c = t // c_n, t % c_n
         xp[:] = pad
@@ -570,23 +535,6 @@ def _depthwise_planar(t0, t1, codes, table, lo, linear, offset, pad, wt, init, g
                 codes_run[q] = ep_table[values[q] - np.int32(ep_lo)]
         for oh in range(ho):
             out[ni, c, oh] = codes_run[oh * wp:oh * wp + wo]
-        for r in range(hp):   # zero operands of the windows of one output row, per scratch row and kernel column:
-            row = xp[r * wp:(r + 1) * wp]   # the row's zeros (a reduction that vectorises) minus the columns
-            total = np.int32(0)              # before kw and from kw + wo on (wp = wo - 1 + KW: a few)
-            for j in range(wp):
-                total += np.int32(row[j] == nil)
-            for kw in range(kw_n):
-                edges = 0
-                for j in range(kw):
-                    edges += np.int32(row[j] == nil)
-                for j in range(kw + wo, wp):
-                    edges += np.int32(row[j] == nil)
-                row_zeros[r, kw] = total - edges
-        for k in range(kh_n * kw_n):
-            total = 0
-            for oh in range(ho):
-                total += row_zeros[oh + k // kw_n, k % kw_n]
-            taps[ni, k, c] = np.int32(total)
 
 
 def zero_taps_codes(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_zero: bool) -> np.ndarray:
@@ -604,14 +552,102 @@ def zero_taps_codes(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_zero: 
         split(_zero_channels, g.ci, np.ascontiguousarray(codes).reshape(g.n, g.ci, -1), zc, taps, work=codes.size)
         return taps.reshape(g.ci, 1, 1)
     zeros = (codes == zc[0]) if single else is_zero[codes.astype(np.int64) - code_lo]   # one vectorised pass
-    rows = np.array([_inside(r, g.top, g.sh, g.ho, g.h) for r in range(g.kh)], np.int64)
-    cols = np.array([_inside(s, g.left, g.sw, g.wo, g.w) for s in range(g.kw)], np.int64)
+    rows, cols, outside = _tap_boxes(g)
     taps = np.empty((g.ci, g.kh, g.kw), np.int64)
-    split(_zero_taps, g.ci, np.ascontiguousarray(zeros).view(np.uint8), rows, cols, taps, work=zeros.size * g.kw)
+    split(_zero_taps, g.ci, np.ascontiguousarray(zeros).view(np.uint8), rows.spans, cols.spans, taps,
+          work=zeros.size * g.kw)
     if pad_is_zero:   # every window position outside the image, in every image
-        inside = np.array([[len(range(*r)) * len(range(*c)) for c in cols] for r in rows], np.int64)
-        taps += g.n * (g.ho * g.wo - inside)
+        taps += g.n * outside
     return taps
+
+
+def zero_operand_counts(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_zero: bool, zero_w_per_tap,
+                        zero_w_total: int, memo: dict | None = None) -> tuple[int, int]:
+    """(MACs with a zero activation, with a zero activation or weight) of a conv on `codes`: what
+    zero_counts_from_taps makes of zero_taps_codes, without counting every channel's taps.
+
+    Every tap summed: Σ_taps taps = Σ_(i, j) Z(i, j) · rows(i) · cols(j), Z the zero operands at input position
+    (i, j) over the batch and the channels, rows(i) how many kernel rows read input row i, cols(j) the same for
+    columns (a tap's window positions are a box: rows × columns), plus the padded positions. Only the channels
+    with a zero weight need their own taps (the positions where both operands are zero). `memo`: a dict the
+    caller keeps with the layer (which channels have a zero weight)."""
+    if (g.kh, g.kw, g.sh, g.sw) == (1, 1, 1, 1) and not g.has_padding:   # per channel already: one pass
+        taps = zero_taps_codes(codes, is_zero, code_lo, g, pad_is_zero)
+        return zero_counts_from_taps(taps, zero_w_per_tap, zero_w_total, g.cog, g.n * g.ho * g.wo)
+    single, zc = _zero_code(is_zero.tobytes(), code_lo, codes.dtype)
+    flat = np.ascontiguousarray(codes).reshape(g.n, g.ci, -1)
+    if not single:   # several codes decode to zero (or none): mark them first
+        flat, zc = is_zero[flat.astype(np.int64) - code_lo].view(np.uint8), np.ones(1, np.uint8)
+    chunks = max(1, min(ZERO_MAP_CHUNKS, g.ci))
+    maps = np.empty((chunks, g.h * g.w), np.int32)   # zeros per position of a chunk of channels (< 2^31)
+    split(_zero_map, chunks, flat, zc, maps, work=flat.size)
+    rows, cols, outside = _tap_boxes(g)
+    total = int(rows.coverage @ maps.sum(axis=0, dtype=np.int64).reshape(g.h, g.w) @ cols.coverage)
+    if pad_is_zero:   # every window position outside the image, in every image and channel
+        total += g.n * g.ci * int(outside.sum())
+    zero_act = total * g.cog
+    key = ("zero-weight channels", g.ci)
+    weighted = None if memo is None else memo.get(key)
+    if weighted is None:   # the channels with a zero weight, and their zero weights per tap
+        chosen = np.flatnonzero(zero_w_per_tap.reshape(g.ci, -1).any(axis=1))
+        weighted = chosen, np.ascontiguousarray(zero_w_per_tap[chosen].reshape(-1), np.int64)
+        if memo is not None:
+            memo[key] = weighted
+    chosen, zero_w = weighted
+    both = 0
+    if chosen.size:   # the channels with a zero weight: their taps, one by one
+        sub = codes if chosen.size == g.ci else np.ascontiguousarray(codes[:, chosen])
+        sub_g = g if chosen.size == g.ci else replace(g, ci=int(chosen.size))   # (the taps read g.ci only)
+        both = int(np.dot(zero_taps_codes(sub, is_zero, code_lo, sub_g, pad_is_zero).reshape(-1), zero_w))
+    return zero_act, zero_act + g.n * g.ho * g.wo * zero_w_total - both
+
+
+class _Boxes:
+    """The input rows (or columns) each kernel row (column) reads: `spans` int64 [K, 3] (start, stop, step) of
+    `_inside`, `counts` [K] their lengths, `coverage` int64 [size]: how many kernel rows read each input row."""
+
+    def __init__(self, k: int, pad: int, stride: int, n_out: int, size: int):
+        self.spans = np.array([_inside(r, pad, stride, n_out, size) for r in range(k)], np.int64).reshape(k, 3)
+        self.counts = np.array([len(range(*span)) for span in self.spans.tolist()], np.int64)
+        self.coverage = np.zeros(size, np.int64)
+        for start, stop, step in self.spans.tolist():
+            self.coverage[start:stop:step] += 1
+        for kept in (self.spans, self.counts, self.coverage):   # shared by every caller of the cache
+            kept.flags.writeable = False
+
+
+@lru_cache(maxsize=512)
+def _tap_boxes(g: ConvGeometry) -> tuple[_Boxes, _Boxes, np.ndarray]:
+    """(rows, columns, outside [KH, KW]: each tap's window positions in the padding, per image and channel) of
+    a geometry: computed once, not per call."""
+    rows, cols = _Boxes(g.kh, g.top, g.sh, g.ho, g.h), _Boxes(g.kw, g.left, g.sw, g.wo, g.w)
+    outside = g.ho * g.wo - np.outer(rows.counts, cols.counts)
+    outside.flags.writeable = False
+    return rows, cols, outside
+
+
+def _zero_map_numpy(t0, t1, codes, zc, maps):
+    c_n, chunks = codes.shape[1], maps.shape[0]
+    for t in range(t0, t1):
+        part = codes[:, t * c_n // chunks:(t + 1) * c_n // chunks]
+        maps[t] = np.count_nonzero(part == zc[0], axis=(0, 1))
+
+
+@njit(nogil=True, cache=True, python=_zero_map_numpy)
+def _zero_map(t0, t1, codes, zc, maps):
+    """Tasks t0..t1 of maps.shape[0] chunks of channels: maps[t][q] = how many codes[n, c, q] of the chunk's
+    channels equal zc[0] (a compare and add per element, in vectors)."""
+    n, c_n, hw = codes.shape
+    chunks = maps.shape[0]
+    z = zc[0]
+    for t in range(t0, t1):
+        m = maps[t]
+        m[:] = 0
+        for c in range(t * c_n // chunks, (t + 1) * c_n // chunks):
+            for ni in range(n):
+                src = codes[ni, c]
+                for q in range(hw):
+                    m[q] += np.int32(src[q] == z)
 
 
 def _zero_channels_numpy(t0, t1, codes, zc, out):
