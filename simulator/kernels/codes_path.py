@@ -349,24 +349,22 @@ def _depthwise_plan(table, code_lo, w, bias, g: ConvGeometry, pad_value, x_reach
     bands = -(-g.ho // band)
     wp = max(g.w + g.left, (g.wo - 1) * g.sw + g.kw)
     geom = np.array([g.kh, g.kw, g.sh, g.sw, g.top, g.left, wp, band, bands], np.int64)
-    # weights, multiplier and bias tiled along an output row (channels last): stride-1 taps are single runs
-    w_rows = np.ascontiguousarray(np.tile(wt, (1, g.wo)) if g.sw == 1 else wt[:, :0])
+    # the multiplier and bias tiled along an output row (channels last): the epilogue is one run per row
     m_row = np.tile(np.broadcast_to(m, (g.co,)), g.wo)
     init_row = np.tile(init.astype(np.int32) if narrow else init, g.wo)
     return _depthwise_fused, g.n * bands, decode + (
-        wt, w_rows, geom, narrow, m_row, init_row, ep.lo, ep.hi, ep.offset, ep.linear, ep.table)
+        wt, geom, narrow, m_row, init_row, ep.lo, ep.hi, ep.offset, ep.linear, ep.table)
 
 
 @njit(nogil=True, cache=True)
-def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, w_rows, geom, narrow, m_row, init_row, ep_lo,
+def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, geom, narrow, m_row, init_row, ep_lo,
                      ep_hi, ep_offset, ep_linear, ep_table, out):
     """depthwise_codes, channels last: one task per band of output rows of an image. The band's input rows are
     transposed to [rows, W, C] (8x8 bytes at a time), decoded into a padded scratch [rows, Wp, C], summed,
-    requantized and encoded as channels-last runs and transposed back into the NCHW output. At stride 1 an
-    output row is one run of Wo·C values: tap (kh, kw) reads the scratch row oh·sh + kh from column kw on, as
-    one unit-stride run, times its weights tiled Wo times (`w_rows`); the multiplier and bias are tiled the
-    same way (`m_row`, `init_row`). Other strides loop over the output pixels, channels in SIMD lanes.
-    Loops hold at most seven arrays (LLVM gives up vectorising a loop that needs more run-time alias checks)."""
+    requantized and encoded as channels-last runs and transposed back into the NCHW output. The sums: per output
+    pixel, channels in SIMD lanes, three taps (a kernel row) per loop: a loop holds at most seven arrays (LLVM
+    gives up vectorising a loop that needs more run-time alias checks: nine taps in one loop ran scalar). The
+    epilogue runs over an output row at once, the multiplier and bias tiled along it (`m_row`, `init_row`)."""
     n, c_n, h, w = codes.shape
     ho, wo = out.shape[2], out.shape[3]
     kh_n, kw_n, sh, sw, top, left, wp, band, bands = geom
@@ -416,36 +414,27 @@ def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, w_rows, 
                         dst_run[j * c_n + c] = np.int32(np.int32(code) + np.int32(offset)) if linear else \
                             table[np.int64(code) - lo]
         for oh in range(oh0, oh1):
-            # the sums of output row oh, channels last
-            base = (oh - oh0) * sh * pitch
-            acc[:] = 0
-            for kh in range(kh_n):
-                row = base + kh * pitch
-                if sw == 1:   # one run of wo·C per tap, or per three taps
+            # the sums of output row oh, channels last: per output pixel, the taps of a kernel row at a time
+            for ow in range(wo):
+                a, p = acc[ow * c_n:(ow + 1) * c_n], (oh - oh0) * sh * pitch + ow * sw * c_n
+                for kh in range(kh_n):
+                    q = p + kh * pitch
                     if three:
-                        x0, x1, x2 = canvas[row:row + run], canvas[row + c_n:row + c_n + run], \
-                            canvas[row + 2 * c_n:row + 2 * c_n + run]
-                        u0, u1, u2 = w_rows[kh * 3], w_rows[kh * 3 + 1], w_rows[kh * 3 + 2]
-                        for q in range(run):
-                            acc[q] += u0[q] * x0[q] + u1[q] * x1[q] + u2[q] * x2[q]
-                    else:
-                        for kw in range(kw_n):
-                            x, u = canvas[row + kw * c_n:row + kw * c_n + run], w_rows[kh * kw_n + kw]
-                            for q in range(run):
-                                acc[q] += u[q] * x[q]
-                else:   # per output pixel, channels in lanes
-                    for ow in range(wo):
-                        a, p = acc[ow * c_n:(ow + 1) * c_n], row + ow * sw * c_n
-                        if three:
-                            x0, x1, x2 = canvas[p:p + c_n], canvas[p + c_n:p + 2 * c_n], canvas[p + 2 * c_n:p + 3 * c_n]
-                            u0, u1, u2 = wt[kh * 3], wt[kh * 3 + 1], wt[kh * 3 + 2]
+                        x0, x1, x2 = canvas[q:q + c_n], canvas[q + c_n:q + 2 * c_n], canvas[q + 2 * c_n:q + 3 * c_n]
+                        u0, u1, u2 = wt[kh * 3], wt[kh * 3 + 1], wt[kh * 3 + 2]
+                        if kh == 0:
+                            for c in range(c_n):
+                                a[c] = u0[c] * x0[c] + u1[c] * x1[c] + u2[c] * x2[c]
+                        else:
                             for c in range(c_n):
                                 a[c] += u0[c] * x0[c] + u1[c] * x1[c] + u2[c] * x2[c]
-                        else:
-                            for kw in range(kw_n):
-                                x, u = canvas[p + kw * c_n:p + (kw + 1) * c_n], wt[kh * kw_n + kw]
-                                for c in range(c_n):
-                                    a[c] += u[c] * x[c]
+                    else:
+                        if kh == 0:
+                            a[:] = 0
+                        for kw in range(kw_n):
+                            x, u = canvas[q + kw * c_n:q + (kw + 1) * c_n], wt[kh * kw_n + kw]
+                            for c in range(c_n):
+                                a[c] += u[c] * x[c]
             # bias and the epilogue (epilogue._float_lines / _float_rows on the accumulator sum + bias)
             if narrow:   # sum + bias within int32: int32 -> float converts in vectors (numba widens an int32
                 # sum to int64, whose conversion to float is scalar on AVX2: the sum is wrapped in int32)
