@@ -149,12 +149,14 @@ def test_zero_map_twin(seed, dtype):
                   DTYPES[dtype])
     codes = np.where(rng.random((n, c, s)) < rng.random(), zc[0],
                      rng.integers(info.min, info.max, (n, c, s), endpoint=True)).astype(DTYPES[dtype])
+    weight = rng.integers(0, 10, s)
     t0, t1 = _range(rng, chunks)
-    got, _ = _assert_twin(codes_path._zero_map, codes_path._zero_map_numpy, np.full((chunks, s), -7, np.int32),
-                          lambda out: (t0, t1, codes, zc, out))
+    got, _ = _assert_twin(codes_path._zero_map, codes_path._zero_map_numpy, np.full(chunks, -7, np.int64),
+                          lambda out: (t0, t1, codes, zc, weight, out))
     for t in range(t0, t1):   # and a count in Python integers, chunk t's channels
         part = codes[:, t * c // chunks:(t + 1) * c // chunks]
-        assert got[t].tolist() == [sum(int(v) == int(zc[0]) for v in part[:, :, q].reshape(-1)) for q in range(s)]
+        assert got[t] == sum(int(weight[q]) * sum(int(v) == int(zc[0]) for v in part[:, :, q].reshape(-1))
+                             for q in range(s))
 
 
 @settings(max_examples=60, deadline=None)
@@ -167,17 +169,22 @@ def test_zero_taps_twin(seed, k, stride, pad):
     g = conv_geometry((n, c, h, w), (c, 1, k, k), (stride, stride), (pad, pad, pad, pad), c)
     rows = np.array([codes_path._inside(r, g.top, g.sh, g.ho, g.h) for r in range(g.kh)], np.int64)
     cols = np.array([codes_path._inside(s, g.left, g.sw, g.wo, g.w) for s in range(g.kw)], np.int64)
-    zeros = (rng.random((n, c, h, w)) < rng.random()).astype(np.uint8)
-    t0, t1 = _range(rng, c)
-    got, _ = _assert_twin(codes_path._zero_taps, codes_path._zero_taps_numpy, np.full((c, k, k), -7, np.int64),
-                          lambda out: (t0, t1, zeros, rows, cols, out))
+    zc = np.array([int(rng.integers(0, 3))], np.uint8)
+    codes = rng.integers(0, 3, (n, c, h, w)).astype(np.uint8)
+    channels = rng.permutation(c)[:int(rng.integers(1, c + 1))]   # any subset, in any order
+    t0, t1 = _range(rng, channels.size)
+    got, _ = _assert_twin(codes_path._zero_taps, codes_path._zero_taps_numpy,
+                          np.full((channels.size, k, k), -7, np.int64),
+                          lambda out: (t0, t1, codes, zc, channels, rows, cols, out))
     # and both against a count position by position (Python integers)
-    for ci in range(t0, t1):
+    for t in range(t0, t1):
+        ci = channels[t]
         for r in range(k):
             for s in range(k):
-                count = sum(int(zeros[b, ci, i, j]) for b in range(n) for oh in range(g.ho) for ow in range(g.wo)
-                            for i, j in [(oh * stride + r - pad, ow * stride + s - pad)] if 0 <= i < h and 0 <= j < w)
-                assert got[ci, r, s] == count
+                count = sum(int(codes[b, ci, i, j] == zc[0]) for b in range(n) for oh in range(g.ho)
+                            for ow in range(g.wo) for i, j in [(oh * stride + r - pad, ow * stride + s - pad)]
+                            if 0 <= i < h and 0 <= j < w)
+                assert got[t, r, s] == count
 
 
 @settings(max_examples=60, deadline=None)

@@ -18,7 +18,6 @@ and the policy never acts (kernels/mac.py). Otherwise the engine keeps the seque
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
@@ -540,11 +539,12 @@ def zero_taps_codes(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_zero: 
         taps = np.empty(g.ci, np.int64)
         split(_zero_channels, g.ci, np.ascontiguousarray(codes).reshape(g.n, g.ci, -1), zc, taps, work=codes.size)
         return taps.reshape(g.ci, 1, 1)
-    zeros = (codes == zc[0]) if single else is_zero[codes.astype(np.int64) - code_lo]   # one vectorised pass
-    rows, cols, outside = _tap_boxes(g)
+    if not single:   # several codes decode to zero (or none): mark them first
+        codes, zc = is_zero[codes.astype(np.int64) - code_lo].view(np.uint8), np.ones(1, np.uint8)
+    rows, cols, outside, _ = _tap_boxes(g)
     taps = np.empty((g.ci, g.kh, g.kw), np.int64)
-    split(_zero_taps, g.ci, np.ascontiguousarray(zeros).view(np.uint8), rows.spans, cols.spans, taps,
-          work=zeros.size * g.kw)
+    split(_zero_taps, g.ci, np.ascontiguousarray(codes), zc, _channels(g.ci), rows.spans, cols.spans, taps,
+          work=codes.size * g.kw)
     if pad_is_zero:   # every window position outside the image, in every image
         taps += g.n * outside
     return taps
@@ -567,11 +567,10 @@ def zero_operand_counts(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_ze
     flat = np.ascontiguousarray(codes).reshape(g.n, g.ci, -1)
     if not single:   # several codes decode to zero (or none): mark them first
         flat, zc = is_zero[flat.astype(np.int64) - code_lo].view(np.uint8), np.ones(1, np.uint8)
-    chunks = max(1, min(ZERO_MAP_CHUNKS, g.ci))
-    maps = np.empty((chunks, g.h * g.w), np.int32)   # zeros per position of a chunk of channels (< 2^31)
-    split(_zero_map, chunks, flat, zc, maps, work=flat.size)
-    rows, cols, outside = _tap_boxes(g)
-    total = int(rows.coverage @ maps.sum(axis=0, dtype=np.int64).reshape(g.h, g.w) @ cols.coverage)
+    rows, cols, outside, coverage = _tap_boxes(g)
+    totals = np.empty(max(1, min(ZERO_MAP_CHUNKS, g.ci)), np.int64)
+    split(_zero_map, totals.size, flat, zc, coverage, totals, work=flat.size)
+    total = int(totals.sum())
     if pad_is_zero:   # every window position outside the image, in every image and channel
         total += g.n * g.ci * int(outside.sum())
     zero_act = total * g.cog
@@ -585,10 +584,21 @@ def zero_operand_counts(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_ze
     chosen, zero_w = weighted
     both = 0
     if chosen.size:   # the channels with a zero weight: their taps, one by one
-        sub = codes if chosen.size == g.ci else np.ascontiguousarray(codes[:, chosen])
-        sub_g = g if chosen.size == g.ci else replace(g, ci=int(chosen.size))   # (the taps read g.ci only)
-        both = int(np.dot(zero_taps_codes(sub, is_zero, code_lo, sub_g, pad_is_zero).reshape(-1), zero_w))
+        taps = np.empty((chosen.size, g.kh, g.kw), np.int64)
+        split(_zero_taps, chosen.size, flat.reshape(g.n, g.ci, g.h, g.w), zc, chosen, rows.spans, cols.spans, taps,
+              work=chosen.size * g.n * g.h * g.w * g.kw)
+        if pad_is_zero:
+            taps += g.n * outside
+        both = int(np.dot(taps.reshape(-1), zero_w))
     return zero_act, zero_act + g.n * g.ho * g.wo * zero_w_total - both
+
+
+@lru_cache(maxsize=64)
+def _channels(ci: int) -> np.ndarray:
+    """[0, ci) (every channel, for _zero_taps), made once."""
+    every = np.arange(ci, dtype=np.int64)
+    every.flags.writeable = False
+    return every
 
 
 class _Boxes:
@@ -606,37 +616,44 @@ class _Boxes:
 
 
 @lru_cache(maxsize=512)
-def _tap_boxes(g: ConvGeometry) -> tuple[_Boxes, _Boxes, np.ndarray]:
-    """(rows, columns, outside [KH, KW]: each tap's window positions in the padding, per image and channel) of
-    a geometry: computed once, not per call."""
+def _tap_boxes(g: ConvGeometry) -> tuple[_Boxes, _Boxes, np.ndarray, np.ndarray]:
+    """(rows, columns, outside [KH, KW]: each tap's window positions in the padding, per image and channel,
+    coverage [H·W]: how many taps read each input position) of a geometry: computed once, not per call."""
     rows, cols = _Boxes(g.kh, g.top, g.sh, g.ho, g.h), _Boxes(g.kw, g.left, g.sw, g.wo, g.w)
     outside = g.ho * g.wo - np.outer(rows.counts, cols.counts)
-    outside.flags.writeable = False
-    return rows, cols, outside
+    coverage = np.outer(rows.coverage, cols.coverage).reshape(-1)
+    for kept in (outside, coverage):
+        kept.flags.writeable = False
+    return rows, cols, outside, coverage
 
 
-def _zero_map_numpy(t0, t1, codes, zc, maps):
-    c_n, chunks = codes.shape[1], maps.shape[0]
+def _zero_map_numpy(t0, t1, codes, zc, weight, totals):
+    c_n, chunks = codes.shape[1], totals.shape[0]
     for t in range(t0, t1):
         part = codes[:, t * c_n // chunks:(t + 1) * c_n // chunks]
-        maps[t] = np.count_nonzero(part == zc[0], axis=(0, 1))
+        totals[t] = np.dot(np.count_nonzero(part == zc[0], axis=(0, 1)).astype(np.int64), weight)
 
 
 @njit(nogil=True, cache=True, python=_zero_map_numpy)
-def _zero_map(t0, t1, codes, zc, maps):
-    """Tasks t0..t1 of maps.shape[0] chunks of channels: maps[t][q] = how many codes[n, c, q] of the chunk's
-    channels equal zc[0] (a compare and add per element, in vectors)."""
+def _zero_map(t0, t1, codes, zc, weight, totals):
+    """Tasks t0..t1 of totals.shape[0] chunks of channels: totals[t] = Σ_q weight[q] · (how many codes[n, c, q]
+    of the chunk's channels equal zc[0]): the zeros per position (a compare and add per element, in vectors),
+    then weighted once."""
     n, c_n, hw = codes.shape
-    chunks = maps.shape[0]
+    chunks = totals.shape[0]
     z = zc[0]
+    m = np.empty(hw, np.int32)   # zeros per position over the chunk (< 2^31: below the tensor's size)
     for t in range(t0, t1):
-        m = maps[t]
         m[:] = 0
         for c in range(t * c_n // chunks, (t + 1) * c_n // chunks):
             for ni in range(n):
                 src = codes[ni, c]
                 for q in range(hw):
                     m[q] += np.int32(src[q] == z)
+        total = 0
+        for q in range(hw):
+            total += np.int64(m[q]) * weight[q]
+        totals[t] = total
 
 
 def _zero_channels_numpy(t0, t1, codes, zc, out):
@@ -659,30 +676,32 @@ def _zero_channels(t0, t1, codes, zc, out):
         out[c] = total
 
 
-def _zero_taps_numpy(t0, t1, zeros, rows, cols, taps):
+def _zero_taps_numpy(t0, t1, codes, zc, channels, rows, cols, taps):
     """_zero_taps in numpy: the zeros per position summed over the batch, then each tap's strided box."""
-    per_position = zeros[:, t0:t1].sum(axis=0, dtype=np.int64)   # [channels, H, W]
+    per_position = (codes[:, channels[t0:t1]] == zc[0]).sum(axis=0, dtype=np.int64)   # [channels, H, W]
     for r, (r0, r1, rs) in enumerate(rows.tolist()):
         for s, (c0, c1, cs) in enumerate(cols.tolist()):
             taps[t0:t1, r, s] = per_position[:, r0:r1:rs, c0:c1:cs].sum(axis=(1, 2))
 
 
 @njit(nogil=True, cache=True, python=_zero_taps_numpy)
-def _zero_taps(t0, t1, zeros, rows, cols, taps):
-    """Channels t0..t1: taps[c, r, s] = Σ zeros[n, c, rows[r] (start, stop, step), cols[s] (start, stop, step)].
+def _zero_taps(t0, t1, codes, zc, channels, rows, cols, taps):
+    """Tasks t0..t1: taps[t, r, s] = how many codes[n, channels[t], rows[r] (start, stop, step), cols[s] (start,
+    stop, step)] equal zc[0].
     Per channel: the zeros per position summed over the batch, then per tap row the rows it reads summed
     column by column (long unit-stride adds), then per tap column its strided run of those sums. Indices come
     from ranges at constant strides: numba's negative-index checks then vanish and the loops vectorise."""
-    n, _, h, w = zeros.shape
+    n, _, h, w = codes.shape
+    z = zc[0]
     per_position = np.empty((h, w), np.int32)   # zeros of one channel per position, over the batch (<= n)
     column_sums = np.empty(w, np.int32)         # over the rows one tap row reads
-    for c in range(t0, t1):
+    for t in range(t0, t1):
         per_position[:, :] = 0
         for ni in range(n):
-            src = zeros[ni, c]
+            src = codes[ni, channels[t]]
             for i in range(h):
                 for j in range(w):
-                    per_position[i, j] += src[i, j]
+                    per_position[i, j] += np.int32(src[i, j] == z)
         for r in range(rows.shape[0]):
             column_sums[:] = 0
             r0, r1, rs = rows[r, 0], rows[r, 1], rows[r, 2]
@@ -703,7 +722,7 @@ def _zero_taps(t0, t1, zeros, rows, cols, taps):
                 else:
                     for j in range((run.shape[0] + cs - 1) // cs):
                         total += run[np.uint64(j * cs)]
-                taps[c, r, s] = total
+                taps[t, r, s] = total
 
 
 def _inside(k: int, pad: int, stride: int, n_out: int, size: int) -> tuple[int, int, int]:
