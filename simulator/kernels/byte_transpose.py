@@ -105,9 +105,12 @@ def transpose_bytes(src, s_off, s_stride, dst, d_off, d_stride, rows, cols, add)
         for i in range(i0, i0 + 8):   # the last columns, fewer than 8
             for j in range(full_c, cols):
                 dst[d_off + j * d_stride + i] = np.uint8(src[s_off + i * s_stride + j] + a8)
-    for i in range(full_r, rows):     # the last rows, fewer than 8
-        for j in range(cols):
-            dst[d_off + j * d_stride + i] = np.uint8(src[s_off + i * s_stride + j] + a8)
+    for i in range(full_r, rows):     # the last rows, fewer than 8 (all of them for 3-channel images): a row to
+        if cols > 0:                  # a strided column through views (indices from ranges: no negative-index
+            row = src[s_off + i * s_stride:s_off + i * s_stride + cols]   # checks in the loop)
+            column = dst[d_off + i:d_off + i + (cols - 1) * d_stride + 1:d_stride]
+            for j in range(cols):
+                column[j] = np.uint8(row[j] + a8)
 
 
 def transpose_bytes_reference(block: np.ndarray, add: int) -> np.ndarray:

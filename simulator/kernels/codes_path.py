@@ -130,8 +130,9 @@ def _fill(canvas: np.ndarray, pad_pixel: np.ndarray) -> None:
     broadcast copy of a few-element pixel is slow)."""
     if pad_pixel.size and np.all(pad_pixel == pad_pixel.flat[0]):
         canvas.fill(pad_pixel.flat[0])
-    else:
-        canvas[...] = pad_pixel
+    else:   # one canvas row of pixels, copied row by row
+        rows = canvas.reshape(-1, canvas.shape[2] * pad_pixel.size)
+        rows[...] = np.tile(pad_pixel.reshape(-1), canvas.shape[2])
 
 
 @njit(nogil=True, cache=True)
@@ -379,7 +380,8 @@ def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, geom, na
     acc = np.empty(run, wt.dtype)
     values = np.empty(run, np.int32)            # requantized and clipped, one output row
     codes_cl = np.empty(band * run, ep_table.dtype)   # the band's output codes, channels last
-    flo, fhi, off = m_row.dtype.type(ep_lo), m_row.dtype.type(ep_hi), np.int32(ep_offset)
+    ftype = m_row.dtype.type
+    flo, fhi, foff = ftype(ep_lo), ftype(ep_hi), ftype(ep_offset)
     three = kw_n == 3
     for t in range(t0, t1):
         ni, b = t // bands, t % bands
@@ -434,21 +436,28 @@ def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, geom, na
                             x, u = canvas[q + kw * c_n:q + (kw + 1) * c_n], wt[kh * kw_n + kw]
                             for c in range(c_n):
                                 a[c] += u[c] * x[c]
-            # bias and the epilogue (epilogue._float_lines / _float_rows on the accumulator sum + bias)
-            if narrow:   # sum + bias within int32: int32 -> float converts in vectors (numba widens an int32
-                # sum to int64, whose conversion to float is scalar on AVX2: the sum is wrapped in int32)
-                for q in range(run):
-                    values[q] = np.int32(min(max(np.rint(m_row.dtype.type(np.int32(np.int32(acc[q]) + init_row[q]))
-                                                         * m_row[q]), flo), fhi))
-            else:
-                for q in range(run):
-                    values[q] = np.int32(min(max(np.rint(m_row.dtype.type(np.int64(acc[q]) + init_row[q]) * m_row[q]),
-                                                 flo), fhi))
+            # bias and the epilogue (epilogue._float_lines / _float_rows on the accumulator sum + bias); sum +
+            # bias within int32 (`narrow`) is wrapped in int32 on the way to float (numba widens an int32 sum to
+            # int64, whose conversion to float is scalar on AVX2); a uniform code is the clipped value plus the
+            # offset, added in float (exact: epilogue.make_epilogue)
             row_cl = codes_cl[(oh - oh0) * run:(oh - oh0 + 1) * run]
-            if ep_linear:
+            if ep_linear and narrow:
                 for q in range(run):
-                    row_cl[q] = values[q] + off
+                    row_cl[q] = np.int32(min(max(np.rint(ftype(np.int32(np.int32(acc[q]) + init_row[q])) * m_row[q]),
+                                                 flo), fhi) + foff)
+            elif ep_linear:
+                for q in range(run):
+                    row_cl[q] = np.int32(min(max(np.rint(ftype(np.int64(acc[q]) + init_row[q]) * m_row[q]), flo), fhi)
+                                         + foff)
             else:
+                if narrow:
+                    for q in range(run):
+                        values[q] = np.int32(min(max(np.rint(ftype(np.int32(np.int32(acc[q]) + init_row[q])) * m_row[q]),
+                                                     flo), fhi))
+                else:
+                    for q in range(run):
+                        values[q] = np.int32(min(max(np.rint(ftype(np.int64(acc[q]) + init_row[q]) * m_row[q]), flo),
+                                                 fhi))
                 for q in range(run):
                     row_cl[q] = ep_table[values[q] - np.int32(ep_lo)]
             if not byte_out:
@@ -475,7 +484,8 @@ def _depthwise_planar(t0, t1, codes, table, lo, linear, offset, pad, wt, init, g
     acc = np.empty(run, wt.dtype)
     values = np.empty(run, np.int32)
     codes_run = np.empty(run, ep_table.dtype)
-    flo, fhi, off = m.dtype.type(ep_lo), m.dtype.type(ep_hi), np.int32(ep_offset)
+    ftype = m.dtype.type
+    flo, fhi, foff = ftype(ep_lo), ftype(ep_hi), ftype(ep_offset)
     for t in range(t0, t1):
         ni, c = t // c_n, t % c_n
         xp[:] = pad
@@ -506,19 +516,22 @@ def _depthwise_planar(t0, t1, codes, table, lo, linear, offset, pad, wt, init, g
                 else:
                     for q in range(run):
                         acc[q] += wv * x[q]
-        # the epilogue over the whole run (long loops vectorise; the extra columns are dropped)
-        if narrow:   # sum + bias within int32 (wrapped in int32: numba widens the sum to int64, whose conversion
-            # to float is scalar on AVX2): int32 -> float converts in vectors
+        # the epilogue over the whole run (long loops vectorise; the extra columns are dropped), as in
+        # _depthwise_fused: sum + bias wrapped in int32 where `narrow`, a uniform code's offset added in float
+        if ep_linear and narrow:
             for q in range(run):
-                values[q] = np.int32(min(max(np.rint(m.dtype.type(np.int32(np.int32(acc[q]) + bias32)) * mk), flo),
-                                         fhi))
+                codes_run[q] = np.int32(min(max(np.rint(ftype(np.int32(np.int32(acc[q]) + bias32)) * mk), flo), fhi)
+                                        + foff)
+        elif ep_linear:
+            for q in range(run):
+                codes_run[q] = np.int32(min(max(np.rint(ftype(np.int64(acc[q]) + bias) * mk), flo), fhi) + foff)
         else:
-            for q in range(run):
-                values[q] = np.int32(min(max(np.rint(m.dtype.type(np.int64(acc[q]) + bias) * mk), flo), fhi))
-        if ep_linear:
-            for q in range(run):
-                codes_run[q] = values[q] + off
-        else:
+            if narrow:
+                for q in range(run):
+                    values[q] = np.int32(min(max(np.rint(ftype(np.int32(np.int32(acc[q]) + bias32)) * mk), flo), fhi))
+            else:
+                for q in range(run):
+                    values[q] = np.int32(min(max(np.rint(ftype(np.int64(acc[q]) + bias) * mk), flo), fhi))
             for q in range(run):
                 codes_run[q] = ep_table[values[q] - np.int32(ep_lo)]
         for oh in range(ho):

@@ -101,7 +101,9 @@ def make_epilogue(multiplier: np.ndarray, mode: str, clip, out_enc) -> Epilogue 
             or ends[2] != out_enc.encode(np.clip(np.array([vhi]), c0, c1))[0]:
         return None
     dt = code_dtype(out_enc)
-    linear = bool(np.all(np.diff(codes) == 1))   # uniform: no table lookup (a gather stops vectorisation)
+    # uniform: no table lookup (a gather stops vectorisation); the kernels add the code offset to the clipped
+    # value in float, exact while |value| + |offset| < 2^24 (16-bit codes: far below)
+    linear = bool(np.all(np.diff(codes) == 1)) and max(abs(a), abs(b)) + abs(int(codes[0]) - a) < 1 << 24
     return Epilogue(MODE_IDS[mode], m32, m, q, shift, int(a), int(b), codes.astype(dt), int(codes[0]) - int(a),
                     linear)
 
@@ -236,11 +238,12 @@ def _float_lines_numpy(t0, t1, acc, m, shared, lo, hi, offset, out):
 def _float_lines(t0, t1, acc, m, shared, lo, hi, offset, out):
     """Rows t0..t1 of the N·C, uniform output: code = clip(rint(acc·m)) + offset (branch-free: it vectorises)."""
     c = acc.shape[1]
-    flo, fhi, off = m.dtype.type(lo), m.dtype.type(hi), np.int32(offset)
+    flo, fhi, foff = m.dtype.type(lo), m.dtype.type(hi), m.dtype.type(offset)
     for t in range(t0, t1):
         row, dst, mk = acc[t // c, t % c], out[t // c, t % c], m[0 if shared else t % c]
-        for i in range(row.shape[0]):   # int32 conversions: AVX2 has no vector float -> int64
-            dst[i] = np.int32(min(max(np.rint(m.dtype.type(row[i]) * mk), flo), fhi)) + off
+        for i in range(row.shape[0]):   # the offset added in float (exact: make_epilogue), then int32 (AVX2
+            # has no vector float -> int64; numba would widen an int32 sum to int64)
+            dst[i] = np.int32(min(max(np.rint(m.dtype.type(row[i]) * mk), flo), fhi) + foff)
 
 
 SHORT_ROW = 64   # rows (one image's channel) shorter than this: _float_spread, whose loops run long
@@ -262,14 +265,14 @@ def _float_spread(t0, t1, acc, m, lo, hi, offset, table, linear, piece, out):
     repeated along its S positions), in pieces of `piece` elements: no per-row loop overhead on small images."""
     size = acc.shape[1]
     pieces = -(-size // piece)
-    flo, fhi, off, lo32 = m.dtype.type(lo), m.dtype.type(hi), np.int32(offset), np.int32(lo)
+    flo, fhi, foff, lo32 = m.dtype.type(lo), m.dtype.type(hi), m.dtype.type(offset), np.int32(lo)
     for t in range(t0, t1):
         i0 = (t % pieces) * piece
         i1 = min(size, i0 + piece)
         row, dst, mr = acc[t // pieces, i0:i1], out[t // pieces, i0:i1], m[i0:i1]
-        if linear:
+        if linear:   # the offset added in float, as _float_lines
             for i in range(i1 - i0):
-                dst[i] = np.int32(min(max(np.rint(m.dtype.type(row[i]) * mr[i]), flo), fhi)) + off
+                dst[i] = np.int32(min(max(np.rint(m.dtype.type(row[i]) * mr[i]), flo), fhi) + foff)
         else:
             for i in range(i1 - i0):
                 dst[i] = table[np.int32(min(max(np.rint(m.dtype.type(row[i]) * mr[i]), flo), fhi)) - lo32]
