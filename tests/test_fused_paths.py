@@ -89,6 +89,27 @@ def _epilogue_case(seed, mode, per_channel, clipped, int32, size):
         np.testing.assert_array_equal(got.astype(np.int64), ref)
 
 
+@pytest.mark.parametrize("size", [60, 100])   # one image as a line in pieces, or row by row
+def test_epilogue_wide_code_offset_takes_the_table(size):
+    """A uniform code whose offset float32 cannot add exactly (|value| + |offset| >= 2^24: no shipped encoding
+    has one, the kernels' float add relies on it): make_epilogue takes the table path, and the codes equal the
+    encoder's. A duck-typed encoder, codes = value + 2^24."""
+    class Wide:
+        def value_range(self):
+            return 0, 2**23
+
+        def code_range(self):
+            return 2**24, 2**24 + 2**23
+
+        def encode(self, v):
+            return np.asarray(v, np.int64) + 2**24
+
+    ep = make_epilogue(np.array([1.0]), "float32", (2**23 - 40, 2**23), Wide())
+    assert ep is not None and not ep.linear
+    acc = np.arange(2**23 - size + 10, 2**23 + 10).reshape(1, 1, -1)
+    np.testing.assert_array_equal(run_epilogue(ep, acc), np.clip(acc, 2**23 - 40, 2**23) + 2**24)
+
+
 def test_epilogue_declines_what_it_cannot_fuse():
     assert make_epilogue(np.array([0.3]), "shift", None, UniformAct(8)) is None        # not a power of two
     assert make_epilogue(np.array([0.5]), "float32", None, BinaryAct(1.0)) is None
