@@ -105,6 +105,33 @@ def test_depthwise_codes_sum_plus_bias_at_the_int32_edge(seed, wide, mode):
     np.testing.assert_array_equal(got, run_epilogue(ep, acc))
 
 
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), wide=st.booleans(), mode=st.sampled_from(["float32", "float64"]))
+def test_depthwise_codes_sums_float32_cannot_hold(seed, wide, mode):
+    """Accumulator bounds between 2^24 and 2^31: products and sums no longer exact in float32. Each channel's
+    input is one constant value, so every interior output sums the same x·Σw (large, mostly odd products); a
+    bias cancels it to within the output's range and a unit multiplier keeps every low bit of the sum in the
+    codes: a float32 sum (one rounding step = 2 to 64) would show."""
+    rng = np.random.default_rng(seed)
+    n, c, h, w, (kh, kw), stride, pads = depthwise_case(rng, wide)
+    wv = rng.integers(-32767, 32768, (c, 1, kh, kw)) | 1   # odd weights: odd products
+    sum_w = int(np.abs(wv).reshape(c, -1).sum(1).max())
+    reach = int(rng.integers(-(-(1 << 24) // sum_w), (1 << 31) // sum_w + 1))   # bound in [2^24, 2^31)
+    table = np.clip(np.arange(256) * (2 * reach // 255) - reach, -reach, reach) | 1
+    table[:2] = [-reach | 1, reach | 1]
+    x_reach = max(int(np.abs(table).max()), reach)
+    code_of = rng.integers(0, 256, c)   # one code per channel
+    codes = np.broadcast_to(code_of[None, :, None, None], (n, c, h, w)).astype(np.uint8)
+    interior = table[code_of] * wv.reshape(c, -1).sum(1)
+    bias = -interior + rng.integers(-30000, 30001, c)
+    g = conv_geometry(codes.shape, wv.shape, stride, pads, c)
+    ep = make_epilogue(np.ones(1), mode, None, UniformAct(16, True, 1.0, 0))
+    got = codes_path.depthwise_codes(codes, table, 0, wv, bias, g, 0, x_reach, ep)
+    assert got is not None
+    acc, _ = mac.conv2d_acc_reference(table[codes], wv, bias, stride, pads, c, 0, 64, "wrap")
+    np.testing.assert_array_equal(got, run_epilogue(ep, acc))
+
+
 def test_depthwise_codes_declines_what_it_does_not_fuse():
     codes = np.zeros((1, 4, 5, 5), np.uint8)
     table = np.arange(256) - 3
