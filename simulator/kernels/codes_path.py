@@ -571,8 +571,9 @@ def zero_operand_counts(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_ze
     Every tap summed: Σ_taps taps = Σ_(i, j) Z(i, j) · rows(i) · cols(j), Z the zero operands at input position
     (i, j) over the batch and the channels, rows(i) how many kernel rows read input row i, cols(j) the same for
     columns (a tap's window positions are a box: rows × columns), plus the padded positions. Only the channels
-    with a zero weight need their own taps (the positions where both operands are zero). `memo`: a dict the
-    caller keeps with the layer (which channels have a zero weight)."""
+    with a zero weight need their own taps (the positions where both operands are zero); when every channel
+    has one (int8 weights of a trained layer, often), their taps' sum is the total and the map is skipped.
+    `memo`: a dict the caller keeps with the layer (which channels have a zero weight)."""
     if (g.kh, g.kw, g.sh, g.sw) == (1, 1, 1, 1) and not g.has_padding:   # per channel already: one pass
         taps = zero_taps_codes(codes, is_zero, code_lo, g, pad_is_zero)
         return zero_counts_from_taps(taps, zero_w_per_tap, zero_w_total, g.cog, g.n * g.ho * g.wo)
@@ -581,12 +582,6 @@ def zero_operand_counts(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_ze
     if not single:   # several codes decode to zero (or none): mark them first
         flat, zc = is_zero[flat.astype(np.int64) - code_lo].view(np.uint8), np.ones(1, np.uint8)
     rows, cols, outside, coverage = _tap_boxes(g)
-    totals = np.empty(max(1, min(ZERO_MAP_CHUNKS, g.ci)), np.int64)
-    split(_zero_map, totals.size, flat, zc, coverage, totals, work=flat.size)
-    total = int(totals.sum())
-    if pad_is_zero:   # every window position outside the image, in every image and channel
-        total += g.n * g.ci * int(outside.sum())
-    zero_act = total * g.cog
     key = ("zero-weight channels", g.ci)
     weighted = None if memo is None else memo.get(key)
     if weighted is None:   # the channels with a zero weight, and their zero weights per tap
@@ -599,10 +594,19 @@ def zero_operand_counts(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_ze
     if chosen.size:   # the channels with a zero weight: their taps, one by one
         taps = np.empty((chosen.size, g.kh, g.kw), np.int64)
         split(_zero_taps, chosen.size, flat.reshape(g.n, g.ci, g.h, g.w), zc, chosen, rows.spans, cols.spans, taps,
-              work=chosen.size * g.n * g.h * g.w * g.kw)
+              work=chosen.size * g.n * g.h * g.w)
         if pad_is_zero:
             taps += g.n * outside
         both = int(np.dot(taps.reshape(-1), zero_w))
+    if chosen.size == g.ci:   # every channel's taps counted: their sum is the total
+        total = int(taps.sum())
+    else:
+        totals = np.empty(max(1, min(ZERO_MAP_CHUNKS, g.ci)), np.int64)
+        split(_zero_map, totals.size, flat, zc, coverage, totals, work=flat.size)
+        total = int(totals.sum())
+        if pad_is_zero:   # every window position outside the image, in every image and channel
+            total += g.n * g.ci * int(outside.sum())
+    zero_act = total * g.cog
     return zero_act, zero_act + g.n * g.ho * g.wo * zero_w_total - both
 
 
@@ -701,27 +705,35 @@ def _zero_taps_numpy(t0, t1, codes, zc, channels, rows, cols, taps):
 def _zero_taps(t0, t1, codes, zc, channels, rows, cols, taps):
     """Tasks t0..t1: taps[t, r, s] = how many codes[n, channels[t], rows[r] (start, stop, step), cols[s] (start,
     stop, step)] equal zc[0].
-    Per channel: the zeros per position summed over the batch, then per tap row the rows it reads summed
-    column by column (long unit-stride adds), then per tap column its strided run of those sums. Indices come
-    from ranges at constant strides: numba's negative-index checks then vanish and the loops vectorise."""
+    Per channel, one pass: the zeros per column over the batch and the rows of each stride phase (rows i with
+    the same i % step). A tap row reads the rows of one phase but the few at the plane's edges: its column sums
+    are its phase's less those rows (re-counted), not a pass per row it reads; then per tap column its strided
+    run of those sums. Rows are short (a 56-wide plane: 3-4 vectors), so the count of row loops is the cost."""
     n, _, h, w = codes.shape
     z = zc[0]
-    per_position = np.empty((h, w), np.int32)   # zeros of one channel per position, over the batch (<= n)
-    column_sums = np.empty(w, np.int32)         # over the rows one tap row reads
+    step = rows[0, 2] if rows.shape[0] else 1   # every tap row's rows share the stride
+    phases = np.empty((step, w), np.int32)   # zeros per column of one channel over a phase's rows and the batch
+    column_sums = np.empty(w, np.int32)      # over the rows one tap row reads
     for t in range(t0, t1):
-        per_position[:, :] = 0
-        for ni in range(n):
-            src = codes[ni, channels[t]]
-            for i in range(h):
+        c = channels[t]
+        phases[:, :] = 0
+        for i in range(h):
+            sums = phases[i % step]
+            for ni in range(n):
+                src = codes[ni, c, i]
                 for j in range(w):
-                    per_position[i, j] += np.int32(src[i, j] == z)
+                    sums[j] += np.int32(src[j] == z)
         for r in range(rows.shape[0]):
-            column_sums[:] = 0
-            r0, r1, rs = rows[r, 0], rows[r, 1], rows[r, 2]
-            for k in range(max(0, (r1 - r0 + rs - 1) // rs)):
-                line = per_position[r0 + k * rs]
-                for j in range(w):
-                    column_sums[j] += line[j]
+            r0, r1 = rows[r, 0], rows[r, 1]
+            count = max(0, (r1 - r0 + step - 1) // step)
+            if count == 0:
+                column_sums[:] = 0
+            else:
+                column_sums[:] = phases[r0 % step]
+                for i in range(r0 % step, r0, step):   # the phase's rows above the tap row's first
+                    _count_off(column_sums, codes, c, i, z)
+                for i in range(r0 + count * step, h, step):   # and below its last
+                    _count_off(column_sums, codes, c, i, z)
             for s in range(cols.shape[0]):
                 c0, c1, cs = cols[s, 0], cols[s, 1], cols[s, 2]
                 run = column_sums[c0:max(c0, c1)]
@@ -736,6 +748,15 @@ def _zero_taps(t0, t1, codes, zc, channels, rows, cols, taps):
                     for j in range((run.shape[0] + cs - 1) // cs):
                         total += run[np.uint64(j * cs)]
                 taps[t, r, s] = total
+
+
+@njit(nogil=True, cache=True)
+def _count_off(column_sums, codes, c, i, z):
+    """column_sums[j] -= how many codes[:, c, i, j] equal z."""
+    for ni in range(codes.shape[0]):
+        src = codes[ni, c, i]
+        for j in range(src.shape[0]):
+            column_sums[j] -= np.int32(src[j] == z)
 
 
 def _inside(k: int, pad: int, stride: int, n_out: int, size: int) -> tuple[int, int, int]:
