@@ -10,7 +10,6 @@ The engine knows nothing of energy; it hands a Trace of counts to the cost model
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -23,7 +22,6 @@ from . import interrupt
 from .graph import (LIMITS, MAC_OPS, Layer, Model, check_run_work, default_pad_code, layer_figures, pad_value,
                     run_work, table_bits)
 from .kernels import code_tables, codes_path, im2col, mac, pairsat, popcount
-from .kernels import threads as kernel_threads
 from .kernels.im2col import conv_geometry
 from .kernels.epilogue import code_dtype, make_epilogue, run_epilogue, run_thresholds
 from .trace import STATIC_FIELDS, LayerCounts, Trace
@@ -319,19 +317,7 @@ class Engine:
                 raise HwsimError(exc.message, source=model.source, field=exc.field) from None
             self._work_checked = True
         start = time.perf_counter()
-        parts = batch_parts(n, len(self.plans))
-        if parts == 1:
-            out, tensors, trace = self._run_codes(codes, keep_all)
-        else:   # the images are independent: parts of the batch side by side, one thread each, merged in order
-            bounds = [n * i // parts for i in range(parts + 1)]
-            try:
-                runs = kernel_threads.side_by_side([functools.partial(self._run_codes, codes[lo:hi], keep_all)
-                                                    for lo, hi in zip(bounds, bounds[1:])])
-            except Exception:   # a refusal (its message may count values): the whole batch's, as one thread gives it
-                runs = [self._run_codes(codes, keep_all)]
-            out = np.concatenate([r[0] for r in runs])
-            tensors = {name: np.concatenate([r[1][name] for r in runs]) for name in runs[0][1]}
-            trace = functools.reduce(_merge, [r[2] for r in runs])
+        out, tensors, trace = self._run_codes(codes, keep_all)
         elapsed = time.perf_counter() - start
         result = RunResult(out, tensors, trace, elapsed)
         if n == 1 and not keep_all and self.work_per_sample >= REUSE_WORK:
@@ -777,9 +763,9 @@ def _chunked_mac(lay, plan, x_codes, counts):
     n = x_codes.shape[0]
     per_image = math.prod(lay.out_shape) * np.dtype(plan.from_codes.acc_dtype).itemsize
     if (lay.op != "conv2d" or plan.epilogue is None or lay.attr("arithmetic") == "ort_float32" or n < 2
-            or n * per_image <= CHUNK_ACC_BYTES // kernel_threads.parts_here()):
+            or n * per_image <= CHUNK_ACC_BYTES):
         return None
-    step = max(1, CHUNK_ACC_BYTES // kernel_threads.parts_here() // per_image)   # parts side by side share it
+    step = max(1, CHUNK_ACC_BYTES // per_image)
     out = np.empty((n,) + tuple(lay.out_shape), plan.epilogue.table.dtype)
     zero_act = zero_any = 0
     for start in range(0, n, step):
@@ -1004,20 +990,6 @@ def _traffic_plan(lay: Layer):
 
 
 _MISSING = object()
-
-
-def batch_parts(n: int, mac_layers: int = 2) -> int:
-    """Parts of an n-image batch the engine runs side by side, one thread each (kernels/threads.py): one per
-    thread when they come out even or the batch is large (coarse parallelism needs no hand-off per kernel
-    call, and the Python work of one part overlaps the other's kernels), else 1 (the kernels split their
-    own work). A model of one MAC layer has nothing to overlap: its kernels split their work (measured ~10%
-    faster on a single 3x3 conv at batch 8). Results are the same for any count: every layer treats the
-    images independently."""
-    threads = kernel_threads.count()
-    if threads <= 1 or n < 2 or mac_layers < 2:
-        return 1
-    parts = min(threads, n)
-    return parts if n % parts == 0 or n >= 4 * parts else 1
 
 
 REUSE_WORK = 1 << 26   # work units (~67 ms) from which a single-sample run is worth keeping for run_batched

@@ -184,6 +184,33 @@ def tiered(kernel, work: int):
     return k.python, True
 
 
+# Work a parallel launcher (threads.launcher) must expect over a planned run before it is compiled: compiling
+# one costs ~0.3-0.5 s once (numba's cache keeps it), two threads save half of ~1 ns an element.
+LAUNCH_WORK = 1 << 30
+_launch_work: dict = {}   # id(launcher) -> the planned run's work projected for it so far (True: launch)
+
+
+def worth_launching(launcher, work: int) -> bool:
+    """Whether a parallel launcher should run `work` (else the task range runs on the calling thread): always
+    without a plan (the library) or once compiled or cached; in a planned one-run command, once the run's
+    projected work for it repays compiling it."""
+    if _plan_scale is None:
+        return True
+    key = id(launcher)
+    projected = _launch_work.get(key, 0)
+    if projected is True:
+        return True
+    if isinstance(launcher, Kernel):
+        if launcher.target is None:
+            _resolve(launcher.group, group_mode(launcher.group))
+        launcher = launcher.target
+    projected += work * _plan_scale
+    if projected > LAUNCH_WORK or launcher.signatures or _in_cache(launcher):
+        projected = True
+    _launch_work[key] = projected
+    return projected is True
+
+
 def _in_cache(dispatcher) -> bool:
     """Whether numba's on-disk cache holds some compilation of the kernel (loading it costs little); any
     surprise in numba's internals counts as cached (the kernel is then used as before)."""
@@ -213,8 +240,15 @@ def on_first_compile(callback) -> None:
     event.register("numba:compile", _Once())
 
 
+def prange(*args):
+    """numba.prange in hwsim's modules once numba is loaded (_build_and_bind puts it in place of this stand-in
+    in their globals, where the parallel launchers find it); range in Python mode."""
+    return range(*args)
+
+
 def _build_and_bind(numba, kernels):
-    """Build the kernels' numba objects and put each in place of its stand-in wherever hwsim's modules bind it."""
+    """Build the kernels' numba objects and put each in place of its stand-in wherever hwsim's modules bind it
+    (and numba.prange in place of `prange`)."""
     built = {}
     for k in kernels:
         if k.build is not None:
@@ -234,6 +268,8 @@ def _build_and_bind(numba, kernels):
         for attr, value in list(namespace.items()):
             if isinstance(value, Kernel) and id(value) in built:
                 namespace[attr] = built[id(value)]
+            elif value is prange and name != __name__:   # (this module keeps its stand-in)
+                namespace[attr] = numba.prange
 
 
 def _is_dispatcher(target) -> bool:

@@ -12,6 +12,8 @@
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -24,9 +26,12 @@ from simulator.errors import HwsimError
 from simulator.kernels import code_tables, codes_path, im2col, mac
 from simulator.kernels.epilogue import code_dtype, make_epilogue, run_epilogue
 from simulator.kernels.im2col import conv_geometry
+from simulator.qnn.model_io import load_model
 from simulator.units import pooling
 from simulator.units.requantizer import REQUANT_MODES, requantize
 from simulator.units.zero_gating import zero_operand_macs
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
 
 EDGE_ACC = [0, 1, -1, 2**31 - 1, -2**31, 2**31, -2**31 - 1, 2**24 + 1, -(2**24) - 1, 2**40, -2**40, 2**62, -2**62]
 
@@ -382,8 +387,9 @@ def test_chunked_batches_equal_whole_batches(monkeypatch, seed):
 @pytest.mark.parametrize("copies", [1, 3, 4, 9])
 def test_results_identical_for_any_thread_count(copies):
     """Exact integer sums: one numba thread or two give the same codes, tensors and counts, on random models of
-    every encoding (residual adds, pools, depthwise and dense layers among them). Batches that split evenly or
-    are large run as parts side by side (engine.batch_parts; 9 copies: uneven parts), others split each kernel."""
+    every encoding (residual adds, pools, depthwise and dense layers among them): two threads take each large
+    kernel call in chunks through its parallel launcher (threads.launcher), and every launcher run here is
+    seen to run."""
     from simulator.kernels import threads as kernel_threads
     models = [random_model(seed) for seed in range(8)]
     saved = kernel_threads.count()
@@ -405,33 +411,57 @@ def test_results_identical_for_any_thread_count(copies):
         kernel_threads.set_count(saved)
 
 
-def test_side_by_side_jobs_know_their_share():
-    """Jobs run side by side see how many share the machine (their memory budgets divide by it); one thread
-    runs them one after another, each with the whole budget."""
+def test_every_launcher_takes_its_kernels_arguments():
+    """A launcher is launch(n_tasks, chunks, *the kernel's arguments after t0, t1), and calls that kernel."""
+    import inspect
     from simulator.kernels import threads as kernel_threads
-    saved = kernel_threads.count()
-    try:
-        for threads, want in ((2, [2, 2]), (1, [1, 1])):
-            kernel_threads.set_count(threads)
-            assert kernel_threads.side_by_side([kernel_threads.parts_here] * 2) == want
-            assert kernel_threads.parts_here() == 1
-        kernel_threads.set_count(2)   # more jobs than threads: one after another, never more threads than that
-        assert kernel_threads.side_by_side([kernel_threads.parts_here] * 3) == [1, 1, 1]
-    finally:
-        kernel_threads.set_count(saved)
+    from simulator.units import float_conv_transpose  # noqa: F401  (its launcher registers on import)
+    assert len(kernel_threads._launchers) >= 30
+    for (module, name), launch in kernel_threads._launchers.items():
+        kernel = getattr(__import__(module, fromlist=[name]), name)
+        kernel_params = list(inspect.signature(getattr(kernel, "py_func", kernel)).parameters)
+        launch_func = getattr(launch, "py_func", launch)
+        assert list(inspect.signature(launch_func).parameters) == ["n_tasks", "chunks"] + kernel_params[2:], name
+        assert name in launch_func.__code__.co_names, name
 
 
-def test_batch_parts():
+def test_two_threads_launch_the_kernels_in_parallel(monkeypatch):
+    """With two threads the large calls of every shipped digits model go through the launchers (each kernel's
+    chunks on numba's threads, one chunk per thread), never the worker threads, and give one thread's codes
+    and counts."""
+    from simulator import jit
     from simulator.kernels import threads as kernel_threads
+    if jit.mode() != jit.NUMBA:
+        pytest.skip("Python mode: no launches")
+    launched, handed = [], []
+    for key, launch in list(kernel_threads._launchers.items()):
+        def counting(n_tasks, chunks, *args, _launch=launch, _key=key):
+            launched.append((_key[1], n_tasks, chunks))
+            return _launch(n_tasks, chunks, *args)
+        monkeypatch.setitem(kernel_threads._launchers, key, counting)
+    monkeypatch.setattr(kernel_threads, "_together", lambda *a: handed.append(a))
+    with np.load(MODELS / "digits_test.npz", allow_pickle=False) as data:
+        x = data["x"][:256].astype(np.float32)
     saved = kernel_threads.count()
     try:
-        kernel_threads.set_count(2)
-        assert [engine_mod.batch_parts(n) for n in (0, 1, 2, 3, 4, 5, 7, 8, 9)] == [1, 1, 2, 1, 2, 1, 1, 2, 2]
-        assert engine_mod.batch_parts(8, mac_layers=1) == 1
-        kernel_threads.set_count(1)
-        assert engine_mod.batch_parts(8) == 1
+        for path in sorted(MODELS.glob("lenet_digits_*.qnn")):
+            model = load_model(path)
+            codes = engine_mod.quantize_input(model, x)
+            runs = []
+            for threads in (1, 2):
+                kernel_threads.set_count(threads)
+                runs.append(engine_mod.Engine(model).run(codes, keep_all=True))
+            np.testing.assert_array_equal(runs[0].output, runs[1].output)
+            for name, t in runs[0].tensors.items():
+                np.testing.assert_array_equal(t, runs[1].tensors[name])
+            assert [vars(lay) for lay in runs[0].trace.layers] == [vars(lay) for lay in runs[1].trace.layers]
     finally:
         kernel_threads.set_count(saved)
+    assert not handed
+    names = {name for name, _, _ in launched}
+    assert {"_bytes_transposed", "_float_lines", "_float_rows", "_zero_taps", "_maxpool_tiled", "_signs_packed"} <= names
+    assert any(name.startswith("_run_tiles_nvec") for name in names)
+    assert all(chunks == 2 for _, _, chunks in launched)
 
 
 def test_layer_memo_stays_bounded_across_batch_sizes(monkeypatch):
@@ -457,7 +487,7 @@ def test_layer_memo_stays_bounded_across_batch_sizes(monkeypatch):
 
 def test_a_refusal_reads_the_same_for_any_thread_count():
     """A run refused mid-way (here: requantized values beyond TFLite's int32) gives the message of the whole
-    batch, which counts the values, whether or not the batch ran as parts side by side."""
+    batch, which counts the values, on one thread or two."""
     from simulator.encodings import UniformW
     from simulator.graph import Layer, Model
     from simulator.kernels import threads as kernel_threads
@@ -476,7 +506,6 @@ def test_a_refusal_reads_the_same_for_any_thread_count():
         for threads in (1, 2):
             kernel_threads.set_count(threads)
             eng = engine_mod.Engine(model)
-            assert engine_mod.batch_parts(len(x), len(eng.plans)) == threads   # two threads: two parts
             with pytest.raises(HwsimError) as exc:
                 eng.run(x)
             messages.append(str(exc.value))

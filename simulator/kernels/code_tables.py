@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import HwsimError
-from ..jit import njit
+from ..jit import njit, prange
 from .im2col import tap_outputs
-from .threads import split
+from .threads import launcher, split
 
 PAIR_TABLE_LIMIT = 1 << 16   # entries of a two-input table (8-bit x 8-bit)
 
@@ -195,3 +195,35 @@ def _maxpool_tiled(t0, t1, x4, out, oh):
                 for a in range(1, kh):
                     best = max(best, across[(r * kh + a) * ow + j])
                 dst[r * ow + j] = best
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Parallel launchers (threads.launcher): each kernel's chunks on numba's threads; here, beside the kernels,
+# because numba's cache keys a function on its own file
+# ---------------------------------------------------------------------------------------------------------
+@launcher(_lookup1)
+@njit(parallel=True, nogil=True, cache=True)
+def _lookup1_launch(n_tasks, chunks, x, table, lo, out):
+    for c in prange(chunks):
+        _lookup1(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, x, table, lo, out)
+
+
+@launcher(_lookup2)
+@njit(parallel=True, nogil=True, cache=True)
+def _lookup2_launch(n_tasks, chunks, a, b, flat_table, width, origin, out):
+    for c in prange(chunks):
+        _lookup2(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, a, b, flat_table, width, origin, out)
+
+
+@launcher(_maxpool_planes)
+@njit(parallel=True, nogil=True, cache=True)
+def _maxpool_planes_launch(n_tasks, chunks, x, out, geom, lowest):
+    for c in prange(chunks):
+        _maxpool_planes(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, x, out, geom, lowest)
+
+
+@launcher(_maxpool_tiled)
+@njit(parallel=True, nogil=True, cache=True)
+def _maxpool_tiled_launch(n_tasks, chunks, x4, out, oh):
+    for c in prange(chunks):
+        _maxpool_tiled(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, x4, out, oh)

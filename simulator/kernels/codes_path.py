@@ -21,13 +21,13 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from ..jit import njit, tiered
+from ..jit import njit, prange, tiered
 
 from . import im2col
 from .byte_transpose import transpose_bytes
 from .im2col import ConvGeometry
 from .mac import _INT16_MAX
-from .threads import image_spans, split
+from .threads import image_spans, launcher, split
 
 DECODE_TABLE_LIMIT = 1 << 16
 MEMO_ENTRIES = 32   # per layer: geometries (batch sizes) remembered
@@ -800,3 +800,77 @@ def _sum_and_dot(a, b):
 
 def fits_int16(x_reach: int, w_max: int) -> bool:
     return x_reach <= _INT16_MAX and w_max <= _INT16_MAX
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Parallel launchers (threads.launcher): each kernel's chunks on numba's threads; here, beside the kernels,
+# because numba's cache keys a function on its own file
+# ---------------------------------------------------------------------------------------------------------
+@launcher(_decode_into)
+@njit(parallel=True, nogil=True, cache=True)
+def _decode_into_launch(n_tasks, chunks, codes, table, lo, canvas, top, left, cig):
+    for c in prange(chunks):
+        _decode_into(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, codes, table, lo, canvas, top, left, cig)
+
+
+@launcher(_bytes_into)
+@njit(parallel=True, nogil=True, cache=True)
+def _bytes_into_launch(n_tasks, chunks, codes, lo, use_table, byte_table, canvas, top, left, cig):
+    for c in prange(chunks):
+        _bytes_into(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, codes, lo, use_table, byte_table, canvas, top, left, cig)
+
+
+@launcher(_bytes_transposed)
+@njit(parallel=True, nogil=True, cache=True)
+def _bytes_transposed_launch(n_tasks, chunks, codes, lo, canvas, top, left, cig):
+    for c in prange(chunks):
+        _bytes_transposed(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, codes, lo, canvas, top, left, cig)
+
+
+@launcher(_decode_phases)
+@njit(parallel=True, nogil=True, cache=True)
+def _decode_phases_launch(n_tasks, chunks, codes, table, lo, linear, offset, canvas, top, left):
+    for c in prange(chunks):
+        _decode_phases(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, codes, table, lo, linear, offset, canvas, top, left)
+
+
+@launcher(_depthwise_kernel)
+@njit(parallel=True, nogil=True, cache=True)
+def _depthwise_kernel_launch(n_tasks, chunks, xf, wt, taps, init, n, hp, wq, ci, cog, sh, narrow, out):
+    for c in prange(chunks):
+        _depthwise_kernel(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, xf, wt, taps, init, n, hp, wq, ci, cog, sh, narrow, out)
+
+
+@launcher(_depthwise_fused)
+@njit(parallel=True, nogil=True, cache=True)
+def _depthwise_fused_launch(n_tasks, chunks, codes, table, lo, linear, offset, pad, wt, geom, narrow, m_row, init_row, ep_lo, ep_hi, ep_offset, ep_linear, ep_table, out):
+    for c in prange(chunks):
+        _depthwise_fused(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, codes, table, lo, linear, offset, pad, wt, geom, narrow, m_row, init_row, ep_lo, ep_hi, ep_offset, ep_linear, ep_table, out)
+
+
+@launcher(_depthwise_planar)
+@njit(parallel=True, nogil=True, cache=True)
+def _depthwise_planar_launch(n_tasks, chunks, codes, table, lo, linear, offset, pad, wt, init, geom, narrow, m, shared, ep_lo, ep_hi, ep_offset, ep_linear, ep_table, out):
+    for c in prange(chunks):
+        _depthwise_planar(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, codes, table, lo, linear, offset, pad, wt, init, geom, narrow, m, shared, ep_lo, ep_hi, ep_offset, ep_linear, ep_table, out)
+
+
+@launcher(_zero_map)
+@njit(parallel=True, nogil=True, cache=True)
+def _zero_map_launch(n_tasks, chunks, codes, zc, weight, totals):
+    for c in prange(chunks):
+        _zero_map(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, codes, zc, weight, totals)
+
+
+@launcher(_zero_channels)
+@njit(parallel=True, nogil=True, cache=True)
+def _zero_channels_launch(n_tasks, chunks, codes, zc, out):
+    for c in prange(chunks):
+        _zero_channels(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, codes, zc, out)
+
+
+@launcher(_zero_taps)
+@njit(parallel=True, nogil=True, cache=True)
+def _zero_taps_launch(n_tasks, chunks, codes, zc, channels, rows, cols, taps):
+    for c in prange(chunks):
+        _zero_taps(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, codes, zc, channels, rows, cols, taps)

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
-from ..jit import njit
+from ..jit import njit, prange
 
 from ..encodings import BinaryAct, ThresholdAct
 from ..errors import HwsimError
 from ..units.requantizer import BLOCK_CHANNELS, FLOAT_SATURATION, REQUANT_MODES, quantize_multiplier
-from .threads import image_spans, split
+from .threads import image_spans, launcher, split
 
 # float32 0, float64 1, fixed_double 2, fixed_single 3, shift 4, fixed_double_ruy 5, fixed_double_blocks8 6,
 # float64_away 7
@@ -353,3 +353,51 @@ def _signs(t0, t1, acc, bias, out):
         row, dst, b = acc[t // c, t % c], out[t // c, t % c], bias[t % c]
         for i in range(s):
             dst[i] = np.int64(row[i]) + b < 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Parallel launchers (threads.launcher): each kernel's chunks on numba's threads; here, beside the kernels,
+# because numba's cache keys a function on its own file
+# ---------------------------------------------------------------------------------------------------------
+@launcher(_float_spread)
+@njit(parallel=True, nogil=True, cache=True)
+def _float_spread_launch(n_tasks, chunks, acc, m, lo, hi, offset, table, linear, piece, out):
+    for c in prange(chunks):
+        _float_spread(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, acc, m, lo, hi, offset, table, linear, piece, out)
+
+
+@launcher(_float_lines)
+@njit(parallel=True, nogil=True, cache=True)
+def _float_lines_launch(n_tasks, chunks, acc, m, shared, lo, hi, offset, out):
+    for c in prange(chunks):
+        _float_lines(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, acc, m, shared, lo, hi, offset, out)
+
+
+@launcher(_float_rows)
+@njit(parallel=True, nogil=True, cache=True)
+def _float_rows_launch(n_tasks, chunks, acc, m, shared, lo, hi, table, out):
+    for c in prange(chunks):
+        _float_rows(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, acc, m, shared, lo, hi, table, out)
+
+
+@launcher(_generic_rows)
+@njit(parallel=True, nogil=True, cache=True)
+def _generic_rows_launch(n_tasks, chunks, acc, mode, m32, m64, q, sh, shared, lo, hi, table, out, blocks_end):
+    counts = np.zeros(chunks, np.int64)
+    for c in prange(chunks):
+        counts[c] = _generic_rows(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, acc, mode, m32, m64, q, sh, shared, lo, hi, table, out, blocks_end)
+    return counts
+
+
+@launcher(_thresholds)
+@njit(parallel=True, nogil=True, cache=True)
+def _thresholds_launch(n_tasks, chunks, acc, th, lo, out):
+    for c in prange(chunks):
+        _thresholds(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, acc, th, lo, out)
+
+
+@launcher(_signs)
+@njit(parallel=True, nogil=True, cache=True)
+def _signs_launch(n_tasks, chunks, acc, bias, out):
+    for c in prange(chunks):
+        _signs(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, acc, bias, out)

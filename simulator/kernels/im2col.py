@@ -32,8 +32,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..jit import cpu_features, njit
-from .threads import split
+from ..jit import cpu_features, njit, prange
+from .threads import launcher, split
 
 TILE_P = 4  # output pixels per tile
 SEGMENT = 16 * TILE_P  # output pixels of one row per parallel task (a multiple of TILE_P)
@@ -373,7 +373,10 @@ def _run_tiles_body(t0, t1, xf, wpk, offs, geom, nvec, chunk, table, row_class, 
                     out_flat[((ni * co_n + co) * ho + oh) * wo + ow] += delta
 
 
-_RUN_TILES = {n: _tiles_kernel(n) for n in range(1, MAX_NVEC + 1)}
+# one kernel per vector count (module names: each gets its launcher below; a count above MAX_NVEC is never run)
+_run_tiles_nvec1, _run_tiles_nvec2, _run_tiles_nvec3, _run_tiles_nvec4 = (_tiles_kernel(n) for n in range(1, 5))
+_RUN_TILES = {n: k for n, k in enumerate((_run_tiles_nvec1, _run_tiles_nvec2, _run_tiles_nvec3, _run_tiles_nvec4), 1)
+              if n <= MAX_NVEC}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -414,3 +417,42 @@ def _build_tile():
 
 # the micro-kernel: the LLVM IR intrinsic in numba mode (built when numba is loaded), this twin in Python mode
 _tile = njit(build=_build_tile)(_tile_numpy)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Parallel launchers (threads.launcher): each kernel's chunks on numba's threads; here, beside the kernels,
+# because numba's cache keys a function on its own file
+# ---------------------------------------------------------------------------------------------------------
+@launcher(_copy_into)
+@njit(parallel=True, nogil=True, cache=True)
+def _copy_into_launch(n_tasks, chunks, x_cl, canvas, top, left):
+    for c in prange(chunks):
+        _copy_into(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, x_cl, canvas, top, left)
+
+
+@launcher(_run_tiles_nvec1)
+@njit(parallel=True, nogil=True, cache=True)
+def _run_tiles_nvec1_launch(n_tasks, chunks, xf, wpk, offs, geom, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out):
+    for c in prange(chunks):
+        _run_tiles_nvec1(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, xf, wpk, offs, geom, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out)
+
+
+@launcher(_run_tiles_nvec2)
+@njit(parallel=True, nogil=True, cache=True)
+def _run_tiles_nvec2_launch(n_tasks, chunks, xf, wpk, offs, geom, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out):
+    for c in prange(chunks):
+        _run_tiles_nvec2(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, xf, wpk, offs, geom, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out)
+
+
+@launcher(_run_tiles_nvec3)
+@njit(parallel=True, nogil=True, cache=True)
+def _run_tiles_nvec3_launch(n_tasks, chunks, xf, wpk, offs, geom, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out):
+    for c in prange(chunks):
+        _run_tiles_nvec3(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, xf, wpk, offs, geom, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out)
+
+
+@launcher(_run_tiles_nvec4)
+@njit(parallel=True, nogil=True, cache=True)
+def _run_tiles_nvec4_launch(n_tasks, chunks, xf, wpk, offs, geom, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out):
+    for c in prange(chunks):
+        _run_tiles_nvec4(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, xf, wpk, offs, geom, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out)

@@ -34,11 +34,11 @@ the array's current values on every call.
 from __future__ import annotations
 
 import numpy as np
-from ..jit import njit
+from ..jit import njit, prange
 
 from . import im2col
 from .im2col import ConvGeometry, conv_geometry
-from .threads import split
+from .threads import launcher, split
 
 POLICIES = ("wrap", "saturate")
 OPERAND_LIMIT = 1 << 16  # |x|, |w| must stay below this
@@ -373,3 +373,14 @@ def dense_acc_reference(x, w, bias, acc_bits, policy):
             acc[n, co] = a
             count += left
     return acc, count
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Parallel launchers (threads.launcher): each kernel's chunks on numba's threads; here, beside the kernels,
+# because numba's cache keys a function on its own file
+# ---------------------------------------------------------------------------------------------------------
+@launcher(_sequential_kernel)
+@njit(parallel=True, nogil=True, cache=True)
+def _sequential_kernel_launch(n_tasks, chunks, planes, w, init, init_over, sh, sw, groups, lo, hi, mask, bits64, saturate, acc, over):
+    for c in prange(chunks):
+        _sequential_kernel(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, planes, w, init, init_over, sh, sw, groups, lo, hi, mask, bits64, saturate, acc, over)

@@ -41,11 +41,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-from ..jit import njit
+from ..jit import njit, prange
 
 from .im2col import conv_geometry
 from .mac import _add_row, _phase_planes, accumulator_start, apply_policy, check_accumulator
-from .threads import split
+from .threads import launcher, split
 
 PAIR_MIN, PAIR_MAX = -(1 << 15), (1 << 15) - 1   # the int16 lane of vpmaddubsw
 X_RANGE = (0, 255)       # unsigned 8-bit activation codes
@@ -428,3 +428,14 @@ def dense_pairsat_reference(x, w, x_zero_point, w_zero_point, bias, acc_bits, po
                                                       w_zero_point, bias, (1, 1), (0, 0, 0, 0), 1, 0, acc_bits,
                                                       policy)
     return np.ascontiguousarray(acc[0, :, 0, :].T), over, pairs, outs
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Parallel launchers (threads.launcher): each kernel's chunks on numba's threads; here, beside the kernels,
+# because numba's cache keys a function on its own file
+# ---------------------------------------------------------------------------------------------------------
+@launcher(_pairsat_kernel)
+@njit(parallel=True, nogil=True, cache=True)
+def _pairsat_kernel_launch(n_tasks, chunks, planes, w, taps_a, taps_b, zw, const, with_corr, init, init_over, sh, sw, groups, lo, hi, mask, bits64, saturate, acc, over, nsat):
+    for c in prange(chunks):
+        _pairsat_kernel(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, planes, w, taps_a, taps_b, zw, const, with_corr, init, init_over, sh, sw, groups, lo, hi, mask, bits64, saturate, acc, over, nsat)

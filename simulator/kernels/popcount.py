@@ -26,12 +26,12 @@ import sys
 from dataclasses import dataclass, replace
 
 import numpy as np
-from ..jit import njit
+from ..jit import njit, prange
 
 from . import im2col
 from .byte_transpose import transpose_bytes
 from .im2col import ConvGeometry, conv_geometry
-from .threads import split
+from .threads import launcher, split
 
 PAD_MODES = ("+1", "-1", "zero")
 WORD_BITS = 64
@@ -497,3 +497,39 @@ def xnor_dense_reference(x_bits, w_bits) -> np.ndarray:
     x, w = np.asarray(x_bits, np.int64), np.asarray(w_bits, np.int64)
     pc = (x[:, None, :] ^ w[None, :, :]).sum(axis=2)
     return (x.shape[1] - 2 * pc).astype(np.int32)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Parallel launchers (threads.launcher): each kernel's chunks on numba's threads; here, beside the kernels,
+# because numba's cache keys a function on its own file
+# ---------------------------------------------------------------------------------------------------------
+@launcher(_signs_packed)
+@njit(parallel=True, nogil=True, cache=True)
+def _signs_packed_launch(n_tasks, chunks, acc, limit, always, out):
+    for c in prange(chunks):
+        _signs_packed(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, acc, limit, always, out)
+
+
+@launcher(_signs_below)
+@njit(parallel=True, nogil=True, cache=True)
+def _signs_below_launch(n_tasks, chunks, acc, limit, always, out):
+    for c in prange(chunks):
+        _signs_below(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, acc, limit, always, out)
+
+
+@launcher(_pack_canvas)
+@njit(parallel=True, nogil=True, cache=True)
+def _pack_canvas_launch(n_tasks, chunks, x, canvas, top, left, groups):
+    counts = np.zeros(chunks, np.int64)
+    for c in prange(chunks):
+        counts[c] = _pack_canvas(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, x, canvas, top, left, groups)
+    return counts
+
+
+@launcher(_pack_canvas_bytes)
+@njit(parallel=True, nogil=True, cache=True)
+def _pack_canvas_bytes_launch(n_tasks, chunks, x, canvas, top, left, groups):
+    counts = np.zeros(chunks, np.int64)
+    for c in prange(chunks):
+        counts[c] = _pack_canvas_bytes(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, x, canvas, top, left, groups)
+    return counts

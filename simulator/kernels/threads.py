@@ -1,13 +1,20 @@
-"""The kernels' threads: a task range split across persistent worker threads, instead of numba's parfors.
+"""The kernels' threads: a kernel's task range [0, n_tasks) cut into contiguous chunks run on both cores.
 
-Why not `@njit(parallel=True)`: a parfor kernel takes ~3 s to compile against ~0.3 s for the same loop
-serial, and a first run compiles a dozen of them (30 s before any output). The kernels are serial
-`@njit(nogil=True)` functions over a task range [lo, hi); `split` cuts [0, n_tasks) into a few contiguous
-chunks per thread, which the calling thread and the workers take in turn (the kernels release the GIL).
-Every task writes its own outputs, so the bits never depend on the thread count; a kernel that also
-returns a count returns it per chunk and the caller adds them (integers: any order gives the same sum).
+The kernels are serial `@njit(nogil=True)` functions over a task range [lo, hi). Each has, beside it in its own
+module, a parallel launcher (`launcher`): a few lines of `@njit(parallel=True)` whose prange runs the kernel on
+each chunk, so numba's threading layer (OpenMP's spinning workers, or its own) takes the chunks with no GIL
+hand-off: a launch costs a few microseconds. Why not the kernels themselves as parfors: a parfor of a whole
+kernel body takes ~3 s to compile, a launcher ~0.3 s (it calls the kernel already compiled), and numba's cache
+keeps both. Why beside the kernel: numba's cache keys a function on its own file, so a launcher in another
+file would keep a stale copy of a kernel edited since.
 
-A hand-off costs ~20 us (a parfor launch ~2 us), so work below `SERIAL_WORK` runs on the calling thread.
+A kernel without a launcher (one returning two counts), or one whose launcher a planned one-run command does
+not think worth compiling (jit.worth_launching), takes the persistent worker threads below instead: a hand-off
+through two locks and the GIL, ~20-100 us on a VM whose idle cores sleep, so only large calls gain. Every task
+writes its own outputs, so the bits never depend on the thread count; a kernel that returns a count returns it
+per chunk and the caller adds them (integers: any order gives the same sum). Work below `LAUNCH_WORK`
+(`SERIAL_WORK` for the worker threads) runs on the calling thread, as does a call made while another thread's
+split runs.
 """
 import itertools
 import os
@@ -16,13 +23,30 @@ import threading
 from .. import jit
 
 SERIAL_WORK = 1 << 16   # work (~ns: elements of a pass) below which a hand-off costs more than it saves
+LAUNCH_WORK = 1 << 13   # the same for a parallel launch (a few us)
 CHUNKS_PER_THREAD = 4   # chunks of a call per thread: enough to even out unequal tasks, few hand-offs
 
 DEFAULT_COUNT = max(1, int(os.environ.get("NUMBA_NUM_THREADS") or os.cpu_count() or 1))
 _count = DEFAULT_COUNT
 _workers: list = []
 _busy = threading.Lock()   # one split at a time; another Python thread meanwhile runs its split serially
-_local = threading.local()  # .serial: this thread runs one part of `side_by_side` (its splits stay on it)
+_local = threading.local()  # .numba_threads: the thread count this thread last gave numba
+_launchers: dict = {}       # (module, name) of a kernel -> its parallel launcher
+
+
+def launcher(kernel):
+    """Decorator: the function below is `kernel`'s parallel launcher, launch(n_tasks, chunks, *args) running
+    kernel(n_tasks·c // chunks, n_tasks·(c + 1) // chunks, *args) for c in prange(chunks). Write it in the
+    kernel's module (numba's cache keys a function on its own file)."""
+    def register(launch):
+        _launchers[_key(kernel)] = launch
+        return launch
+    return register
+
+
+def _key(kernel) -> tuple:
+    func = getattr(kernel, "py_func", kernel)   # a numba dispatcher's function, or hwsim's stand-in's
+    return func.__module__, func.__name__
 
 
 def count() -> int:
@@ -93,20 +117,29 @@ def _release(lock) -> None:
 
 
 def split(kernel, n_tasks: int, *args, work: int = None) -> list:
-    """[kernel(lo, hi, *args) for each chunk]: [0, n_tasks) in contiguous chunks, in chunk order.
+    """[kernel(lo, hi, *args) for each chunk]: [0, n_tasks) in contiguous chunks, in chunk order (a launched
+    kernel's count per chunk, or [None]).
 
-    A few chunks per thread, taken in turn by whichever thread is free (tasks of one call can differ in cost:
-    a static split would leave one thread waiting). `work` (elements the whole call touches; default n_tasks)
-    below SERIAL_WORK, one thread, Python mode or the kernel's numpy twin (jit.tiered; Python holds the GIL)
-    or another split already running: one chunk on the calling thread."""
+    `work` (elements the whole call touches; default n_tasks) decides: one thread, Python mode or the kernel's
+    numpy twin (jit.tiered; Python holds the GIL), too little work, or another split already running: one
+    chunk on the calling thread. Else the kernel's parallel launcher, one chunk per thread; a kernel without
+    one: a few chunks per thread, taken in turn by whichever thread is free (tasks of one call can differ in
+    cost: a static split would leave one thread waiting)."""
     n_tasks = int(n_tasks)
     work = n_tasks if work is None else work
     kernel, python = jit.tiered(kernel, work)
     parts = min(_count, n_tasks)
-    if (parts <= 1 or python or jit.mode() == jit.PYTHON or work < SERIAL_WORK
-            or getattr(_local, "serial", False) or not _busy.acquire(blocking=False)):
+    if (parts <= 1 or python or jit.mode() == jit.PYTHON or work < LAUNCH_WORK
+            or not _busy.acquire(blocking=False)):
         return [kernel(0, n_tasks, *args)]
     try:
+        launch = _launchers.get(_key(kernel))
+        if launch is not None and jit.worth_launching(launch, work):
+            _numba_threads(parts)
+            counts = launch(n_tasks, parts, *args)   # per chunk, from a kernel that returns a count
+            return [None] if counts is None else counts.tolist()
+        if work < SERIAL_WORK:
+            return [kernel(0, n_tasks, *args)]
         _start_workers(parts - 1)
         chunks = min(n_tasks, parts * CHUNKS_PER_THREAD)
         bounds = [n_tasks * i // chunks for i in range(chunks + 1)]
@@ -125,6 +158,15 @@ def split(kernel, n_tasks: int, *args, work: int = None) -> list:
         _busy.release()
 
 
+def _numba_threads(parts: int) -> None:
+    """Have this thread's numba launches use `parts` threads (at most the NUMBA_NUM_THREADS numba started
+    with; numba keeps the count per calling thread)."""
+    if getattr(_local, "numba_threads", 0) != parts:
+        numba = jit.import_numba()
+        numba.set_num_threads(max(1, min(parts, numba.config.NUMBA_NUM_THREADS)))
+        _local.numba_threads = parts
+
+
 def image_spans(t0: int, t1: int, per_image: int) -> list:
     """[(first image, end image, first unit, end unit)] covering tasks t0..t1 of `per_image` units an image (task
     t is unit t % per_image of image t // per_image): one span when the range holds whole images (a split's single
@@ -133,23 +175,6 @@ def image_spans(t0: int, t1: int, per_image: int) -> list:
         return [(t0 // per_image, t1 // per_image, 0, per_image)]
     return [(ni, ni + 1, max(t0 - ni * per_image, 0), min(t1 - ni * per_image, per_image))
             for ni in range(t0 // per_image, -(-t1 // per_image))]
-
-
-def side_by_side(jobs: list) -> list:
-    """[job() for job in jobs] with the jobs on separate threads, one per thread (the caller's included), each
-    running its own kernels serially: coarse parallelism (the engine's parts of a batch) that needs no hand-off
-    per kernel call. One thread, more jobs than threads, Python mode, or a split or side_by_side already running:
-    one after another."""
-    if (len(jobs) <= 1 or len(jobs) > _count or jit.mode() == jit.PYTHON or getattr(_local, "serial", False)
-            or not _busy.acquire(blocking=False)):
-        return [job() for job in jobs]
-    try:
-        _start_workers(len(jobs) - 1)
-        first, rest = _together(lambda: _serially(jobs[0], len(jobs)),
-                                [(_serially, (job, len(jobs))) for job in jobs[1:]])
-        return [first] + rest
-    finally:
-        _busy.release()
 
 
 def _together(mine, theirs: list) -> tuple:
@@ -171,20 +196,6 @@ def _together(mine, theirs: list) -> tuple:
     if error is not None:
         raise error
     return first, results
-
-
-def _serially(job, parts: int):
-    _local.serial, _local.parts = True, parts
-    try:
-        return job()
-    finally:
-        _local.serial, _local.parts = False, 1
-
-
-def parts_here() -> int:
-    """How many jobs of a side_by_side call run at once with the one on this thread (1 outside one): a job
-    that sizes its scratch to a memory budget takes this share of it."""
-    return getattr(_local, "parts", 1)
 
 
 def _start_workers(n: int) -> None:

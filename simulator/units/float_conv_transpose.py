@@ -62,10 +62,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from ..jit import njit
+from ..jit import njit, prange
 
 from ..encodings import Float32W
-from ..kernels.threads import split
+from ..kernels.threads import launcher, split
 
 K_BLOCK = 128   # MLAS_SGEMM_STRIDEK (onnxruntime/core/mlas/lib/mlasi.h)
 N_STRIDE = 128  # MLAS_SGEMM_STRIDEN
@@ -365,3 +365,14 @@ def conv_transpose_reference(x, w, bias, strides, pads, output_padding, groups, 
     if bias is not None:
         y = (y + np.asarray(bias, dtype=np.float32).reshape(-1, 1, 1)).astype(np.float32)
     return y
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Parallel launchers (threads.launcher): each kernel's chunks on numba's threads; here, beside the kernels,
+# because numba's cache keys a function on its own file
+# ---------------------------------------------------------------------------------------------------------
+@launcher(_kernel)
+@njit(parallel=True, nogil=True, cache=True)
+def _kernel_launch(n_tasks, chunks, x, live, w, bias, pt, pl, groups, mode, k_block, y):
+    for c in prange(chunks):
+        _kernel(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, x, live, w, bias, pt, pl, groups, mode, k_block, y)
