@@ -182,7 +182,8 @@ def avgpool_ort(x, kernel, stride=None, padding=0, count_include_pad: bool = Fal
     window = k[0] * k[1]
     H, W = x.shape[2], x.shape[3]
     if (k[0], k[1]) == (H, W) and not any(pads):
-        total = x.sum(axis=(2, 3), keepdims=True)
+        # exact integer sums per plane (einsum: numpy's sum over two short axes costs ~4x more)
+        total = np.einsum("ncq->nc", x.reshape(x.shape[0], x.shape[1], -1))[:, :, None, None]
         m = f32(in_scale) / (f32(out_scale) * f32(window))
         with np.errstate(over="ignore", invalid="ignore"):
             r = np.rint(total.astype(f32) * m)
