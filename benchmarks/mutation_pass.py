@@ -167,6 +167,22 @@ MUTATIONS = [
      "bits[..., :c] = plan.w_bits.reshape(co, c, h, w).transpose(0, 2, 3, 1)", "bits[..., :c] = plan.w_bits.reshape(co, h, w, c)"),
     ("tiers: a plan never takes a twin", "simulator/jit.py",
      "if projected > TWIN_WORK or kernel.signatures", "if projected >= 0 or kernel.signatures"),
+    ("launcher: each chunk stops a task short (epilogue)", "simulator/kernels/epilogue.py",
+     "_float_lines(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, ",
+     "_float_lines(n_tasks * c // chunks, n_tasks * (c + 1) // chunks - 1, "),
+    ("launcher: each chunk starts a task late (micro-kernel tiles)", "simulator/kernels/im2col.py",
+     "_run_tiles_nvec2(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, ",
+     "_run_tiles_nvec2(n_tasks * c // chunks + 1, n_tasks * (c + 1) // chunks, "),
+    ("launch: the task range one short", "simulator/kernels/threads.py",
+     "counts = launch(n_tasks, parts, *args)", "counts = launch(n_tasks - 1, parts, *args)"),
+    ("looked-up bytes: a code's neighbour's byte", "simulator/kernels/codes_path.py",
+     "                looked[j] = raw_table[row[j]]", "                looked[j] = raw_table[row[j] ^ 1]"),
+    ("raw byte table: int8 codes read as unsigned", "simulator/kernels/codes_path.py",
+     "index = np.arange(256, dtype=np.uint8).view(np.dtype(dtype)).astype(np.int64) - code_lo",
+     "index = np.arange(256, dtype=np.int64) - code_lo"),
+    ("table epilogue: the lookup one code off", "simulator/kernels/epilogue.py",
+     "        for i in range(row.shape[0]):\n            dst[i] = table[np.uint32(index[i])]",
+     "        for i in range(row.shape[0]):\n            dst[i] = table[np.uint32(index[i] + 1)]"),
 ]
 
 

@@ -266,6 +266,7 @@ def _float_spread(t0, t1, acc, m, lo, hi, offset, table, linear, piece, out):
     size = acc.shape[1]
     pieces = -(-size // piece)
     flo, fhi, foff, lo32 = m.dtype.type(lo), m.dtype.type(hi), m.dtype.type(offset), np.int32(lo)
+    index = np.empty(min(size, piece), np.int32)
     for t in range(t0, t1):
         i0 = (t % pieces) * piece
         i1 = min(size, i0 + piece)
@@ -273,20 +274,27 @@ def _float_spread(t0, t1, acc, m, lo, hi, offset, table, linear, piece, out):
         if linear:   # the offset added in float, as _float_lines
             for i in range(i1 - i0):
                 dst[i] = np.int32(min(max(np.rint(m.dtype.type(row[i]) * mr[i]), flo), fhi) + foff)
-        else:
+        else:   # as _float_rows: the indices in vectors, then the lookups unsigned
             for i in range(i1 - i0):
-                dst[i] = table[np.int32(min(max(np.rint(m.dtype.type(row[i]) * mr[i]), flo), fhi)) - lo32]
+                index[i] = np.int32(min(max(np.rint(m.dtype.type(row[i]) * mr[i]), flo), fhi)) - lo32
+            for i in range(i1 - i0):
+                dst[i] = table[np.uint32(index[i])]
 
 
 @njit(nogil=True, cache=True)
 def _float_rows(t0, t1, acc, m, shared, lo, hi, table, out):
-    """As _float_lines, with the code looked up in `table` (non-uniform encodings)."""
+    """As _float_lines, with the code looked up in `table` (non-uniform encodings): per row, the clipped values
+    less lo (in vectors), then the lookups with an unsigned index (a signed one gets a wraparound check that
+    keeps the whole loop scalar: 3-4x slower)."""
     c = acc.shape[1]
     flo, fhi, lo32 = m.dtype.type(lo), m.dtype.type(hi), np.int32(lo)
+    index = np.empty(acc.shape[2], np.int32)
     for t in range(t0, t1):
         row, dst, mk = acc[t // c, t % c], out[t // c, t % c], m[0 if shared else t % c]
         for i in range(row.shape[0]):
-            dst[i] = table[np.int32(min(max(np.rint(m.dtype.type(row[i]) * mk), flo), fhi)) - lo32]
+            index[i] = np.int32(min(max(np.rint(m.dtype.type(row[i]) * mk), flo), fhi)) - lo32
+        for i in range(row.shape[0]):
+            dst[i] = table[np.uint32(index[i])]
 
 
 @njit(nogil=True, cache=True)
