@@ -183,6 +183,8 @@ MUTATIONS = [
     ("table epilogue: the lookup one code off", "simulator/kernels/epilogue.py",
      "        for i in range(row.shape[0]):\n            dst[i] = table[np.uint32(index[i])]",
      "        for i in range(row.shape[0]):\n            dst[i] = table[np.uint32(index[i] + 1)]"),
+    ("comparator bank: a threshold counted when passed, not when reached", "simulator/kernels/epilogue.py",
+     "                count[i] += np.int64(row[i]) >= level", "                count[i] += np.int64(row[i]) > level"),
 ]
 
 

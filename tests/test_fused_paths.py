@@ -342,21 +342,24 @@ def test_threshold_bank_equals_encode_acc(seed, shared, int32):
     np.testing.assert_array_equal(got.astype(np.int64), enc.encode_acc(acc.astype(np.int64), channel_axis=1))
 
 
-@settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1))
-def test_u8_path_with_a_byte_table_equals_python_ints(seed):
-    """A non-uniform decoder whose values fit 256 consecutive integers (KNQ centroids) on the u8 kernel."""
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), stored=st.sampled_from(["uint8", "int8", "int16"]))
+def test_u8_path_with_a_byte_table_equals_python_ints(seed, stored):
+    """A non-uniform decoder whose values fit 256 consecutive integers (KNQ centroids) on the u8 kernel, its
+    codes stored unsigned, signed (code_lo below 0: the raw byte table's sign) or in two bytes."""
     rng = np.random.default_rng(seed)
     n, groups, cig, cog, h, w, kh, kw, stride, pads = conv_case(rng)
     values = np.sort(rng.choice(np.arange(-40, 216), 16, replace=False))     # a 4-bit KNQ's centroids
-    codes = rng.integers(0, 16, (n, cig * groups, h, w)).astype(np.uint8)
+    code_lo = 0 if stored == "uint8" else -8
+    codes = (rng.integers(0, 16, (n, cig * groups, h, w)) + code_lo).astype(stored)
     wv = rng.integers(-128, 128, (cog * groups, cig, kh, kw))
     vmin = int(values.min())
     pad = int(values[np.argmin(np.abs(values))])
     g = conv_geometry(codes.shape, wv.shape, stride, pads, groups)
-    got = codes_path.conv2d_sum_u8(codes, 0, vmin, wv, None, g, pad - vmin, 128, np.int64,
+    got = codes_path.conv2d_sum_u8(codes, code_lo, vmin, wv, None, g, pad - vmin, 128, np.int64,
                                    byte_table=(values - vmin).astype(np.uint8))
-    ref, _ = mac.conv2d_acc_reference(values[codes], wv, None, stride, pads, groups, pad, 64, "wrap")
+    ref, _ = mac.conv2d_acc_reference(values[codes.astype(np.int64) - code_lo], wv, None, stride, pads, groups, pad,
+                                      64, "wrap")
     np.testing.assert_array_equal(got, ref)
 
 

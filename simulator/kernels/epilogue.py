@@ -334,14 +334,16 @@ def run_thresholds(acc: np.ndarray, thresholds: np.ndarray, code_lo: int, out_dt
 @njit(nogil=True, cache=True)
 def _thresholds(t0, t1, acc, th, lo, out):
     c, s = acc.shape[1], acc.shape[2]
+    count = np.empty(s, np.int32)
     for t in range(t0, t1):
         row, dst, tc = acc[t // c, t % c], out[t // c, t % c], th[t % c]
+        count[:] = 0
+        for k in range(tc.shape[0]):   # one comparator per threshold (a thermometer code), counted: a threshold
+            level = tc[k]              # at a time over the row (the inner loop then vectorises)
+            for i in range(s):
+                count[i] += np.int64(row[i]) >= level
         for i in range(s):
-            count = 0
-            a = np.int64(row[i])
-            for k in range(tc.shape[0]):   # one comparator per threshold (a thermometer code), counted
-                count += a >= tc[k]
-            dst[i] = lo + count
+            dst[i] = lo + count[i]
 
 
 def run_signs(acc: np.ndarray, bias) -> np.ndarray:
