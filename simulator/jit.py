@@ -191,7 +191,7 @@ _launch_work: dict = {}   # id(launcher) -> the planned run's work projected for
 
 
 def worth_launching(launcher, work: int) -> bool:
-    """Whether a parallel launcher should run `work` (else the task range runs on the calling thread): always
+    """Whether a parallel launcher should run `work` (else `threads.split` uses its worker threads): always
     without a plan (the library) or once compiled or cached; in a planned one-run command, once the run's
     projected work for it repays compiling it."""
     if _plan_scale is None:
