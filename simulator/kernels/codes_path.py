@@ -116,8 +116,14 @@ def conv2d_sum_u8(codes, code_lo: int, offset: int, w, bias, g: ConvGeometry, pa
         split(_bytes_transposed, g.n * g.h, np.ascontiguousarray(codes), code_lo, canvas, g.top, g.left, g.cig,
               work=canvas.size)
     elif codes.dtype.itemsize == 1:   # each code's byte looked up, then 8x8 at a time
-        split(_bytes_looked_up, g.n * g.h, np.ascontiguousarray(codes), _raw_byte_table(byte_table, code_lo, codes.dtype),
-              canvas, g.top, g.left, g.cig, work=canvas.size)
+        tkey = ("raw byte table", code_lo, codes.dtype.str)
+        raw_table = None if memo is None else memo.get(tkey)
+        if raw_table is None:   # (per layer: its byte table and code dtype never change)
+            raw_table = _raw_byte_table(byte_table, code_lo, codes.dtype)
+            if memo is not None:
+                memo[tkey] = raw_table
+        split(_bytes_looked_up, g.n * g.h, np.ascontiguousarray(codes), raw_table, canvas, g.top, g.left, g.cig,
+              work=canvas.size)
     else:
         bytes_of = np.zeros(1, np.uint8) if byte_table is None else byte_table
         split(_bytes_into, g.n * g.h, codes, code_lo, byte_table is not None, bytes_of, canvas, g.top, g.left,
@@ -850,7 +856,8 @@ def _decode_into_launch(n_tasks, chunks, codes, table, lo, canvas, top, left, ci
 @njit(parallel=True, nogil=True, cache=True)
 def _bytes_into_launch(n_tasks, chunks, codes, lo, use_table, byte_table, canvas, top, left, cig):
     for c in prange(chunks):
-        _bytes_into(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, codes, lo, use_table, byte_table, canvas, top, left, cig)
+        _bytes_into(n_tasks * c // chunks, n_tasks * (c + 1) // chunks,
+                    codes, lo, use_table, byte_table, canvas, top, left, cig)
 
 
 @launcher(_bytes_transposed)
@@ -864,28 +871,38 @@ def _bytes_transposed_launch(n_tasks, chunks, codes, lo, canvas, top, left, cig)
 @njit(parallel=True, nogil=True, cache=True)
 def _decode_phases_launch(n_tasks, chunks, codes, table, lo, linear, offset, canvas, top, left):
     for c in prange(chunks):
-        _decode_phases(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, codes, table, lo, linear, offset, canvas, top, left)
+        _decode_phases(n_tasks * c // chunks, n_tasks * (c + 1) // chunks,
+                       codes, table, lo, linear, offset, canvas, top, left)
 
 
 @launcher(_depthwise_kernel)
 @njit(parallel=True, nogil=True, cache=True)
 def _depthwise_kernel_launch(n_tasks, chunks, xf, wt, taps, init, n, hp, wq, ci, cog, sh, narrow, out):
     for c in prange(chunks):
-        _depthwise_kernel(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, xf, wt, taps, init, n, hp, wq, ci, cog, sh, narrow, out)
+        _depthwise_kernel(n_tasks * c // chunks, n_tasks * (c + 1) // chunks,
+                          xf, wt, taps, init, n, hp, wq, ci, cog, sh, narrow, out)
 
 
 @launcher(_depthwise_fused)
 @njit(parallel=True, nogil=True, cache=True)
-def _depthwise_fused_launch(n_tasks, chunks, codes, table, lo, linear, offset, pad, wt, geom, narrow, m_row, init_row, ep_lo, ep_hi, ep_offset, ep_linear, ep_table, out):
+def _depthwise_fused_launch(n_tasks, chunks,
+                            codes, table, lo, linear, offset, pad, wt, geom, narrow, m_row, init_row, ep_lo, ep_hi,
+                            ep_offset, ep_linear, ep_table, out):
     for c in prange(chunks):
-        _depthwise_fused(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, codes, table, lo, linear, offset, pad, wt, geom, narrow, m_row, init_row, ep_lo, ep_hi, ep_offset, ep_linear, ep_table, out)
+        _depthwise_fused(n_tasks * c // chunks, n_tasks * (c + 1) // chunks,
+                         codes, table, lo, linear, offset, pad, wt, geom, narrow, m_row, init_row, ep_lo, ep_hi,
+                         ep_offset, ep_linear, ep_table, out)
 
 
 @launcher(_depthwise_planar)
 @njit(parallel=True, nogil=True, cache=True)
-def _depthwise_planar_launch(n_tasks, chunks, codes, table, lo, linear, offset, pad, wt, init, geom, narrow, m, shared, ep_lo, ep_hi, ep_offset, ep_linear, ep_table, out):
+def _depthwise_planar_launch(n_tasks, chunks,
+                             codes, table, lo, linear, offset, pad, wt, init, geom, narrow, m, shared, ep_lo, ep_hi,
+                             ep_offset, ep_linear, ep_table, out):
     for c in prange(chunks):
-        _depthwise_planar(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, codes, table, lo, linear, offset, pad, wt, init, geom, narrow, m, shared, ep_lo, ep_hi, ep_offset, ep_linear, ep_table, out)
+        _depthwise_planar(n_tasks * c // chunks, n_tasks * (c + 1) // chunks,
+                          codes, table, lo, linear, offset, pad, wt, init, geom, narrow, m, shared, ep_lo, ep_hi,
+                          ep_offset, ep_linear, ep_table, out)
 
 
 @launcher(_zero_map)

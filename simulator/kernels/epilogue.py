@@ -373,7 +373,8 @@ def _signs(t0, t1, acc, bias, out):
 @njit(parallel=True, nogil=True, cache=True)
 def _float_spread_launch(n_tasks, chunks, acc, m, lo, hi, offset, table, linear, piece, out):
     for c in prange(chunks):
-        _float_spread(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, acc, m, lo, hi, offset, table, linear, piece, out)
+        _float_spread(n_tasks * c // chunks, n_tasks * (c + 1) // chunks,
+                      acc, m, lo, hi, offset, table, linear, piece, out)
 
 
 @launcher(_float_lines)
@@ -395,7 +396,8 @@ def _float_rows_launch(n_tasks, chunks, acc, m, shared, lo, hi, table, out):
 def _generic_rows_launch(n_tasks, chunks, acc, mode, m32, m64, q, sh, shared, lo, hi, table, out, blocks_end):
     counts = np.zeros(chunks, np.int64)
     for c in prange(chunks):
-        counts[c] = _generic_rows(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, acc, mode, m32, m64, q, sh, shared, lo, hi, table, out, blocks_end)
+        counts[c] = _generic_rows(n_tasks * c // chunks, n_tasks * (c + 1) // chunks,
+                                  acc, mode, m32, m64, q, sh, shared, lo, hi, table, out, blocks_end)
     return counts
 
 

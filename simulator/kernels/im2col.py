@@ -432,27 +432,35 @@ def _copy_into_launch(n_tasks, chunks, x_cl, canvas, top, left):
 
 @launcher(_run_tiles_nvec1)
 @njit(parallel=True, nogil=True, cache=True)
-def _run_tiles_nvec1_launch(n_tasks, chunks, xf, wpk, offs, geom, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out):
+def _run_tiles_nvec1_launch(n_tasks, chunks,
+                            xf, wpk, offs, geom, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out):
     for c in prange(chunks):
-        _run_tiles_nvec1(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, xf, wpk, offs, geom, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out)
+        _run_tiles_nvec1(n_tasks * c // chunks, n_tasks * (c + 1) // chunks,
+                         xf, wpk, offs, geom, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out)
 
 
 @launcher(_run_tiles_nvec2)
 @njit(parallel=True, nogil=True, cache=True)
-def _run_tiles_nvec2_launch(n_tasks, chunks, xf, wpk, offs, geom, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out):
+def _run_tiles_nvec2_launch(n_tasks, chunks,
+                            xf, wpk, offs, geom, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out):
     for c in prange(chunks):
-        _run_tiles_nvec2(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, xf, wpk, offs, geom, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out)
+        _run_tiles_nvec2(n_tasks * c // chunks, n_tasks * (c + 1) // chunks,
+                         xf, wpk, offs, geom, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out)
 
 
 @launcher(_run_tiles_nvec3)
 @njit(parallel=True, nogil=True, cache=True)
-def _run_tiles_nvec3_launch(n_tasks, chunks, xf, wpk, offs, geom, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out):
+def _run_tiles_nvec3_launch(n_tasks, chunks,
+                            xf, wpk, offs, geom, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out):
     for c in prange(chunks):
-        _run_tiles_nvec3(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, xf, wpk, offs, geom, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out)
+        _run_tiles_nvec3(n_tasks * c // chunks, n_tasks * (c + 1) // chunks,
+                         xf, wpk, offs, geom, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out)
 
 
 @launcher(_run_tiles_nvec4)
 @njit(parallel=True, nogil=True, cache=True)
-def _run_tiles_nvec4_launch(n_tasks, chunks, xf, wpk, offs, geom, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out):
+def _run_tiles_nvec4_launch(n_tasks, chunks,
+                            xf, wpk, offs, geom, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out):
     for c in prange(chunks):
-        _run_tiles_nvec4(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, xf, wpk, offs, geom, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out)
+        _run_tiles_nvec4(n_tasks * c // chunks, n_tasks * (c + 1) // chunks,
+                         xf, wpk, offs, geom, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out)

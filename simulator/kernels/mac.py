@@ -381,6 +381,8 @@ def dense_acc_reference(x, w, bias, acc_bits, policy):
 # ---------------------------------------------------------------------------------------------------------
 @launcher(_sequential_kernel)
 @njit(parallel=True, nogil=True, cache=True)
-def _sequential_kernel_launch(n_tasks, chunks, planes, w, init, init_over, sh, sw, groups, lo, hi, mask, bits64, saturate, acc, over):
+def _sequential_kernel_launch(n_tasks, chunks,
+                              planes, w, init, init_over, sh, sw, groups, lo, hi, mask, bits64, saturate, acc, over):
     for c in prange(chunks):
-        _sequential_kernel(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, planes, w, init, init_over, sh, sw, groups, lo, hi, mask, bits64, saturate, acc, over)
+        _sequential_kernel(n_tasks * c // chunks, n_tasks * (c + 1) // chunks,
+                           planes, w, init, init_over, sh, sw, groups, lo, hi, mask, bits64, saturate, acc, over)

@@ -436,6 +436,10 @@ def dense_pairsat_reference(x, w, x_zero_point, w_zero_point, bias, acc_bits, po
 # ---------------------------------------------------------------------------------------------------------
 @launcher(_pairsat_kernel)
 @njit(parallel=True, nogil=True, cache=True)
-def _pairsat_kernel_launch(n_tasks, chunks, planes, w, taps_a, taps_b, zw, const, with_corr, init, init_over, sh, sw, groups, lo, hi, mask, bits64, saturate, acc, over, nsat):
+def _pairsat_kernel_launch(n_tasks, chunks,
+                           planes, w, taps_a, taps_b, zw, const, with_corr, init, init_over, sh, sw, groups, lo, hi,
+                           mask, bits64, saturate, acc, over, nsat):
     for c in prange(chunks):
-        _pairsat_kernel(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, planes, w, taps_a, taps_b, zw, const, with_corr, init, init_over, sh, sw, groups, lo, hi, mask, bits64, saturate, acc, over, nsat)
+        _pairsat_kernel(n_tasks * c // chunks, n_tasks * (c + 1) // chunks,
+                        planes, w, taps_a, taps_b, zw, const, with_corr, init, init_over, sh, sw, groups, lo, hi, mask,
+                        bits64, saturate, acc, over, nsat)
