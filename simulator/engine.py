@@ -289,6 +289,7 @@ class Engine:
     # bit order of a packed input, per layer
     _packed: dict = field(default_factory=dict, repr=False)
     _dense_bits: dict = field(default_factory=dict, repr=False)
+    _xnor_convs: dict = field(default_factory=dict, repr=False)   # per layer and input shape: popcount.XnorConv
 
     def __post_init__(self):
         self.model.check()   # every structural check (threshold encodings, accumulators, budget) is there
@@ -412,20 +413,23 @@ class Engine:
             counts.lut_width_bits = w_enc.table_bits
         if lay.is_xnor:
             packed_in = isinstance(x_codes, popcount.PackedBits)
+            # packed bits in and out: the sign bits straight from the micro-kernel (no sums tensor)
+            signs_of = (plan.bias,) if packed_in and packed_out and isinstance(out_enc, BinaryAct) else ()
             if lay.op == "conv2d":
                 geometry = (tuple(lay.attr("stride")), tuple(lay.attr("padding")), lay.attr("groups"),
                             lay.attr("binary_pad"))
-                acc = popcount.xnor_conv2d_packed(x_codes.bits, x_codes.layout[0], plan.w_bits, *geometry) \
+                acc = self._xnor_conv(lay, plan, x_codes, geometry, signs_of).packed(x_codes.bits) \
                     if packed_in else popcount.xnor_conv2d(x_codes.astype(np.uint8, copy=False), plan.w_bits,
                                                            *geometry)
                 words = popcount.popcount_words_per_output(lay.weight.shape[1], *lay.weight.shape[2:])
             else:
-                acc = popcount.xnor_dense_packed(x_codes.bits, self._dense_packed_bits(lay, plan, x_codes.layout),
-                                                 k) \
-                    if packed_in else popcount.xnor_dense(x_codes.astype(np.uint8, copy=False), plan.w_bits)
+                acc = self._xnor_conv(lay, plan, x_codes, k, signs_of).packed(x_codes.bits) if packed_in else \
+                    popcount.xnor_dense(x_codes.astype(np.uint8, copy=False), plan.w_bits)
                 words = popcount.popcount_words_per_output(k, 1, 1)
             counts.binary_macs = out_elems * k
             counts.popcount_words = out_elems * words
+            if signs_of:
+                return acc
             if isinstance(out_enc, BinaryAct):   # sign bits straight from the popcount sums (no int64 pass)
                 return (popcount.signs_packed if packed_out else popcount.signs)(acc, plan.bias)
             acc = acc.astype(np.int64)
@@ -589,6 +593,20 @@ class Engine:
         if isinstance(out, popcount.PackedBits):
             return out
         return popcount.PackedBits(popcount.pack_channels(out), layout, shape)
+
+    def _xnor_conv(self, lay, plan, x_codes, geometry, signs_of):
+        """An XNOR layer on packed bits, prepared once per input shape: popcount.XnorConv (a conv: `geometry` its
+        stride, padding, groups and pad mode) or popcount.XnorDense (a dense layer, `geometry` its input count;
+        the batch size is part of its shape)."""
+        dense = lay.op != "conv2d"
+        key = (lay.name, x_codes.bits.shape if dense else x_codes.bits.shape[1:], bool(signs_of))
+        conv = self._xnor_convs.get(key)
+        if conv is None:
+            conv = self._xnor_convs[key] = popcount.XnorDense(
+                x_codes.bits.shape, self._dense_packed_bits(lay, plan, x_codes.layout), geometry, signs_of) if dense \
+                else popcount.xnor_conv_packed_plan(x_codes.bits.shape, x_codes.layout[0], plan.w_bits, *geometry,
+                                                    signs_of=signs_of)
+        return conv
 
     def _dense_packed_bits(self, lay, plan, packed_in) -> np.ndarray:
         """An XNOR dense layer's weight bits [Co, H·W·8·ceil(C/8)] in the order of its packed input bits (pixel

@@ -462,8 +462,9 @@ def test_two_threads_launch_the_kernels_in_parallel(monkeypatch):
         kernel_threads.set_count(saved)
     assert not handed
     names = {name for name, _, _ in launched}
-    assert {"_bytes_transposed", "_float_lines", "_float_rows", "_zero_taps", "_maxpool_tiled", "_signs_packed"} <= names
+    assert {"_bytes_transposed", "_float_lines", "_float_rows", "_zero_taps", "_maxpool_tiled"} <= names
     assert any(name.startswith("_run_tiles_nvec") for name in names)
+    assert any(name.startswith("_run_sign_tiles_nvec") for name in names)   # XNOR layers between XNOR layers
     assert all(chunks == 2 for _, _, chunks in launched)
 
 

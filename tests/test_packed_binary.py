@@ -75,6 +75,80 @@ def test_xnor_conv2d_packed_equals_the_reference(seed, cig, groups, pad_mode, ju
     assert got.dtype == np.int32 and np.array_equal(got, want)
 
 
+def _signs_bias(rng, co: int, k: int):
+    """A bias per channel: mostly within the sums' reach, where a sign flips (sums + bias = 0 is not negative),
+    some beyond any sum, and int64's extremes (-bias of -2^63 wraps in int64)."""
+    if rng.integers(8) == 0:
+        return None
+    bias = rng.integers(-k - 2, k + 3, co)
+    far = rng.random(co) < 0.3
+    bias[far] = rng.choice([-(2**63), 2**63 - 1, -(2**40), 2**40, -(2**33), 2**31, -(2**31) - 1], far.sum())
+    return bias
+
+
+@settings(max_examples=120, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), cig=st.sampled_from([1, 3, 8, 9, 16, 63, 64, 65, 130]),
+       groups=st.integers(1, 3), pad_mode=st.sampled_from(pc.PAD_MODES), junk=st.booleans(),
+       co=st.sampled_from([1, 3, 7, 8, 9, 16, 17, 24, 33, 40, 70]))
+def test_xnor_conv2d_packed_signs_are_the_reference_sums_signs(seed, cig, groups, pad_mode, junk, co):
+    """Sign bits straight from the micro-kernel (im2col.run_sign_tiles) against the signs of the reference
+    sums, packed by Python integers: channel counts that leave a partial block and spare bits, groups, every
+    pad mode (zero padding's per-column limits), strides, biases at the flip and beyond any sum. Groups whose
+    channels do not fill whole bytes take the sums and signs_packed instead: the same bits."""
+    rng = np.random.default_rng(seed)
+    if cig % 8:
+        groups = 1   # groups of whole bytes of input channels only
+    kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    pad = tuple(int(v) for v in rng.integers(0, 3, 4))
+    h, w = int(rng.integers(max(1, kh - pad[0] - pad[2]), 8)), int(rng.integers(max(1, kw - pad[1] - pad[3]), 11))
+    stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+    x = (rng.random((int(rng.integers(1, 3)), groups * cig, h, w)) < rng.random()).astype(np.uint8)
+    wt = rng.integers(0, 2, (groups * co, cig, kh, kw)).astype(np.uint8)
+    bias = _signs_bias(rng, groups * co, cig * kh * kw)
+    packed = pc.pack_channels(x)
+    if junk and (groups * cig) % 8:
+        packed[..., -1] |= np.uint8(0xFF << ((groups * cig) % 8) & 0xFF)
+    got = pc.xnor_conv2d_packed_signs(packed, groups * cig, wt, stride, pad, groups, pad_mode, bias)
+    sums = pc.xnor_conv2d_reference(x, wt, stride, pad, groups, pad_mode)
+    n, _, ho, wo = sums.shape
+    assert got.shape == (n, ho, wo, -(-groups * co // 8)) and got.dtype == np.uint8
+    for ni in range(n):
+        for i in range(ho):
+            for j in range(wo):
+                value = sum(1 << c for c in range(groups * co)
+                            if int(sums[ni, c, i, j]) + (0 if bias is None else int(bias[c])) < 0)
+                assert int.from_bytes(bytes(got[ni, i, j]), "little") == value
+
+
+def test_xnor_conv2d_packed_signs_with_the_widest_tiles():
+    """A call large enough for the widest tiles (im2col.WIDE_TILE_MACS: four vectors of channels), zero padding
+    and a partial last block: the fused bits equal signs_packed of the sums kernel's output."""
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 2, (4, 96, 20, 21)).astype(np.uint8)
+    wt = rng.integers(0, 2, (72, 96, 3, 3)).astype(np.uint8)
+    bias = _signs_bias(rng, 72, 96 * 9)
+    args = (pc.pack_channels(x), 96, wt, (1, 1), (1, 1, 1, 1), 1, "zero")
+    assert 4 * 72 * 20 * 21 * 96 * 9 >= pc.im2col.WIDE_TILE_MACS
+    assert np.array_equal(pc.xnor_conv2d_packed_signs(*args, bias), pc.signs_packed(pc.xnor_conv2d_packed(*args), bias))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), k=st.integers(1, 200), co=st.integers(1, 40))
+def test_xnor_dense_packed_signs(seed, k, co):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 9))
+    x = rng.integers(0, 2, (n, k)).astype(np.uint8)
+    wt = rng.integers(0, 2, (co, k)).astype(np.uint8)
+    bias = _signs_bias(rng, co, k)
+    w_bits = np.zeros((co, -(-k // 8) * 8), np.uint8)
+    w_bits[:, :k] = wt
+    got = pc.xnor_dense_packed_signs(pc.pack_channels(x), w_bits, k, bias)
+    sums = pc.xnor_dense_reference(x, wt)
+    negative = np.array([[int(sums[i, c]) + (0 if bias is None else int(bias[c])) < 0 for c in range(co)]
+                         for i in range(n)], np.uint8)   # Python integers: no wrap
+    assert np.array_equal(got, pc.pack_channels(negative))
+
+
 def test_xnor_conv2d_packed_refuses_groups_that_split_a_byte():
     x = pc.pack_channels(np.zeros((1, 12, 3, 3), np.uint8))
     with pytest.raises(ValueError, match="groups"):

@@ -379,6 +379,75 @@ _RUN_TILES = {n: k for n, k in enumerate((_run_tiles_nvec1, _run_tiles_nvec2, _r
               if n <= MAX_NVEC}
 
 
+def run_sign_tiles(canvas, wpk, tp: TilePlan, nvec: int, above: np.ndarray) -> np.ndarray:
+    """Bits straight from the XNOR popcount sums (uint64 canvas, the whole reduction in one micro-kernel call):
+    uint8 [N, Ho, Wo, ceil(Co / 8)], bit c % 8 of byte c // 8 of a pixel = Σ popcount > above[row class,
+    column class, c] (the classes of `tp`). `above` [row classes, column classes, Co + spare] int64 (≥ one
+    tile's channels of spare values past Co: the last block reads them). Needs whole bytes of channels per
+    tile: groups of a multiple of 8 channels (or one group), blocks of a multiple of 8 (or a single block)."""
+    n, groups, ho, wo = tp.geom[:4]
+    cog, lanes = tp.geom[9], tp.geom[10]
+    width = nvec * lanes
+    assert (groups == 1 or cog % 8 == 0) and (width % 8 == 0 or cog <= width) and above.shape[2] >= groups * cog + width
+    out = np.empty((n, ho, wo, -(-(groups * cog) // 8)), np.uint8)
+    chunks = -(-(-(-cog // width)) // BLOCKS_PER_TASK)
+    split(_RUN_SIGN_TILES[nvec], n * groups * ho * -(-wo // SEGMENT) * chunks, canvas.reshape(-1), wpk, tp.offs,
+          tp.geom, above, tp.row_class, tp.col_class, out, work=n * groups * cog * ho * wo * tp.offs.shape[0] // 4)
+    return out
+
+
+def _sign_tiles_kernel(nvec: int):
+    """run_sign_tiles' tile loop for `nvec` vectors of output channels (as _tiles_kernel)."""
+    def run_sign_tiles(t0, t1, xf, wpk, offs, geom, above, row_class, col_class, out):
+        _run_sign_tiles_body(t0, t1, xf, wpk, offs, geom, nvec, above, row_class, col_class, out)
+    run_sign_tiles.__qualname__ = run_sign_tiles.__name__ = f"_run_sign_tiles_nvec{nvec}"
+    return njit(nogil=True, cache=True)(run_sign_tiles)
+
+
+@njit(inline="always")
+def _run_sign_tiles_body(t0, t1, xf, wpk, offs, geom, nvec, above, row_class, col_class, out):
+    n, groups, ho, wo, sh, sw, hp, wpa, ce, cog, lanes, e = geom
+    nb = out.shape[3]
+    width = nvec * lanes
+    ncb = (cog + width - 1) // width
+    nseg = (wo + SEGMENT - 1) // SEGMENT
+    chunks = (ncb + BLOCKS_PER_TASK - 1) // BLOCKS_PER_TASK
+    nr = offs.shape[0]
+    w_cb_stride = nr * width * e
+    n_cls, row_len = above.shape[1], above.shape[2]
+    out_flat = out.reshape(-1)
+    above_flat = above.reshape(-1)
+    for t in range(t0, t1):
+        # task = (image, group, output row, segment of the row, chunk of channel blocks), as in _run_tiles_body
+        part = t % chunks
+        seg = (t // chunks) % nseg
+        oh = (t // (chunks * nseg)) % ho
+        gi = (t // (chunks * nseg * ho)) % groups
+        ni = t // (chunks * nseg * ho * groups)
+        ow1 = min((seg + 1) * SEGMENT, wo)
+        row_base = row_class[oh] * n_cls
+        for cb in range(part * BLOCKS_PER_TASK, min(ncb, (part + 1) * BLOCKS_PER_TASK)):
+            co0 = gi * cog + cb * width
+            nco = min(width, cog - cb * width)
+            w_base = (gi * ncb + cb) * w_cb_stride
+            for ow in range(seg * SEGMENT, ow1, TILE_P):
+                x_base = ((ni * hp + oh * sh) * wpa + ow * sw) * groups * ce + gi * ce
+                # each pixel's limits: its column's class (padding taps), the last real column's past wo
+                bases = ((row_base + col_class[ow]) * row_len + co0,
+                         (row_base + col_class[min(ow + 1, wo - 1)]) * row_len + co0,
+                         (row_base + col_class[min(ow + 2, wo - 1)]) * row_len + co0,
+                         (row_base + col_class[min(ow + 3, wo - 1)]) * row_len + co0)
+                _tile_signs(xf, x_base, sw * groups * ce, offs, 0, nr, wpk, w_base, out_flat,
+                            ((ni * ho + oh) * wo + ow) * nb + co0 // 8, nb, min(TILE_P, wo - ow), nco, above_flat,
+                            bases, nvec)
+
+
+# one kernel per vector count, as _RUN_TILES
+_run_sign_tiles_nvec1, _run_sign_tiles_nvec2, _run_sign_tiles_nvec4 = (_sign_tiles_kernel(n) for n in (1, 2, 4))
+_RUN_SIGN_TILES = {n: k for n, k in ((1, _run_sign_tiles_nvec1), (2, _run_sign_tiles_nvec2), (4, _run_sign_tiles_nvec4))
+                   if n <= MAX_NVEC}
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The micro-kernel in numpy, for Python mode (an intrinsic cannot run as Python): the same function
 # ----------------------------------------------------------------------------------------------------------
@@ -417,6 +486,31 @@ def _build_tile():
 
 # the micro-kernel: the LLVM IR intrinsic in numba mode (built when numba is loaded), this twin in Python mode
 _tile = njit(build=_build_tile)(_tile_numpy)
+
+
+def _tile_signs_numpy(x, x_base, x_step, offs, r0, r1, w, w_base, out, out_base, pixel_stride, npix, nco,
+                      above, above_bases, nvec):
+    """What `_tile_signs` computes, bit for bit (microkernel.tile_signs)."""
+    lanes = LANES[x.dtype]
+    width = nvec * lanes
+    npix, nco, nr = int(npix), int(nco), int(r1) - int(r0)
+    offs = np.asarray(offs[r0:r1], np.int64)
+    idx = x_base + np.arange(npix, dtype=np.int64)[:, None] * x_step + offs[None, :]   # [P, R]
+    wv = w[w_base + r0 * width:w_base + r1 * width].reshape(nr, width)[:, :nco]         # [R, C]
+    acc = np.bitwise_count(x[idx][:, :, None] ^ wv[None]).sum(axis=1, dtype=np.int64)  # [P, C]
+    for p in range(npix):
+        bits = np.zeros(-(-nco // 8) * 8, np.uint8)
+        bits[:nco] = acc[p] > above[above_bases[p]:above_bases[p] + nco]
+        start = out_base + p * pixel_stride
+        out[start:start + bits.size // 8] = np.packbits(bits, bitorder="little")
+
+
+def _build_tile_signs():
+    from .microkernel import tile_signs
+    return tile_signs
+
+
+_tile_signs = njit(build=_build_tile_signs)(_tile_signs_numpy)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -464,3 +558,27 @@ def _run_tiles_nvec4_launch(n_tasks, chunks,
     for c in prange(chunks):
         _run_tiles_nvec4(n_tasks * c // chunks, n_tasks * (c + 1) // chunks,
                          xf, wpk, offs, geom, chunk, table, row_class, col_class, mid_class, odd_cols, scale, out)
+
+
+@launcher(_run_sign_tiles_nvec1)
+@njit(parallel=True, nogil=True, cache=True)
+def _run_sign_tiles_nvec1_launch(n_tasks, chunks, xf, wpk, offs, geom, above, row_class, col_class, out):
+    for c in prange(chunks):
+        _run_sign_tiles_nvec1(n_tasks * c // chunks, n_tasks * (c + 1) // chunks,
+                              xf, wpk, offs, geom, above, row_class, col_class, out)
+
+
+@launcher(_run_sign_tiles_nvec2)
+@njit(parallel=True, nogil=True, cache=True)
+def _run_sign_tiles_nvec2_launch(n_tasks, chunks, xf, wpk, offs, geom, above, row_class, col_class, out):
+    for c in prange(chunks):
+        _run_sign_tiles_nvec2(n_tasks * c // chunks, n_tasks * (c + 1) // chunks,
+                              xf, wpk, offs, geom, above, row_class, col_class, out)
+
+
+@launcher(_run_sign_tiles_nvec4)
+@njit(parallel=True, nogil=True, cache=True)
+def _run_sign_tiles_nvec4_launch(n_tasks, chunks, xf, wpk, offs, geom, above, row_class, col_class, out):
+    for c in prange(chunks):
+        _run_sign_tiles_nvec4(n_tasks * c // chunks, n_tasks * (c + 1) // chunks,
+                              xf, wpk, offs, geom, above, row_class, col_class, out)

@@ -312,3 +312,67 @@ def _store_tile(builder, op, nv, accs, out0, out_stride, npix, nco, init0, scale
                                                       builder.load(ptr))
                                 value = builder.add(pick, builder.extract_element(column, ir.Constant(_I32, p)))
                                 builder.store(value, ptr)
+
+
+@intrinsic
+def tile_signs(typingctx, x, x_base, x_step, offs, r0, r1, w, w_base, out, out_base, pixel_stride, npix, nco,
+               above, above_bases, nvec):
+    """One XNOR tile whose popcount sums go straight to bits (no sums tensor, no transpose): with acc[p, c] the
+    sums of `tile` over the whole reduction (r0 = 0 .. r1 = all steps in one call),
+
+        bit c of out[out_base + p·pixel_stride + c // 8] = acc[p, c] > above[above_bases[p] + c]
+
+    for p < npix; the bits of the tile's channels c ≥ nco are 0 (the spare bits of a packed pixel) and no byte
+    past ceil(nco / 8) is written. `above` must hold nvec·lanes readable values from every base."""
+    scalars = (x_base, x_step, r0, r1, w_base, out_base, pixel_stride, npix, nco)
+    if (not isinstance(nvec, types.IntegerLiteral) or x.dtype != types.uint64 or w.dtype != types.uint64
+            or out.dtype != types.uint8 or above.dtype != types.int64
+            or any(types.unliteral(a) != types.int64 for a in scalars)
+            or not (isinstance(above_bases, types.UniTuple) and above_bases.count == TILE_P
+                    and above_bases.dtype == types.int64)):
+        return None  # the IR below assumes exactly these types
+    sig = types.void(x, x_base, x_step, offs, r0, r1, w, w_base, out, out_base, pixel_stride, npix, nco,
+                     above, above_bases, nvec)
+
+    def codegen(context, builder, signature, args):
+        op = _op_for(signature.args[0].dtype)
+        nv = signature.args[-1].literal_value
+        (xa, x_base, x_step, oa, r0, r1, wa, w_base, out_a, out_base, pixel_stride, npix, nco,
+         above_a, above_bases, _) = args
+        xd, od, wd, outd, above_d = [context.make_array(signature.args[i])(context, builder, a).data
+                                     for i, a in ((0, xa), (3, oa), (6, wa), (8, out_a), (13, above_a))]
+        accs = _reduction_loop(builder, op, nv, xd, x_base, x_step, od, r0, r1, wd, w_base)
+        _store_signs(builder, op, nv, accs, builder.gep(outd, [out_base]), pixel_stride, npix, nco, above_d,
+                     [builder.extract_value(above_bases, p) for p in range(TILE_P)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _store_signs(builder, op, nv, accs, out0, pixel_stride, npix, nco, above_d, above_bases):
+    """Per pixel: compare each channel vector's sums with their limits, the nv masks side by side as one
+    width-bit integer (bit c = channel c), stored as ceil(width / 8) bytes (byte by byte where nco < width)."""
+    lanes, width = op.lanes, nv * op.lanes
+    sums_t = ir.VectorType(_I64, lanes)
+    keep = builder.icmp_signed("<", ir.Constant(ir.VectorType(_I64, width), list(range(width))),
+                               _splat(builder, nco, ir.VectorType(_I64, width)))   # the tile's real channels
+    bits_t = ir.IntType(max(8, width))
+    whole = builder.icmp_signed("==", nco, ir.Constant(_I64, width))
+    for p in range(TILE_P):
+        with builder.if_then(builder.icmp_signed("<", ir.Constant(_I64, p), npix), likely=True):
+            masks = []
+            for v in range(nv):
+                ptr = builder.gep(above_d, [builder.add(above_bases[p], ir.Constant(_I64, v * lanes))])
+                limit = builder.load(builder.bitcast(ptr, sums_t.as_pointer()), align=8)
+                masks.append(builder.icmp_signed(">", op.widen(builder, accs[p][v]), limit))
+            bits = builder.and_(_concat(builder, masks), keep)
+            bits = builder.zext(builder.bitcast(bits, ir.IntType(width)), bits_t)
+            dst = builder.gep(out0, [builder.mul(pixel_stride, ir.Constant(_I64, p))])
+            with builder.if_else(whole, likely=True) as (all_channels, some):
+                with all_channels:   # (a 4-channel block, AVX2's narrowest, is a whole layer: its byte's
+                    builder.store(bits, builder.bitcast(dst, bits_t.as_pointer()), align=1)   # high bits spare)
+                with some:
+                    for b in range(bits_t.width // 8):
+                        with builder.if_then(builder.icmp_signed("<", ir.Constant(_I64, 8 * b), nco)):
+                            byte = builder.trunc(builder.lshr(bits, ir.Constant(bits_t, 8 * b)), ir.IntType(8))
+                            builder.store(byte, builder.gep(dst, [ir.Constant(_I64, b)]))

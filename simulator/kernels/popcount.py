@@ -35,6 +35,7 @@ from .threads import launcher, split
 
 PAD_MODES = ("+1", "-1", "zero")
 WORD_BITS = 64
+BIAS_BOUND = 1 << 40   # |bias| beyond any sum's reach (|sums| < 2^32): clipping it there keeps every sign
 XORPOP_STEPS = 31   # words per micro-kernel call on AVX2: its byte counters hold at most 31 · 8 = 248
 
 
@@ -79,44 +80,201 @@ def xnor_conv2d(x_bits, w_bits, stride, padding, groups, pad_mode) -> np.ndarray
     x_bits, w_bits, g = _check(x_bits, w_bits, stride, padding, groups, pad_mode)
     if g.n == 0:
         return np.zeros((0, g.co, g.ho, g.wo), np.int32)
-    return _xnor_on_canvas(_bit_canvas(x_bits, g, pad_mode), w_bits, g, pad_mode)
+    return XnorConv(w_bits, g, pad_mode).on_canvas(_bit_canvas(x_bits, g, pad_mode))
 
 
-def xnor_conv2d_packed(x_packed, channels: int, w_bits, stride, padding, groups, pad_mode) -> np.ndarray:
+def xnor_conv2d_packed(x_packed, channels: int, w_bits, stride, padding, groups, pad_mode,
+                       signs_of: tuple = ()) -> np.ndarray:
     """xnor_conv2d of packed input bits (`pack_channels`: uint8 [N, H, W, ceil(Ci/8)], channel c at bit c%8 of
-    byte c//8 of its pixel). Each image row's bytes go into the canvas as one copy (the canvas words hold the
-    same bytes, little-endian). Groups of a whole number of bytes (Ci/groups a multiple of 8, or one group)."""
-    x_packed, w_bits = np.asarray(x_packed), _as_int(np.asarray(w_bits))
-    n, h, w, nb = x_packed.shape
+    byte c//8 of its pixel). Groups of a whole number of bytes (Ci/groups a multiple of 8, or one group).
+    With `signs_of` = (bias,): the packed sign bits of sums + bias instead (xnor_conv2d_packed_signs)."""
+    x_packed = np.asarray(x_packed)
+    return xnor_conv_packed_plan(x_packed.shape, channels, w_bits, stride, padding, groups, pad_mode,
+                                 signs_of).packed(x_packed)
+
+
+def xnor_conv_packed_plan(x_shape, channels: int, w_bits, stride, padding, groups, pad_mode,
+                          signs_of: tuple = ()) -> "XnorConv":
+    """xnor_conv2d_packed prepared for inputs of x_shape [N, H, W, ceil(Ci/8)] (any N): checked once; keep it
+    and call `.packed(x_packed)` for each batch."""
+    w_bits = _as_int(np.asarray(w_bits))
+    n, h, w, nb = x_shape
     g = conv_geometry((n, channels, h, w), w_bits.shape, stride, padding, groups)
     if pad_mode not in PAD_MODES or nb != -(-channels // 8) or (g.groups > 1 and g.cig % 8):
         raise ValueError(f"xnor_conv2d_packed: {nb} bytes a pixel for {channels} channels in {g.groups} groups, "
                          f"pad_mode {pad_mode!r}")
-    if g.n == 0:
-        return np.zeros((0, g.co, g.ho, g.wo), np.int32)
-    nw = -(-g.cig // WORD_BITS)
-    canvas = np.empty(im2col.canvas_shape(g, nw), np.uint64)
-    canvas[...] = pack_bits(np.ones(g.cig, np.uint8), axis=0) if pad_mode == "-1" else 0
-    pixels = canvas.view(np.uint8).reshape(canvas.shape[:3] + (g.groups, nw * 8))[:, g.top:g.top + h,
-                                                                                  g.left:g.left + w]
-    per_group = -(-g.cig // 8)
-    pixels[..., per_group:] = 0   # spare bytes of the words: 0 in x and w, so they never count
-    pixels[..., :per_group] = x_packed.reshape(n, h, w, g.groups, per_group)
-    if g.cig % 8:   # spare bits of the last byte (one group): 0 whatever the producer left there
-        pixels[..., per_group - 1] &= np.uint8((1 << (g.cig % 8)) - 1)
-    return _xnor_on_canvas(canvas, w_bits, g, pad_mode)
+    return XnorConv(w_bits, g, pad_mode, signs_of)
 
 
-def xnor_dense_packed(x_packed, w_bits, k: int) -> np.ndarray:
+class XnorConv:
+    """An XNOR conv prepared for one layer and input geometry (any batch size): the packed filters, the tile
+    plan and, for packed sign outputs (`signs_of` = (bias,)), the popcount limits, built once (remembered with
+    the weights: im2col.memo_pack), so that a call is a canvas and one kernel launch. A caller that runs a
+    layer again and again keeps the object (the engine does)."""
+
+    def __init__(self, w_bits, g: ConvGeometry, pad_mode: str, signs_of: tuple = ()):
+        self.g, self.pad_mode, self.signs_of = replace(g, n=0), pad_mode, signs_of
+        self.nw = -(-g.cig // WORD_BITS)
+        self.nvec = nvec = im2col.choose_nvec(g.cog, np.uint64, g.macs)
+        key = ("xnor", self.g, pad_mode, nvec, bool(signs_of), _bias_key(signs_of[0]) if signs_of else None)
+        self.wpk, self.plan0, self.above = im2col.memo_pack(w_bits, key, lambda: self._prepare(w_bits))
+        self._plans = {}
+        self.canvas_tail = im2col.canvas_shape(g, self.nw)[1:]   # a canvas is [N] + this
+        self.bytes_per_pixel = -(-g.co // 8)
+        # the canvas's padding pixel: "-1" is every real channel bit set, else nothing; spare bytes 0
+        pad = pack_bits(np.ones(g.cig, np.uint8), axis=0) if pad_mode == "-1" else np.zeros(self.nw, np.uint64)
+        self.pad_pixel = np.ascontiguousarray(np.broadcast_to(pad, (g.groups, self.nw)))
+
+    def _prepare(self, w_bits):
+        g = self.g
+        ww, wpk = _pack_filters(w_bits, g, self.nvec)
+        shape = im2col.canvas_shape(g, self.nw)
+        if self.pad_mode == "zero" and g.has_padding:
+            table, row_class, col_class = _zero_padding_offsets(ww, g)
+            plan = im2col.tile_plan(g, shape, np.uint64, table, row_class, col_class)
+        else:
+            plan = im2col.tile_plan(g, shape, np.uint64, np.full(g.co, g.cig * g.kh * g.kw, np.int64))
+        width = self.nvec * im2col.LANES[np.dtype(np.uint64)]
+        fused = (self.signs_of and plan.offs.shape[0] <= self._steps(plan) and (g.groups == 1 or g.cog % 8 == 0)
+                 and (width % 8 == 0 or g.cog <= width))   # the kernel's bits fill whole bytes of a pixel
+        return wpk, plan, _popcounts_above(plan.table, self.signs_of[0], width) if fused else None
+
+    @staticmethod
+    def _steps(plan) -> int:   # words per micro-kernel call
+        return XORPOP_STEPS if im2col.XORPOP_BYTES else plan.offs.shape[0]
+
+    def _plan(self, n: int):
+        plan = self._plans.get(n)
+        if plan is None:
+            p0 = self.plan0
+            plan = self._plans[n] = replace(p0, geom=(n,) + p0.geom[1:], out_shape=(n,) + p0.out_shape[1:])
+        return plan
+
+    def packed(self, x_packed) -> np.ndarray:
+        """On packed input bits uint8 [N, H, W, ceil(Ci/8)] (checked by the caller)."""
+        g, n = self.g, x_packed.shape[0]
+        if n == 0:
+            return np.zeros((0, g.ho, g.wo, self.bytes_per_pixel), np.uint8) if self.signs_of else \
+                np.zeros((0, g.co, g.ho, g.wo), np.int32)
+        canvas = np.empty((n,) + self.canvas_tail, np.uint64)
+        x_packed = np.ascontiguousarray(x_packed)
+        # whole words of whole pixels: the canvas pixel's words are x's pixel's bytes as they stand
+        x_words = x_packed.shape[3] == 8 * g.groups * self.nw and g.cig % 8 == 0 and x_packed.ctypes.data % 8 == 0
+        split(_fill_packed_canvas, n * canvas.shape[1], x_packed, canvas, g.top, g.left, self.pad_pixel,
+              -(-g.cig // 8), (1 << (g.cig % 8 or 8)) - 1, x_words, work=canvas.size)
+        return self.on_canvas(canvas)
+
+    def on_canvas(self, canvas) -> np.ndarray:
+        """On a canvas built for the layer (im2col.canvas_shape, the padding as pad_mode says)."""
+        plan = self._plan(canvas.shape[0])
+        if self.signs_of and self.above is not None:
+            return im2col.run_sign_tiles(canvas, self.wpk, plan, self.nvec, self.above)
+        sums = im2col.run_planned(canvas, self.wpk, plan, self.nvec, self._steps(plan), -2, np.int32)
+        return signs_packed(sums, self.signs_of[0]) if self.signs_of else sums
+
+
+@njit(inline="always")
+def _fill_pixels(dst, j0, j1, pad):
+    """Pixels j0..j1 of a canvas row (words) set to the pad pixel's words."""
+    pix = pad.shape[0]
+    if pix == 1:
+        for j in range(j0, j1):
+            dst[j] = pad[0]
+    else:
+        for j in range(j0, j1):
+            for k in range(pix):
+                dst[j * pix + k] = pad[k]
+
+
+def _fill_packed_canvas_numpy(t0, t1, x, canvas, top, left, pad_pixel, per_group, last_mask, x_words):
+    """_fill_packed_canvas in numpy: rows t0..t1 of the canvas (tasks: image, canvas row)."""
+    n, h, w, nb = x.shape
+    hp, groups, ce = canvas.shape[1], canvas.shape[3], 8 * canvas.shape[4]
+    canvas_bytes = canvas.view(np.uint8).reshape(canvas.shape[:4] + (ce,))
+    for t in range(t0, t1):
+        ni, row = t // hp, t % hp
+        canvas[ni, row] = pad_pixel
+        if top <= row < top + h:
+            pixels = canvas_bytes[ni, row, left:left + w]
+            pixels[..., per_group:] = 0
+            pixels[..., :per_group] = x[ni, row - top].reshape(w, groups, per_group)
+            pixels[..., per_group - 1] &= np.uint8(last_mask)
+
+
+@njit(nogil=True, cache=True, python=_fill_packed_canvas_numpy)
+def _fill_packed_canvas(t0, t1, x, canvas, top, left, pad_pixel, per_group, last_mask, x_words):
+    """Canvas words [N, Hp, Wpa, G, nw] from packed bits x [N, H, W, G·per_group] bytes: each pixel's bytes of
+    a group at the start of its words (little-endian), the spare bytes 0 (they never count) and the spare bits
+    of the last byte cleared (`last_mask`: whatever the producer left there); `pad_pixel` [G, nw] everywhere
+    else. Tasks: (image, canvas row). `x_words`: x's rows are whole words of whole pixels (x as uint64, a
+    pixel's words those of the canvas pixel: one word copy per word, else a byte loop per pixel)."""
+    n, h, w, nb = x.shape
+    hp, wpa, groups, nw = canvas.shape[1], canvas.shape[2], canvas.shape[3], canvas.shape[4]
+    pix = groups * nw   # words a canvas pixel
+    rows = canvas.reshape(n * hp, wpa * pix)
+    x_bytes = x.reshape(n * h, w * nb)
+    x64 = x.reshape(-1).view(np.uint64).reshape(n * h, (w * nb) // 8) if x_words else \
+        np.zeros((1, 1), np.uint64)
+    pad = pad_pixel.reshape(-1)
+    mask = np.uint64(last_mask)
+    for t in range(t0, t1):
+        ni, i = t // hp, t % hp - top
+        dst = rows[t]
+        if not 0 <= i < h:   # a padding row
+            _fill_pixels(dst, 0, wpa, pad)
+            continue
+        _fill_pixels(dst, 0, left, pad)
+        _fill_pixels(dst, left + w, wpa, pad)
+        base = left * pix
+        if x_words:
+            src64 = x64[ni * h + i]
+            for k in range(src64.shape[0]):
+                dst[base + k] = src64[k]
+            continue
+        src = x_bytes[ni * h + i]
+        for jj in range(w):
+            for gi in range(groups):
+                first = jj * nb + gi * per_group
+                for k in range(nw):
+                    word = np.uint64(0)
+                    for b in range(8 * k, min(8 * k + 8, per_group)):
+                        byte = np.uint64(src[first + b])
+                        if b == per_group - 1:
+                            byte &= mask
+                        word |= byte << np.uint64(8 * (b - 8 * k))
+                    dst[base + (jj * groups + gi) * nw + k] = word
+
+
+def xnor_dense_packed(x_packed, w_bits, k: int, signs_of: tuple = ()) -> np.ndarray:
     """xnor_dense of packed inputs: x_packed uint8 [N, B] (8·B bits, the spare ones 0), w_bits 0/1 [Co, 8·B]
-    in the same bit order (0 at the spare bits), k the real input count -> int32 [N, Co]."""
-    x_packed, w_bits = np.asarray(x_packed), np.asarray(w_bits)
-    n, nb = x_packed.shape
-    if w_bits.ndim != 2 or w_bits.shape[1] != 8 * nb or not 0 < k <= 8 * nb:
-        raise ValueError(f"xnor_dense_packed: x [N, {nb}] bytes, w {w_bits.shape}, k {k}")
-    # the batch becomes the width of a 1-row image; the spare bits (0 in both) add 8·B - k to each sum
-    out = xnor_conv2d_packed(x_packed[None, None], 8 * nb, w_bits[:, :, None, None], (1, 1), (0, 0, 0, 0), 1, "+1")
-    return np.ascontiguousarray(out[0, :, 0, :].T) - np.int32(8 * nb - k)
+    in the same bit order (0 at the spare bits), k the real input count -> int32 [N, Co]; with `signs_of` =
+    (bias,) their packed sign bits instead (xnor_dense_packed_signs)."""
+    x_packed = np.asarray(x_packed)
+    return XnorDense(x_packed.shape, w_bits, k, signs_of).packed(x_packed)
+
+
+class XnorDense:
+    """xnor_dense_packed prepared for inputs of x_shape [N, B] (N included: the batch is the width of the
+    1-row image the conv kernel sees)."""
+
+    def __init__(self, x_shape, w_bits, k: int, signs_of: tuple = ()):
+        w_bits = np.asarray(w_bits)
+        n, nb = x_shape
+        if w_bits.ndim != 2 or w_bits.shape[1] != 8 * nb or not 0 < k <= 8 * nb:
+            raise ValueError(f"xnor_dense_packed: x [N, {nb}] bytes, w {w_bits.shape}, k {k}")
+        # the batch becomes the width of a 1-row image; the spare bits (0 in both) add 8·B - k to each sum
+        self.spare, self.signs = 8 * nb - k, bool(signs_of)
+        if signs_of:   # sums - spare + bias < 0
+            bias = np.zeros(w_bits.shape[0], np.int64) if signs_of[0] is None else np.asarray(signs_of[0], np.int64)
+            signs_of = (np.clip(bias, -BIAS_BOUND, BIAS_BOUND) - self.spare,)
+        self.conv = xnor_conv_packed_plan((1, 1, n, nb), 8 * nb, w_bits[:, :, None, None], (1, 1), (0, 0, 0, 0), 1,
+                                          "+1", signs_of)
+
+    def packed(self, x_packed) -> np.ndarray:
+        out = self.conv.packed(x_packed[None, None])
+        if self.signs:
+            return out[0, 0]
+        return np.ascontiguousarray(out[0, :, 0, :].T) - np.int32(self.spare)
 
 
 @dataclass(frozen=True)
@@ -170,12 +328,13 @@ _RANGES: dict = {}   # dtype -> (min, max): np.iinfo costs ~10-25 us a call with
 
 def _sign_limits(bias, c: int, dtype) -> tuple:
     """(limit, always) for the sign units: acc < limit[c] in the sums' own dtype, or always 1 where -bias[c]
-    exceeds that dtype (never where it is at or below its minimum: the clipped limit then says so)."""
+    exceeds that dtype (never where it is at or below its minimum: the clipped limit then says so). The bias
+    is clipped to ±BIAS_BOUND first (no sum reaches that far), so that -bias cannot wrap (bias = -2^63)."""
     bounds = _RANGES.get(dtype)
     if bounds is None:
         info = np.iinfo(dtype)
         bounds = _RANGES[dtype] = (int(info.min), int(info.max))
-    limit = np.zeros(c, np.int64) if bias is None else -np.asarray(bias, np.int64)
+    limit = np.zeros(c, np.int64) if bias is None else -np.clip(np.asarray(bias, np.int64), -BIAS_BOUND, BIAS_BOUND)
     return np.clip(limit, *bounds).astype(dtype), limit > bounds[1]
 
 
@@ -214,23 +373,31 @@ def _signs_packed(t0, t1, acc, limit, always, out):
             dst[p, b] = np.uint8(byte[p])
 
 
-def _xnor_on_canvas(canvas, w_bits, g: ConvGeometry, pad_mode: str) -> np.ndarray:
-    """The XNOR sums of a packed input canvas (_bit_canvas) with the filters."""
-    nvec = im2col.choose_nvec(g.cog, np.uint64, g.macs)
-    ww, wpk = im2col.memo_pack(w_bits, ("bits", g.groups, nvec), lambda: _pack_filters(w_bits, g, nvec))
-    offs = im2col.offset_table(g, canvas)
-    steps = XORPOP_STEPS if im2col.XORPOP_BYTES else offs.shape[0]   # words per micro-kernel call
+def _bias_key(bias):
+    return None if bias is None else np.asarray(bias, np.int64).tobytes()
 
-    def plan():   # per geometry, remembered with the weights: the tile plan (its offsets per output)
-        if pad_mode == "zero" and g.has_padding:
-            key = ("zero-pad", replace(g, n=0))  # the whole geometry but the batch size
-            table, row_class, col_class = im2col.memo_pack(w_bits, key, lambda: _zero_padding_offsets(ww, g))
-            return im2col.tile_plan(g, canvas.shape, canvas.dtype, table, row_class, col_class, offs)
-        return im2col.tile_plan(g, canvas.shape, canvas.dtype, np.full(g.co, g.cig * g.kh * g.kw, np.int64),
-                                offs=offs)
 
-    tp = im2col.memo_pack(w_bits, ("xnor plan", g, pad_mode), plan)   # (the canvas's shape follows from g)
-    return im2col.run_planned(canvas, wpk, tp, nvec, steps, -2, np.int32)
+def _popcounts_above(table, bias, width: int) -> np.ndarray:
+    """`above` [row class, column class, Co + width] int64 for run_sign_tiles: with sums = table - 2·popcount
+    (table: the plan's constant per class and channel), sums + bias < 0 is 2·popcount > table + bias, i.e.
+    popcount > floor((table + bias) / 2). The spare values past Co (read by a last partial block, masked
+    there) are 0."""
+    co = table.shape[2]
+    bias = np.zeros(co, np.int64) if bias is None else np.clip(np.asarray(bias, np.int64), -BIAS_BOUND, BIAS_BOUND)
+    above = np.zeros(table.shape[:2] + (co + width,), np.int64)
+    above[:, :, :co] = (table + bias) >> 1   # an arithmetic shift: the floor
+    return above
+
+
+def xnor_conv2d_packed_signs(x_packed, channels: int, w_bits, stride, padding, groups, pad_mode, bias) -> np.ndarray:
+    """signs_packed(xnor_conv2d_packed(...), bias), with no sums tensor in between: an XNOR layer between
+    XNOR layers, packed bits in and out (uint8 [N, Ho, Wo, ceil(Co/8)])."""
+    return xnor_conv2d_packed(x_packed, channels, w_bits, stride, padding, groups, pad_mode, signs_of=(bias,))
+
+
+def xnor_dense_packed_signs(x_packed, w_bits, k: int, bias) -> np.ndarray:
+    """signs_packed(xnor_dense_packed(x_packed, w_bits, k), bias): uint8 [N, ceil(Co/8)]."""
+    return xnor_dense_packed(x_packed, w_bits, k, signs_of=(bias,))
 
 
 def xnor_dense(x_bits, w_bits) -> np.ndarray:
@@ -533,3 +700,11 @@ def _pack_canvas_bytes_launch(n_tasks, chunks, x, canvas, top, left, groups):
     for c in prange(chunks):
         counts[c] = _pack_canvas_bytes(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, x, canvas, top, left, groups)
     return counts
+
+
+@launcher(_fill_packed_canvas)
+@njit(parallel=True, nogil=True, cache=True)
+def _fill_packed_canvas_launch(n_tasks, chunks, x, canvas, top, left, pad_pixel, per_group, last_mask, x_words):
+    for c in prange(chunks):
+        _fill_packed_canvas(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, x, canvas, top, left, pad_pixel,
+                            per_group, last_mask, x_words)
