@@ -22,7 +22,8 @@ from simulator.units.zero_gating import zero_operand_macs
 
 
 def depthwise_case(rng, wide: bool):
-    n, c = int(rng.integers(1, 4)), int(rng.integers(1, 20))
+    # channels: few, or several vectors of them and a remainder (the 3x3 sums' register-held weights per vector)
+    n, c = int(rng.integers(1, 4)), int(rng.integers(1, 20) if rng.integers(2) else rng.integers(16, 72))
     kh, kw = (3, 3) if rng.integers(3) else tuple(int(v) for v in rng.integers(1, 6, 2))
     stride = (1, 1) if wide or rng.integers(2) else tuple(int(v) for v in rng.integers(1, 4, 2))
     pads = tuple(int(v) for v in rng.integers(0, 3, 4))

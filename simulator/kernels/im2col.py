@@ -77,6 +77,11 @@ PMADDUBSW = _has_pmaddubsw()   # vpmaddubsw: x86's pair-saturating u8 x s8 produ
 XORPOP_BYTES = PMADDUBSW and VECTOR_BITS == 256   # AVX2: popcounts per byte (microkernel._XorPopBytes)
 
 
+def dw_lanes(dtype) -> int:
+    """Channels a vector of the depthwise 3x3 sums (microkernel.dw3x3_sums) in float `dtype`."""
+    return VECTOR_BITS // (8 * np.dtype(dtype).itemsize)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Geometry
 # ----------------------------------------------------------------------------------------------------------

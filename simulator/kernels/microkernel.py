@@ -11,7 +11,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .im2col import LANES, PMADDUBSW, TILE_P, VNNI, XORPOP_BYTES
+from .im2col import LANES, PMADDUBSW, TILE_P, VECTOR_BITS, VNNI, XORPOP_BYTES, dw_lanes
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -376,3 +376,149 @@ def _store_signs(builder, op, nv, accs, out0, pixel_stride, npix, nco, above_d, 
                         with builder.if_then(builder.icmp_signed("<", ir.Constant(_I64, 8 * b), nco)):
                             byte = builder.trunc(builder.lshr(bits, ir.Constant(bits_t, 8 * b)), ir.IntType(8))
                             builder.store(byte, builder.gep(dst, [ir.Constant(_I64, b)]))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Depthwise 3x3 sums, channels in SIMD lanes, the nine weight vectors held in registers
+# ----------------------------------------------------------------------------------------------------------
+@intrinsic
+def dw3x3_sums(typingctx, x, x_base, x_step, pitch, wt, acc, npix, blocks):
+    """acc[p·C + c] = Σ_(kh, kw) wt[(3·kh + kw)·C + c] · x[x_base + p·x_step + kh·pitch + kw·C + c] for p < npix
+    and c < blocks·L (L lanes a vector: im2col.dw_lanes of the dtype; C = wt's row: wt is [9, C] flattened,
+    acc's pixel pitch C too). Per block of L channels the nine weight vectors are loaded once and stay in
+    registers while the pixels go by: a pixel costs nine loads and nine multiply-adds (the compiled loop
+    reloaded each weight per pixel and kernel row). The caller uses it where every partial sum is an integer
+    that the float type holds exactly, so the order and fusing of the adds cannot change a bit."""
+    floats = (types.float32, types.float64)
+    if (x.dtype not in floats or wt.dtype != x.dtype or acc.dtype != x.dtype
+            or any(types.unliteral(a) != types.int64 for a in (x_base, x_step, pitch, npix, blocks))):
+        return None
+    sig = types.void(x, x_base, x_step, pitch, wt, acc, npix, blocks)
+
+    def codegen(context, builder, signature, args):
+        xa, x_base, x_step, pitch, wa, acc_a, npix, blocks = args
+        w_arr = context.make_array(signature.args[4])(context, builder, wa)
+        xd = context.make_array(signature.args[0])(context, builder, xa).data
+        accd = context.make_array(signature.args[5])(context, builder, acc_a).data
+        wd = w_arr.data
+        c_n = builder.udiv(builder.extract_value(w_arr.shape, 0), ir.Constant(_I64, 9))   # wt: 9 rows of C
+        single = signature.args[0].dtype == types.float32
+        lanes = dw_lanes(np.float32 if single else np.float64)
+        vec = ir.VectorType(ir.FloatType() if single else ir.DoubleType(), lanes)
+        name = f"llvm.fma.v{lanes}f{32 if single else 64}"
+        fma = builder.module.globals.get(name) or ir.Function(builder.module, ir.FunctionType(vec, [vec] * 3), name)
+        align = 4 if single else 8
+
+        def load(base, index):
+            return builder.load(builder.bitcast(builder.gep(base, [index]), vec.as_pointer()), align=align)
+
+        # for b in range(blocks): weights -> registers; for p in range(npix): nine loads and multiply-adds
+        entry = builder.block
+        block_loop = builder.append_basic_block("dw.block")
+        pix_loop = builder.append_basic_block("dw.pixel")
+        block_end = builder.append_basic_block("dw.block_end")
+        done = builder.append_basic_block("dw.done")
+        zero = ir.Constant(_I64, 0)
+        builder.cbranch(builder.and_(builder.icmp_signed(">", blocks, zero), builder.icmp_signed(">", npix, zero)),
+                        block_loop, done)
+        builder.position_at_end(block_loop)
+        b = builder.phi(_I64)
+        b.add_incoming(zero, entry)
+        c0 = builder.mul(b, ir.Constant(_I64, lanes))
+        weights = [load(wd, builder.add(builder.mul(ir.Constant(_I64, t), c_n), c0)) for t in range(9)]
+        offsets = [builder.add(builder.add(builder.mul(ir.Constant(_I64, kh), pitch),
+                                           builder.mul(ir.Constant(_I64, kw), c_n)), c0)
+                   for kh in range(3) for kw in range(3)]
+        builder.branch(pix_loop)
+        builder.position_at_end(pix_loop)
+        p = builder.phi(_I64)
+        p.add_incoming(zero, block_loop)
+        base = builder.add(x_base, builder.mul(p, x_step))
+        total = builder.fmul(weights[0], load(xd, builder.add(base, offsets[0])))
+        for t in range(1, 9):
+            total = builder.call(fma, [weights[t], load(xd, builder.add(base, offsets[t])), total])
+        dst = builder.add(builder.mul(p, c_n), c0)
+        builder.store(total, builder.bitcast(builder.gep(accd, [dst]), vec.as_pointer()), align=align)
+        p_next = builder.add(p, ir.Constant(_I64, 1))
+        p.add_incoming(p_next, pix_loop)
+        builder.cbranch(builder.icmp_signed("<", p_next, npix), pix_loop, block_end)
+        builder.position_at_end(block_end)
+        b_next = builder.add(b, ir.Constant(_I64, 1))
+        b.add_incoming(b_next, block_end)
+        builder.cbranch(builder.icmp_signed("<", b_next, blocks), block_loop, done)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Bytes equal to a value, a vector at a time: the compare's lane mask as an integer, popcounted
+# ----------------------------------------------------------------------------------------------------------
+@intrinsic
+def count_equal(typingctx, x, start, stop, value):
+    """How many of x[start:stop] (uint8) equal `value` (uint8): per vector of bytes one compare, its mask as an
+    integer and one popcount (vpcmpeqb + kmov + popcnt on AVX-512); the tail one masked load (the bytes past
+    stop read as value ^ 1: never a match, and never touched in memory)."""
+    if (x.dtype != types.uint8 or value != types.uint8
+            or any(types.unliteral(a) != types.int64 for a in (start, stop))):
+        return None
+    sig = types.int64(x, start, stop, value)
+
+    def codegen(context, builder, signature, args):
+        xa, start, stop, value = args
+        xd = context.make_array(signature.args[0])(context, builder, xa).data
+        lanes = VECTOR_BITS // 8
+        vec = ir.VectorType(ir.IntType(8), lanes)
+        mask_t = ir.IntType(lanes)
+        module = builder.module
+
+        def declare(name, ret, params):
+            return module.globals.get(name) or ir.Function(module, ir.FunctionType(ret, params), name)
+
+        ctpop = declare(f"llvm.ctpop.i{lanes}", mask_t, [mask_t])
+        bools = ir.VectorType(ir.IntType(1), lanes)
+        masked_load = declare(f"llvm.masked.load.v{lanes}i8.p0v{lanes}i8", vec,
+                              [vec.as_pointer(), _I32, bools, vec])
+        wanted = _splat(builder, value, vec)
+
+        def matches(v):
+            hits = builder.call(ctpop, [builder.bitcast(builder.icmp_unsigned("==", v, wanted), mask_t)])
+            return builder.zext(hits, _I64) if lanes < 64 else hits
+
+        entry = builder.block
+        vec_loop = builder.append_basic_block("count.vectors")
+        tail = builder.append_basic_block("count.tail")
+        done = builder.append_basic_block("count.done")
+        step = ir.Constant(_I64, lanes)
+        builder.cbranch(builder.icmp_signed("<=", builder.add(start, step), stop), vec_loop, tail)
+        builder.position_at_end(vec_loop)
+        i = builder.phi(_I64)
+        total = builder.phi(_I64)
+        i.add_incoming(start, entry)
+        total.add_incoming(ir.Constant(_I64, 0), entry)
+        total_next = builder.add(total, matches(builder.load(builder.bitcast(builder.gep(xd, [i]), vec.as_pointer()),
+                                                             align=1)))
+        i_next = builder.add(i, step)
+        i.add_incoming(i_next, vec_loop)
+        total.add_incoming(total_next, vec_loop)
+        builder.cbranch(builder.icmp_signed("<=", builder.add(i_next, step), stop), vec_loop, tail)
+        builder.position_at_end(tail)
+        j = builder.phi(_I64)
+        so_far = builder.phi(_I64)
+        j.add_incoming(start, entry)
+        so_far.add_incoming(ir.Constant(_I64, 0), entry)
+        j.add_incoming(i_next, vec_loop)
+        so_far.add_incoming(total_next, vec_loop)
+        left = builder.sub(stop, j)   # 0 <= left < lanes (or negative for an empty range: no lane)
+        inside = builder.icmp_signed("<", ir.Constant(ir.VectorType(_I64, lanes), list(range(lanes))),
+                                     _splat(builder, left, ir.VectorType(_I64, lanes)))
+        other = _splat(builder, builder.xor(value, ir.Constant(ir.IntType(8), 1)), vec)
+        last = builder.call(masked_load, [builder.bitcast(builder.gep(xd, [j]), vec.as_pointer()),
+                                          ir.Constant(_I32, 1), inside, other])
+        result = builder.add(so_far, matches(last))
+        builder.branch(done)
+        builder.position_at_end(done)
+        return result
+
+    return sig, codegen
