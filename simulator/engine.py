@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .encodings import BinaryAct, CodebookW, EnqAct, Float32W, KnqAct, ThresholdAct
+from .encodings import BinaryAct, CodebookW, EnqAct, Float32W, KnqAct, ThresholdAct, UniformAct
 from .errors import HwsimError
 from . import interrupt
 from .graph import (LIMITS, MAC_OPS, Layer, Model, check_run_work, default_pad_code, layer_figures, pad_value,
@@ -361,7 +361,7 @@ class Engine:
         no later layer reads, the model's output excepted, whether its output is kept as packed bits)."""
         if self._steps is None:
             model, last = self.model, _last_use(self.model)
-            self._steps = [(lay, lay.op not in NARROW_INPUTS, code_dtype(lay.out_enc),
+            self._steps = [(lay, not _takes_narrow(lay), code_dtype(lay.out_enc),
                             tuple(name for name in dict.fromkeys(lay.inputs)
                                   if last[name] == i and name != model.output_name),
                             lay.name in self._packed)
@@ -529,8 +529,16 @@ class Engine:
 
     def _avgpool(self, lay, inputs, counts):
         enc = lay.in_encs[0]
-        x = enc.decode(inputs[0])
         _count_decode(enc, inputs[0].size, counts)
+        if _global_ort_codes(lay):   # the whole plane, ORT's rounding: in one pass
+            out_enc, hw = lay.out_enc, inputs[0].shape[2] * inputs[0].shape[3]
+            counts.adds = (hw - 1) * inputs[0].shape[0] * inputs[0].shape[1]
+            counts.requants = inputs[0].shape[0] * inputs[0].shape[1]
+            lo, hi = out_enc.code_range()
+            m = np.float32(enc.scale) / (np.float32(out_enc.scale) * np.float32(hw))
+            return code_tables.global_average_ort_codes(inputs[0], enc.zero_point, m, lo, hi, out_enc.zero_point,
+                                                        code_dtype(out_enc))
+        x = enc.decode(inputs[0])
         if lay.attr("rounding") == "xnnpack_mean":     # LiteRT XNNPACK's MEAN over H, W: sums of raw codes
             counts.adds = inputs[0].size
             counts.requants = inputs[0].shape[0] * inputs[0].shape[1]
@@ -724,9 +732,23 @@ RUNNERS = {"conv2d": Engine._mac, "dense": Engine._mac, "maxpool": Engine._maxpo
            "lut_avgpool": Engine._lut_avgpool}
 
 
-# Ops whose runners take codes in any integer dtype (the others get int64 codes)
+# Ops whose runners take codes in any integer dtype (the others get int64 codes; `_takes_narrow`)
 NARROW_INPUTS = frozenset({"conv2d", "dense", "flatten", "reshape", "concat", "transpose", "maxpool", "relu",
                            "clip", "add"})
+
+
+def _global_ort_codes(lay) -> bool:
+    """An average pool over each whole plane with ORT's float32 rounding, uniform codes in and out: one pass
+    over the codes (code_tables.global_average_ort_codes), what pooling.avgpool_ort and the encoder compute."""
+    if lay.op != "avgpool" or lay.attr("rounding") != "ort_float32":
+        return False
+    pad = lay.attr("padding") or 0
+    return (tuple(lay.attr("kernel")) == tuple(lay.in_shapes[0][1:3]) and not any(np.atleast_1d(pad))
+            and type(lay.in_encs[0]) is UniformAct and type(lay.out_enc) is UniformAct)
+
+
+def _takes_narrow(lay) -> bool:
+    return lay.op in NARROW_INPUTS or _global_ort_codes(lay)
 
 
 def packed_binary_tensors(model: Model) -> dict:

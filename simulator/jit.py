@@ -196,14 +196,14 @@ def worth_launching(launcher, work: int) -> bool:
     projected work for it repays compiling it."""
     if _plan_scale is None:
         return True
+    if isinstance(launcher, Kernel):   # (keyed on its dispatcher: callers pass either)
+        if launcher.target is None:
+            _resolve(launcher.group, group_mode(launcher.group))
+        launcher = launcher.target
     key = id(launcher)
     projected = _launch_work.get(key, 0)
     if projected is True:
         return True
-    if isinstance(launcher, Kernel):
-        if launcher.target is None:
-            _resolve(launcher.group, group_mode(launcher.group))
-        launcher = launcher.target
     projected += work * _plan_scale
     if projected > LAUNCH_WORK or launcher.signatures or _in_cache(launcher):
         projected = True

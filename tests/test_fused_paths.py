@@ -442,6 +442,7 @@ def test_two_threads_launch_the_kernels_in_parallel(monkeypatch):
             launched.append((_key[1], n_tasks, chunks))
             return _launch(n_tasks, chunks, *args)
         monkeypatch.setitem(kernel_threads._launchers, key, counting)
+    monkeypatch.setattr(kernel_threads, "_launch_of", {})   # (the launchers each kernel looked up so far)
     monkeypatch.setattr(kernel_threads, "_together", lambda *a: handed.append(a))
     with np.load(MODELS / "digits_test.npz", allow_pickle=False) as data:
         x = data["x"][:256].astype(np.float32)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simulator.encodings import BinaryAct, UniformAct
 from simulator.engine import Engine, quantize_input
@@ -206,3 +208,36 @@ def test_graph_checks_for_new_attributes():
     Model("m", (1, 4, 4), enc, [Layer("a", "add", ["input"], {"requant": "float32", "rescale": "dequantize"},
                                       UniformAct(8, True, 0.3, -2)),
                                 Layer("p", "avgpool", ["a"], {"rounding": "ort_float32"}, enc)]).check()
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from(["uint8", "int8", "int16"]), big=st.booleans())
+def test_global_average_codes_in_one_pass_equal_the_unit(seed, dtype, big):
+    """code_tables.global_average_ort_codes (the engine's whole-plane ORT average pool on uniform codes) against
+    the unit (pooling.avgpool_ort on the decoded values, then the output encoder): sums beyond float32's
+    integers (2^24), scales from tiny to huge (float32 overflow), every code dtype; its numpy twin too."""
+    from simulator.kernels import code_tables
+    from simulator.kernels.epilogue import code_dtype
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(dtype)
+    n, c = int(rng.integers(1, 4)), int(rng.integers(1, 6))
+    h, w = (int(rng.integers(20, 60)), int(rng.integers(20, 60))) if big else (int(rng.integers(1, 8)),
+                                                                               int(rng.integers(1, 8)))
+    codes = rng.integers(int(info.min), int(info.max) + 1, (n, c, h, w)).astype(dtype)
+    if rng.integers(2):
+        codes[:, 0] = info.max   # one plane at the top of the range
+    in_zp = int(rng.integers(int(info.min), int(info.max) + 1))
+    in_scale = float(rng.choice([1e-30, 1e-3, 0.02, 1.0, 7.5, 1e30]))
+    signed = bool(rng.integers(2))
+    out_enc = UniformAct(int(rng.choice([4, 8, 16])), signed, float(rng.choice([1e-6, 0.05, 1.0, 300.0])), 0)
+    lo, hi = out_enc.code_range()
+    out_enc = UniformAct(out_enc.bits, signed, out_enc.scale, int(rng.integers(lo, hi + 1)))
+    values, _ = avgpool_ort(codes.astype(np.int64) - in_zp, (h, w), None, 0, False, in_scale, out_enc.scale,
+                            out_enc.zero_point)
+    want = out_enc.encode(values)
+    m = np.float32(in_scale) / (np.float32(out_enc.scale) * np.float32(h * w))
+    got = code_tables.global_average_ort_codes(codes, in_zp, m, lo, hi, out_enc.zero_point, code_dtype(out_enc))
+    assert got.dtype == code_dtype(out_enc) and np.array_equal(got.astype(np.int64), want)
+    twin = np.full(n * c, 7, code_dtype(out_enc))
+    code_tables._global_average_numpy(0, n * c, codes.reshape(n * c, -1), in_zp, m, lo, hi, out_enc.zero_point, twin)
+    assert np.array_equal(twin.astype(np.int64), want.reshape(-1))

@@ -647,19 +647,22 @@ def zero_operand_counts(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_ze
     if (g.kh, g.kw, g.sh, g.sw) == (1, 1, 1, 1) and not g.has_padding:   # per channel already: one pass
         taps = zero_taps_codes(codes, is_zero, code_lo, g, pad_is_zero)
         return zero_counts_from_taps(taps, zero_w_per_tap, zero_w_total, g.cog, g.n * g.ho * g.wo)
-    single, zc = _zero_code(is_zero.tobytes(), code_lo, codes.dtype)
+    key = ("zero counts", g, codes.dtype.str)
+    prepared = None if memo is None else memo.get(key)
+    if prepared is None:   # per geometry and code dtype (the layer's zero codes and weights never change)
+        single, zc = _zero_code(is_zero.tobytes(), code_lo, codes.dtype)
+        chosen = np.flatnonzero(zero_w_per_tap.reshape(g.ci, -1).any(axis=1))   # channels with a zero weight
+        zero_w = np.ascontiguousarray(zero_w_per_tap[chosen].reshape(-1), np.int64)   # their zero weights a tap
+        prepared = (single, zc, chosen, zero_w) + _tap_boxes(g)
+        if memo is not None:
+            kept = [k for k in list(memo) if k[0] == "zero counts"]
+            for k in kept[:len(kept) // 2] if len(kept) >= MEMO_ENTRIES else ():
+                memo.pop(k, None)   # a caller cycling through batch sizes: keep the newest
+            memo[key] = prepared
+    single, zc, chosen, zero_w, rows, cols, outside, coverage = prepared
     flat = np.ascontiguousarray(codes).reshape(g.n, g.ci, -1)
     if not single:   # several codes decode to zero (or none): mark them first
         flat, zc = is_zero[flat.astype(np.int64) - code_lo].view(np.uint8), np.ones(1, np.uint8)
-    rows, cols, outside, coverage = _tap_boxes(g)
-    key = ("zero-weight channels", g.ci)
-    weighted = None if memo is None else memo.get(key)
-    if weighted is None:   # the channels with a zero weight, and their zero weights per tap
-        chosen = np.flatnonzero(zero_w_per_tap.reshape(g.ci, -1).any(axis=1))
-        weighted = chosen, np.ascontiguousarray(zero_w_per_tap[chosen].reshape(-1), np.int64)
-        if memo is not None:
-            memo[key] = weighted
-    chosen, zero_w = weighted
     both = 0
     if chosen.size:   # the channels with a zero weight: their taps, one by one
         taps = np.empty((chosen.size, g.kh, g.kw), np.int64)

@@ -32,6 +32,8 @@ _workers: list = []
 _busy = threading.Lock()   # one split at a time; another Python thread meanwhile runs its split serially
 _local = threading.local()  # .numba_threads: the thread count this thread last gave numba
 _launchers: dict = {}       # (module, name) of a kernel -> its parallel launcher
+_launch_of: dict = {}       # a kernel (its numba dispatcher, or its stand-in) -> its launcher, looked up once
+_UNSEEN = object()
 
 
 def launcher(kernel):
@@ -133,7 +135,11 @@ def split(kernel, n_tasks: int, *args, work: int = None) -> list:
             or not _busy.acquire(blocking=False)):
         return [kernel(0, n_tasks, *args)]
     try:
-        launch = _launchers.get(_key(kernel))
+        launch = _launch_of.get(kernel, _UNSEEN)
+        if launch is _UNSEEN:   # (the registry's stand-in, once built: its numba dispatcher, one call less)
+            launch = _launch_of[kernel] = _launchers.get(_key(kernel))
+        if isinstance(launch, jit.Kernel) and launch.target is not None:
+            launch = _launch_of[kernel] = launch.target
         if launch is not None and jit.worth_launching(launch, work):
             _numba_threads(parts)
             counts = launch(n_tasks, parts, *args)   # per chunk, from a kernel that returns a count
