@@ -839,12 +839,19 @@ def _fused_depthwise(lay, plan, x_codes, counts):
             or lay.attr("datapath") == "x86_pair_sat16" or lay.attr("arithmetic") == "ort_float32"):
         return None
     g = _geometries(lay, fast, x_codes.shape, plan.w_values.shape, x_codes.shape)[0]
-    codes = codes_path.depthwise_codes(x_codes, fast.table, fast.code_lo, plan.w_values, plan.bias, g,
-                                       plan.pad_value, fast.x_reach, plan.epilogue, memo=fast.memo)
-    if codes is not None:
-        counts.zero_act_macs, counts.zero_any_macs = codes_path.zero_operand_counts(
-            x_codes, fast.is_zero, fast.code_lo, g, plan.pad_value == 0, fast.zero_w_per_tap, fast.zero_w_total,
-            memo=fast.memo)
+    zkey = ("zero code", x_codes.dtype.str)
+    zero_code = fast.memo.get(zkey, False)
+    if zero_code is False:
+        zero_code = fast.memo[zkey] = codes_path.zero_code_of(fast.is_zero, fast.code_lo, x_codes.dtype)
+    done = codes_path.depthwise_codes(x_codes, fast.table, fast.code_lo, plan.w_values, plan.bias, g,
+                                      plan.pad_value, fast.x_reach, plan.epilogue, memo=fast.memo,
+                                      zero_code=zero_code)   # the zero map counted on the way where it can be
+    if done is None:
+        return None
+    codes, map_total = done if zero_code is not None else (done, None)
+    counts.zero_act_macs, counts.zero_any_macs = codes_path.zero_operand_counts(
+        x_codes, fast.is_zero, fast.code_lo, g, plan.pad_value == 0, fast.zero_w_per_tap, fast.zero_w_total,
+        memo=fast.memo, map_total=map_total)
     return codes
 
 

@@ -231,3 +231,33 @@ def test_pointwise_zero_taps_equal_zero_gating_unit(seed, one_zero_code):
     zw = (wv == 0).sum(axis=0)
     got = codes_path.zero_counts_from_taps(taps, zw, int((wv == 0).sum()), co, n * h * w)
     assert got == zero_operand_macs(table[codes], wv, (1, 1), (0, 0, 0, 0), 1, 0)
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), wide=st.booleans(), stored=st.sampled_from(["uint8", "int8", "int16"]))
+def test_depthwise_zero_map_counted_in_the_kernel(seed, wide, stored):
+    """depthwise_codes' zero map (the window taps that read the zero code inside the image, over every output,
+    channel and image) against a brute-force count over the taps' strided boxes: bands of rows (each input row
+    counted by one band), strides, padding, the planar kernel; two-byte codes in the banded kernel: no count."""
+    rng = np.random.default_rng(seed)
+    n, c, h, w, (kh, kw), stride, pads = depthwise_case(rng, wide)
+    info = np.iinfo(stored)
+    zero = int(rng.integers(int(info.min), int(info.max) + 1)) if stored != "int16" else int(rng.integers(-300, 300))
+    codes = np.where(rng.random((n, c, h, w)) < rng.random(), zero,
+                     rng.integers(max(int(info.min), -300), min(int(info.max), 300) + 1, (n, c, h, w))).astype(stored)
+    lo = int(codes.min())
+    table = np.arange(int(codes.max()) - lo + 1) + lo   # the codes' own values: any table will do
+    wv = rng.integers(-5, 6, (c, 1, kh, kw))
+    g = conv_geometry(codes.shape, wv.shape, stride, pads, c)
+    ep = make_epilogue(np.full(c, 0.01), "float32", None, UniformAct(8))
+    done = codes_path.depthwise_codes(codes, table, lo, wv, None, g, 0, 300, ep, zero_code=zero)
+    assert done is not None
+    _, map_total = done
+    xp = np.full((n, c, h + pads[0] + pads[2], w + pads[1] + pads[3]), 10**9, np.int64)
+    xp[:, :, pads[0]:pads[0] + h, pads[1]:pads[1] + w] = codes
+    want = sum(int((xp[:, :, r:r + stride[0] * g.ho:stride[0], s:s + stride[1] * g.wo:stride[1]] == zero).sum())
+               for r in range(kh) for s in range(kw))
+    if stored == "int16" and not (g.wo >= codes_path.PLANAR_WIDTH and stride == (1, 1)):
+        assert map_total is None
+    else:
+        assert map_total == want

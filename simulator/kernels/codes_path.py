@@ -335,13 +335,16 @@ PLANAR_WIDTH = 32      # output rows at least this wide (stride 1): the planar k
 
 
 def depthwise_codes(codes, table, code_lo: int, w, bias, g: ConvGeometry, pad_value: int, x_reach: int, ep,
-                    memo: dict | None = None):
+                    memo: dict | None = None, zero_code: int | None = None):
     """A depthwise conv (one input and one output channel per group) from its codes to its output codes in one
     kernel call: decode, the exact sums, bias, and the fused epilogue `ep` (kernels/epilogue.py, float modes:
     what its `run_epilogue` computes from the accumulators, bit for bit). Returns the codes [N, Co, Ho, Wo] of
     the epilogue's dtype, or None where it does not apply (the caller then takes the separate passes). `memo`:
     a dict the caller keeps with the layer (the kernel's arguments per geometry). The zero operands are
-    counted apart (`zero_operand_counts`: a pass over the codes, not a count per tap and channel).
+    counted apart (`zero_operand_counts`), but for their map: with `zero_code` (the one code whose value is 0)
+    the kernel also sums, while it has the codes at hand, how many window taps read that code (Σ over the
+    positions of its count there times the taps covering it: zero_operand_counts' `map_total`), returned as
+    (codes, that sum or None where this kernel cannot count it) instead of the codes.
 
     One task per band of output rows of an image, channels-last inside (channels in SIMD lanes, as
     `_depthwise`): the band's input rows are decoded into a small padded [rows, Wp, C] scratch, each output
@@ -362,8 +365,13 @@ def depthwise_codes(codes, table, code_lo: int, w, bias, g: ConvGeometry, pad_va
         return None
     kernel, tasks, args = plan
     out = np.empty((g.n, g.co, g.ho, g.wo), ep.table.dtype)
-    split(kernel, tasks, np.ascontiguousarray(codes), *args, out, work=out.size * 4)
-    return out
+    rows, cols = _tap_boxes(g)[:2]
+    # (the banded kernel counts on its channels-last bytes: one-byte codes only)
+    count = zero_code is not None and (kernel is _depthwise_planar or codes.itemsize == 1)
+    zero_totals = np.zeros(tasks if count else 1, np.int64)
+    split(kernel, tasks, np.ascontiguousarray(codes), *args, count, np.int64(zero_code if count else 0),
+          rows.coverage, cols.coverage, zero_totals, out, work=out.size * 4)
+    return out if zero_code is None else (out, int(zero_totals.sum()) if count else None)
 
 
 def _depthwise_plan(table, code_lo, w, bias, g: ConvGeometry, pad_value, x_reach, ep):
@@ -422,13 +430,17 @@ _dw3x3_sums = njit(build=_build_dw3x3)(_dw3x3_sums_numpy)
 
 @njit(nogil=True, cache=True)
 def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, geom, narrow, m_row, init_row, ep_lo,
-                     ep_hi, ep_offset, ep_linear, ep_table, out):
+                     ep_hi, ep_offset, ep_linear, ep_table, count_zeros, zero_code, row_cov, col_cov, zero_totals,
+                     out):
     """depthwise_codes, channels last: one task per band of output rows of an image. The band's input rows are
     transposed to [rows, W, C] (8x8 bytes at a time), decoded into a padded scratch [rows, Wp, C], summed,
     requantized and encoded as channels-last runs and transposed back into the NCHW output. The sums: per output
     pixel, channels in SIMD lanes, three taps (a kernel row) per loop: a loop holds at most seven arrays (LLVM
     gives up vectorising a loop that needs more run-time alias checks: nine taps in one loop ran scalar). The
-    epilogue runs over an output row at once, the multiplier and bias tiled along it (`m_row`, `init_row`)."""
+    epilogue runs over an output row at once, the multiplier and bias tiled along it (`m_row`, `init_row`).
+    `count_zeros`: zero_totals[t] = Σ over the input rows the task owns (bands partition the rows; a row no
+    window reads has coverage 0) of row_cov[i] · col_cov[j] · (codes at (i, j) equal to zero_code), counted
+    on the channels-last rows a pixel's C bytes at a time (_count_equal)."""
     n, c_n, h, w = codes.shape
     ho, wo = out.shape[2], out.shape[3]
     kh_n, kw_n, sh, sw, top, left, wp, band, bands, blocks, c_vec = geom   # c_vec: channels _dw3x3_sums takes
@@ -456,6 +468,21 @@ def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, geom, na
         i_lo, i_hi = max(r0, 0), min(r0 + used, h)   # the band's rows inside the image
         if byte_in and i_hi > i_lo:   # [C, rows·W] bytes -> [rows·W, C], 8x8 at a time
             transpose_bytes(codes_flat, (ni * c_n * h + i_lo) * w, h * w, band_bytes, 0, c_n, c_n, (i_hi - i_lo) * w, 0)
+        if count_zeros:   # the zero map of the rows this band owns: [b·band·sh - top, (b + 1)·band·sh - top)
+            own_lo = i_lo if b == 0 else max(i_lo, b * band * sh - top)
+            own_hi = i_hi if b == bands - 1 else min(i_hi, (b + 1) * band * sh - top)
+            z_byte = np.uint8(zero_code & 0xFF)
+            total = 0
+            for i in range(own_lo, own_hi):
+                if row_cov[i] == 0:
+                    continue
+                base = (i - i_lo) * w * c_n
+                row_total = 0
+                for j in range(w):
+                    if col_cov[j]:
+                        row_total += col_cov[j] * _count_equal(band_bytes, base + j * c_n, base + (j + 1) * c_n, z_byte)
+                total += row_cov[i] * row_total
+            zero_totals[t] = total
         for rl in range(used):   # decode, padding around
             i = r0 + rl
             dst = canvas[rl * pitch:(rl + 1) * pitch]
@@ -541,11 +568,12 @@ def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, geom, na
 
 @njit(nogil=True, cache=True)
 def _depthwise_planar(t0, t1, codes, table, lo, linear, offset, pad, wt, init, geom, narrow, m, shared, ep_lo, ep_hi,
-                      ep_offset, ep_linear, ep_table, out):
+                      ep_offset, ep_linear, ep_table, count_zeros, zero_code, row_cov, col_cov, zero_totals, out):
     """depthwise_codes for wide images at stride 1: one task per (image, channel), its padded plane [Hp, Wp]
     decoded into a scratch, the outputs summed as one run with row pitch Wp (output q = oh·Wp + ow reads the
     scratch at q + kh·Wp + kw: one long unit-stride loop per tap; the Wp - Wo extra outputs per row are
-    computed and dropped), the epilogue applied and the codes stored straight into the NCHW output."""
+    computed and dropped), the epilogue applied and the codes stored straight into the NCHW output.
+    `count_zeros`: the plane's zero map, as _depthwise_fused counts it (zero_totals[t])."""
     n, c_n, h, w = codes.shape
     ho, wo = out.shape[2], out.shape[3]
     kh_n, kw_n, sh, sw, top, left, hp, wp = geom
@@ -558,6 +586,15 @@ def _depthwise_planar(t0, t1, codes, table, lo, linear, offset, pad, wt, init, g
     flo, fhi, foff = ftype(ep_lo), ftype(ep_hi), ftype(ep_offset)
     for t in range(t0, t1):
         ni, c = t // c_n, t % c_n
+        if count_zeros:
+            total = 0
+            for i in range(h):
+                if row_cov[i]:
+                    src, row_total = codes[ni, c, i], 0
+                    for j in range(w):
+                        row_total += col_cov[j] * np.int64(np.int64(src[j]) == zero_code)
+                    total += row_cov[i] * row_total
+            zero_totals[t] = total
         xp[:] = pad
         for i in range(h):
             dst, src = xp[(top + i) * wp + left:], codes[ni, c, i]
@@ -634,7 +671,7 @@ def zero_taps_codes(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_zero: 
 
 
 def zero_operand_counts(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_zero: bool, zero_w_per_tap,
-                        zero_w_total: int, memo: dict | None = None) -> tuple[int, int]:
+                        zero_w_total: int, memo: dict | None = None, map_total: int | None = None) -> tuple[int, int]:
     """(MACs with a zero activation, with a zero activation or weight) of a conv on `codes`: what
     zero_counts_from_taps makes of zero_taps_codes, without counting every channel's taps.
 
@@ -643,7 +680,8 @@ def zero_operand_counts(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_ze
     columns (a tap's window positions are a box: rows × columns), plus the padded positions. Only the channels
     with a zero weight need their own taps (the positions where both operands are zero); when every channel
     has one (int8 weights of a trained layer, often), their taps' sum is the total and the map is skipped.
-    `memo`: a dict the caller keeps with the layer (which channels have a zero weight)."""
+    `memo`: a dict the caller keeps with the layer (which channels have a zero weight). `map_total`: the map's
+    sum over the image positions, counted already (depthwise_codes' kernel does), else counted here."""
     if (g.kh, g.kw, g.sh, g.sw) == (1, 1, 1, 1) and not g.has_padding:   # per channel already: one pass
         taps = zero_taps_codes(codes, is_zero, code_lo, g, pad_is_zero)
         return zero_counts_from_taps(taps, zero_w_per_tap, zero_w_total, g.cog, g.n * g.ho * g.wo)
@@ -674,9 +712,11 @@ def zero_operand_counts(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_ze
     if chosen.size == g.ci:   # every channel's taps counted: their sum is the total
         total = int(taps.sum())
     else:
-        totals = np.empty(max(1, min(ZERO_MAP_CHUNKS, g.ci)), np.int64)
-        split(_zero_map, totals.size, flat, zc, coverage, totals, work=flat.size)
-        total = int(totals.sum())
+        if map_total is None:
+            totals = np.empty(max(1, min(ZERO_MAP_CHUNKS, g.ci)), np.int64)
+            split(_zero_map, totals.size, flat, zc, coverage, totals, work=flat.size)
+            map_total = int(totals.sum())
+        total = map_total
         if pad_is_zero:   # every window position outside the image, in every image and channel
             total += g.n * g.ci * int(outside.sum())
     zero_act = total * g.cog
@@ -878,6 +918,12 @@ def _inside(k: int, pad: int, stride: int, n_out: int, size: int) -> tuple[int, 
     return k + first * stride - pad, k + (end - 1) * stride - pad + 1, stride
 
 
+def zero_code_of(is_zero, code_lo: int, dtype) -> int | None:
+    """The one code (in `dtype`) whose value is 0, or None (several, or none)."""
+    single, zc = _zero_code(is_zero.tobytes(), code_lo, np.dtype(dtype))
+    return int(zc[0]) if single else None
+
+
 @lru_cache(maxsize=256)
 def _zero_code(is_zero_bytes: bytes, code_lo: int, dtype):
     """(whether exactly one code is zero, that code in the codes' dtype): one zero code (every uniform
@@ -959,22 +1005,23 @@ def _depthwise_kernel_launch(n_tasks, chunks, xf, wt, taps, init, n, hp, wq, ci,
 @njit(parallel=True, nogil=True, cache=True)
 def _depthwise_fused_launch(n_tasks, chunks,
                             codes, table, lo, linear, offset, pad, wt, geom, narrow, m_row, init_row, ep_lo, ep_hi,
-                            ep_offset, ep_linear, ep_table, out):
+                            ep_offset, ep_linear, ep_table, count_zeros, zero_code, row_cov, col_cov, zero_totals, out):
     for c in prange(chunks):
         _depthwise_fused(n_tasks * c // chunks, n_tasks * (c + 1) // chunks,
                          codes, table, lo, linear, offset, pad, wt, geom, narrow, m_row, init_row, ep_lo, ep_hi,
-                         ep_offset, ep_linear, ep_table, out)
+                         ep_offset, ep_linear, ep_table, count_zeros, zero_code, row_cov, col_cov, zero_totals, out)
 
 
 @launcher(_depthwise_planar)
 @njit(parallel=True, nogil=True, cache=True)
 def _depthwise_planar_launch(n_tasks, chunks,
                              codes, table, lo, linear, offset, pad, wt, init, geom, narrow, m, shared, ep_lo, ep_hi,
-                             ep_offset, ep_linear, ep_table, out):
+                             ep_offset, ep_linear, ep_table, count_zeros, zero_code, row_cov, col_cov, zero_totals,
+                             out):
     for c in prange(chunks):
         _depthwise_planar(n_tasks * c // chunks, n_tasks * (c + 1) // chunks,
                           codes, table, lo, linear, offset, pad, wt, init, geom, narrow, m, shared, ep_lo, ep_hi,
-                          ep_offset, ep_linear, ep_table, out)
+                          ep_offset, ep_linear, ep_table, count_zeros, zero_code, row_cov, col_cov, zero_totals, out)
 
 
 @launcher(_zero_map)
