@@ -839,10 +839,7 @@ def _fused_depthwise(lay, plan, x_codes, counts):
             or lay.attr("datapath") == "x86_pair_sat16" or lay.attr("arithmetic") == "ort_float32"):
         return None
     g = _geometries(lay, fast, x_codes.shape, plan.w_values.shape, x_codes.shape)[0]
-    zkey = ("zero code", x_codes.dtype.str)
-    zero_code = fast.memo.get(zkey, False)
-    if zero_code is False:
-        zero_code = fast.memo[zkey] = codes_path.zero_code_of(fast.is_zero, fast.code_lo, x_codes.dtype)
+    zero_code = _zero_code(fast, x_codes.dtype)
     done = codes_path.depthwise_codes(x_codes, fast.table, fast.code_lo, plan.w_values, plan.bias, g,
                                       plan.pad_value, fast.x_reach, plan.epilogue, memo=fast.memo,
                                       zero_code=zero_code)   # the zero map counted on the way where it can be
@@ -853,6 +850,15 @@ def _fused_depthwise(lay, plan, x_codes, counts):
         x_codes, fast.is_zero, fast.code_lo, g, plan.pad_value == 0, fast.zero_w_per_tap, fast.zero_w_total,
         memo=fast.memo, map_total=map_total)
     return codes
+
+
+def _zero_code(fast, dtype):
+    """The one input code whose value is 0 (None: several or none), for codes of `dtype`; once per layer."""
+    key = ("zero code", np.dtype(dtype).str)
+    code = fast.memo.get(key, False)
+    if code is False:
+        code = fast.memo[key] = codes_path.zero_code_of(fast.is_zero, fast.code_lo, dtype)
+    return code
 
 
 def _geometries(lay, fast, x_shape, w_shape, zx_shape):
@@ -886,10 +892,17 @@ def _mac_from_codes(lay, plan, x_codes, counts):
         x4 = np.ascontiguousarray(x_codes.T)[None, :, None, :]
         w4, zx = plan.w_values[:, :, None, None], x_codes[:, :, None, None]
     g, gz = _geometries(lay, fast, x4.shape, w4.shape, zx.shape)
+    channel_zeros = None
     if fast.u8_offset is not None and not (g.cig == 1 and g.cog < 4):   # depthwise: its own int16-free kernel
+        # a 1x1 conv or dense layer: its zeros per channel counted while its bytes go into the canvas
+        zero_code = _zero_code(fast, x_codes.dtype) if (gz.kh, gz.kw, gz.sh, gz.sw) == (1, 1, 1, 1) \
+            and not gz.has_padding else None
         acc = codes_path.conv2d_sum_u8(x4, fast.code_lo, fast.u8_offset, w4, plan.bias, g,
                                        plan.pad_value - fast.u8_offset, fast.w_max, fast.acc_dtype,
-                                       memo=fast.memo, byte_table=fast.u8_bytes, pair_saturating=pair_sat_kernel)
+                                       memo=fast.memo, byte_table=fast.u8_bytes, pair_saturating=pair_sat_kernel,
+                                       zero_code=zero_code)
+        if zero_code is not None:
+            acc, channel_zeros = acc
     else:
         acc = codes_path.conv2d_sum_codes(x4, fast.table, fast.code_lo, w4, plan.bias, g, plan.pad_value,
                                           fast.x_reach, fast.w_max, fast.acc_dtype)
@@ -900,7 +913,7 @@ def _mac_from_codes(lay, plan, x_codes, counts):
     else:
         counts.zero_act_macs, counts.zero_any_macs = codes_path.zero_operand_counts(
             zx, fast.is_zero, fast.code_lo, gz, plan.pad_value == 0, fast.zero_w_per_tap, fast.zero_w_total,
-            memo=fast.memo)
+            memo=fast.memo, channel_zeros=channel_zeros)
     if lay.op == "dense":
         acc = np.ascontiguousarray(acc[0, :, 0, :].T)
     elif pointwise:

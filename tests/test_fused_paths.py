@@ -191,8 +191,13 @@ def _u8_path_case(seed, signed, chunk, int32):
     pad_code = int(rng.integers(lo, lo + 256))
     bias = rng.integers(-2**20, 2**20, cog * groups)
     g = conv_geometry(codes.shape, wv.shape, stride, pads, groups)
+    zero_code = int(rng.choice([zp, lo, lo + 255, int(codes.reshape(-1)[-1])])) if rng.integers(2) else None
     got = codes_path.conv2d_sum_u8(codes, lo, lo - zp, wv, bias, g, pad_code - lo, 128,
-                                   np.int32 if int32 else np.int64, _chunk=chunk)
+                                   np.int32 if int32 else np.int64, _chunk=chunk, zero_code=zero_code)
+    if zero_code is not None:   # the zero codes per input channel, counted on the way into the canvas
+        got, zeros = got
+        want = [sum(int(v) == zero_code for v in codes[:, c].reshape(-1)) for c in range(codes.shape[1])]
+        assert zeros.tolist() == want
     ref, _ = mac.conv2d_acc_reference(codes.astype(np.int64) - zp, wv, bias, stride, pads, groups, pad_code - zp,
                                       64, "wrap")
     np.testing.assert_array_equal(got, ref)

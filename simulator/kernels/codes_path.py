@@ -65,7 +65,7 @@ def conv2d_sum_codes(codes, table, code_lo: int, w, bias, g: ConvGeometry, pad_v
 
 def conv2d_sum_u8(codes, code_lo: int, offset: int, w, bias, g: ConvGeometry, pad_byte: int, w_max: int,
                   out_dtype=np.int64, _chunk: int | None = None, memo: dict | None = None,
-                  byte_table: np.ndarray | None = None, pair_saturating: bool = False) -> np.ndarray:
+                  byte_table: np.ndarray | None = None, pair_saturating: bool = False, zero_code: int | None = None):
     """The same sum for a uniform 8-bit input, whose operand is byte + offset with byte = code - code_lo in
     [0, 255]: the bytes go to the u8 x s8 micro-kernel (vpdpbusd: four products per lane and step) as they
     are, and offset·Σw moves into the bias: Σ (byte + offset)·w = Σ byte·w + offset·Σ_window w, padded taps
@@ -74,7 +74,10 @@ def conv2d_sum_u8(codes, code_lo: int, offset: int, w, bias, g: ConvGeometry, pa
     `byte_table`: the byte of each code (code - code_lo indexes it) for a non-uniform decoder whose values fit
     256 consecutive integers (KNQ centroids, say); None: byte = code - code_lo.
     `pair_saturating`: the bytes times the weights on x86's non-VNNI step instead (im2col._Maddubs8: adjacent
-    channel products summed into int16 with saturation, in the canvas's channel order)."""
+    channel products summed into int16 with saturation, in the canvas's channel order).
+    `zero_code`: also count, per input channel, the codes equal to it (zero_taps_codes' counts of a 1x1 conv),
+    while the bytes go into the canvas; returns (sums, counts int64 [Ci], or None where the bytes are looked up
+    or wider than one byte) instead of the sums."""
     def prepare():   # per geometry: canvas shape, packed weights, the tile plan (bias with offset·Σw), pad pixel
         ce = -(-g.cig // 4) * 4
         shape = im2col.canvas_shape(g, ce)
@@ -112,9 +115,14 @@ def conv2d_sum_u8(codes, code_lo: int, offset: int, w, bias, g: ConvGeometry, pa
     canvas = np.empty(shape, np.uint8)
     if fill:
         _fill(canvas, pad_pixel)
+    zero_counts = None
     if byte_table is None and codes.dtype.itemsize == 1:   # bytes as they are (plus -code_lo): 8x8 at a time
+        count = zero_code is not None
+        per_task = np.zeros((g.n * g.h, g.ci) if count else (1, 1), np.int32)   # zero codes per task and channel
         split(_bytes_transposed, g.n * g.h, np.ascontiguousarray(codes), code_lo, canvas, g.top, g.left, g.cig,
-              work=canvas.size)
+              count, np.uint8((0 if zero_code is None else zero_code - code_lo) & 0xFF), per_task, work=canvas.size)
+        if count:
+            zero_counts = per_task.sum(axis=0, dtype=np.int64)
     elif codes.dtype.itemsize == 1:   # each code's byte looked up, then 8x8 at a time
         tkey = ("raw byte table", code_lo, codes.dtype.str)
         raw_table = None if memo is None else memo.get(tkey)
@@ -130,8 +138,8 @@ def conv2d_sum_u8(codes, code_lo: int, offset: int, w, bias, g: ConvGeometry, pa
               g.cig, work=canvas.size)
     chunk = ((1 << 31) - 1) // (4 * 255 * max(1, w_max))   # int32 lanes: exact chunks of raw byte products
     chunk = chunk if _chunk is None else _chunk              # (tests: tiny chunks exercise the chunked sums)
-    return im2col.run_planned(canvas.view(np.int8) if pair_saturating else canvas, wpk, tp, nvec, chunk, 1,
-                              out_dtype)
+    sums = im2col.run_planned(canvas.view(np.int8) if pair_saturating else canvas, wpk, tp, nvec, chunk, 1, out_dtype)
+    return sums if zero_code is None else (sums, zero_counts)
 
 
 def _fill(canvas: np.ndarray, pad_pixel: np.ndarray) -> None:
@@ -193,9 +201,12 @@ def _bytes_looked_up(t0, t1, codes, raw_table, canvas, top, left, cig):
 
 
 @njit(nogil=True, cache=True)
-def _bytes_transposed(t0, t1, codes, lo, canvas, top, left, cig):
+def _bytes_transposed(t0, t1, codes, lo, canvas, top, left, cig, count, zero_byte, zero_counts):
     """What _bytes_into computes without a byte table, for one-byte codes: each input row's [cig, W] block of a
-    group goes to the canvas transposed (byte_transpose.transpose_bytes), code - lo wrapping in 8 bits."""
+    group goes to the canvas transposed (byte_transpose.transpose_bytes), code - lo wrapping in 8 bits.
+    `count`: zero_counts[t, c] += how many of the task's pixels hold zero_byte in channel c (read back from
+    the canvas pixels just written, channels contiguous: vector compares across the channels); a run of
+    tasks counts into the row of its first."""
     n, ci, h, w = codes.shape
     hp, wp, groups, ce = canvas.shape[1], canvas.shape[2], canvas.shape[3], canvas.shape[4]
     src, dst = codes.reshape(-1).view(np.uint8), canvas.reshape(-1)
@@ -208,6 +219,8 @@ def _bytes_transposed(t0, t1, codes, lo, canvas, top, left, cig):
             for gi in range(groups):
                 transpose_bytes(src, ((ni * ci + gi * cig) * h + i0) * w, h * w, dst,
                                 ((ni * hp + i0) * wp * groups + gi) * ce, groups * ce, cig, (i1 - i0) * w, add)
+            if count:
+                _count_pixel_zeros(dst, (ni * hp + i0) * wp, (i1 - i0) * w, groups, ce, cig, zero_byte, zero_counts[t])
             t += i1 - i0
         return
     for t in range(t0, t1):
@@ -215,6 +228,20 @@ def _bytes_transposed(t0, t1, codes, lo, canvas, top, left, cig):
         for gi in range(groups):
             transpose_bytes(src, ((ni * ci + gi * cig) * h + i) * w, h * w, dst,
                             (((ni * hp + top + i) * wp + left) * groups + gi) * ce, groups * ce, cig, w, add)
+        if count:
+            _count_pixel_zeros(dst, (ni * hp + top + i) * wp + left, w, groups, ce, cig, zero_byte, zero_counts[t])
+
+
+@njit(inline="always")
+def _count_pixel_zeros(canvas_bytes, first_pixel, pixels, groups, ce, cig, zero_byte, counts):
+    """counts[g·cig + c] += how many of the canvas pixels first_pixel.. (pixels of groups·ce bytes) hold
+    zero_byte at channel c of group g."""
+    for p in range(first_pixel, first_pixel + pixels):
+        for gi in range(groups):
+            pix = canvas_bytes[(p * groups + gi) * ce:(p * groups + gi) * ce + cig]
+            row = counts[gi * cig:(gi + 1) * cig]
+            for c in range(cig):
+                row[c] += np.int32(pix[c] == zero_byte)
 
 
 def _decode_into_numpy(t0, t1, codes, table, lo, canvas, top, left, cig):
@@ -645,15 +672,19 @@ def _depthwise_planar(t0, t1, codes, table, lo, linear, offset, pad, wt, init, g
             out[ni, c, oh] = codes_run[oh * wp:oh * wp + wo]
 
 
-def zero_taps_codes(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_zero: bool) -> np.ndarray:
+def zero_taps_codes(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_zero: bool,
+                    channel_zeros: np.ndarray | None = None) -> np.ndarray:
     """taps[c, r, s]: over the batch and every output position, how often tap (r, s) of input channel c reads
     a zero operand (a code whose value is 0, or a padded position when the pad value is 0).
 
     Tap (r, s) reads the input positions r + oh·sh - top, s + ow·sw - left: a strided box, so its count is a
     sum over the box's columns and then its rows (the kernel, per channel); the window positions that fall in
-    the padding add the batch size each when the pad value is 0."""
+    the padding add the batch size each when the pad value is 0. `channel_zeros`: a 1x1 conv's counts per
+    channel, counted already (conv2d_sum_u8 does)."""
     single, zc = _zero_code(is_zero.tobytes(), code_lo, codes.dtype)
     if (g.kh, g.kw, g.sh, g.sw) == (1, 1, 1, 1) and not g.has_padding:   # 1x1 (dense too): every position once
+        if channel_zeros is not None:
+            return channel_zeros.reshape(g.ci, 1, 1)
         if not single:
             codes, zc = is_zero[codes.astype(np.int64) - code_lo].view(np.uint8), np.ones(1, np.uint8)
         taps = np.empty(g.ci, np.int64)
@@ -671,7 +702,8 @@ def zero_taps_codes(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_zero: 
 
 
 def zero_operand_counts(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_zero: bool, zero_w_per_tap,
-                        zero_w_total: int, memo: dict | None = None, map_total: int | None = None) -> tuple[int, int]:
+                        zero_w_total: int, memo: dict | None = None, map_total: int | None = None,
+                        channel_zeros: np.ndarray | None = None) -> tuple[int, int]:
     """(MACs with a zero activation, with a zero activation or weight) of a conv on `codes`: what
     zero_counts_from_taps makes of zero_taps_codes, without counting every channel's taps.
 
@@ -681,9 +713,10 @@ def zero_operand_counts(codes, is_zero, code_lo: int, g: ConvGeometry, pad_is_ze
     with a zero weight need their own taps (the positions where both operands are zero); when every channel
     has one (int8 weights of a trained layer, often), their taps' sum is the total and the map is skipped.
     `memo`: a dict the caller keeps with the layer (which channels have a zero weight). `map_total`: the map's
-    sum over the image positions, counted already (depthwise_codes' kernel does), else counted here."""
+    sum over the image positions, counted already (depthwise_codes' kernel does), else counted here;
+    `channel_zeros` likewise a 1x1 conv's zero codes per channel (conv2d_sum_u8's)."""
     if (g.kh, g.kw, g.sh, g.sw) == (1, 1, 1, 1) and not g.has_padding:   # per channel already: one pass
-        taps = zero_taps_codes(codes, is_zero, code_lo, g, pad_is_zero)
+        taps = zero_taps_codes(codes, is_zero, code_lo, g, pad_is_zero, channel_zeros)
         return zero_counts_from_taps(taps, zero_w_per_tap, zero_w_total, g.cog, g.n * g.ho * g.wo)
     key = ("zero counts", g, codes.dtype.str)
     prepared = None if memo is None else memo.get(key)
@@ -980,9 +1013,10 @@ def _bytes_into_launch(n_tasks, chunks, codes, lo, use_table, byte_table, canvas
 
 @launcher(_bytes_transposed)
 @njit(parallel=True, nogil=True, cache=True)
-def _bytes_transposed_launch(n_tasks, chunks, codes, lo, canvas, top, left, cig):
+def _bytes_transposed_launch(n_tasks, chunks, codes, lo, canvas, top, left, cig, count, zero_byte, zero_counts):
     for c in prange(chunks):
-        _bytes_transposed(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, codes, lo, canvas, top, left, cig)
+        _bytes_transposed(n_tasks * c // chunks, n_tasks * (c + 1) // chunks, codes, lo, canvas, top, left, cig,
+                          count, zero_byte, zero_counts)
 
 
 @launcher(_decode_phases)
