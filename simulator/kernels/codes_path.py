@@ -455,6 +455,15 @@ def _build_dw3x3():
 _dw3x3_sums = njit(build=_build_dw3x3)(_dw3x3_sums_numpy)
 
 
+@njit(inline="always")
+def _aligned(size, dtype):
+    """np.empty(size, dtype) starting on a 64-byte boundary: the channel vectors of the depthwise scratch then
+    never straddle two cache lines (numpy's 16-byte alignment split most of them: 7% of the kernel's time)."""
+    raw = np.empty(size + 64, dtype)
+    shift = ((64 - raw.ctypes.data % 64) % 64) // raw.itemsize
+    return raw[shift:shift + size]
+
+
 @njit(nogil=True, cache=True)
 def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, geom, narrow, m_row, init_row, ep_lo,
                      ep_hi, ep_offset, ep_linear, ep_table, count_zeros, zero_code, row_cov, col_cov, zero_totals,
@@ -475,13 +484,13 @@ def _depthwise_fused(t0, t1, codes, table, lo, linear, offset, pad, wt, geom, na
     wt_flat = wt.reshape(-1)
     pitch = wp * c_n              # a scratch row
     rows = (band - 1) * sh + kh_n
-    canvas = np.empty(rows * pitch, wt.dtype)   # the band's padded input rows, channels last
+    canvas = _aligned(rows * pitch, wt.dtype)   # the band's padded input rows, channels last
     byte_in, byte_out = codes.itemsize == 1, out.itemsize == 1   # one-byte codes: transposes 8x8 at a time
     codes_flat = codes.reshape(-1).view(np.uint8)
     band_codes = np.empty(rows * w * c_n, codes.dtype)   # the band's input rows, channels last, undecoded
     band_bytes = band_codes.view(np.uint8)
     out_flat = out.reshape(-1).view(np.uint8)
-    acc = np.empty(run, wt.dtype)
+    acc = _aligned(run, wt.dtype)
     values = np.empty(run, np.int32)            # requantized and clipped, one output row
     codes_cl = np.empty(band * run, ep_table.dtype)   # the band's output codes, channels last
     ftype = m_row.dtype.type
