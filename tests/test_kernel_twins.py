@@ -315,3 +315,110 @@ def test_a_first_run_with_twins_computes_what_numba_does(tmp_path):
     codes = x if np.issubdtype(x.dtype, np.integer) else quantize_input(model, x)
     want = Engine(model).run(codes).output
     np.testing.assert_array_equal(np.load(out), want)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The IR intrinsics (kernels/microkernel.py) against the numpy twins Python mode runs, called from small jitted
+# wrappers (an intrinsic only runs inside numba code)
+# ------------------------------------------------------------------------------------------------------------
+def _jitted(body):
+    import numba
+    return numba.njit(body)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), double=st.booleans())
+def test_dw3x3_sums_twin(seed, double):
+    from simulator.kernels import im2col, microkernel
+    run = _jitted(lambda x, b, s, p, wt, acc, n, blocks: microkernel.dw3x3_sums(x, b, s, p, wt, acc, n, blocks))
+    rng = np.random.default_rng(seed)
+    dtype = np.float64 if double else np.float32
+    lanes = im2col.dw_lanes(dtype)
+    c = lanes * int(rng.integers(1, 4)) + int(rng.integers(0, lanes))   # whole vectors and a remainder
+    blocks, npix, stride = c // lanes, int(rng.integers(1, 9)), int(rng.integers(1, 3))
+    pitch = (npix * stride + 2) * c
+    x = rng.integers(-255, 256, 3 * pitch + c).astype(dtype)
+    wt = rng.integers(-127, 128, 9 * c).astype(dtype)
+    base = int(rng.integers(0, c))
+    want, got = np.full(npix * c, -7, dtype), np.full(npix * c, -7, dtype)
+    run(x, base, stride * c, pitch, wt, got, npix, blocks)
+    codes_path._dw3x3_sums_numpy(x, base, stride * c, pitch, wt, want, npix, blocks)
+    np.testing.assert_array_equal(got, want)
+    for p in range(npix):   # and in Python integers, the channels of whole vectors; the rest untouched
+        for ch in range(c):
+            exact = sum(int(wt[t * c + ch]) * int(x[base + p * stride * c + (t // 3) * pitch + (t % 3) * c + ch])
+                        for t in range(9))
+            assert got[p * c + ch] == (exact if ch < blocks * lanes else -7)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_count_equal_twin(seed):
+    from simulator.kernels import microkernel
+    run = _jitted(lambda x, a, b, v: microkernel.count_equal(x, a, b, v))
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 4, int(rng.integers(0, 400))).astype(np.uint8)
+    value = np.uint8(rng.integers(0, 4))
+    start = int(rng.integers(0, x.size + 1))
+    stop = int(rng.integers(start, x.size + 1))
+    got = run(x, start, stop, value)
+    assert got == codes_path._count_equal_numpy(x, start, stop, value) == int((x[start:stop] == value).sum())
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_tile_signs_twin(seed):
+    from simulator.kernels import im2col, microkernel
+    rng = np.random.default_rng(seed)
+    lanes = im2col.LANES[np.dtype(np.uint64)]
+    nvec = int(rng.choice([v for v in (1, 2, 4) if v <= im2col.MAX_NVEC]))
+    run = _sign_tile_runner(nvec)
+    width = nvec * lanes
+    steps, npix, nco = int(rng.integers(1, 12)), int(rng.integers(1, im2col.TILE_P + 1)), int(rng.integers(1, width + 1))
+    x = rng.integers(0, 2**63, 64, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, 64, dtype=np.uint64)
+    w = rng.integers(0, 2**63, steps * width, dtype=np.uint64) * np.uint64(2)
+    offs = rng.integers(0, 40, steps).astype(np.int64)
+    above = rng.integers(0, 64 * steps, 3 * width).astype(np.int64)
+    bases = tuple(int(b) for b in rng.integers(0, 2 * width + 1, im2col.TILE_P))
+    pixel_stride = -(-width // 8) + int(rng.integers(0, 3))
+    want, got = np.full(8 * pixel_stride, 0xA5, np.uint8), np.full(8 * pixel_stride, 0xA5, np.uint8)
+    args = (x, 1, 5, offs, 0, steps, w, 0)
+    run(*args, got, 2, pixel_stride, npix, nco, above, bases)
+    im2col._tile_signs_numpy(*args, want, 2, pixel_stride, npix, nco, above, bases, nvec)
+    np.testing.assert_array_equal(got, want)
+
+
+_SIGN_TILE_RUNNERS: dict = {}
+
+
+def _sign_tile_runner(nvec: int):
+    """A jitted call of microkernel.tile_signs with nvec a compile-time constant (as in im2col's tile loops)."""
+    if nvec not in _SIGN_TILE_RUNNERS:
+        from simulator.kernels import microkernel
+
+        def run(x, x_base, x_step, offs, r0, r1, w, w_base, out, out_base, stride, npix, nco, above, bases):
+            microkernel.tile_signs(x, x_base, x_step, offs, r0, r1, w, w_base, out, out_base, stride, npix, nco,
+                                   above, bases, nvec)
+        _SIGN_TILE_RUNNERS[nvec] = _jitted(run)
+    return _SIGN_TILE_RUNNERS[nvec]
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), pad_mode=st.sampled_from(popcount.PAD_MODES))
+def test_fill_packed_canvas_twin(seed, pad_mode):
+    """The XNOR canvas from packed bits (popcount.XnorConv.packed): word copies where the pixels are whole words,
+    byte loops otherwise, spare bits of the last byte cleared, padding pixels of either sign."""
+    rng = np.random.default_rng(seed)
+    groups = int(rng.integers(1, 4))
+    cig = int(rng.choice([8, 16, 64, 128])) if groups > 1 else int(rng.choice([1, 5, 8, 13, 64, 70, 128]))
+    n, h, w = int(rng.integers(1, 3)), int(rng.integers(1, 6)), int(rng.integers(1, 7))
+    top, left = int(rng.integers(0, 3)), int(rng.integers(0, 3))
+    nw = -(-cig // 64)
+    x = rng.integers(0, 256, (n, h, w, -(-groups * cig // 8))).astype(np.uint8)   # junk in the spare bits too
+    dims = (n, h + top + int(rng.integers(0, 3)), w + left + int(rng.integers(0, 3)), groups, nw)
+    pad = popcount.pack_bits(np.ones(cig, np.uint8), axis=0) if pad_mode == "-1" else np.zeros(nw, np.uint64)
+    pad_pixel = np.ascontiguousarray(np.broadcast_to(pad, (groups, nw)))
+    x_words = x.shape[3] == 8 * groups * nw and cig % 8 == 0
+    t0, t1 = _range(rng, n * dims[1])
+    _assert_twin(popcount._fill_packed_canvas, popcount._fill_packed_canvas_numpy, np.full(dims, 7, np.uint64),
+                 lambda out: (t0, t1, x, out, top, left, pad_pixel, -(-cig // 8), (1 << (cig % 8 or 8)) - 1, x_words))

@@ -174,16 +174,16 @@ class XnorConv:
 
 
 @njit(inline="always")
-def _fill_pixels(dst, j0, j1, pad):
-    """Pixels j0..j1 of a canvas row (words) set to the pad pixel's words."""
+def _fill_pixels(dst, start, j0, j1, pad):
+    """Pixels j0..j1 of the canvas row at dst[start:] (words) set to the pad pixel's words."""
     pix = pad.shape[0]
     if pix == 1:
-        for j in range(j0, j1):
+        for j in range(start + j0, start + j1):
             dst[j] = pad[0]
     else:
         for j in range(j0, j1):
             for k in range(pix):
-                dst[j * pix + k] = pad[k]
+                dst[start + j * pix + k] = pad[k]
 
 
 def _fill_packed_canvas_numpy(t0, t1, x, canvas, top, left, pad_pixel, per_group, last_mask, x_words):
@@ -211,38 +211,39 @@ def _fill_packed_canvas(t0, t1, x, canvas, top, left, pad_pixel, per_group, last
     n, h, w, nb = x.shape
     hp, wpa, groups, nw = canvas.shape[1], canvas.shape[2], canvas.shape[3], canvas.shape[4]
     pix = groups * nw   # words a canvas pixel
-    rows = canvas.reshape(n * hp, wpa * pix)
-    x_bytes = x.reshape(n * h, w * nb)
-    x64 = x.reshape(-1).view(np.uint64).reshape(n * h, (w * nb) // 8) if x_words else \
-        np.zeros((1, 1), np.uint64)
+    row_words = wpa * pix
+    flat = canvas.reshape(-1)   # (flat indices: a view per row cost more than a short row's copy)
+    x_bytes = x.reshape(-1)
+    x64 = x.reshape(-1).view(np.uint64) if x_words else np.zeros(1, np.uint64)
     pad = pad_pixel.reshape(-1)
     mask = np.uint64(last_mask)
     for t in range(t0, t1):
         ni, i = t // hp, t % hp - top
-        dst = rows[t]
+        d0 = t * row_words
         if not 0 <= i < h:   # a padding row
-            _fill_pixels(dst, 0, wpa, pad)
+            _fill_pixels(flat, d0, 0, wpa, pad)
             continue
-        _fill_pixels(dst, 0, left, pad)
-        _fill_pixels(dst, left + w, wpa, pad)
-        base = left * pix
+        _fill_pixels(flat, d0, 0, left, pad)
+        _fill_pixels(flat, d0, left + w, wpa, pad)
+        base = d0 + left * pix
         if x_words:
-            src64 = x64[ni * h + i]
-            for k in range(src64.shape[0]):
-                dst[base + k] = src64[k]
+            words = (w * nb) // 8
+            s0 = (ni * h + i) * words
+            for k in range(words):
+                flat[base + k] = x64[s0 + k]
             continue
-        src = x_bytes[ni * h + i]
+        s0 = (ni * h + i) * w * nb
         for jj in range(w):
             for gi in range(groups):
-                first = jj * nb + gi * per_group
+                first = s0 + jj * nb + gi * per_group
                 for k in range(nw):
                     word = np.uint64(0)
                     for b in range(8 * k, min(8 * k + 8, per_group)):
-                        byte = np.uint64(src[first + b])
+                        byte = np.uint64(x_bytes[first + b])
                         if b == per_group - 1:
                             byte &= mask
                         word |= byte << np.uint64(8 * (b - 8 * k))
-                    dst[base + (jj * groups + gi) * nw + k] = word
+                    flat[base + (jj * groups + gi) * nw + k] = word
 
 
 def xnor_dense_packed(x_packed, w_bits, k: int, signs_of: tuple = ()) -> np.ndarray:
