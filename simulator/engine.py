@@ -415,17 +415,14 @@ class Engine:
             packed_in = isinstance(x_codes, popcount.PackedBits)
             # packed bits in and out: the sign bits straight from the micro-kernel (no sums tensor)
             signs_of = (plan.bias,) if packed_in and packed_out and isinstance(out_enc, BinaryAct) else ()
-            if lay.op == "conv2d":
-                geometry = (tuple(lay.attr("stride")), tuple(lay.attr("padding")), lay.attr("groups"),
-                            lay.attr("binary_pad"))
-                acc = self._xnor_conv(lay, plan, x_codes, geometry, signs_of).packed(x_codes.bits) \
-                    if packed_in else popcount.xnor_conv2d(x_codes.astype(np.uint8, copy=False), plan.w_bits,
-                                                           *geometry)
-                words = popcount.popcount_words_per_output(lay.weight.shape[1], *lay.weight.shape[2:])
+            if packed_in:
+                acc = self._xnor_conv(lay, plan, x_codes, signs_of).packed(x_codes.bits)
+            elif lay.op == "conv2d":
+                acc = popcount.xnor_conv2d(x_codes.astype(np.uint8, copy=False), plan.w_bits, *_xnor_geometry(lay))
             else:
-                acc = self._xnor_conv(lay, plan, x_codes, k, signs_of).packed(x_codes.bits) if packed_in else \
-                    popcount.xnor_dense(x_codes.astype(np.uint8, copy=False), plan.w_bits)
-                words = popcount.popcount_words_per_output(k, 1, 1)
+                acc = popcount.xnor_dense(x_codes.astype(np.uint8, copy=False), plan.w_bits)
+            words = popcount.popcount_words_per_output(lay.weight.shape[1], *lay.weight.shape[2:]) \
+                if lay.op == "conv2d" else popcount.popcount_words_per_output(k, 1, 1)
             counts.binary_macs = out_elems * k
             counts.popcount_words = out_elems * words
             if signs_of:
@@ -602,18 +599,17 @@ class Engine:
             return out
         return popcount.PackedBits(popcount.pack_channels(out), layout, shape)
 
-    def _xnor_conv(self, lay, plan, x_codes, geometry, signs_of):
-        """An XNOR layer on packed bits, prepared once per input shape: popcount.XnorConv (a conv: `geometry` its
-        stride, padding, groups and pad mode) or popcount.XnorDense (a dense layer, `geometry` its input count;
-        the batch size is part of its shape)."""
+    def _xnor_conv(self, lay, plan, x_codes, signs_of):
+        """An XNOR layer on packed bits, prepared once per input shape: popcount.XnorConv (a conv) or
+        popcount.XnorDense (a dense layer; the batch size is part of its shape)."""
         dense = lay.op != "conv2d"
         key = (lay.name, x_codes.bits.shape if dense else x_codes.bits.shape[1:], bool(signs_of))
         conv = self._xnor_convs.get(key)
         if conv is None:
             conv = self._xnor_convs[key] = popcount.XnorDense(
-                x_codes.bits.shape, self._dense_packed_bits(lay, plan, x_codes.layout), geometry, signs_of) if dense \
-                else popcount.xnor_conv_packed_plan(x_codes.bits.shape, x_codes.layout[0], plan.w_bits, *geometry,
-                                                    signs_of=signs_of)
+                x_codes.bits.shape, self._dense_packed_bits(lay, plan, x_codes.layout), lay.weight[0].size,
+                signs_of) if dense else popcount.xnor_conv_packed_plan(
+                x_codes.bits.shape, x_codes.layout[0], plan.w_bits, *_xnor_geometry(lay), signs_of=signs_of)
         return conv
 
     def _dense_packed_bits(self, lay, plan, packed_in) -> np.ndarray:
@@ -735,6 +731,11 @@ RUNNERS = {"conv2d": Engine._mac, "dense": Engine._mac, "maxpool": Engine._maxpo
 # Ops whose runners take codes in any integer dtype (the others get int64 codes; `_takes_narrow`)
 NARROW_INPUTS = frozenset({"conv2d", "dense", "flatten", "reshape", "concat", "transpose", "maxpool", "relu",
                            "clip", "add"})
+
+
+def _xnor_geometry(lay) -> tuple:
+    """An XNOR conv's (stride, padding, groups, pad mode)."""
+    return (tuple(lay.attr("stride")), tuple(lay.attr("padding")), lay.attr("groups"), lay.attr("binary_pad"))
 
 
 def _global_ort_codes(lay) -> bool:

@@ -79,6 +79,10 @@ def test_canvas_copy_equals_the_elementwise_copy(seed, signed, padded, groups):
     got = want.copy()
     codes_path._bytes_into(0, n * h, codes, lo, False, np.zeros(1, np.uint8), want, g.top, g.left, cig)
     cut = int(rng.integers(0, n * h + 1))   # two calls, as two threads' chunks would split the rows
-    codes_path._bytes_transposed(0, cut, codes, lo, got, g.top, g.left, cig)
-    codes_path._bytes_transposed(cut, n * h, codes, lo, got, g.top, g.left, cig)
+    zero = int(codes.reshape(-1)[0])   # and the zero codes per channel, counted on the way (1x1 layers' counts)
+    counts = np.zeros((n * h, ci), np.int32)
+    zero_byte = np.uint8((zero - lo) & 0xFF)
+    codes_path._bytes_transposed(0, cut, codes, lo, got, g.top, g.left, cig, True, zero_byte, counts)
+    codes_path._bytes_transposed(cut, n * h, codes, lo, got, g.top, g.left, cig, True, zero_byte, counts)
     np.testing.assert_array_equal(got, want)
+    assert counts.sum(axis=0).tolist() == [sum(int(v) == zero for v in codes[:, c].reshape(-1)) for c in range(ci)]
