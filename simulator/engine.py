@@ -532,9 +532,9 @@ class Engine:
             counts.adds = (hw - 1) * inputs[0].shape[0] * inputs[0].shape[1]
             counts.requants = inputs[0].shape[0] * inputs[0].shape[1]
             lo, hi = out_enc.code_range()
-            m = np.float32(enc.scale) / (np.float32(out_enc.scale) * np.float32(hw))
-            return code_tables.global_average_ort_codes(inputs[0], enc.zero_point, m, lo, hi, out_enc.zero_point,
-                                                        code_dtype(out_enc))
+            return code_tables.global_average_ort_codes(inputs[0], enc.zero_point,
+                                                        pooling.ort_global_multiplier(enc.scale, out_enc.scale, hw),
+                                                        lo, hi, out_enc.zero_point, code_dtype(out_enc))
         x = enc.decode(inputs[0])
         if lay.attr("rounding") == "xnnpack_mean":     # LiteRT XNNPACK's MEAN over H, W: sums of raw codes
             counts.adds = inputs[0].size

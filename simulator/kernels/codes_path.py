@@ -383,6 +383,9 @@ def depthwise_codes(codes, table, code_lo: int, w, bias, g: ConvGeometry, pad_va
     plan = None if memo is None else memo.get(key)
     if plan is None:
         plan = _depthwise_plan(table, code_lo, w, bias, g, pad_value, x_reach, ep)
+        if plan is not False:   # with the zero map's row and column coverage (its weights per input position)
+            rows, cols = _tap_boxes(g)[:2]
+            plan = plan + (rows.coverage, cols.coverage)
         if memo is not None:
             kept = [k for k in list(memo) if k[0] == "depthwise plan"]
             for k in kept[:len(kept) // 2] if len(kept) >= MEMO_ENTRIES else ():
@@ -390,14 +393,13 @@ def depthwise_codes(codes, table, code_lo: int, w, bias, g: ConvGeometry, pad_va
             memo[key] = plan
     if plan is False:
         return None
-    kernel, tasks, args = plan
+    kernel, tasks, args, row_cov, col_cov = plan
     out = np.empty((g.n, g.co, g.ho, g.wo), ep.table.dtype)
-    rows, cols = _tap_boxes(g)[:2]
     # (the banded kernel counts on its channels-last bytes: one-byte codes only)
     count = zero_code is not None and (kernel is _depthwise_planar or codes.itemsize == 1)
     zero_totals = np.zeros(tasks if count else 1, np.int64)
     split(kernel, tasks, np.ascontiguousarray(codes), *args, count, np.int64(zero_code if count else 0),
-          rows.coverage, cols.coverage, zero_totals, out, work=out.size * 4)
+          row_cov, col_cov, zero_totals, out, work=out.size * 4)
     return out if zero_code is None else (out, int(zero_totals.sum()) if count else None)
 
 

@@ -158,6 +158,11 @@ def _int_value(v) -> int:
     return v
 
 
+def ort_global_multiplier(in_scale: float, out_scale: float, window: int) -> np.float32:
+    """MLAS's float32 multiplier of a whole-plane average: float32(in_scale / float32(out_scale · float32(H·W)))."""
+    return np.float32(in_scale) / (np.float32(out_scale) * np.float32(window))
+
+
 def avgpool_ort(x, kernel, stride=None, padding=0, count_include_pad: bool = False, in_scale: float = 1.0,
                 out_scale: float = 1.0, out_zero_point: int = 0,
                 float_zero_point: int | None = None) -> tuple[np.ndarray, int]:
@@ -184,7 +189,7 @@ def avgpool_ort(x, kernel, stride=None, padding=0, count_include_pad: bool = Fal
     if (k[0], k[1]) == (H, W) and not any(pads):
         # exact integer sums per plane (einsum: numpy's sum over two short axes costs ~4x more)
         total = np.einsum("ncq->nc", x.reshape(x.shape[0], x.shape[1], -1))[:, :, None, None]
-        m = f32(in_scale) / (f32(out_scale) * f32(window))
+        m = ort_global_multiplier(in_scale, out_scale, window)
         with np.errstate(over="ignore", invalid="ignore"):
             r = np.rint(total.astype(f32) * m)
         return np.clip(r, -2.0 ** 62, 2.0 ** 62).astype(np.int64), (window - 1) * int(total.size)
